@@ -1,0 +1,86 @@
+"""What every pipemail command shares: exit codes, one-line errors, quiet pipes.
+
+A command is a :class:`Command`; its console script calls :func:`run`.
+"""
+
+import os
+import signal
+import sys
+
+import click
+
+from pipemail.errors import (
+    EX_IOERR,
+    EX_SOFTWARE,
+    EX_USAGE,
+    PipemailError,
+    UsageError,
+    describe_oserror,
+)
+
+STDIO_NAMES = ("-", "/dev/stdout")
+
+
+def warn(prog, message):
+    """One diagnostic line on stderr."""
+    click.echo("%s: %s" % (prog, message), err=True)
+
+
+class Command(click.Command):
+    """A click command that reports errors as one line and exits with sysexits codes.
+
+    Usage errors exit 64, a :class:`PipemailError` its own code, an OSError 74,
+    anything else 70 (with a traceback only when ``PIPEMAIL_DEBUG`` is set).
+    The callback returns the exit code.
+    """
+
+    def main(self, args=None, prog_name=None, **extra):
+        prog = prog_name or self.name
+        extra["standalone_mode"] = False
+        try:
+            code = super().main(args, prog_name=prog, **extra)
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        except (click.UsageError, UsageError) as exc:
+            text = exc.format_message() if isinstance(exc, click.UsageError) else str(exc)
+            warn(prog, "%s (see '%s --help')" % (text.rstrip("."), prog))
+            code = EX_USAGE
+        except (click.Abort, KeyboardInterrupt):
+            code = 130
+        except PipemailError as exc:
+            warn(prog, str(exc))
+            code = exc.exit_code
+        except OSError as exc:
+            if os.environ.get("PIPEMAIL_DEBUG"):
+                raise
+            name = exc.filename
+            where = "%s: " % os.fsdecode(name) if name else ""
+            warn(prog, where + describe_oserror(exc))
+            code = EX_IOERR
+        except Exception as exc:
+            if os.environ.get("PIPEMAIL_DEBUG"):
+                raise
+            warn(prog, "internal error: %s: %s (rerun with PIPEMAIL_DEBUG=1 for a traceback, "
+                       "and please report it)" % (type(exc).__name__, exc))
+            code = EX_SOFTWARE
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _terminate(signum, frame):
+    # Unwind (removing temporary files) instead of dying on the spot.
+    sys.exit(128 + signum)
+
+
+def run(command, prog):
+    """Console-script entry: quiet on a closed pipe, tidy on SIGTERM."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _terminate)
+    command.main(prog_name=prog)
+
+
+def stdin_stream():
+    return sys.stdin.buffer
+
+
+def stdout_stream():
+    return sys.stdout.buffer

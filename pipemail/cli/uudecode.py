@@ -1,0 +1,50 @@
+"""pyuudecode: decode every uuencoded or base64 block in its inputs, safely."""
+
+import click
+
+from pipemail import __version__
+from pipemail.cli import STDIO_NAMES, Command, run, stdin_stream, stdout_stream, warn
+
+EPILOG = """\b
+Examples:
+  pyuudecode photo.uue                  # writes the name in its header
+  pyuudecode < saved-mail.txt           # every block in the mail
+  pyuudecode -o photo.jpg photo.uue
+  pyuudecode -o - photo.uue | file -
+  pyuudecode -s -f parts/*.uue          # keep relative directories, replace files
+
+Names in headers are untrusted: only their last component is used unless -s,
+absolute paths and '..' are always refused, existing files are kept unless -f,
+and a file appears only once its block decoded completely."""
+
+
+@click.command(cls=Command, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-o", "--output-file", "outfile", metavar="OUTFILE",
+              help="Write every block to OUTFILE, one after another ('-' or /dev/stdout: "
+                   "standard output), instead of the names in the headers.")
+@click.option("-f", "--force", is_flag=True,
+              help="Replace existing files named by headers.")
+@click.option("-s", "--keep-paths", is_flag=True,
+              help="Keep the relative directories of header names (created as needed).")
+@click.option("-c", "--ignore-chmod", is_flag=True,
+              help="Ignore errors setting the mode of output files.")
+@click.version_option(__version__, "--version", prog_name="pyuudecode", message="%(prog)s %(version)s")
+@click.argument("files", nargs=-1, metavar="[FILE]...")
+def command(outfile, force, keep_paths, ignore_chmod, files):
+    """Decode every uuencoded and base64 block in FILEs (default: standard input)."""
+    from pipemail import uu
+
+    inputs = [("stdin", stdin_stream()) if f == "-" else f for f in files or ("-",)]
+    output = outfile
+    if outfile in STDIO_NAMES:
+        from pipemail.safefile import Output
+
+        output = Output.to_stream(stdout_stream())
+    errors = uu.decode_inputs(inputs, output, force=force, keep_paths=keep_paths,
+                              ignore_chmod_errors=ignore_chmod,
+                              on_error=lambda exc: warn("pyuudecode", exc))
+    return errors[0].exit_code if errors else 0
+
+
+def main():
+    run(command, "pyuudecode")

@@ -1,0 +1,89 @@
+"""Errors raised by pipemail's core, each carrying its exit code (sysexits.h).
+
+The core raises these; a command prints ``prog: message`` on one line and exits
+with ``exit_code``.  Nothing else about an error reaches the user.
+"""
+
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_NOUSER = 67
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_CANTCREAT = 73
+EX_IOERR = 74
+EX_TEMPFAIL = 75
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+
+class PipemailError(Exception):
+    """Base of every error pipemail reports to the user."""
+
+    exit_code = EX_SOFTWARE
+
+
+class UsageError(PipemailError):
+    """Bad options or arguments."""
+
+    exit_code = EX_USAGE
+
+
+class DataError(PipemailError):
+    """Malformed input: bad encoding, truncated archive, header injection."""
+
+    exit_code = EX_DATAERR
+
+
+class NoInputError(PipemailError):
+    """An input file does not exist or cannot be read."""
+
+    exit_code = EX_NOINPUT
+
+
+class NoUserError(PipemailError):
+    """The server rejected a recipient."""
+
+    exit_code = EX_NOUSER
+
+
+class UnavailableError(PipemailError):
+    """The server refused permanently."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class CantCreateError(PipemailError):
+    """An output file cannot be created, or would be overwritten."""
+
+    exit_code = EX_CANTCREAT
+
+
+class IOFailure(PipemailError):
+    """Reading or writing failed."""
+
+    exit_code = EX_IOERR
+
+
+class TempFailError(PipemailError):
+    """Try again later: connection refused, timeout, 4xx reply."""
+
+    exit_code = EX_TEMPFAIL
+
+
+class NoPermError(PipemailError):
+    """Authentication failed, or an unsafe path or mode in the input was refused."""
+
+    exit_code = EX_NOPERM
+
+
+class ConfigError(PipemailError):
+    """Configuration missing or wrong."""
+
+    exit_code = EX_CONFIG
+
+
+def describe_oserror(exc):
+    """The strerror of an OSError, without Python's ``[Errno N]`` decoration."""
+    return exc.strerror or str(exc)

@@ -1,0 +1,227 @@
+"""Writing output files so that nothing is lost or half-written.
+
+A regular file is written under a temporary name beside its target and renamed
+over it only when complete; on any error the target is untouched and the
+temporary file is removed.  A target that exists and is not a regular file
+(``/dev/null``, a FIFO, a terminal) is written directly, never replaced.
+"""
+
+import os
+import stat
+
+from pipemail.errors import CantCreateError, IOFailure, describe_oserror
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def current_umask():
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temp_name(name):
+    # Keep the temporary name within NAME_MAX even for a long target name.
+    return ".%s.%s.part" % (name[:200], os.urandom(6).hex())
+
+
+class Output:
+    """One output: a binary file object ``file`` plus commit/abort.
+
+    Build one with :meth:`to_path` (a path the user chose: symlinks are
+    followed, an existing file is replaced), :meth:`in_directory` (a name taken
+    from untrusted input: never follows a symlink, replaces only when asked) or
+    :meth:`to_stream` (an already open stream such as stdout).
+    """
+
+    def __init__(self, file, label, *, dir_fd=None, temp=None, final=None, overwrite=True):
+        self.file = file
+        self.label = label
+        self._dir_fd = dir_fd
+        self._temp = temp
+        self._final = final
+        self._overwrite = overwrite
+        self._good = 0
+        self._done = False
+
+    # -- constructors ---------------------------------------------------------
+    @classmethod
+    def to_stream(cls, stream, label="stdout"):
+        return cls(stream, label)
+
+    @classmethod
+    def to_path(cls, path):
+        """Write ``path``, which the user named; an existing file is replaced."""
+        label = os.fsdecode(path)
+        target = os.path.realpath(path)
+        try:
+            st = os.stat(target)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise CantCreateError("cannot write %s: %s" % (label, describe_oserror(exc))) from None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise CantCreateError("cannot write %s: Is a directory" % label)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            try:
+                fd = os.open(target, os.O_WRONLY | _O_CLOEXEC)
+            except OSError as exc:
+                raise CantCreateError("cannot write %s: %s" % (label, describe_oserror(exc))) from None
+            return cls(os.fdopen(fd, "wb"), label)
+        directory, name = os.path.split(target)
+        try:
+            dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
+        except OSError as exc:
+            raise CantCreateError("cannot write %s: %s" % (label, describe_oserror(exc))) from None
+        return cls._temp_in(dir_fd, name, label, overwrite=True)
+
+    @classmethod
+    def in_directory(cls, dir_fd, name, label, *, overwrite=False):
+        """Write ``name`` inside the open directory ``dir_fd``, never following a symlink.
+
+        ``dir_fd`` is taken over: it is closed when the output is committed or
+        aborted.  Without ``overwrite`` an existing entry is refused (73); with
+        it, a symlink or regular file is replaced (not followed), a FIFO or
+        device is written directly.
+        """
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            os.close(dir_fd)
+            raise CantCreateError("cannot write %s: %s" % (label, describe_oserror(exc))) from None
+        if st is not None:
+            problem = None
+            if not overwrite:
+                problem = "%s exists; not overwritten (use -f to replace it)" % label
+            elif stat.S_ISDIR(st.st_mode):
+                problem = "cannot write %s: Is a directory" % label
+            if problem:
+                os.close(dir_fd)
+                raise CantCreateError(problem)
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                try:
+                    fd = os.open(name, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=dir_fd)
+                except OSError as exc:
+                    raise CantCreateError("cannot write %s: %s" % (label, describe_oserror(exc))) from None
+                finally:
+                    os.close(dir_fd)
+                return cls(os.fdopen(fd, "wb"), label)
+        return cls._temp_in(dir_fd, name, label, overwrite=overwrite)
+
+    @classmethod
+    def _temp_in(cls, dir_fd, name, label, *, overwrite):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+        for _ in range(10):
+            temp = _temp_name(name)
+            try:
+                fd = os.open(temp, flags, 0o600, dir_fd=dir_fd)
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                os.close(dir_fd)
+                raise CantCreateError("cannot create %s: %s" % (label, describe_oserror(exc))) from None
+        else:  # pragma: no cover - ten random collisions
+            os.close(dir_fd)
+            raise CantCreateError("cannot create %s: no free temporary name" % label)
+        return cls(os.fdopen(fd, "wb"), label, dir_fd=dir_fd, temp=temp, final=name,
+                   overwrite=overwrite)
+
+    # -- use ------------------------------------------------------------------
+    def write(self, data):
+        try:
+            self.file.write(data)
+        except OSError as exc:
+            raise IOFailure("cannot write %s: %s" % (self.label, describe_oserror(exc))) from None
+
+    def checkpoint(self):
+        """Remember the current end as good: :meth:`rollback` returns here."""
+        if self._temp is not None:
+            self._good = self.file.tell()
+
+    def rollback(self):
+        """Drop what was written since the last checkpoint (temporary files only)."""
+        if self._temp is not None:
+            self.file.flush()
+            self.file.seek(self._good)
+            self.file.truncate()
+
+    @property
+    def replaces(self):
+        """True when the output goes to a temporary file that commit renames."""
+        return self._temp is not None
+
+    def commit(self, mode=None, *, ignore_chmod_errors=False):
+        """Finish: flush, set ``mode`` (temporary files only), move into place."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            try:
+                self.file.flush()
+                if self._temp is not None and mode is not None:
+                    try:
+                        os.fchmod(self.file.fileno(), mode)
+                    except OSError:
+                        if not ignore_chmod_errors:
+                            raise
+            except OSError as exc:
+                raise IOFailure("cannot write %s: %s" % (self.label, describe_oserror(exc))) from None
+            if self._temp is None:
+                if self.file.fileno() > 2:
+                    self.file.close()
+                return
+            self.file.close()
+            self._place()
+        except BaseException:
+            self._cleanup()
+            raise
+        os.close(self._dir_fd)
+
+    def _place(self):
+        d = self._dir_fd
+        if self._overwrite:
+            try:
+                os.rename(self._temp, self._final, src_dir_fd=d, dst_dir_fd=d)
+            except OSError as exc:
+                raise CantCreateError("cannot create %s: %s" % (self.label, describe_oserror(exc))) from None
+            return
+        # No clobbering, atomically: link() fails if the name exists.
+        try:
+            os.link(self._temp, self._final, src_dir_fd=d, dst_dir_fd=d, follow_symlinks=False)
+        except FileExistsError:
+            raise CantCreateError("%s exists; not overwritten (use -f to replace it)" % self.label) from None
+        except OSError as exc:
+            raise CantCreateError("cannot create %s: %s" % (self.label, describe_oserror(exc))) from None
+        os.unlink(self._temp, dir_fd=d)
+
+    def abort(self):
+        """Give up: remove the temporary file; the target is untouched."""
+        if self._done:
+            return
+        self._done = True
+        self._cleanup()
+
+    def _cleanup(self):
+        if self._temp is None:
+            try:
+                if self.file.fileno() > 2:
+                    self.file.close()
+                else:
+                    self.file.flush()
+            except (OSError, ValueError):
+                pass
+            return
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self._temp, dir_fd=self._dir_fd)
+        except OSError:
+            pass
+        os.close(self._dir_fd)

@@ -1,0 +1,707 @@
+"""uuencode and base64 (``uuencode -m``) encoding and decoding, streaming.
+
+The core works on binary streams in bounded chunks, built on :mod:`binascii`:
+classic uuencoding is base64 of many lines at once, translated to the uu
+alphabet and framed with one join per chunk.
+
+* :func:`encode_stream` / :func:`encode_bytes` write GNU ``uuencode`` output.
+* :func:`decode_inputs` decodes every block in its inputs into files or a
+  stream, safely (see ``pyuudecode(1)``); :func:`decode_bytes` is the bytes
+  helper.
+* :func:`encode`, :func:`decode` and :class:`Error` are a drop-in for the
+  stdlib ``uu`` module removed in Python 3.13: ``from pipemail import uu``.
+"""
+
+import binascii
+import os
+import struct
+
+from pipemail.errors import (
+    CantCreateError,
+    DataError,
+    NoInputError,
+    NoPermError,
+    PipemailError,
+    describe_oserror,
+)
+
+__all__ = [
+    "Error",
+    "Header",
+    "decode",
+    "decode_bytes",
+    "decode_inputs",
+    "encode",
+    "encode_bytes",
+    "encode_stream",
+    "iter_blocks",
+]
+
+# -- alphabets ------------------------------------------------------------------
+
+_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+# uu value v is the character v + 32; GNU writes zero as a backtick.
+_UU_BACKTICK = b"`" + bytes(range(33, 96))
+_UU_SPACE = bytes(range(32, 96))
+# base64 -> uu; "=" (a short last group) becomes the zero character.
+_TO_UU = bytes.maketrans(_B64 + b"=", _UU_BACKTICK + b"`")
+_TO_UU_SPACE = bytes.maketrans(_B64 + b"=", _UU_SPACE + b" ")
+# uu -> base64: space and backtick are both zero.  Every other byte becomes a
+# newline, which binascii.a2b_base64 skips: the fast paths detect bad
+# characters by the decoded length coming out short.
+_FROM_UU = bytearray(b"\n" * 256)
+for _v in range(64):
+    _FROM_UU[32 + _v] = _B64[_v]
+_FROM_UU[96] = _B64[0]
+_FROM_UU = bytes(_FROM_UU)
+_UU_CHARS = bytes(range(32, 97))
+_B64_ONLY = bytearray(b"\n" * 256)
+for _c in _B64:
+    _B64_ONLY[_c] = _c
+_B64_ONLY = bytes(_B64_ONLY)
+
+_LINE = 45  # bytes per encoded line
+_CHUNK_LINES = 1024  # lines encoded or decoded per bulk step (about 64 KB)
+_MAX_LINE = 4096  # longer lines are never part of an encoded block
+_structs = {}
+
+
+def _splitter(n, width):
+    key = (n, width)
+    st = _structs.get(key)
+    if st is None:
+        st = _structs[key] = struct.Struct("%ds" % width * n)
+    return st
+
+
+# -- encoding -------------------------------------------------------------------
+
+
+def check_name(name):
+    """Refuse a name that cannot stand in a header line."""
+    if isinstance(name, str):
+        name = os.fsencode(name)
+    if b"\n" in name or b"\r" in name:
+        raise DataError("name %r contains a line break; it cannot stand in a header" % os.fsdecode(name))
+    return name
+
+
+def header_line(name, mode=0o644, *, base64=False):
+    """The ``begin`` line for ``name`` (str or bytes) and ``mode``."""
+    name = check_name(name)
+    word = b"begin-base64" if base64 else b"begin"
+    return b"%s %o %s\n" % (word, mode & 0o777, name)
+
+
+def _read_full(read, n):
+    data = read(n)
+    if data is None:
+        data = b""
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _encode_lines(data, table):
+    """Whole 45-byte lines of ``data`` (len a multiple of 45) as uu lines."""
+    n = len(data) // _LINE
+    text = binascii.b2a_base64(data, newline=False).translate(table)
+    return b"M" + b"\nM".join(_splitter(n, 60).unpack(text)) + b"\n"
+
+
+def _encode_last(data, table):
+    """A final short line (1..44 bytes)."""
+    text = binascii.b2a_base64(data, newline=False).translate(table)
+    return bytes((32 + len(data),)) + text + b"\n"
+
+
+def _b64_lines(data):
+    n = len(data) // _LINE
+    text = binascii.b2a_base64(data, newline=False)
+    return b"\n".join(_splitter(n, 60).unpack(text)) + b"\n"
+
+
+def encode_body(src, dst, *, base64=False, table=_TO_UU, chunk_lines=_CHUNK_LINES):
+    """Write the encoded lines of everything in ``src`` (no header, no trailer).
+
+    Returns the number of input bytes.
+    """
+    read, write = src.read, dst.write
+    size = _LINE * chunk_lines
+    total = 0
+    while True:
+        data = _read_full(read, size)
+        total += len(data)
+        whole = len(data) - len(data) % _LINE
+        if whole:
+            write(_b64_lines(data[:whole]) if base64 else _encode_lines(data[:whole], table))
+        if whole < len(data):
+            rest = data[whole:]
+            if base64:
+                write(binascii.b2a_base64(rest, newline=True))
+            else:
+                write(_encode_last(rest, table))
+        if len(data) < size:
+            return total
+
+
+def encode_stream(src, dst, name, mode=0o644, *, base64=False):
+    """Encode binary stream ``src`` into ``dst`` exactly as GNU ``uuencode`` does.
+
+    ``name`` goes into the header (a line break in it is refused, 65), ``mode``
+    is masked to its permission bits.  Returns the number of bytes encoded.
+    """
+    head = header_line(name, mode, base64=base64)
+    dst.write(head)
+    total = encode_body(src, dst, base64=base64)
+    dst.write(b"====\n" if base64 else b"`\nend\n")
+    return total
+
+
+def encode_bytes(data, name, mode=0o644, *, base64=False):
+    """``data`` encoded as one block, header and trailer included."""
+    import io
+
+    out = io.BytesIO()
+    encode_stream(io.BytesIO(data), out, name, mode, base64=base64)
+    return out.getvalue()
+
+
+# -- reading lines --------------------------------------------------------------
+
+
+class _Reader:
+    """Lines of a binary stream, with bulk access for the decoders' fast paths.
+
+    ``lineno`` is the number of the last line returned.  Memory stays bounded:
+    a line longer than ``_MAX_LINE`` is returned cut short, with ``overlong``
+    set, and the rest of it is skipped.
+    """
+
+    _FILL = 1 << 16
+
+    def __init__(self, stream, label):
+        self._read = stream.read
+        self.label = label
+        self.buf = bytearray()
+        self.pos = 0
+        self.eof = False
+        self.lineno = 0
+        self.overlong = False
+        self._back = None
+
+    def fill(self, want):
+        """Try to have ``want`` bytes buffered from ``pos``; False if no more came."""
+        if len(self.buf) - self.pos >= want:
+            return True
+        if self.eof:
+            return False
+        if self.pos:
+            del self.buf[: self.pos]
+            self.pos = 0
+        start = len(self.buf)
+        while len(self.buf) < want:
+            data = self._read(max(self._FILL, want - len(self.buf)))
+            if not data:
+                self.eof = True
+                break
+            self.buf += data
+        return len(self.buf) > start
+
+    def readline(self):
+        """The next line, line end included; b"" at the end of input."""
+        if self._back is not None:
+            line, self._back = self._back, None
+            self.lineno += 1
+            return line
+        self.overlong = False
+        while True:
+            end = self.buf.find(b"\n", self.pos, self.pos + _MAX_LINE)
+            if end >= 0:
+                line = bytes(self.buf[self.pos : end + 1])
+                self.pos = end + 1
+                break
+            if len(self.buf) - self.pos >= _MAX_LINE:
+                line = bytes(self.buf[self.pos : self.pos + _MAX_LINE])
+                self.overlong = True
+                self._skip_rest()
+                break
+            if not self.fill(len(self.buf) - self.pos + self._FILL):
+                line = bytes(self.buf[self.pos :])
+                self.pos = len(self.buf)
+                break
+        if line:
+            self.lineno += 1
+        return line
+
+    def _skip_rest(self):
+        while True:
+            end = self.buf.find(b"\n", self.pos)
+            if end >= 0:
+                self.pos = end + 1
+                return
+            self.pos = len(self.buf)
+            if not self.fill(self._FILL):
+                return
+
+    def unread(self, line):
+        """Give back the line just read; the next readline returns it again."""
+        self._back = line
+        self.lineno -= 1
+
+
+def _strip_eol(line):
+    if line.endswith(b"\n"):
+        line = line[:-1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+    return line
+
+
+# -- headers --------------------------------------------------------------------
+
+
+class Header:
+    """A ``begin`` line: format ("uu" or "base64"), mode, name (bytes), line number."""
+
+    __slots__ = ("format", "mode", "name", "line")
+
+    def __init__(self, format, mode, name, line):
+        self.format = format
+        self.mode = mode
+        self.name = name
+        self.line = line
+
+    def __repr__(self):
+        return "Header(%r, 0o%o, %r, line %d)" % (self.format, self.mode, self.name, self.line)
+
+
+def parse_header(line):
+    """A :class:`Header` (line 0) if ``line`` is a begin line, else None."""
+    if not line.startswith(b"begin"):
+        return None
+    line = _strip_eol(line)
+    word, sep, rest = line.partition(b" ")
+    if word == b"begin":
+        fmt = "uu"
+    elif word == b"begin-base64":
+        fmt = "base64"
+    else:
+        return None
+    mode, sep, name = rest.partition(b" ")
+    if not sep or not name or not 1 <= len(mode) <= 6 or mode.strip(b"01234567"):
+        return None
+    return Header(fmt, int(mode, 8), name, 0)
+
+
+def _find_header(rd):
+    while True:
+        line = rd.readline()
+        if not line:
+            return None
+        if line.startswith(b"begin") and not rd.overlong:
+            header = parse_header(line)
+            if header is not None:
+                header.line = rd.lineno
+                return header
+
+
+# -- decoding block bodies --------------------------------------------------------
+
+
+def _error(rd, message, line=None):
+    return DataError("%s:%d: %s" % (rd.label, rd.lineno if line is None else line, message))
+
+
+def _show(ch):
+    return repr(bytes((ch,)))[1:]
+
+
+def _decode_uu_body(rd, header, write):
+    width = 0  # length of a standard "M" line with its line end, once seen
+    pause = 0  # lines to go before the fast path is tried again
+    zero_seen = False
+    while True:
+        if width and not pause:
+            done = _uu_fast(rd, width, write)
+            if done < 0:
+                pause = 64
+            elif done:
+                continue
+        elif pause:
+            pause -= 1
+        raw = rd.readline()
+        if not raw:
+            raise _error(rd, "truncated: no 'end' line for the block that begins on line %d" % header.line)
+        if rd.overlong:
+            raise _error(rd, "line too long for uuencoded data")
+        line = _strip_eol(raw).rstrip(b" ")
+        if line == b"end":
+            return
+        if zero_seen or not line:
+            # The zero-length line (a backtick, or a space stripped to
+            # nothing by a mailer) must be followed by "end".
+            if not line:
+                nxt = rd.readline()
+                if _strip_eol(nxt).rstrip(b" ") == b"end":
+                    return
+                if nxt:
+                    rd.unread(nxt)
+                raise _error(rd, "blank line inside the encoded data")
+            raise _error(rd, "expected 'end' after the zero-length line")
+        if line.startswith(b"begin") and parse_header(line) is not None:
+            rd.unread(raw)
+            raise _error(rd, "truncated: a new 'begin' before the 'end' of the block that begins on line %d" % header.line, rd.lineno + 1)
+        first = line[0]
+        if not 32 <= first <= 96:
+            raise _error(rd, "invalid length character %s" % _show(first))
+        n = (first - 32) & 63
+        if n == 0:
+            zero_seen = True
+            continue
+        need = (n + 2) // 3 * 4
+        data = line[1:]
+        if len(data) > need:
+            if data[need:].strip(b" `"):
+                raise _error(rd, "the length character %s says %d bytes but the line holds more" % (_show(first), n))
+            data = data[:need]
+        bad = data.translate(None, _UU_CHARS)
+        if bad:
+            raise _error(rd, "invalid character %s in uuencoded data" % _show(bad[0]))
+        if len(data) < need:
+            # Trailing spaces (zero values) stripped by a mailer.
+            data += b" " * (need - len(data))
+        write(binascii.a2b_base64(data.translate(_FROM_UU))[:n])
+        if n == _LINE and len(raw) - len(line) in (1, 2) and len(line) == 61 and raw.endswith(b"\n"):
+            width = len(raw)
+
+
+def _uu_fast(rd, width, write):
+    """Decode a run of standard 45-byte lines in bulk.
+
+    Returns the number of lines decoded, or -1 when the run held something
+    the slow path must look at (it then reads those lines one by one).
+    """
+    rd.fill(width * _CHUNK_LINES)
+    buf, pos = rd.buf, rd.pos
+    k = min((len(buf) - pos) // width, _CHUNK_LINES)
+    if k < 2:
+        return 0
+    end = pos + k * width
+    good = min(
+        k - len(buf[pos:end:width].lstrip(b"M")),
+        k - len(buf[pos + width - 1 : end : width].lstrip(b"\n")),
+    )
+    if width == 63:
+        good = min(good, k - len(buf[pos + 61 : end : width].lstrip(b"\r")))
+    if good < 2:
+        return 0
+    end = pos + good * width
+    region = buf[pos:end]
+    region[0::width] = b"\n" * good
+    try:
+        data = binascii.a2b_base64(region.translate(_FROM_UU))
+    except binascii.Error:
+        data = b""
+    if len(data) != _LINE * good:
+        return -1
+    write(data)
+    rd.pos = end
+    rd.lineno += good
+    return good
+
+
+def _decode_b64_body(rd, header, write):
+    width, crlf = 0, False
+    pause = 0
+    pending = b""
+    padded = False
+    while True:
+        if width and not pause and not pending and not padded:
+            done = _b64_fast(rd, width, crlf, write)
+            if done < 0:
+                pause = 64
+            elif done:
+                continue
+        elif pause:
+            pause -= 1
+        raw = rd.readline()
+        if not raw:
+            raise _error(rd, "truncated: no '====' line for the block that begins on line %d" % header.line)
+        if rd.overlong:
+            raise _error(rd, "line too long for base64 data")
+        line = _strip_eol(raw).rstrip(b" \t")
+        if line == b"====":
+            if pending:
+                raise _error(rd, "truncated base64 data before '===='")
+            return
+        if not line:
+            raise _error(rd, "blank line inside the encoded data")
+        if line.startswith(b"begin") and parse_header(line) is not None:
+            rd.unread(raw)
+            raise _error(rd, "truncated: a new 'begin' before the '====' of the block that begins on line %d" % header.line, rd.lineno + 1)
+        if padded:
+            raise _error(rd, "base64 data after the final padding")
+        bad = line.translate(None, _B64 + b"=")
+        if bad:
+            raise _error(rd, "invalid character %s in base64 data" % _show(bad[0]))
+        body = line.rstrip(b"=")
+        if b"=" in body or len(line) - len(body) > 2:
+            raise _error(rd, "misplaced '=' in base64 data")
+        pending += line
+        if len(body) != len(line):
+            padded = True
+            if len(pending) % 4:
+                raise _error(rd, "bad base64 padding")
+        whole = len(pending) - len(pending) % 4
+        if whole:
+            try:
+                write(binascii.a2b_base64(pending[:whole], strict_mode=True))
+            except binascii.Error:
+                raise _error(rd, "bad base64 padding") from None
+            pending = pending[whole:]
+        eol = len(raw) - len(line)
+        if not padded and len(line) % 4 == 0 and raw.endswith(b"\n") and eol <= 2:
+            width, crlf = len(raw), eol == 2
+
+
+def _b64_fast(rd, width, crlf, write):
+    rd.fill(width * _CHUNK_LINES)
+    buf, pos = rd.buf, rd.pos
+    k = min((len(buf) - pos) // width, _CHUNK_LINES)
+    if k < 2:
+        return 0
+    end = pos + k * width
+    good = k - len(buf[pos + width - 1 : end : width].lstrip(b"\n"))
+    if crlf:
+        good = min(good, k - len(buf[pos + width - 2 : end : width].lstrip(b"\r")))
+    if good < 2:
+        return 0
+    end = pos + good * width
+    chars = width - 2 if crlf else width - 1
+    try:
+        data = binascii.a2b_base64(buf[pos:end].translate(_B64_ONLY))
+    except binascii.Error:
+        data = b""
+    if len(data) != chars // 4 * 3 * good:
+        return -1
+    write(data)
+    rd.pos = end
+    rd.lineno += good
+    return good
+
+
+def decode_body(rd, header, write):
+    """Decode the block that ``header`` began, up to its end line, into ``write``."""
+    if header.format == "base64":
+        _decode_b64_body(rd, header, write)
+    else:
+        _decode_uu_body(rd, header, write)
+
+
+def iter_blocks(stream, label="input"):
+    """Yield ``(header, reader)`` for each block in ``stream``.
+
+    The caller decodes each with ``decode_body(reader, header, write)`` before
+    asking for the next; a block it does not decode is skipped as text.
+    """
+    rd = _Reader(stream, label)
+    while True:
+        header = _find_header(rd)
+        if header is None:
+            return
+        yield header, rd
+
+
+def decode_bytes(data):
+    """The decoded contents of the first block in ``data``."""
+    import io
+
+    out = []
+    for header, rd in iter_blocks(io.BytesIO(data), "data"):
+        decode_body(rd, header, out.append)
+        return b"".join(out)
+    raise DataError("data:%d: no 'begin' line found" % data.count(b"\n"))
+
+
+# -- safe targets -----------------------------------------------------------------
+
+
+def safe_parts(name, keep_paths=False):
+    """The path components to write for a header ``name`` (bytes), or NoPermError.
+
+    Absolute paths and ``..`` are always refused; without ``keep_paths`` only
+    the last component is kept.
+    """
+    shown = os.fsdecode(name)
+    if b"\0" in name:
+        raise NoPermError("refusing unsafe name %r: it contains a NUL byte" % shown)
+    if name.startswith(b"/"):
+        raise NoPermError("refusing unsafe name %r: absolute paths are never written" % shown)
+    parts = [p for p in name.split(b"/") if p and p != b"."]
+    if b".." in parts:
+        raise NoPermError("refusing unsafe name %r: '..' is never written" % shown)
+    if not parts or name.endswith(b"/"):
+        raise NoPermError("refusing unsafe name %r: it names no file" % shown)
+    if not keep_paths:
+        parts = parts[-1:]
+    return [os.fsdecode(p) for p in parts]
+
+
+def _open_dirs(base_fd, dirs, umask):
+    """Open (creating as needed) ``dirs`` below ``base_fd``, never following a symlink."""
+    fd = os.dup(base_fd)
+    flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        for part in dirs:
+            try:
+                os.mkdir(part, 0o777 & ~umask, dir_fd=fd)
+            except FileExistsError:
+                pass
+            nfd = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (getattr(os, "ELOOP", 40), 20):  # a symlink or a file in the way
+            raise NoPermError("refusing to write below %r: not a real directory" % part) from None
+        raise CantCreateError("cannot create directory %r: %s" % (part, describe_oserror(exc))) from None
+    return fd
+
+
+# -- decoding files -----------------------------------------------------------------
+
+
+def _discard(data):
+    pass
+
+
+def decode_inputs(inputs, output=None, *, force=False, keep_paths=False, directory=".",
+                  ignore_chmod_errors=False, on_error=None):
+    """Decode every block of every input; return the errors, in order.
+
+    ``inputs``: paths, or ``(label, binary stream)`` pairs.
+    ``output``: None to write each block to (the safe form of) its header's
+    name below ``directory``; a path the user named, which receives all blocks
+    one after another and is replaced once, at the end; or a
+    :class:`pipemail.safefile.Output` such as stdout.
+    Each block stands alone: a bad one is reported through ``on_error`` (and
+    returned) and does not undo the blocks before it.
+    """
+    from pipemail.safefile import Output, current_umask
+
+    errors = []
+
+    def fail(exc):
+        errors.append(exc)
+        if on_error is not None:
+            on_error(exc)
+
+    umask = current_umask()
+    shared = None
+    shared_mode = None
+    base_fd = None
+    try:
+        if isinstance(output, Output):
+            shared = output
+        elif output is not None:
+            shared = Output.to_path(output)
+        else:
+            try:
+                base_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError as exc:
+                raise CantCreateError("cannot use directory %s: %s" % (directory, describe_oserror(exc))) from None
+    except PipemailError as exc:
+        fail(exc)
+        return errors
+    try:
+        for item in inputs:
+            if isinstance(item, tuple):
+                label, stream = item
+                opened = None
+            else:
+                label = os.fsdecode(item)
+                try:
+                    stream = opened = open(item, "rb")
+                except OSError as exc:
+                    fail(NoInputError("cannot open %s: %s" % (label, describe_oserror(exc))))
+                    continue
+            rd = _Reader(stream, label)
+            try:
+                found = False
+                while True:
+                    header = _find_header(rd)
+                    if header is None:
+                        break
+                    found = True
+                    try:
+                        if shared is not None:
+                            shared.checkpoint()
+                            try:
+                                decode_body(rd, header, shared.write)
+                            except DataError:
+                                shared.rollback()
+                                raise
+                            if shared_mode is None:
+                                shared_mode = header.mode & 0o777 & ~umask
+                        else:
+                            _decode_to_name(rd, header, base_fd, force, keep_paths, umask,
+                                            ignore_chmod_errors)
+                    except (DataError, NoPermError, CantCreateError) as exc:
+                        fail(exc)
+                if not found:
+                    fail(DataError("%s:%d: no 'begin' line found" % (label, rd.lineno)))
+            except OSError as exc:
+                fail(NoInputError("cannot read %s: %s" % (label, describe_oserror(exc))))
+            finally:
+                if opened is not None:
+                    opened.close()
+        if shared is not None:
+            if shared_mode is None and shared.replaces:
+                shared.abort()
+            else:
+                shared.commit(shared_mode, ignore_chmod_errors=ignore_chmod_errors)
+    except BaseException:
+        if shared is not None:
+            shared.abort()
+        raise
+    finally:
+        if base_fd is not None:
+            os.close(base_fd)
+    return errors
+
+
+def _decode_to_name(rd, header, base_fd, force, keep_paths, umask, ignore_chmod_errors):
+    """Decode one block into the file its header names, or refuse it (and skip it)."""
+    from pipemail.safefile import Output
+
+    where = "%s:%d: " % (rd.label, header.line)
+    try:
+        parts = safe_parts(header.name, keep_paths)
+        label = "/".join(parts)
+        dir_fd = _open_dirs(base_fd, parts[:-1], umask)
+        out = Output.in_directory(dir_fd, parts[-1], label, overwrite=force)
+    except (NoPermError, CantCreateError) as exc:
+        try:
+            decode_body(rd, header, _discard)
+        except DataError:
+            pass
+        raise type(exc)(where + str(exc)) from None
+    try:
+        decode_body(rd, header, out.write)
+        out.commit(header.mode & 0o777 & ~umask, ignore_chmod_errors=ignore_chmod_errors)
+    except CantCreateError as exc:
+        out.abort()
+        raise CantCreateError(where + str(exc)) from None
+    except BaseException:
+        out.abort()
+        raise
+    return label
