@@ -36,8 +36,9 @@ class Output:
     :meth:`to_stream` (an already open stream such as stdout).
     """
 
-    def __init__(self, file, label, *, dir_fd=None, temp=None, final=None, overwrite=True):
+    def __init__(self, file, label, *, dir_fd=None, temp=None, final=None, overwrite=True, owned=True):
         self.file = file
+        self._owned = owned
         self.label = label
         self._dir_fd = dir_fd
         self._temp = temp
@@ -49,7 +50,7 @@ class Output:
     # -- constructors ---------------------------------------------------------
     @classmethod
     def to_stream(cls, stream, label="stdout"):
-        return cls(stream, label)
+        return cls(stream, label, owned=False)
 
     @classmethod
     def to_path(cls, path):
@@ -172,7 +173,7 @@ class Output:
             except OSError as exc:
                 raise IOFailure("cannot write %s: %s" % (self.label, describe_oserror(exc))) from None
             if self._temp is None:
-                if self.file.fileno() > 2:
+                if self._owned:
                     self.file.close()
                 return
             self.file.close()
@@ -209,7 +210,7 @@ class Output:
     def _cleanup(self):
         if self._temp is None:
             try:
-                if self.file.fileno() > 2:
+                if self._owned:
                     self.file.close()
                 else:
                     self.file.flush()

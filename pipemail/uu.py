@@ -317,8 +317,12 @@ def _find_header(rd):
 # -- decoding block bodies --------------------------------------------------------
 
 
-def _error(rd, message, line=None):
-    return DataError("%s:%d: %s" % (rd.label, rd.lineno if line is None else line, message))
+class TruncatedError(DataError):
+    """The input ended inside a block."""
+
+
+def _error(rd, message, line=None, cls=DataError):
+    return cls("%s:%d: %s" % (rd.label, rd.lineno if line is None else line, message))
 
 
 def _show(ch):
@@ -340,7 +344,8 @@ def _decode_uu_body(rd, header, write):
             pause -= 1
         raw = rd.readline()
         if not raw:
-            raise _error(rd, "truncated: no 'end' line for the block that begins on line %d" % header.line)
+            raise _error(rd, "truncated: no 'end' line for the block that begins on line %d" % header.line,
+                         cls=TruncatedError)
         if rd.overlong:
             raise _error(rd, "line too long for uuencoded data")
         line = _strip_eol(raw).rstrip(b" ")
@@ -435,7 +440,8 @@ def _decode_b64_body(rd, header, write):
             pause -= 1
         raw = rd.readline()
         if not raw:
-            raise _error(rd, "truncated: no '====' line for the block that begins on line %d" % header.line)
+            raise _error(rd, "truncated: no '====' line for the block that begins on line %d" % header.line,
+                         cls=TruncatedError)
         if rd.overlong:
             raise _error(rd, "line too long for base64 data")
         line = _strip_eol(raw).rstrip(b" \t")
@@ -705,3 +711,110 @@ def _decode_to_name(rd, header, base_fd, force, keep_paths, umask, ignore_chmod_
         out.abort()
         raise
     return label
+
+
+# -- the stdlib uu module's API (removed in Python 3.13, PEP 594) ---------------------
+
+
+class Error(DataError):
+    """What the stdlib ``uu`` module raised; also a pipemail DataError (65)."""
+
+
+def _open_compat(f, mode, std):
+    if f == "-":
+        return std, None
+    if isinstance(f, str | os.PathLike):
+        fp = open(f, mode)
+        return fp, fp
+    return f, None
+
+
+def encode(in_file, out_file, name=None, mode=None, *, backtick=False):
+    """Uuencode file: the stdlib ``uu.encode``, same output and arguments.
+
+    ``in_file`` and ``out_file`` are paths, binary file objects or ``-``.
+    """
+    import sys
+
+    opened = []
+    try:
+        if in_file == "-":
+            in_file = sys.stdin.buffer
+        elif isinstance(in_file, str | os.PathLike):
+            if name is None:
+                name = os.path.basename(os.fsdecode(in_file))
+            if mode is None:
+                mode = os.stat(in_file).st_mode
+            in_file = open(in_file, "rb")
+            opened.append(in_file)
+        out_file, fp = _open_compat(out_file, "wb", sys.stdout.buffer if out_file == "-" else None)
+        if fp is not None:
+            opened.append(fp)
+        if name is None:
+            name = "-"
+        if mode is None:
+            mode = 0o666
+        name = name.replace("\n", "\\n").replace("\r", "\\r")
+        out_file.write(("begin %o %s\n" % ((mode & 0o777), name)).encode("ascii"))
+        encode_body(in_file, out_file, table=_TO_UU if backtick else _TO_UU_SPACE)
+        out_file.write(b"`\nend\n" if backtick else b" \nend\n")
+    finally:
+        for f in opened:
+            f.close()
+
+
+def decode(in_file, out_file=None, mode=None, quiet=False):
+    """Decode the first uuencoded (or base64) block: the stdlib ``uu.decode``.
+
+    Without ``out_file`` the header's name is used: an existing file is never
+    overwritten, and absolute names and ``..`` are refused (:class:`Error`).
+    ``quiet`` is accepted for compatibility; bad data raises :class:`Error`.
+    """
+    import sys
+
+    from pipemail.safefile import Output
+
+    in_file, opened = _open_compat(in_file, "rb", sys.stdin.buffer if in_file == "-" else None)
+    try:
+        rd = _Reader(in_file, getattr(in_file, "name", "input"))
+        header = _find_header(rd)
+        if header is None:
+            raise Error("No valid begin line found in input file")
+        if mode is None:
+            mode = header.mode
+        if out_file is None:
+            shown = header.name.rstrip(b" \t\r\n\f")
+            try:
+                parts = safe_parts(shown, keep_paths=True)
+            except NoPermError:
+                raise Error("Refusing to write to %s due to directory traversal" % os.fsdecode(shown)) from None
+            base = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                try:
+                    out = Output.in_directory(_open_dirs(base, parts[:-1], 0o022), parts[-1],
+                                              os.fsdecode(shown))
+                except CantCreateError:
+                    raise Error("Cannot overwrite existing file: %s" % os.fsdecode(shown)) from None
+            finally:
+                os.close(base)
+        elif out_file == "-":
+            out = Output.to_stream(sys.stdout.buffer)
+        elif isinstance(out_file, str | os.PathLike):
+            out = Output.to_path(out_file)
+        else:
+            out = Output.to_stream(out_file)
+        try:
+            decode_body(rd, header, out.write)
+            out.commit(mode & 0o777)
+        except BaseException:
+            out.abort()
+            raise
+    except TruncatedError:
+        raise Error("Truncated input file") from None
+    except Error:
+        raise
+    except PipemailError as exc:
+        raise Error(str(exc)) from None
+    finally:
+        if opened is not None:
+            opened.close()

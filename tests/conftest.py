@@ -1,0 +1,64 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+settings.register_profile(
+    "ci",
+    deadline=None,
+    derandomize=True,
+    max_examples=60,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", deadline=None, max_examples=300)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def command_path(name):
+    """The installed console script beside this interpreter, else the bin/ launcher."""
+    installed = Path(sys.executable).parent / name
+    return [str(installed)] if installed.exists() else [sys.executable, str(ROOT / "bin" / name)]
+
+
+def tool(name):
+    """The path of a real tool the tests run against; tests/run installs them all."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail("%s is not installed: run the README's test command (bash tests/run)" % name)
+    return path
+
+
+class Result:
+    def __init__(self, proc):
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr.decode("utf-8", "replace")
+
+
+@pytest.fixture
+def run():
+    """run(command, *args, input=b"", cwd=None, env=None) -> Result."""
+
+    def _run(name, *args, input=b"", cwd=None, env=None, umask=None):
+        full_env = dict(os.environ)
+        full_env.pop("PIPEMAIL_DEBUG", None)
+        if env:
+            full_env.update(env)
+        cmd = command_path(name) + [os.fsdecode(a) if isinstance(a, Path) else a for a in args]
+
+        def preexec():
+            if umask is not None:
+                os.umask(umask)
+
+        proc = subprocess.run(cmd, input=input, capture_output=True, cwd=cwd, env=full_env,
+                              preexec_fn=preexec, timeout=120)
+        return Result(proc)
+
+    return _run
