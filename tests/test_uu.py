@@ -211,7 +211,7 @@ def test_a_bad_block_does_not_stop_the_next(tmp_path):
     assert target.read_bytes() == b"secondsecond"
     assert os.listdir(tmp_path) == ["out"]
     assert [str(e) for e in errors] == [
-        "t:6: truncated: a new 'begin' before the 'end' of the block that begins on line 4"]
+        "t:7: truncated: a new 'begin' before the 'end' of the block that begins on line 5"]
 
 
 def test_corruption_deep_in_a_large_block_is_not_decoded_silently():

@@ -1,0 +1,101 @@
+"""pipemail.uu as a drop-in for the stdlib uu module (removed in Python 3.13)."""
+
+import io
+import os
+import sys
+import warnings
+
+import pytest
+
+from conftest import DATA
+from pipemail import uu
+
+
+def sample(n):
+    return bytes((i * 7 + 3) % 256 for i in range(n))
+
+
+def stdlib_uu():
+    if sys.version_info >= (3, 13):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import uu as old
+    return old
+
+
+@pytest.mark.parametrize("backtick", [False, True])
+def test_encode_matches_the_312_module_golden_output(backtick):
+    out = io.BytesIO()
+    uu.encode(io.BytesIO(sample(1027)), out, "sample.bin", 0o644, backtick=backtick)
+    assert out.getvalue() == (DATA / ("stdlib-1027-backtick%s.uu" % backtick)).read_bytes()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="the stdlib uu module is gone in 3.13")
+@pytest.mark.parametrize("backtick", [False, True])
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 45, 46, 1000, 45 * 2048 + 1])
+def test_encode_matches_the_live_stdlib_module(n, backtick):
+    data = os.urandom(n)
+    a, b = io.BytesIO(), io.BytesIO()
+    stdlib_uu().encode(io.BytesIO(data), a, "n a\nme", 0o104751, backtick=backtick)
+    uu.encode(io.BytesIO(data), b, "n a\nme", 0o104751, backtick=backtick)
+    assert a.getvalue() == b.getvalue()
+
+
+def test_encode_paths_and_defaults(tmp_path, monkeypatch):
+    src = tmp_path / "data.bin"
+    src.write_bytes(b"abc")
+    os.chmod(src, 0o640)
+    uu.encode(str(src), str(tmp_path / "out"))
+    assert (tmp_path / "out").read_bytes() == b"begin 640 data.bin\n#86)C\n \nend\n"
+    out = io.BytesIO()
+    uu.encode(io.BytesIO(b"abc"), out)
+    assert out.getvalue() == b"begin 666 -\n#86)C\n \nend\n"
+
+
+def test_decode_to_header_name_refuses_overwrite_and_traversal(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = uu.encode_bytes(b"abc", "f", 0o755)
+    uu.decode(io.BytesIO(text))
+    assert (tmp_path / "f").read_bytes() == b"abc"
+    assert os.stat(tmp_path / "f").st_mode & 0o777 == 0o755
+    with pytest.raises(uu.Error, match="^Cannot overwrite existing file: f$"):
+        uu.decode(io.BytesIO(text))
+    for name in ("/etc/evil", "../evil"):
+        with pytest.raises(uu.Error, match="^Refusing to write to %s due to directory traversal$" % name):
+            uu.decode(io.BytesIO(uu.encode_bytes(b"x", name)))
+    assert sorted(os.listdir(tmp_path)) == ["f"]
+
+
+def test_decode_messages_of_the_312_module():
+    with pytest.raises(uu.Error, match="^No valid begin line found in input file$"):
+        uu.decode(io.BytesIO(b"nothing\n"), io.BytesIO())
+    with pytest.raises(uu.Error, match="^Truncated input file$"):
+        uu.decode(io.BytesIO(b"begin 644 f\n#86)C\n"), io.BytesIO())
+
+
+def test_decode_to_path_stream_and_dash(tmp_path, capfdbinary):
+    text = uu.encode_bytes(b"payload", "ignored")
+    uu.decode(io.BytesIO(text), str(tmp_path / "o"), mode=0o600)
+    assert (tmp_path / "o").read_bytes() == b"payload"
+    assert os.stat(tmp_path / "o").st_mode & 0o777 == 0o600
+    src = tmp_path / "in.uu"
+    src.write_bytes(text)
+    out = io.BytesIO()
+    uu.decode(str(src), out)
+    assert out.getvalue() == b"payload"
+
+
+def test_error_is_an_exception_with_the_data_exit_code():
+    assert issubclass(uu.Error, Exception) and uu.Error.exit_code == 65
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="the stdlib uu module is gone in 3.13")
+def test_decode_what_the_stdlib_encoded_in_both_styles():
+    for backtick in (False, True):
+        a = io.BytesIO()
+        data = os.urandom(5000)
+        stdlib_uu().encode(io.BytesIO(data), a, "x", backtick=backtick)
+        out = io.BytesIO()
+        uu.decode(io.BytesIO(a.getvalue()), out)
+        assert out.getvalue() == data
