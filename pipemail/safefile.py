@@ -129,8 +129,7 @@ class Output:
         else:  # pragma: no cover - ten random collisions
             os.close(dir_fd)
             raise CantCreateError("cannot create %s: no free temporary name" % label)
-        return cls(os.fdopen(fd, "wb"), label, dir_fd=dir_fd, temp=temp, final=name,
-                   overwrite=overwrite)
+        return cls(os.fdopen(fd, "wb"), label, dir_fd=dir_fd, temp=temp, final=name, overwrite=overwrite)
 
     # -- use ------------------------------------------------------------------
     def write(self, data):

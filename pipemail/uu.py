@@ -344,8 +344,11 @@ def _decode_uu_body(rd, header, write):
             pause -= 1
         raw = rd.readline()
         if not raw:
-            raise _error(rd, "truncated: no 'end' line for the block that begins on line %d" % header.line,
-                         cls=TruncatedError)
+            raise _error(
+                rd,
+                "truncated: no 'end' line for the block that begins on line %d" % header.line,
+                cls=TruncatedError,
+            )
         if rd.overlong:
             raise _error(rd, "line too long for uuencoded data")
         line = _strip_eol(raw).rstrip(b" ")
@@ -364,7 +367,11 @@ def _decode_uu_body(rd, header, write):
             raise _error(rd, "expected 'end' after the zero-length line")
         if line.startswith(b"begin") and parse_header(line) is not None:
             rd.unread(raw)
-            raise _error(rd, "truncated: a new 'begin' before the 'end' of the block that begins on line %d" % header.line, rd.lineno + 1)
+            raise _error(
+                rd,
+                "truncated: a new 'begin' before the 'end' of the block that begins on line %d" % header.line,
+                rd.lineno + 1,
+            )
         first = line[0]
         if not 32 <= first <= 96:
             raise _error(rd, "invalid length character %s" % _show(first))
@@ -440,8 +447,11 @@ def _decode_b64_body(rd, header, write):
             pause -= 1
         raw = rd.readline()
         if not raw:
-            raise _error(rd, "truncated: no '====' line for the block that begins on line %d" % header.line,
-                         cls=TruncatedError)
+            raise _error(
+                rd,
+                "truncated: no '====' line for the block that begins on line %d" % header.line,
+                cls=TruncatedError,
+            )
         if rd.overlong:
             raise _error(rd, "line too long for base64 data")
         line = _strip_eol(raw).rstrip(b" \t")
@@ -453,7 +463,11 @@ def _decode_b64_body(rd, header, write):
             raise _error(rd, "blank line inside the encoded data")
         if line.startswith(b"begin") and parse_header(line) is not None:
             rd.unread(raw)
-            raise _error(rd, "truncated: a new 'begin' before the '====' of the block that begins on line %d" % header.line, rd.lineno + 1)
+            raise _error(
+                rd,
+                "truncated: a new 'begin' before the '====' of the block that begins on line %d" % header.line,
+                rd.lineno + 1,
+            )
         if padded:
             raise _error(rd, "base64 data after the final padding")
         bad = line.translate(None, _B64 + b"=")
@@ -590,8 +604,16 @@ def _discard(data):
     pass
 
 
-def decode_inputs(inputs, output=None, *, force=False, keep_paths=False, directory=".",
-                  ignore_chmod_errors=False, on_error=None):
+def decode_inputs(
+    inputs,
+    output=None,
+    *,
+    force=False,
+    keep_paths=False,
+    directory=".",
+    ignore_chmod_errors=False,
+    on_error=None,
+):
     """Decode every block of every input; return the errors, in order.
 
     ``inputs``: paths, or ``(label, binary stream)`` pairs.
@@ -659,8 +681,7 @@ def decode_inputs(inputs, output=None, *, force=False, keep_paths=False, directo
                             if shared_mode is None:
                                 shared_mode = header.mode & 0o777 & ~umask
                         else:
-                            _decode_to_name(rd, header, base_fd, force, keep_paths, umask,
-                                            ignore_chmod_errors)
+                            _decode_to_name(rd, header, base_fd, force, keep_paths, umask, ignore_chmod_errors)
                     except (DataError, NoPermError, CantCreateError) as exc:
                         fail(exc)
                 if not found:
@@ -791,8 +812,7 @@ def decode(in_file, out_file=None, mode=None, quiet=False):
             base = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
             try:
                 try:
-                    out = Output.in_directory(_open_dirs(base, parts[:-1], 0o022), parts[-1],
-                                              os.fsdecode(shown))
+                    out = Output.in_directory(_open_dirs(base, parts[:-1], 0o022), parts[-1], os.fsdecode(shown))
                 except CantCreateError:
                     raise Error("Cannot overwrite existing file: %s" % os.fsdecode(shown)) from None
             finally:

@@ -57,8 +57,9 @@ def run():
             if umask is not None:
                 os.umask(umask)
 
-        proc = subprocess.run(cmd, input=input, capture_output=True, cwd=cwd, env=full_env,
-                              preexec_fn=preexec, timeout=120)
+        proc = subprocess.run(
+            cmd, input=input, capture_output=True, cwd=cwd, env=full_env, preexec_fn=preexec, timeout=120
+        )
         return Result(proc)
 
     return _run

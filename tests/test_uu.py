@@ -7,10 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import DATA
 from pipemail import uu
 from pipemail.errors import DataError
 from pipemail.safefile import Output
+
+from conftest import DATA
 
 SIZES = [0, 1, 2, 3, 44, 45, 46, 1027, 70000]
 
@@ -120,8 +121,13 @@ def test_text_and_headers_around_blocks_are_skipped():
 
 
 def test_several_blocks_of_both_formats_are_all_decoded_in_order():
-    mail = (b"text\n" + uu.encode_bytes(b"one", "a") + b"between\n"
-            + uu.encode_bytes(b"two", "b", base64=True) + uu.encode_bytes(b"three", "c"))
+    mail = (
+        b"text\n"
+        + uu.encode_bytes(b"one", "a")
+        + b"between\n"
+        + uu.encode_bytes(b"two", "b", base64=True)
+        + uu.encode_bytes(b"three", "c")
+    )
     assert decode_all(mail) == (b"onetwothree", [])
 
 
@@ -163,10 +169,12 @@ def test_no_begin_line():
 def test_missing_end():
     text = uu.encode_bytes(b"abc" * 100, "a")
     assert decode_error(text[: text.rindex(b"`\nend")]) == (
-        "t:8: truncated: no 'end' line for the block that begins on line 1")
+        "t:8: truncated: no 'end' line for the block that begins on line 1"
+    )
     b64 = uu.encode_bytes(b"abc", "a", base64=True)
     assert decode_error(b64.replace(b"====\n", b"")) == (
-        "t:2: truncated: no '====' line for the block that begins on line 1")
+        "t:2: truncated: no '====' line for the block that begins on line 1"
+    )
 
 
 def test_character_outside_the_alphabet_is_reported_with_its_line():
@@ -185,8 +193,7 @@ def test_length_character_disagreeing_with_the_line():
     text = uu.encode_bytes(os.urandom(45 * 4), "a")
     lines = text.split(b"\n")
     lines[3] = b"F" + lines[3][1:]  # says 38 bytes; the line holds 45
-    assert decode_error(b"\n".join(lines)) == (
-        "t:4: the length character 'F' says 38 bytes but the line holds more")
+    assert decode_error(b"\n".join(lines)) == ("t:4: the length character 'F' says 38 bytes but the line holds more")
 
 
 def test_blank_line_between_data_lines():
@@ -211,7 +218,8 @@ def test_a_bad_block_does_not_stop_the_next(tmp_path):
     assert target.read_bytes() == b"secondsecond"
     assert os.listdir(tmp_path) == ["out"]
     assert [str(e) for e in errors] == [
-        "t:7: truncated: a new 'begin' before the 'end' of the block that begins on line 5"]
+        "t:7: truncated: a new 'begin' before the 'end' of the block that begins on line 5"
+    ]
 
 
 def test_corruption_deep_in_a_large_block_is_not_decoded_silently():
@@ -246,9 +254,13 @@ def test_a_name_with_a_newline_is_refused():
 
 @pytest.mark.parametrize(
     "name,keep,expected",
-    [(b"a.txt", False, ["a.txt"]), (b"dir/sub/a.txt", False, ["a.txt"]),
-     (b"dir/sub/a.txt", True, ["dir", "sub", "a.txt"]), (b"./a", True, ["a"]),
-     (b"~/x", False, ["x"])],
+    [
+        (b"a.txt", False, ["a.txt"]),
+        (b"dir/sub/a.txt", False, ["a.txt"]),
+        (b"dir/sub/a.txt", True, ["dir", "sub", "a.txt"]),
+        (b"./a", True, ["a"]),
+        (b"~/x", False, ["x"]),
+    ],
 )
 def test_safe_parts(name, keep, expected):
     assert uu.safe_parts(name, keep) == expected

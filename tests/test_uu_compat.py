@@ -7,8 +7,9 @@ import warnings
 
 import pytest
 
-from conftest import DATA
 from pipemail import uu
+
+from conftest import DATA
 
 
 def sample(n):

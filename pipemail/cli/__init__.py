@@ -60,8 +60,11 @@ class Command(click.Command):
         except Exception as exc:
             if os.environ.get("PIPEMAIL_DEBUG"):
                 raise
-            warn(prog, "internal error: %s: %s (rerun with PIPEMAIL_DEBUG=1 for a traceback, "
-                       "and please report it)" % (type(exc).__name__, exc))
+            warn(
+                prog,
+                "internal error: %s: %s (rerun with PIPEMAIL_DEBUG=1 for a traceback, "
+                "and please report it)" % (type(exc).__name__, exc),
+            )
             code = EX_SOFTWARE
         sys.exit(code if isinstance(code, int) else 0)
 

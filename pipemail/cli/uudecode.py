@@ -19,15 +19,22 @@ and a file appears only once its block decoded completely."""
 
 
 @click.command(cls=Command, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-o", "--output-file", "outfile", metavar="OUTFILE",
-              help="Write every block to OUTFILE, one after another ('-' or /dev/stdout: "
-                   "standard output), instead of the names in the headers.")
-@click.option("-f", "--force", is_flag=True,
-              help="Replace existing files named by headers.")
-@click.option("-s", "--keep-paths", is_flag=True,
-              help="Keep the relative directories of header names (created as needed).")
-@click.option("-c", "--ignore-chmod", is_flag=True,
-              help="Ignore errors setting the mode of output files.")
+@click.option(
+    "-o",
+    "--output-file",
+    "outfile",
+    metavar="OUTFILE",
+    help="Write every block to OUTFILE, one after another ('-' or /dev/stdout: "
+    "standard output), instead of the names in the headers.",
+)
+@click.option("-f", "--force", is_flag=True, help="Replace existing files named by headers.")
+@click.option(
+    "-s",
+    "--keep-paths",
+    is_flag=True,
+    help="Keep the relative directories of header names (created as needed).",
+)
+@click.option("-c", "--ignore-chmod", is_flag=True, help="Ignore errors setting the mode of output files.")
 @click.version_option(__version__, "--version", prog_name="pyuudecode", message="%(prog)s %(version)s")
 @click.argument("files", nargs=-1, metavar="[FILE]...")
 def command(outfile, force, keep_paths, ignore_chmod, files):
@@ -40,9 +47,14 @@ def command(outfile, force, keep_paths, ignore_chmod, files):
         from pipemail.safefile import Output
 
         output = Output.to_stream(stdout_stream())
-    errors = uu.decode_inputs(inputs, output, force=force, keep_paths=keep_paths,
-                              ignore_chmod_errors=ignore_chmod,
-                              on_error=lambda exc: warn("pyuudecode", exc))
+    errors = uu.decode_inputs(
+        inputs,
+        output,
+        force=force,
+        keep_paths=keep_paths,
+        ignore_chmod_errors=ignore_chmod,
+        on_error=lambda exc: warn("pyuudecode", exc),
+    )
     return errors[0].exit_code if errors else 0
 
 

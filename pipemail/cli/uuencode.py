@@ -19,17 +19,26 @@ name written in the header.  Output is byte-identical to GNU uuencode."""
 
 
 @click.command(cls=Command, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-m", "--base64", is_flag=True,
-              help="Encode as base64 (begin-base64 ... ====) instead of classic uuencoding.")
-@click.option("-o", "--output-file", "outfile", metavar="OUTFILE",
-              help="Write to OUTFILE, replacing it only when complete, instead of standard output.")
+@click.option(
+    "-m",
+    "--base64",
+    is_flag=True,
+    help="Encode as base64 (begin-base64 ... ====) instead of classic uuencoding.",
+)
+@click.option(
+    "-o",
+    "--output-file",
+    "outfile",
+    metavar="OUTFILE",
+    help="Write to OUTFILE, replacing it only when complete, instead of standard output.",
+)
 @click.version_option(__version__, "--version", prog_name="pyuuencode", message="%(prog)s %(version)s")
 @click.argument("operands", nargs=-1, metavar="[INFILE] REMOTENAME")
 def command(base64, outfile, operands):
     """Encode INFILE (default: standard input) as uuencoded text named REMOTENAME."""
     if not 1 <= len(operands) <= 2:
         raise UsageError("expected [INFILE] REMOTENAME, got %d operands" % len(operands))
-    infile, name = (operands if len(operands) == 2 else ("-",) + operands)
+    infile, name = operands if len(operands) == 2 else ("-",) + operands
     if not name:
         raise UsageError("REMOTENAME must not be empty")
     uu.check_name(name)

@@ -5,8 +5,9 @@ import stat
 
 import pytest
 
-from conftest import DATA
 from pipemail import uu
+
+from conftest import DATA
 
 
 def sample(n):
@@ -40,8 +41,9 @@ def test_file_operands_and_golden_inputs(run, tmp_path):
     assert (tmp_path / "sample.bin").read_bytes() == sample(1027)
     r = run("pyuudecode", DATA / "busybox-70000.b64", cwd=tmp_path)
     assert r.returncode == 73
-    assert r.stderr == ("pyuudecode: %s:1: sample.bin exists; not overwritten (use -f to replace it)\n"
-                        % (DATA / "busybox-70000.b64"))
+    assert r.stderr == (
+        "pyuudecode: %s:1: sample.bin exists; not overwritten (use -f to replace it)\n" % (DATA / "busybox-70000.b64")
+    )
     assert (tmp_path / "sample.bin").read_bytes() == sample(1027)
     r = run("pyuudecode", "--force", DATA / "busybox-70000.b64", cwd=tmp_path)
     assert r.returncode == 0 and (tmp_path / "sample.bin").read_bytes() == sample(70000)
@@ -103,9 +105,11 @@ def test_keep_paths_creates_relative_directories(run, tmp_path):
 @pytest.mark.parametrize("flags", [[], ["-s"], ["-f"], ["-s", "-f"]])
 @pytest.mark.parametrize(
     "name,why",
-    [("/tmp/pwned", "absolute paths are never written"),
-     ("../pwned", "'..' is never written"),
-     ("a/../../pwned", "'..' is never written")],
+    [
+        ("/tmp/pwned", "absolute paths are never written"),
+        ("../pwned", "'..' is never written"),
+        ("a/../../pwned", "'..' is never written"),
+    ],
 )
 def test_absolute_and_dotdot_are_always_refused(run, tmp_path, flags, name, why):
     work = tmp_path / "work"
@@ -190,8 +194,13 @@ def test_truncated_block_leaves_the_named_output_untouched(run, tmp_path):
 
 def test_each_block_stands_alone_and_the_first_failure_sets_the_exit_code(run, tmp_path):
     (tmp_path / "exists").write_bytes(b"keep")
-    mail = (block(b"good1", "one") + block(b"x", "exists") + block(b"y", "../evil")
-            + b"begin 644 broken\nM!!!\n" + block(b"good2", "two"))
+    mail = (
+        block(b"good1", "one")
+        + block(b"x", "exists")
+        + block(b"y", "../evil")
+        + b"begin 644 broken\nM!!!\n"
+        + block(b"good2", "two")
+    )
     r = run("pyuudecode", input=mail, cwd=tmp_path)
     assert r.returncode == 73
     lines = r.stderr.splitlines()

@@ -3,8 +3,9 @@
 import os
 import subprocess
 
-from conftest import DATA, command_path
 from pipemail import uu
+
+from conftest import DATA, command_path
 
 
 def sample(n):
@@ -30,8 +31,7 @@ def test_stdin_with_one_operand_uses_0666_masked_by_umask(run):
 def test_base64(run):
     r = run("pyuuencode", "--base64", "sample.bin", input=sample(1027))
     assert (r.returncode, r.stdout) == (0, (DATA / "gnu-1027.b64").read_bytes())
-    assert run("pyuuencode", "-m", "sample.bin", input=sample(46)).stdout == (
-        DATA / "gnu-46.b64").read_bytes()
+    assert run("pyuuencode", "-m", "sample.bin", input=sample(46)).stdout == (DATA / "gnu-46.b64").read_bytes()
 
 
 def test_output_file_is_written_whole(run, tmp_path):
@@ -65,8 +65,7 @@ def test_missing_input_file(run, tmp_path):
 def test_usage_errors_exit_64_with_one_line(run):
     r = run("pyuuencode")
     assert r.returncode == 64
-    assert r.stderr == ("pyuuencode: expected [INFILE] REMOTENAME, got 0 operands "
-                        "(see 'pyuuencode --help')\n")
+    assert r.stderr == ("pyuuencode: expected [INFILE] REMOTENAME, got 0 operands (see 'pyuuencode --help')\n")
     r = run("pyuuencode", "a", "b", "c")
     assert r.returncode == 64 and r.stderr.count("\n") == 1
     r = run("pyuuencode", "--bogus", "x")
