@@ -12,6 +12,9 @@ import stat
 from pipemail.errors import CantCreateError, IOFailure, describe_oserror
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# A direct output (a stream, a FIFO) holds back up to this much of a block, so
+# that a block which fails early leaves nothing behind there either.
+HOLD_BACK = 4 << 20
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
@@ -46,6 +49,7 @@ class Output:
         self._overwrite = overwrite
         self._good = 0
         self._done = False
+        self._hold = None  # direct outputs: the current block, until checkpoint
 
     # -- constructors ---------------------------------------------------------
     @classmethod
@@ -133,22 +137,42 @@ class Output:
 
     # -- use ------------------------------------------------------------------
     def write(self, data):
+        if self._hold is not None:
+            self._hold += data
+            if len(self._hold) <= HOLD_BACK:
+                return
+            data, self._hold = self._hold, None  # too big to hold: stream the rest
         try:
             self.file.write(data)
         except OSError as exc:
             raise IOFailure("cannot write %s: %s" % (self.label, describe_oserror(exc))) from None
 
     def checkpoint(self):
-        """Remember the current end as good: :meth:`rollback` returns here."""
+        """Remember the current end as good: :meth:`rollback` returns here.
+
+        A direct output writes out what it held and holds back what follows,
+        up to ``HOLD_BACK`` bytes; beyond that it can no longer roll back.
+        """
         if self._temp is not None:
             self._good = self.file.tell()
+        else:
+            self._release()
+            self._hold = bytearray()
+
+    def _release(self):
+        if self._hold:
+            data, self._hold = self._hold, None
+            self.write(data)
+        self._hold = None
 
     def rollback(self):
-        """Drop what was written since the last checkpoint (temporary files only)."""
+        """Drop what was written since the last checkpoint."""
         if self._temp is not None:
             self.file.flush()
             self.file.seek(self._good)
             self.file.truncate()
+        elif self._hold is not None:
+            self._hold = bytearray()
 
     @property
     def replaces(self):
@@ -161,6 +185,7 @@ class Output:
             return
         self._done = True
         try:
+            self._release()
             try:
                 self.file.flush()
                 if self._temp is not None and mode is not None:

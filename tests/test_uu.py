@@ -271,3 +271,23 @@ def test_safe_parts(name, keep, expected):
 def test_unsafe_names_are_refused_in_both_modes(name, keep):
     with pytest.raises(uu.NoPermError):
         uu.safe_parts(name, keep)
+
+
+def test_a_failed_block_leaves_nothing_on_a_stream():
+    good = uu.encode_bytes(b"first", "a")
+    bad = uu.encode_bytes(os.urandom(45 * 100), "b")
+    bad = bad[: bad.index(b"\n", len(bad) // 2) + 1]
+    got, errors = decode_all(good + bad + good + bad)
+    assert got == b"firstfirst"
+    assert [type(e) for e in errors] == [DataError, uu.TruncatedError]
+
+
+def test_a_block_bigger_than_the_hold_back_streams(monkeypatch):
+    from pipemail import safefile
+
+    monkeypatch.setattr(safefile, "HOLD_BACK", 1000)
+    data = os.urandom(45 * 100)
+    text = uu.encode_bytes(data, "b")
+    got, errors = decode_all(text[: text.index(b"\n", len(text) // 2) + 1])
+    assert len(errors) == 1
+    assert 1000 < len(got) < len(data) and data.startswith(got)
