@@ -333,9 +333,11 @@ def _decode_uu_body(rd, header, write):
     width = 0  # length of a standard "M" line with its line end, once seen
     pause = 0  # lines to go before the fast path is tried again
     zero_seen = False
+    backticks = False  # the encoder writes zero as "`" (GNU, busybox): no spaces to lose
     while True:
         if width and not pause:
-            done = _uu_fast(rd, width, write)
+            done, saw = _uu_fast(rd, width, write)
+            backticks = backticks or saw
             if done < 0:
                 pause = 64
             elif done:
@@ -388,8 +390,14 @@ def _decode_uu_body(rd, header, write):
         bad = data.translate(None, _UU_CHARS)
         if bad:
             raise _error(rd, "invalid character %s in uuencoded data" % _show(bad[0]))
+        if b"`" in data:
+            backticks = True
         if len(data) < need:
-            # Trailing spaces (zero values) stripped by a mailer.
+            # Trailing spaces (zero values) stripped by a mailer.  An encoder
+            # that writes zero as a backtick writes no spaces to strip, so in
+            # its blocks a short line is damage.
+            if backticks:
+                raise _error(rd, "the length character %s says %d bytes but the line holds fewer" % (_show(first), n))
             data += b" " * (need - len(data))
         write(binascii.a2b_base64(data.translate(_FROM_UU))[:n])
         if n == _LINE and len(raw) - len(line) in (1, 2) and len(line) == 61 and raw.endswith(b"\n"):
@@ -399,14 +407,14 @@ def _decode_uu_body(rd, header, write):
 def _uu_fast(rd, width, write):
     """Decode a run of standard 45-byte lines in bulk.
 
-    Returns the number of lines decoded, or -1 when the run held something
-    the slow path must look at (it then reads those lines one by one).
+    Returns the number of lines decoded (or -1 when the run held something
+    the slow path must look at, line by line) and whether a backtick was seen.
     """
     rd.fill(width * _CHUNK_LINES)
     buf, pos = rd.buf, rd.pos
     k = min((len(buf) - pos) // width, _CHUNK_LINES)
     if k < 2:
-        return 0
+        return 0, False
     end = pos + k * width
     good = min(
         k - len(buf[pos:end:width].lstrip(b"M")),
@@ -415,7 +423,7 @@ def _uu_fast(rd, width, write):
     if width == 63:
         good = min(good, k - len(buf[pos + 61 : end : width].lstrip(b"\r")))
     if good < 2:
-        return 0
+        return 0, False
     end = pos + good * width
     region = buf[pos:end]
     region[0::width] = b"\n" * good
@@ -424,11 +432,11 @@ def _uu_fast(rd, width, write):
     except binascii.Error:
         data = b""
     if len(data) != _LINE * good:
-        return -1
+        return -1, False
     write(data)
     rd.pos = end
     rd.lineno += good
-    return good
+    return good, b"`" in region
 
 
 def _decode_b64_body(rd, header, write):

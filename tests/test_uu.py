@@ -291,3 +291,12 @@ def test_a_block_bigger_than_the_hold_back_streams(monkeypatch):
     got, errors = decode_all(text[: text.index(b"\n", len(text) // 2) + 1])
     assert len(errors) == 1
     assert 1000 < len(got) < len(data) and data.startswith(got)
+
+
+def test_short_line_in_a_backtick_block_is_damage_not_stripped_spaces():
+    text = uu.encode_bytes(os.urandom(45 * 300), "a").split(b"\n")
+    assert any(b"`" in line for line in text[1:150])
+    text[200] = text[200][:-10]  # lost ten characters
+    assert decode_error(b"\n".join(text)) == "t:201: the length character 'M' says 45 bytes but the line holds fewer"
+    short = b"begin 644 a\n[" + b"`" * 60 + b"\n`\nend\n"  # '[' says 59 bytes: 80 characters
+    assert decode_error(short) == "t:2: the length character '[' says 59 bytes but the line holds fewer"

@@ -35,7 +35,7 @@ name written in the header.  Output is byte-identical to GNU uuencode."""
 @click.version_option(__version__, "--version", prog_name="pyuuencode", message="%(prog)s %(version)s")
 @click.argument("operands", nargs=-1, metavar="[INFILE] REMOTENAME")
 def command(base64, outfile, operands):
-    """Encode INFILE (default: standard input) as uuencoded text named REMOTENAME."""
+    """Encode INFILE (default, or '-': standard input) as uuencoded text named REMOTENAME."""
     if not 1 <= len(operands) <= 2:
         raise UsageError("expected [INFILE] REMOTENAME, got %d operands" % len(operands))
     infile, name = operands if len(operands) == 2 else ("-",) + operands

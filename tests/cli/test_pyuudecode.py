@@ -186,7 +186,7 @@ def test_truncated_block_leaves_the_named_output_untouched(run, tmp_path):
     out = tmp_path / "out"
     out.write_bytes(b"original")
     text = block(os.urandom(10000), "x")
-    r = run("pyuudecode", "-o", out, input=text[: len(text) // 2])
+    r = run("pyuudecode", "-o", out, input=text[: text.index(b"\n", len(text) // 2) + 1])
     assert r.returncode == 65
     assert "truncated: no 'end' line for the block that begins on line 1" in r.stderr
     assert out.read_bytes() == b"original" and listing(tmp_path) == ["out"]

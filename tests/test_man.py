@@ -1,0 +1,94 @@
+"""Every command's man page documents each option of its --help and renders cleanly."""
+
+import importlib
+import re
+import shutil
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import ROOT
+
+# command name -> module holding its click ``command``; add each new command here.
+MODULES = {
+    "pyuuencode": "pipemail.cli.uuencode",
+    "pyuudecode": "pipemail.cli.uudecode",
+}
+COMMANDS = list(MODULES)
+
+# An option line of click's help: two spaces, then "-x, --long-name ARG" and its help
+# (continuation lines of the help are indented further).
+OPTION_LINE = re.compile(r"^ {2}(-\S.*?)(?:\s{2,}|$)")
+OPTION_TOKEN = re.compile(r"(?<![\w-])(--?[A-Za-z0-9][\w-]*)")
+FONT_ESCAPE = re.compile(r"\\f(?:\[[^\]]*\]|\(..|.)")
+
+
+def help_text(name):
+    command = importlib.import_module(MODULES[name]).command
+    result = CliRunner().invoke(command, ["--help"], prog_name=name)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def help_options(text):
+    """Every option token (``-x``, ``--long-name``) in the Options section of ``text``."""
+    lines = text.splitlines()
+    start = lines.index("Options:") + 1
+    options = []
+    for line in lines[start:]:
+        if not line.strip():
+            break  # the end of the section: the epilog follows
+        match = OPTION_LINE.match(line)
+        if match:
+            options += OPTION_TOKEN.findall(match.group(1))
+    return options
+
+
+def page_path(name):
+    return ROOT / "man" / "man1" / ("%s.1" % name)
+
+
+def page_text(name):
+    """The page's source with ``\\-`` as ``-`` and font escapes removed."""
+    text = page_path(name).read_text(encoding="utf-8")
+    return FONT_ESCAPE.sub("", text.replace("\\-", "-").replace("\\%", ""))
+
+
+def groff():
+    path = shutil.which("groff")
+    if path is None:
+        pytest.fail("groff is not installed: run the README's test command (bash tests/run)")
+    return path
+
+
+def test_help_options_are_found():
+    options = help_options(help_text("pyuudecode"))
+    assert {"-o", "--output-file", "-f", "--force", "--version", "-h", "--help"} <= set(options)
+    assert "OUTFILE" not in options
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_help_option_is_in_the_man_page(name):
+    options = help_options(help_text(name))
+    assert options, "no options found in %s --help" % name
+    text = page_text(name)
+    missing = [opt for opt in options if not re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(opt), text)]
+    assert not missing, "%s: options of --help missing from %s" % (missing, page_path(name))
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_man_page_renders_without_warnings(name):
+    proc = subprocess.run(
+        [groff(), "-man", "-ww", "-Tutf8", "-z", str(page_path(name))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    assert proc.stderr == ""
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_has_examples(name):
+    assert "Examples:" in help_text(name)
