@@ -174,6 +174,11 @@ class Output:
         elif self._hold is not None:
             self._hold = bytearray()
 
+    def retarget(self, path):
+        """Make commit move the file to ``path``, in the same directory, instead."""
+        self._final = os.path.basename(path)
+        self.label = path
+
     @property
     def replaces(self):
         """True when the output goes to a temporary file that commit renames."""

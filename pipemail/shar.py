@@ -1,0 +1,605 @@
+"""Writing shell archives that unpack anywhere and never run their input.
+
+An archive is a POSIX sh script (dash, bash, busybox sh) made of a fixed
+prelude of functions and one line per step, so that ``pyunshar`` can read it
+back by exact templates without running anything:
+
+    pm_dir 'NAME' 'SHOWN'                        a directory
+    pm_file 'NAME' 'SHOWN'                       a new file (existing ones are kept unless -c)
+    pm_more 'NAME' 'SHOWN'                       the same file, continued in a new part
+    if pm_ok; then sed 's/^X//' >> "./$pm_n" <<'PYSHAR_EOF'
+    X...every line prefixed with X
+    PYSHAR_EOF
+    fi
+    if pm_ok; then printf %s 'TAIL' >> "./$pm_n"; fi      a last line without newline
+    if pm_ok; then pm_unb64 new|add <<'PYSHAR_EOF'
+    begin-base64 600 piece ... ====                       binary data (a slice of the file)
+    PYSHAR_EOF
+    fi
+    pm_done SIZE SHA256 MODE STAMP               checks, chmod, touch (STAMP - for none)
+    pm_dirmode 'NAME' 'SHOWN' MODE STAMP         a directory's mode and time, at the very end
+    pm_end                                       end of the part
+    exit 0
+
+NAME is the member's name single-quoted (any bytes but NUL); SHOWN is the
+same name with every byte outside printable ASCII escaped, which is all that
+ever reaches a message or a comment.
+"""
+
+import hashlib
+import os
+import stat
+import time
+
+from pipemail import __version__
+from pipemail.errors import NoInputError, UsageError, describe_oserror
+
+MAX_TEXT_LINE = 900  # longer lines are sent base64: SMTP allows 998
+DELIM = b"PYSHAR_EOF"
+MAGIC = b"# pyshar archive "
+_READ = 1 << 20
+_B64_LINE = 45
+
+_TEXT = bytearray(b"!" * 256)
+for _c in range(0x20, 0x7F):
+    _TEXT[_c] = ord("a")
+_TEXT[ord("\t")] = ord("a")
+_TEXT[ord("\n")] = ord("\n")
+_TEXT = bytes(_TEXT)
+_ANY = bytearray(b"a" * 256)  # -T: everything is text but NUL
+_ANY[0] = ord("!")
+_ANY[ord("\n")] = ord("\n")
+_ANY = bytes(_ANY)
+
+
+def quote(name):
+    """``name`` (bytes) single-quoted for sh: nothing inside is expanded."""
+    return b"'" + name.replace(b"'", b"'\\''") + b"'"
+
+
+def show(name):
+    """``name`` with every byte outside printable ASCII (and backslash) escaped."""
+    out = []
+    for c in name:
+        if c == 0x5C:
+            out.append("\\\\")
+        elif 0x20 <= c < 0x7F:
+            out.append(chr(c))
+        elif c == 0x0A:
+            out.append("\\n")
+        elif c == 0x09:
+            out.append("\\t")
+        else:
+            out.append("\\x%02x" % c)
+    return "".join(out)
+
+
+def stamp(mtime):
+    """``touch -t`` form of ``mtime`` in UTC: CCYYMMDDhhmm.SS."""
+    return time.strftime("%Y%m%d%H%M.%S", time.gmtime(int(mtime)))
+
+
+# -- what to archive ----------------------------------------------------------------
+
+
+class Member:
+    __slots__ = ("name", "path", "is_dir", "size", "mode", "mtime")
+
+    def __init__(self, name, path, st):
+        self.name = name  # bytes, relative, as stored in the archive
+        self.path = path  # bytes, where to read it
+        self.is_dir = stat.S_ISDIR(st.st_mode)
+        self.size = 0 if self.is_dir else st.st_size
+        self.mode = stat.S_IMODE(st.st_mode) & 0o777
+        self.mtime = int(st.st_mtime)
+
+
+def archive_name(operand, warn):
+    """The member name for a path given by the user: relative, normalised, no '..'."""
+    parts = [p for p in operand.split(b"/") if p and p != b"."]
+    if b".." in parts:
+        raise UsageError("refusing %r: a '..' component would unpack outside the target" % show(operand))
+    if operand.startswith(b"/"):
+        warn("removing leading '/' from member name %s" % show(operand))
+    return b"/".join(parts)
+
+
+def collect(operands, warn):
+    """The members for ``operands`` (bytes paths), directories walked in sorted order.
+
+    Symlinks are followed (loops detected); FIFOs, sockets and devices are
+    skipped with a warning; a missing operand is an error (66) before anything
+    is written.
+    """
+    members = []
+    seen = set()
+    for operand in operands:
+        name = archive_name(operand, warn)
+        try:
+            st = os.stat(operand)
+        except OSError as exc:
+            raise NoInputError("cannot read %s: %s" % (show(operand), describe_oserror(exc))) from None
+        _add(members, seen, name, operand, st, set(), warn)
+    return members
+
+
+def _add(members, seen, name, path, st, ancestors, warn):
+    if stat.S_ISDIR(st.st_mode):
+        key = (st.st_dev, st.st_ino)
+        if key in ancestors:
+            warn("skipping %s: a symlink loop" % show(path))
+            return
+        if name and name not in seen:
+            seen.add(name)
+            members.append(Member(name, path, st))
+        try:
+            entries = sorted(os.listdir(path))
+        except OSError as exc:
+            raise NoInputError("cannot read directory %s: %s" % (show(path), describe_oserror(exc))) from None
+        for entry in entries:
+            child = path.rstrip(b"/") + b"/" + entry if path != b"/" else b"/" + entry
+            try:
+                cst = os.stat(child)
+            except OSError as exc:
+                warn("skipping %s: %s" % (show(child), describe_oserror(exc)))
+                continue
+            _add(members, seen, name + b"/" + entry if name else entry, child, cst, ancestors | {key}, warn)
+    elif stat.S_ISREG(st.st_mode):
+        if not name:
+            raise UsageError("%s names no file" % show(path))
+        if name in seen:
+            return
+        seen.add(name)
+        members.append(Member(name, path, st))
+    else:
+        warn("skipping %s: not a regular file or directory" % show(path))
+
+
+def classify(path, force_text=False, force_binary=False, max_line=MAX_TEXT_LINE):
+    """"text" or "binary" for the file at ``path``.
+
+    Text is printable ASCII and tabs in lines of at most ``max_line`` bytes
+    with no trailing blanks, which survives any mail path; ``force_text``
+    (-T) takes anything without a NUL byte.  A file with a NUL byte is
+    always binary.
+    """
+    if force_binary:
+        return "binary"
+    table = _ANY if force_text else _TEXT
+    long_line = b"a" * (max_line + 1)
+    run = 0
+    last = b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_READ)
+            if not chunk:
+                break
+            t = chunk.translate(table)
+            if b"!" in t or long_line in t:
+                return "binary"
+            if not force_text and (b" \n" in chunk or b"\t\n" in chunk or (last in b" \t" and chunk[:1] == b"\n")):
+                return "binary"
+            nl = t.find(b"\n")
+            if nl < 0:
+                run += len(t)
+            else:
+                if run + nl > max_line:
+                    return "binary"
+                run = len(t) - t.rfind(b"\n") - 1
+            if run > max_line:
+                return "binary"
+            last = chunk[-1:]
+    if not force_text and last in (b" ", b"\t"):
+        return "binary"
+    return "text"
+
+
+# -- the script -----------------------------------------------------------------------
+
+PRELUDE = r"""LC_ALL=C; export LC_ALL
+pm_lock=_pyshar.$pm_id pm_force=%(force)s pm_skip=
+test "x$1" = x-c && pm_force=1
+pm_say() { printf '%%s\n' "$*"; }
+pm_fail() { pm_say "x - $pm_show: $1"; : > "$pm_lock/bad"; }
+pm_ok() { test -z "$pm_skip"; }
+pm_start() {
+  if test "$pm_part" = 1; then
+    if mkdir "$pm_lock" 2>/dev/null; then :; else
+      pm_say "pyshar: $pm_lock exists: another unpack is running or was interrupted; remove it and retry"
+      exit 1
+    fi
+  elif test "x$(cat "$pm_lock/seq" 2>/dev/null)" != "x$((pm_part - 1))"; then
+    pm_say "pyshar: please unpack part $((pm_part - 1)) of $pm_parts first"
+    exit 1
+  fi
+  pm_sha=
+  if command -v sha256sum >/dev/null 2>&1; then pm_sha=sha256sum
+  elif command -v shasum >/dev/null 2>&1; then pm_sha='shasum -a 256'; fi
+  pm_dec=
+  for pm_c in uudecode base64 openssl python3; do
+    if command -v $pm_c >/dev/null 2>&1; then pm_dec=$pm_c; break; fi
+  done
+}
+pm_dir() {
+  pm_show=$2
+  mkdir -p "./$1" 2>/dev/null || { pm_say "x - $2: cannot create directory"; : > "$pm_lock/failed"; }
+}
+pm_file() {
+  pm_n=$1 pm_show=$2 pm_skip=
+  rm -f "$pm_lock/bad" "$pm_lock/skip"
+  if test -z "$pm_force" && { test -f "./$pm_n" || test -h "./$pm_n"; }; then
+    pm_skip=1; : > "$pm_lock/skip"
+    pm_say "x - $pm_show: exists, kept (sh ARCHIVE -c overwrites)"
+    return
+  fi
+  case $pm_n in */*) mkdir -p "./${pm_n%%/*}" 2>/dev/null ;; esac
+  rm -f "./$pm_n" 2>/dev/null
+  : > "./$pm_n" || pm_fail 'cannot create'
+}
+pm_more() { pm_n=$1 pm_show=$2 pm_skip=; test -f "$pm_lock/skip" && pm_skip=1; }
+pm_unb64() {
+  if test "$1" = new; then pm_o=./$pm_n; else pm_o=$pm_lock/piece; fi
+  case $pm_dec in
+  uudecode) uudecode -o "$pm_o" ;;
+  base64) sed '1d;$d' | base64 -d > "$pm_o" ;;
+  openssl) sed '1d;$d' | openssl base64 -d > "$pm_o" ;;
+  python3) python3 -c 'import sys, binascii
+o = open(sys.argv[1], "wb")
+for l in sys.stdin.buffer:
+    if not l.startswith((b"begin", b"====")): o.write(binascii.a2b_base64(l))' "$pm_o" ;;
+  *) cat > /dev/null; pm_fail 'no base64 decoder here (uudecode, base64, openssl or python3)'; return ;;
+  esac || { pm_fail "$pm_dec failed"; return; }
+  test "$1" = new || cat "$pm_o" >> "./$pm_n" || pm_fail 'cannot write'
+}
+pm_done() {
+  test -n "$pm_skip" && return
+  pm_r=ok
+  if test -f "$pm_lock/bad"; then pm_r=failed
+  elif test "$(($(wc -c < "./$pm_n")))" != "$1"; then pm_r="failed: size is not $1"
+  elif test -n "$pm_sha"; then
+    pm_h=$($pm_sha < "./$pm_n")
+    test "${pm_h%%%% *}" = "$2" || pm_r='failed: SHA-256 differs'
+  fi
+  chmod "$3" "./$pm_n" 2>/dev/null
+  test "$4" = - || TZ=UTC0 touch -t "$4" "./$pm_n" 2>/dev/null
+  pm_say "x - $pm_show: $pm_r"
+  test "$pm_r" = ok || : > "$pm_lock/failed"
+}
+pm_dirmode() {
+  chmod "$3" "./$1" 2>/dev/null
+  test "$4" = - || TZ=UTC0 touch -t "$4" "./$1" 2>/dev/null
+}
+pm_end() {
+  if test "$pm_part" -lt "$pm_parts"; then
+    echo "$pm_part" > "$pm_lock/seq"
+    pm_say "part $pm_part of $pm_parts done; unpack part $((pm_part + 1)) next"
+  elif test -f "$pm_lock/failed"; then
+    rm -rf "$pm_lock"
+    pm_say 'pyshar: some files did not unpack correctly (see above)'
+    exit 1
+  else
+    rm -rf "$pm_lock"
+  fi
+}
+pm_start
+"""
+
+TEXT_OPEN = b"if pm_ok; then sed 's/^X//' >> \"./$pm_n\" <<'PYSHAR_EOF'\n"
+TEXT_CLOSE = b"PYSHAR_EOF\nfi\n"
+B64_OPEN = b"if pm_ok; then pm_unb64 %s <<'PYSHAR_EOF'\nbegin-base64 600 piece\n"
+B64_CLOSE = b"====\nPYSHAR_EOF\nfi\n"
+COUNT_WIDTH = 8  # room for the part count, written when the last part is known
+TRAILER = b"pm_end\nexit 0\n"
+
+
+class _Parts:
+    """Where the archive goes: one stream, or parts PREFIX.NN under a size limit."""
+
+    def __init__(self, stream=None, prefix=None, limit=None, archive_id=None, prelude_args=None, listing=b""):
+        self.stream = stream
+        self.prefix = prefix
+        self.limit = limit
+        self.id = archive_id
+        self.args = prelude_args
+        self.listing = listing
+        self.number = 0
+        self.used = 0
+        self.outputs = []  # (Output, [patch offsets])
+        self.out = None
+
+    def room(self):
+        if self.limit is None:
+            return 1 << 62
+        return self.limit - self.used - len(TRAILER)
+
+    def write(self, data):
+        self.used += len(data)
+        self.out.write(data)
+
+    def begin(self):
+        self.number += 1
+        self.used = 0
+        if self.prefix is not None:
+            from pipemail.safefile import Output
+
+            self.out = Output.to_path(os.fsdecode(b"%s.%d" % (self.prefix, self.number)))
+            self.outputs.append((self.out, []))
+        else:
+            self.out = _StreamOut(self.stream)
+        count = b"1".ljust(COUNT_WIDTH) if self.prefix is None else b" " * COUNT_WIDTH
+        head = [b"#!/bin/sh\n"]
+        if self.args.get("cut"):
+            head.insert(0, b"---- Cut Here and feed the following to sh ----\n")
+        head.append(b"# This is a shell archive made by pyshar (pipemail %s).\n" % __version__.encode())
+        head.append(b"# Unpack it with 'sh FILE' ('sh FILE -c' overwrites existing files),\n")
+        head.append(b"# or read it without running anything: 'pyunshar FILE'.\n")
+        start = sum(map(len, head))
+        line = MAGIC + b"%s part %d of " % (self.id, self.number)
+        self._patch(start + len(line))
+        head.append(line + count + b"\n")
+        if self.number == 1:
+            head.append(self.listing)
+        line = b"pm_id=%s pm_part=%d pm_parts=" % (self.id, self.number)
+        start = sum(map(len, head))
+        self._patch(start + len(line))
+        head.append(line + count + b"\n")
+        head.append((PRELUDE % self.args).encode())
+        self.write(b"".join(head))
+        if self.limit is not None and self.room() < 1024:
+            raise UsageError("part size %d is too small: the archive's own code needs %d bytes" % (self.limit, self.used))
+
+    def _patch(self, offset):
+        if self.outputs:
+            self.outputs[-1][1].append(offset)
+
+    def end(self):
+        self.write(TRAILER)
+
+    def finish(self):
+        """Write the part count into every part and move them to PREFIX.NN; returns the names."""
+        if self.prefix is None:
+            return []
+        width = max(2, len(str(self.number)))
+        count = str(self.number).encode().ljust(COUNT_WIDTH)
+        names = []
+        for n, (out, offsets) in enumerate(self.outputs, 1):
+            f = out.file
+            f.flush()
+            for off in offsets:
+                f.seek(off)
+                f.write(count)
+            f.seek(0, os.SEEK_END)
+            name = b"%s.%0*d" % (self.prefix, width, n)
+            out.retarget(os.fsdecode(name))
+            names.append(name)
+        for out, _ in self.outputs:
+            out.commit(0o666 & ~_umask())
+        return names
+
+    def abort(self):
+        for out, _ in self.outputs:
+            out.abort()
+
+
+class _StreamOut:
+    def __init__(self, stream):
+        self.write = stream.write
+
+
+def _umask():
+    from pipemail.safefile import current_umask
+
+    return current_umask()
+
+
+class Writer:
+    """Writes members into parts, never letting a part exceed its limit."""
+
+    def __init__(self, parts, *, timestamps=True, force_text=False, force_binary=False, warn=None):
+        self.parts = parts
+        self.timestamps = timestamps
+        self.force_text = force_text
+        self.force_binary = force_binary
+        self.warn = warn or (lambda msg: None)
+        self.current = None  # the statement that resumes the file being written
+
+    def stmt(self, data):
+        """Write one statement, starting a new part first when it does not fit."""
+        if len(data) > self.parts.room():
+            self.next_part()
+            if len(data) > self.parts.room():
+                raise UsageError("part size %d is too small for one step of the archive" % self.parts.limit)
+        self.parts.write(data)
+
+    def next_part(self):
+        self.parts.end()
+        self.parts.begin()
+        if self.current is not None:
+            self.parts.write(self.current)
+
+    def directory(self, m):
+        self.stmt(b"pm_dir %s %s\n" % (quote(m.name), quote(show(m.name).encode())))
+
+    def file(self, m, on_text=None):
+        shown = quote(show(m.name).encode())
+        max_line = MAX_TEXT_LINE
+        if self.parts.limit is not None and self.force_text:
+            max_line = min(1 << 30, max(80, self.parts.limit // 2))
+        try:
+            kind = classify(m.path, self.force_text, self.force_binary, max_line)
+            f = open(m.path, "rb")
+        except OSError as exc:
+            raise NoInputError("cannot read %s: %s" % (show(m.path), describe_oserror(exc))) from None
+        if on_text is not None:
+            on_text(m, kind)
+        self.stmt(b"# %s (%s)\npm_file %s %s\n" % (shown, kind.encode(), quote(m.name), shown))
+        self.current = b"pm_more %s %s\n" % (quote(m.name), shown)
+        digest = hashlib.sha256()
+        size = 0
+        with f:
+            if kind == "text":
+                size = self._text(f, digest)
+            else:
+                size = self._binary(f, digest)
+        if size != m.size:
+            self.warn("%s changed size while being archived (%d bytes, not %d)" % (show(m.name), size, m.size))
+        self.current = None
+        when = stamp(m.mtime).encode() if self.timestamps else b"-"
+        self.stmt(b"pm_done %d %s %04o %s\n" % (size, digest.hexdigest().encode(), m.mode, when))
+
+    def _text(self, f, digest):
+        size = 0
+        rest = b""
+        block = _Block(self, TEXT_OPEN, TEXT_CLOSE)
+        while True:
+            chunk = f.read(_READ)
+            size += len(chunk)
+            digest.update(chunk)
+            if not chunk:
+                break
+            data = rest + chunk
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:]
+            enc = b"X" + data[: cut - 1].replace(b"\n", b"\nX") + b"\n" if cut else b""
+            while enc:
+                room = block.room()
+                cut = len(enc) if room >= len(enc) else enc.rfind(b"\n", 0, max(room, 0)) + 1
+                if cut == 0:
+                    block.next_part()
+                    continue
+                block.write(enc[:cut])
+                enc = enc[cut:]
+        block.close()
+        if rest:
+            self.stmt(b'if pm_ok; then printf %%s %s >> "./$pm_n"; fi\n' % quote(rest))
+        return size
+
+    def _binary(self, f, digest):
+        from pipemail.uu import _read_full
+
+        size = 0
+        block = _Block(self, B64_OPEN % b"new", B64_CLOSE, B64_OPEN % b"add")
+        whole = _B64_LINE * 16384
+        while True:
+            chunk = _read_full(f.read, whole)
+            digest.update(chunk)
+            size += len(chunk)
+            data = chunk
+            while data:
+                lines = block.room() // 61
+                if lines <= 0:
+                    block.next_part()
+                    continue
+                take = min(len(data), lines * _B64_LINE)
+                block.write(_b64(data[:take]))
+                data = data[take:]
+            if len(chunk) < whole:
+                break
+        block.close()
+        return size
+
+
+class _Block:
+    """A here-document kept open across reads, closed and reopened at part boundaries."""
+
+    def __init__(self, writer, opening, closing, reopening=None):
+        self.w = writer
+        self.parts = writer.parts
+        self.opening = opening
+        self.closing = closing
+        self.reopening = reopening or opening
+        self.open = False
+
+    def room(self):
+        """Bytes of data that fit in the current part, the block opened if need be."""
+        room = self.parts.room() - len(self.closing)
+        if not self.open:
+            room -= len(self.opening)
+        return room
+
+    def write(self, data):
+        if not self.open:
+            self.parts.write(self.opening)
+            self.opening = self.reopening
+            self.open = True
+        self.parts.write(data)
+
+    def close(self):
+        if self.open:
+            self.parts.write(self.closing)
+            self.open = False
+
+    def next_part(self):
+        self.close()
+        if self.parts.limit is not None and self.parts.used <= self._fresh():
+            raise UsageError("part size %d is too small for one line of data" % self.parts.limit)
+        self.w.next_part()
+        self._fresh_used = self.parts.used
+
+    def _fresh(self):
+        return getattr(self, "_fresh_used", -1)
+
+
+def _b64(piece):
+    import binascii
+
+    from pipemail.uu import _b64_lines
+
+    whole = len(piece) - len(piece) % _B64_LINE
+    out = _b64_lines(piece[:whole]) if whole else b""
+    if whole < len(piece):
+        out += binascii.b2a_base64(piece[whole:])
+    return out
+
+
+def listing(members, limit=None):
+    """The header comment listing size, mode and name of every member."""
+    lines = [b"#\n# Contents (size, mode, name; names escaped as \\n, \\t, \\\\, \\xNN):\n"]
+    total = len(lines[0])
+    for i, m in enumerate(members):
+        size = b"-" if m.is_dir else b"%d" % m.size
+        line = b"# %10s %04o %s%s\n" % (size, m.mode, show(m.name).encode(), b"/" if m.is_dir else b"")
+        if limit is not None and total + len(line) > limit:
+            lines.append(b"# ... and %d more\n" % (len(members) - i))
+            break
+        lines.append(line)
+        total += len(line)
+    lines.append(b"#\n")
+    return b"".join(lines)
+
+
+def write_archive(members, *, stream=None, prefix=None, limit=None, check_existing=True, timestamps=True,
+                  force_text=False, force_binary=False, cut_mark=False, warn=None, on_member=None):
+    """Write ``members`` as one archive to ``stream``, or as parts PREFIX.NN of at most ``limit`` bytes.
+
+    Returns the part names written (empty for a stream).
+    """
+    archive_id = os.urandom(8).hex().encode()
+    args = {"force": "1" if not check_existing else "", "cut": cut_mark}
+    parts = _Parts(stream, prefix, limit, archive_id, _Args(args),
+                   listing(members, None if limit is None else limit // 4))
+    try:
+        parts.begin()
+        w = Writer(parts, timestamps=timestamps, force_text=force_text, force_binary=force_binary, warn=warn)
+        for m in members:
+            if m.is_dir:
+                w.directory(m)
+                if on_member is not None:
+                    on_member(m, "directory")
+            else:
+                w.file(m, on_member)
+        for m in reversed([m for m in members if m.is_dir]):
+            when = stamp(m.mtime).encode() if timestamps else b"-"
+            w.stmt(b"pm_dirmode %s %s %04o %s\n" % (quote(m.name), quote(show(m.name).encode()), m.mode, when))
+        parts.end()
+        return parts.finish()
+    except BaseException:
+        parts.abort()
+        raise
+
+
+class _Args(dict):
+    """Prelude substitutions: %(force)s and friends; unknown keys are flags for the header."""
+
+    def __getitem__(self, key):
+        return dict.get(self, key, "")
