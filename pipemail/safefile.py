@@ -184,8 +184,8 @@ class Output:
         """True when the output goes to a temporary file that commit renames."""
         return self._temp is not None
 
-    def commit(self, mode=None, *, ignore_chmod_errors=False):
-        """Finish: flush, set ``mode`` (temporary files only), move into place."""
+    def commit(self, mode=None, *, ignore_chmod_errors=False, mtime=None):
+        """Finish: flush, set ``mode`` and ``mtime`` (temporary files only), move into place."""
         if self._done:
             return
         self._done = True
@@ -199,6 +199,8 @@ class Output:
                     except OSError:
                         if not ignore_chmod_errors:
                             raise
+                if self._temp is not None and mtime is not None:
+                    os.utime(self.file.fileno(), (mtime, mtime))
             except OSError as exc:
                 raise IOFailure("cannot write %s: %s" % (self.label, describe_oserror(exc))) from None
             if self._temp is None:

@@ -156,7 +156,7 @@ def _add(members, seen, name, path, st, ancestors, warn):
 
 
 def classify(path, force_text=False, force_binary=False, max_line=MAX_TEXT_LINE):
-    """"text" or "binary" for the file at ``path``.
+    """ "text" or "binary" for the file at ``path``.
 
     Text is printable ASCII and tabs in lines of at most ``max_line`` bytes
     with no trailing blanks, which survives any mail path; ``force_text``
@@ -346,7 +346,9 @@ class _Parts:
         head.append((PRELUDE % self.args).encode())
         self.write(b"".join(head))
         if self.limit is not None and self.room() < 1024:
-            raise UsageError("part size %d is too small: the archive's own code needs %d bytes" % (self.limit, self.used))
+            raise UsageError(
+                "part size %d is too small: the archive's own code needs %d bytes" % (self.limit, self.used)
+            )
 
     def _patch(self, offset):
         if self.outputs:
@@ -435,12 +437,8 @@ class Writer:
         self.stmt(b"# %s (%s)\npm_file %s %s\n" % (shown, kind.encode(), quote(m.name), shown))
         self.current = b"pm_more %s %s\n" % (quote(m.name), shown)
         digest = hashlib.sha256()
-        size = 0
         with f:
-            if kind == "text":
-                size = self._text(f, digest)
-            else:
-                size = self._binary(f, digest)
+            size = self._text(f, digest) if kind == "text" else self._binary(f, digest)
         if size != m.size:
             self.warn("%s changed size while being archived (%d bytes, not %d)" % (show(m.name), size, m.size))
         self.current = None
@@ -568,16 +566,29 @@ def listing(members, limit=None):
     return b"".join(lines)
 
 
-def write_archive(members, *, stream=None, prefix=None, limit=None, check_existing=True, timestamps=True,
-                  force_text=False, force_binary=False, cut_mark=False, warn=None, on_member=None):
+def write_archive(
+    members,
+    *,
+    stream=None,
+    prefix=None,
+    limit=None,
+    check_existing=True,
+    timestamps=True,
+    force_text=False,
+    force_binary=False,
+    cut_mark=False,
+    warn=None,
+    on_member=None,
+):
     """Write ``members`` as one archive to ``stream``, or as parts PREFIX.NN of at most ``limit`` bytes.
 
     Returns the part names written (empty for a stream).
     """
     archive_id = os.urandom(8).hex().encode()
     args = {"force": "1" if not check_existing else "", "cut": cut_mark}
-    parts = _Parts(stream, prefix, limit, archive_id, _Args(args),
-                   listing(members, None if limit is None else limit // 4))
+    parts = _Parts(
+        stream, prefix, limit, archive_id, _Args(args), listing(members, None if limit is None else limit // 4)
+    )
     try:
         parts.begin()
         w = Writer(parts, timestamps=timestamps, force_text=force_text, force_binary=force_binary, warn=warn)

@@ -24,17 +24,33 @@ openssl or python3.  Existing files are kept unless the archive is run as
 
 
 @click.command(cls=Command, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-L", "--split-size-limit", "limit", metavar="SIZE",
-              help="Split into parts of at most SIZE (a bare number is KiB); needs -o.")
-@click.option("-o", "--output-prefix", "prefix", metavar="PREFIX",
-              help="Write the archive to files PREFIX.01, PREFIX.02, ... instead of standard output.")
+@click.option(
+    "-L",
+    "--split-size-limit",
+    "limit",
+    metavar="SIZE",
+    help="Split into parts of at most SIZE (a bare number is KiB); needs -o.",
+)
+@click.option(
+    "-o",
+    "--output-prefix",
+    "prefix",
+    metavar="PREFIX",
+    help="Write the archive to files PREFIX.01, PREFIX.02, ... instead of standard output.",
+)
 @click.option("-c", "--cut-mark", is_flag=True, help="Start each part with a 'Cut Here' line.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not report each file on standard error.")
-@click.option("-T", "--text-files", "text", is_flag=True,
-              help="Store every file as text (files with a NUL byte stay base64).")
+@click.option(
+    "-T", "--text-files", "text", is_flag=True, help="Store every file as text (files with a NUL byte stay base64)."
+)
 @click.option("-B", "--uuencode", "binary", is_flag=True, help="Store every file base64-encoded.")
-@click.option("-x", "--no-check-existing", "no_check", is_flag=True,
-              help="Make the archive overwrite existing files without 'sh FILE -c'.")
+@click.option(
+    "-x",
+    "--no-check-existing",
+    "no_check",
+    is_flag=True,
+    help="Make the archive overwrite existing files without 'sh FILE -c'.",
+)
 @click.option("-m", "--no-timestamp", is_flag=True, help="Do not restore modification times.")
 @click.option("-0", "--null", is_flag=True, help="Names on standard input end with NUL, not newline.")
 @click.version_option(__version__, "--version", prog_name="pyshar", message="%(prog)s %(version)s")
@@ -82,8 +98,10 @@ def command(limit, prefix, cut_mark, quiet, text, binary, no_check, no_timestamp
         on_member=saving,
     )
     if names and not quiet:
-        say("wrote %d part%s: %s" % (len(names), "" if len(names) == 1 else "s",
-                                     " ".join(os.fsdecode(n) for n in names)))
+        say(
+            "wrote %d part%s: %s"
+            % (len(names), "" if len(names) == 1 else "s", " ".join(os.fsdecode(n) for n in names))
+        )
     return 0
 
 

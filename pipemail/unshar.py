@@ -1,0 +1,626 @@
+"""Reading shell archives without running them: find, group, parse, extract safely.
+
+``pyunshar`` never runs a shell.  It finds archives in its inputs (plain
+files, mail, mboxes, Maildirs), groups split archives by their identifier,
+puts the parts in order, and hands each archive to the parser of its format
+(pyshar's own, or GNU sharutils'), which tells an :class:`Extractor` what to
+create.  The extractor writes below one directory only, under temporary names
+renamed once size and digest match.
+"""
+
+import binascii
+import hashlib
+import os
+import re
+
+from pipemail.errors import (
+    CantCreateError,
+    DataError,
+    NoPermError,
+    PipemailError,
+    describe_oserror,
+)
+from pipemail.unshar_api import ArchiveError, PartInfo
+
+_SPOOL = 8 << 20
+
+
+# -- finding archives in a text --------------------------------------------------------
+
+
+class Part:
+    """One archive part found in an input: where, what, and its spooled text."""
+
+    def __init__(self, info, label, lineno, text):
+        self.info = info
+        self.label = label
+        self.lineno = lineno
+        self.text = text  # a seekable binary file holding the part, first line to "exit 0"
+
+
+def _is_start(line):
+    s = line.rstrip(b"\r\n")
+    return (
+        s in (b"#!/bin/sh", b"#! /bin/sh", b"#!/bin/sh -", b"#! /bin/sh -")
+        or s.startswith(b"# This is a shell archive")
+        or s.startswith(b"# This is part ")
+    )
+
+
+def _detect(head):
+    """The format and PartInfo of an archive whose first bytes are ``head``, or None."""
+    m = re.search(rb"^# pyshar archive ([0-9a-f]{16}) part (\d+) of (\d+) *$", head, re.M)
+    if m:
+        number, total = int(m.group(2)), int(m.group(3))
+        return PartInfo("pyshar", m.group(1).decode(), number, total, number == total)
+    from pipemail import unshar_gnu
+
+    if unshar_gnu.detect(head):
+        return unshar_gnu.part_info(head)
+    return None
+
+
+def find_parts(label, stream, on_error, split_at_exit=True):
+    """Yield the archive :class:`Part` objects in one text ``stream``.
+
+    Lines before an archive (mail headers, text) are skipped; an archive runs
+    from its ``#!/bin/sh`` (or first comment) line to the line ``exit 0``.
+    A script that is not a known archive is reported through ``on_error``.
+    """
+    import tempfile
+
+    from pipemail.uu import _Reader
+
+    rd = _Reader(stream, label)
+    found = False
+    while True:
+        line = rd.readline()
+        if not line:
+            break
+        if rd.overlong or not _is_start(line):
+            continue
+        start = rd.lineno
+        spool = tempfile.SpooledTemporaryFile(_SPOOL)
+        spool.write(line)
+        head = [line]
+        size = len(line)
+        ended = False
+        info = None
+        while True:
+            line = rd.readline()
+            if not line:
+                break
+            spool.write(line)
+            if size < 16384:
+                head.append(line)
+                size += len(line)
+            if line.rstrip(b"\r\n") == b"exit 0":
+                ended = True
+                break
+            if info is None and size >= 16384:
+                info = _detect(b"".join(head))
+                if info is None:
+                    break
+        if info is None:
+            info = _detect(b"".join(head))
+        if info is None:
+            spool.close()
+            if not ended and line:
+                continue  # a script in the text, not an archive; the scan goes on after it
+            on_error(
+                ArchiveError(
+                    "%s:%d: a shell script that is not a pyshar or GNU shar archive; not extracted" % (label, start)
+                )
+            )
+            continue
+        if not ended:
+            spool.close()
+            on_error(
+                ArchiveError(
+                    "%s:%d: truncated archive: no 'exit 0' line after the one beginning "
+                    "on line %d" % (label, rd.lineno, start)
+                )
+            )
+            continue
+        found = True
+        spool.seek(0)
+        yield Part(info, label, start, spool)
+    if not found:
+        on_error(DataError("%s:%d: no shell archive found" % (label, rd.lineno)))
+
+
+def group_parts(parts, on_error):
+    """Archives as lists of parts in order, complete ones only; duplicates dropped."""
+    groups = {}
+    order = []
+    for part in parts:
+        key = (part.info.format, part.info.archive_id)
+        if key not in groups:
+            groups[key] = {}
+            order.append(key)
+        groups[key].setdefault(part.info.number, part)
+    archives = []
+    for key in order:
+        found = groups[key]
+        total = next((p.info.total for p in found.values() if p.info.total), None)
+        if total is None:
+            last = [n for n, p in found.items() if p.info.last]
+            total = min(last) if last else max(found) + 1
+        missing = [n for n in range(1, total + 1) if n not in found]
+        if missing:
+            first = found[min(found)]
+            names = ", ".join(str(n) for n in missing[:10]) + (", ..." if len(missing) > 10 else "")
+            on_error(
+                DataError(
+                    "%s:%d: %s %s of %d %s missing; nothing of this archive was extracted"
+                    % (
+                        first.label,
+                        first.lineno,
+                        "parts" if len(missing) > 1 else "part",
+                        names,
+                        total,
+                        "are" if len(missing) > 1 else "is",
+                    )
+                )
+            )
+            continue
+        archives.append([found[n] for n in range(1, total + 1)])
+    return archives
+
+
+# -- the safe extractor ------------------------------------------------------------------
+
+
+def _show(name):
+    from pipemail.shar import show
+
+    return show(name)
+
+
+class Extractor:
+    """A parser's sink that creates files and directories below one directory, safely."""
+
+    def __init__(self, directory=".", overwrite=False, on_error=None, on_file=None):
+        self.overwrite = overwrite
+        self.on_error = on_error or (lambda exc: None)
+        self.on_file = on_file or (lambda name, status: None)
+        try:
+            self.base = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise CantCreateError("cannot use directory %s: %s" % (directory, describe_oserror(exc))) from None
+        self.dirs = []
+        self.out = None
+        self.name = None
+        self.failed = None
+        self.size = 0
+        self.sha256 = None
+        self.md5 = None
+        self.where = ""
+
+    def close(self):
+        self.abort_file()
+        for name, mode, mtime in reversed(self.dirs):
+            try:
+                fd = self._dir(name, create=False)
+            except PipemailError:
+                continue
+            try:
+                if mode is not None:
+                    os.fchmod(fd, mode & 0o777)
+                if mtime is not None:
+                    os.utime(fd, (mtime, mtime))
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        self.dirs = []
+        os.close(self.base)
+
+    def _parts(self, name):
+        from pipemail.uu import safe_parts
+
+        return safe_parts(name, keep_paths=True)
+
+    def _dir(self, parts, create=True):
+        from pipemail.uu import _open_dirs
+
+        if create:
+            from pipemail.safefile import current_umask
+
+            return _open_dirs(self.base, parts, current_umask())
+        fd = os.dup(self.base)
+        flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            for p in parts:
+                nfd = os.open(p, flags, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+        except OSError:
+            os.close(fd)
+            raise CantCreateError("directory vanished") from None
+        return fd
+
+    def _fail(self, exc):
+        self.on_error(exc)
+
+    # -- the sink interface --
+    def directory(self, name, mode=None, mtime=None):
+        try:
+            parts = self._parts(name)
+            os.close(self._dir(parts))
+        except PipemailError as exc:
+            self._fail(type(exc)("%s: %s" % (self.where, exc)))
+            return
+        self.dirs.append((parts, mode, mtime))
+
+    def open_file(self, name, append=False):
+        from pipemail.safefile import Output
+
+        if append:
+            if self.name != name:
+                raise ArchiveError("%s: continues %r, which is not the file in progress" % (self.where, _show(name)))
+            return
+        self.abort_file()
+        self.name = name
+        self.failed = None
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5()
+        try:
+            parts = self._parts(name)
+            dir_fd = self._dir(parts[:-1])
+            self.out = Output.in_directory(dir_fd, parts[-1], "/".join(parts), overwrite=self.overwrite)
+        except PipemailError as exc:
+            self.failed = type(exc)("%s: %s" % (self.where, exc))
+
+    def write(self, data):
+        if self.out is None:
+            return
+        self.size += len(data)
+        self.sha256.update(data)
+        self.md5.update(data)
+        self.out.write(data)
+
+    def close_file(self, mode=None, mtime=None, size=None, md5=None, sha256=None, complete=True):
+        if not complete:
+            return
+        name, out, failed = self.name, self.out, self.failed
+        self.out = self.name = self.failed = None
+        if failed is not None:
+            self._fail(failed)
+            self.on_file(name, "refused")
+            return
+        problem = None
+        if size is not None and size != self.size:
+            problem = "size is %d, the archive says %d" % (self.size, size)
+        elif sha256 is not None and sha256 != self.sha256.hexdigest():
+            problem = "SHA-256 differs from the archive's"
+        elif md5 is not None and md5 != self.md5.hexdigest():
+            problem = "MD5 differs from the archive's"
+        if problem:
+            out.abort()
+            self._fail(DataError("%s: %s: %s; not written" % (self.where, _show(name), problem)))
+            self.on_file(name, "failed")
+            return
+        try:
+            out.commit(None if mode is None else mode & 0o777, mtime=mtime)
+        except PipemailError as exc:
+            self._fail(type(exc)("%s: %s" % (self.where, exc)))
+            self.on_file(name, "failed")
+            return
+        self.on_file(name, "ok")
+
+    def abort_file(self):
+        if self.out is not None:
+            self.out.abort()
+        self.out = self.name = self.failed = None
+
+
+class Lister:
+    """A sink that lists members (size, mode, name) instead of writing them."""
+
+    def __init__(self, emit):
+        self.emit = emit
+        self.size = 0
+        self.name = None
+        self.where = ""
+
+    def directory(self, name, mode=None, mtime=None):
+        self.emit("%10s %04o %s/" % ("-", (mode or 0) & 0o7777, _show(name)))
+
+    def open_file(self, name, append=False):
+        if not append:
+            self.name, self.size = name, 0
+
+    def write(self, data):
+        self.size += len(data)
+
+    def close_file(self, mode=None, mtime=None, size=None, md5=None, sha256=None, complete=True):
+        if complete:
+            self.emit("%10d %04o %s" % (self.size, (mode or 0) & 0o7777, _show(self.name)))
+
+    def close(self):
+        pass
+
+
+# -- pyshar's own format -------------------------------------------------------------------
+
+_Q = rb"'(?:[^']|'\\'')*'"
+_STMT = re.compile(
+    rb"(?P<cmd>pm_dir|pm_file|pm_more) (?P<name>" + _Q + rb") " + _Q + rb"\n"
+    rb"|pm_done (?P<size>\d+) (?P<sha>[0-9a-f]{64}) (?P<mode>[0-7]{4}) (?P<stamp>\d{12}\.\d\d|-)\n"
+    rb"|pm_dirmode (?P<dname>" + _Q + rb") " + _Q + rb" (?P<dmode>[0-7]{4}) (?P<dstamp>\d{12}\.\d\d|-)\n"
+    rb"|if pm_ok; then printf %s (?P<tail>" + _Q + rb') >> "./\$pm_n"; fi\n',
+)
+
+
+def _inside_quotes(line):
+    """True when ``line`` ends inside a single-quoted string."""
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if c == 0x27:  # '
+            j = line.find(b"'", i + 1)
+            if j < 0:
+                return True
+            i = j + 1
+        elif c == 0x5C:  # backslash
+            i += 2
+        else:
+            i += 1
+    return False
+
+
+def _unquote(q):
+    return q[1:-1].replace(b"'\\''", b"'")
+
+
+def _mtime(stamp):
+    if stamp == b"-":
+        return None
+    import calendar
+    import time
+
+    return calendar.timegm(time.strptime(stamp.decode(), "%Y%m%d%H%M.%S"))
+
+
+_B64_STARTS = (
+    b"if pm_ok; then pm_unb64 new <<'PYSHAR_EOF'\n",
+    b"if pm_ok; then pm_unb64 add <<'PYSHAR_EOF'\n",
+)
+
+
+class PysharParser:
+    """Reads archives written by pyshar by their exact templates; anything else is refused."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.open = None  # name of the file in progress
+        self.started = False
+
+    def feed_part(self, label, first_lineno, stream):
+        from pipemail import shar
+        from pipemail.uu import _Reader
+
+        rd = _Reader(stream, label)
+        rd.lineno = first_lineno - 1
+        self.rd = rd
+        self._header(rd, shar)
+        while True:
+            self.sink.where = "%s:%d" % (label, rd.lineno + 1)
+            stmt = self._statement(rd)
+            if stmt is None:
+                raise self._error("truncated archive: no 'pm_end' line")
+            if stmt.startswith(b"#"):
+                continue
+            if stmt == b"pm_end\n":
+                line = rd.readline()
+                if line.rstrip(b"\r\n") != b"exit 0":
+                    raise self._error("expected 'exit 0' after 'pm_end'")
+                return
+            if stmt == shar.TEXT_OPEN:
+                self._need_file()
+                self._text_body(rd)
+                continue
+            if stmt in _B64_STARTS:
+                self._need_file()
+                self._b64_body(rd)
+                continue
+            m = _STMT.fullmatch(stmt)
+            if m is None:
+                raise self._error("unexpected shell command: %s" % _show(stmt[:80].rstrip(b"\n")))
+            cmd = m.group("cmd")
+            if cmd == b"pm_dir":
+                self._no_file()
+                self.sink.directory(_unquote(m.group("name")))
+            elif cmd == b"pm_file":
+                self._no_file()
+                self.open = _unquote(m.group("name"))
+                self.sink.open_file(self.open)
+            elif cmd == b"pm_more":
+                name = _unquote(m.group("name"))
+                if name != self.open:
+                    raise self._error("continues %s, which is not the file in progress" % _show(name))
+            elif m.group("size") is not None:
+                self._need_file()
+                self.sink.close_file(
+                    mode=int(m.group("mode"), 8),
+                    mtime=_mtime(m.group("stamp")),
+                    size=int(m.group("size")),
+                    sha256=m.group("sha").decode(),
+                )
+                self.open = None
+            elif m.group("dname") is not None:
+                self._no_file()
+                self.sink.directory(_unquote(m.group("dname")), int(m.group("dmode"), 8), _mtime(m.group("dstamp")))
+            else:
+                self._need_file()
+                self.sink.write(_unquote(m.group("tail")))
+
+    def finish(self):
+        if self.open is not None:
+            raise ArchiveError("%s: the archive ends inside %s" % (self.sink.where, _show(self.open)))
+
+    def _error(self, message):
+        return ArchiveError("%s:%d: %s" % (self.rd.label, self.rd.lineno, message))
+
+    def _need_file(self):
+        if self.open is None:
+            raise self._error("data outside a file")
+
+    def _no_file(self):
+        if self.open is not None:
+            raise self._error("%s is not finished" % _show(self.open))
+
+    def _header(self, rd, shar):
+        # Comments up to the pm_id line, then the prelude, exactly as pyshar writes it.
+        while True:
+            line = rd.readline()
+            if not line:
+                raise self._error("truncated archive header")
+            if line.startswith(b"pm_id="):
+                if not re.fullmatch(rb"pm_id=[0-9a-f]{16} pm_part=\d+ pm_parts=\d+ *\n", line):
+                    raise self._error("unexpected shell command: %s" % _show(line[:80].rstrip(b"\n")))
+                break
+            if not (line.startswith(b"#") or line.startswith(b"---- Cut Here")):
+                raise self._error("unexpected line in the archive header: %s" % _show(line[:80].rstrip(b"\n")))
+        for force in ("", "1"):
+            prelude = (shar.PRELUDE % {"force": force}).encode()
+            rd.fill(len(prelude))
+            if bytes(rd.buf[rd.pos : rd.pos + len(prelude)]) == prelude:
+                rd.pos += len(prelude)
+                rd.lineno += prelude.count(b"\n")
+                return
+        raise self._error("the archive's code differs from pyshar's; not extracted (line %d on)" % (rd.lineno + 1))
+
+    def _statement(self, rd):
+        """One statement, which spans lines when a quoted name holds newlines."""
+        line = rd.readline()
+        if not line:
+            return None
+        if rd.overlong:
+            raise self._error("line too long")
+        while not line.startswith(b"#") and _inside_quotes(line):
+            # A quoted name with a newline in it continues on the next line.
+            more = rd.readline()
+            if not more or rd.overlong or len(line) > 65536:
+                raise self._error("unterminated quoted name")
+            line += more
+        return line
+
+    def _body(self, rd, end):
+        """Yield the bytes of a here-document body up to the lines ``end``; bulk, bounded memory."""
+        delim = b"\n" + end
+        while True:
+            rd.fill(1 << 20)
+            buf, pos = rd.buf, rd.pos
+            if buf.startswith(end, pos):
+                rd.pos = pos + len(end)
+                rd.lineno += end.count(b"\n")
+                return
+            i = buf.find(delim, pos)
+            if i >= 0:
+                chunk = bytes(buf[pos : i + 1])
+                rd.pos = i + len(delim)
+                rd.lineno += chunk.count(b"\n") + end.count(b"\n")
+                yield chunk
+                return
+            # Keep the last bytes back: the end may straddle this window and the next.
+            cut = buf.rfind(b"\n", pos, max(pos, len(buf) - len(delim))) + 1
+            if cut <= pos:
+                if rd.eof:
+                    raise self._error("truncated archive: the here-document has no end")
+                rd.fill(len(buf) - pos + (1 << 20))
+                continue
+            chunk = bytes(buf[pos:cut])
+            rd.pos = cut
+            rd.lineno += chunk.count(b"\n")
+            yield chunk
+
+    def _text_body(self, rd):
+        start = rd.lineno
+        for chunk in self._body(rd, b"PYSHAR_EOF\nfi\n"):
+            if chunk[:1] != b"X" or chunk.count(b"\nX") != chunk.count(b"\n") - 1:
+                raise self._error("a text line without its X prefix (here-document from line %d)" % start)
+            self.sink.write(chunk[1:].replace(b"\nX", b"\n"))
+
+    def _b64_body(self, rd):
+        start = rd.lineno
+        line = rd.readline()
+        if line != b"begin-base64 600 piece\n":
+            raise self._error("expected 'begin-base64 600 piece'")
+        pending = b""
+        for chunk in self._body(rd, b"====\nPYSHAR_EOF\nfi\n"):
+            if chunk.translate(None, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n"):
+                raise self._error("invalid base64 data (here-document from line %d)" % start)
+            data = pending + chunk.replace(b"\n", b"")
+            whole = len(data) - len(data) % 4
+            try:
+                self.sink.write(binascii.a2b_base64(data[:whole], strict_mode=True))
+            except binascii.Error:
+                raise self._error("invalid base64 data (here-document from line %d)" % start) from None
+            pending = data[whole:]
+        if pending:
+            raise self._error("truncated base64 data (here-document from line %d)" % start)
+
+
+# -- the whole job -----------------------------------------------------------------------------
+
+
+def _parser(fmt, sink):
+    if fmt == "pyshar":
+        return PysharParser(sink)
+    from pipemail import unshar_gnu
+
+    return unshar_gnu.GnuParser(sink)
+
+
+def unshar(
+    inputs,
+    directory=".",
+    *,
+    overwrite=False,
+    list_only=False,
+    split_at_exit=True,
+    on_error=None,
+    on_file=None,
+    emit=None,
+):
+    """Find, group and extract (or list) every archive in ``inputs``; return the errors in order."""
+    from pipemail.mailbox_io import iter_texts
+
+    errors = []
+
+    def fail(exc):
+        errors.append(exc)
+        if on_error is not None:
+            on_error(exc)
+
+    parts = []
+    try:
+        for label, stream in iter_texts(inputs):
+            parts.extend(find_parts(label, stream, fail, split_at_exit))
+    except PipemailError as exc:
+        fail(exc)
+    archives = group_parts(parts, fail)
+    sink = Lister(emit) if list_only else Extractor(directory, overwrite, fail, on_file)
+    try:
+        for archive in archives:
+            parser = _parser(archive[0].info.format, sink)
+            try:
+                for part in archive:
+                    sink.where = "%s:%d" % (part.label, part.lineno)
+                    parser.feed_part(part.label, part.lineno, part.text)
+                parser.finish()
+            except DataError as exc:
+                if hasattr(sink, "abort_file"):
+                    sink.abort_file()
+                fail(exc)
+    finally:
+        sink.close()
+        for part in parts:
+            part.text.close()
+    return errors
+
+
+__all__ = ["Extractor", "Lister", "PysharParser", "find_parts", "group_parts", "unshar", "NoPermError"]
