@@ -185,6 +185,7 @@ class Extractor:
         self.on_error = on_error or (lambda exc: None)
         self.on_file = on_file or (lambda name, status: None)
         try:
+            os.makedirs(directory, exist_ok=True)
             self.base = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             raise CantCreateError("cannot use directory %s: %s" % (directory, describe_oserror(exc))) from None
