@@ -13,6 +13,7 @@ from pipemail.errors import (
     EX_IOERR,
     EX_SOFTWARE,
     EX_USAGE,
+    IOFailure,
     PipemailError,
     UsageError,
     describe_oserror,
@@ -82,8 +83,12 @@ def run(command, prog):
 
 
 def stdin_stream():
+    if sys.stdin is None:
+        raise IOFailure("standard input is closed")
     return sys.stdin.buffer
 
 
 def stdout_stream():
+    if sys.stdout is None:
+        raise IOFailure("standard output is closed")
     return sys.stdout.buffer
