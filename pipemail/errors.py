@@ -87,3 +87,23 @@ class ConfigError(PipemailError):
 def describe_oserror(exc):
     """The strerror of an OSError, without Python's ``[Errno N]`` decoration."""
     return exc.strerror or str(exc)
+
+
+def shown(name):
+    """``name`` (bytes or str) fit for one line of a message: every byte outside
+    printable ASCII, and the backslash, escaped (\\n, \\t, \\\\, \\xNN)."""
+    if isinstance(name, str):
+        name = name.encode("utf-8", "surrogateescape")
+    out = []
+    for c in name:
+        if c == 0x5C:
+            out.append("\\\\")
+        elif 0x20 <= c < 0x7F:
+            out.append(chr(c))
+        elif c == 0x0A:
+            out.append("\\n")
+        elif c == 0x09:
+            out.append("\\t")
+        else:
+            out.append("\\x%02x" % c)
+    return "".join(out)

@@ -50,6 +50,7 @@ class Output:
         self._good = 0
         self._done = False
         self._hold = None  # direct outputs: the current block, until checkpoint
+        self._hint = "use -f to replace it"
 
     # -- constructors ---------------------------------------------------------
     @classmethod
@@ -83,7 +84,7 @@ class Output:
         return cls._temp_in(dir_fd, name, label, overwrite=True)
 
     @classmethod
-    def in_directory(cls, dir_fd, name, label, *, overwrite=False):
+    def in_directory(cls, dir_fd, name, label, *, overwrite=False, hint="use -f to replace it"):
         """Write ``name`` inside the open directory ``dir_fd``, never following a symlink.
 
         ``dir_fd`` is taken over: it is closed when the output is committed or
@@ -101,7 +102,7 @@ class Output:
         if st is not None:
             problem = None
             if not overwrite:
-                problem = "%s exists; not overwritten (use -f to replace it)" % label
+                problem = "%s exists; not overwritten (%s)" % (label, hint)
             elif stat.S_ISDIR(st.st_mode):
                 problem = "cannot write %s: Is a directory" % label
             if problem:
@@ -115,7 +116,9 @@ class Output:
                 finally:
                     os.close(dir_fd)
                 return cls(os.fdopen(fd, "wb"), label)
-        return cls._temp_in(dir_fd, name, label, overwrite=overwrite)
+        out = cls._temp_in(dir_fd, name, label, overwrite=overwrite)
+        out._hint = hint
+        return out
 
     @classmethod
     def _temp_in(cls, dir_fd, name, label, *, overwrite):
@@ -226,7 +229,7 @@ class Output:
         try:
             os.link(self._temp, self._final, src_dir_fd=d, dst_dir_fd=d, follow_symlinks=False)
         except FileExistsError:
-            raise CantCreateError("%s exists; not overwritten (use -f to replace it)" % self.label) from None
+            raise CantCreateError("%s exists; not overwritten (%s)" % (self.label, self._hint)) from None
         except OSError as exc:
             raise CantCreateError("cannot create %s: %s" % (self.label, describe_oserror(exc))) from None
         os.unlink(self._temp, dir_fd=d)

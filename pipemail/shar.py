@@ -32,7 +32,7 @@ import stat
 import time
 
 from pipemail import __version__
-from pipemail.errors import NoInputError, UsageError, describe_oserror
+from pipemail.errors import NoInputError, UsageError, describe_oserror, shown
 
 MAX_TEXT_LINE = 900  # longer lines are sent base64: SMTP allows 998
 DELIM = b"PYSHAR_EOF"
@@ -57,21 +57,7 @@ def quote(name):
     return b"'" + name.replace(b"'", b"'\\''") + b"'"
 
 
-def show(name):
-    """``name`` with every byte outside printable ASCII (and backslash) escaped."""
-    out = []
-    for c in name:
-        if c == 0x5C:
-            out.append("\\\\")
-        elif 0x20 <= c < 0x7F:
-            out.append(chr(c))
-        elif c == 0x0A:
-            out.append("\\n")
-        elif c == 0x09:
-            out.append("\\t")
-        else:
-            out.append("\\x%02x" % c)
-    return "".join(out)
+show = shown  # names in comments and messages: printable ASCII only
 
 
 def stamp(mtime):
@@ -197,11 +183,11 @@ def classify(path, force_text=False, force_binary=False, max_line=MAX_TEXT_LINE)
 # -- the script -----------------------------------------------------------------------
 
 PRELUDE = r"""LC_ALL=C; export LC_ALL
-pm_lock=_pyshar.$pm_id pm_force=%(force)s pm_skip=
+pm_lock=_pyshar.$pm_id pm_force=%(force)s pm_skip= pm_n=
 test "x$1" = x-c && pm_force=1
 pm_say() { printf '%%s\n' "$*"; }
 pm_fail() { pm_say "x - $pm_show: $1"; : > "$pm_lock/bad"; }
-pm_ok() { test -z "$pm_skip"; }
+pm_ok() { test -n "$pm_n" && test -z "$pm_skip"; }
 pm_start() {
   if test "$pm_part" = 1; then
     if mkdir "$pm_lock" 2>/dev/null; then :; else
@@ -252,7 +238,7 @@ for l in sys.stdin.buffer:
   test "$1" = new || cat "$pm_o" >> "./$pm_n" || pm_fail 'cannot write'
 }
 pm_done() {
-  test -n "$pm_skip" && return
+  test -n "$pm_n" && test -z "$pm_skip" || return
   pm_r=ok
   if test -f "$pm_lock/bad"; then pm_r=failed
   elif test "$(($(wc -c < "./$pm_n")))" != "$1"; then pm_r="failed: size is not $1"
@@ -441,9 +427,9 @@ class Writer:
             size = self._text(f, digest) if kind == "text" else self._binary(f, digest)
         if size != m.size:
             self.warn("%s changed size while being archived (%d bytes, not %d)" % (show(m.name), size, m.size))
-        self.current = None
         when = stamp(m.mtime).encode() if self.timestamps else b"-"
         self.stmt(b"pm_done %d %s %04o %s\n" % (size, digest.hexdigest().encode(), m.mode, when))
+        self.current = None
 
     def _text(self, f, digest):
         size = 0

@@ -270,7 +270,9 @@ class Extractor:
         try:
             parts = self._parts(name)
             dir_fd = self._dir(parts[:-1])
-            self.out = Output.in_directory(dir_fd, parts[-1], "/".join(parts), overwrite=self.overwrite)
+            self.out = Output.in_directory(
+                dir_fd, parts[-1], _show("/".join(parts)), overwrite=self.overwrite, hint="use -c to replace it"
+            )
         except PipemailError as exc:
             self.failed = type(exc)("%s: %s" % (self.where, exc))
 
@@ -318,16 +320,26 @@ class Extractor:
 
 
 class Lister:
-    """A sink that lists members (size, mode, name) instead of writing them."""
+    """A sink that lists members (size, mode, name) instead of writing them.
+
+    Directories get their mode at the end of an archive, so the list is
+    printed when the archive is done.
+    """
 
     def __init__(self, emit):
         self.emit = emit
+        self.entries = []
+        self.dirs = {}
         self.size = 0
         self.name = None
         self.where = ""
 
     def directory(self, name, mode=None, mtime=None):
-        self.emit("%10s %04o %s/" % ("-", (mode or 0) & 0o7777, _show(name)))
+        if name not in self.dirs:
+            self.dirs[name] = [None, name, mode]
+            self.entries.append(self.dirs[name])
+        elif mode is not None:
+            self.dirs[name][2] = mode
 
     def open_file(self, name, append=False):
         if not append:
@@ -338,10 +350,20 @@ class Lister:
 
     def close_file(self, mode=None, mtime=None, size=None, md5=None, sha256=None, complete=True):
         if complete:
-            self.emit("%10d %04o %s" % (self.size, (mode or 0) & 0o7777, _show(self.name)))
+            self.entries.append([self.size, self.name, mode])
+
+    def abort_file(self):
+        self.name = None
 
     def close(self):
-        pass
+        for size, name, mode in self.entries:
+            mode = "----" if mode is None else "%04o" % (mode & 0o7777)
+            if size is None:
+                self.emit("%10s %s %s/" % ("-", mode, _show(name)))
+            else:
+                self.emit("%10d %s %s" % (size, mode, _show(name)))
+        self.entries = []
+        self.dirs = {}
 
 
 # -- pyshar's own format -------------------------------------------------------------------
@@ -407,6 +429,7 @@ class PysharParser:
         rd.lineno = first_lineno - 1
         self.rd = rd
         self._header(rd, shar)
+        resume = self.open  # a file split across parts must be resumed first
         while True:
             self.sink.where = "%s:%d" % (label, rd.lineno + 1)
             stmt = self._statement(rd)
@@ -414,6 +437,8 @@ class PysharParser:
                 raise self._error("truncated archive: no 'pm_end' line")
             if stmt.startswith(b"#"):
                 continue
+            if resume is not None and not stmt.startswith(b"pm_more "):
+                raise self._error("the part does not resume %s" % _show(resume))
             if stmt == b"pm_end\n":
                 line = rd.readline()
                 if line.rstrip(b"\r\n") != b"exit 0":
@@ -440,8 +465,9 @@ class PysharParser:
                 self.sink.open_file(self.open)
             elif cmd == b"pm_more":
                 name = _unquote(m.group("name"))
-                if name != self.open:
+                if name != self.open or resume is None:
                     raise self._error("continues %s, which is not the file in progress" % _show(name))
+                resume = None
             elif m.group("size") is not None:
                 self._need_file()
                 self.sink.close_file(
@@ -598,11 +624,12 @@ def unshar(
             on_error(exc)
 
     parts = []
-    try:
-        for label, stream in iter_texts(inputs):
-            parts.extend(find_parts(label, stream, fail, split_at_exit))
-    except PipemailError as exc:
-        fail(exc)
+    for item in inputs:  # one at a time: an unreadable input does not stop the others
+        try:
+            for label, stream in iter_texts([item]):
+                parts.extend(find_parts(label, stream, fail, split_at_exit))
+        except PipemailError as exc:
+            fail(exc)
     archives = group_parts(parts, fail)
     sink = Lister(emit) if list_only else Extractor(directory, overwrite, fail, on_file)
     try:

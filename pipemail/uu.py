@@ -23,6 +23,7 @@ from pipemail.errors import (
     NoPermError,
     PipemailError,
     describe_oserror,
+    shown,
 )
 
 __all__ = [
@@ -727,7 +728,7 @@ def _decode_to_name(rd, header, base_fd, force, keep_paths, umask, ignore_chmod_
     where = "%s:%d: " % (rd.label, header.line)
     try:
         parts = safe_parts(header.name, keep_paths)
-        label = "/".join(parts)
+        label = shown("/".join(parts))
         dir_fd = _open_dirs(base_fd, parts[:-1], umask)
         out = Output.in_directory(dir_fd, parts[-1], label, overwrite=force)
     except (NoPermError, CantCreateError) as exc:

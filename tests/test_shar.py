@@ -233,7 +233,7 @@ def test_parts_stay_within_the_limit_and_unpack_in_any_order(tmp_path_factory, s
     base = tmp_path_factory.mktemp("parts")
     rnd = random.Random(seed)
     tree = {
-        b"big.bin": rnd.randbytes(rnd.randint(1, 150_000)),
+        b"big.bin": rnd.randbytes(rnd.randint(40_000, 150_000)),
         b"text.txt": b"".join(b"line %d\n" % i for i in range(rnd.randint(0, 8000))),
         b"d": {b"small": b"s\n"},
     }
