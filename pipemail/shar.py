@@ -315,7 +315,7 @@ class _Parts:
         count = b"1".ljust(COUNT_WIDTH) if self.prefix is None else b" " * COUNT_WIDTH
         head = [b"#!/bin/sh\n"]
         if self.args.get("cut"):
-            head.insert(0, b"---- Cut Here and feed the following to sh ----\n")
+            head.insert(0, b"# ---- Cut Here and feed the following to sh ----\n")
         head.append(b"# This is a shell archive made by pyshar (pipemail %s).\n" % __version__.encode())
         head.append(b"# Unpack it with 'sh FILE' ('sh FILE -c' overwrites existing files),\n")
         head.append(b"# or read it without running anything: 'pyunshar FILE'.\n")
