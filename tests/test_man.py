@@ -14,6 +14,8 @@ from conftest import ROOT
 MODULES = {
     "pyuuencode": "pipemail.cli.uuencode",
     "pyuudecode": "pipemail.cli.uudecode",
+    "pyshar": "pipemail.cli.shar",
+    "pyunshar": "pipemail.cli.unshar",
 }
 COMMANDS = list(MODULES)
 

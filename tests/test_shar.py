@@ -17,7 +17,7 @@ from pipemail import shar, unshar
 from conftest import tool
 
 SHELLS = ["dash", "bash", "busybox sh"]
-BASE_TOOLS = ["sed", "sha256sum", "wc", "mkdir", "rm", "chmod", "touch", "cat"]
+BASE_TOOLS = ["awk", "sed", "sha256sum", "wc", "mkdir", "rm", "chmod", "touch", "cat"]
 
 
 def shell_cmd(name):

@@ -49,7 +49,7 @@ def test_command_substitution_in_an_unquoted_here_document(run, tmp_path, canary
     archive = make_archive(run, tmp_path, {b"a": b"data\n"})
     evil = archive.replace(b"<<'PYSHAR_EOF'\nXdata", b'<<PYSHAR_EOF\nX$(touch "$CANARY")')
     r, out = unshar(run, tmp_path, evil)
-    assert r.returncode == 65 and "unexpected shell command: if pm_ok; then sed" in r.stderr
+    assert r.returncode == 65 and "unexpected shell command: if pm_ok; then awk" in r.stderr
     assert not (out / "a").exists()
 
 

@@ -120,7 +120,7 @@ def test_options_reach_the_archive(run, tmp_path):
     assert p.returncode == 0 and (out / "t").read_bytes() == b"text\n"  # -x: no check for existing files
     assert os.stat(out / "t").st_mtime != 1_000_000_000  # -m: no timestamp
     r = run("pyshar", "-q", "-T", "t", cwd=tmp_path)
-    assert b"sed 's/^X//'" in r.stdout
+    assert b"awk '{print substr($0, 2)}'" in r.stdout
 
 
 def test_pyunshar_keeps_existing_files_unless_c(run, tmp_path):
