@@ -46,8 +46,13 @@ _NOT_NUL = bytes(range(1, 256))
 
 
 def quote(name):
-    """``name`` (bytes) single-quoted for sh: nothing inside is expanded."""
-    return b"'" + name.replace(b"'", b"'\\''") + b"'"
+    """``name`` (bytes) single-quoted for sh: nothing inside is expanded.
+
+    A newline is written as ``"$pm_nl"`` (set once in the prelude), so that
+    every step of an archive is one line and no line of a name can pass for
+    one of the archive's own (``exit 0``, say).
+    """
+    return b"'" + name.replace(b"'", b"'\\''").replace(b"\n", b"'\"$pm_nl\"'") + b"'"
 
 
 show = shown  # names in comments and messages: printable ASCII only
@@ -183,6 +188,8 @@ def _longest_line_over(chunk, run, limit):
 # -- the script -----------------------------------------------------------------------
 
 PRELUDE = r"""LC_ALL=C; export LC_ALL
+pm_nl='
+'
 pm_lock=_pyshar.$pm_id pm_force=%(force)s pm_skip= pm_n=
 test "x$1" = x-c && pm_force=1
 pm_say() { printf '%%s\n' "$*"; }
@@ -310,6 +317,7 @@ class _Parts:
             from pipemail.safefile import Output
 
             self.out = Output.to_path(os.fsdecode(b"%s.%d" % (self.prefix, self.number)))
+            self.out.label = os.fsdecode(b"%s.%02d" % (self.prefix, self.number))
             self.outputs.append((self.out, []))
         else:
             self.out = _StreamOut(self.stream)
@@ -334,7 +342,8 @@ class _Parts:
         self.write(b"".join(head))
         if self.limit is not None and self.room() < 1024:
             raise UsageError(
-                "part size %d is too small: the archive's own code needs %d bytes" % (self.limit, self.used)
+                "part size %d is too small: a part needs at least %d bytes (%d for the archive's own code)"
+                % (self.limit, self.used + len(TRAILER) + 1024, self.used)
             )
 
     def _patch(self, offset):
@@ -364,6 +373,18 @@ class _Parts:
         for out, _ in self.outputs:
             out.commit(0o666 & ~_umask())
         return names
+
+    def stale(self):
+        """Part files of an earlier, longer archive with the same prefix, left in place."""
+        width = max(2, len(str(self.number)))
+        found = []
+        n = self.number + 1
+        while True:
+            name = b"%s.%0*d" % (self.prefix, width, n)
+            if not os.path.exists(name):
+                return found
+            found.append(name)
+            n += 1
 
     def abort(self):
         for out, _ in self.outputs:
@@ -599,7 +620,11 @@ def write_archive(
             when = stamp(m.mtime).encode() if timestamps else b"-"
             w.stmt(b"pm_dirmode %s %s %04o %s\n" % (quote(m.name), quote(show(m.name).encode()), m.mode, when))
         parts.end()
-        return parts.finish()
+        names = parts.finish()
+        if names and warn is not None:
+            for name in parts.stale():
+                warn("%s is left from an earlier archive with this prefix; remove it before unpacking" % show(name))
+        return names
     except BaseException:
         parts.abort()
         raise

@@ -10,6 +10,7 @@ renamed once size and digest match.
 
 import binascii
 import hashlib
+import io
 import os
 import re
 
@@ -29,13 +30,90 @@ _SPOOL = 8 << 20
 
 
 class Part:
-    """One archive part found in an input: where, what, and its spooled text."""
+    """One archive part found in an input: where, what, and how to read its text again."""
 
     def __init__(self, info, label, lineno, text):
         self.info = info
         self.label = label
         self.lineno = lineno
-        self.text = text  # a seekable binary file holding the part, first line to "exit 0"
+        self.text = text  # a binary file holding the part, first line to "exit 0"
+
+
+class _Slice(io.RawIOBase):
+    """Bytes ``start`` to ``end`` of the file at ``path``, opened only when read."""
+
+    def __init__(self, path, start, end):
+        self.path, self.pos, self.end = path, start, end
+        self.f = None
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        if self.f is None:
+            self.f = open(self.path, "rb", buffering=0)
+        n = min(len(b), self.end - self.pos)
+        if n <= 0:
+            return 0
+        self.f.seek(self.pos)
+        got = self.f.readinto(memoryview(b)[:n])
+        self.pos += got
+        return got
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+        super().close()
+
+
+def _exit_line(buf, i, eof):
+    """Whether the line starting at ``i`` in ``buf`` is exactly ``exit 0``: True, False, or None (need more)."""
+    after = i + 6
+    if len(buf) < after + 2 and not eof:
+        return None
+    tail = buf[after : after + 2]
+    return tail[:1] == b"\n" or tail == b"\r\n" or (eof and len(buf) == after)
+
+
+def _copy_to_exit(rd, write):
+    """Copy lines in bulk up to and including the line ``exit 0``; False at the end of input."""
+    while True:
+        rd.fill(1 << 20)
+        buf, pos = rd.buf, rd.pos
+        if buf.startswith(b"exit 0", pos):
+            at = pos
+        else:
+            at = buf.find(b"\nexit 0", pos)
+            at = at + 1 if at >= 0 else -1
+        while at >= 0:
+            found = _exit_line(buf, at, rd.eof)
+            if found is None:
+                break
+            if found:
+                end = buf.find(b"\n", at)
+                end = len(buf) if end < 0 else end + 1
+                chunk = buf[pos:end]
+                write(chunk)
+                rd.lineno += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+                rd.pos = end
+                return True
+            nxt = buf.find(b"\nexit 0", at)
+            at = nxt + 1 if nxt >= 0 else -1
+        # No end line in view: pass on whole lines, keeping back what could start one.
+        cut = buf.rfind(b"\n", pos, max(pos, len(buf) - 8)) + 1
+        if cut > pos:
+            chunk = buf[pos:cut]
+            write(chunk)
+            rd.lineno += chunk.count(b"\n")
+            rd.pos = cut
+            continue
+        if rd.eof:
+            rest = buf[pos:]
+            write(rest)
+            rd.lineno += rest.count(b"\n") + (1 if rest and not rest.endswith(b"\n") else 0)
+            rd.pos = len(buf)
+            return False
+        rd.fill(len(buf) - pos + (1 << 20))
 
 
 def _is_start(line):
@@ -60,51 +138,69 @@ def _detect(head):
     return None
 
 
-def find_parts(label, stream, on_error, split_at_exit=True):
+def find_parts(label, stream, on_error, split_at_exit=True, immediate=None, found_flag=None):
     """Yield the archive :class:`Part` objects in one text ``stream``.
 
     Lines before an archive (mail headers, text) are skipped; an archive runs
     from its ``#!/bin/sh`` (or first comment) line to the line ``exit 0``.
-    A script that is not a known archive is reported through ``on_error``.
+    A part of a plain file is read again from the file later; any other is
+    spooled to a temporary file.  A script that is not a known archive is
+    reported through ``on_error``.  ``immediate(info)`` may return a function
+    that takes the reader, positioned at the archive's first line, and reads
+    the archive itself (a whole archive in one part: no need to wait for
+    others), in one pass.
     """
     import tempfile
 
     from pipemail.uu import _Reader
 
+    path = getattr(stream, "name", None)
+    seekable = isinstance(path, str) and isinstance(stream, io.BufferedReader | io.FileIO) and stream.seekable()
     rd = _Reader(stream, label)
     found = False
     while True:
+        start_at = rd.consumed + rd.pos
         line = rd.readline()
         if not line:
             break
         if rd.overlong or not _is_start(line):
             continue
         start = rd.lineno
-        spool = tempfile.SpooledTemporaryFile(_SPOOL)
-        spool.write(line)
+        spool = None if seekable else tempfile.SpooledTemporaryFile(_SPOOL)
+        write = spool.write if spool is not None else (lambda data: None)
+        write(line)
         head = [line]
         size = len(line)
         ended = False
-        info = None
-        while True:
+        while size < 16384:
             line = rd.readline()
             if not line:
                 break
-            spool.write(line)
-            if size < 16384:
-                head.append(line)
-                size += len(line)
+            write(line)
+            head.append(line)
+            size += len(line)
             if line.rstrip(b"\r\n") == b"exit 0":
                 ended = True
                 break
-            if info is None and size >= 16384:
-                info = _detect(b"".join(head))
-                if info is None:
-                    break
+        info = _detect(b"".join(head))
+        reader = immediate(info) if info is not None and immediate is not None else None
+        if reader is not None:
+            # Give the head back and let the archive's own reader take it from its first line.
+            back = b"".join(head)
+            rd.buf[: rd.pos] = b""
+            rd.consumed += rd.pos
+            rd.buf[0:0] = back
+            rd.consumed -= len(back)
+            rd.pos = 0
+            rd.lineno = start - 1
+            if spool is not None:
+                spool.close()
+            found = True
+            reader(rd)
+            continue
         if info is None:
-            info = _detect(b"".join(head))
-        if info is None:
-            spool.close()
+            if spool is not None:
+                spool.close()
             if not ended and line:
                 continue  # a script in the text, not an archive; the scan goes on after it
             on_error(
@@ -112,21 +208,46 @@ def find_parts(label, stream, on_error, split_at_exit=True):
                     "%s:%d: a shell script that is not a pyshar or GNU shar archive; not extracted" % (label, start)
                 )
             )
+            found = True
             continue
+        if not ended and line:
+            tail = [b""]
+
+            def keep(data, write=write, tail=tail):
+                write(data)
+                tail[0] = bytes(data[-4096:]) if len(data) >= 4096 else (tail[0] + bytes(data))[-4096:]
+
+            ended = _copy_to_exit(rd, keep)
+            if ended and info.format == "gnu" and info.last is None:
+                # GNU says whether a part is the last only at its end.
+                from pipemail import unshar_gnu
+
+                info = unshar_gnu.part_info(b"".join(head) + b"\n" + tail[0])
         if not ended:
-            spool.close()
+            if spool is not None:
+                spool.close()
             on_error(
                 ArchiveError(
-                    "%s:%d: truncated archive: no 'exit 0' line after the one beginning "
-                    "on line %d" % (label, rd.lineno, start)
+                    "%s:%d: truncated archive: no 'exit 0' line after the one beginning on line %d"
+                    % (label, rd.lineno, start)
                 )
             )
+            found = True
             continue
         found = True
-        spool.seek(0)
-        yield Part(info, label, start, spool)
-    if not found:
-        on_error(DataError("%s:%d: no shell archive found" % (label, rd.lineno)))
+        if spool is not None:
+            spool.seek(0)
+            text = spool
+        else:
+            text = io.BufferedReader(_Slice(path, start_at, rd.consumed + rd.pos), 1 << 20)
+        yield Part(info, label, start, text)
+    if found_flag is not None and found:
+        found_flag.append(label)
+
+
+def _skip_to_exit(rd):
+    """After a refused archive, go on scanning after its ``exit 0`` line."""
+    _copy_to_exit(rd, lambda data: None)
 
 
 def group_parts(parts, on_error):
@@ -143,26 +264,33 @@ def group_parts(parts, on_error):
     for key in order:
         found = groups[key]
         total = next((p.info.total for p in found.values() if p.info.total), None)
+        last = [n for n, p in found.items() if p.info.last]
+        known = total is not None or bool(last)
         if total is None:
-            last = [n for n, p in found.items() if p.info.last]
             total = min(last) if last else max(found) + 1
         missing = [n for n in range(1, total + 1) if n not in found]
         if missing:
             first = found[min(found)]
+            if not known:  # GNU parts do not say how many there are; none said it was the last
+                missing.pop()
             names = ", ".join(str(n) for n in missing[:10]) + (", ..." if len(missing) > 10 else "")
-            on_error(
-                DataError(
-                    "%s:%d: %s %s of %d %s missing; nothing of this archive was extracted"
-                    % (
-                        first.label,
-                        first.lineno,
-                        "parts" if len(missing) > 1 else "part",
-                        names,
-                        total,
-                        "are" if len(missing) > 1 else "is",
-                    )
+            if known:
+                what = "%s %s of %d %s missing" % (
+                    "parts" if len(missing) > 1 else "part",
+                    names,
+                    total,
+                    "are" if len(missing) > 1 else "is",
                 )
-            )
+            elif missing:
+                what = "%s %s %s missing, and so is the last part (number %d or later)" % (
+                    "parts" if len(missing) > 1 else "part",
+                    names,
+                    "are" if len(missing) > 1 else "is",
+                    total,
+                )
+            else:
+                what = "the last part (number %d or later) is missing" % total
+            on_error(DataError("%s:%d: %s; nothing of this archive was extracted" % (first.label, first.lineno, what)))
             continue
         archives.append([found[n] for n in range(1, total + 1)])
     return archives
@@ -184,12 +312,10 @@ class Extractor:
         self.overwrite = overwrite
         self.on_error = on_error or (lambda exc: None)
         self.on_file = on_file or (lambda name, status: None)
-        try:
-            os.makedirs(directory, exist_ok=True)
-            self.base = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as exc:
-            raise CantCreateError("cannot use directory %s: %s" % (directory, describe_oserror(exc))) from None
+        self.directory_name = directory
+        self._base = None  # opened (and created) when the first member arrives
         self.dirs = []
+        self.digests = ("sha256", "md5")  # which to compute: set per archive format
         self.out = None
         self.name = None
         self.failed = None
@@ -198,8 +324,22 @@ class Extractor:
         self.md5 = None
         self.where = ""
 
+    @property
+    def base(self):
+        if self._base is None:
+            try:
+                os.makedirs(self.directory_name, exist_ok=True)
+                self._base = os.open(self.directory_name, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError as exc:
+                raise CantCreateError(
+                    "cannot use directory %s: %s" % (self.directory_name, describe_oserror(exc))
+                ) from None
+        return self._base
+
     def close(self):
         self.abort_file()
+        if self._base is None:
+            return
         for name, mode, mtime in reversed(self.dirs):
             try:
                 fd = self._dir(name, create=False)
@@ -215,7 +355,8 @@ class Extractor:
             finally:
                 os.close(fd)
         self.dirs = []
-        os.close(self.base)
+        os.close(self._base)
+        self._base = None
 
     def _parts(self, name):
         from pipemail.uu import safe_parts
@@ -265,8 +406,8 @@ class Extractor:
         self.name = name
         self.failed = None
         self.size = 0
-        self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5()
+        self.sha256 = hashlib.sha256() if "sha256" in self.digests else None
+        self.md5 = hashlib.md5() if "md5" in self.digests else None
         try:
             parts = self._parts(name)
             dir_fd = self._dir(parts[:-1])
@@ -280,8 +421,10 @@ class Extractor:
         if self.out is None:
             return
         self.size += len(data)
-        self.sha256.update(data)
-        self.md5.update(data)
+        if self.sha256 is not None:
+            self.sha256.update(data)
+        if self.md5 is not None:
+            self.md5.update(data)
         self.out.write(data)
 
     def close_file(self, mode=None, mtime=None, size=None, md5=None, sha256=None, complete=True):
@@ -296,17 +439,21 @@ class Extractor:
         problem = None
         if size is not None and size != self.size:
             problem = "size is %d, the archive says %d" % (self.size, size)
-        elif sha256 is not None and sha256 != self.sha256.hexdigest():
+        elif sha256 is not None and (self.sha256 is None or sha256 != self.sha256.hexdigest()):
             problem = "SHA-256 differs from the archive's"
-        elif md5 is not None and md5 != self.md5.hexdigest():
+        elif md5 is not None and (self.md5 is None or md5 != self.md5.hexdigest()):
             problem = "MD5 differs from the archive's"
         if problem:
             out.abort()
             self._fail(DataError("%s: %s: %s; not written" % (self.where, _show(name), problem)))
             self.on_file(name, "failed")
             return
+        if mode is None:  # as sh would create it
+            from pipemail.safefile import current_umask
+
+            mode = 0o666 & ~current_umask()
         try:
-            out.commit(None if mode is None else mode & 0o777, mtime=mtime)
+            out.commit(mode & 0o777, mtime=mtime)
         except PipemailError as exc:
             self._fail(type(exc)("%s: %s" % (self.where, exc)))
             self.on_file(name, "failed")
@@ -368,7 +515,8 @@ class Lister:
 
 # -- pyshar's own format -------------------------------------------------------------------
 
-_Q = rb"'(?:[^']|'\\'')*'"
+_Q = rb"""(?:'[^']*'|\\'|"\$pm_nl")+"""
+_QTOKEN = re.compile(rb"""'([^']*)'|(\\')|("\$pm_nl")""")
 _STMT = re.compile(
     rb"(?P<cmd>pm_dir|pm_file|pm_more) (?P<name>" + _Q + rb") " + _Q + rb"\n"
     rb"|pm_done (?P<size>\d+) (?P<sha>[0-9a-f]{64}) (?P<mode>[0-7]{4}) (?P<stamp>\d{12}\.\d\d|-)\n"
@@ -377,25 +525,15 @@ _STMT = re.compile(
 )
 
 
-def _inside_quotes(line):
-    """True when ``line`` ends inside a single-quoted string."""
-    i, n = 0, len(line)
-    while i < n:
-        c = line[i]
-        if c == 0x27:  # '
-            j = line.find(b"'", i + 1)
-            if j < 0:
-                return True
-            i = j + 1
-        elif c == 0x5C:  # backslash
-            i += 2
-        else:
-            i += 1
-    return False
-
-
 def _unquote(q):
-    return q[1:-1].replace(b"'\\''", b"'")
+    """The bytes a quoted name from pyshar's :func:`~pipemail.shar.quote` stands for."""
+    out = []
+    pos = 0
+    while pos < len(q):
+        m = _QTOKEN.match(q, pos)
+        out.append(m.group(1) if m.group(1) is not None else b"'" if m.group(2) else b"\n")
+        pos = m.end()
+    return b"".join(out)
 
 
 def _mtime(stamp):
@@ -422,11 +560,17 @@ class PysharParser:
         self.started = False
 
     def feed_part(self, label, first_lineno, stream):
-        from pipemail import shar
         from pipemail.uu import _Reader
 
         rd = _Reader(stream, label)
         rd.lineno = first_lineno - 1
+        self.feed_reader(rd)
+
+    def feed_reader(self, rd):
+        """Read one part from ``rd``, positioned at its first line, through its ``exit 0``."""
+        from pipemail import shar
+
+        label = rd.label
         self.rd = rd
         self._header(rd, shar)
         resume = self.open  # a file split across parts must be resumed first
@@ -521,18 +665,12 @@ class PysharParser:
         raise self._error("the archive's code differs from pyshar's; not extracted (line %d on)" % (rd.lineno + 1))
 
     def _statement(self, rd):
-        """One statement, which spans lines when a quoted name holds newlines."""
+        """One statement: one line (names carry newlines as "$pm_nl")."""
         line = rd.readline()
         if not line:
             return None
         if rd.overlong:
             raise self._error("line too long")
-        while not line.startswith(b"#") and _inside_quotes(line):
-            # A quoted name with a newline in it continues on the next line.
-            more = rd.readline()
-            if not more or rd.overlong or len(line) > 65536:
-                raise self._error("unterminated quoted name")
-            line += more
         return line
 
     def _body(self, rd, end):
@@ -567,9 +705,14 @@ class PysharParser:
     def _text_body(self, rd):
         start = rd.lineno
         for chunk in self._body(rd, b"PYSHAR_EOF\nfi\n"):
-            if chunk[:1] != b"X" or chunk.count(b"\nX") != chunk.count(b"\n") - 1:
-                raise self._error("a text line without its X prefix (here-document from line %d)" % start)
-            self.sink.write(chunk[1:].replace(b"\nX", b"\n"))
+            lines = chunk.count(b"\n")
+            if chunk[:1] == b"X" and chunk.count(b"X") == lines:
+                data = chunk.translate(None, b"X")  # the prefixes are the only X: drop them in one pass
+            else:
+                data = chunk[1:].replace(b"\nX", b"\n")
+                if chunk[:1] != b"X" or len(data) != len(chunk) - lines:
+                    raise self._error("a text line without its X prefix (here-document from line %d)" % start)
+            self.sink.write(data)
 
     def _b64_body(self, rd):
         start = rd.lineno
@@ -623,26 +766,57 @@ def unshar(
         if on_error is not None:
             on_error(exc)
 
-    parts = []
-    for item in inputs:  # one at a time: an unreadable input does not stop the others
-        try:
-            for label, stream in iter_texts([item]):
-                parts.extend(find_parts(label, stream, fail, split_at_exit))
-        except PipemailError as exc:
-            fail(exc)
-    archives = group_parts(parts, fail)
     sink = Lister(emit) if list_only else Extractor(directory, overwrite, fail, on_file)
+
+    def immediate(info):
+        if info.format != "pyshar" or info.total != 1:
+            return None
+
+        def read(rd):
+            sink.digests = ("sha256",)
+            parser = PysharParser(sink)
+            try:
+                parser.feed_reader(rd)
+                parser.finish()
+            except DataError as exc:
+                sink.abort_file()
+                fail(exc)
+                _skip_to_exit(rd)
+
+        return read
+
+    parts = []
+    try:
+        for item in inputs:  # one at a time: an unreadable input does not stop the others
+            found = []
+            try:
+                for label, stream in iter_texts([item]):
+                    parts.extend(find_parts(label, stream, fail, split_at_exit, immediate, found))
+            except PipemailError as exc:
+                fail(exc)
+                continue
+            if not found:
+                fail(
+                    DataError(
+                        "%s: no shell archive found" % (item[0] if isinstance(item, tuple) else os.fsdecode(item))
+                    )
+                )
+        archives = group_parts(parts, fail)
+    except BaseException:
+        sink.close()
+        raise
     try:
         for archive in archives:
-            parser = _parser(archive[0].info.format, sink)
+            fmt = archive[0].info.format
+            parser = _parser(fmt, sink)
+            sink.digests = ("sha256",) if fmt == "pyshar" else ("md5",)
             try:
                 for part in archive:
                     sink.where = "%s:%d" % (part.label, part.lineno)
                     parser.feed_part(part.label, part.lineno, part.text)
                 parser.finish()
             except DataError as exc:
-                if hasattr(sink, "abort_file"):
-                    sink.abort_file()
+                sink.abort_file()
                 fail(exc)
     finally:
         sink.close()

@@ -198,6 +198,7 @@ class _Reader:
         self.lineno = 0
         self.overlong = False
         self._back = None
+        self.consumed = 0  # bytes dropped from the front of buf: buf[i] is at offset consumed + i
 
     def fill(self, want):
         """Try to have ``want`` bytes buffered from ``pos``; False if no more came."""
@@ -207,6 +208,7 @@ class _Reader:
             return False
         if self.pos:
             del self.buf[: self.pos]
+            self.consumed += self.pos
             self.pos = 0
         start = len(self.buf)
         while len(self.buf) < want:

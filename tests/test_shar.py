@@ -278,3 +278,15 @@ def test_parts_out_of_order_refuse_under_sh(tmp_path):
     r = run_sh("dash", tmp_path / os.fsdecode(names[1]), out, tool_path(tmp_path, "base64"))
     assert r.returncode == 1
     assert b"please unpack part 1 of %d first" % len(names) in r.stdout
+
+
+@given(name=st.binary(min_size=1, max_size=80).filter(lambda b: b"\0" not in b))
+def test_quoting_round_trips_and_keeps_every_name_on_one_line(name):
+    import re
+
+    quoted = shar.quote(name)
+    assert b"\n" not in quoted
+    assert re.fullmatch(unshar._Q, quoted)
+    assert unshar._unquote(quoted) == name
+    p = subprocess.run(["dash", "-c", b"pm_nl='\n'; printf %s " + quoted], capture_output=True)
+    assert p.stdout == name

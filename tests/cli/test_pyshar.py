@@ -139,7 +139,8 @@ def test_pyunshar_keeps_existing_files_unless_c(run, tmp_path):
 def test_pyunshar_finds_nothing(run, tmp_path):
     r = run("pyunshar", "-d", tmp_path / "o", input=b"Subject: hi\n\ncat food and dogs\n")
     assert r.returncode == 65
-    assert r.stderr == "pyunshar: stdin: part 1:1: no shell archive found\n"  # the body of the mail
+    assert r.stderr == "pyunshar: stdin: no shell archive found\n"
+    assert not (tmp_path / "o").exists()
     r = run("pyunshar", tmp_path / "missing")
     assert r.returncode == 66
     assert r.stderr == "pyunshar: cannot open %s: No such file or directory\n" % (tmp_path / "missing")
