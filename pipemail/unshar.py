@@ -674,7 +674,7 @@ class PysharParser:
         return line
 
     def _body(self, rd, end):
-        """Yield the bytes of a here-document body up to the lines ``end``; bulk, bounded memory."""
+        """Yield ``(bytes, newlines)`` of a here-document body up to the lines ``end``; bulk, bounded memory."""
         delim = b"\n" + end
         while True:
             rd.fill(1 << 20)
@@ -687,8 +687,9 @@ class PysharParser:
             if i >= 0:
                 chunk = bytes(buf[pos : i + 1])
                 rd.pos = i + len(delim)
-                rd.lineno += chunk.count(b"\n") + end.count(b"\n")
-                yield chunk
+                lines = chunk.count(b"\n")
+                rd.lineno += lines + end.count(b"\n")
+                yield chunk, lines
                 return
             # Keep the last bytes back: the end may straddle this window and the next.
             cut = buf.rfind(b"\n", pos, max(pos, len(buf) - len(delim))) + 1
@@ -699,16 +700,18 @@ class PysharParser:
                 continue
             chunk = bytes(buf[pos:cut])
             rd.pos = cut
-            rd.lineno += chunk.count(b"\n")
-            yield chunk
+            lines = chunk.count(b"\n")
+            rd.lineno += lines
+            yield chunk, lines
 
     def _text_body(self, rd):
         start = rd.lineno
-        for chunk in self._body(rd, b"PYSHAR_EOF\nfi\n"):
-            lines = chunk.count(b"\n")
-            if chunk[:1] == b"X" and chunk.count(b"X") == lines:
-                data = chunk.translate(None, b"X")  # the prefixes are the only X: drop them in one pass
-            else:
+        for chunk, lines in self._body(rd, b"PYSHAR_EOF\nfi\n"):
+            # One X per line and the first byte an X: the X are the prefixes (a
+            # damaged line that lost its X while another gained one shows up
+            # in the digest check instead).  Else strip only the prefixes.
+            data = chunk.translate(None, b"X")
+            if len(chunk) - len(data) != lines or chunk[:1] != b"X":
                 data = chunk[1:].replace(b"\nX", b"\n")
                 if chunk[:1] != b"X" or len(data) != len(chunk) - lines:
                     raise self._error("a text line without its X prefix (here-document from line %d)" % start)
@@ -720,7 +723,7 @@ class PysharParser:
         if line != b"begin-base64 600 piece\n":
             raise self._error("expected 'begin-base64 600 piece'")
         pending = b""
-        for chunk in self._body(rd, b"====\nPYSHAR_EOF\nfi\n"):
+        for chunk, _lines in self._body(rd, b"====\nPYSHAR_EOF\nfi\n"):
             if chunk.translate(None, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n"):
                 raise self._error("invalid base64 data (here-document from line %d)" % start)
             data = pending + chunk.replace(b"\n", b"")
