@@ -136,3 +136,62 @@ def test_tampered_data_is_not_written(run, tmp_path, canary):
     r, out = unshar(run, tmp_path, archive.replace(b"Xpayload", b"Xpayl0ad"))
     assert r.returncode == 65 and "SHA-256 differs from the archive's; not written" in r.stderr
     assert os.listdir(out) == []
+
+
+def gnu_archive(tmp_path, files):
+    import subprocess
+
+    from conftest import tool
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    return subprocess.run([tool("shar"), "-q", *files], cwd=src, capture_output=True, check=True).stdout
+
+
+def test_gnu_archive_with_a_command_between_files(run, tmp_path, canary):
+    archive = gnu_archive(tmp_path, {"a": b"first\n", "b": b"second\n"})
+    evil = archive.replace(
+        b"# ============= b ==============\n", b'touch "$CANARY"\n# ============= b ==============\n'
+    )
+    assert evil != archive
+    r, out = unshar(run, tmp_path, evil)
+    assert r.returncode == 65
+    line = evil[: evil.index(b'touch "$CANARY"')].count(b"\n") + 1
+    assert r.stderr.startswith("pyunshar: stdin:%d: " % line) and r.stderr.count("\n") == 1
+    assert not (out / "b").exists()
+
+
+def test_gnu_archive_with_substitution_in_a_name(run, tmp_path, canary):
+    # GNU pastes names into double-quoted echo lines: under sh this name runs touch
+    name = '$(touch "$CANARY")'
+    archive = gnu_archive(tmp_path, {name: b"data\n"})
+    assert b'"x - extracting %s (text)"' % name.encode() in archive
+    r, out = unshar(run, tmp_path, archive)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert os.listdir(out) == [name]  # a file with that literal name, inside DIR
+
+
+def test_gnu_archive_with_dotdot_and_absolute_names(run, tmp_path, canary):
+    archive = gnu_archive(tmp_path, {"zz": b"data\n"})
+    for name, code in ((b"../zz", 77), (b"/tmp/zz-pyunshar", 77)):
+        evil = archive.replace(b"zz", name)
+        r, out = unshar(run, tmp_path, evil)
+        assert r.returncode == code, r.stderr
+        assert "refusing unsafe name" in r.stderr
+        assert outside(tmp_path) == [] and not os.path.exists("/tmp/zz-pyunshar")
+
+
+def test_compressed_gnu_archive_is_refused(run, tmp_path, canary):
+    import subprocess
+
+    from conftest import tool
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"data\n" * 100)
+    archive = subprocess.run([tool("shar"), "-q", "-C", "gzip", "f"], cwd=src, capture_output=True).stdout
+    r, out = unshar(run, tmp_path, archive)
+    assert r.returncode == 65 and "compressed archives (shar -C) are not supported" in r.stderr
+    assert not out.exists()
