@@ -671,6 +671,8 @@ class PysharParser:
             return None
         if rd.overlong:
             raise self._error("line too long")
+        if not line.endswith(b"\n"):
+            raise self._error("truncated archive: it ends inside a line")
         return line
 
     def _body(self, rd, end):
