@@ -50,7 +50,7 @@ import io
 import re
 
 from pipemail.unshar_api import ArchiveError, PartInfo
-from pipemail.uu import _FROM_UU, _UU_CHARS
+from pipemail.uu import _FROM_UU, _UU_CHARS, _Buffer
 
 __all__ = ["GnuParser", "detect", "part_info"]
 
@@ -280,16 +280,15 @@ def _show(line, limit=80):
 # -- reading lines ----------------------------------------------------------------------
 
 
-class _Reader:
+class _Reader(_Buffer):
     """Lines of one part, with line numbers and bulk access for here-documents."""
 
+    _FILL = _FILL
+
     def __init__(self, stream, label, first_lineno):
-        self._read = stream.read
+        super().__init__(stream)
         self.label = label
         self.first = first_lineno
-        self.buf = bytearray()
-        self.pos = 0
-        self.eof = False
         self.count = 0  # lines consumed
         self._peeked = None
 
@@ -300,24 +299,6 @@ class _Reader:
 
     def error(self, message, lineno=None):
         return ArchiveError("%s:%d: %s" % (self.label, self.lineno if lineno is None else lineno, message))
-
-    def fill(self, want):
-        """Try to have ``want`` bytes buffered from ``pos``; False if no more came."""
-        if len(self.buf) - self.pos >= want:
-            return True
-        if self.eof:
-            return False
-        if self.pos:
-            del self.buf[: self.pos]
-            self.pos = 0
-        start = len(self.buf)
-        while len(self.buf) < want:
-            data = self._read(max(_FILL, want - len(self.buf)))
-            if not data:
-                self.eof = True
-                break
-            self.buf += data
-        return len(self.buf) > start
 
     def _readline(self):
         while True:

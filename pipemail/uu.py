@@ -179,25 +179,16 @@ def encode_bytes(data, name, mode=0o644, *, base64=False):
 # -- reading lines --------------------------------------------------------------
 
 
-class _Reader:
-    """Lines of a binary stream, with bulk access for the decoders' fast paths.
-
-    ``lineno`` is the number of the last line returned.  Memory stays bounded:
-    a line longer than ``_MAX_LINE`` is returned cut short, with ``overlong``
-    set, and the rest of it is skipped.
-    """
+class _Buffer:
+    """A growing window on a binary stream: ``buf[pos:]`` is what is not yet taken."""
 
     _FILL = 1 << 16
 
-    def __init__(self, stream, label):
+    def __init__(self, stream):
         self._read = stream.read
-        self.label = label
         self.buf = bytearray()
         self.pos = 0
         self.eof = False
-        self.lineno = 0
-        self.overlong = False
-        self._back = None
         self.consumed = 0  # bytes dropped from the front of buf: buf[i] is at offset consumed + i
 
     def fill(self, want):
@@ -218,6 +209,22 @@ class _Reader:
                 break
             self.buf += data
         return len(self.buf) > start
+
+
+class _Reader(_Buffer):
+    """Lines of a binary stream, with bulk access for the decoders' fast paths.
+
+    ``lineno`` is the number of the last line returned.  Memory stays bounded:
+    a line longer than ``_MAX_LINE`` is returned cut short, with ``overlong``
+    set, and the rest of it is skipped.
+    """
+
+    def __init__(self, stream, label):
+        super().__init__(stream)
+        self.label = label
+        self.lineno = 0
+        self.overlong = False
+        self._back = None
 
     def readline(self):
         """The next line, line end included; b"" at the end of input."""
