@@ -8,7 +8,7 @@ back by exact templates without running anything:
     pm_file 'NAME' 'SHOWN'                       a new file (existing ones are kept unless -c)
     pm_more 'NAME' 'SHOWN'                       the same file, continued in a new part
     if pm_ok; then awk '{print substr($0, 2)}' >> "./$pm_n" <<'PYSHAR_EOF'
-    X...every line prefixed with X
+    X...every line prefixed with one character (X, or another of PREFIXES)
     PYSHAR_EOF
     fi
     if pm_ok; then printf %s 'TAIL' >> "./$pm_n"; fi      a last line without newline
@@ -139,27 +139,36 @@ def _add(members, seen, name, path, st, ancestors, warn):
         warn("skipping %s: not a regular file or directory" % show(path))
 
 
+PREFIXES = b"XQJZ^|@`{}"  # line prefixes for text, in order of preference: harmless at a line start in mail
+_NOT_PREFIX = bytes(c for c in range(256) if c not in PREFIXES)
+
+
 def classify(path, force_text=False, force_binary=False, max_line=MAX_TEXT_LINE):
-    """ "text" or "binary" for the file at ``path``.
+    """``("text", prefix)`` or ``("binary", None)`` for the file at ``path``.
 
     Text is printable ASCII and tabs in lines of at most ``max_line`` bytes,
     which survives any mail path; ``force_text`` (-T) takes anything without
     a NUL byte (lines up to ``max_line``).  A file with a NUL byte is always
-    binary.
+    binary.  The prefix is the first of :data:`PREFIXES` that the file does
+    not contain, so that a reader can drop every prefix in one pass.
     """
     if force_binary:
-        return "binary"
+        return "binary", None
     allowed = _NOT_NUL if force_text else _TEXT_BYTES
     run = 0  # length of the line that the previous chunk left open
+    present = set()
     with open(path, "rb") as f:
         while True:
             chunk = f.read(_READ)
             if not chunk:
-                return "text"
+                free = [c for c in PREFIXES if c not in present]
+                return "text", bytes(free[:1] or PREFIXES[:1])
             if chunk.translate(None, allowed):
-                return "binary"
+                return "binary", None
             if _longest_line_over(chunk, run, max_line):
-                return "binary"
+                return "binary", None
+            if len(present) < len(PREFIXES):
+                present.update(chunk.translate(None, _NOT_PREFIX))
             nl = chunk.rfind(b"\n")
             run = run + len(chunk) if nl < 0 else len(chunk) - nl - 1
 
@@ -436,7 +445,7 @@ class Writer:
         if self.force_text:  # -T: long lines too, as long as one fits a part and memory stays bounded
             max_line = FORCED_TEXT_LINE if self.parts.limit is None else min(FORCED_TEXT_LINE, self.parts.limit // 2)
         try:
-            kind = classify(m.path, self.force_text, self.force_binary, max_line)
+            kind, prefix = classify(m.path, self.force_text, self.force_binary, max_line)
             f = open(m.path, "rb")
         except OSError as exc:
             raise NoInputError("cannot read %s: %s" % (show(m.path), describe_oserror(exc))) from None
@@ -446,14 +455,14 @@ class Writer:
         self.current = b"pm_more %s %s\n" % (quote(m.name), shown)
         digest = hashlib.sha256()
         with f:
-            size = self._text(f, digest) if kind == "text" else self._binary(f, digest)
+            size = self._text(f, digest, prefix) if kind == "text" else self._binary(f, digest)
         if size != m.size:
             self.warn("%s changed size while being archived (%d bytes, not %d)" % (show(m.name), size, m.size))
         when = stamp(m.mtime).encode() if self.timestamps else b"-"
         self.stmt(b"pm_done %d %s %04o %s\n" % (size, digest.hexdigest().encode(), m.mode, when))
         self.current = None
 
-    def _text(self, f, digest):
+    def _text(self, f, digest, prefix=b"X"):
         size = 0
         rest = b""
         block = _Block(self, TEXT_OPEN, TEXT_CLOSE)
@@ -464,9 +473,9 @@ class Writer:
             if not chunk:
                 break
             data = rest + chunk if rest else chunk
-            # Every line after a newline gains its X here; the chunk's first
-            # line gets its own X below.  Lines are cut out as views: no copies.
-            rep = data.replace(b"\n", b"\nX")
+            # Every line after a newline gains its prefix here; the chunk's
+            # first line gets its own below.  Lines are cut out as views.
+            rep = data.replace(b"\n", b"\n" + prefix)
             end = rep.rfind(b"\n") + 1
             rest = data[data.rfind(b"\n") + 1 :]
             view = memoryview(rep)
@@ -481,7 +490,7 @@ class Writer:
                         block.next_part()
                         continue
                 if start == 0:
-                    block.write(b"X")
+                    block.write(prefix)
                 block.write(view[start:cut])
                 start = cut
         block.close()
@@ -494,7 +503,7 @@ class Writer:
 
         size = 0
         block = _Block(self, B64_OPEN % b"new", B64_CLOSE, B64_OPEN % b"add")
-        whole = _B64_LINE * 16384
+        whole = _B64_LINE * 2048  # 92 KB a step: larger steps page-fault on every chunk
         while True:
             chunk = _read_full(f.read, whole)
             digest.update(chunk)

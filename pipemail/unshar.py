@@ -707,16 +707,24 @@ class PysharParser:
             yield chunk, lines
 
     def _text_body(self, rd):
+        from pipemail.shar import PREFIXES
+
         start = rd.lineno
+        prefix = None
         for chunk, lines in self._body(rd, b"PYSHAR_EOF\nfi\n"):
-            # One X per line and the first byte an X: the X are the prefixes (a
-            # damaged line that lost its X while another gained one shows up
-            # in the digest check instead).  Else strip only the prefixes.
-            data = chunk.translate(None, b"X")
-            if len(chunk) - len(data) != lines or chunk[:1] != b"X":
-                data = chunk[1:].replace(b"\nX", b"\n")
-                if chunk[:1] != b"X" or len(data) != len(chunk) - lines:
-                    raise self._error("a text line without its X prefix (here-document from line %d)" % start)
+            if prefix is None:
+                prefix = chunk[:1]
+                if not prefix or prefix not in PREFIXES:
+                    raise self._error("a text line without its prefix (here-document from line %d)" % start)
+            # One prefix character per line and the first byte one: they are
+            # the prefixes (pyshar picks a character the file does not hold;
+            # a damaged line that lost its prefix while another line gained
+            # one shows in the digest check instead).  Else strip line by line.
+            data = chunk.translate(None, prefix)
+            if len(chunk) - len(data) != lines or chunk[:1] != prefix:
+                data = chunk[1:].replace(b"\n" + prefix, b"\n")
+                if chunk[:1] != prefix or len(data) != len(chunk) - lines:
+                    raise self._error("a text line without its prefix (here-document from line %d)" % start)
             self.sink.write(data)
 
     def _b64_body(self, rd):

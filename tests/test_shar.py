@@ -290,3 +290,25 @@ def test_quoting_round_trips_and_keeps_every_name_on_one_line(name):
     assert unshar._unquote(quoted) == name
     p = subprocess.run(["dash", "-c", b"pm_nl='\n'; printf %s " + quoted], capture_output=True)
     assert p.stdout == name
+
+
+@pytest.mark.parametrize(
+    "content,prefix",
+    [
+        (b"plain text\n", b"X"),
+        (b"Xerox and Quartz, Jazz and Zebra\n", b"^"),
+        (b"every prefix: " + shar.PREFIXES + b"\nXX\nend\n", b"X"),
+    ],
+)
+def test_text_prefix_is_a_character_the_file_lacks(tmp_path, content, prefix):
+    make_tree(tmp_path / "src", {b"f": content})
+    os.chdir(tmp_path)
+    text = archive(["src"])
+    assert b"<<'PYSHAR_EOF'\n" + prefix + content.split(b"\n")[0] + b"\n" in text
+    (tmp_path / "a.shar").write_bytes(text)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_sh("dash", tmp_path / "a.shar", out, tool_path(tmp_path, "base64"))
+    assert r.returncode == 0 and (out / "src" / "f").read_bytes() == content
+    assert py_unshar([tmp_path / "a.shar"], tmp_path / "py") == []
+    assert (tmp_path / "py" / "src" / "f").read_bytes() == content
