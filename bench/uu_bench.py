@@ -80,6 +80,9 @@ class Result:
     stderr: str
 
 
+# Decoders write to -o /dev/stdout, which is /dev/null: GNU uudecode given
+# "-o /dev/null" itself chmods /dev/null to the header's mode (as root that
+# broke /dev/null for every other program on this machine).
 def run_child(argv: list[str], stdin: str | Path | None = None, stdout: str | Path = os.devnull) -> Result:
     """Run argv with stdin/stdout redirected to files: its wall time and the peak RSS of that child alone."""
     rfd, wfd = os.pipe()
@@ -142,8 +145,8 @@ def make_impls(args: argparse.Namespace, files: dict[str, Path], venvs: list[tup
                 {
                     "encode-uu": ([gnu_enc, str(raw), REMOTE_NAME], None),
                     "encode-b64": ([gnu_enc, "-m", str(raw), REMOTE_NAME], None),
-                    "decode-uu": ([gnu_dec, "-o", os.devnull, str(uu_in)], None),
-                    "decode-b64": ([gnu_dec, "-o", os.devnull, str(b64_in)], None),
+                    "decode-uu": ([gnu_dec, "-o", "/dev/stdout", str(uu_in)], None),
+                    "decode-b64": ([gnu_dec, "-o", "/dev/stdout", str(b64_in)], None),
                 },
             )
         )
@@ -159,8 +162,8 @@ def make_impls(args: argparse.Namespace, files: dict[str, Path], venvs: list[tup
                 {
                     "encode-uu": ([busybox, "uuencode", str(raw), REMOTE_NAME], None),
                     "encode-b64": ([busybox, "uuencode", "-m", str(raw), REMOTE_NAME], None),
-                    "decode-uu": ([busybox, "uudecode", "-o", os.devnull, str(uu_in)], None),
-                    "decode-b64": ([busybox, "uudecode", "-o", os.devnull, str(b64_in)], None),
+                    "decode-uu": ([busybox, "uudecode", "-o", "/dev/stdout", str(uu_in)], None),
+                    "decode-b64": ([busybox, "uudecode", "-o", "/dev/stdout", str(b64_in)], None),
                 },
             )
         )
@@ -193,8 +196,8 @@ def make_impls(args: argparse.Namespace, files: dict[str, Path], venvs: list[tup
                 {
                     "encode-uu": ([enc, str(raw), REMOTE_NAME], None),
                     "encode-b64": ([enc, "-m", str(raw), REMOTE_NAME], None),
-                    "decode-uu": ([dec, "-o", os.devnull, str(uu_in)], None),
-                    "decode-b64": ([dec, "-o", os.devnull, str(b64_in)], None),
+                    "decode-uu": ([dec, "-o", "/dev/stdout", str(uu_in)], None),
+                    "decode-b64": ([dec, "-o", "/dev/stdout", str(b64_in)], None),
                 },
             )
         )
@@ -348,8 +351,8 @@ def big_commands(impl: Impl, files: dict[str, Path]) -> dict[str, list[str]]:
     return {
         "encode-uu": [enc, str(files["raw"]), REMOTE_NAME],
         "encode-b64": [enc, "-m", str(files["raw"]), REMOTE_NAME],
-        "decode-uu": [dec, "-o", os.devnull, str(files["uu"])],
-        "decode-b64": [dec, "-o", os.devnull, str(files["b64"])],
+        "decode-uu": [dec, "-o", "/dev/stdout", str(files["uu"])],
+        "decode-b64": [dec, "-o", "/dev/stdout", str(files["b64"])],
     }
 
 

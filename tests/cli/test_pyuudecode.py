@@ -71,10 +71,12 @@ def test_output_to_stdout(run, tmp_path):
     assert listing(tmp_path) == []
 
 
-def test_dev_null_is_written_directly_not_replaced(run):
-    r = run("pyuudecode", "-o", "/dev/null", input=block(b"abc", "a"))
+def test_dev_null_is_written_directly_not_replaced_nor_chmodded(run):
+    before = os.stat("/dev/null").st_mode
+    r = run("pyuudecode", "-o", "/dev/null", input=block(b"abc", "a", 0o600))
     assert r.returncode == 0
-    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert os.stat("/dev/null").st_mode == before  # GNU uudecode chmods it to the header's mode
+    assert stat.S_ISCHR(before)
 
 
 def test_fifo_target_is_written_directly(run, tmp_path):
