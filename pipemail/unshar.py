@@ -545,6 +545,21 @@ def _mtime(stamp):
     return calendar.timegm(time.strptime(stamp.decode(), "%Y%m%d%H%M.%S"))
 
 
+_B64_TEXT = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n"
+
+
+def _count_lines(chunk):
+    return chunk.count(b"\n")
+
+
+def _count_b64_lines(chunk):
+    """Lines in a chunk of base64 lines: by arithmetic when all are 60 characters."""
+    n = len(chunk) // 61
+    if n * 61 == len(chunk) and chunk[60::61] == b"\n" * n:
+        return n  # exact unless a line holds another newline, which _b64_body finds and corrects
+    return chunk.count(b"\n")
+
+
 _B64_STARTS = (
     b"if pm_ok; then pm_unb64 new <<'PYSHAR_EOF'\n",
     b"if pm_ok; then pm_unb64 add <<'PYSHAR_EOF'\n",
@@ -675,8 +690,13 @@ class PysharParser:
             raise self._error("truncated archive: it ends inside a line")
         return line
 
-    def _body(self, rd, end):
-        """Yield ``(bytes, newlines)`` of a here-document body up to the lines ``end``; bulk, bounded memory."""
+    def _body(self, rd, end, count=None):
+        """Yield ``(bytes, newlines)`` of a here-document body up to the lines ``end``; bulk, bounded memory.
+
+        ``count(chunk)`` gives the number of newlines in a chunk (the default
+        counts them); the reader's line number follows.
+        """
+        count = count or _count_lines
         delim = b"\n" + end
         while True:
             rd.fill(1 << 20)
@@ -689,9 +709,10 @@ class PysharParser:
             if i >= 0:
                 chunk = bytes(buf[pos : i + 1])
                 rd.pos = i + len(delim)
-                lines = chunk.count(b"\n")
-                rd.lineno += lines + end.count(b"\n")
+                lines = count(chunk)
+                rd.lineno += lines
                 yield chunk, lines
+                rd.lineno += end.count(b"\n")
                 return
             # Keep the last bytes back: the end may straddle this window and the next.
             cut = buf.rfind(b"\n", pos, max(pos, len(buf) - len(delim))) + 1
@@ -702,7 +723,7 @@ class PysharParser:
                 continue
             chunk = bytes(buf[pos:cut])
             rd.pos = cut
-            lines = chunk.count(b"\n")
+            lines = count(chunk)
             rd.lineno += lines
             yield chunk, lines
 
@@ -733,9 +754,22 @@ class PysharParser:
         if line != b"begin-base64 600 piece\n":
             raise self._error("expected 'begin-base64 600 piece'")
         pending = b""
-        for chunk, _lines in self._body(rd, b"====\nPYSHAR_EOF\nfi\n"):
-            if chunk.translate(None, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n"):
-                raise self._error("invalid base64 data (here-document from line %d)" % start)
+        for chunk, lines in self._body(rd, b"====\nPYSHAR_EOF\nfi\n", _count_b64_lines):
+            if not pending and lines * 61 == len(chunk) and chunk[60::61] == b"\n" * lines:
+                # whole 60-character lines, as pyshar writes all but the last:
+                # decode as they are (a2b_base64 skips the newlines); a bad
+                # character shows as a short result, and the slow path says which
+                data = binascii.a2b_base64(chunk)
+                if len(data) == 45 * lines:
+                    self.sink.write(data)
+                    continue
+                rd.lineno += chunk.count(b"\n") - lines  # the count by arithmetic was short
+            if chunk.translate(None, _B64_TEXT):
+                off = re.search(rb"[^A-Za-z0-9+/=\n]", chunk).start()
+                where = rd.lineno - lines + chunk.count(b"\n", 0, off) + 1
+                raise ArchiveError(
+                    "%s:%d: invalid character '%s' in base64 data" % (rd.label, where, _show(chunk[off : off + 1]))
+                )
             data = pending + chunk.replace(b"\n", b"")
             whole = len(data) - len(data) % 4
             try:

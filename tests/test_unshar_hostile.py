@@ -195,3 +195,15 @@ def test_compressed_gnu_archive_is_refused(run, tmp_path, canary):
     r, out = unshar(run, tmp_path, archive)
     assert r.returncode == 65 and "compressed archives (shar -C) are not supported" in r.stderr
     assert not out.exists()
+
+
+def test_damaged_base64_is_named_and_not_written(run, tmp_path, canary):
+    archive = make_archive(run, tmp_path, {b"blob": os.urandom(50_000), b"after": b"after\n"})
+    start = archive.index(b"begin-base64 600 piece\n")
+    bad = start + len(b"begin-base64 600 piece\n") + 61 * 300 + 5  # a character in the 301st line
+    evil = archive[:bad] + b"!" + archive[bad + 1 :]
+    r, out = unshar(run, tmp_path, evil)
+    line = archive[:start].count(b"\n") + 1  # the begin-base64 line
+    assert r.returncode == 65
+    assert r.stderr == "pyunshar: stdin:%d: invalid character '!' in base64 data\n" % (line + 301)
+    assert not (out / "blob").exists() and not (out / "after").exists()
