@@ -17,7 +17,6 @@ import re
 from pipemail.errors import (
     CantCreateError,
     DataError,
-    NoPermError,
     PipemailError,
     describe_oserror,
 )
@@ -138,7 +137,7 @@ def _detect(head):
     return None
 
 
-def find_parts(label, stream, on_error, split_at_exit=True, immediate=None, found_flag=None):
+def find_parts(label, stream, on_error, immediate=None, found_flag=None):
     """Yield the archive :class:`Part` objects in one text ``stream``.
 
     Lines before an archive (mail headers, text) are skipped; an archive runs
@@ -798,7 +797,6 @@ def unshar(
     *,
     overwrite=False,
     list_only=False,
-    split_at_exit=True,
     on_error=None,
     on_file=None,
     emit=None,
@@ -838,7 +836,7 @@ def unshar(
             found = []
             try:
                 for label, stream in iter_texts([item]):
-                    parts.extend(find_parts(label, stream, fail, split_at_exit, immediate, found))
+                    parts.extend(find_parts(label, stream, fail, immediate, found))
             except PipemailError as exc:
                 fail(exc)
                 continue
@@ -872,4 +870,4 @@ def unshar(
     return errors
 
 
-__all__ = ["Extractor", "Lister", "PysharParser", "find_parts", "group_parts", "unshar", "NoPermError"]
+__all__ = ["Extractor", "Lister", "PysharParser", "find_parts", "group_parts", "unshar"]

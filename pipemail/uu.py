@@ -435,14 +435,11 @@ def _uu_fast(rd, width, write):
     if good < 2:
         return 0, False
     end = pos + good * width
-    # Translate the whole window at once (pos is 0 after a refill), blank the
-    # length column, and decode a view of the lines: no slice copies.
-    text = buf.translate(_FROM_UU) if pos == 0 else buf[pos:end].translate(_FROM_UU)
-    start = pos if pos == 0 else 0
-    stop = start + good * width
-    text[start:stop:width] = b"\n" * good
+    # Translate just these lines, blank the length column, decode.
+    text = buf[pos:end].translate(_FROM_UU)
+    text[0::width] = b"\n" * good
     try:
-        data = binascii.a2b_base64(memoryview(text)[start:stop])
+        data = binascii.a2b_base64(text)
     except binascii.Error:
         data = b""
     if len(data) != _LINE * good:

@@ -36,7 +36,7 @@ Maildirs; split archives are put together by their identifier."""
 )
 @click.version_option(__version__, "--version", prog_name="pyunshar", message="%(prog)s %(version)s")
 @click.argument("inputs", nargs=-1, metavar="[FILE|MAILBOX]...")
-def command(directory, overwrite, split_at_exit, list_only, inputs):
+def command(directory, overwrite, split_at_exit, list_only, inputs):  # noqa: ARG001 (-e is always on)
     """Extract the shell archives in FILEs, mboxes and Maildirs (default: standard input)."""
     from pipemail.shar import show
     from pipemail.unshar import unshar
