@@ -22,11 +22,18 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-MB = 1 << 20
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_DIR = BENCH_DIR.parent
-DATA_DIR = BENCH_DIR / "data"
-PYCACHE_DIR = DATA_DIR / "pycache"
+from benchlib import (
+    CHILD_ENV,
+    DATA_DIR,
+    DROPPED_ENV,
+    MB,
+    REPO_DIR,
+    Result,
+    print_table,
+    run_child,
+    verdict,
+)
+
 SHAR_DIR = DATA_DIR / "shar"
 TREES_DIR = SHAR_DIR / "trees"  # the input trees, made once and reused
 ARCH_DIR = SHAR_DIR / "archives"  # the archives, made on every run (the code under test changes)
@@ -37,14 +44,6 @@ TREES = ("binary", "text")
 TEXT_VERSION = "text-v1"  # bump when the text generator changes: the cached text tree is then remade
 TEXT_SEED = 20241127
 
-# The measured commands run in a clean Python environment: every PYTHON* variable of the caller is
-# dropped (PYTHONUNBUFFERED=1 makes sys.stdout.buffer a raw file, one write(2) per write call, and
-# PYTHONDONTWRITEBYTECODE=1 can make every start compile the sources), and byte code is cached
-# under bench/data/pycache so start-up is measured as after an install.  Same as uu_bench.py.
-DROPPED_ENV = sorted(k for k in os.environ if k.startswith("PYTHON"))
-CHILD_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-CHILD_ENV["PYTHONPYCACHEPREFIX"] = str(PYCACHE_DIR)
-
 # Targets from issue 3, "Speed and memory".
 TARGET_CREATE = {"binary": 1.0, "text": 1.5}  # GNU shar time / pyshar time
 TARGET_UNPACK = 3.0  # sh on GNU's archive / pyunshar
@@ -54,65 +53,6 @@ TARGET_RSS_MB = 50.0
 
 # ---------------------------------------------------------------------------
 # Running one child and measuring it alone
-
-
-# As in uu_bench.py: the wrapper starts the measured command and reaps it with os.wait4, which gives
-# the rusage of that one child (and of the children it reaped, e.g. uudecode under sh).  Why a
-# wrapper: a process's ru_maxrss is the maximum over its whole life, including the moment before exec
-# when it was a copy of its parent's memory; a child started directly from this script would report
-# at least this script's own peak RSS.  A bare `python -I -S` wrapper keeps that floor at about
-# 8 MB, below any Python command's own peak; the floor is measured and shown.  The wrapper also does
-# the timing, so its own start-up is not counted.
-WRAPPER = """\
-import os, sys, time
-fd = int(sys.argv[1])
-argv = sys.argv[2:]
-start = time.perf_counter()
-pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[(os.POSIX_SPAWN_CLOSE, fd)])
-_, status, usage = os.wait4(pid, 0)
-wall = time.perf_counter() - start
-os.write(fd, b"%r %d %d" % (wall, usage.ru_maxrss, os.waitstatus_to_exitcode(status)))
-"""
-
-
-@dataclass
-class Result:
-    wall: float
-    maxrss_mb: float
-    returncode: int
-    stderr: str
-
-
-def run_child(argv: list[str], cwd: Path, stdout: str | Path = os.devnull) -> Result:
-    """Run argv in cwd, stdin /dev/null, stdout to a file: its wall time and the peak RSS of that child alone."""
-    rfd, wfd = os.pipe()
-    try:
-        with open(os.devnull, "rb") as fin, open(stdout, "wb") as fout, tempfile.TemporaryFile() as ferr:
-            wrapper = subprocess.run(
-                [sys.executable, "-I", "-S", "-c", WRAPPER, str(wfd), *argv],
-                stdin=fin,
-                stdout=fout,
-                stderr=ferr,
-                pass_fds=(wfd,),
-                env=CHILD_ENV,
-                cwd=cwd,
-            )
-            os.close(wfd)
-            wfd = -1
-            report = b""
-            while chunk := os.read(rfd, 4096):
-                report += chunk
-            ferr.seek(0)
-            err = ferr.read().decode("utf-8", "replace")
-    finally:
-        os.close(rfd)
-        if wfd >= 0:
-            os.close(wfd)
-    try:
-        wall, maxrss_kb, returncode = report.split()
-    except ValueError:  # the wrapper itself failed (e.g. the command does not exist)
-        return Result(0.0, float("nan"), wrapper.returncode or 127, err)
-    return Result(float(wall), int(maxrss_kb) / 1024.0, int(returncode), err)  # ru_maxrss is in KiB on Linux
 
 
 def fresh_dir() -> Path:
@@ -434,19 +374,6 @@ def extract(unpacker: Unpacker, archive: Path, tree: Path, check: bool) -> tuple
 
 # ---------------------------------------------------------------------------
 # Report
-
-
-def verdict(ok: bool) -> str:
-    return "OK" if ok else "MISS"
-
-
-def print_table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(header))
-    print(line)
-    print("-" * len(line))
-    for row in rows:
-        print("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
 
 
 def main(argv: list[str] | None = None) -> int:

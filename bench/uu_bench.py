@@ -21,22 +21,19 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MB = 1 << 20
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_DIR = BENCH_DIR.parent
-DATA_DIR = BENCH_DIR / "data"
+from benchlib import (
+    DATA_DIR,
+    DROPPED_ENV,
+    MB,
+    REPO_DIR,
+    print_table,
+    run_child,
+    verdict,
+)
+
 REMOTE_NAME = "f"
 DEFAULT_PY311 = "/root/.pyenv/versions/3.11.7/bin/python"
 DIRECTIONS = ("encode-uu", "encode-b64", "decode-uu", "decode-b64")
-PYCACHE_DIR = DATA_DIR / "pycache"
-
-# The measured commands run in a clean Python environment: every PYTHON* variable of the caller is
-# dropped (PYTHONUNBUFFERED=1 alone halves the stdlib module's speed, one write(2) per line, and
-# PYTHONDONTWRITEBYTECODE=1 can make every start compile the sources), and byte code is cached
-# under bench/data/pycache so start-up is measured as after an install.
-DROPPED_ENV = sorted(k for k in os.environ if k.startswith("PYTHON"))
-CHILD_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-CHILD_ENV["PYTHONPYCACHEPREFIX"] = str(PYCACHE_DIR)
 
 # Targets from issue 2, "Speed and memory".
 TARGET_VS_STDLIB = 2.3
@@ -46,76 +43,6 @@ TARGET_STARTUP = 1.25
 
 STDLIB_ENCODE = 'import uu, sys; uu.encode(sys.stdin.buffer, sys.stdout.buffer, "f", 0o644)'
 STDLIB_DECODE = "import uu, sys; uu.decode(sys.stdin.buffer, sys.stdout.buffer)"
-
-
-# ---------------------------------------------------------------------------
-# Running one child and measuring it alone
-
-
-# The wrapper starts the measured command and reaps it with os.wait4, which gives the rusage of that
-# one child.  Why a wrapper: a process's ru_maxrss is the maximum over its whole life, including the
-# moment before exec when it was a copy of (or, with vfork, shared) its parent's memory; a child
-# started directly from this script would report at least this script's own peak RSS (and
-# RUSAGE_CHILDREN deltas are a running maximum, not a sum, so they cannot isolate one child).  A bare
-# `python -I -S` wrapper keeps that floor at about 8 MB, below any Python command's own peak, so the
-# figure for our commands is theirs; the floor is measured and shown.  The wrapper also does the timing,
-# so its own start-up is not counted.
-WRAPPER = """\
-import os, sys, time
-fd = int(sys.argv[1])
-argv = sys.argv[2:]
-start = time.perf_counter()
-pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[(os.POSIX_SPAWN_CLOSE, fd)])
-_, status, usage = os.wait4(pid, 0)
-wall = time.perf_counter() - start
-os.write(fd, b"%r %d %d" % (wall, usage.ru_maxrss, os.waitstatus_to_exitcode(status)))
-"""
-
-
-@dataclass
-class Result:
-    wall: float
-    maxrss_mb: float
-    returncode: int
-    stderr: str
-
-
-# Decoders write to -o /dev/stdout, which is /dev/null: GNU uudecode given
-# "-o /dev/null" itself chmods /dev/null to the header's mode (as root that
-# broke /dev/null for every other program on this machine).
-def run_child(argv: list[str], stdin: str | Path | None = None, stdout: str | Path = os.devnull) -> Result:
-    """Run argv with stdin/stdout redirected to files: its wall time and the peak RSS of that child alone."""
-    rfd, wfd = os.pipe()
-    try:
-        with (
-            open(stdin if stdin is not None else os.devnull, "rb") as fin,
-            open(stdout, "wb") as fout,
-            tempfile.TemporaryFile() as ferr,
-        ):
-            wrapper = subprocess.run(
-                [sys.executable, "-I", "-S", "-c", WRAPPER, str(wfd), *argv],
-                stdin=fin,
-                stdout=fout,
-                stderr=ferr,
-                pass_fds=(wfd,),
-                env=CHILD_ENV,
-            )
-            os.close(wfd)
-            wfd = -1
-            report = b""
-            while chunk := os.read(rfd, 4096):
-                report += chunk
-            ferr.seek(0)
-            err = ferr.read().decode("utf-8", "replace")
-    finally:
-        os.close(rfd)
-        if wfd >= 0:
-            os.close(wfd)
-    try:
-        wall, maxrss_kb, returncode = report.split()
-    except ValueError:  # the wrapper itself failed (e.g. the command does not exist)
-        return Result(0.0, float("nan"), wrapper.returncode or 127, err)
-    return Result(float(wall), int(maxrss_kb) / 1024.0, int(returncode), err)  # ru_maxrss is in KiB on Linux
 
 
 # ---------------------------------------------------------------------------
@@ -145,6 +72,8 @@ def make_impls(args: argparse.Namespace, files: dict[str, Path], venvs: list[tup
                 {
                     "encode-uu": ([gnu_enc, str(raw), REMOTE_NAME], None),
                     "encode-b64": ([gnu_enc, "-m", str(raw), REMOTE_NAME], None),
+                    # -o /dev/stdout, stdout on /dev/null: GNU uudecode given "-o /dev/null"
+                    # chmods the device to the header's mode (as root, for every program after)
                     "decode-uu": ([gnu_dec, "-o", "/dev/stdout", str(uu_in)], None),
                     "decode-b64": ([gnu_dec, "-o", "/dev/stdout", str(b64_in)], None),
                 },
@@ -377,19 +306,6 @@ def startup(bindir: Path, n: int) -> tuple[float, float, float]:
 
 # ---------------------------------------------------------------------------
 # Report
-
-
-def verdict(ok: bool) -> str:
-    return "OK" if ok else "MISS"
-
-
-def print_table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(header))
-    print(line)
-    print("-" * len(line))
-    for row in rows:
-        print("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
 
 
 def main(argv: list[str] | None = None) -> int:
