@@ -149,26 +149,27 @@ def classify(path, force_text=False, force_binary=False, max_line=MAX_TEXT_LINE)
     Text is printable ASCII and tabs in lines of at most ``max_line`` bytes,
     which survives any mail path; ``force_text`` (-T) takes anything without
     a NUL byte (lines up to ``max_line``).  A file with a NUL byte is always
-    binary.  The prefix is the first of :data:`PREFIXES` that the file does
-    not contain, so that a reader can drop every prefix in one pass.
+    binary.  The prefix is the first of :data:`PREFIXES` that the file's
+    first MiB does not contain, so that a reader can drop the prefixes in
+    one pass (where a later chunk holds it, the reader strips line by line).
     """
     if force_binary:
         return "binary", None
     allowed = _NOT_NUL if force_text else _TEXT_BYTES
     run = 0  # length of the line that the previous chunk left open
-    present = set()
+    prefix = None
     with open(path, "rb") as f:
         while True:
             chunk = f.read(_READ)
             if not chunk:
-                free = [c for c in PREFIXES if c not in present]
-                return "text", bytes(free[:1] or PREFIXES[:1])
+                return "text", prefix or PREFIXES[:1]
             if chunk.translate(None, allowed):
                 return "binary", None
             if _longest_line_over(chunk, run, max_line):
                 return "binary", None
-            if len(present) < len(PREFIXES):
-                present.update(chunk.translate(None, _NOT_PREFIX))
+            if prefix is None:
+                present = set(chunk.translate(None, _NOT_PREFIX))
+                prefix = next((bytes((c,)) for c in PREFIXES if c not in present), PREFIXES[:1])
             nl = chunk.rfind(b"\n")
             run = run + len(chunk) if nl < 0 else len(chunk) - nl - 1
 
