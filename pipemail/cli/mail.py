@@ -1,0 +1,138 @@
+"""pymail: send standard input as a mail, with attachments, and say exactly why it failed."""
+
+import os
+
+import click
+
+from pipemail import __version__
+from pipemail.cli import Command, run, stdin_stream, stdout_stream, warn
+
+EPILOG = """\b
+Examples:
+  uname -a | pymail -s report admin@example.com
+  pymail -a backup.tgz -s backup me@example.com < /dev/null
+  df -h | pymail -E -s 'disk report' --transport smtp://mail.example.com ops@example.com
+  pymail -v --check --transport smtps://mail.example.com me@example.com
+  pymail --resend ~/dead.letter
+
+Without --transport or a configured account, mail goes through the local
+sendmail.  A message that cannot be delivered is appended to the dead letter
+(~/dead.letter) with the recipients it missed; --resend sends those again."""
+
+
+@click.command(cls=Command, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-s", "--subject", help="The subject (non-ASCII is encoded as RFC 2047).")
+@click.option("-c", "--cc", multiple=True, metavar="ADDR", help="Copy to ADDR (repeatable).")
+@click.option("-b", "--bcc", multiple=True, metavar="ADDR", help="Blind copy to ADDR: envelope only (repeatable).")
+@click.option("-r", "--from", "sender", metavar="ADDR", help="The From address (default: the account's, or user@host).")
+@click.option("-a", "--attach", multiple=True, metavar="FILE", help="Attach FILE (repeatable).")
+@click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Add a header (repeatable).")
+@click.option("-E", "--skip-empty", is_flag=True, help="Send nothing, and exit 0, when standard input is empty.")
+@click.option(
+    "-t",
+    "--read-recipients",
+    is_flag=True,
+    help="Standard input is a whole message; send to its To, Cc and Bcc (and any RECIPIENTs).",
+)
+@click.option("--stdin-name", metavar="NAME", help="File name for binary standard input, which is attached.")
+@click.option("--account", metavar="NAME", help="Use account NAME of the configuration.")
+@click.option(
+    "--transport",
+    metavar="URL",
+    help="smtp://[USER@]HOST[:PORT], smtps://..., sendmail:[PATH], mbox:PATH, maildir:DIR or - (stdout).",
+)
+@click.option("--user", metavar="USER", help="Authenticate as USER (the password never on the command line).")
+@click.option(
+    "--tls",
+    type=click.Choice(["auto", "none"]),
+    help="auto: require STARTTLS except on loopback; none: allow plaintext.",
+)
+@click.option("--tls-trust-file", metavar="PATH", help="Trust the CA certificates in PATH.")
+@click.option(
+    "--timeout", type=float, default=30.0, show_default=True, metavar="SECONDS", help="Limit on every network wait."
+)
+@click.option("-v", "--verbose", is_flag=True, help="Show the SMTP dialogue on standard error (AUTH redacted).")
+@click.option("--check", is_flag=True, help="Walk EHLO to RCPT TO for every recipient, then RSET: send nothing.")
+@click.option("--dead-letter", metavar="PATH", help="Where undelivered mail goes (default $DEAD or ~/dead.letter).")
+@click.option(
+    "--resend", metavar="MBOX", help="Send the messages of a dead letter again, each to the recipients it missed."
+)
+@click.option("--debug", is_flag=True, help="Show a traceback for internal errors.")
+@click.version_option(__version__, "--version", prog_name="pymail", message="%(prog)s %(version)s")
+@click.argument("recipients", nargs=-1, metavar="[--] RECIPIENT...")
+def command(
+    subject,
+    cc,
+    bcc,
+    sender,
+    attach,
+    headers,
+    skip_empty,
+    read_recipients,
+    stdin_name,
+    account,
+    transport,
+    user,
+    tls,
+    tls_trust_file,
+    timeout,
+    verbose,
+    check,
+    dead_letter,
+    resend,
+    debug,
+    recipients,
+):
+    """Send standard input as a mail to RECIPIENTs."""
+    from pipemail import sending
+
+    if debug:
+        os.environ["PIPEMAIL_DEBUG"] = "1"
+    log = (lambda line: click.echo(line, err=True)) if verbose else None
+    options = sending.Options(
+        account=account,
+        transport=transport,
+        user=user,
+        tls=tls,
+        trust_file=tls_trust_file,
+        timeout=timeout,
+        log=log,
+        check=check,
+        dead_letter=dead_letter,
+        warn=lambda m: warn("pymail", m),
+        stdout=None,
+    )
+    if resend:
+        return sending.resend(resend, options)
+    body = _read_body(stdin_stream())
+    if skip_empty and not body.strip():
+        return 0
+    options.stdout = stdout_stream()
+    return sending.send_mail(
+        body,
+        options,
+        subject=subject,
+        to=recipients,
+        cc=cc,
+        bcc=bcc,
+        sender=sender,
+        attach=attach,
+        headers=headers,
+        read_recipients=read_recipients,
+        stdin_name=stdin_name,
+    )
+
+
+def _read_body(stream):
+    if stream.isatty():  # mailx: up to a line holding a single '.', or end of file
+        lines = []
+        for line in iter(stream.readline, b""):
+            if line.rstrip(b"\r\n") == b".":
+                break
+            lines.append(line)
+        return b"".join(lines)
+    return stream.read()
+
+
+def main():
+    run(command, "pymail")

@@ -1,0 +1,559 @@
+"""Accounts and credentials for pymail and pypop: the TOML file, URLs and passwords.
+
+The file (``$PIPEMAIL_CONFIG``, else ``~/.config/pipemail/config.toml``) holds named
+accounts and names one of them the default::
+
+    default = "work"
+    [accounts.work]
+    from = "Me <me@example.com>"
+    transport = "smtp://mail.example.com:587"
+    user = "me@example.com"
+    password_command = "pass show mail/work"
+
+:func:`load` reads it into a :class:`Config`; :meth:`Config.account` picks an
+:class:`Account`; :func:`password` looks its password up (environment, command,
+protected key, ``~/.netrc``); :func:`split_url` parses transport and POP URLs.
+Everything wrong in the file is a :class:`~pipemail.errors.ConfigError` (exit 78);
+a bad URL given on the command line is a :class:`~pipemail.errors.UsageError` (64).
+
+Heavy modules (tomllib, netrc, subprocess, ipaddress, urllib) are imported inside the
+functions that need them: pipelines pay the start-up on every call.
+"""
+
+import os
+import stat
+
+from pipemail.errors import ConfigError, UsageError, describe_oserror
+
+DEFAULT_PATH = "~/.config/pipemail/config.toml"
+
+# Seconds a password_command may run before it is killed (tests lower it).
+PASSWORD_COMMAND_TIMEOUT = 30
+
+AUTH_METHODS = ("plain", "login", "xoauth2")
+TLS_MODES = ("auto", "none")
+
+# TOML key -> Account attribute.
+ACCOUNT_KEYS = {
+    "from": "from_",
+    "transport": "transport",
+    "pop": "pop",
+    "user": "user",
+    "password_command": "password_command",
+    "password": "password",
+    "auth": "auth",
+    "tls": "tls",
+    "tls_trust_file": "tls_trust_file",
+}
+TOP_KEYS = ("default", "accounts")
+
+DEFAULT_PORTS = {"smtp": 587, "smtps": 465, "pop3": 110, "pop3s": 995}
+TRANSPORT_SCHEMES = ("smtp", "smtps", "sendmail", "mbox", "maildir", "-")
+POP_SCHEMES = ("pop3", "pop3s")
+
+_TRANSPORT_HINT = "use smtp://, smtps://, sendmail:, mbox:, maildir: or -"
+_POP_HINT = "use pop3:// or pop3s://"
+
+
+class Account:
+    """One ``[accounts.NAME]`` table.  Keys the file does not set are None, except
+    ``tls`` ("auto").  ``mode_ok`` says whether the file it came from has no group or
+    other permission bits (a ``password`` key is refused otherwise); ``config_path``
+    names that file (None for the empty account)."""
+
+    __slots__ = (
+        "name",
+        "from_",
+        "transport",
+        "pop",
+        "user",
+        "password_command",
+        "password",
+        "auth",
+        "tls",
+        "tls_trust_file",
+        "mode_ok",
+        "config_path",
+    )
+
+    def __init__(
+        self,
+        name=None,
+        from_=None,
+        transport=None,
+        pop=None,
+        user=None,
+        password_command=None,
+        password=None,
+        auth=None,
+        tls="auto",
+        tls_trust_file=None,
+        mode_ok=True,
+        config_path=None,
+    ):
+        self.name = name
+        self.from_ = from_
+        self.transport = transport
+        self.pop = pop
+        self.user = user
+        self.password_command = password_command
+        self.password = password
+        self.auth = auth
+        self.tls = tls
+        self.tls_trust_file = tls_trust_file
+        self.mode_ok = mode_ok
+        self.config_path = config_path
+
+    def __repr__(self):
+        # The password itself never appears: reprs end up in logs and tracebacks.
+        fields = []
+        for attr in self.__slots__:
+            value = getattr(self, attr)
+            if attr == "password" and value is not None:
+                value = "<hidden>"
+            fields.append("%s=%r" % (attr, value))
+        return "Account(%s)" % ", ".join(fields)
+
+    def __eq__(self, other):
+        if not isinstance(other, Account):
+            return NotImplemented
+        return all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
+
+    __hash__ = None
+
+
+class Config:
+    """The parsed file: ``path`` (str), ``found`` (whether it existed), ``default``
+    (the top-level ``default`` key or None), ``accounts`` (name -> Account) and
+    ``mode_ok`` (no group or other bits on the file)."""
+
+    def __init__(self, path, accounts=None, default=None, found=True, mode_ok=True):
+        self.path = path
+        self.accounts = dict(accounts or {})
+        self.default = default
+        self.found = found
+        self.mode_ok = mode_ok
+
+    def __repr__(self):
+        return "Config(path=%r, default=%r, accounts=%r)" % (self.path, self.default, sorted(self.accounts))
+
+    def account(self, name=None):
+        """The account ``name``; without a name the default one, else the only one,
+        else an empty ``Account()``.  An unknown ``name`` is a ConfigError."""
+        if name is not None:
+            if name in self.accounts:
+                return self.accounts[name]
+            if not self.found:
+                raise ConfigError("no account %r: config file %s: No such file or directory" % (name, self.path))
+            if not self.accounts:
+                raise ConfigError("no account %r in %s; it defines no accounts" % (name, self.path))
+            raise ConfigError("no account %r in %s; accounts: %s" % (name, self.path, ", ".join(sorted(self.accounts))))
+        if self.default is not None:
+            return self.accounts[self.default]  # load() checked that it exists
+        if len(self.accounts) == 1:
+            return next(iter(self.accounts.values()))
+        return Account()
+
+
+def default_path(env=None):
+    """The file :func:`load` reads without a path: ``$PIPEMAIL_CONFIG`` or the
+    default location, and whether it was named (so that it must exist)."""
+    env = os.environ if env is None else env
+    named = env.get("PIPEMAIL_CONFIG")
+    if named:
+        return named, True
+    return os.path.expanduser(DEFAULT_PATH), False
+
+
+def load(path=None, env=None):
+    """Read the configuration: ``path``, else ``$PIPEMAIL_CONFIG`` (from ``env``,
+    default ``os.environ``), else ``~/.config/pipemail/config.toml``.
+
+    A missing file at the default location is an empty Config; a missing file that
+    was named, a TOML syntax error, an unknown key or a bad value is a ConfigError.
+    """
+    if path is not None:
+        path, named = os.fspath(path), True
+    else:
+        path, named = default_path(env)
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+    except FileNotFoundError as exc:
+        if named:
+            raise ConfigError("config file %s: %s" % (path, describe_oserror(exc)))
+        return Config(path, found=False)
+    except OSError as exc:
+        raise ConfigError("config file %s: %s" % (path, describe_oserror(exc)))
+    mode_ok = not st.st_mode & (stat.S_IRWXG | stat.S_IRWXO)
+
+    import tomllib
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError("config file %s: line %d: not valid UTF-8" % (path, line))
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config file %s: %s" % (path, exc))
+    return _build(path, doc, mode_ok)
+
+
+def _build(path, doc, mode_ok):
+    where = "config file %s" % path
+    for key in doc:
+        if key not in TOP_KEYS:
+            raise ConfigError(
+                "%s: unknown key %r (top-level keys: %s; accounts go in [accounts.NAME])"
+                % (where, key, ", ".join(TOP_KEYS))
+            )
+    default = doc.get("default")
+    if default is not None and not isinstance(default, str):
+        raise ConfigError("%s: 'default' must be a string, the name of an account" % where)
+    tables = doc.get("accounts", {})
+    if not isinstance(tables, dict):
+        raise ConfigError("%s: 'accounts' must be a table: write [accounts.NAME]" % where)
+    accounts = {}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError("%s: accounts.%s must be a table: write [accounts.%s]" % (where, name, name))
+        accounts[name] = _account(where, path, name, table, mode_ok)
+    if default is not None and default not in accounts:
+        known = ", ".join(sorted(accounts)) or "none"
+        raise ConfigError("%s: default account %r is not defined; accounts: %s" % (where, default, known))
+    return Config(path, accounts, default, found=True, mode_ok=mode_ok)
+
+
+def _account(where, path, name, table, mode_ok):
+    values = {}
+    for key, value in table.items():
+        if key not in ACCOUNT_KEYS:
+            raise ConfigError(
+                "%s: unknown key %r in account %r (keys: %s)" % (where, key, name, ", ".join(sorted(ACCOUNT_KEYS)))
+            )
+        if not isinstance(value, str):
+            raise ConfigError("%s: account %r: %r must be a string" % (where, name, key))
+        values[ACCOUNT_KEYS[key]] = value
+    auth = values.get("auth")
+    if auth is not None:
+        auth = values["auth"] = auth.lower()
+        if auth not in AUTH_METHODS:
+            raise ConfigError(
+                "%s: account %r: auth %r: use %s" % (where, name, table["auth"], _alternatives(AUTH_METHODS))
+            )
+    tls = values.get("tls")
+    if tls is not None:
+        tls = values["tls"] = tls.lower()
+        if tls not in TLS_MODES:
+            raise ConfigError("%s: account %r: tls %r: use %s" % (where, name, table["tls"], _alternatives(TLS_MODES)))
+    if values.get("tls_trust_file") is not None:
+        values["tls_trust_file"] = os.path.expanduser(values["tls_trust_file"])
+    for key, kind in (("transport", "transport"), ("pop", "pop")):
+        if values.get(key) is not None:
+            try:
+                split_url(values[key], kind=kind)
+            except UsageError as exc:
+                raise ConfigError("%s: account %r: %s" % (where, name, exc))
+    return Account(name=name, mode_ok=mode_ok, config_path=path, **values)
+
+
+def _alternatives(words):
+    quoted = ['"%s"' % w for w in words]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+# -- passwords ---------------------------------------------------------------------
+
+
+def password(account, user, host, env=None):
+    """The password (or XOAUTH2 token) for ``user`` at ``host``, or None.
+
+    Looked up in this order: ``PIPEMAIL_PASSWORD`` in ``env`` (default os.environ;
+    an empty value counts as unset), the account's ``password_command`` (run with
+    ``/bin/sh -c`` in ``env``, its first line of output), its ``password`` key (only
+    from a file without group or other permission bits), then ``machine host`` in
+    ``~/.netrc`` whose login is ``user`` (any login when ``user`` is None).
+    The password is never part of a message or a repr.
+    """
+    env = os.environ if env is None else env
+    value = env.get("PIPEMAIL_PASSWORD")
+    if value:
+        return value
+    if account is None:
+        account = Account()
+    if account.password_command is not None:
+        return run_password_command(account.password_command, env=env, account=account.name)
+    if account.password is not None:
+        if not account.mode_ok:
+            path = account.config_path
+            raise ConfigError("%s holds a password and is readable by others: chmod 600 %s" % (path, path))
+        return account.password
+    entry = netrc_entry(host, user)
+    return entry[1] if entry else None
+
+
+def run_password_command(command, env=None, account=None, timeout=None):
+    """The first line of what ``/bin/sh -c command`` prints, without its newline.
+
+    Standard input is /dev/null (it may be the message being sent).  A command that
+    fails, is killed, runs longer than ``timeout`` (default PASSWORD_COMMAND_TIMEOUT
+    seconds) or prints nothing is a ConfigError naming its exit status and the first
+    line of its standard error.
+    """
+    import signal
+    import subprocess
+
+    timeout = PASSWORD_COMMAND_TIMEOUT if timeout is None else timeout
+    what = "password_command" if account is None else "account %r: password_command" % account
+    try:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=None if env is None else dict(env),
+            start_new_session=True,  # so that a timeout kills the whole command
+        )
+    except OSError as exc:
+        raise ConfigError("%s: cannot run /bin/sh: %s" % (what, describe_oserror(exc)))
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:  # pragma: no cover - already gone
+            proc.kill()
+        proc.communicate()
+        raise ConfigError("%s did not finish within %g seconds" % (what, timeout))
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:  # pragma: no cover
+            pass
+        proc.wait()
+        raise
+    first_err = _first_line(err).decode("utf-8", "replace").strip()
+    if proc.returncode != 0:
+        if proc.returncode < 0:
+            status = "was killed by signal %d" % -proc.returncode
+        else:
+            status = "failed with exit status %d" % proc.returncode
+        raise ConfigError("%s %s%s" % (what, status, ": " + first_err if first_err else ""))
+    line = _first_line(out)
+    if not line:
+        raise ConfigError("%s printed no password" % what)
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("%s printed a password that is not valid UTF-8" % what)
+
+
+def _first_line(data):
+    line = data.split(b"\n", 1)[0]
+    return line[:-1] if line.endswith(b"\r") else line
+
+
+def netrc_entry(host, user=None):
+    """``(login, password)`` from ``~/.netrc`` for ``machine host`` when its login
+    is ``user`` (any login when ``user`` is None), else None.  The ``default``
+    entry is not used: it would hand one password to every server.  A ~/.netrc
+    that cannot be parsed, or is readable by others, is a ConfigError."""
+    if not host:
+        return None
+    import netrc
+
+    path = os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError("%s: %s" % (path, describe_oserror(exc)))
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError("%s is readable by others: chmod 600 %s" % (path, path))
+    try:
+        parsed = netrc.netrc()  # no argument: the stdlib's ownership check applies too
+    except FileNotFoundError:  # pragma: no cover - removed since the stat above
+        return None
+    except netrc.NetrcParseError as exc:
+        if exc.lineno:
+            raise ConfigError("%s: line %d: %s" % (path, exc.lineno, exc.msg))
+        raise ConfigError("%s: %s" % (path, exc.msg))
+    except OSError as exc:
+        raise ConfigError("%s: %s" % (path, describe_oserror(exc)))
+    for name in dict.fromkeys((host, host.lower())):
+        entry = parsed.hosts.get(name)
+        if entry is None:
+            continue
+        login, _account, secret = entry
+        if user is not None and login != user:
+            return None
+        if not secret:
+            return None
+        return login, secret
+    return None
+
+
+# -- URLs --------------------------------------------------------------------------
+
+
+class URL:
+    """A parsed transport or POP URL: ``scheme`` (smtp, smtps, pop3, pop3s,
+    sendmail, mbox, maildir or -), ``user``, ``host`` (IPv6 without brackets),
+    ``port`` (the scheme's default when not given) and ``path`` (sendmail, mbox,
+    maildir; ~ expanded).  Fields that do not apply are None."""
+
+    __slots__ = ("scheme", "user", "host", "port", "path")
+
+    def __init__(self, scheme, user=None, host=None, port=None, path=None):
+        self.scheme = scheme
+        self.user = user
+        self.host = host
+        self.port = port
+        self.path = path
+
+    @property
+    def implicit_tls(self):
+        """True for smtps:// and pop3s://: TLS from the first byte."""
+        return self.scheme in ("smtps", "pop3s")
+
+    @property
+    def netloc(self):
+        """``host:port`` for messages, with an IPv6 host in brackets."""
+        if self.host is None:
+            return None
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "%s:%d" % (host, self.port)
+
+    def __repr__(self):
+        return "URL(%s)" % ", ".join("%s=%r" % (a, getattr(self, a)) for a in self.__slots__)
+
+    def __eq__(self, other):
+        if not isinstance(other, URL):
+            return NotImplemented
+        return all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
+
+    __hash__ = None
+
+
+def split_url(url, kind=None):
+    """Parse a transport or POP URL into a :class:`URL`.
+
+    ``smtp://[user@]host[:port]``, ``smtps://...``, ``pop3://...``, ``pop3s://...``
+    (an IPv6 host in brackets: ``smtp://[::1]:2525``), ``sendmail:`` or
+    ``sendmail:/path``, ``mbox:PATH``, ``maildir:DIR``, ``-``.  ``kind`` limits the
+    schemes: "transport" (pymail's), "pop" (pypop's) or None (all).  Anything else
+    is a UsageError.  A password in the URL is refused: passwords never go on the
+    command line.
+    """
+    if kind == "transport":
+        schemes, hint, what = TRANSPORT_SCHEMES, _TRANSPORT_HINT, "transport URL"
+    elif kind == "pop":
+        schemes, hint, what = POP_SCHEMES, _POP_HINT, "POP URL"
+    elif kind is None:
+        schemes, hint, what = TRANSPORT_SCHEMES + POP_SCHEMES, _TRANSPORT_HINT, "transport URL"
+    else:
+        raise ValueError("kind must be 'transport', 'pop' or None, not %r" % (kind,))
+
+    def bad(reason=None):
+        if reason is None:
+            return UsageError("unknown %s %r: %s" % (what, url, hint))
+        return UsageError("bad %s %r: %s" % (what, url, reason))
+
+    if not isinstance(url, str):
+        raise bad()
+    if url == "-":
+        if "-" not in schemes:
+            raise bad()
+        return URL("-")
+    scheme, sep, rest = url.partition(":")
+    scheme = scheme.lower()
+    if not sep or scheme not in schemes:
+        raise bad()
+    if scheme in DEFAULT_PORTS:
+        if not rest.startswith("//"):
+            raise bad()
+        return _split_server(scheme, rest[2:], bad)
+    if scheme == "sendmail":
+        return URL("sendmail", path=os.path.expanduser(rest) if rest else None)
+    # mbox:PATH, maildir:DIR
+    if not rest:
+        raise bad("%s: needs a path, as in %s:%s" % (scheme, scheme, "~/mail/out" if scheme == "mbox" else "~/Maildir"))
+    return URL(scheme, path=os.path.expanduser(rest))
+
+
+def _split_server(scheme, rest, bad):
+    """``[user@]host[:port][/]`` of a server URL."""
+    if rest.endswith("/"):
+        rest = rest[:-1]
+    if any(c in rest for c in "/?#"):
+        raise bad("only [user@]host[:port] may follow %s://" % scheme)
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in rest):
+        raise bad("it contains a space or a control character")
+    userinfo, at, hostport = rest.rpartition("@")
+    user = None
+    if at:
+        if ":" in userinfo:
+            raise bad("no password in the URL (see pipemail.conf(5) for where passwords go)")
+        if not userinfo:
+            raise bad("empty user name before '@'")
+        from urllib.parse import unquote
+
+        user = unquote(userinfo)
+    port_text = None
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0:
+            raise bad("no ']' after the IPv6 address")
+        host = hostport[1:end]
+        after = hostport[end + 1 :]
+        if after:
+            if not after.startswith(":"):
+                raise bad("':port' or nothing must follow ']'")
+            port_text = after[1:]
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise bad("%r is not an IPv6 address" % host)
+    else:
+        host, colon, port_text = hostport.partition(":")
+        if not colon:
+            port_text = None
+        elif ":" in port_text:
+            raise bad("write an IPv6 address in brackets, as in %s://[::1]:%d" % (scheme, DEFAULT_PORTS[scheme]))
+    if not host:
+        raise bad("no host name")
+    if port_text is None:
+        port = DEFAULT_PORTS[scheme]
+    else:
+        if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+            raise bad("port %r: use a number from 1 to 65535" % port_text)
+        port = int(port_text)
+    return URL(scheme, user=user, host=host, port=port)
+
+
+def is_loopback(host):
+    """Whether ``host`` names this machine: localhost, 127.0.0.0/8 or ::1
+    (brackets, a trailing dot, an IPv6 zone and IPv4-mapped addresses allowed).
+    Other names are not resolved: a name in DNS can point anywhere."""
+    if not host:
+        return False
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    import ipaddress
+
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback

@@ -1,0 +1,227 @@
+"""pymail's job: compose, pick the transport, deliver, and keep what did not go out."""
+
+import os
+
+from pipemail import message, transport
+from pipemail.errors import IOFailure, PipemailError, UsageError, shown
+
+
+class Options:
+    """How to send: the options of the command line that are not about the message."""
+
+    def __init__(
+        self,
+        account=None,
+        transport=None,
+        user=None,
+        tls=None,
+        trust_file=None,
+        timeout=30.0,
+        log=None,
+        check=False,
+        dead_letter=None,
+        warn=None,
+        stdout=None,
+        env=None,
+    ):
+        self.account = account
+        self.transport = transport
+        self.user = user
+        self.tls = tls
+        self.trust_file = trust_file
+        self.timeout = timeout
+        self.log = log
+        self.check = check
+        self.dead_letter = dead_letter
+        self.warn = warn or (lambda m: None)
+        self.stdout = stdout
+        self.env = os.environ if env is None else env
+
+
+def _unique(addrs):
+    seen = set()
+    return [a for a in addrs if not (a in seen or seen.add(a))]
+
+
+def send_mail(
+    body,
+    opts,
+    *,
+    subject=None,
+    to=(),
+    cc=(),
+    bcc=(),
+    sender=None,
+    attach=(),
+    headers=(),
+    read_recipients=False,
+    stdin_name=None,
+):
+    """Send ``body`` (stdin's bytes); the exit code."""
+    from email.utils import formatdate, getaddresses, make_msgid, parseaddr
+
+    from pipemail import config
+
+    account = config.load(env=opts.env).account(opts.account)
+    from_pair = message.addresses([sender])[0] if sender else None
+    if from_pair is None and account.from_:
+        from_pair = message.addresses([account.from_])[0]
+    if from_pair is None:
+        from_pair = ("", message.default_from())
+    to_p, cc_p, bcc_p = message.addresses(to), message.addresses(cc), message.addresses(bcc)
+    extra = [message.parse_header_option(h) for h in headers]
+    if read_recipients:
+        if attach:
+            raise UsageError("-t takes the whole message from standard input: it cannot add -a attachments")
+        msg = message.from_stdin_message(body)
+        listed = getaddresses([msg.header(h) or "" for h in ("To", "Cc", "Bcc")])
+        rcpts = [a for _, a in listed if a] + [a for _, a in to_p + cc_p + bcc_p]
+        msg.remove_header("Bcc")
+        if msg.header("Date") is None:
+            msg.add_header("Date", formatdate(localtime=True))
+        if msg.header("Message-ID") is None:
+            msg.add_header("Message-ID", make_msgid(domain=message.fqdn()))
+        if msg.header("From") is None:
+            msg.add_header("From", message.format_address(from_pair))
+        else:
+            from_pair = parseaddr(msg.header("From"))
+        for name, value in extra:
+            msg.add_header(name, value)
+    else:
+        rcpts = [a for _, a in to_p + cc_p + bcc_p]
+        msg = message.compose(
+            body,
+            subject=subject,
+            sender=from_pair,
+            to=to_p,
+            cc=cc_p,
+            extra_headers=extra,
+            attachments=attach,
+            stdin_name=stdin_name,
+        )
+    rcpts = _unique(rcpts)
+    if not rcpts:
+        raise UsageError("no recipients: give RECIPIENT operands (or -t with To/Cc/Bcc in the message)")
+    return _deliver(msg, from_pair[1], rcpts, opts, account)
+
+
+def _deliver(msg, envelope_from, rcpts, opts, account):
+    url = transport.resolve(opts.transport, account, opts.env)
+    segments = list(msg.segments())
+    size = sum(len(s) + s.count(b"\n") for s in segments)
+    smtputf8 = message.needs_smtputf8(rcpts + [envelope_from])
+    keep = not opts.check and url.scheme != "-"
+    try:
+        report = transport.deliver(
+            url,
+            segments,
+            size,
+            envelope_from,
+            rcpts,
+            account=account,
+            user=opts.user,
+            tls=opts.tls,
+            trust_file=opts.trust_file,
+            timeout=opts.timeout,
+            log=opts.log,
+            check=opts.check,
+            smtputf8=smtputf8,
+            warn=opts.warn,
+            stdout=opts.stdout,
+            env=opts.env,
+        )
+    except PipemailError as exc:
+        if keep:
+            _keep(opts, segments, envelope_from, getattr(exc, "undelivered", rcpts), str(exc))
+        raise
+    for _addr, (_code, text) in report.refused.items():
+        opts.warn(text)
+    if report.refused and keep:
+        _keep(opts, segments, envelope_from, report.undelivered, None)
+    if opts.check:
+        for addr in report.accepted:
+            opts.warn("check: %s would be accepted" % addr)
+    return report.exit_code()
+
+
+def _keep(opts, segments, sender, undelivered, why):
+    path = transport.dead_letter_path(opts.dead_letter, opts.env)
+    try:
+        transport.save_dead_letter(path, segments, sender, undelivered)
+    except PipemailError as exc:
+        raise IOFailure("%s; and the message could not be kept: %s" % (why or "not delivered", exc)) from None
+    opts.warn(
+        "the message is kept in %s for %s (pymail --resend %s sends it again)"
+        % (shown(path), ", ".join(undelivered), shown(path))
+    )
+
+
+def resend(path, opts):
+    """Send every message of the dead letter ``path`` to the recipients it missed; keep what fails again."""
+    import re
+
+    from pipemail import config
+    from pipemail.safefile import Output
+
+    account = config.load(env=opts.env).account(opts.account)
+    url = transport.resolve(opts.transport, account, opts.env)
+    remaining = []
+    code = 0
+    for from_line, raw in transport.read_mbox(path):
+        head_end = raw.find(b"\n\n")
+        head = raw[: head_end + 1] if head_end >= 0 else raw
+        m = re.search(rb"(?mi)^X-Pipemail-Undelivered-To: *(.*)\n", head)
+        rcpts = [r.strip() for r in m.group(1).decode().split(",") if r.strip()] if m else []
+        body = raw[: m.start()] + raw[m.end() :] if m else raw
+        sender = from_line[5:].split(b" ", 1)[0].decode("utf-8", "surrogateescape")
+        if not rcpts:
+            opts.warn("a message in %s names no undelivered recipients; kept as it is" % shown(path))
+            remaining.append((sender, body, rcpts))
+            continue
+        segments = [body]
+        size = len(body) + body.count(b"\n")
+        try:
+            report = transport.deliver(
+                url,
+                segments,
+                size,
+                sender,
+                rcpts,
+                account=account,
+                user=opts.user,
+                tls=opts.tls,
+                trust_file=opts.trust_file,
+                timeout=opts.timeout,
+                log=opts.log,
+                warn=opts.warn,
+                stdout=opts.stdout,
+                env=opts.env,
+                smtputf8=message.needs_smtputf8(rcpts + [sender]),
+            )
+        except PipemailError as exc:
+            opts.warn(str(exc))
+            remaining.append((sender, body, getattr(exc, "undelivered", rcpts)))
+            code = code or exc.exit_code
+            continue
+        for _addr, (_c, text) in report.refused.items():
+            opts.warn(text)
+        if report.refused:
+            remaining.append((sender, body, report.undelivered))
+            code = code or report.exit_code()
+    out = Output.to_path(path)
+    try:
+        for sender, body, rcpts in remaining:
+            out.write(
+                transport.mbox_bytes([body], sender, [("X-Pipemail-Undelivered-To", ", ".join(rcpts))] if rcpts else [])
+            )
+        out.commit(0o600)
+    except BaseException:
+        out.abort()
+        raise
+    sent = (
+        "all messages went out"
+        if not remaining
+        else "%d message%s kept" % (len(remaining), "" if len(remaining) == 1 else "s")
+    )
+    opts.warn("resend: %s (%s)" % (sent, shown(path)))
+    return code

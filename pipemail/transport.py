@@ -1,0 +1,621 @@
+"""Delivering a message: SMTP (STARTTLS, SMTPS, AUTH), sendmail, mbox, Maildir, stdout.
+
+Every transport takes the message as byte segments (lines ending in ``\\n``)
+and an envelope, and returns a :class:`Report` of who got it and who did not
+(with the server's words); an error that stops the whole delivery is raised
+as the PipemailError subclass of its exit code, with ``undelivered`` set.
+"""
+
+import os
+import socket
+
+from pipemail.errors import (
+    CantCreateError,
+    ConfigError,
+    DataError,
+    IOFailure,
+    NoPermError,
+    NoUserError,
+    PipemailError,
+    TempFailError,
+    UnavailableError,
+    UsageError,
+    describe_oserror,
+    shown,
+)
+
+
+class Report:
+    """Who got the message, who did not and why (``{addr: (code, text)}``)."""
+
+    def __init__(self, accepted=(), refused=None):
+        self.accepted = list(accepted)
+        self.refused = dict(refused or {})
+
+    @property
+    def undelivered(self):
+        return list(self.refused)
+
+    def exit_code(self):
+        if not self.refused:
+            return 0
+        if any(code < 500 for code, _ in self.refused.values()):
+            return TempFailError.exit_code
+        return NoUserError.exit_code
+
+
+def _fail(cls, message, recipients):
+    exc = cls(message)
+    exc.undelivered = list(recipients)
+    return exc
+
+
+# -- local transports ---------------------------------------------------------------------
+
+
+def mbox_bytes(segments, sender, extra_headers=()):
+    """One mbox message: the ``From `` line, ``extra_headers``, the message mboxrd-quoted, a blank line."""
+    import time
+
+    out = [
+        b"From %s %s\n"
+        % (sender.encode("utf-8", "surrogateescape") or b"MAILER-DAEMON", time.asctime(time.gmtime()).encode())
+    ]
+    out.extend(b"%s: %s\n" % (n.encode(), v.encode("utf-8", "surrogateescape")) for n, v in extra_headers)
+    at_start = True
+    for seg in segments:
+        out.append(_mboxrd(seg, at_start))
+        at_start = seg.endswith(b"\n")
+    if not at_start:
+        out.append(b"\n")
+    out.append(b"\n")
+    return b"".join(out)
+
+
+def mbox_append(path, segments, sender, extra_headers=()):
+    """Append one message to the mbox at ``path`` (created 0600), locked, never replacing what is there."""
+    import fcntl
+
+    data = mbox_bytes(segments, sender, extra_headers)
+    shown_path = shown(os.fsdecode(path))
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError as exc:
+            raise CantCreateError("cannot write mailbox %s: %s" % (shown_path, describe_oserror(exc))) from None
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # replaced while we waited (pymail --resend rewrote it): append to the new one
+    try:
+        end = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, end)  # nothing half-written
+            raise IOFailure("cannot write mailbox %s: %s" % (shown_path, describe_oserror(exc))) from None
+    finally:
+        os.close(fd)
+
+
+def _mboxrd(seg, at_start):
+    """``From `` lines quoted one level more (mboxrd); a segment may begin mid-line."""
+    import re
+
+    if at_start:
+        return re.sub(rb"(?m)^(>*From )", rb">\1", seg)
+    nl = seg.find(b"\n")
+    if nl < 0:
+        return seg
+    return seg[: nl + 1] + re.sub(rb"(?m)^(>*From )", rb">\1", seg[nl + 1 :])
+
+
+def deliver_mbox(path, segments, sender, recipients):
+    mbox_append(path, segments, sender)
+    return Report(recipients)
+
+
+def deliver_maildir(path, segments, recipients):
+    import time
+
+    for sub in ("tmp", "new", "cur"):
+        try:
+            os.makedirs(os.path.join(path, sub), exist_ok=True)
+        except OSError as exc:
+            raise CantCreateError(
+                "cannot use Maildir %s: %s" % (shown(os.fsdecode(path)), describe_oserror(exc))
+            ) from None
+    name = "%d.M%dP%d.%s" % (
+        time.time(),
+        int(time.time() * 1e6) % 1000000,
+        os.getpid(),
+        socket.gethostname().replace("/", "_"),
+    )
+    tmp = os.path.join(path, "tmp", name)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            for seg in segments:
+                f.write(seg)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, os.path.join(path, "new", name))
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise CantCreateError(
+            "cannot deliver to Maildir %s: %s" % (shown(os.fsdecode(path)), describe_oserror(exc))
+        ) from None
+    return Report(recipients)
+
+
+def deliver_stdout(stream, segments, recipients):
+    for seg in segments:
+        stream.write(seg)
+    stream.flush()
+    return Report(recipients)
+
+
+def sendmail_path(url_path=None, env=None):
+    env = os.environ if env is None else env
+    return url_path or env.get("PIPEMAIL_SENDMAIL") or "/usr/sbin/sendmail"
+
+
+def deliver_sendmail(path, segments, sender, recipients, timeout=None):
+    import subprocess
+
+    for r in recipients:
+        if r.startswith("-"):
+            raise _fail(DataError, "refusing recipient %s: it would be read as an option" % shown(r), recipients)
+    argv = [path, "-i", "-f", sender, "--", *recipients]
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise _fail(ConfigError, "cannot run %s: %s" % (path, describe_oserror(exc)), recipients) from None
+    try:
+        for seg in segments:
+            proc.stdin.write(seg)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    try:
+        err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+        status = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise _fail(TempFailError, "%s did not finish in %s s" % (path, timeout), recipients) from None
+    if status != 0:
+        why = err[-1] if err else "exit status %d" % status
+        cls = TempFailError if status == 75 else UnavailableError
+        raise _fail(cls, "%s refused the message: %s" % (path, why), recipients)
+    return Report(recipients)
+
+
+# -- SMTP --------------------------------------------------------------------------------
+
+
+def _smtp_classes():
+    import smtplib
+
+    class Client(smtplib.SMTP):
+        """smtplib with a transcript (AUTH redacted) and a streaming DATA."""
+
+        log = None
+        redact = False
+
+        def putcmd(self, cmd, args=""):
+            if self.log is not None:
+                line = ("%s %s" % (cmd, args)).strip() if args else cmd
+                if self.redact:
+                    word = line.split(" ", 1)[0]
+                    line = "%s <redacted>" % word if word.upper() == "AUTH" else "<redacted>"
+                self.log("C: " + line)
+            super().putcmd(cmd, args)
+
+        def getreply(self):
+            code, msg = super().getreply()
+            if self.log is not None:
+                lines = msg.decode("utf-8", "replace").split("\n") or [""]
+                for i, text in enumerate(lines):
+                    self.log("S: %d%s%s" % (code, "-" if i < len(lines) - 1 else " ", text))
+            return code, msg
+
+        def data_stream(self, segments):
+            """DATA with the message streamed: CRLF line ends, dot-stuffed."""
+            self.putcmd("data")
+            code, msg = self.getreply()
+            if code != 354:
+                return code, msg
+            at_start = True
+            for seg in segments:
+                out = seg.replace(b"\n", b"\r\n")
+                if at_start and out.startswith(b"."):
+                    out = b"." + out
+                out = out.replace(b"\r\n.", b"\r\n..")
+                self.sock.sendall(out)
+                at_start = seg.endswith(b"\n")
+            self.sock.sendall(b".\r\n" if at_start else b"\r\n.\r\n")
+            if self.log is not None:
+                self.log("C: <the message>")
+                self.log("C: .")
+            return self.getreply()
+
+    class SSLClient(Client, smtplib.SMTP_SSL):
+        pass
+
+    return Client, SSLClient
+
+
+def tls_context(trust_file=None):
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=os.path.expanduser(trust_file) if trust_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("cannot use TLS trust file %s: %s" % (trust_file, exc)) from None
+
+
+def _cert_subject(sock):
+    try:
+        cert = sock.getpeercert()
+    except (AttributeError, ValueError):
+        return "?"
+    parts = [f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn]
+    return ", ".join(parts) or "?"
+
+
+def deliver_smtp(
+    url,
+    segments,
+    size,
+    sender,
+    recipients,
+    *,
+    user=None,
+    password=None,
+    auth=None,
+    tls="auto",
+    trust_file=None,
+    timeout=30,
+    log=None,
+    check=False,
+    smtputf8=False,
+    warn=None,
+):
+    """Deliver over SMTP; a :class:`Report`, or an exception carrying ``undelivered``."""
+    import smtplib
+    import ssl
+
+    from pipemail.config import is_loopback
+
+    Client, SSLClient = _smtp_classes()
+    host, port = url.host, url.port
+    where = host
+    context = tls_context(trust_file)
+    local = is_loopback(host)
+    if log is not None:
+        log("=== connecting to %s port %d%s" % (host, port, " (TLS)" if url.scheme == "smtps" else ""))
+    try:
+        client = SSLClient(timeout=timeout, context=context) if url.scheme == "smtps" else Client(timeout=timeout)
+        client.log = log
+        code, msg = client.connect(host, port)
+        if code != 220:
+            raise smtplib.SMTPConnectError(code, msg)
+    except smtplib.SMTPConnectError as exc:
+        cls = TempFailError if exc.smtp_code < 500 else UnavailableError
+        raise _fail(
+            cls, "%s refused the connection: %d %s" % (where, exc.smtp_code, _text(exc.smtp_error)), recipients
+        ) from None
+    except ssl.SSLCertVerificationError as exc:
+        raise _fail(UnavailableError, _UNTRUSTED % (where, exc.verify_message), recipients) from None
+    except (OSError, smtplib.SMTPException) as exc:
+        raise _fail(TempFailError, "cannot connect to %s port %d: %s" % (host, port, _why(exc)), recipients) from None
+    try:
+        return _session(
+            client,
+            context,
+            url,
+            segments,
+            size,
+            sender,
+            recipients,
+            user,
+            password,
+            auth,
+            tls,
+            local,
+            log,
+            check,
+            smtputf8,
+            warn,
+        )
+    except PipemailError:
+        raise
+    except ssl.SSLCertVerificationError as exc:
+        raise _fail(UnavailableError, _UNTRUSTED % (where, exc.verify_message), recipients) from None
+    except smtplib.SMTPServerDisconnected:
+        raise _fail(TempFailError, "%s closed the connection" % where, recipients) from None
+    except (OSError, smtplib.SMTPException) as exc:
+        raise _fail(TempFailError, "connection to %s failed: %s" % (where, _why(exc)), recipients) from None
+    finally:
+        try:
+            client.close()
+        except Exception:  # closing what failed: nothing more to say
+            pass
+
+
+_UNTRUSTED = "the certificate of %s is not trusted: %s (a private CA goes in --tls-trust-file)"
+
+
+def _text(raw):
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    return " ".join(str(raw).split())
+
+
+def _why(exc):
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    return describe_oserror(exc) if isinstance(exc, OSError) else str(exc)
+
+
+def _reply_error(step, where, code, msg, recipients):
+    cls = TempFailError if code < 500 else UnavailableError
+    return _fail(cls, "%s refused by %s: %d %s" % (step, where, code, _text(msg)), recipients)
+
+
+def _session(
+    client,
+    context,
+    url,
+    segments,
+    size,
+    sender,
+    recipients,
+    user,
+    password,
+    auth,
+    tls,
+    local,
+    log,
+    check,
+    smtputf8,
+    warn,
+):
+    where = url.host
+    code, msg = client.ehlo()
+    if code != 250:
+        code, msg = client.helo()
+        if code != 250:
+            raise _reply_error("EHLO", where, code, msg, recipients)
+    if url.scheme == "smtp":
+        if tls == "none":
+            if warn and not local:
+                warn("sending to %s without TLS (--tls none)" % where)
+        elif client.has_extn("starttls"):
+            code, msg = client.starttls(context=context)
+            if log is not None:
+                log("=== TLS started (%s); certificate: %s" % (client.sock.version(), _cert_subject(client.sock)))
+            code, msg = client.ehlo()
+            if code != 250:
+                raise _reply_error("EHLO", where, code, msg, recipients)
+        elif not local:
+            raise _fail(
+                UnavailableError,
+                "%s does not offer STARTTLS; not sending in clear (use smtps://, or --tls none to allow it)" % where,
+                recipients,
+            )
+    elif log is not None:
+        log("=== TLS (%s); certificate: %s" % (client.sock.version(), _cert_subject(client.sock)))
+    if user:
+        _authenticate(client, where, user, password, auth, recipients)
+    limit = client.esmtp_features.get("size", "")
+    if limit.isdigit() and int(limit) and size > int(limit):
+        client.quit()
+        raise _fail(
+            UnavailableError,
+            "the message is %d bytes and %s accepts at most %s (SIZE): split it "
+            "(--max-size) or send it another way" % (size, where, limit),
+            recipients,
+        )
+    options = []
+    if limit.isdigit() and int(limit):
+        options.append("SIZE=%d" % size)
+    if smtputf8:
+        if not client.has_extn("smtputf8"):
+            raise _fail(UnavailableError, "an address needs SMTPUTF8, which %s does not offer" % where, recipients)
+        options.append("SMTPUTF8")
+    if client.has_extn("8bitmime"):
+        options.append("BODY=8BITMIME")
+    code, msg = client.mail(sender, options)
+    if code != 250:
+        raise _reply_error("MAIL FROM:<%s>" % sender, where, code, msg, recipients)
+    report = Report()
+    for r in recipients:
+        code, msg = client.rcpt(r)
+        if code in (250, 251):
+            report.accepted.append(r)
+        else:
+            report.refused[r] = (code, "RCPT TO:<%s> refused by %s: %d %s" % (r, where, code, _text(msg)))
+    if check or not report.accepted:
+        client.rset()
+        client.quit()
+        return report
+    code, msg = client.data_stream(segments)
+    if code != 250:
+        raise _reply_error("the message (DATA)", where, code, msg, recipients)
+    try:
+        client.quit()
+    except Exception:  # the message is in; a failed goodbye changes nothing
+        pass
+    return report
+
+
+def _authenticate(client, where, user, password, auth, recipients):
+    import base64
+    import smtplib
+
+    if password is None:
+        raise _fail(
+            ConfigError,
+            "no password for %s at %s: set PIPEMAIL_PASSWORD, password_command or ~/.netrc "
+            "(see pipemail.conf(5))" % (user, where),
+            recipients,
+        )
+    if not client.has_extn("auth"):
+        raise _fail(UnavailableError, "%s does not offer AUTH, and a user is set (%s)" % (where, user), recipients)
+    offered = client.esmtp_features.get("auth", "").upper().split()
+    mech = (auth or ("plain" if "PLAIN" in offered else "login")).upper()
+    client.redact = True
+    try:
+        if mech == "XOAUTH2":
+            token = base64.b64encode(("user=%s\x01auth=Bearer %s\x01\x01" % (user, password)).encode()).decode()
+            code, msg = client.docmd("AUTH", "XOAUTH2 " + token)
+        elif mech == "PLAIN":
+            token = base64.b64encode(("\0%s\0%s" % (user, password)).encode()).decode()
+            code, msg = client.docmd("AUTH", "PLAIN " + token)
+        elif mech == "LOGIN":
+            code, msg = client.docmd("AUTH", "LOGIN " + base64.b64encode(user.encode()).decode())
+            if code == 334:
+                code, msg = client.docmd(base64.b64encode(password.encode()).decode())
+        else:
+            raise _fail(ConfigError, "unknown auth mechanism %s" % mech, recipients)
+    except smtplib.SMTPException as exc:
+        raise _fail(NoPermError, "AUTH failed at %s: %s" % (where, exc), recipients) from None
+    finally:
+        client.redact = False
+    if code != 235:
+        cls = TempFailError if 400 <= code < 500 else NoPermError
+        raise _fail(cls, "AUTH %s refused by %s: %d %s" % (mech, where, code, _text(msg)), recipients)
+
+
+__all__ = [
+    "Report",
+    "deliver_smtp",
+    "deliver_sendmail",
+    "deliver_mbox",
+    "deliver_maildir",
+    "deliver_stdout",
+    "mbox_append",
+    "UsageError",
+]
+
+
+# -- choosing and running a transport; dead letters -----------------------------------------
+
+
+def dead_letter_path(path=None, env=None):
+    env = os.environ if env is None else env
+    return path or env.get("DEAD") or os.path.join(os.path.expanduser("~"), "dead.letter")
+
+
+def resolve(transport=None, account=None, env=None):
+    """The transport URL to use: the option, the account's, else local sendmail if there is one."""
+    from pipemail.config import split_url
+
+    url = transport or (account.transport if account is not None else None)
+    if url:
+        return split_url(url)
+    path = sendmail_path(env=env)
+    if os.access(path, os.X_OK):
+        return split_url("sendmail:" + path)
+    raise ConfigError(
+        "no transport: give --transport smtp://HOST (or smtps://, sendmail:, mbox:, maildir:, -), "
+        "or set one in ~/.config/pipemail/config.toml (see pipemail.conf(5))"
+    )
+
+
+def deliver(
+    url,
+    segments,
+    size,
+    sender,
+    recipients,
+    *,
+    account=None,
+    user=None,
+    tls=None,
+    trust_file=None,
+    timeout=30,
+    log=None,
+    check=False,
+    smtputf8=False,
+    warn=None,
+    stdout=None,
+    env=None,
+):
+    """Deliver by ``url`` (a config.URL); a Report, or an exception with ``undelivered``."""
+    from pipemail import config
+
+    segments = list(segments)
+    if url.scheme in ("smtp", "smtps"):
+        user = user or url.user or (account.user if account is not None else None)
+        password = config.password(account, user, url.host, env) if user else None
+        return deliver_smtp(
+            url,
+            segments,
+            size,
+            sender,
+            recipients,
+            user=user,
+            password=password,
+            auth=account.auth if account is not None else None,
+            tls=tls or (account.tls if account is not None and account.tls else "auto"),
+            trust_file=trust_file or (account.tls_trust_file if account is not None else None),
+            timeout=timeout,
+            log=log,
+            check=check,
+            smtputf8=smtputf8,
+            warn=warn,
+        )
+    if check:
+        return Report(recipients)
+    if url.scheme == "sendmail":
+        return deliver_sendmail(sendmail_path(url.path, env), segments, sender, recipients, timeout)
+    if url.scheme == "mbox":
+        return deliver_mbox(url.path, segments, sender, recipients)
+    if url.scheme == "maildir":
+        return deliver_maildir(url.path, segments, recipients)
+    return deliver_stdout(stdout, segments, recipients)
+
+
+def save_dead_letter(path, segments, sender, undelivered):
+    mbox_append(path, segments, sender, [("X-Pipemail-Undelivered-To", ", ".join(undelivered))])
+
+
+def read_mbox(path):
+    """The messages of an mbox as ``(from_line, bytes)``, ``>From`` lines unquoted once (mboxrd)."""
+    import re
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        from pipemail.errors import NoInputError
+
+        raise NoInputError("cannot read %s: %s" % (shown(os.fsdecode(path)), describe_oserror(exc))) from None
+    out = []
+    starts = [
+        m.start()
+        for m in re.finditer(rb"(?m)^From ", data)
+        if m.start() == 0 or data[m.start() - 2 : m.start()] == b"\n\n"
+    ]
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(data)
+        chunk = data[start:end]
+        nl = chunk.find(b"\n")
+        body = chunk[nl + 1 :]
+        if body.endswith(b"\n\n"):
+            body = body[:-1]
+        out.append((chunk[:nl], re.sub(rb"(?m)^>(>*From )", rb"\1", body)))
+    return out
