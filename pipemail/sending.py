@@ -132,6 +132,8 @@ def _deliver(msg, envelope_from, rcpts, opts, account):
         )
     except PipemailError as exc:
         if keep:
+            opts.warn(str(exc))  # the reason first, then where the message went
+            exc.reported = True
             _keep(opts, segments, envelope_from, getattr(exc, "undelivered", rcpts), str(exc))
         raise
     for _addr, (_code, text) in report.refused.items():

@@ -214,6 +214,8 @@ def _smtp_classes():
         redact = False
 
         def putcmd(self, cmd, args=""):
+            if not self.redact:
+                cmd = cmd.upper()  # smtplib sends "ehlo", "rset": show and send them as RFC 5321 writes them
             if self.log is not None:
                 line = ("%s %s" % (cmd, args)).strip() if args else cmd
                 if self.redact:
@@ -308,6 +310,7 @@ def deliver_smtp(
     try:
         client = SSLClient(timeout=timeout, context=context) if url.scheme == "smtps" else Client(timeout=timeout)
         client.log = log
+        client._host = host  # smtplib checks the certificate against it (set by __init__ only)
         code, msg = client.connect(host, port)
         if code != 220:
             raise smtplib.SMTPConnectError(code, msg)

@@ -63,3 +63,7 @@ def run():
         return Result(proc)
 
     return _run
+
+
+# Fixtures offered to every test module: a real SMTP server (aiosmtpd) and a real MTA (Exim).
+from smtp_server import smtp_server  # noqa: E402, F401

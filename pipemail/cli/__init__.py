@@ -49,7 +49,8 @@ class Command(click.Command):
         except (click.Abort, KeyboardInterrupt):
             code = 130
         except PipemailError as exc:
-            warn(prog, str(exc))
+            if not getattr(exc, "reported", False):
+                warn(prog, str(exc))
             code = exc.exit_code
         except OSError as exc:
             if os.environ.get("PIPEMAIL_DEBUG"):

@@ -1,0 +1,134 @@
+"""A real SMTP server for the tests: aiosmtpd's Controller on loopback, with STARTTLS
+(certificates from trustme), AUTH and scripted refusals where a test needs them."""
+
+import socket
+import ssl
+
+import pytest
+
+
+def free_port(host="127.0.0.1"):
+    # aiosmtpd 1.4.6 cannot start on port 0: pick one ourselves
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """What the server got, and how it should answer."""
+
+    def __init__(self):
+        self.messages = []  # (mail_from, [rcpt], bytes)
+        self.rcpt_replies = {}  # address -> reply, e.g. "550 5.1.1 user unknown"
+        self.data_reply = None  # e.g. "554 5.6.0 rejected"
+        self.logins = []
+        self.host = "127.0.0.1"
+        self.port = None
+        self.ca_file = None
+
+    @property
+    def url(self):
+        return "smtp://%s:%d" % (self.host, self.port)
+
+    # aiosmtpd handler hooks
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.rcpt_replies.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.data_reply:
+            return self.data_reply
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        return "250 2.0.0 Message accepted"
+
+
+@pytest.fixture
+def smtp_server(tmp_path):
+    """smtp_server(tls=False, auth=None, size=None, smtputf8=True) -> a running Server."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    controllers = []
+
+    def start(tls=False, auth=None, size=None, smtputf8=True, implicit_tls=False):
+        handler = Server()
+        kwargs = {"enable_SMTPUTF8": smtputf8, "decode_data": False}
+        if size is not None:
+            kwargs["data_size_limit"] = size
+        if tls or implicit_tls:
+            import trustme
+
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1", "localhost")
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            cert.configure_cert(context)
+            handler.ca_file = str(tmp_path / ("ca-%d.pem" % len(controllers)))
+            ca.cert_pem.write_to_path(handler.ca_file)
+            if tls:
+                kwargs["tls_context"] = context
+        if auth is not None:
+
+            def authenticator(server, session, envelope, mechanism, auth_data):
+                ok = (
+                    isinstance(auth_data, LoginPassword)
+                    and (auth_data.login.decode(), auth_data.password.decode()) == auth
+                )
+                handler.logins.append(
+                    (mechanism, auth_data.login.decode() if isinstance(auth_data, LoginPassword) else None, ok)
+                )
+                return AuthResult(success=ok, handled=False)  # handled=True (the default) sends no reply
+
+            kwargs["authenticator"] = authenticator
+            kwargs["auth_require_tls"] = bool(tls)
+        handler.port = free_port()
+        controller = Controller(
+            handler, hostname="127.0.0.1", port=handler.port, ssl_context=context if implicit_tls else None, **kwargs
+        )
+        controller.start()
+        controllers.append(controller)
+        return handler
+
+    yield start
+    for c in controllers:
+        c.stop()
+
+
+class RawServer:
+    """A scripted loopback server for faults aiosmtpd will not produce (a 421 greeting, a hang-up)."""
+
+    def __init__(self, script):
+        import threading
+
+        self.script = script
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            f = conn.makefile("rb")
+            for expect, reply in self.script:
+                if expect is not None:
+                    line = f.readline()
+                    if not line:
+                        return
+                    if expect == "DATA-BODY":
+                        while line and line not in (b".\r\n",):
+                            line = f.readline()
+                if reply is None:
+                    return  # hang up
+                conn.sendall(reply.encode() + b"\r\n")
+
+    def close(self):
+        self.sock.close()

@@ -1,0 +1,271 @@
+"""pymail against a real SMTP server on loopback: the bytes it got, the exit codes, the dead letter."""
+
+import email
+import email.policy
+import os
+
+import pytest
+from smtp_server import RawServer, free_port
+
+
+def parse(raw):
+    """The message as a local mail store keeps it: line ends \n, as the server got them otherwise."""
+    return email.message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=email.policy.default)
+
+
+def send(run, server, *args, input=b"hello\n", env=None, **kw):
+    full = {"HOME": kw.pop("home", os.environ.get("HOME", "/tmp"))}
+    full.update(env or {})
+    return run(
+        "pymail", "--transport", server if isinstance(server, str) else server.url, *args, input=input, env=full, **kw
+    )
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+def test_plain_send_is_received_with_its_headers(run, smtp_server, home):
+    srv = smtp_server()
+    r = send(
+        run, srv, "-s", "report", "-r", "cron@example.org", "admin@example.org", input=b"uname output\n", home=str(home)
+    )
+    assert (r.returncode, r.stderr) == (0, "")
+    ((mail_from, rcpts, raw),) = srv.messages
+    assert (mail_from, rcpts) == ("cron@example.org", ["admin@example.org"])
+    msg = parse(raw)
+    assert msg["Subject"] == "report" and msg["To"] == "admin@example.org" and msg["From"] == "cron@example.org"
+    assert msg["Date"] and msg["Message-ID"] and msg["User-Agent"].startswith("pipemail/")
+    assert msg.get_content() == "uname output\n"
+
+
+def test_attachments_cc_and_bcc(run, smtp_server, home, tmp_path):
+    srv = smtp_server()
+    att = tmp_path / "r\u00e9sum\u00e9.pdf"
+    att.write_bytes(b"%PDF-1.4\n" + os.urandom(3000))
+    r = send(
+        run,
+        srv,
+        "-s",
+        "caf\u00e9",
+        "-a",
+        att,
+        "-c",
+        "c@example.org",
+        "-b",
+        "secret@example.org",
+        "to@example.org",
+        home=str(home),
+    )
+    assert r.returncode == 0, r.stderr
+    ((_f, rcpts, raw),) = srv.messages
+    assert rcpts == ["to@example.org", "c@example.org", "secret@example.org"]
+    assert b"secret@example.org" not in raw  # Bcc only in the envelope
+    assert b"Subject: =?utf-8?" in raw
+    msg = parse(raw)
+    assert msg["Subject"] == "caf\u00e9" and msg["Cc"] == "c@example.org"
+    (body,) = [p for p in msg.iter_parts() if p.get_content_type() == "text/plain"]
+    assert body.get_content() == "hello\n"
+    (part,) = msg.iter_attachments()
+    assert part.get_filename() == "r\u00e9sum\u00e9.pdf" and part.get_content_type() == "application/pdf"
+    assert part.get_payload(decode=True) == att.read_bytes()
+
+
+def test_starttls_and_auth_with_a_redacted_transcript(run, smtp_server, home):
+    srv = smtp_server(tls=True, auth=("alice", "s3cret-pw"))
+    r = send(
+        run,
+        srv,
+        "-v",
+        "--user",
+        "alice",
+        "--tls-trust-file",
+        srv.ca_file,
+        "to@example.org",
+        env={"PIPEMAIL_PASSWORD": "s3cret-pw"},
+        home=str(home),
+    )
+    assert r.returncode == 0, r.stderr
+    assert srv.logins == [("PLAIN", "alice", True)]
+    assert len(srv.messages) == 1
+    import base64
+
+    for secret in ("s3cret-pw", base64.b64encode(b"\0alice\0s3cret-pw").decode()):
+        assert secret not in r.stderr
+    lines = r.stderr.splitlines()
+    assert "C: STARTTLS" in lines and "C: AUTH <redacted>" in lines
+    assert any(line.startswith("=== TLS started") and "CN=" not in line or "certificate:" in line for line in lines)
+    assert any(line.startswith("S: 235") for line in lines)
+    assert lines.index("C: STARTTLS") < lines.index("C: AUTH <redacted>")
+
+
+def test_untrusted_certificate_keeps_the_message(run, smtp_server, home):
+    srv = smtp_server(tls=True)
+    r = send(run, srv, "to@example.org", home=str(home))
+    assert r.returncode == 69
+    assert "the certificate of 127.0.0.1 is not trusted" in r.stderr
+    assert srv.messages == []
+    dead = (home / "dead.letter").read_bytes()
+    assert b"X-Pipemail-Undelivered-To: to@example.org\n" in dead and b"\n\nhello\n" in dead
+
+
+def test_wrong_password_exits_77(run, smtp_server, home):
+    srv = smtp_server(tls=True, auth=("alice", "right"))
+    r = send(
+        run,
+        srv,
+        "--user",
+        "alice",
+        "--tls-trust-file",
+        srv.ca_file,
+        "to@example.org",
+        env={"PIPEMAIL_PASSWORD": "Wr0ngPa55"},
+        home=str(home),
+    )
+    assert r.returncode == 77
+    assert r.stderr.startswith("pymail: AUTH PLAIN refused by 127.0.0.1: 535")
+    assert "Wr0ngPa55" not in r.stderr
+    assert (home / "dead.letter").exists()
+
+
+def test_refused_recipient_others_still_get_it(run, smtp_server, home):
+    srv = smtp_server()
+    srv.rcpt_replies["bad@example.org"] = "550 5.1.1 user unknown"
+    r = send(run, srv, "good@example.org", "bad@example.org", home=str(home))
+    assert r.returncode == 67
+    assert "pymail: RCPT TO:<bad@example.org> refused by 127.0.0.1: 550 5.1.1 user unknown\n" in r.stderr
+    ((_f, rcpts, _raw),) = srv.messages
+    assert rcpts == ["good@example.org"]
+    dead = (home / "dead.letter").read_bytes()
+    assert b"X-Pipemail-Undelivered-To: bad@example.org\n" in dead
+
+
+def test_temporary_refusal_is_75_and_wins_over_550(run, smtp_server, home):
+    srv = smtp_server()
+    srv.rcpt_replies["later@example.org"] = "451 4.3.0 try again later"
+    srv.rcpt_replies["bad@example.org"] = "550 5.1.1 user unknown"
+    r = send(run, srv, "later@example.org", "bad@example.org", home=str(home))
+    assert r.returncode == 75
+    assert "451 4.3.0 try again later" in r.stderr and "550 5.1.1 user unknown" in r.stderr
+    assert srv.messages == []
+
+
+def test_rejected_after_data(run, smtp_server, home):
+    srv = smtp_server()
+    srv.data_reply = "554 5.6.0 message rejected"
+    r = send(run, srv, "to@example.org", home=str(home))
+    assert r.returncode == 69
+    assert r.stderr.startswith("pymail: the message (DATA) refused by 127.0.0.1: 554 5.6.0 message rejected\n")
+    assert b"X-Pipemail-Undelivered-To: to@example.org" in (home / "dead.letter").read_bytes()
+
+
+def test_server_down_then_resend(run, smtp_server, home):
+    port = free_port()
+    for n in range(2):
+        r = send(run, "smtp://127.0.0.1:%d" % port, "-s", "msg %d" % n, "to%d@example.org" % n, home=str(home))
+        assert r.returncode == 75
+        assert "cannot connect to 127.0.0.1 port %d: Connection refused" % port in r.stderr
+    dead = home / "dead.letter"
+    assert dead.read_bytes().count(b"X-Pipemail-Undelivered-To:") == 2  # appended, never replaced
+    srv = smtp_server()
+    r = run("pymail", "--transport", srv.url, "--resend", str(dead), env={"HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    assert sorted(rc for _f, rc, _r in srv.messages) == [["to0@example.org"], ["to1@example.org"]]
+    assert [parse(raw)["Subject"] for _f, _rc, raw in srv.messages] == ["msg 0", "msg 1"]
+    assert b"X-Pipemail-Undelivered-To" not in srv.messages[0][2]
+    assert dead.read_bytes() == b""
+
+
+def test_size_limit_stops_before_data(run, smtp_server, home):
+    srv = smtp_server(size=2000)
+    r = send(run, srv, "to@example.org", input=b"x" * 5000 + b"\n", home=str(home))
+    assert r.returncode == 69
+    assert "accepts at most 2000 (SIZE)" in r.stderr and "--max-size" in r.stderr
+    assert srv.messages == []
+
+
+def test_421_greeting_and_hang_up_during_data(run, home):
+    raw = RawServer([(None, "421 4.3.2 too busy")])
+    r = send(run, "smtp://127.0.0.1:%d" % raw.port, "to@example.org", home=str(home))
+    raw.close()
+    assert r.returncode == 75 and "421 4.3.2 too busy" in r.stderr
+    raw = RawServer(
+        [
+            (None, "220 hi"),
+            ("EHLO", "250 ok"),
+            ("MAIL", "250 ok"),
+            ("RCPT", "250 ok"),
+            ("DATA", "354 go"),
+            ("DATA-BODY", None),
+        ]
+    )
+    r = send(run, "smtp://127.0.0.1:%d" % raw.port, "to@example.org", home=str(home))
+    raw.close()
+    assert r.returncode == 75 and "closed the connection" in r.stderr
+    assert (home / "dead.letter").read_bytes().count(b"X-Pipemail-Undelivered-To: to@example.org") == 2
+
+
+def test_check_sends_nothing(run, smtp_server, home):
+    srv = smtp_server()
+    srv.rcpt_replies["bad@example.org"] = "550 5.1.1 user unknown"
+    r = send(run, srv, "--check", "-v", "ok@example.org", "bad@example.org", home=str(home))
+    assert r.returncode == 67
+    assert srv.messages == [] and "C: RSET" in r.stderr and "check: ok@example.org would be accepted" in r.stderr
+    assert not (home / "dead.letter").exists()
+
+
+def test_header_injection_and_missing_attachment_send_nothing(run, smtp_server, home, tmp_path):
+    srv = smtp_server()
+    r = send(run, srv, "-s", "hi\nBcc: victim@example.org", "to@example.org", home=str(home))
+    assert r.returncode == 65 and "line break" in r.stderr
+    r = send(run, srv, "-H", "X-A: b\rc", "to@example.org", home=str(home))
+    assert r.returncode == 65
+    r = send(run, srv, "-a", tmp_path / "missing.bin", "to@example.org", home=str(home))
+    assert r.returncode == 66
+    assert r.stderr == "pymail: cannot attach %s: No such file or directory\n" % (tmp_path / "missing.bin")
+    assert srv.messages == []
+
+
+def test_skip_empty_and_binary_stdin(run, smtp_server, home):
+    srv = smtp_server()
+    assert send(run, srv, "-E", "to@example.org", input=b"", home=str(home)).returncode == 0
+    assert srv.messages == []
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    data += os.urandom(500)
+    r = send(run, srv, "to@example.org", input=data, home=str(home))
+    assert r.returncode == 0, r.stderr
+    msg = parse(srv.messages[0][2])
+    assert msg.get_content_type() == "image/png" and msg.get_filename() == "stdin.png"
+    assert msg.get_payload(decode=True) == data
+
+
+def test_local_transports(run, tmp_path, home):
+    box = tmp_path / "box.mbox"
+    for n in range(2):
+        r = run(
+            "pymail",
+            "--transport",
+            "mbox:%s" % box,
+            "-s",
+            "n%d" % n,
+            "a@example.org",
+            input=b"From here\nline\n",
+            env={"HOME": str(home)},
+        )
+        assert r.returncode == 0
+    import mailbox
+
+    msgs = list(mailbox.mbox(box))
+    assert [m["Subject"] for m in msgs] == ["n0", "n1"]
+    maildir = tmp_path / "Maildir"
+    r = run("pymail", "--transport", "maildir:%s" % maildir, "a@example.org", input=b"x\n", env={"HOME": str(home)})
+    assert r.returncode == 0 and len(os.listdir(maildir / "new")) == 1 and os.listdir(maildir / "tmp") == []
+    r = run("pymail", "--transport", "-", "-s", "x", "a@example.org", input=b"body\n", env={"HOME": str(home)})
+    assert r.returncode == 0 and r.stdout.endswith(b"\n\nbody\n") and b"Subject: x\n" in r.stdout
