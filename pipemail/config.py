@@ -152,6 +152,11 @@ class Config:
             return self.accounts[self.default]  # load() checked that it exists
         if len(self.accounts) == 1:
             return next(iter(self.accounts.values()))
+        if self.accounts:  # guessing could send through the wrong server, or none
+            raise ConfigError(
+                "%s has several accounts (%s) and no default: give --account NAME or set default = \"NAME\""
+                % (self.path, ", ".join(sorted(self.accounts)))
+            )
         return Account()
 
 

@@ -528,7 +528,7 @@ def resolve(transport=None, account=None, env=None):
 
     url = transport or (account.transport if account is not None else None)
     if url:
-        return split_url(url)
+        return split_url(url, kind="transport")
     path = sendmail_path(env=env)
     if os.access(path, os.X_OK):
         return split_url("sendmail:" + path)

@@ -295,10 +295,16 @@ def test_only_account_without_default(tmp_path):
     assert cfg.account().name == "solo"
 
 
-def test_several_accounts_without_default_give_an_empty_account(tmp_path):
+def test_several_accounts_without_default_is_an_error(tmp_path):
     text = '[accounts.a]\ntransport = "-"\n[accounts.b]\ntransport = "sendmail:"\n'
-    cfg = load(write(tmp_path / "c.toml", text))
-    assert cfg.account() == Account()
+    path = write(tmp_path / "c.toml", text)
+    cfg = load(path)
+    with pytest.raises(ConfigError) as info:
+        cfg.account()
+    assert str(info.value) == (
+        '%s has several accounts (a, b) and no default: give --account NAME or set default = "NAME"' % path
+    )
+    assert cfg.account("b").transport == "sendmail:"
 
 
 def test_unknown_account(tmp_path):
