@@ -154,7 +154,7 @@ class Config:
             return next(iter(self.accounts.values()))
         if self.accounts:  # guessing could send through the wrong server, or none
             raise ConfigError(
-                "%s has several accounts (%s) and no default: give --account NAME or set default = \"NAME\""
+                '%s has several accounts (%s) and no default: give --account NAME or set default = "NAME"'
                 % (self.path, ", ".join(sorted(self.accounts)))
             )
         return Account()

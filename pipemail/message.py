@@ -237,7 +237,7 @@ class Message:
             if self.raw_body:
                 yield self.raw_body if self.raw_body.endswith(b"\n") else self.raw_body + b"\n"
             return
-        if len(self.parts) == 1:
+        if self.boundary is None:  # one part: its headers are the message's
             part = self.parts[0]
             yield head + _part_head(part) + b"\n"
             yield _ended(part.body)
@@ -331,7 +331,7 @@ def compose(
     for name, value in extra_headers:
         headers.append((name, encode_header_value(value)))
     msg = Message(headers, parts)
-    if len(parts) > 1:
+    if len(parts) > 1 or files:  # attachments always in multipart/mixed, even without a text
         msg.boundary = "=_pipemail_" + os.urandom(12).hex()
         msg.headers.append(("Content-Type", 'multipart/mixed; boundary="%s"' % msg.boundary))
     return msg

@@ -16,6 +16,7 @@ MODULES = {
     "pyuudecode": "pipemail.cli.uudecode",
     "pyshar": "pipemail.cli.shar",
     "pyunshar": "pipemail.cli.unshar",
+    "pymail": "pipemail.cli.mail",
 }
 COMMANDS = list(MODULES)
 
@@ -51,6 +52,10 @@ def page_path(name):
     return ROOT / "man" / "man1" / ("%s.1" % name)
 
 
+# Pages that document no command's --help: they are only checked to render cleanly.
+OTHER_PAGES = [ROOT / "man" / "man5" / "pipemail.conf.5"]
+
+
 def page_text(name):
     """The page's source with ``\\-`` as ``-`` and font escapes removed."""
     text = page_path(name).read_text(encoding="utf-8")
@@ -79,15 +84,17 @@ def test_every_help_option_is_in_the_man_page(name):
     assert not missing, "%s: options of --help missing from %s" % (missing, page_path(name))
 
 
-@pytest.mark.parametrize("name", COMMANDS)
-def test_man_page_renders_without_warnings(name):
+@pytest.mark.parametrize("path", [page_path(name) for name in COMMANDS] + OTHER_PAGES, ids=lambda path: path.name)
+def test_man_page_renders_without_warnings(path):
+    assert path.is_file(), "%s is missing" % path
     proc = subprocess.run(
-        [groff(), "-man", "-ww", "-Tutf8", "-z", str(page_path(name))],
+        [groff(), "-man", "-ww", "-Tutf8", "-z", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 0
+    assert proc.stdout == ""
     assert proc.stderr == ""
 
 

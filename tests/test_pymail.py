@@ -5,6 +5,8 @@ import email.policy
 import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from smtp_server import RawServer, free_port
 
 
@@ -269,3 +271,153 @@ def test_local_transports(run, tmp_path, home):
     assert r.returncode == 0 and len(os.listdir(maildir / "new")) == 1 and os.listdir(maildir / "tmp") == []
     r = run("pymail", "--transport", "-", "-s", "x", "a@example.org", input=b"body\n", env={"HOME": str(home)})
     assert r.returncode == 0 and r.stdout.endswith(b"\n\nbody\n") and b"Subject: x\n" in r.stdout
+
+
+# -- through a real MTA ---------------------------------------------------------------
+
+import mta  # noqa: E402
+
+exim = mta.exim
+
+
+def test_through_exim_over_smtp(run, exim, home):
+    exim.clear()
+    body = "Grüße, ✉\n.\nFrom the dot above\n" + "long " * 300 + "\n"
+    r = run(
+        "pymail",
+        "--transport",
+        "smtp://%s:%d" % (exim.host, exim.port),
+        "-s",
+        "über exim",
+        "-r",
+        "sender@pipemail.test",
+        "pmtest@pipemail.test",
+        input=body.encode(),
+        env={"HOME": str(home)},
+    )
+    assert (r.returncode, r.stderr) == (0, "")
+    [delivered] = exim.wait_for(1)
+    msg = parse(delivered.replace(b"\n>From ", b"\nFrom "))
+    assert msg["Subject"] == "über exim" and msg.get_content() == body
+
+
+def test_through_exim_as_sendmail(run, exim, home, tmp_path):
+    exim.clear()
+    wrapper = tmp_path / "sendmail"
+    wrapper.write_text('#!/bin/sh\nexec %s -C %s "$@"\n' % (exim.binary, exim.config))
+    wrapper.chmod(0o755)
+    r = run(
+        "pymail",
+        "--transport",
+        "sendmail:%s" % wrapper,
+        "-s",
+        "via sendmail",
+        "-r",
+        "sender@pipemail.test",
+        "pmtest@pipemail.test",
+        input=b"local hand-off\n",
+        env={"HOME": str(home)},
+    )
+    assert (r.returncode, r.stderr) == (0, "")
+    [delivered] = exim.wait_for(1)
+    assert parse(delivered).get_content() == "local hand-off\n"
+    r = run(
+        "pymail",
+        "--transport",
+        "sendmail:%s" % wrapper,
+        "-r",
+        "sender@pipemail.test",
+        "--",
+        "-oi@pipemail.test",
+        input=b"x\n",
+        env={"HOME": str(home)},
+    )
+    assert r.returncode == 65
+
+
+# -- the rest of the interface ------------------------------------------------------------
+
+
+def test_read_recipients_from_the_message(run, smtp_server, home):
+    srv = smtp_server()
+    raw = b"To: a@example.org\nCc: b@example.org\nBcc: hidden@example.org\nSubject: whole\n\nbody here\n"
+    r = send(run, srv, "-t", "extra@example.org", input=raw, home=str(home))
+    assert r.returncode == 0, r.stderr
+    ((_f, rcpts, got),) = srv.messages
+    assert rcpts == ["a@example.org", "b@example.org", "hidden@example.org", "extra@example.org"]
+    msg = parse(got)
+    assert msg["Bcc"] is None and msg["Subject"] == "whole" and msg["Date"] and msg["Message-ID"]
+    assert msg.get_content() == "body here\n"
+
+
+def test_smtputf8_only_when_an_address_needs_it(run, smtp_server, home):
+    srv = smtp_server()
+    r = send(run, srv, "-r", "me@example.org", "jos\u00e9@example.org", home=str(home))
+    assert r.returncode == 0, r.stderr
+    assert srv.messages[0][1] == ["jos\u00e9@example.org"]
+    old = smtp_server(smtputf8=False)
+    r = send(run, old, "jos\u00e9@example.org", home=str(home))
+    assert r.returncode == 69
+    assert "an address needs SMTPUTF8, which 127.0.0.1 does not offer" in r.stderr
+
+
+def test_account_from_the_config_with_password_command(run, smtp_server, home, tmp_path):
+    srv = smtp_server(auth=("bob", "from-command"))
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        'default = "work"\n[accounts.work]\nfrom = "Bob <bob@example.org>"\n'
+        'transport = "smtp://bob@127.0.0.1:%d"\npassword_command = "echo from-command"\n' % srv.port
+    )
+    r = run("pymail", "-s", "cfg", "to@example.org", input=b"x\n", env={"HOME": str(home), "PIPEMAIL_CONFIG": str(cfg)})
+    assert (r.returncode, r.stderr) == (0, "")
+    assert srv.logins == [("PLAIN", "bob", True)]
+    assert parse(srv.messages[0][2])["From"] == "Bob <bob@example.org>"
+
+
+def test_no_transport_configured(run, home, tmp_path):
+    r = run(
+        "pymail",
+        "to@example.org",
+        input=b"x\n",
+        env={"HOME": str(home), "PIPEMAIL_SENDMAIL": str(tmp_path / "no-sendmail")},
+    )
+    assert r.returncode == 78
+    assert r.stderr.startswith("pymail: no transport: give --transport smtp://HOST")
+
+
+@settings(max_examples=10, suppress_health_check=[HealthCheck.function_scoped_fixture])  # run, smtp_server: stateless
+@given(
+    subject=st.text(
+        alphabet=st.characters(blacklist_categories=["Cs", "Cc", "Zl", "Zp"]), min_size=1, max_size=60
+    ).filter(lambda s: s.strip() == s and " " * 2 not in s),
+    body=st.text(max_size=3000)
+    | st.lists(st.sampled_from([".", "..", "From x", "a" * 1500, "x\r", "é"]), max_size=8).map("\n".join),
+    name=st.text(
+        alphabet=st.characters(blacklist_categories=["Cs", "Cc"], blacklist_characters="/\\"), min_size=1, max_size=30
+    ).filter(lambda s: s not in (".", "..")),
+)
+def test_random_messages_arrive_intact(run, smtp_server, tmp_path_factory, subject, body, name):
+    srv = smtp_server()
+    d = tmp_path_factory.mktemp("att")
+    att = d / name
+    att.write_bytes(os.urandom(100))
+    r = run(
+        "pymail",
+        "--transport",
+        srv.url,
+        "-s",
+        subject,
+        "-a",
+        str(att),
+        "to@example.org",
+        input=body.encode("utf-8", "surrogatepass"),
+        env={"HOME": str(d)},
+    )
+    assert r.returncode == 0, r.stderr
+    msg = parse(srv.messages[0][2])
+    assert msg["Subject"] == subject
+    text = [p for p in msg.iter_parts() if p.get_content_type() == "text/plain" and not p.get_filename()]
+    if body:
+        assert text[0].get_payload(decode=True) == body.encode("utf-8", "surrogatepass")
+    (part,) = [p for p in msg.iter_attachments() if p.get_filename() is not None]
+    assert part.get_filename() == name and part.get_payload(decode=True) == att.read_bytes()
