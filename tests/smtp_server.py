@@ -39,6 +39,18 @@ class Server:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
+    xoauth2 = None  # (user, "Bearer TOKEN") that AUTH XOAUTH2 accepts
+
+    async def auth_XOAUTH2(self, server, args):
+        import base64
+
+        from aiosmtpd.smtp import AuthResult
+
+        fields = dict(f.split("=", 1) for f in base64.b64decode(args[1]).decode().split("\x01") if "=" in f)
+        ok = (fields.get("user"), fields.get("auth")) == self.xoauth2
+        self.logins.append(("XOAUTH2", fields.get("user"), ok))
+        return AuthResult(success=ok, handled=False)
+
     async def handle_DATA(self, server, session, envelope):
         if self.data_reply:
             return self.data_reply
@@ -54,8 +66,13 @@ def smtp_server(tmp_path):
 
     controllers = []
 
-    def start(tls=False, auth=None, size=None, smtputf8=True, implicit_tls=False):
+    def start(tls=False, auth=None, size=None, smtputf8=True, implicit_tls=False, xoauth2=None):
         handler = Server()
+        if xoauth2 is not None:
+            handler.xoauth2 = xoauth2
+            kwargs_auth = {"auth_require_tls": False}
+        else:
+            kwargs_auth = {}
         kwargs = {"enable_SMTPUTF8": smtputf8, "decode_data": False}
         if size is not None:
             kwargs["data_size_limit"] = size
@@ -84,6 +101,7 @@ def smtp_server(tmp_path):
 
             kwargs["authenticator"] = authenticator
             kwargs["auth_require_tls"] = bool(tls)
+        kwargs.update(kwargs_auth)
         handler.port = free_port()
         controller = Controller(
             handler, hostname="127.0.0.1", port=handler.port, ssl_context=context if implicit_tls else None, **kwargs

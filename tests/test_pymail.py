@@ -421,3 +421,57 @@ def test_random_messages_arrive_intact(run, smtp_server, tmp_path_factory, subje
         assert text[0].get_payload(decode=True) == body.encode("utf-8", "surrogatepass")
     (part,) = [p for p in msg.iter_attachments() if p.get_filename() is not None]
     assert part.get_filename() == name and part.get_payload(decode=True) == att.read_bytes()
+
+
+def test_latin1_body_keeps_its_charset(run, smtp_server, home):
+    srv = smtp_server()
+    body = "Grüße aus Köln, déjà vu.\n".encode("latin-1")
+    r = send(run, srv, "to@example.org", input=body, home=str(home))
+    assert r.returncode == 0, r.stderr
+    msg = parse(srv.messages[0][2])
+    assert msg.get_content_type() == "text/plain"
+    assert msg.get_content_charset() in ("iso-8859-1", "latin-1", "windows-1252")
+    assert msg.get_payload(decode=True) == body
+
+
+def test_terminal_stdin_ends_at_a_lone_dot(smtp_server, home):
+    import subprocess
+
+    from conftest import command_path
+
+    srv = smtp_server()
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        command_path("pymail") + ["--transport", srv.url, "-s", "tty", "to@example.org"],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HOME": str(home)},
+    )
+    os.close(slave)
+    os.write(master, b"typed line\n.\n")
+    out, err = proc.communicate(timeout=30)
+    os.close(master)
+    assert proc.returncode == 0, err
+    assert parse(srv.messages[0][2]).get_content() == "typed line\n"
+
+
+def test_xoauth2_token_from_password_command(run, smtp_server, home, tmp_path):
+    srv = smtp_server(xoauth2=("carol@example.org", "Bearer ya29.token"))
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[accounts.oauth]\ntransport = "smtp://127.0.0.1:%d"\nuser = "carol@example.org"\n'
+        'auth = "xoauth2"\npassword_command = "printf ya29.token"\n' % srv.port
+    )
+    r = run(
+        "pymail",
+        "--account",
+        "oauth",
+        "-v",
+        "to@example.org",
+        input=b"x\n",
+        env={"HOME": str(home), "PIPEMAIL_CONFIG": str(cfg)},
+    )
+    assert r.returncode == 0, r.stderr
+    assert srv.logins == [("XOAUTH2", "carol@example.org", True)]
+    assert "ya29.token" not in r.stderr and "C: AUTH <redacted>" in r.stderr
