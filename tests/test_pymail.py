@@ -475,3 +475,23 @@ def test_xoauth2_token_from_password_command(run, smtp_server, home, tmp_path):
     assert r.returncode == 0, r.stderr
     assert srv.logins == [("XOAUTH2", "carol@example.org", True)]
     assert "ya29.token" not in r.stderr and "C: AUTH <redacted>" in r.stderr
+
+
+def test_resend_keeps_only_what_failed_again(run, smtp_server, home):
+    port = free_port()
+    dead = home / "dead.letter"
+    for rcpts in (["a@example.org", "b@example.org"], ["c@example.org"]):
+        r = send(run, "smtp://127.0.0.1:%d" % port, *rcpts, home=str(home))
+        assert r.returncode == 75
+    srv = smtp_server()
+    srv.rcpt_replies["b@example.org"] = "550 5.1.1 no such user"
+    r = run("pymail", "--transport", srv.url, "--resend", str(dead), env={"HOME": str(home)})
+    assert r.returncode == 67
+    assert sorted(rc for _f, rc, _raw in srv.messages) == [["a@example.org"], ["c@example.org"]]
+    kept = dead.read_bytes()
+    assert kept.count(b"X-Pipemail-Undelivered-To:") == 1 and b"X-Pipemail-Undelivered-To: b@example.org\n" in kept
+    assert os.stat(dead).st_mode & 0o777 == 0o600
+    srv.rcpt_replies.clear()
+    r = run("pymail", "--transport", srv.url, "--resend", str(dead), env={"HOME": str(home)})
+    assert r.returncode == 0 and dead.read_bytes() == b""
+    assert srv.messages[-1][1] == ["b@example.org"]
