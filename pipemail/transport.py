@@ -19,7 +19,6 @@ from pipemail.errors import (
     PipemailError,
     TempFailError,
     UnavailableError,
-    UsageError,
     describe_oserror,
     shown,
 )
@@ -510,7 +509,6 @@ __all__ = [
     "deliver_maildir",
     "deliver_stdout",
     "mbox_append",
-    "UsageError",
 ]
 
 
