@@ -16,6 +16,7 @@ from pipemail.errors import DataError, NoInputError, describe_oserror, shown
 
 _FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322: printable ASCII but colon
 _B64_LINE = 57  # bytes per 76-character base64 line
+_MIME_HEADERS = ("mime-version", "content-type", "content-transfer-encoding", "content-disposition")
 
 
 def check_value(what, value):
@@ -63,7 +64,11 @@ def format_address(pair):
         return addr
     from email.utils import formataddr
 
-    return formataddr((name, addr), charset="utf-8")
+    if addr.isascii():
+        return formataddr((name, addr), charset="utf-8")
+    # an internationalised address (SMTPUTF8) stays raw; the name is encoded if need be
+    shown_name = encode_header_value(name) if not name.isascii() else formataddr((name, "x@y")).rsplit(" <", 1)[0]
+    return "%s <%s>" % (shown_name, addr)
 
 
 def needs_smtputf8(addrs):
@@ -187,22 +192,37 @@ def attachment_part(data, filename, mime=None):
 
 
 def base64_lines(data):
-    """``data`` as base64 lines of 76 characters, encoded in one pass of bounded steps."""
+    """``data`` as base64 lines of 76 characters in one buffer, framed a thousand lines at a time."""
+    from pipemail.uu import _splitter
+
     out = bytearray()
     step = _B64_LINE * 1024
+    view = memoryview(data)
     for i in range(0, len(data), step):
-        chunk = data[i : i + step]
-        for j in range(0, len(chunk), _B64_LINE):
-            out += binascii.b2a_base64(chunk[j : j + _B64_LINE])
-    return bytes(out)
+        chunk = view[i : i + step]
+        whole = len(chunk) - len(chunk) % _B64_LINE
+        if whole:
+            text = binascii.b2a_base64(chunk[:whole], newline=False)
+            out += b"\n".join(_splitter(whole // _B64_LINE, 76).unpack(text))
+            out += b"\n"
+        if whole < len(chunk):
+            out += binascii.b2a_base64(chunk[whole:])
+    return out
+
+
+def open_attachment(path):
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise NoInputError("cannot attach %s: %s" % (shown(os.fsdecode(path)), describe_oserror(exc))) from None
 
 
 def read_attachment(path):
-    try:
-        with open(path, "rb") as f:
+    with open_attachment(path) as f:
+        try:
             return f.read()
-    except OSError as exc:
-        raise NoInputError("cannot attach %s: %s" % (shown(os.fsdecode(path)), describe_oserror(exc))) from None
+        except OSError as exc:
+            raise NoInputError("cannot attach %s: %s" % (shown(os.fsdecode(path)), describe_oserror(exc))) from None
 
 
 # -- the whole message -----------------------------------------------------------------
@@ -299,22 +319,24 @@ def compose(
     """A :class:`Message` for ``body`` (bytes from stdin) and ``attachments`` (paths).
 
     Binary stdin is attached instead of sent as a broken body.  Every
-    attachment is read before anything is composed: a missing one is a
-    NoInputError (66).
+    attachment is opened before anything is composed (a missing one is a
+    NoInputError, 66), then read and encoded one at a time.
     """
     from email.utils import formatdate, make_msgid
 
-    files = [(os.fsdecode(p), read_attachment(p)) for p in attachments]
+    for p in attachments:  # every attachment readable before anything is composed (66)
+        with open_attachment(p):
+            pass
     parts = []
     kind, what = classify_body(body)
     if kind == "text":
-        if body or not files:
+        if body or not attachments:
             parts.append(text_part(body, what))
     else:
         name = stdin_name or ("stdin" + _extension(what))
         parts.append(attachment_part(body, name, what))
-    for path, data in files:
-        parts.append(attachment_part(data, os.path.basename(path)))
+    for p in attachments:  # read and encode one at a time: only the encoded text stays
+        parts.append(attachment_part(read_attachment(p), os.path.basename(os.fsdecode(p))))
     headers = [
         ("Date", date or formatdate(localtime=True)),
         ("Message-ID", message_id or make_msgid(domain=fqdn())),
@@ -329,21 +351,36 @@ def compose(
     headers.append(("MIME-Version", "1.0"))
     headers.append(("User-Agent", "pipemail/%s" % __version__))
     for name, value in extra_headers:
-        headers.append((name, encode_header_value(value)))
+        if name.lower() in _MIME_HEADERS:
+            from pipemail.errors import UsageError
+
+            raise UsageError("-H %s: pymail writes the MIME headers itself" % name)
+        value = encode_header_value(value)
+        mine = [i for i, (n, _v) in enumerate(headers) if n.lower() == name.lower()]
+        if mine:  # -H Subject: replaces pymail's own, never a second one
+            headers[mine[0]] = (headers[mine[0]][0], value)
+        else:
+            headers.append((name, value))
     msg = Message(headers, parts)
-    if len(parts) > 1 or files:  # attachments always in multipart/mixed, even without a text
+    if len(parts) > 1 or attachments:  # attachments always in multipart/mixed, even without a text
         msg.boundary = "=_pipemail_" + os.urandom(12).hex()
         msg.headers.append(("Content-Type", 'multipart/mixed; boundary="%s"' % msg.boundary))
     return msg
 
 
 def from_stdin_message(data):
-    """``-t``: stdin is a whole message; its headers, and its body as it is."""
-    from email.parser import BytesHeaderParser
-    from email.policy import compat32
-
+    """``-t``: stdin is a whole message; its header fields (bytes kept as they are) and its body."""
     sep = re.search(rb"\r?\n\r?\n", data)
     head, body = (data[: sep.start()], data[sep.end() :]) if sep else (data, b"")
-    parsed = BytesHeaderParser(policy=compat32).parsebytes(head + b"\n\n")
-    headers = [(n, str(v).replace("\r", "").replace("\n", " ")) for n, v in parsed.items()]
+    headers = []
+    for line in head.replace(b"\r\n", b"\n").split(b"\n"):
+        text = line.decode("utf-8", "surrogateescape")
+        if text[:1] in (" ", "\t") and headers:  # a folded continuation
+            name, value = headers[-1]
+            headers[-1] = (name, value + "\n" + text)
+            continue
+        name, colon, value = text.partition(":")
+        if not colon or not _FIELD_NAME.fullmatch(name.strip()):
+            raise DataError("-t: not a header line in the message: %s" % shown(line[:80]))
+        headers.append((name.strip(), value.strip()))
     return Message(headers, raw_body=body.replace(b"\r\n", b"\n"))

@@ -159,7 +159,12 @@ def _keep(opts, segments, sender, undelivered, why):
 
 
 def resend(path, opts):
-    """Send every message of the dead letter ``path`` to the recipients it missed; keep what fails again."""
+    """Send every message of the dead letter ``path`` to the recipients it missed; keep what fails again.
+
+    The file stays locked from reading to its atomic rewrite, so that a pymail
+    failing meanwhile appends to the new file (mbox_append checks), not to a
+    file about to be replaced.  With ``check`` nothing is sent or rewritten.
+    """
     import re
 
     from pipemail import config
@@ -167,63 +172,66 @@ def resend(path, opts):
 
     account = config.load(env=opts.env).account(opts.account)
     url = transport.resolve(opts.transport, account, opts.env)
-    remaining = []
-    code = 0
-    for from_line, raw in transport.read_mbox(path):
-        head_end = raw.find(b"\n\n")
-        head = raw[: head_end + 1] if head_end >= 0 else raw
-        m = re.search(rb"(?mi)^X-Pipemail-Undelivered-To: *(.*)\n", head)
-        rcpts = [r.strip() for r in m.group(1).decode().split(",") if r.strip()] if m else []
-        body = raw[: m.start()] + raw[m.end() :] if m else raw
-        sender = from_line[5:].split(b" ", 1)[0].decode("utf-8", "surrogateescape")
-        if not rcpts:
-            opts.warn("a message in %s names no undelivered recipients; kept as it is" % shown(path))
-            remaining.append((sender, body, rcpts))
-            continue
-        segments = [body]
-        size = len(body) + body.count(b"\n")
-        try:
-            report = transport.deliver(
-                url,
-                segments,
-                size,
-                sender,
-                rcpts,
-                account=account,
-                user=opts.user,
-                tls=opts.tls,
-                trust_file=opts.trust_file,
-                timeout=opts.timeout,
-                log=opts.log,
-                warn=opts.warn,
-                stdout=opts.stdout,
-                env=opts.env,
-                smtputf8=message.needs_smtputf8(rcpts + [sender]),
-            )
-        except PipemailError as exc:
-            opts.warn(str(exc))
-            remaining.append((sender, body, getattr(exc, "undelivered", rcpts)))
-            code = code or exc.exit_code
-            continue
-        for _addr, (_c, text) in report.refused.items():
-            opts.warn(text)
-        if report.refused:
-            remaining.append((sender, body, report.undelivered))
-            code = code or report.exit_code()
-    out = Output.to_path(path)
+    fd = transport.lock_mbox(path)
     try:
-        for sender, body, rcpts in remaining:
-            out.write(
-                transport.mbox_bytes([body], sender, [("X-Pipemail-Undelivered-To", ", ".join(rcpts))] if rcpts else [])
-            )
-        out.commit(0o600)
-    except BaseException:
-        out.abort()
-        raise
-    sent = (
-        "all messages went out"
-        if not remaining
-        else "%d message%s kept" % (len(remaining), "" if len(remaining) == 1 else "s")
-    )
-    opts.warn("resend: %s (%s)" % (sent, shown(path)))
+        remaining = []
+        codes = []
+        for from_line, raw in transport.read_mbox(path, fd):
+            head_end = raw.find(b"\n\n")
+            head = raw[: head_end + 1] if head_end >= 0 else raw
+            m = re.search(rb"(?mi)^X-Pipemail-Undelivered-To: *(.*)\n", head)
+            rcpts = [r.strip() for r in m.group(1).decode().split(",") if r.strip()] if m else []
+            body = raw[: m.start()] + raw[m.end() :] if m else raw
+            sender = from_line[5:].split(b" ", 1)[0].decode("utf-8", "surrogateescape")
+            if not rcpts:
+                opts.warn("a message in %s names no undelivered recipients; kept as it is" % shown(path))
+                remaining.append((sender, body, rcpts))
+                continue
+            try:
+                report = transport.deliver(
+                    url,
+                    [body],
+                    len(body) + body.count(b"\n"),
+                    sender,
+                    rcpts,
+                    account=account,
+                    user=opts.user,
+                    tls=opts.tls,
+                    trust_file=opts.trust_file,
+                    timeout=opts.timeout,
+                    log=opts.log,
+                    check=opts.check,
+                    warn=opts.warn,
+                    stdout=opts.stdout,
+                    env=opts.env,
+                    smtputf8=message.needs_smtputf8(rcpts + [sender]),
+                )
+            except PipemailError as exc:
+                opts.warn(str(exc))
+                remaining.append((sender, body, getattr(exc, "undelivered", rcpts)))
+                codes.append(exc.exit_code)
+                continue
+            for _addr, (_c, text) in report.refused.items():
+                opts.warn(text)
+            if report.refused:
+                remaining.append((sender, body, report.undelivered))
+                codes.append(report.exit_code())
+        code = 75 if 75 in codes else (codes[0] if codes else 0)  # as for one message: try-again wins
+        if opts.check:
+            return code
+        out = Output.to_path(path)
+        try:
+            for sender, body, rcpts in remaining:
+                extra = [("X-Pipemail-Undelivered-To", ", ".join(rcpts))] if rcpts else []
+                out.write(transport.mbox_bytes([body], sender, extra))
+            out.commit(0o600)
+        except BaseException:
+            out.abort()
+            raise
+    finally:
+        os.close(fd)
+    if remaining:
+        opts.warn("resend: %d message%s kept in %s" % (len(remaining), "" if len(remaining) == 1 else "s", shown(path)))
+    else:
+        opts.warn("resend: all messages went out (%s)" % shown(path))
     return code

@@ -181,12 +181,21 @@ def deliver_sendmail(path, segments, sender, recipients, timeout=None):
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except OSError as exc:
         raise _fail(ConfigError, "cannot run %s: %s" % (path, describe_oserror(exc)), recipients) from None
+    import signal
+
+    try:  # a sendmail that exits early must not take pymail (and the dead letter) with it
+        old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    except ValueError:  # not the main thread: SIGPIPE is Python's default there (ignored) anyway
+        old = None
     try:
         for seg in segments:
             proc.stdin.write(seg)
         proc.stdin.close()
     except BrokenPipeError:
         pass
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGPIPE, old)
     try:
         err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
         status = proc.wait(timeout=timeout)
@@ -232,20 +241,26 @@ def _smtp_classes():
             return code, msg
 
         def data_stream(self, segments):
-            """DATA with the message streamed: CRLF line ends, dot-stuffed."""
+            """DATA with the message streamed: CRLF line ends, dot-stuffed, in 1 MB writes."""
             self.putcmd("data")
             code, msg = self.getreply()
             if code != 354:
                 return code, msg
             at_start = True
+            pending = b""
             for seg in segments:
-                out = seg.replace(b"\n", b"\r\n")
-                if at_start and out.startswith(b"."):
-                    out = b"." + out
-                out = out.replace(b"\r\n.", b"\r\n..")
-                self.sock.sendall(out)
-                at_start = seg.endswith(b"\n")
-            self.sock.sendall(b".\r\n" if at_start else b"\r\n.\r\n")
+                for i in range(0, len(seg), 1 << 20):
+                    piece = seg[i : i + (1 << 20)]
+                    out = piece.replace(b"\n", b"\r\n")
+                    if at_start and out.startswith(b"."):
+                        out = b"." + out
+                    out = out.replace(b"\r\n.", b"\r\n..")
+                    if pending:
+                        self.sock.sendall(pending)
+                    pending = out
+                    at_start = piece.endswith(b"\n")
+            # the end marker goes out with the last piece: one write, no wait on a delayed ACK
+            self.sock.sendall(pending + (b".\r\n" if at_start else b"\r\n.\r\n"))
             if self.log is not None:
                 self.log("C: <the message>")
                 self.log("C: .")
@@ -264,6 +279,10 @@ def tls_context(trust_file=None):
         return ssl.create_default_context(cafile=os.path.expanduser(trust_file) if trust_file else None)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError("cannot use TLS trust file %s: %s" % (trust_file, exc)) from None
+
+
+class _LazyContext:
+    """No TLS context yet: made when STARTTLS is offered."""
 
 
 def _cert_subject(sock):
@@ -302,7 +321,8 @@ def deliver_smtp(
     Client, SSLClient = _smtp_classes()
     host, port = url.host, url.port
     where = host
-    context = tls_context(trust_file)
+    # certificates are loaded only when TLS is used (it costs 20 ms), but a bad trust file is said at once
+    context = tls_context(trust_file) if trust_file or url.scheme == "smtps" else _LazyContext()
     local = is_loopback(host)
     if log is not None:
         log("=== connecting to %s port %d%s" % (host, port, " (TLS)" if url.scheme == "smtps" else ""))
@@ -311,6 +331,10 @@ def deliver_smtp(
         client.log = log
         client._host = host  # smtplib checks the certificate against it (set by __init__ only)
         code, msg = client.connect(host, port)
+        try:
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         if code != 220:
             raise smtplib.SMTPConnectError(code, msg)
     except smtplib.SMTPConnectError as exc:
@@ -326,6 +350,7 @@ def deliver_smtp(
         return _session(
             client,
             context,
+            trust_file,
             url,
             segments,
             size,
@@ -379,6 +404,7 @@ def _reply_error(step, where, code, msg, recipients):
 def _session(
     client,
     context,
+    trust_file,
     url,
     segments,
     size,
@@ -401,16 +427,18 @@ def _session(
         if code != 250:
             raise _reply_error("EHLO", where, code, msg, recipients)
     if url.scheme == "smtp":
-        if tls == "none":
-            if warn and not local:
-                warn("sending to %s without TLS (--tls none)" % where)
-        elif client.has_extn("starttls"):
+        if client.has_extn("starttls"):
+            if isinstance(context, _LazyContext):
+                context = tls_context(trust_file)
             code, msg = client.starttls(context=context)
             if log is not None:
                 log("=== TLS started (%s); certificate: %s" % (client.sock.version(), _cert_subject(client.sock)))
             code, msg = client.ehlo()
             if code != 250:
                 raise _reply_error("EHLO", where, code, msg, recipients)
+        elif tls == "none":
+            if warn and not local:
+                warn("%s does not offer STARTTLS: sending in clear (--tls none)" % where)
         elif not local:
             raise _fail(
                 UnavailableError,
@@ -427,7 +455,7 @@ def _session(
         raise _fail(
             UnavailableError,
             "the message is %d bytes and %s accepts at most %s (SIZE): split it "
-            "(--max-size) or send it another way" % (size, where, limit),
+            "(pyshar -L, split) or send it another way" % (size, where, limit),
             recipients,
         )
     options = []
@@ -594,13 +622,32 @@ def save_dead_letter(path, segments, sender, undelivered):
     mbox_append(path, segments, sender, [("X-Pipemail-Undelivered-To", ", ".join(undelivered))])
 
 
-def read_mbox(path):
+def lock_mbox(path):
+    """Open ``path`` and hold its lock (the one mbox_append takes): an fd to read and later close."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        from pipemail.errors import NoInputError
+
+        raise NoInputError("cannot read %s: %s" % (shown(os.fsdecode(path)), describe_oserror(exc))) from None
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def read_mbox(path, fd=None):
     """The messages of an mbox as ``(from_line, bytes)``, ``>From`` lines unquoted once (mboxrd)."""
     import re
 
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        if fd is not None:
+            with os.fdopen(os.dup(fd), "rb") as f:
+                f.seek(0)
+                data = f.read()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
     except OSError as exc:
         from pipemail.errors import NoInputError
 

@@ -185,7 +185,7 @@ def test_size_limit_stops_before_data(run, smtp_server, home):
     srv = smtp_server(size=2000)
     r = send(run, srv, "to@example.org", input=b"x" * 5000 + b"\n", home=str(home))
     assert r.returncode == 69
-    assert "accepts at most 2000 (SIZE)" in r.stderr and "--max-size" in r.stderr
+    assert "accepts at most 2000 (SIZE): split it (pyshar -L, split) or send it another way" in r.stderr
     assert srv.messages == []
 
 
@@ -495,3 +495,52 @@ def test_resend_keeps_only_what_failed_again(run, smtp_server, home):
     r = run("pymail", "--transport", srv.url, "--resend", str(dead), env={"HOME": str(home)})
     assert r.returncode == 0 and dead.read_bytes() == b""
     assert srv.messages[-1][1] == ["b@example.org"]
+
+
+def test_header_options_replace_never_duplicate(run, smtp_server, home):
+    srv = smtp_server()
+    r = send(run, srv, "-s", "old", "-H", "Subject: new", "-H", "X-Job: nightly", "to@example.org", home=str(home))
+    assert r.returncode == 0, r.stderr
+    raw = srv.messages[0][2]
+    assert raw.count(b"Subject:") == 1 and parse(raw)["Subject"] == "new" and parse(raw)["X-Job"] == "nightly"
+    r = send(run, srv, "-H", "Content-Type: text/html", "to@example.org", home=str(home))
+    assert r.returncode == 64 and "pymail writes the MIME headers itself" in r.stderr
+
+
+def test_non_ascii_address_with_a_name_and_8bit_headers_with_t(run, smtp_server, home):
+    srv = smtp_server()
+    r = send(run, srv, "-r", "Zo\u00eb <zo\u00eb@example.org>", "Jos\u00e9 <jos\u00e9@example.org>", home=str(home))
+    assert r.returncode == 0, r.stderr
+    msg = parse(srv.messages[0][2])
+    assert msg["To"] == "Jos\u00e9 <jos\u00e9@example.org>" and srv.messages[0][0] == "zo\u00eb@example.org"
+    raw = "To: a@example.org\nSubject: Gr\u00fc\u00dfe\n\nbody\n".encode()
+    r = send(run, srv, "-t", input=raw, home=str(home))
+    assert r.returncode == 0, r.stderr
+    assert b"Subject: Gr\xc3\xbc\xc3\x9fe\r\n" in srv.messages[1][2]
+
+
+def test_sendmail_that_exits_early_keeps_the_message(run, home, tmp_path):
+    script = tmp_path / "sendmail"
+    script.write_text("#!/bin/sh\necho 'mail queue full' >&2\nexit 75\n")
+    script.chmod(0o755)
+    r = run(
+        "pymail",
+        "--transport",
+        "sendmail:%s" % script,
+        "to@example.org",
+        input=os.urandom(300_000).hex().encode(),
+        env={"HOME": str(home)},
+    )
+    assert r.returncode == 75
+    assert "refused the message: mail queue full" in r.stderr
+    assert b"X-Pipemail-Undelivered-To: to@example.org" in (home / "dead.letter").read_bytes()
+
+
+def test_check_with_resend_sends_and_removes_nothing(run, smtp_server, home):
+    port = free_port()
+    send(run, "smtp://127.0.0.1:%d" % port, "to@example.org", home=str(home))
+    dead = home / "dead.letter"
+    before = dead.read_bytes()
+    srv = smtp_server()
+    r = run("pymail", "--transport", srv.url, "--check", "--resend", str(dead), env={"HOME": str(home)})
+    assert r.returncode == 0 and srv.messages == [] and dead.read_bytes() == before
