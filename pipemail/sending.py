@@ -74,7 +74,7 @@ def send_mail(
         if attach:
             raise UsageError("-t takes the whole message from standard input: it cannot add -a attachments")
         msg = message.from_stdin_message(body)
-        listed = getaddresses([msg.header(h) or "" for h in ("To", "Cc", "Bcc")])
+        listed = getaddresses([v for v in (msg.header(h) for h in ("To", "Cc", "Bcc")) if v])  # 3.13: no empties
         rcpts = [a for _, a in listed if a] + [a for _, a in to_p + cc_p + bcc_p]
         msg.remove_header("Bcc")
         if msg.header("Date") is None:
