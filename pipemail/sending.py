@@ -77,6 +77,9 @@ def send_mail(
         listed = getaddresses([v for v in (msg.header(h) for h in ("To", "Cc", "Bcc")) if v])  # 3.13: no empties
         rcpts = [a for _, a in listed if a] + [a for _, a in to_p + cc_p + bcc_p]
         msg.remove_header("Bcc")
+        if subject is not None:  # -s with -t: the option wins
+            msg.remove_header("Subject")
+            msg.add_header("Subject", message.encode_header_value(message.check_value("subject", subject)))
         if msg.header("Date") is None:
             msg.add_header("Date", formatdate(localtime=True))
         if msg.header("Message-ID") is None:
@@ -135,6 +138,10 @@ def _deliver(msg, envelope_from, rcpts, opts, account):
             opts.warn(str(exc))  # the reason first, then where the message went
             exc.reported = True
             _keep(opts, segments, envelope_from, getattr(exc, "undelivered", rcpts), str(exc))
+        raise
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM from cron's timeout: keep it all the same
+        if keep:
+            _keep(opts, segments, envelope_from, rcpts, "interrupted")
         raise
     for _addr, (_code, text) in report.refused.items():
         opts.warn(text)

@@ -544,3 +544,40 @@ def test_check_with_resend_sends_and_removes_nothing(run, smtp_server, home):
     srv = smtp_server()
     r = run("pymail", "--transport", srv.url, "--check", "--resend", str(dead), env={"HOME": str(home)})
     assert r.returncode == 0 and srv.messages == [] and dead.read_bytes() == before
+
+
+def test_sigterm_during_delivery_keeps_the_message(home):
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from conftest import command_path
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts, then never answers: pymail waits for the greeting
+    port = listener.getsockname()[1]
+    proc = subprocess.Popen(
+        command_path("pymail") + ["--transport", "smtp://127.0.0.1:%d" % port, "to@example.org"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HOME": str(home)},
+    )
+    proc.stdin.write(b"important\n")
+    proc.stdin.close()
+    conn, _ = listener.accept()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=20) == 143
+    conn.close()
+    listener.close()
+    assert "the message is kept in" in err
+    assert b"X-Pipemail-Undelivered-To: to@example.org" in (home / "dead.letter").read_bytes()
+
+
+def test_resend_takes_no_message_options(run, home):
+    r = run("pymail", "--resend", str(home / "dead.letter"), "-s", "x", "a@example.org", env={"HOME": str(home)})
+    assert r.returncode == 64
+    assert "--resend sends the dead letter's messages as they are: RECIPIENT, -s cannot go with it" in r.stderr

@@ -103,6 +103,26 @@ def command(
         stdout=None,
     )
     if resend:
+        given = [
+            o
+            for o, v in (
+                ("RECIPIENT", recipients),
+                ("-s", subject),
+                ("-a", attach),
+                ("-c", cc),
+                ("-b", bcc),
+                ("-H", headers),
+                ("-t", read_recipients),
+                ("-r", sender),
+            )
+            if v
+        ]
+        if given:
+            from pipemail.errors import UsageError
+
+            raise UsageError(
+                "--resend sends the dead letter's messages as they are: %s cannot go with it" % ", ".join(given)
+            )
         return sending.resend(resend, options)
     body = _read_body(stdin_stream())
     if skip_empty and not body.strip():
