@@ -581,3 +581,15 @@ def test_resend_takes_no_message_options(run, home):
     r = run("pymail", "--resend", str(home / "dead.letter"), "-s", "x", "a@example.org", env={"HOME": str(home)})
     assert r.returncode == 64
     assert "--resend sends the dead letter's messages as they are: RECIPIENT, -s cannot go with it" in r.stderr
+
+
+def test_valid_utf8_that_magic_calls_binary_is_attached(run, smtp_server, home):
+    srv = smtp_server()
+    pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+    r = send(run, srv, "to@example.org", input=pdf, home=str(home))
+    assert r.returncode == 0, r.stderr
+    msg = parse(srv.messages[0][2])
+    assert msg.get_content_type() == "application/pdf" and msg.get_filename() == "stdin.pdf"
+    assert msg.get_payload(decode=True) == pdf
+    r = send(run, srv, "to@example.org", input=b"\x1b[1mbold\x1b[0m and {json}\n", home=str(home))
+    assert parse(srv.messages[1][2]).get_content_type() == "text/plain"
