@@ -593,3 +593,15 @@ def test_valid_utf8_that_magic_calls_binary_is_attached(run, smtp_server, home):
     assert msg.get_payload(decode=True) == pdf
     r = send(run, srv, "to@example.org", input=b"\x1b[1mbold\x1b[0m and {json}\n", home=str(home))
     assert parse(srv.messages[1][2]).get_content_type() == "text/plain"
+
+
+def test_smtps_implicit_tls(run, smtp_server, home):
+    srv = smtp_server(implicit_tls=True)
+    r = send(
+        run, "smtps://127.0.0.1:%d" % srv.port, "-v", "--tls-trust-file", srv.ca_file, "to@example.org", home=str(home)
+    )
+    assert r.returncode == 0, r.stderr
+    assert "(TLS)" in r.stderr.splitlines()[0] and "C: STARTTLS" not in r.stderr
+    assert parse(srv.messages[0][2]).get_content() == "hello\n"
+    r = send(run, "smtps://127.0.0.1:%d" % srv.port, "to@example.org", home=str(home))  # CA not given
+    assert r.returncode == 69 and "is not trusted" in r.stderr
