@@ -27,8 +27,8 @@ def warn(prog, message):
     click.echo("%s: %s" % (prog, message), err=True)
 
 
-class Command(click.Command):
-    """A click command that reports errors as one line and exits with sysexits codes.
+class _Main:
+    """Reports errors as one line and exits with sysexits codes.
 
     Usage errors exit 64, a :class:`PipemailError` its own code, an OSError 74,
     anything else 70 (with a traceback only when ``PIPEMAIL_DEBUG`` is set).
@@ -36,39 +36,51 @@ class Command(click.Command):
     """
 
     def main(self, args=None, prog_name=None, **extra):
-        prog = prog_name or self.name
-        extra["standalone_mode"] = False
-        try:
-            code = super().main(args, prog_name=prog, **extra)
-        except click.exceptions.Exit as exc:
-            code = exc.exit_code
-        except (click.UsageError, UsageError) as exc:
-            text = exc.format_message() if isinstance(exc, click.UsageError) else str(exc)
-            warn(prog, "%s (see '%s --help')" % (text.rstrip("."), prog))
-            code = EX_USAGE
-        except (click.Abort, KeyboardInterrupt):
-            code = 130
-        except PipemailError as exc:
-            if not getattr(exc, "reported", False):
-                warn(prog, str(exc))
-            code = exc.exit_code
-        except OSError as exc:
-            if os.environ.get("PIPEMAIL_DEBUG"):
-                raise
-            name = exc.filename
-            where = "%s: " % os.fsdecode(name) if name else ""
-            warn(prog, where + describe_oserror(exc))
-            code = EX_IOERR
-        except Exception as exc:
-            if os.environ.get("PIPEMAIL_DEBUG"):
-                raise
-            warn(
-                prog,
-                "internal error: %s: %s (rerun with PIPEMAIL_DEBUG=1 for a traceback, "
-                "and please report it)" % (type(exc).__name__, exc),
-            )
-            code = EX_SOFTWARE
-        sys.exit(code if isinstance(code, int) else 0)
+        return _main(self, super(), args, prog_name, extra)
+
+
+class Command(_Main, click.Command):
+    """A click command with pipemail's one-line errors and exit codes."""
+
+
+class Group(_Main, click.Group):
+    """A click group (pypop's commands) with the same one-line errors and exit codes."""
+
+
+def _main(cmd, base, args, prog_name, extra):
+    prog = prog_name or cmd.name
+    extra["standalone_mode"] = False
+    try:
+        code = base.main(args, prog_name=prog, **extra)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except (click.UsageError, UsageError) as exc:
+        text = exc.format_message() if isinstance(exc, click.UsageError) else str(exc)
+        warn(prog, "%s (see '%s --help')" % (text.rstrip("."), prog))
+        code = EX_USAGE
+    except (click.Abort, KeyboardInterrupt):
+        code = 130
+    except PipemailError as exc:
+        if not getattr(exc, "reported", False):
+            warn(prog, str(exc))
+        code = exc.exit_code
+    except OSError as exc:
+        if os.environ.get("PIPEMAIL_DEBUG"):
+            raise
+        name = exc.filename
+        where = "%s: " % os.fsdecode(name) if name else ""
+        warn(prog, where + describe_oserror(exc))
+        code = EX_IOERR
+    except Exception as exc:
+        if os.environ.get("PIPEMAIL_DEBUG"):
+            raise
+        warn(
+            prog,
+            "internal error: %s: %s (rerun with PIPEMAIL_DEBUG=1 for a traceback, "
+            "and please report it)" % (type(exc).__name__, exc),
+        )
+        code = EX_SOFTWARE
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _terminate(signum, frame):

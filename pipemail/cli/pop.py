@@ -1,0 +1,224 @@
+"""pypop: fetch, list and delete mail over POP3 into an mbox, a Maildir, a command or stdout."""
+
+import os
+
+import click
+
+from pipemail import __version__
+from pipemail.cli import Group, run, stdout_stream, warn
+
+EPILOG = """\b
+Examples:
+  pypop --server pop3s://pop.example.com --user me stat
+  pypop fetch --mbox ~/mail/inbox                 # new messages only
+  pypop fetch --maildir ~/Maildir --delete        # deleted once stored
+  pypop fetch --mda 'procmail -d me'
+  pypop fetch | pyunshar -d restore               # archives from mail
+  pypop -v list
+
+The password comes from PIPEMAIL_PASSWORD, the account's password_command,
+a protected password key, or ~/.netrc; never from the command line."""
+
+
+class Session:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def connect(self):
+        from pipemail import config, pop3
+
+        cfg = config.load()
+        account = cfg.account(self.account)
+        server = self.server or account.pop
+        if not server:
+            raise config.ConfigError(
+                "no POP server: give --server pop3s://HOST (or pop3://), or set pop in the account "
+                "(see pipemail.conf(5))"
+            )
+        if "://" not in server:
+            server = "pop3://" + server
+        url = config.split_url(server, kind="pop")
+        if self.port:
+            url.port = self.port
+        user = self.user or url.user or account.user
+        if not user:
+            raise config.ConfigError("no POP user: give --user, user@ in the URL, or user in the account")
+        password = config.password(account, user, url.host)
+        client = pop3.Client(
+            url,
+            timeout=self.timeout,
+            log=self.log,
+            tls=self.tls or account.tls or "auto",
+            trust_file=self.tls_trust_file or account.tls_trust_file,
+            warn=lambda m: warn("pypop", m),
+        )
+        try:
+            client.login(user, password)
+        except BaseException:
+            client.close()
+            raise
+        self.url, self.user_name = url, user
+        return client
+
+
+@click.group(cls=Group, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--account", metavar="NAME", help="Use account NAME of the configuration.")
+@click.option("--server", metavar="HOST|URL", help="pop3s://HOST[:PORT] (TLS, 995) or pop3://HOST or HOST (STLS, 110).")
+@click.option("--port", type=int, metavar="N", help="The server's port.")
+@click.option("--user", metavar="USER", help="Log in as USER.")
+@click.option(
+    "--tls", type=click.Choice(["auto", "none"]), help="auto: require STLS except on loopback; none: allow plaintext."
+)
+@click.option("--tls-trust-file", metavar="PATH", help="Trust the CA certificates in PATH.")
+@click.option(
+    "--timeout", type=float, default=30.0, show_default=True, metavar="S", help="Limit on every network wait."
+)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Show the POP3 dialogue on standard error (PASS and AUTH redacted)."
+)
+@click.version_option(__version__, "--version", prog_name="pypop", message="%(prog)s %(version)s")
+@click.pass_context
+def command(ctx, account, server, port, user, tls, tls_trust_file, timeout, verbose):
+    """Fetch, list and delete mail over POP3."""
+    log = (lambda line: click.echo(line, err=True)) if verbose else None
+    ctx.obj = Session(
+        account=account,
+        server=server,
+        port=port,
+        user=user,
+        tls=tls,
+        tls_trust_file=tls_trust_file,
+        timeout=timeout,
+        log=log,
+        verbose=verbose,
+    )
+
+
+@command.command("stat")
+@click.pass_obj
+def stat_cmd(s):
+    """Say how many messages there are and their total size."""
+    client = s.connect()
+    count, size = client.stat()
+    client.quit()
+    click.echo("%d messages, %d bytes" % (count, size))
+    return 0
+
+
+@command.command("list")
+@click.pass_obj
+def list_cmd(s):
+    """List message numbers and sizes."""
+    client = s.connect()
+    for n, size in client.list():
+        click.echo("%d %d" % (n, size))
+    client.quit()
+    return 0
+
+
+@command.command("uidl")
+@click.pass_obj
+def uidl_cmd(s):
+    """List message numbers and unique ids."""
+    client = s.connect()
+    for n, uid in client.uidl():
+        click.echo("%d %s" % (n, uid))
+    client.quit()
+    return 0
+
+
+@command.command("retr")
+@click.argument("numbers", type=int, nargs=-1, required=True)
+@click.pass_obj
+def retr_cmd(s, numbers):
+    """Write messages N... to standard output (as an mbox when more than one)."""
+    from pipemail.pop3 import StreamSink
+
+    client = s.connect()
+    out = stdout_stream()
+    messages = [data for _n, data in client.retr_many(numbers)]
+    client.quit()
+    if len(messages) == 1:
+        out.write(messages[0])
+        out.flush()
+    else:
+        StreamSink(out).store(messages)
+    return 0
+
+
+@command.command("dele")
+@click.argument("numbers", type=int, nargs=-1, required=True)
+@click.pass_obj
+def dele_cmd(s, numbers):
+    """Delete messages N... (at the end of the session)."""
+    client = s.connect()
+    client.dele_many(numbers)
+    client.quit()
+    return 0
+
+
+@command.command("fetch")
+@click.option("--mbox", metavar="PATH", help="Append to the mbox PATH (locked; a killed run's tail is cut away).")
+@click.option("--maildir", metavar="DIR", help="Deliver into the Maildir DIR (created if missing).")
+@click.option("--mda", metavar="COMMAND", help="Run COMMAND for each message, the message on its standard input.")
+@click.option("--all", "every", is_flag=True, help="Fetch every message, not only the new ones.")
+@click.option("--delete", is_flag=True, help="Delete each message from the server once it is stored.")
+@click.option("--limit", type=int, metavar="N", help="Fetch at most N messages.")
+@click.option(
+    "--max-size", metavar="SIZE", help="Leave messages larger than SIZE on the server (a bare number is KiB)."
+)
+@click.pass_obj
+def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size):
+    """Retrieve new messages and deliver them (default: standard output, as an mbox)."""
+    from pipemail import pop3
+    from pipemail.errors import UsageError
+    from pipemail.sizes import parse_size
+
+    if sum(x is not None for x in (mbox, maildir, mda)) > 1:
+        raise UsageError("give one of --mbox, --maildir and --mda")
+    if delete and not (mbox or maildir or mda):
+        raise UsageError("--delete to standard output is refused: a pipe cannot be flushed to disk")
+    size = parse_size(max_size) if max_size is not None else None
+    client = s.connect()
+    try:
+        state, lock_path, pending = pop3.state_paths(s.user_name, s.url)
+        fd = pop3.lock(lock_path, "%s at %s" % (s.user_name, s.url.host))
+        try:
+            if mbox:
+                sink = pop3.MboxSink(os.path.expanduser(mbox), pending)
+            elif maildir:
+                sink = pop3.MaildirSink(os.path.expanduser(maildir))
+            elif mda:
+                sink = pop3.MdaSink(mda)
+            else:
+                sink = pop3.StreamSink(stdout_stream())
+            stored, skipped = pop3.fetch(
+                client,
+                sink,
+                state,
+                every=every,
+                delete=delete,
+                limit=limit,
+                max_size=size,
+                warn=lambda m: warn("pypop", m),
+                log=s.log,
+            )
+            client.quit()
+        finally:
+            os.close(fd)
+    except BaseException:
+        client.close()
+        raise
+    if s.verbose or _stderr_is_tty():
+        warn("pypop", "%d message%s fetched" % (stored, "" if stored == 1 else "s"))
+    return 0
+
+
+def _stderr_is_tty():
+    import sys
+
+    return sys.stderr is not None and sys.stderr.isatty()
+
+
+def main():
+    run(command, "pypop")

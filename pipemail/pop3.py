@@ -1,0 +1,462 @@
+"""POP3 retrieval and delivery that loses nothing.
+
+A small POP3 client of its own (the transcript is redacted, RETR is pipelined
+when the server offers PIPELINING, and reading is in bulk), and the delivery
+rules that make a fetch safe to kill at any moment: messages are stored in
+batches, flushed and fsynced, their UIDLs recorded, and only then deleted; a
+half-written mbox tail left by a killed run is cut away by the next one.
+"""
+
+import os
+import socket
+
+from pipemail.errors import (
+    CantCreateError,
+    ConfigError,
+    IOFailure,
+    NoPermError,
+    TempFailError,
+    UnavailableError,
+    describe_oserror,
+    shown,
+)
+
+BATCH = 100
+_TEMP_CODES = ("[IN-USE]", "[LOGIN-DELAY]", "[SYS/TEMP]")
+
+
+class Client:
+    """One POP3 session: ``+OK``/``-ERR`` replies, multi-line answers, a redacted transcript."""
+
+    def __init__(self, url, *, timeout=30, log=None, tls="auto", trust_file=None, warn=None):
+        from pipemail.config import is_loopback
+
+        self.url = url
+        self.where = url.host
+        self.log = log
+        self.timeout = timeout
+        self.buf = b""
+        self.capa = set()
+        self._context = None
+        self._trust_file = trust_file
+        try:
+            raw = socket.create_connection((url.host, url.port), timeout=timeout)
+        except OSError as exc:
+            raise TempFailError("cannot connect to %s port %d: %s" % (url.host, url.port, _why(exc))) from None
+        self.sock = raw
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        if log is not None:
+            log("=== connected to %s port %d%s" % (url.host, url.port, " (TLS)" if url.scheme == "pop3s" else ""))
+        if url.scheme == "pop3s":
+            self._start_tls()
+        self.expect_ok("greeting")
+        self.capa = self.capabilities()
+        if url.scheme == "pop3":
+            if "STLS" in self.capa:
+                self.command("STLS")
+                self.expect_ok("STLS")
+                self._start_tls()
+                self.capa = self.capabilities()
+            elif tls == "none":
+                if warn and not is_loopback(url.host):
+                    warn("%s does not offer STLS: logging in without TLS (--tls none)" % self.where)
+            elif not is_loopback(url.host):
+                raise UnavailableError(
+                    "%s does not offer STLS; not logging in in clear (use pop3s://, or --tls none to allow it)"
+                    % self.where
+                )
+
+    def _start_tls(self):
+        import ssl
+
+        from pipemail.transport import _UNTRUSTED, _cert_subject, tls_context
+
+        context = tls_context(self._trust_file)
+        try:
+            self.sock = context.wrap_socket(self.sock, server_hostname=self.url.host)
+        except ssl.SSLCertVerificationError as exc:
+            raise UnavailableError(_UNTRUSTED % (self.where, exc.verify_message)) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise TempFailError("TLS with %s failed: %s" % (self.where, exc)) from None
+        if self.log is not None:
+            self.log("=== TLS started (%s); certificate: %s" % (self.sock.version(), _cert_subject(self.sock)))
+
+    # -- the wire --
+    def _fill(self):
+        try:
+            data = self.sock.recv(1 << 18)
+        except (TimeoutError, OSError) as exc:
+            raise TempFailError("connection to %s failed: %s" % (self.where, _why(exc))) from None
+        if not data:
+            raise TempFailError("%s closed the connection" % self.where)
+        self.buf += data
+
+    def line(self):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 2 :]
+                return line
+            if len(self.buf) > 1 << 16:
+                raise UnavailableError("%s sent an overlong reply line" % self.where)
+            self._fill()
+
+    def command(self, text, redact=None):
+        try:
+            self.sock.sendall(text.encode("utf-8") + b"\r\n")
+        except OSError as exc:
+            raise TempFailError("connection to %s failed: %s" % (self.where, _why(exc))) from None
+        if self.log is not None:
+            self.log("C: " + (redact or text))
+
+    def expect_ok(self, step, auth=False):
+        reply = self.line().decode("utf-8", "replace")
+        if self.log is not None:
+            self.log("S: " + reply)
+        if reply.startswith("+OK"):
+            return reply
+        if reply.startswith("+ ") or reply == "+":
+            return reply
+        raise _error(step, self.where, reply, auth)
+
+    def multiline(self):
+        """The data of a multi-line answer, dot-unstuffed, lines ending in \\n."""
+        while True:
+            if self.buf.startswith(b".\r\n"):
+                self.buf = self.buf[3:]
+                return b""
+            i = self.buf.find(b"\r\n.\r\n")
+            if i >= 0:
+                data, self.buf = self.buf[: i + 2], self.buf[i + 5 :]
+                if data.startswith(b".."):
+                    data = data[1:]
+                return data.replace(b"\r\n..", b"\r\n.").replace(b"\r\n", b"\n")
+            self._fill()
+
+    # -- commands --
+    def capabilities(self):
+        self.command("CAPA")
+        try:
+            self.expect_ok("CAPA")
+        except UnavailableError:
+            return set()
+        return {line.upper() for line in self.multiline().decode("utf-8", "replace").split("\n") if line}
+
+    def login(self, user, password):
+        import base64
+
+        if password is None:
+            raise ConfigError(
+                "no password for %s at %s: set PIPEMAIL_PASSWORD, password_command or ~/.netrc (see pipemail.conf(5))"
+                % (user, self.where)
+            )
+        if any(c.startswith("SASL") and "PLAIN" in c.split() for c in self.capa):
+            token = base64.b64encode(("\0%s\0%s" % (user, password)).encode()).decode()
+            self.command("AUTH PLAIN " + token, redact="AUTH PLAIN <redacted>")
+            self.expect_ok("AUTH PLAIN", auth=True)
+            return
+        self.command("USER " + user)
+        self.expect_ok("USER", auth=True)
+        self.command("PASS " + password, redact="PASS <redacted>")
+        self.expect_ok("PASS", auth=True)
+
+    def stat(self):
+        self.command("STAT")
+        parts = self.expect_ok("STAT").split()
+        return int(parts[1]), int(parts[2])
+
+    def _listing(self, cmd):
+        self.command(cmd)
+        self.expect_ok(cmd)
+        out = []
+        for line in self.multiline().decode("utf-8", "replace").split("\n"):
+            if line.strip():
+                n, value = line.split(None, 1)
+                out.append((int(n), value.strip()))
+        if self.log is not None:
+            self.log("S: <%d lines>" % len(out))
+        return out
+
+    def list(self):
+        return [(n, int(size)) for n, size in self._listing("LIST")]
+
+    def uidl(self):
+        return self._listing("UIDL")
+
+    def retr_many(self, numbers):
+        """Yield ``(n, bytes)``, RETRs pipelined when the server allows."""
+        window = 16 if "PIPELINING" in self.capa else 1
+        pending = []
+        todo = list(numbers)
+        while todo or pending:
+            while todo and len(pending) < window:
+                n = todo.pop(0)
+                self.command("RETR %d" % n)
+                pending.append(n)
+            n = pending.pop(0)
+            self.expect_ok("RETR %d" % n)
+            data = self.multiline()
+            if self.log is not None:
+                self.log("S: <message %d, %d bytes>" % (n, len(data)))
+            yield n, data
+
+    def dele_many(self, numbers):
+        window = 16 if "PIPELINING" in self.capa else 1
+        pending = []
+        todo = list(numbers)
+        while todo or pending:
+            while todo and len(pending) < window:
+                n = todo.pop(0)
+                self.command("DELE %d" % n)
+                pending.append(n)
+            self.expect_ok("DELE %d" % pending.pop(0))
+
+    def quit(self):
+        self.command("QUIT")
+        self.expect_ok("QUIT")  # deletions take effect only now
+        self.close()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _why(exc):
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    return describe_oserror(exc) if isinstance(exc, OSError) else str(exc)
+
+
+def _error(step, where, reply, auth):
+    text = reply[4:].strip() if reply.startswith("-ERR") else reply
+    message = "%s refused by %s: %s" % (step, where, reply)
+    if any(code in text for code in _TEMP_CODES):
+        return TempFailError(message)
+    if "[AUTH]" in text or (auth and "[SYS/PERM]" not in text):
+        return NoPermError(message)
+    return UnavailableError(message)
+
+
+# -- where fetched mail goes -------------------------------------------------------------
+
+
+def state_paths(user, url, env=None):
+    """The UIDL file, lock and pending-record paths for ``user`` at the server of ``url``."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    d = os.path.join(base, "pipemail", "pop")
+    name = "%s@%s_%d" % (user or "-", url.host, url.port)
+    name = "".join(c if c.isalnum() or c in "@._-" else "_" for c in name)
+    return os.path.join(d, name + ".uidl"), os.path.join(d, name + ".lock"), os.path.join(d, name + ".pending")
+
+
+def lock(path, label):
+    import fcntl
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise TempFailError("another pypop is fetching for %s; try again when it is done" % label) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, b"%d\n" % os.getpid())
+    return fd
+
+
+def read_seen(path):
+    try:
+        with open(path, "rb") as f:
+            return {line.strip().decode("utf-8", "replace") for line in f if line.strip()}
+    except FileNotFoundError:
+        return set()
+
+
+def _append_fsync(path, lines):
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"".join(line.encode() + b"\n" for line in lines))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class MboxSink:
+    """Append to an mbox, locked (fcntl and a dot-lock), with a record to undo a killed run's tail."""
+
+    def __init__(self, path, pending):
+        self.path = path
+        self.pending = pending
+        self._recover()
+
+    def _recover(self):
+        try:
+            with open(self.pending, "rb") as f:
+                size = int(f.read().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return
+        try:
+            if os.path.getsize(self.path) > size:
+                with open(self.path, "r+b") as f:
+                    f.truncate(size)  # what a killed run half-wrote; its UIDLs were never recorded
+        except FileNotFoundError:
+            pass
+        os.unlink(self.pending)
+
+    def store(self, messages):
+        import fcntl
+
+        from pipemail.transport import mbox_bytes
+
+        dotlock = self.path + ".lock"
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise CantCreateError("cannot write %s: %s" % (shown(self.path), describe_oserror(exc))) from None
+        dl = None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            for _ in range(100):
+                try:
+                    dl = os.open(dotlock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    break
+                except FileExistsError:
+                    import time
+
+                    time.sleep(0.05)
+            size = os.lseek(fd, 0, os.SEEK_END)
+            with open(self.pending, "wb") as f:
+                f.write(b"%d\n" % size)
+                f.flush()
+                os.fsync(f.fileno())
+            data = b"".join(mbox_bytes([raw], _sender(raw)) for raw in messages)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError as exc:
+                os.ftruncate(fd, size)
+                raise IOFailure("cannot write %s: %s" % (shown(self.path), describe_oserror(exc))) from None
+        finally:
+            if dl is not None:
+                os.close(dl)
+                os.unlink(dotlock)
+            os.close(fd)
+
+    def done(self):
+        try:
+            os.unlink(self.pending)
+        except FileNotFoundError:
+            pass
+
+
+class MaildirSink:
+    def __init__(self, path):
+        self.path = path
+        for sub in ("tmp", "new", "cur"):
+            try:
+                os.makedirs(os.path.join(path, sub), exist_ok=True)
+            except OSError as exc:
+                raise CantCreateError("cannot use Maildir %s: %s" % (shown(path), describe_oserror(exc))) from None
+
+    def store(self, messages):
+        from pipemail.transport import deliver_maildir
+
+        for raw in messages:
+            deliver_maildir(self.path, [raw], [])
+        dfd = os.open(os.path.join(self.path, "new"), os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def done(self):
+        pass
+
+
+class MdaSink:
+    def __init__(self, command):
+        self.command = command
+
+    def store(self, messages):
+        import subprocess
+
+        for raw in messages:
+            p = subprocess.run(["/bin/sh", "-c", self.command], input=raw, stdout=subprocess.DEVNULL)
+            if p.returncode != 0:
+                cls = TempFailError if p.returncode == 75 else UnavailableError
+                raise cls("the MDA %r exited %d; the message stays on the server" % (self.command, p.returncode))
+
+    def done(self):
+        pass
+
+
+class StreamSink:
+    def __init__(self, stream):
+        self.stream = stream
+
+    def store(self, messages):
+        from pipemail.transport import mbox_bytes
+
+        for raw in messages:
+            self.stream.write(mbox_bytes([raw], _sender(raw)))
+        self.stream.flush()
+
+    def done(self):
+        pass
+
+
+def _sender(raw):
+    import re
+
+    m = re.search(rb"(?mi)^Return-Path:\s*<([^>\s]*)>", raw[:8192])
+    return m.group(1).decode("utf-8", "replace") if m and m.group(1) else "MAILER-DAEMON"
+
+
+def fetch(client, sink, state, *, every=False, delete=False, limit=None, max_size=None, warn=None, log=None):
+    """Retrieve new (or all) messages into ``sink``; returns (stored, skipped)."""
+    seen_path = state
+    seen = read_seen(seen_path)
+    uidl = client.uidl()
+    sizes = dict(client.list()) if max_size is not None else {}
+    todo = [(n, uid) for n, uid in uidl if every or uid not in seen]
+    skipped = 0
+    if max_size is not None:
+        big = [(n, uid) for n, uid in todo if sizes.get(n, 0) > max_size]
+        for n, _uid in big:
+            if warn:
+                warn("message %d is %d bytes, over --max-size: left on the server" % (n, sizes[n]))
+        skipped = len(big)
+        todo = [(n, uid) for n, uid in todo if sizes.get(n, 0) <= max_size]
+    if limit is not None:
+        todo = todo[:limit]
+    stored = 0
+    for i in range(0, len(todo), BATCH):
+        batch = todo[i : i + BATCH]
+        messages = [data for _n, data in client.retr_many([n for n, _ in batch])]
+        sink.store(messages)  # appended, flushed, fsynced
+        _append_fsync(seen_path, [uid for _n, uid in batch])  # then recorded
+        sink.done()
+        if delete:
+            client.dele_many([n for n, _ in batch])  # then deleted
+        stored += len(batch)
+    # forget UIDLs no longer on the server
+    on_server = {uid for _n, uid in uidl}
+    kept = sorted(read_seen(seen_path) & on_server)
+    tmp = seen_path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(b"".join(u.encode() + b"\n" for u in kept))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, seen_path)
+    return stored, skipped
+
+
+__all__ = ["Client", "fetch", "MboxSink", "MaildirSink", "MdaSink", "StreamSink"]
