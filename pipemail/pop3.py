@@ -35,7 +35,7 @@ class Client:
         self.where = url.host
         self.log = log
         self.timeout = timeout
-        self.buf = b""
+        self.buf = bytearray()  # grows by amortised appends; searched only where new bytes came
         self.capa = set()
         self._context = None
         self._trust_file = trust_file
@@ -98,7 +98,8 @@ class Client:
         while True:
             i = self.buf.find(b"\r\n")
             if i >= 0:
-                line, self.buf = self.buf[:i], self.buf[i + 2 :]
+                line = bytes(self.buf[:i])
+                del self.buf[: i + 2]
                 return line
             if len(self.buf) > 1 << 16:
                 raise UnavailableError("%s sent an overlong reply line" % self.where)
@@ -124,16 +125,19 @@ class Client:
 
     def multiline(self):
         """The data of a multi-line answer, dot-unstuffed, lines ending in \\n."""
+        searched = 0
         while True:
             if self.buf.startswith(b".\r\n"):
-                self.buf = self.buf[3:]
+                del self.buf[:3]
                 return b""
-            i = self.buf.find(b"\r\n.\r\n")
+            i = self.buf.find(b"\r\n.\r\n", max(searched - 4, 0))
             if i >= 0:
-                data, self.buf = self.buf[: i + 2], self.buf[i + 5 :]
+                data = bytes(self.buf[: i + 2])
+                del self.buf[: i + 5]
                 if data.startswith(b".."):
                     data = data[1:]
                 return data.replace(b"\r\n..", b"\r\n.").replace(b"\r\n", b"\n")
+            searched = len(self.buf)
             self._fill()
 
     # -- commands --
@@ -438,6 +442,10 @@ def fetch(client, sink, state, *, every=False, delete=False, limit=None, max_siz
     if limit is not None:
         todo = todo[:limit]
     stored = 0
+    if delete:  # stored by an earlier run that was stopped before its DELE (or its QUIT)
+        done = [n for n, uid in uidl if uid in seen]
+        if done:
+            client.dele_many(done)
     for i in range(0, len(todo), BATCH):
         batch = todo[i : i + BATCH]
         messages = [data for _n, data in client.retr_many([n for n, _ in batch])]

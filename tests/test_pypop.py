@@ -1,0 +1,226 @@
+"""pypop against a real Dovecot on loopback: what is stored, what is deleted, what survives a kill."""
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pop3server
+import pytest
+
+from pipemail import transport
+
+from conftest import command_path
+
+dovecot = pop3server.dovecot
+
+
+def msg(n, extra=b""):
+    return (
+        b"From: sender@example.org\nTo: pmtest@example.org\nSubject: message %d\n\n"
+        b"body of %d\nFrom the start of a line\n>From quoted\n" % (n, n)
+    ) + extra
+
+
+@pytest.fixture
+def pop(run, dovecot, tmp_path):
+    dovecot.clear(dovecot.user)
+    env = {"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state"), "PIPEMAIL_PASSWORD": dovecot.password}
+
+    def _pop(*args, password=None, server=None, **kw):
+        e = dict(env)
+        if password is not None:
+            e["PIPEMAIL_PASSWORD"] = password
+        srv = server or "pop3://%s:%d" % (dovecot.host, dovecot.port)
+        return run(
+            "pypop", "--server", srv, "--user", dovecot.user, "--tls-trust-file", dovecot.ca_file, *args, env=e, **kw
+        )
+
+    _pop.env = env
+    return _pop
+
+
+def stored(path):
+    return [body for _from, body in transport.read_mbox(path)]
+
+
+def test_fetch_all_then_only_new(pop, dovecot, tmp_path):
+    for n in range(3):
+        dovecot.put(dovecot.user, msg(n))
+    box = tmp_path / "inbox"
+    r = pop("fetch", "--mbox", str(box))
+    assert (r.returncode, r.stderr) == (0, "")  # cron stays quiet
+    got = stored(box)
+    assert sorted(got) == sorted(msg(n) for n in range(3))  # From lines survive the round trip
+    r = pop("fetch", "--mbox", str(box))
+    assert r.returncode == 0 and len(stored(box)) == 3  # nothing new
+    dovecot.put(dovecot.user, msg(3))
+    r = pop("-v", "fetch", "--mbox", str(box))
+    assert r.returncode == 0 and len(stored(box)) == 4
+    assert "pypop: 1 message fetched" in r.stderr
+    assert dovecot.count(dovecot.user) == 4  # kept on the server without --delete
+
+
+def test_delete_after_storing_and_maildir(pop, dovecot, tmp_path):
+    for n in range(5):
+        dovecot.put(dovecot.user, msg(n))
+    md = tmp_path / "Maildir"
+    r = pop("fetch", "--maildir", str(md), "--delete")
+    assert r.returncode == 0, r.stderr
+    assert len(os.listdir(md / "new")) == 5 and os.listdir(md / "tmp") == []
+    assert dovecot.count(dovecot.user) == 0
+
+
+def test_delete_to_stdout_is_refused(pop, dovecot):
+    dovecot.put(dovecot.user, msg(1))
+    r = pop("fetch", "--delete")
+    assert r.returncode == 64 and "a pipe cannot be flushed to disk" in r.stderr
+    assert dovecot.count(dovecot.user) == 1
+
+
+def test_stdout_mbox_and_commands(pop, dovecot):
+    for n in range(2):
+        dovecot.put(dovecot.user, msg(n))
+    r = pop("stat")
+    assert r.returncode == 0 and r.stdout.startswith(b"2 messages, ")
+    assert len(pop("list").stdout.splitlines()) == 2 and len(pop("uidl").stdout.splitlines()) == 2
+    r = pop("retr", "1")
+    assert r.returncode == 0 and r.stdout in (msg(0), msg(1))
+    r = pop("fetch")
+    assert r.returncode == 0 and r.stdout.count(b"\nFrom MAILER-DAEMON ") + r.stdout.startswith(b"From ") == 2
+    assert pop("dele", "1").returncode == 0 and dovecot.count(dovecot.user) == 1
+
+
+def test_wrong_password_and_server_down(pop, dovecot):
+    r = pop("stat", password="not-the-password")
+    assert r.returncode == 77 and "not-the-password" not in r.stderr
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    free = port.getsockname()[1]
+    port.close()
+    r = pop("stat", server="pop3://127.0.0.1:%d" % free)
+    assert r.returncode == 75 and "Connection refused" in r.stderr
+
+
+def test_pop3s_and_a_redacted_transcript(pop, dovecot):
+    dovecot.put(dovecot.user, msg(1))
+    r = pop("-v", "stat", server="pop3s://%s:%d" % (dovecot.host, dovecot.ssl_port))
+    assert r.returncode == 0, r.stderr
+    assert dovecot.password not in r.stderr and "=== TLS started" in r.stderr
+    r = pop("-v", "stat")  # STLS on the plain port
+    assert r.returncode == 0 and "C: STLS" in r.stderr and dovecot.password not in r.stderr
+
+
+def test_overlapping_runs(pop, dovecot, tmp_path):
+    import fcntl
+
+    from pipemail import config, pop3
+
+    url = config.split_url("pop3://%s:%d" % (dovecot.host, dovecot.port), kind="pop")
+    _state, lock_path, _pending = pop3.state_paths(dovecot.user, url, env=pop.env)
+    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT)
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    try:
+        r = pop("fetch", "--mbox", str(tmp_path / "box"))
+    finally:
+        os.close(fd)
+    assert r.returncode == 75 and "another pypop is fetching" in r.stderr
+
+
+def test_big_message_and_many(pop, dovecot, tmp_path):
+    big = msg(0, b"x" * 75 + b"\n") + (b"y" * 999 + b"\n") * 20_000
+    dovecot.put(dovecot.user, big)
+    for n in range(1, 1000):
+        dovecot.put(dovecot.user, msg(n))
+    box = tmp_path / "box"
+    r = pop("fetch", "--mbox", str(box), "--delete")
+    assert r.returncode == 0, r.stderr
+    got = stored(box)
+    assert len(got) == 1000 and big in got
+    assert dovecot.count(dovecot.user) == 0
+
+
+def test_sigkill_mid_fetch_loses_nothing(pop, dovecot, tmp_path):
+    for n in range(600):
+        dovecot.put(dovecot.user, msg(n, b"z" * 5000 + b"\n"))
+    box = tmp_path / "box"
+    env = {**os.environ, **pop.env}
+    cmd = command_path("pypop") + [
+        "--server",
+        "pop3://%s:%d" % (dovecot.host, dovecot.port),
+        "--user",
+        dovecot.user,
+        "--tls-trust-file",
+        dovecot.ca_file,
+        "fetch",
+        "--mbox",
+        str(box),
+        "--delete",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 20
+    while time.time() < deadline and (not box.exists() or box.stat().st_size < 200_000):
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, proc.stderr.read()  # killed mid-fetch, not finished
+    assert 0 < len(stored(box)) < 600 or box.stat().st_size > 0
+    r = pop("fetch", "--mbox", str(box), "--delete")
+    assert r.returncode == 0, r.stderr
+    got = stored(box)
+    assert sorted(set(got)) == sorted(msg(n, b"z" * 5000 + b"\n") for n in range(600))
+    assert len(got) == 600  # nothing twice: a half-written tail was cut, recorded ones not fetched again
+    assert dovecot.count(dovecot.user) == 0
+
+
+def test_connection_cut_during_retr(pop, dovecot, tmp_path):
+    dovecot.put(dovecot.user, msg(1, b"w" * 200_000 + b"\n"))
+    relay = socket.socket()
+    relay.bind(("127.0.0.1", 0))
+    relay.listen(1)
+
+    def serve():
+        conn, _ = relay.accept()
+        up = socket.create_connection((dovecot.host, dovecot.port))
+        sent = 0
+        conn.settimeout(1)
+        up.settimeout(1)
+
+        def pump_up():
+            try:
+                while data := conn.recv(65536):
+                    up.sendall(data)
+            except OSError:
+                pass
+
+        threading.Thread(target=pump_up, daemon=True).start()
+        try:
+            while data := up.recv(65536):
+                conn.sendall(data)
+                sent += len(data)
+                if sent > 100_000:  # in the middle of RETR
+                    break
+        except OSError:
+            pass
+        conn.close()
+        up.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    box = tmp_path / "box"
+    r = pop("fetch", "--mbox", str(box), "--delete", server="pop3://127.0.0.1:%d" % relay.getsockname()[1])
+    relay.close()
+    assert r.returncode == 75 and "closed the connection" in r.stderr
+    assert not box.exists() or box.read_bytes() == b""
+    assert dovecot.count(dovecot.user) == 1
+
+
+def test_delete_also_removes_what_an_earlier_run_stored(pop, dovecot, tmp_path):
+    for n in range(3):
+        dovecot.put(dovecot.user, msg(n))
+    box = tmp_path / "box"
+    assert pop("fetch", "--mbox", str(box)).returncode == 0  # stored, kept on the server
+    assert dovecot.count(dovecot.user) == 3
+    r = pop("fetch", "--mbox", str(box), "--delete")
+    assert r.returncode == 0 and len(stored(box)) == 3 and dovecot.count(dovecot.user) == 0
