@@ -224,3 +224,22 @@ def test_delete_also_removes_what_an_earlier_run_stored(pop, dovecot, tmp_path):
     assert dovecot.count(dovecot.user) == 3
     r = pop("fetch", "--mbox", str(box), "--delete")
     assert r.returncode == 0 and len(stored(box)) == 3 and dovecot.count(dovecot.user) == 0
+
+
+@pytest.mark.parametrize(
+    "reply,auth,code",
+    [
+        ("-ERR [AUTH] Authentication failed.", True, 77),
+        ("-ERR [IN-USE] Mailbox is locked", True, 75),
+        ("-ERR [LOGIN-DELAY] wait", True, 75),
+        ("-ERR [SYS/TEMP] try later", False, 75),
+        ("-ERR [SYS/PERM] disabled", True, 69),
+        ("-ERR no such message", False, 69),
+        ("-ERR bad password", True, 77),
+    ],
+)
+def test_response_codes_map_to_exit_codes(reply, auth, code):
+    from pipemail.pop3 import _error
+
+    exc = _error("PASS", "pop.example.org", reply, auth)
+    assert exc.exit_code == code and str(exc) == "PASS refused by pop.example.org: %s" % reply
