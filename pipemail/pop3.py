@@ -275,11 +275,18 @@ def lock(path, label):
 
 
 def read_seen(path):
+    """``{uid: durable}``: the UIDLs fetched before, and whether they were stored on disk
+    (a line ``UID -`` is one that only went to standard output)."""
+    seen = {}
     try:
         with open(path, "rb") as f:
-            return {line.strip().decode("utf-8", "replace") for line in f if line.strip()}
+            for line in f:
+                parts = line.decode("utf-8", "replace").split()
+                if parts:
+                    seen[parts[0]] = seen.get(parts[0], False) or len(parts) == 1
     except FileNotFoundError:
-        return set()
+        pass
+    return seen
 
 
 def _append_fsync(path, lines):
@@ -292,54 +299,76 @@ def _append_fsync(path, lines):
 
 
 class MboxSink:
-    """Append to an mbox, locked (fcntl and a dot-lock), with a record to undo a killed run's tail."""
+    """Append to an mbox, locked (fcntl and a dot-lock), with a record that settles a killed run.
 
-    def __init__(self, path, pending):
+    Before a batch is appended, ``pending`` records the mbox's path, its size
+    before and after the batch, and the batch's UIDLs.  The next run, under
+    the same lock: if the whole batch is there it records those UIDLs (no
+    duplicate fetch); if only part of it is, it cuts that tail away (nothing
+    half-written, and the messages are fetched again).
+    """
+
+    durable = True
+
+    def __init__(self, path, pending, seen_path):
         self.path = path
         self.pending = pending
+        self.seen_path = seen_path
         self._recover()
 
     def _recover(self):
         try:
             with open(self.pending, "rb") as f:
-                size = int(f.read().split()[0])
+                lines = f.read().decode("utf-8", "surrogateescape").split("\n")
+            path, before, after, uids = lines[0], int(lines[1]), int(lines[2]), [u for u in lines[3:] if u]
         except (FileNotFoundError, ValueError, IndexError):
             return
+        fd, dl = self._lock(path)
         try:
-            if os.path.getsize(self.path) > size:
-                with open(self.path, "r+b") as f:
-                    f.truncate(size)  # what a killed run half-wrote; its UIDLs were never recorded
-        except FileNotFoundError:
-            pass
+            size = os.lseek(fd, 0, os.SEEK_END)
+            if size >= after:
+                _append_fsync(self.seen_path, uids)  # the batch is all there: it counts as stored
+            elif size > before:
+                os.ftruncate(fd, before)  # a half-written tail: cut away; fetched again
+                os.fsync(fd)
+        finally:
+            self._unlock(fd, dl, path)
         os.unlink(self.pending)
 
-    def store(self, messages):
+    def _lock(self, path):
         import fcntl
+        import time
 
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise CantCreateError("cannot write %s: %s" % (shown(path), describe_oserror(exc))) from None
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        for _ in range(200):  # the dot-lock of mail programs that know no fcntl; 10 s, then without it
+            try:
+                return fd, os.open(path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                time.sleep(0.05)
+        return fd, None
+
+    def _unlock(self, fd, dl, path):
+        if dl is not None:
+            os.close(dl)
+            os.unlink(path + ".lock")
+        os.close(fd)
+
+    def store(self, messages, uids=()):
         from pipemail.transport import mbox_bytes
 
-        dotlock = self.path + ".lock"
+        data = b"".join(mbox_bytes([raw], _sender(raw)) for raw in messages)
+        fd, dl = self._lock(self.path)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise CantCreateError("cannot write %s: %s" % (shown(self.path), describe_oserror(exc))) from None
-        dl = None
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX)
-            for _ in range(100):
-                try:
-                    dl = os.open(dotlock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    break
-                except FileExistsError:
-                    import time
-
-                    time.sleep(0.05)
             size = os.lseek(fd, 0, os.SEEK_END)
+            record = "\n".join([self.path, str(size), str(size + len(data)), *uids]) + "\n"
             with open(self.pending, "wb") as f:
-                f.write(b"%d\n" % size)
+                f.write(record.encode("utf-8", "surrogateescape"))
                 f.flush()
                 os.fsync(f.fileno())
-            data = b"".join(mbox_bytes([raw], _sender(raw)) for raw in messages)
             try:
                 view = memoryview(data)
                 while view:
@@ -349,10 +378,7 @@ class MboxSink:
                 os.ftruncate(fd, size)
                 raise IOFailure("cannot write %s: %s" % (shown(self.path), describe_oserror(exc))) from None
         finally:
-            if dl is not None:
-                os.close(dl)
-                os.unlink(dotlock)
-            os.close(fd)
+            self._unlock(fd, dl, self.path)
 
     def done(self):
         try:
@@ -362,6 +388,8 @@ class MboxSink:
 
 
 class MaildirSink:
+    durable = True
+
     def __init__(self, path):
         self.path = path
         for sub in ("tmp", "new", "cur"):
@@ -370,7 +398,7 @@ class MaildirSink:
             except OSError as exc:
                 raise CantCreateError("cannot use Maildir %s: %s" % (shown(path), describe_oserror(exc))) from None
 
-    def store(self, messages):
+    def store(self, messages, uids=()):
         from pipemail.transport import deliver_maildir
 
         for raw in messages:
@@ -386,10 +414,12 @@ class MaildirSink:
 
 
 class MdaSink:
+    durable = True
+
     def __init__(self, command):
         self.command = command
 
-    def store(self, messages):
+    def store(self, messages, uids=()):
         import subprocess
 
         for raw in messages:
@@ -403,10 +433,12 @@ class MdaSink:
 
 
 class StreamSink:
+    durable = False  # a pipe cannot be flushed to disk: what went there is never deleted on its account
+
     def __init__(self, stream):
         self.stream = stream
 
-    def store(self, messages):
+    def store(self, messages, uids=()):
         from pipemail.transport import mbox_bytes
 
         for raw in messages:
@@ -442,25 +474,27 @@ def fetch(client, sink, state, *, every=False, delete=False, limit=None, max_siz
     if limit is not None:
         todo = todo[:limit]
     stored = 0
-    if delete:  # stored by an earlier run that was stopped before its DELE (or its QUIT)
-        done = [n for n, uid in uidl if uid in seen]
+    if delete:  # stored on disk by an earlier run that was stopped before its DELE (or its QUIT)
+        fetching = {n for n, _uid in todo}
+        done = [n for n, uid in uidl if seen.get(uid) and n not in fetching]
         if done:
             client.dele_many(done)
+    mark = "" if sink.durable else " -"
     for i in range(0, len(todo), BATCH):
         batch = todo[i : i + BATCH]
         messages = [data for _n, data in client.retr_many([n for n, _ in batch])]
-        sink.store(messages)  # appended, flushed, fsynced
-        _append_fsync(seen_path, [uid for _n, uid in batch])  # then recorded
+        sink.store(messages, [uid for _n, uid in batch])  # appended, flushed, fsynced
+        _append_fsync(seen_path, [uid + mark for _n, uid in batch])  # then recorded
         sink.done()
         if delete:
             client.dele_many([n for n, _ in batch])  # then deleted
         stored += len(batch)
     # forget UIDLs no longer on the server
     on_server = {uid for _n, uid in uidl}
-    kept = sorted(read_seen(seen_path) & on_server)
+    kept = sorted((uid, durable) for uid, durable in read_seen(seen_path).items() if uid in on_server)
     tmp = seen_path + ".tmp"
     with open(tmp, "wb") as f:
-        f.write(b"".join(u.encode() + b"\n" for u in kept))
+        f.write(b"".join(u.encode() + (b"\n" if durable else b" -\n") for u, durable in kept))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, seen_path)

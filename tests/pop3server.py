@@ -253,9 +253,7 @@ class Dovecot:
     def stop(self):
         """Stop the server (doveadm stop), then kill whatever of it is left."""
         pid = self.pid or self._read_pid()
-        if pid is None:
-            return
-        kids = _children(pid)
+        kids = _children(pid) if pid else []
         try:
             subprocess.call(
                 [self.doveadm, "-c", str(self.config), "stop"],
@@ -266,7 +264,7 @@ class Dovecot:
             )
         except subprocess.TimeoutExpired:
             pass
-        for p in [pid, *kids]:
+        for p in [pid, *kids] if pid else []:
             if _proc_state(p) not in (None, "Z"):
                 try:
                     os.kill(p, signal.SIGKILL)

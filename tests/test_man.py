@@ -17,6 +17,7 @@ MODULES = {
     "pyshar": "pipemail.cli.shar",
     "pyunshar": "pipemail.cli.unshar",
     "pymail": "pipemail.cli.mail",
+    "pypop": "pipemail.cli.pop",
 }
 COMMANDS = list(MODULES)
 
@@ -27,11 +28,21 @@ OPTION_TOKEN = re.compile(r"(?<![\w-])(--?[A-Za-z0-9][\w-]*)")
 FONT_ESCAPE = re.compile(r"\\f(?:\[[^\]]*\]|\(..|.)")
 
 
-def help_text(name):
+def help_text(name, *subcommand):
+    """``name --help``, or with ``subcommand`` the help of one command of a click group."""
     command = importlib.import_module(MODULES[name]).command
-    result = CliRunner().invoke(command, ["--help"], prog_name=name)
+    result = CliRunner().invoke(command, [*subcommand, "--help"], prog_name=name)
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def help_texts(name):
+    """The help of ``name`` and, for a click group (pypop), of each of its commands."""
+    command = importlib.import_module(MODULES[name]).command
+    texts = [help_text(name)]
+    for sub in sorted(getattr(command, "commands", {})):
+        texts.append(help_text(name, sub))
+    return texts
 
 
 def help_options(text):
@@ -75,9 +86,16 @@ def test_help_options_are_found():
     assert "OUTFILE" not in options
 
 
+def test_group_subcommand_options_are_found():
+    texts = help_texts("pypop")
+    assert len(texts) == 1 + len(importlib.import_module(MODULES["pypop"]).command.commands)
+    options = {opt for text in texts for opt in help_options(text)}
+    assert {"--server", "--tls-trust-file", "--mbox", "--maildir", "--mda", "--max-size", "--limit"} <= options
+
+
 @pytest.mark.parametrize("name", COMMANDS)
 def test_every_help_option_is_in_the_man_page(name):
-    options = help_options(help_text(name))
+    options = [opt for text in help_texts(name) for opt in help_options(text)]
     assert options, "no options found in %s --help" % name
     text = page_text(name)
     missing = [opt for opt in options if not re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(opt), text)]

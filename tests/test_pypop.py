@@ -243,3 +243,63 @@ def test_response_codes_map_to_exit_codes(reply, auth, code):
 
     exc = _error("PASS", "pop.example.org", reply, auth)
     assert exc.exit_code == code and str(exc) == "PASS refused by pop.example.org: %s" % reply
+
+
+def _state(pop, dovecot):
+    from pipemail import config, pop3
+
+    url = config.split_url("pop3://%s:%d" % (dovecot.host, dovecot.port), kind="pop")
+    return pop3.state_paths(dovecot.user, url, env=pop.env)
+
+
+def test_a_killed_runs_record_settles_its_own_mbox(pop, dovecot, tmp_path):
+    seen_path, _lock, pending = _state(pop, dovecot)
+    os.makedirs(os.path.dirname(pending), exist_ok=True)
+    a, b = tmp_path / "a.mbox", tmp_path / "b.mbox"
+    a.write_bytes(b"From x Thu Jan  1 00:00:00 1970\n\nkept\n\nFrom y Thu Jan  1 00:00:00 1970\n\nhalf-wri")
+    b.write_bytes(b"From z Thu Jan  1 00:00:00 1970\n\nb's own\n\n")
+    keep = len(b"From x Thu Jan  1 00:00:00 1970\n\nkept\n\n")
+    with open(pending, "w") as f:
+        f.write("%s\n%d\n%d\nuid-a\n" % (a, keep, keep + 500))
+    dovecot.put(dovecot.user, msg(1))
+    r = pop("fetch", "--mbox", str(b))
+    assert r.returncode == 0, r.stderr
+    assert a.read_bytes() == a.read_bytes()[:keep] and len(a.read_bytes()) == keep  # its half-written tail cut
+    assert b.read_bytes().startswith(b"From z Thu Jan  1 00:00:00 1970\n\nb's own\n\n")
+    assert len(stored(b)) == 2 and not os.path.exists(pending)
+
+
+def test_a_killed_runs_complete_batch_is_recorded_not_fetched_again(pop, dovecot, tmp_path):
+    from pipemail import transport
+
+    seen_path, _lock, pending = _state(pop, dovecot)
+    dovecot.put(dovecot.user, msg(1))
+    uid = pop("uidl").stdout.split()[1].decode()
+    box = tmp_path / "box"
+    data = transport.mbox_bytes([msg(1)], "MAILER-DAEMON")
+    box.write_bytes(data)  # the batch got there; the run died before recording it
+    os.makedirs(os.path.dirname(pending), exist_ok=True)
+    with open(pending, "w") as f:
+        f.write("%s\n0\n%d\n%s\n" % (box, len(data), uid))
+    r = pop("fetch", "--mbox", str(box))
+    assert r.returncode == 0 and len(stored(box)) == 1  # not twice
+
+
+def test_all_with_delete_after_an_earlier_fetch(pop, dovecot, tmp_path):
+    for n in range(2):
+        dovecot.put(dovecot.user, msg(n))
+    box = tmp_path / "box"
+    assert pop("fetch", "--mbox", str(box)).returncode == 0
+    r = pop("fetch", "--all", "--delete", "--mbox", str(box))
+    assert r.returncode == 0, r.stderr
+    assert len(stored(box)) == 4 and dovecot.count(dovecot.user) == 0
+
+
+def test_what_only_went_to_stdout_is_never_deleted_on_its_account(pop, dovecot, tmp_path):
+    dovecot.put(dovecot.user, msg(1))
+    assert pop("fetch").returncode == 0  # to a pipe
+    r = pop("fetch", "--mbox", str(tmp_path / "box"), "--delete")
+    assert r.returncode == 0
+    assert dovecot.count(dovecot.user) == 1  # not stored on disk by pypop: left on the server
+    r = pop("fetch", "--all", "--mbox", str(tmp_path / "box"), "--delete")
+    assert r.returncode == 0 and dovecot.count(dovecot.user) == 0 and len(stored(tmp_path / "box")) == 1

@@ -61,7 +61,7 @@ class Session:
         return client
 
 
-@click.group(cls=Group, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, epilog=EPILOG, no_args_is_help=False, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--account", metavar="NAME", help="Use account NAME of the configuration.")
 @click.option("--server", metavar="HOST|URL", help="pop3s://HOST[:PORT] (TLS, 995) or pop3://HOST or HOST (STLS, 110).")
 @click.option("--port", type=int, metavar="N", help="The server's port.")
@@ -163,7 +163,7 @@ def dele_cmd(s, numbers):
 @click.option("--mda", metavar="COMMAND", help="Run COMMAND for each message, the message on its standard input.")
 @click.option("--all", "every", is_flag=True, help="Fetch every message, not only the new ones.")
 @click.option("--delete", is_flag=True, help="Delete each message from the server once it is stored.")
-@click.option("--limit", type=int, metavar="N", help="Fetch at most N messages.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Fetch at most N messages.")
 @click.option(
     "--max-size", metavar="SIZE", help="Leave messages larger than SIZE on the server (a bare number is KiB)."
 )
@@ -185,7 +185,7 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size):
         fd = pop3.lock(lock_path, "%s at %s" % (s.user_name, s.url.host))
         try:
             if mbox:
-                sink = pop3.MboxSink(os.path.expanduser(mbox), pending)
+                sink = pop3.MboxSink(os.path.expanduser(mbox), pending, state)
             elif maildir:
                 sink = pop3.MaildirSink(os.path.expanduser(maildir))
             elif mda:
