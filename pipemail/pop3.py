@@ -450,9 +450,14 @@ class StreamSink:
 
 
 def _sender(raw):
+    """The envelope sender for the ``From `` line: the Return-Path, when the header has one."""
+    end = raw.find(b"\n\n")
+    head = raw[: end if end >= 0 else 8192]
+    if b"return-path:" not in head.lower():
+        return "MAILER-DAEMON"
     import re
 
-    m = re.search(rb"(?mi)^Return-Path:\s*<([^>\s]*)>", raw[:8192])
+    m = re.search(rb"(?mi)^Return-Path:\s*<([^>\s]*)>", head)
     return m.group(1).decode("utf-8", "replace") if m and m.group(1) else "MAILER-DAEMON"
 
 

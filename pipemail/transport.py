@@ -109,6 +109,8 @@ def _mboxrd(seg, at_start):
     """``From `` lines quoted one level more (mboxrd); a segment may begin mid-line."""
     import re
 
+    if b"From " not in seg:  # nothing to quote: most messages (the regex costs 30 us a 10 KB message)
+        return seg
     if at_start:
         return re.sub(rb"(?m)^(>*From )", rb">\1", seg)
     nl = seg.find(b"\n")
