@@ -461,12 +461,29 @@ def _sender(raw):
     return m.group(1).decode("utf-8", "replace") if m and m.group(1) else "MAILER-DAEMON"
 
 
+BATCH_BYTES = 32 << 20  # a batch is held in memory until it is stored: bounded in bytes too
+
+
+def _batches(todo, sizes):
+    """At most BATCH messages and BATCH_BYTES bytes a batch (a larger message goes alone)."""
+    batch, total = [], 0
+    for item in todo:
+        size = sizes.get(item[0], 0)
+        if batch and (len(batch) >= BATCH or total + size > BATCH_BYTES):
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += size
+    if batch:
+        yield batch
+
+
 def fetch(client, sink, state, *, every=False, delete=False, limit=None, max_size=None, warn=None, log=None):
     """Retrieve new (or all) messages into ``sink``; returns (stored, skipped)."""
     seen_path = state
     seen = read_seen(seen_path)
     uidl = client.uidl()
-    sizes = dict(client.list()) if max_size is not None else {}
+    sizes = dict(client.list())
     todo = [(n, uid) for n, uid in uidl if every or uid not in seen]
     skipped = 0
     if max_size is not None:
@@ -485,8 +502,7 @@ def fetch(client, sink, state, *, every=False, delete=False, limit=None, max_siz
         if done:
             client.dele_many(done)
     mark = "" if sink.durable else " -"
-    for i in range(0, len(todo), BATCH):
-        batch = todo[i : i + BATCH]
+    for batch in _batches(todo, sizes):
         messages = [data for _n, data in client.retr_many([n for n, _ in batch])]
         sink.store(messages, [uid for _n, uid in batch])  # appended, flushed, fsynced
         _append_fsync(seen_path, [uid + mark for _n, uid in batch])  # then recorded

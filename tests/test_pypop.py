@@ -303,3 +303,13 @@ def test_what_only_went_to_stdout_is_never_deleted_on_its_account(pop, dovecot, 
     assert dovecot.count(dovecot.user) == 1  # not stored on disk by pypop: left on the server
     r = pop("fetch", "--all", "--mbox", str(tmp_path / "box"), "--delete")
     assert r.returncode == 0 and dovecot.count(dovecot.user) == 0 and len(stored(tmp_path / "box")) == 1
+
+
+def test_batches_are_bounded_in_count_and_bytes():
+    from pipemail.pop3 import BATCH_BYTES, _batches
+
+    todo = [(i, "u%d" % i) for i in range(1, 251)]
+    sizes = dict.fromkeys(range(1, 251), 10)
+    sizes[5], sizes[6], sizes[7] = BATCH_BYTES + 1, BATCH_BYTES // 2 + 1, BATCH_BYTES // 2 + 1
+    assert [len(b) for b in _batches(todo, sizes)] == [4, 1, 1, 100, 100, 44]
+    assert [item for b in _batches(todo, sizes) for item in b] == todo
