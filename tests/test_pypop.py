@@ -313,3 +313,19 @@ def test_batches_are_bounded_in_count_and_bytes():
     sizes[5], sizes[6], sizes[7] = BATCH_BYTES + 1, BATCH_BYTES // 2 + 1, BATCH_BYTES // 2 + 1
     assert [len(b) for b in _batches(todo, sizes)] == [4, 1, 1, 100, 100, 44]
     assert [item for b in _batches(todo, sizes) for item in b] == todo
+
+
+def test_mda_limit_and_max_size(pop, dovecot, tmp_path):
+    for n in range(4):
+        dovecot.put(dovecot.user, msg(n))
+    out = tmp_path / "mda.out"
+    r = pop("fetch", "--limit", "2", "--mda", "cat >> %s" % out, "--delete")
+    assert r.returncode == 0 and out.read_bytes().count(b"Subject: message") == 2
+    assert dovecot.count(dovecot.user) == 2
+    r = pop("fetch", "--mda", "exit 1", "--delete")
+    assert r.returncode == 69 and "the MDA 'exit 1' exited 1; the message stays on the server" in r.stderr
+    assert dovecot.count(dovecot.user) == 2
+    dovecot.put(dovecot.user, msg(9, (b"q" * 999 + b"\n") * 5))
+    r = pop("fetch", "--max-size", "2", "--mda", "cat >> %s" % out, "--delete")  # 2 KiB
+    assert r.returncode == 0 and "over --max-size: left on the server" in r.stderr
+    assert dovecot.count(dovecot.user) == 1 and out.read_bytes().count(b"Subject: message") == 4
