@@ -111,28 +111,9 @@ def send_mail(
 def _deliver(msg, envelope_from, rcpts, opts, account):
     url = transport.resolve(opts.transport, account, opts.env)
     segments = list(msg.segments())
-    size = sum(len(s) + s.count(b"\n") for s in segments)
-    smtputf8 = message.needs_smtputf8(rcpts + [envelope_from])
     keep = not opts.check and url.scheme != "-"
     try:
-        report = transport.deliver(
-            url,
-            segments,
-            size,
-            envelope_from,
-            rcpts,
-            account=account,
-            user=opts.user,
-            tls=opts.tls,
-            trust_file=opts.trust_file,
-            timeout=opts.timeout,
-            log=opts.log,
-            check=opts.check,
-            smtputf8=smtputf8,
-            warn=opts.warn,
-            stdout=opts.stdout,
-            env=opts.env,
-        )
+        report = _send(opts, url, account, segments, envelope_from, rcpts)
     except PipemailError as exc:
         if keep:
             opts.warn(str(exc))  # the reason first, then where the message went
@@ -151,6 +132,28 @@ def _deliver(msg, envelope_from, rcpts, opts, account):
         for addr in report.accepted:
             opts.warn("check: %s would be accepted" % addr)
     return report.exit_code()
+
+
+def _send(opts, url, account, segments, sender, rcpts):
+    """One delivery by ``url`` with the options of the command line."""
+    return transport.deliver(
+        url,
+        segments,
+        sum(len(s) + s.count(b"\n") for s in segments),
+        sender,
+        rcpts,
+        account=account,
+        user=opts.user,
+        tls=opts.tls,
+        trust_file=opts.trust_file,
+        timeout=opts.timeout,
+        log=opts.log,
+        check=opts.check,
+        smtputf8=message.needs_smtputf8(rcpts + [sender]),
+        warn=opts.warn,
+        stdout=opts.stdout,
+        env=opts.env,
+    )
 
 
 def _keep(opts, segments, sender, undelivered, why):
@@ -195,24 +198,7 @@ def resend(path, opts):
                 remaining.append((sender, body, rcpts))
                 continue
             try:
-                report = transport.deliver(
-                    url,
-                    [body],
-                    len(body) + body.count(b"\n"),
-                    sender,
-                    rcpts,
-                    account=account,
-                    user=opts.user,
-                    tls=opts.tls,
-                    trust_file=opts.trust_file,
-                    timeout=opts.timeout,
-                    log=opts.log,
-                    check=opts.check,
-                    warn=opts.warn,
-                    stdout=opts.stdout,
-                    env=opts.env,
-                    smtputf8=message.needs_smtputf8(rcpts + [sender]),
-                )
+                report = _send(opts, url, account, [body], sender, rcpts)
             except PipemailError as exc:
                 opts.warn(str(exc))
                 remaining.append((sender, body, getattr(exc, "undelivered", rcpts)))
