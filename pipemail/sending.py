@@ -56,6 +56,7 @@ def send_mail(
     headers=(),
     read_recipients=False,
     stdin_name=None,
+    max_size=None,
 ):
     """Send ``body`` (stdin's bytes); the exit code."""
     from email.utils import formatdate, getaddresses, make_msgid, parseaddr
@@ -105,7 +106,98 @@ def send_mail(
     rcpts = _unique(rcpts)
     if not rcpts:
         raise UsageError("no recipients: give RECIPIENT operands (or -t with To/Cc/Bcc in the message)")
+    if max_size is not None and not read_recipients and attach and msg.size() > max_size:
+        return _send_in_parts(
+            body,
+            opts,
+            account,
+            max_size,
+            subject=subject,
+            sender=from_pair,
+            to=to_p,
+            cc=cc_p,
+            extra=extra,
+            attach=attach,
+            stdin_name=stdin_name,
+            rcpts=rcpts,
+        )
     return _deliver(msg, from_pair[1], rcpts, opts, account)
+
+
+_PART_OVERHEAD = 8192  # headers, MIME framing and the part's own header lines, with room to spare
+
+
+def _send_in_parts(body, opts, account, max_size, *, subject, sender, to, cc, extra, attach, stdin_name, rcpts):
+    """--max-size: what does not fit goes as a pyshar archive split into mails of at most max_size."""
+    import tempfile
+
+    from pipemail import shar
+
+    def compose(files, part_subject):
+        return message.compose(
+            body,
+            subject=part_subject,
+            sender=sender,
+            to=to,
+            cc=cc,
+            extra_headers=extra,
+            attachments=files,
+            stdin_name=stdin_name,
+        )
+
+    riding, packed = [], []
+    for path in attach:  # the attachments that fit ride in the first mail, with room for a part
+        if compose(riding + [path], subject).size() <= max_size // 2:
+            riding.append(path)
+        else:
+            packed.append(path)
+    first = compose(riding, subject).size()
+    limit = (max_size - first - _PART_OVERHEAD) * 57 // 78  # base64: 76 characters and CRLF a 57 bytes
+    if limit < 16 * 1024:
+        raise UsageError(
+            "--max-size %d leaves too little room for archive parts: give at least %d"
+            % (max_size, first + _PART_OVERHEAD + 16 * 1024 * 78 // 57 + 1)
+        )
+    with tempfile.TemporaryDirectory(prefix="pymail-") as tmp:
+        name = os.path.basename(os.fsdecode(packed[0])) or "parts"
+        # members named as the attachments are: by their base names
+        members = [
+            shar.Member(os.fsencode(os.path.basename(os.fsdecode(p))), os.fsencode(p), os.stat(p)) for p in packed
+        ]
+        parts = shar.write_archive(members, prefix=os.fsencode(os.path.join(tmp, name)), limit=limit)
+        total, codes, sent = len(parts), [], []
+        width = max(2, len(str(total)))
+        for n, part in enumerate(parts, 1):
+            tag = "[part %0*d/%d]" % (width, n, total)
+            part_subject = "%s %s" % (subject, tag) if subject else tag
+            msg = (
+                compose(riding if n == 1 else [], part_subject)
+                if n == 1
+                else message.compose(b"", subject=part_subject, sender=sender, to=to, cc=cc, extra_headers=extra)
+            )
+            data = open(os.fsdecode(part), "rb").read()
+            msg.parts.append(message.attachment_part(data, os.path.basename(os.fsdecode(part)), "application/x-shar"))
+            if msg.boundary is None:
+                msg.boundary = "=_pipemail_" + os.urandom(12).hex()
+                msg.headers.append(("Content-Type", 'multipart/mixed; boundary="%s"' % msg.boundary))
+            try:
+                code = _deliver(msg, sender[1], rcpts, opts, account)
+            except PipemailError as exc:
+                code = exc.exit_code
+                if not getattr(exc, "reported", False):
+                    opts.warn(str(exc))
+            codes.append(code)
+            if code == 0:
+                sent.append(n)
+    failed = [n for n, c in enumerate(codes, 1) if c]
+    if failed:
+        opts.warn(
+            "sent %d of %d parts; not sent: %s (kept in the dead letter)"
+            % (len(sent), total, ", ".join(str(n) for n in failed))
+        )
+        bad = [c for c in codes if c]
+        return 75 if 75 in bad else bad[0]
+    return 0
 
 
 def _deliver(msg, envelope_from, rcpts, opts, account):

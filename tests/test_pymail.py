@@ -605,3 +605,62 @@ def test_smtps_implicit_tls(run, smtp_server, home):
     assert parse(srv.messages[0][2]).get_content() == "hello\n"
     r = send(run, "smtps://127.0.0.1:%d" % srv.port, "to@example.org", home=str(home))  # CA not given
     assert r.returncode == 69 and "is not trusted" in r.stderr
+
+
+def test_max_size_splits_what_does_not_fit_into_shar_parts(run, smtp_server, home, tmp_path):
+    import mailbox
+
+    srv = smtp_server()
+    big = tmp_path / "backup.tgz"
+    big.write_bytes(os.urandom(3_000_000))
+    small = tmp_path / "notes.txt"
+    small.write_bytes(b"small enough\n")
+    r = send(
+        run,
+        srv,
+        "--max-size",
+        "1M",
+        "-s",
+        "backup",
+        "-a",
+        small,
+        "-a",
+        big,
+        "me@example.org",
+        input=b"see attached\n",
+        home=str(home),
+    )
+    assert r.returncode == 0, r.stderr
+    n = len(srv.messages)
+    assert n >= 3
+    subjects = [parse(raw)["Subject"] for _f, _rc, raw in srv.messages]
+    assert subjects == ["backup [part %02d/%d]" % (i, n) for i in range(1, n + 1)]
+    assert all(len(raw) <= 1024 * 1024 for _f, _rc, raw in srv.messages)  # every mail, as sent, within SIZE
+    first = parse(srv.messages[0][2])
+    assert [p.get_filename() for p in first.iter_attachments()] == ["notes.txt", "backup.tgz.%02d" % 1]
+    box = mailbox.mbox(tmp_path / "in.mbox")
+    for _f, _rc, raw in reversed(srv.messages):  # in any order
+        box.add(raw.replace(b"\r\n", b"\n"))
+    box.flush()
+    u = run("pyunshar", "-d", tmp_path / "out", tmp_path / "in.mbox")
+    assert (u.returncode, u.stderr) == (0, "")
+    assert (tmp_path / "out" / "backup.tgz").read_bytes() == big.read_bytes()
+
+
+def test_max_size_with_the_server_down_keeps_every_part(run, home, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(600_000))
+    r = send(
+        run, "smtp://127.0.0.1:%d" % free_port(), "--max-size", "256K", "-a", big, "me@example.org", home=str(home)
+    )
+    assert r.returncode == 75
+    dead = (home / "dead.letter").read_bytes()
+    n = dead.count(b"X-Pipemail-Undelivered-To: me@example.org")
+    assert (
+        n >= 3
+        and (
+            "sent 0 of %d parts; not sent: %s (kept in the dead letter)"
+            % (n, ", ".join(str(i) for i in range(1, n + 1)))
+        )
+        in r.stderr
+    )

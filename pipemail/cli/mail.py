@@ -57,6 +57,12 @@ sendmail.  A message that cannot be delivered is appended to the dead letter
 @click.option(
     "--resend", metavar="MBOX", help="Send the messages of a dead letter again, each to the recipients it missed."
 )
+@click.option(
+    "--max-size",
+    metavar="SIZE",
+    help="Keep every mail within SIZE (a bare number is KiB): attachments that do not fit go as a "
+    "pyshar archive split over several mails.",
+)
 @click.option("--debug", is_flag=True, help="Show a traceback for internal errors.")
 @click.version_option(__version__, "--version", prog_name="pymail", message="%(prog)s %(version)s")
 @click.argument("recipients", nargs=-1, metavar="[--] RECIPIENT...")
@@ -80,6 +86,7 @@ def command(
     check,
     dead_letter,
     resend,
+    max_size,
     debug,
     recipients,
 ):
@@ -140,7 +147,16 @@ def command(
         headers=headers,
         read_recipients=read_recipients,
         stdin_name=stdin_name,
+        max_size=_size(max_size),
     )
+
+
+def _size(text):
+    if text is None:
+        return None
+    from pipemail.sizes import parse_size
+
+    return parse_size(text)
 
 
 def _read_body(stream):
