@@ -103,3 +103,27 @@ def print_table(rows: list[list[str]], header: list[str]) -> None:
     print("-" * len(line))
     for row in rows:
         print("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
+
+
+def find_venvs(options: list[str] | None, scripts: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """(label, bin directory) of each venv holding python and ``scripts``; label = its Python X.Y.
+
+    Without ``options``, .venv-3.11 and .venv-3.13 of the checkout, those that exist.
+    """
+    paths = options or [str(p) for p in (REPO_DIR / ".venv-3.11", REPO_DIR / ".venv-3.13") if p.exists()]
+    found: list[tuple[str, Path]] = []
+    for venv in paths:
+        bindir = Path(venv).absolute() / "bin"
+        if not all((bindir / name).exists() for name in ("python", *scripts)):
+            print(f"note: {venv}: no {'/'.join(('python', *scripts))} in bin/; skipped", file=sys.stderr)
+            continue
+        version = subprocess.run(
+            [str(bindir / "python"), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        label = version or Path(venv).name
+        if any(lbl == label for lbl, _ in found):
+            label = f"{label}({Path(venv).name})"
+        found.append((label, bindir))
+    return found

@@ -34,6 +34,7 @@ from benchlib import (
     MB,
     REPO_DIR,
     Result,
+    find_venvs,
     print_table,
     run_child,
     verdict,
@@ -162,27 +163,6 @@ class Cmd:
     rss: list[float] = field(default_factory=list)
     delivered: int = 0
     failures: list[str] = field(default_factory=list)
-
-
-def find_venvs(options: list[str] | None) -> list[tuple[str, Path]]:
-    """(label, bin directory) of each venv holding python and pymail; label = its Python X.Y."""
-    paths = options or [str(p) for p in (REPO_DIR / ".venv-3.11", REPO_DIR / ".venv-3.13") if p.exists()]
-    found = []
-    for venv in paths:
-        bindir = Path(venv).absolute() / "bin"
-        if not ((bindir / "python").exists() and (bindir / "pymail").exists()):
-            print(f"note: {venv}: no python/pymail in bin/; skipped", file=sys.stderr)
-            continue
-        version = subprocess.run(
-            [str(bindir / "python"), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        label = version or Path(venv).name
-        if any(lbl == label for lbl, _ in found):
-            label = f"{label}({Path(venv).name})"
-        found.append((label, bindir))
-    return found
 
 
 def ensure_clients(install: bool) -> dict[str, str]:
@@ -410,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.rss_runs < 1 or any(s < 1 for s in sizes):
         parser.error("--runs, --rss-runs and the sizes must be at least 1")
 
-    venvs = find_venvs(args.venv)
+    venvs = find_venvs(args.venv, ("pymail",))
     if not venvs:
         raise SystemExit("bench: no venv with pymail found (--venv DIR)")
     HOME_DIR.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from benchlib import (
     DROPPED_ENV,
     REPO_DIR,
     Result,
+    find_venvs,
     print_table,
     run_child,
     verdict,
@@ -237,27 +238,6 @@ class Cmd:
     failures: list[str] = field(default_factory=list)
 
 
-def find_venvs(options: list[str] | None) -> list[tuple[str, Path]]:
-    """(label, bin directory) of each venv holding python and pypop; label = its Python X.Y."""
-    paths = options or [str(p) for p in (REPO_DIR / ".venv-3.11", REPO_DIR / ".venv-3.13") if p.exists()]
-    found = []
-    for venv in paths:
-        bindir = Path(venv).absolute() / "bin"
-        if not ((bindir / "python").exists() and (bindir / "pypop").exists()):
-            print(f"note: {venv}: no python/pypop in bin/; skipped", file=sys.stderr)
-            continue
-        version = subprocess.run(
-            [str(bindir / "python"), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        label = version or Path(venv).name
-        if any(lbl == label for lbl, _ in found):
-            label = f"{label}({Path(venv).name})"
-        found.append((label, bindir))
-    return found
-
-
 def ensure_mpop(install: bool) -> str | None:
     """The path of mpop; installs the Debian package when missing, if allowed and root."""
     path = shutil.which("mpop")
@@ -394,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.messages < 1 or args.size < 200:
         parser.error("--runs and --messages must be at least 1, --size at least 200")
 
-    venvs = find_venvs(args.venv)
+    venvs = find_venvs(args.venv, ("pypop",))
     if not venvs:
         raise SystemExit("bench: no venv with pypop found (--venv DIR)")
     mpop = ensure_mpop(not args.no_install)

@@ -16,7 +16,6 @@ import os
 import random
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from benchlib import (
     run_child,
     verdict,
 )
+from benchlib import find_venvs as benchlib_find_venvs
 
 SHAR_DIR = DATA_DIR / "shar"
 TREES_DIR = SHAR_DIR / "trees"  # the input trees, made once and reused
@@ -265,24 +265,7 @@ class Venv:
 
 def find_venvs(options: list[str] | None) -> list[Venv]:
     """Each venv holding our console scripts; labelled with its Python X.Y."""
-    paths = options or [str(p) for p in (REPO_DIR / ".venv-3.11", REPO_DIR / ".venv-3.13") if p.exists()]
-    found: list[Venv] = []
-    for venv in paths:
-        bindir = Path(venv).resolve() / "bin"
-        python = bindir / "python"
-        if not (python.exists() and (bindir / "pyshar").exists() and (bindir / "pyunshar").exists()):
-            print(f"note: {venv}: no python/pyshar/pyunshar in bin/; skipped", file=sys.stderr)
-            continue
-        version = subprocess.run(
-            [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        label = version or Path(venv).name
-        if any(v.label == label for v in found):
-            label = f"{label}({Path(venv).name})"
-        found.append(Venv(label, bindir))
-    return found
+    return [Venv(label, bindir) for label, bindir in benchlib_find_venvs(options, ("pyshar", "pyunshar"))]
 
 
 @dataclass

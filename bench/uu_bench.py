@@ -26,6 +26,7 @@ from benchlib import (
     DROPPED_ENV,
     MB,
     REPO_DIR,
+    find_venvs,
     print_table,
     run_child,
     verdict,
@@ -146,28 +147,6 @@ def find_py311(option: str | None) -> str | None:
         if probe.returncode == 0 and probe.stdout.strip() == "True":
             return cand
     return None
-
-
-def find_venvs(options: list[str] | None) -> list[tuple[str, Path]]:
-    """(label, bin directory) of each venv holding our console scripts; label = its Python X.Y."""
-    paths = options or [str(p) for p in (REPO_DIR / ".venv-3.11", REPO_DIR / ".venv-3.13") if p.exists()]
-    found = []
-    for venv in paths:
-        bindir = Path(venv) / "bin"
-        python = bindir / "python"
-        if not (python.exists() and (bindir / "pyuuencode").exists() and (bindir / "pyuudecode").exists()):
-            print(f"note: {venv}: no python/pyuuencode/pyuudecode in bin/; skipped", file=sys.stderr)
-            continue
-        version = subprocess.run(
-            [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        label = version or Path(venv).name
-        if any(lbl == label for lbl, _ in found):
-            label = f"{label}({Path(venv).name})"
-        found.append((label, bindir))
-    return found
 
 
 # ---------------------------------------------------------------------------
@@ -329,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.size < 1 or args.runs < 1 or args.startup_runs < 1:
         parser.error("--size, --runs and --startup-runs must be at least 1")
 
-    venvs = find_venvs(args.venv)
+    venvs = find_venvs(args.venv, ("pyuuencode", "pyuudecode"))
     files = ensure_data(args.size)
     impls = make_impls(args, files, venvs)
     ours = [impl for impl in impls if impl.kind == "ours"]
