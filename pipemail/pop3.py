@@ -190,33 +190,31 @@ class Client:
     def uidl(self):
         return self._listing("UIDL")
 
-    def retr_many(self, numbers):
-        """Yield ``(n, bytes)``, RETRs pipelined when the server allows."""
+    def _pipelined(self, verb, numbers):
+        """Send ``VERB n`` for each number, up to 16 ahead when the server offers PIPELINING;
+        yield each number once its +OK arrived (a multi-line answer is for the caller to read)."""
         window = 16 if "PIPELINING" in self.capa else 1
-        pending = []
-        todo = list(numbers)
+        todo, pending = list(numbers), []
         while todo or pending:
             while todo and len(pending) < window:
                 n = todo.pop(0)
-                self.command("RETR %d" % n)
+                self.command("%s %d" % (verb, n))
                 pending.append(n)
             n = pending.pop(0)
-            self.expect_ok("RETR %d" % n)
+            self.expect_ok("%s %d" % (verb, n))
+            yield n
+
+    def retr_many(self, numbers):
+        """Yield ``(n, bytes)``, RETRs pipelined when the server allows."""
+        for n in self._pipelined("RETR", numbers):
             data = self.multiline()
             if self.log is not None:
                 self.log("S: <message %d, %d bytes>" % (n, len(data)))
             yield n, data
 
     def dele_many(self, numbers):
-        window = 16 if "PIPELINING" in self.capa else 1
-        pending = []
-        todo = list(numbers)
-        while todo or pending:
-            while todo and len(pending) < window:
-                n = todo.pop(0)
-                self.command("DELE %d" % n)
-                pending.append(n)
-            self.expect_ok("DELE %d" % pending.pop(0))
+        for _n in self._pipelined("DELE", numbers):
+            pass
 
     def quit(self):
         self.command("QUIT")
