@@ -7,7 +7,8 @@ Exim (if one runs) are not touched. It accepts mail from anyone who can reach
 loopback for ``pmtest@localhost`` and ``pmtest@pipemail.test``, refuses every
 other recipient at RCPT with a 5xx, and delivers at once (no queueing) into an
 mbox file owned by the unprivileged user ``pmtest`` (Debian's Exim will not
-deliver to root).
+deliver to root). Mail for ``dovecot@pipemail.test`` goes, as pmtest, into the
+Maildir given to ``.deliver_into()`` (a Dovecot user's, for end-to-end tests).
 
 Needs root (Exim keeps root privilege with ``-C`` only when the caller is
 root; see ``exim_user`` in CONFIG) and the setup done by ``bash tests/run``:
@@ -83,6 +84,14 @@ acl_check_rcpt:
 
 begin routers
 
+# dovecot@: into the Maildir named in {dir}/dovecot-maildir (deliver_into()),
+# as an MTA delivers into the Maildir a POP3 server serves.
+dovecot:
+  driver = accept
+  domains = +local_domains
+  local_parts = dovecot
+  transport = dovecot_maildir
+
 pmtest:
   driver = accept
   domains = +local_domains
@@ -99,6 +108,16 @@ mailbox:
   mode = 0600
   home_directory = {maildir}
   current_directory = {maildir}
+  delivery_date_add
+  envelope_to_add
+  return_path_add
+
+dovecot_maildir:
+  driver = appendfile
+  directory = ${{readfile{{{dir}/dovecot-maildir}}{{}}}}
+  maildir_format
+  user = {user}
+  mode = 0600
   delivery_date_add
   envelope_to_add
   return_path_add
@@ -277,6 +296,12 @@ class Exim:
                     "Exim delivered %d of %d messages in %ss\n%s" % (len(msgs), n, timeout, self._diagnostics())
                 )
             time.sleep(0.05)
+
+    def deliver_into(self, maildir):
+        """Deliver mail for dovecot@pipemail.test into ``maildir`` (pmtest must own it)."""
+        target = self.dir / "dovecot-maildir"
+        target.write_text(str(maildir))
+        target.chmod(0o644)
 
     def log(self, name="main"):
         try:
