@@ -476,8 +476,14 @@ def _batches(todo, sizes):
         yield batch
 
 
-def fetch(client, sink, state, *, every=False, delete=False, limit=None, max_size=None, warn=None, log=None):
-    """Retrieve new (or all) messages into ``sink``; returns (stored, skipped)."""
+def fetch(
+    client, sink, state, *, every=False, delete=False, limit=None, max_size=None, warn=None, log=None, progress=None
+):
+    """Retrieve new (or all) messages into ``sink``; returns (stored, skipped).
+
+    ``progress(count, total_bytes)``, when given, returns a callable advanced by
+    the bytes of each message retrieved (a progress bar), or None.
+    """
     seen_path = state
     seen = read_seen(seen_path)
     uidl = client.uidl()
@@ -500,8 +506,13 @@ def fetch(client, sink, state, *, every=False, delete=False, limit=None, max_siz
         if done:
             client.dele_many(done)
     mark = "" if sink.durable else " -"
+    advance = progress(len(todo), sum(sizes.get(n, 0) for n, _uid in todo)) if progress and todo else None
     for batch in _batches(todo, sizes):
-        messages = [data for _n, data in client.retr_many([n for n, _ in batch])]
+        messages = []
+        for n, data in client.retr_many([n for n, _ in batch]):
+            messages.append(data)
+            if advance is not None:
+                advance(sizes.get(n, len(data)))
         sink.store(messages, [uid for _n, uid in batch])  # appended, flushed, fsynced
         _append_fsync(seen_path, [uid + mark for _n, uid in batch])  # then recorded
         sink.done()

@@ -23,6 +23,7 @@ class Options:
         warn=None,
         stdout=None,
         env=None,
+        progress=None,
     ):
         self.account = account
         self.transport = transport
@@ -36,6 +37,7 @@ class Options:
         self.warn = warn or (lambda m: None)
         self.stdout = stdout
         self.env = os.environ if env is None else env
+        self.progress = progress  # progress(label, total, unit) -> a bar to advance, or None
 
 
 def _unique(addrs):
@@ -164,8 +166,16 @@ def _send_in_parts(body, opts, account, max_size, *, subject, sender, to, cc, ex
         members = [
             shar.Member(os.fsencode(os.path.basename(os.fsdecode(p))), os.fsencode(p), os.stat(p)) for p in packed
         ]
-        parts = shar.write_archive(members, prefix=os.fsencode(os.path.join(tmp, name)), limit=limit)
+        packing = _bar(opts, "packing %s" % name, sum(m.size for m in members), "bytes")
+        try:
+            parts = shar.write_archive(
+                members, prefix=os.fsencode(os.path.join(tmp, name)), limit=limit, advance=packing
+            )
+        finally:
+            if packing is not None:
+                packing.close()
         total, codes, sent = len(parts), [], []
+        sending = _bar(opts, "sending %s" % name, total, "parts")
         width = max(2, len(str(total)))
         for n, part in enumerate(parts, 1):
             tag = "[part %0*d/%d]" % (width, n, total)
@@ -189,6 +199,10 @@ def _send_in_parts(body, opts, account, max_size, *, subject, sender, to, cc, ex
             codes.append(code)
             if code == 0:
                 sent.append(n)
+            if sending is not None:
+                sending(1)
+        if sending is not None:
+            sending.close()
     failed = [n for n, c in enumerate(codes, 1) if c]
     if failed:
         opts.warn(
@@ -198,6 +212,10 @@ def _send_in_parts(body, opts, account, max_size, *, subject, sender, to, cc, ex
         bad = [c for c in codes if c]
         return 75 if 75 in bad else bad[0]
     return 0
+
+
+def _bar(opts, label, total, unit):
+    return opts.progress(label, total, unit) if opts.progress is not None and opts.log is None else None
 
 
 def _deliver(msg, envelope_from, rcpts, opts, account):

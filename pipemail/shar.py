@@ -33,6 +33,7 @@ import time
 
 from pipemail import __version__
 from pipemail.errors import NoInputError, UsageError, describe_oserror, shown
+from pipemail.progress import reader
 
 MAX_TEXT_LINE = 900  # longer lines are sent base64: SMTP allows 998
 FORCED_TEXT_LINE = 64 << 10  # with -T
@@ -415,8 +416,9 @@ def _umask():
 class Writer:
     """Writes members into parts, never letting a part exceed its limit."""
 
-    def __init__(self, parts, *, timestamps=True, force_text=False, force_binary=False, warn=None):
+    def __init__(self, parts, *, timestamps=True, force_text=False, force_binary=False, warn=None, advance=None):
         self.parts = parts
+        self.advance = advance
         self.timestamps = timestamps
         self.force_text = force_text
         self.force_binary = force_binary
@@ -447,7 +449,7 @@ class Writer:
             max_line = FORCED_TEXT_LINE if self.parts.limit is None else min(FORCED_TEXT_LINE, self.parts.limit // 2)
         try:
             kind, prefix = classify(m.path, self.force_text, self.force_binary, max_line)
-            f = open(m.path, "rb")
+            f = reader(open(m.path, "rb"), self.advance)
         except OSError as exc:
             raise NoInputError("cannot read %s: %s" % (show(m.path), describe_oserror(exc))) from None
         if on_text is not None:
@@ -606,10 +608,12 @@ def write_archive(
     cut_mark=False,
     warn=None,
     on_member=None,
+    advance=None,
 ):
     """Write ``members`` as one archive to ``stream``, or as parts PREFIX.NN of at most ``limit`` bytes.
 
-    Returns the part names written (empty for a stream).
+    ``advance``, when given, is called with the number of bytes of each read
+    of a member (a progress bar).  Returns the part names written (empty for a stream).
     """
     archive_id = os.urandom(8).hex().encode()
     args = {"force": "1" if not check_existing else "", "cut": cut_mark}
@@ -618,7 +622,9 @@ def write_archive(
     )
     try:
         parts.begin()
-        w = Writer(parts, timestamps=timestamps, force_text=force_text, force_binary=force_binary, warn=warn)
+        w = Writer(
+            parts, timestamps=timestamps, force_text=force_text, force_binary=force_binary, warn=warn, advance=advance
+        )
         for m in members:
             if m.is_dir:
                 w.directory(m)

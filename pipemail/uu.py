@@ -634,6 +634,7 @@ def decode_inputs(
     directory=".",
     ignore_chmod_errors=False,
     on_error=None,
+    advance=None,
 ):
     """Decode every block of every input; return the errors, in order.
 
@@ -644,7 +645,10 @@ def decode_inputs(
     :class:`pipemail.safefile.Output` such as stdout.
     Each block stands alone: a bad one is reported through ``on_error`` (and
     returned) and does not undo the blocks before it.
+    ``advance``, when given, is called with the number of bytes of each read
+    (a progress bar).
     """
+    from pipemail.progress import reader
     from pipemail.safefile import Output, current_umask
 
     errors = []
@@ -683,7 +687,7 @@ def decode_inputs(
                 except OSError as exc:
                     fail(NoInputError("cannot open %s: %s" % (label, describe_oserror(exc))))
                     continue
-            rd = _Reader(stream, label)
+            rd = _Reader(reader(stream, advance), label)
             try:
                 found = False
                 while True:

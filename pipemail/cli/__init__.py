@@ -23,7 +23,10 @@ STDIO_NAMES = ("-", "/dev/stdout")
 
 
 def warn(prog, message):
-    """One diagnostic line on stderr."""
+    """One diagnostic line on stderr (taking a progress bar off its line first)."""
+    progress = sys.modules.get("pipemail.progress")
+    if progress is not None:
+        progress.clear_line()
     click.echo("%s: %s" % (prog, message), err=True)
 
 
@@ -99,6 +102,13 @@ def stdin_stream():
     if sys.stdin is None:
         raise IOFailure("standard input is closed")
     return sys.stdin.buffer
+
+
+def progress_bar(prog, label, total=None, unit="bytes"):
+    """A progress bar on stderr when it is a terminal, else None (see pipemail.progress)."""
+    from pipemail import progress
+
+    return progress.bar(prog, label, total, unit)
 
 
 def stdout_stream():

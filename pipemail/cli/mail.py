@@ -5,7 +5,7 @@ import os
 import click
 
 from pipemail import __version__
-from pipemail.cli import Command, run, stdin_stream, stdout_stream, warn
+from pipemail.cli import Command, progress_bar, run, stdin_stream, stdout_stream, warn
 
 EPILOG = """\b
 Examples:
@@ -108,6 +108,7 @@ def command(
         dead_letter=dead_letter,
         warn=lambda m: warn("pymail", m),
         stdout=None,
+        progress=lambda label, total, unit: progress_bar("pymail", label, total, unit),
     )
     if resend:
         given = [

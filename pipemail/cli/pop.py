@@ -5,7 +5,7 @@ import os
 import click
 
 from pipemail import __version__
-from pipemail.cli import Group, run, stdout_stream, warn
+from pipemail.cli import Group, progress_bar, run, stdout_stream, warn
 
 EPILOG = """\b
 Examples:
@@ -192,17 +192,30 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size):
                 sink = pop3.MdaSink(mda)
             else:
                 sink = pop3.StreamSink(stdout_stream())
-            stored, skipped = pop3.fetch(
-                client,
-                sink,
-                state,
-                every=every,
-                delete=delete,
-                limit=limit,
-                max_size=size,
-                warn=lambda m: warn("pypop", m),
-                log=s.log,
-            )
+            bars = []
+
+            def progress(count, total):
+                label = "%d message%s from %s" % (count, "" if count == 1 else "s", s.url.host)
+                bars.append(progress_bar("pypop", label, total))
+                return bars[-1]
+
+            try:
+                stored, skipped = pop3.fetch(
+                    client,
+                    sink,
+                    state,
+                    every=every,
+                    delete=delete,
+                    limit=limit,
+                    max_size=size,
+                    warn=lambda m: warn("pypop", m),
+                    log=s.log,
+                    progress=None if s.log else progress,  # -v: the dialogue, not a bar
+                )
+            finally:
+                for bar in bars:
+                    if bar is not None:
+                        bar.close()
             client.quit()
         finally:
             os.close(fd)

@@ -5,7 +5,7 @@ import os
 import click
 
 from pipemail import __version__
-from pipemail.cli import Command, run, stdin_stream, stdout_stream, warn
+from pipemail.cli import Command, progress_bar, run, stdin_stream, stdout_stream, warn
 from pipemail.errors import UsageError
 
 EPILOG = """\b
@@ -84,19 +84,27 @@ def command(limit, prefix, cut_mark, quiet, text, binary, no_check, no_timestamp
         if not quiet:
             say("saving %s (%s)" % (shar.show(member.name), kind))
 
-    names = shar.write_archive(
-        members,
-        stream=None if prefix else stdout_stream(),
-        prefix=os.fsencode(prefix) if prefix else None,
-        limit=size,
-        check_existing=not no_check,
-        timestamps=not no_timestamp,
-        force_text=text,
-        force_binary=binary,
-        cut_mark=cut_mark,
-        warn=say,
-        on_member=saving,
+    bar = progress_bar(
+        "pyshar", os.path.basename(prefix) if prefix else "archive", sum(m.size for m in members if not m.is_dir)
     )
+    try:
+        names = shar.write_archive(
+            members,
+            stream=None if prefix else stdout_stream(),
+            prefix=os.fsencode(prefix) if prefix else None,
+            limit=size,
+            check_existing=not no_check,
+            timestamps=not no_timestamp,
+            force_text=text,
+            force_binary=binary,
+            cut_mark=cut_mark,
+            warn=say,
+            on_member=saving,
+            advance=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     if names and not quiet:
         say(
             "wrote %d part%s: %s"

@@ -3,7 +3,7 @@
 import click
 
 from pipemail import __version__
-from pipemail.cli import STDIO_NAMES, Command, run, stdin_stream, stdout_stream, warn
+from pipemail.cli import STDIO_NAMES, Command, progress_bar, run, stdin_stream, stdout_stream, warn
 
 EPILOG = """\b
 Examples:
@@ -47,15 +47,52 @@ def command(outfile, force, keep_paths, ignore_chmod, files):
         from pipemail.safefile import Output
 
         output = Output.to_stream(stdout_stream())
-    errors = uu.decode_inputs(
-        inputs,
-        output,
-        force=force,
-        keep_paths=keep_paths,
-        ignore_chmod_errors=ignore_chmod,
-        on_error=lambda exc: warn("pyuudecode", exc),
-    )
+    bar = progress_bar("pyuudecode", _label(files), _total(inputs))
+    try:
+        errors = uu.decode_inputs(
+            inputs,
+            output,
+            force=force,
+            keep_paths=keep_paths,
+            ignore_chmod_errors=ignore_chmod,
+            on_error=lambda exc: warn("pyuudecode", exc),
+            advance=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     return errors[0].exit_code if errors else 0
+
+
+def _label(files):
+    import os
+
+    if not files or files == ("-",):
+        return "standard input"
+    return os.path.basename(files[0]) + (" and %d more" % (len(files) - 1) if len(files) > 1 else "")
+
+
+def _total(inputs):
+    """The bytes to read, when every input is a regular file (else None: no percentage)."""
+    import os
+    import stat
+
+    from pipemail.progress import file_size
+
+    total = 0
+    for item in inputs:
+        if isinstance(item, tuple):
+            size = file_size(item[1])
+        else:
+            try:
+                st = os.stat(item)
+            except OSError:
+                continue
+            size = st.st_size if stat.S_ISREG(st.st_mode) else None
+        if size is None:
+            return None
+        total += size
+    return total
 
 
 def main():

@@ -5,7 +5,7 @@ import os
 import click
 
 from pipemail import __version__, uu
-from pipemail.cli import STDIO_NAMES, Command, run, stdin_stream, stdout_stream
+from pipemail.cli import STDIO_NAMES, Command, progress_bar, run, stdin_stream, stdout_stream
 from pipemail.errors import NoInputError, UsageError, describe_oserror
 
 EPILOG = """\b
@@ -51,6 +51,12 @@ def command(base64, outfile, operands):
             mode = os.fstat(src.fileno()).st_mode & 0o777
         except OSError as exc:
             raise NoInputError("cannot open %s: %s" % (infile, describe_oserror(exc))) from None
+    from pipemail import progress
+
+    bar = progress_bar(
+        "pyuuencode", "standard input" if infile == "-" else os.path.basename(infile), progress.file_size(src)
+    )
+    src = progress.reader(src, bar)
     try:
         if outfile is None or outfile in STDIO_NAMES:
             uu.encode_stream(src, stdout_stream(), name, mode, base64=base64)
@@ -67,6 +73,8 @@ def command(base64, outfile, operands):
             raise
         return 0
     finally:
+        if bar is not None:
+            bar.close()
         if opened is not None:
             opened.close()
 
