@@ -191,16 +191,17 @@ def text_part(data, charset):
     return Part([("Content-Type", "text/plain; charset=%s" % charset), ("Content-Transfer-Encoding", cte)], body)
 
 
-def attachment_part(data, filename, mime=None):
+def attachment_part(data, filename, mime=None, *, seven_bit=False):
+    """An attachment, base64; as it is (7bit) when ``seven_bit`` and the data is 7-bit safe."""
     mime = mime or _mime_type(data, filename)
-    body = base64_lines(data)
+    cte = "7bit" if seven_bit and _is_7bit_safe(data) else "base64"
     return Part(
         [
             ("Content-Type", "%s; %s" % (mime, _param("name", filename))),
             ("Content-Disposition", "attachment; %s" % _param("filename", filename)),
-            ("Content-Transfer-Encoding", "base64"),
+            ("Content-Transfer-Encoding", cte),
         ],
-        body,
+        data if cte == "7bit" else base64_lines(data),
     )
 
 

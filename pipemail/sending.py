@@ -154,42 +154,53 @@ def _send_in_parts(body, opts, account, max_size, *, subject, sender, to, cc, ex
         else:
             packed.append(path)
     first = compose(riding, subject).size()
-    limit = (max_size - first - _PART_OVERHEAD) * 57 // 78  # base64: 76 characters and CRLF a 57 bytes
-    if limit < 16 * 1024:
+    room = max_size - first - _PART_OVERHEAD
+    if room * 57 // 78 < 16 * 1024:
         raise UsageError(
             "--max-size %d leaves too little room for archive parts: give at least %d"
             % (max_size, first + _PART_OVERHEAD + 16 * 1024 * 78 // 57 + 1)
         )
+    name = os.path.basename(os.fsdecode(packed[0])) or "parts"
+    # members named as the attachments are: by their base names
+    members = [shar.Member(os.fsencode(os.path.basename(os.fsdecode(p))), os.fsencode(p), os.stat(p)) for p in packed]
+
+    def part_mail(n, total, data, part_name, seven_bit):
+        tag = "[part %0*d/%d]" % (max(2, len(str(total))), n, total)
+        part_subject = "%s %s" % (subject, tag) if subject else tag
+        if n == 1:
+            msg = compose(riding, part_subject)
+        else:
+            msg = message.compose(b"", subject=part_subject, sender=sender, to=to, cc=cc, extra_headers=extra)
+        msg.parts.append(message.attachment_part(data, part_name, "application/x-shar", seven_bit=seven_bit))
+        if msg.boundary is None:
+            msg.boundary = "=_pipemail_" + os.urandom(12).hex()
+            msg.headers.append(("Content-Type", 'multipart/mixed; boundary="%s"' % msg.boundary))
+        return msg
+
     with tempfile.TemporaryDirectory(prefix="pymail-") as tmp:
-        name = os.path.basename(os.fsdecode(packed[0])) or "parts"
-        # members named as the attachments are: by their base names
-        members = [
-            shar.Member(os.fsencode(os.path.basename(os.fsdecode(p))), os.fsencode(p), os.stat(p)) for p in packed
-        ]
-        packing = _bar(opts, "packing %s" % name, sum(m.size for m in members), "bytes")
-        try:
-            parts = shar.write_archive(
-                members, prefix=os.fsencode(os.path.join(tmp, name)), limit=limit, advance=packing
-            )
-        finally:
-            if packing is not None:
-                packing.close()
+        # An archive is 7-bit text: parts go as they are (7bit), sized for CRLF line ends, when
+        # every one then fits; else (long runs of short lines, names that are not ASCII) the
+        # archive is written again in parts sized for base64.
+        for limit, seven_bit in ((room * 64 // 66, True), (room * 57 // 78, False)):
+            for old in os.listdir(tmp):
+                os.unlink(os.path.join(tmp, old))
+            packing = _bar(opts, "packing %s" % name, sum(m.size for m in members), "bytes")
+            try:
+                parts = shar.write_archive(
+                    members, prefix=os.fsencode(os.path.join(tmp, name)), limit=limit, advance=packing
+                )
+            finally:
+                if packing is not None:
+                    packing.close()
+            if not seven_bit or all(
+                _wire_size(part_mail(n, len(parts), _read(part), os.path.basename(os.fsdecode(part)), True)) <= max_size
+                for n, part in enumerate(parts, 1)
+            ):
+                break
         total, codes, sent = len(parts), [], []
         sending = _bar(opts, "sending %s" % name, total, "parts")
-        width = max(2, len(str(total)))
         for n, part in enumerate(parts, 1):
-            tag = "[part %0*d/%d]" % (width, n, total)
-            part_subject = "%s %s" % (subject, tag) if subject else tag
-            msg = (
-                compose(riding if n == 1 else [], part_subject)
-                if n == 1
-                else message.compose(b"", subject=part_subject, sender=sender, to=to, cc=cc, extra_headers=extra)
-            )
-            data = open(os.fsdecode(part), "rb").read()
-            msg.parts.append(message.attachment_part(data, os.path.basename(os.fsdecode(part)), "application/x-shar"))
-            if msg.boundary is None:
-                msg.boundary = "=_pipemail_" + os.urandom(12).hex()
-                msg.headers.append(("Content-Type", 'multipart/mixed; boundary="%s"' % msg.boundary))
+            msg = part_mail(n, total, _read(part), os.path.basename(os.fsdecode(part)), seven_bit)
             try:
                 code = _deliver(msg, sender[1], rcpts, opts, account)
             except PipemailError as exc:
@@ -212,6 +223,16 @@ def _send_in_parts(body, opts, account, max_size, *, subject, sender, to, cc, ex
         bad = [c for c in codes if c]
         return 75 if 75 in bad else bad[0]
     return 0
+
+
+def _read(path):
+    with open(os.fsdecode(path), "rb") as f:
+        return f.read()
+
+
+def _wire_size(msg):
+    """The message's size in SMTP DATA: CRLF line ends, and a dot doubled where a line starts with one."""
+    return sum(len(s) + s.count(b"\n") + s.count(b"\n.") for s in msg.segments())
 
 
 def _bar(opts, label, total, unit):

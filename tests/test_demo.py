@@ -32,8 +32,8 @@ def demo(*args, cmd=None, env=None):
 def check(proc, pop):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    for n in range(1, 9):
-        assert "[%d/8] " % n in out
+    for n in range(1, 8):
+        assert "[%d/7] " % n in out
     assert pop in out
     assert out.count(" identical") == 2 and "DIFFERENT" not in out
     assert "demo: all of it came back byte for byte" in out
@@ -50,7 +50,7 @@ def test_demo_as_the_readme_runs_it():
     proc = demo()
     check(proc, "POP3 server (Dovecot 2.3")
     assert "a 20 MB backup in mails of at most 1 MB" in proc.stdout
-    assert "$ pypop fetch --mbox inbox.mbox" in proc.stdout and proc.stderr == ""
+    assert "$ pypop fetch --mbox backups.mbox" in proc.stdout and proc.stderr == ""
 
 
 def test_demo_without_dovecot_reads_the_maildir():

@@ -664,3 +664,30 @@ def test_max_size_with_the_server_down_keeps_every_part(run, home, tmp_path):
         )
         in r.stderr
     )
+
+
+def test_max_size_parts_go_7bit_unless_crlf_would_burst_them(run, smtp_server, home, tmp_path):
+    """Archive parts are 7-bit text: sent as they are; a file of short lines, which CRLF
+    would grow by half, makes pymail size the parts for base64 instead. Every mail fits."""
+    import mailbox
+
+    srv = smtp_server()
+    binary = tmp_path / "data.bin"
+    binary.write_bytes(os.urandom(700_000))
+    lines = tmp_path / "lines.txt"
+    lines.write_bytes(b"\n" * 700_000)
+    for path, cte in ((binary, "7bit"), (lines, "base64")):
+        before = len(srv.messages)
+        r = send(run, srv, "--max-size", "256K", "-a", path, "me@example.org", home=str(home))
+        assert (r.returncode, r.stderr) == (0, "")
+        raws = [raw for _f, _rc, raw in srv.messages[before:]]
+        assert len(raws) >= 3 and all(len(raw) <= 256 * 1024 for raw in raws)
+        encodings = {p["Content-Transfer-Encoding"] for raw in raws for p in parse(raw).iter_attachments()}
+        assert encodings == {cte}, path
+        box = mailbox.mbox(tmp_path / ("in-%s.mbox" % cte))
+        for raw in raws:
+            box.add(raw.replace(b"\r\n", b"\n"))
+        box.flush()
+        u = run("pyunshar", "-d", tmp_path / ("out-" + cte), tmp_path / ("in-%s.mbox" % cte))
+        assert (u.returncode, u.stderr) == (0, "")
+        assert (tmp_path / ("out-" + cte) / path.name).read_bytes() == path.read_bytes()
