@@ -109,7 +109,7 @@ class Bar:
 
     def draw(self, now=None):
         try:
-            width = os.get_terminal_size(self.fd).columns
+            width = os.get_terminal_size(self.fd).columns or 80  # a pty nobody sized says 0
         except OSError:
             width = 80
         if not _active or _active[-1] is not self:

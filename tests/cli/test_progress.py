@@ -20,10 +20,13 @@ dovecot = pop3server.dovecot
 CLEAR = b"\r\x1b[K"
 
 
-def on_tty(name, *args, stdin=None, env=None, cwd=None):
-    """Run a command with stderr on a pty 100 columns wide; (exit code, stdout bytes, what the terminal got)."""
+def on_tty(name, *args, stdin=None, env=None, cwd=None, columns=100):
+    """Run a command with stderr on a pty (columns wide; None: never sized, as under script(1)).
+
+    Returns (exit code, stdout bytes, what the terminal got)."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    if columns:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     seen = []
 
     def drain():
@@ -83,6 +86,12 @@ def test_pyuuencode_and_pyuudecode_draw_a_bar_on_a_terminal_only(run, blob, tmp_
     code, out, tty = on_tty("pyuudecode", "-o", "-", encoded)
     assert code == 0 and out == blob.read_bytes()
     assert tty.startswith(b"\rpyuudecode: big.uue ") and b" 100% [" in tty and tty.endswith(CLEAR)
+
+
+def test_a_pty_of_no_size_gets_80_columns(blob):
+    code, out, tty = on_tty("pyuuencode", blob, "big.bin", columns=None)
+    frames = [f for f in tty.replace(b"\x1b[K", b"").split(b"\r") if f.startswith(b"pyuuencode: big.bin")]
+    assert code == 0 and frames and all(len(f) == 79 for f in frames)
 
 
 def test_never_and_stdin_of_unknown_size(blob):
