@@ -11,6 +11,7 @@ EPILOG = """\b
 Examples:
   uname -a | pymail -s report admin@example.com
   pymail -a backup.tgz -s backup me@example.com < /dev/null
+  pymail --max-size 4M -a big.tar.gz -s backup me@example.com < /dev/null
   df -h | pymail -E -s 'disk report' --transport smtp://mail.example.com ops@example.com
   pymail -v --check --transport smtps://mail.example.com me@example.com
   pymail --resend ~/dead.letter
