@@ -198,27 +198,57 @@ def _send_in_parts(body, opts, account, max_size, *, subject, sender, to, cc, ex
             ):
                 break
         total, codes, sent = len(parts), [], []
+        url = transport.resolve(opts.transport, account, opts.env)
+        keep = not opts.check and url.scheme != "-"
+        current = []
+
+        def mails():
+            for n, part in enumerate(parts, 1):
+                segments = list(
+                    part_mail(n, total, _read(part), os.path.basename(os.fsdecode(part)), seven_bit).segments()
+                )
+                current[:] = [segments]
+                yield segments, sum(len(s) + s.count(b"\n") for s in segments)
+
         sending = _bar(opts, "sending %s" % name, total, "parts")
-        for n, part in enumerate(parts, 1):
-            msg = part_mail(n, total, _read(part), os.path.basename(os.fsdecode(part)), seven_bit)
-            try:
-                code = _deliver(msg, sender[1], rcpts, opts, account)
-            except PipemailError as exc:
-                code = exc.exit_code
-                if not getattr(exc, "reported", False):
-                    opts.warn(str(exc))
-            codes.append(code)
-            if code == 0:
-                sent.append(n)
+        said = None
+        try:  # one SMTP session for all the parts: one login, one password lookup
+            for n, (report, exc) in enumerate(
+                transport.deliver_each(url, mails(), sender[1], rcpts, **_options(opts, account, rcpts + [sender[1]])),
+                1,
+            ):
+                if exc is not None:
+                    code = exc.exit_code
+                    if str(exc) != said:  # a session that failed fails every part after it alike: said once
+                        said = str(exc)
+                        opts.warn(said)
+                    if keep:
+                        _keep(opts, current[0], sender[1], getattr(exc, "undelivered", rcpts), said, quiet=True)
+                else:
+                    code = _settle(report, current[0], sender[1], opts, keep, quiet=True)
+                codes.append(code)
+                if code == 0:
+                    sent.append(n)
+                if sending is not None:
+                    sending(1)
+        except (KeyboardInterrupt, SystemExit):
+            if keep and current and len(codes) < total:
+                _keep(opts, current[0], sender[1], rcpts, "interrupted")
+            raise
+        finally:
             if sending is not None:
-                sending(1)
-        if sending is not None:
-            sending.close()
+                sending.close()
     failed = [n for n, c in enumerate(codes, 1) if c]
     if failed:
+        where = transport.dead_letter_path(opts.dead_letter, opts.env)
         opts.warn(
-            "sent %d of %d parts; not sent: %s (kept in the dead letter)"
-            % (len(sent), total, ", ".join(str(n) for n in failed))
+            "sent %d of %d parts; not sent: %s%s"
+            % (
+                len(sent),
+                total,
+                ", ".join(str(n) for n in failed),
+                " (kept in %s: pymail --resend %s sends them again)" % (shown(where), shown(where)) if keep else "",
+            )
         )
         bad = [c for c in codes if c]
         return 75 if 75 in bad else bad[0]
@@ -255,48 +285,55 @@ def _deliver(msg, envelope_from, rcpts, opts, account):
         if keep:
             _keep(opts, segments, envelope_from, rcpts, "interrupted")
         raise
+    return _settle(report, segments, envelope_from, opts, keep)
+
+
+def _settle(report, segments, envelope_from, opts, keep, quiet=False):
+    """Say who refused the message and keep it for them; the exit code."""
     for _addr, (_code, text) in report.refused.items():
         opts.warn(text)
     if report.refused and keep:
-        _keep(opts, segments, envelope_from, report.undelivered, None)
+        _keep(opts, segments, envelope_from, report.undelivered, None, quiet=quiet)
     if opts.check:
         for addr in report.accepted:
             opts.warn("check: %s would be accepted" % addr)
     return report.exit_code()
 
 
+def _options(opts, account, addresses):
+    """The keyword arguments of transport.deliver and deliver_each from the command line's options."""
+    return {
+        "account": account,
+        "user": opts.user,
+        "tls": opts.tls,
+        "trust_file": opts.trust_file,
+        "timeout": opts.timeout,
+        "log": opts.log,
+        "check": opts.check,
+        "smtputf8": message.needs_smtputf8(addresses),
+        "warn": opts.warn,
+        "stdout": opts.stdout,
+        "env": opts.env,
+    }
+
+
 def _send(opts, url, account, segments, sender, rcpts):
     """One delivery by ``url`` with the options of the command line."""
-    return transport.deliver(
-        url,
-        segments,
-        sum(len(s) + s.count(b"\n") for s in segments),
-        sender,
-        rcpts,
-        account=account,
-        user=opts.user,
-        tls=opts.tls,
-        trust_file=opts.trust_file,
-        timeout=opts.timeout,
-        log=opts.log,
-        check=opts.check,
-        smtputf8=message.needs_smtputf8(rcpts + [sender]),
-        warn=opts.warn,
-        stdout=opts.stdout,
-        env=opts.env,
-    )
+    size = sum(len(s) + s.count(b"\n") for s in segments)
+    return transport.deliver(url, segments, size, sender, rcpts, **_options(opts, account, rcpts + [sender]))
 
 
-def _keep(opts, segments, sender, undelivered, why):
+def _keep(opts, segments, sender, undelivered, why, quiet=False):
     path = transport.dead_letter_path(opts.dead_letter, opts.env)
     try:
         transport.save_dead_letter(path, segments, sender, undelivered)
     except PipemailError as exc:
         raise IOFailure("%s; and the message could not be kept: %s" % (why or "not delivered", exc)) from None
-    opts.warn(
-        "the message is kept in %s for %s (pymail --resend %s sends it again)"
-        % (shown(path), ", ".join(undelivered), shown(path))
-    )
+    if not quiet:
+        opts.warn(
+            "the message is kept in %s for %s (pymail --resend %s sends it again)"
+            % (shown(path), ", ".join(undelivered), shown(path))
+        )
 
 
 def resend(path, opts):

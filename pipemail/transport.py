@@ -296,10 +296,20 @@ def _cert_subject(sock):
     return ", ".join(parts) or "?"
 
 
-def deliver_smtp(
+def deliver_smtp(url, segments, size, sender, recipients, **options):
+    """Deliver over SMTP; a :class:`Report`, or an exception carrying ``undelivered``.
+
+    ``options``: those of :func:`smtp_deliveries`.
+    """
+    for report, exc in smtp_deliveries(url, [(segments, size)], sender, recipients, **options):
+        if exc is not None:
+            raise exc
+        return report
+
+
+def smtp_deliveries(
     url,
-    segments,
-    size,
+    messages,
     sender,
     recipients,
     *,
@@ -314,7 +324,13 @@ def deliver_smtp(
     smtputf8=False,
     warn=None,
 ):
-    """Deliver over SMTP; a :class:`Report`, or an exception carrying ``undelivered``."""
+    """Deliver each of ``messages`` (``(segments, size)`` pairs) over one SMTP session.
+
+    Yields ``(Report, None)`` or ``(None, exception)`` for each message, in
+    order.  A message the server refuses leaves the session usable for the
+    next; when the session itself fails (connection, TLS, AUTH, a hang-up),
+    that message and every one after it get the failure, without a new try.
+    """
     import smtplib
     import ssl
 
@@ -323,6 +339,12 @@ def deliver_smtp(
     Client, SSLClient = _smtp_classes()
     host, port = url.host, url.port
     where = host
+    messages = iter(messages)
+
+    def all_fail(exc):
+        for _message in messages:
+            yield None, exc
+
     # certificates are loaded only when TLS is used (it costs 20 ms), but a bad trust file is said at once
     context = tls_context(trust_file) if trust_file or url.scheme == "smtps" else _LazyContext()
     local = is_loopback(host)
@@ -341,41 +363,50 @@ def deliver_smtp(
             raise smtplib.SMTPConnectError(code, msg)
     except smtplib.SMTPConnectError as exc:
         cls = TempFailError if exc.smtp_code < 500 else UnavailableError
-        raise _fail(
-            cls, "%s refused the connection: %d %s" % (where, exc.smtp_code, _text(exc.smtp_error)), recipients
-        ) from None
-    except ssl.SSLCertVerificationError as exc:
-        raise _fail(UnavailableError, _UNTRUSTED % (where, exc.verify_message), recipients) from None
-    except (OSError, smtplib.SMTPException) as exc:
-        raise _fail(TempFailError, "cannot connect to %s port %d: %s" % (host, port, _why(exc)), recipients) from None
-    try:
-        return _session(
-            client,
-            context,
-            trust_file,
-            url,
-            segments,
-            size,
-            sender,
-            recipients,
-            user,
-            password,
-            auth,
-            tls,
-            local,
-            log,
-            check,
-            smtputf8,
-            warn,
+        yield from all_fail(
+            _fail(cls, "%s refused the connection: %d %s" % (where, exc.smtp_code, _text(exc.smtp_error)), recipients)
         )
-    except PipemailError:
-        raise
+        return
     except ssl.SSLCertVerificationError as exc:
-        raise _fail(UnavailableError, _UNTRUSTED % (where, exc.verify_message), recipients) from None
-    except smtplib.SMTPServerDisconnected:
-        raise _fail(TempFailError, "%s closed the connection" % where, recipients) from None
+        yield from all_fail(_fail(UnavailableError, _UNTRUSTED % (where, exc.verify_message), recipients))
+        return
     except (OSError, smtplib.SMTPException) as exc:
-        raise _fail(TempFailError, "connection to %s failed: %s" % (where, _why(exc)), recipients) from None
+        yield from all_fail(
+            _fail(TempFailError, "cannot connect to %s port %d: %s" % (host, port, _why(exc)), recipients)
+        )
+        return
+
+    def session_failure(exc):
+        if isinstance(exc, PipemailError):
+            return exc
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return _fail(UnavailableError, _UNTRUSTED % (where, exc.verify_message), recipients)
+        if isinstance(exc, smtplib.SMTPServerDisconnected):
+            return _fail(TempFailError, "%s closed the connection" % where, recipients)
+        return _fail(TempFailError, "connection to %s failed: %s" % (where, _why(exc)), recipients)
+
+    failures = (PipemailError, OSError, smtplib.SMTPException)
+    try:
+        try:
+            _start(client, context, trust_file, url, recipients, user, password, auth, tls, local, log, warn)
+        except failures as exc:
+            yield from all_fail(session_failure(exc))
+            return
+        for segments, size in messages:
+            try:
+                report = _transaction(client, where, segments, size, sender, recipients, check, smtputf8)
+            except PipemailError as exc:  # the server refused this message: the session goes on
+                yield None, exc
+                continue
+            except (OSError, smtplib.SMTPException) as exc:
+                yield None, session_failure(exc)
+                yield from all_fail(session_failure(exc))
+                return
+            yield report, None
+        try:
+            client.quit()
+        except Exception:  # every message is settled; a failed goodbye changes nothing
+            pass
     finally:
         try:
             client.close()
@@ -403,25 +434,8 @@ def _reply_error(step, where, code, msg, recipients):
     return _fail(cls, "%s refused by %s: %d %s" % (step, where, code, _text(msg)), recipients)
 
 
-def _session(
-    client,
-    context,
-    trust_file,
-    url,
-    segments,
-    size,
-    sender,
-    recipients,
-    user,
-    password,
-    auth,
-    tls,
-    local,
-    log,
-    check,
-    smtputf8,
-    warn,
-):
+def _start(client, context, trust_file, url, recipients, user, password, auth, tls, local, log, warn):
+    """EHLO, STARTTLS as the options say, EHLO again, AUTH."""
     where = url.host
     code, msg = client.ehlo()
     if code != 250:
@@ -451,13 +465,18 @@ def _session(
         log("=== TLS (%s); certificate: %s" % (client.sock.version(), _cert_subject(client.sock)))
     if user:
         _authenticate(client, where, user, password, auth, recipients)
+
+
+def _transaction(client, where, segments, size, sender, recipients, check, smtputf8):
+    """MAIL FROM, RCPT TO each, DATA (RSET instead with ``check`` or when nobody was accepted)."""
+    import smtplib
+
     limit = client.esmtp_features.get("size", "")
     if limit.isdigit() and int(limit) and size > int(limit):
-        client.quit()
         raise _fail(
             UnavailableError,
             "the message is %d bytes and %s accepts at most %s (SIZE): split it "
-            "(pyshar -L, split) or send it another way" % (size, where, limit),
+            "(pymail --max-size, pyshar -L) or send it another way" % (size, where, limit),
             recipients,
         )
     options = []
@@ -471,6 +490,10 @@ def _session(
         options.append("BODY=8BITMIME")
     code, msg = client.mail(sender, options)
     if code != 250:
+        try:
+            client.rset()  # ready for the next message, if any
+        except (OSError, smtplib.SMTPException):
+            pass
         raise _reply_error("MAIL FROM:<%s>" % sender, where, code, msg, recipients)
     report = Report()
     for r in recipients:
@@ -481,15 +504,10 @@ def _session(
             report.refused[r] = (code, "RCPT TO:<%s> refused by %s: %d %s" % (r, where, code, _text(msg)))
     if check or not report.accepted:
         client.rset()
-        client.quit()
         return report
     code, msg = client.data_stream(segments)
     if code != 250:
         raise _reply_error("the message (DATA)", where, code, msg, recipients)
-    try:
-        client.quit()
-    except Exception:  # the message is in; a failed goodbye changes nothing
-        pass
     return report
 
 
@@ -534,6 +552,7 @@ def _authenticate(client, where, user, password, auth, recipients):
 __all__ = [
     "Report",
     "deliver_smtp",
+    "smtp_deliveries",
     "deliver_sendmail",
     "deliver_mbox",
     "deliver_maildir",
@@ -586,23 +605,15 @@ def deliver(
     env=None,
 ):
     """Deliver by ``url`` (a config.URL); a Report, or an exception with ``undelivered``."""
-    from pipemail import config
-
     segments = list(segments)
     if url.scheme in ("smtp", "smtps"):
-        user = user or url.user or (account.user if account is not None else None)
-        password = config.password(account, user, url.host, env) if user else None
         return deliver_smtp(
             url,
             segments,
             size,
             sender,
             recipients,
-            user=user,
-            password=password,
-            auth=account.auth if account is not None else None,
-            tls=tls or (account.tls if account is not None and account.tls else "auto"),
-            trust_file=trust_file or (account.tls_trust_file if account is not None else None),
+            **_smtp_options(url, account, user, tls, trust_file, env),
             timeout=timeout,
             log=log,
             check=check,
@@ -618,6 +629,85 @@ def deliver(
     if url.scheme == "maildir":
         return deliver_maildir(url.path, segments, recipients)
     return deliver_stdout(stdout, segments, recipients)
+
+
+def _smtp_options(url, account, user, tls, trust_file, env):
+    """Who to log in as, with what, and how TLS goes: the command line's, else the URL's or the account's."""
+    from pipemail import config
+
+    user = user or url.user or (account.user if account is not None else None)
+    return {
+        "user": user,
+        "password": config.password(account, user, url.host, env) if user else None,
+        "auth": account.auth if account is not None else None,
+        "tls": tls or (account.tls if account is not None and account.tls else "auto"),
+        "trust_file": trust_file or (account.tls_trust_file if account is not None else None),
+    }
+
+
+def deliver_each(
+    url,
+    messages,
+    sender,
+    recipients,
+    *,
+    account=None,
+    user=None,
+    tls=None,
+    trust_file=None,
+    timeout=30,
+    log=None,
+    check=False,
+    smtputf8=False,
+    warn=None,
+    stdout=None,
+    env=None,
+):
+    """Deliver each of ``messages`` (``(segments, size)`` pairs) by ``url``, the same envelope for all.
+
+    Over SMTP one session carries them all (one login, one password lookup);
+    other transports take them one by one.  Yields ``(Report, None)`` or
+    ``(None, exception)`` for each message, in order.
+    """
+    if url.scheme in ("smtp", "smtps"):
+        try:
+            options = _smtp_options(url, account, user, tls, trust_file, env)
+        except PipemailError as exc:
+            exc.undelivered = list(recipients)
+            for _message in messages:
+                yield None, exc
+            return
+        yield from smtp_deliveries(
+            url,
+            messages,
+            sender,
+            recipients,
+            **options,
+            timeout=timeout,
+            log=log,
+            check=check,
+            smtputf8=smtputf8,
+            warn=warn,
+        )
+        return
+    for segments, size in messages:
+        try:
+            report = deliver(
+                url,
+                segments,
+                size,
+                sender,
+                recipients,
+                account=account,
+                timeout=timeout,
+                check=check,
+                stdout=stdout,
+                env=env,
+            )
+        except PipemailError as exc:
+            yield None, exc
+            continue
+        yield report, None
 
 
 def save_dead_letter(path, segments, sender, undelivered):

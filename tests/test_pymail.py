@@ -185,7 +185,7 @@ def test_size_limit_stops_before_data(run, smtp_server, home):
     srv = smtp_server(size=2000)
     r = send(run, srv, "to@example.org", input=b"x" * 5000 + b"\n", home=str(home))
     assert r.returncode == 69
-    assert "accepts at most 2000 (SIZE): split it (pyshar -L, split) or send it another way" in r.stderr
+    assert "accepts at most 2000 (SIZE): split it (pymail --max-size, pyshar -L) or send it another way" in r.stderr
     assert srv.messages == []
 
 
@@ -647,23 +647,83 @@ def test_max_size_splits_what_does_not_fit_into_shar_parts(run, smtp_server, hom
     assert (tmp_path / "out" / "backup.tgz").read_bytes() == big.read_bytes()
 
 
-def test_max_size_with_the_server_down_keeps_every_part(run, home, tmp_path):
+def test_max_size_with_the_server_down_keeps_every_part_and_resend_completes_it(run, smtp_server, home, tmp_path):
+    import mailbox
+
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(600_000))
-    r = send(
-        run, "smtp://127.0.0.1:%d" % free_port(), "--max-size", "256K", "-a", big, "me@example.org", home=str(home)
-    )
+    port = free_port()
+    r = send(run, "smtp://127.0.0.1:%d" % port, "--max-size", "256K", "-a", big, "me@example.org", home=str(home))
     assert r.returncode == 75
-    dead = (home / "dead.letter").read_bytes()
-    n = dead.count(b"X-Pipemail-Undelivered-To: me@example.org")
-    assert (
-        n >= 3
-        and (
-            "sent 0 of %d parts; not sent: %s (kept in the dead letter)"
-            % (n, ", ".join(str(i) for i in range(1, n + 1)))
-        )
-        in r.stderr
+    dead = home / "dead.letter"
+    n = dead.read_bytes().count(b"X-Pipemail-Undelivered-To: me@example.org")
+    assert n >= 3
+    assert r.stderr == (  # the reason once, then what was not sent and what to do
+        "pymail: cannot connect to 127.0.0.1 port %d: Connection refused\n"
+        "pymail: sent 0 of %d parts; not sent: %s (kept in %s: pymail --resend %s sends them again)\n"
+        % (port, n, ", ".join(str(i) for i in range(1, n + 1)), dead, dead)
     )
+    srv = smtp_server()  # the server is back: --resend sends every part, and they make the file again
+    r = run("pymail", "--resend", dead, "--transport", srv.url, env={"HOME": str(home)})
+    assert r.returncode == 0 and len(srv.messages) == n
+    box = mailbox.mbox(tmp_path / "in.mbox")
+    for _f, _rc, raw in srv.messages:
+        box.add(raw.replace(b"\r\n", b"\n"))
+    box.flush()
+    u = run("pyunshar", "-d", tmp_path / "out", tmp_path / "in.mbox")
+    assert (u.returncode, u.stderr) == (0, "")
+    assert (tmp_path / "out" / "big.bin").read_bytes() == big.read_bytes()
+
+
+def test_max_size_parts_share_one_smtp_session_and_one_password_lookup(run, smtp_server, home, tmp_path):
+    srv = smtp_server(auth=("bob", "from-command"))
+    calls = tmp_path / "calls"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[accounts.work]\ntransport = "smtp://bob@127.0.0.1:%d"\n'
+        'password_command = "echo x >> %s; echo from-command"\n' % (srv.port, calls)
+    )
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(600_000))
+    r = run(
+        "pymail",
+        "-v",
+        "--max-size",
+        "256K",
+        "-a",
+        big,
+        "me@example.org",
+        input=b"",
+        env={"HOME": str(home), "PIPEMAIL_CONFIG": str(cfg)},
+    )
+    assert (r.returncode, r.stderr.count("=== connecting to")) == (0, 1), r.stderr
+    n = len(srv.messages)
+    assert n >= 3 and srv.logins == [("PLAIN", "bob", True)] and calls.read_text() == "x\n"
+    assert r.stderr.count("C: MAIL FROM:") == n and r.stderr.count("C: QUIT") == 1
+
+
+def test_max_size_a_part_refused_does_not_stop_the_others(run, smtp_server, home, tmp_path):
+    srv = smtp_server()
+    refused = []
+
+    async def handle_DATA(server, session, envelope):  # the server refuses the second part only
+        raw = envelope.original_content
+        if b"[part 02/" in raw and not refused:
+            refused.append(raw)
+            return "554 5.7.1 rejected by policy"
+        srv.messages.append((envelope.mail_from, list(envelope.rcpt_tos), raw))
+        return "250 OK"
+
+    srv.handle_DATA = handle_DATA
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(600_000))
+    r = send(run, srv, "--max-size", "256K", "-s", "b", "-a", big, "me@example.org", home=str(home))
+    n = len(srv.messages) + 1
+    assert r.returncode == 69 and refused and n >= 3
+    assert "pymail: the message (DATA) refused by 127.0.0.1: 554 5.7.1 rejected by policy\n" in r.stderr
+    assert "pymail: sent %d of %d parts; not sent: 2 (kept in " % (n - 1, n) in r.stderr
+    dead = (home / "dead.letter").read_bytes()
+    assert dead.count(b"X-Pipemail-Undelivered-To:") == 1 and b"b [part 02/" in dead
 
 
 def test_max_size_parts_go_7bit_unless_crlf_would_burst_them(run, smtp_server, home, tmp_path):
