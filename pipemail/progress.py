@@ -128,6 +128,12 @@ class Bar:
             self._write("\r\x1b[K")
             self.shown = False
 
+    def interrupt(self):
+        """Off the line for another message; drawn again at the next advance (if it was on screen)."""
+        if self.shown:
+            self.clear()
+            self.next = 0.0
+
     def close(self):
         if self.shown:  # the last state, then a clean line
             self.draw()
@@ -139,8 +145,7 @@ class Bar:
 def clear_line():
     """Before a warning: take the bar on the screen off its line (it comes back on its next draw)."""
     for b in _active:
-        b.clear()
-        b.next = 0.0
+        b.interrupt()
 
 
 class _Counting:

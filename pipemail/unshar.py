@@ -307,7 +307,8 @@ def _show(name):
 class Extractor:
     """A parser's sink that creates files and directories below one directory, safely."""
 
-    def __init__(self, directory=".", overwrite=False, on_error=None, on_file=None):
+    def __init__(self, directory=".", overwrite=False, on_error=None, on_file=None, advance=None):
+        self.advance = advance  # called with the bytes of each write (a progress bar), or None
         self.overwrite = overwrite
         self.on_error = on_error or (lambda exc: None)
         self.on_file = on_file or (lambda name, status: None)
@@ -425,6 +426,8 @@ class Extractor:
         if self.md5 is not None:
             self.md5.update(data)
         self.out.write(data)
+        if self.advance is not None:
+            self.advance(len(data))
 
     def close_file(self, mode=None, mtime=None, size=None, md5=None, sha256=None, complete=True):
         if not complete:
@@ -800,8 +803,12 @@ def unshar(
     on_error=None,
     on_file=None,
     emit=None,
+    advance=None,
 ):
-    """Find, group and extract (or list) every archive in ``inputs``; return the errors in order."""
+    """Find, group and extract (or list) every archive in ``inputs``; return the errors in order.
+
+    ``advance``, when given, is called with the number of bytes of each write (a progress bar).
+    """
     from pipemail.mailbox_io import iter_texts
 
     errors = []
@@ -811,7 +818,7 @@ def unshar(
         if on_error is not None:
             on_error(exc)
 
-    sink = Lister(emit) if list_only else Extractor(directory, overwrite, fail, on_file)
+    sink = Lister(emit) if list_only else Extractor(directory, overwrite, fail, on_file, advance)
 
     def immediate(info):
         if info.format != "pyshar" or info.total != 1:

@@ -1,9 +1,11 @@
 """pyunshar: extract shell archives without ever running them."""
 
+import os
+
 import click
 
 from pipemail import __version__
-from pipemail.cli import Command, run, stdin_stream, warn
+from pipemail.cli import Command, progress_bar, run, stdin_stream, warn
 
 EPILOG = """\b
 Examples:
@@ -45,17 +47,29 @@ def command(directory, overwrite, split_at_exit, list_only, inputs):  # noqa: AR
 
     def report(name, status):
         if status == "ok":
+            if bar is not None:
+                bar.interrupt()  # "x - NAME" on a line of its own
             click.echo("x - %s" % show(name))
 
-    errors = unshar(
-        items,
-        directory,
-        overwrite=overwrite,
-        list_only=list_only,
-        on_error=lambda exc: warn("pyunshar", exc),
-        on_file=report,
-        emit=click.echo,
+    bar = (
+        None
+        if list_only
+        else progress_bar("pyunshar", "extracting into %s" % (os.path.basename(os.path.abspath(directory)) or "/"))
     )
+    try:
+        errors = unshar(
+            items,
+            directory,
+            overwrite=overwrite,
+            list_only=list_only,
+            on_error=lambda exc: warn("pyunshar", exc),
+            on_file=report,
+            emit=click.echo,
+            advance=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     return errors[0].exit_code if errors else 0
 
 

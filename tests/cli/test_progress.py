@@ -118,6 +118,16 @@ def test_pyshar_bar_and_its_messages_on_clean_lines(blob, tmp_path):
     assert CLEAR + b"pyshar: wrote 3 parts: " in tty
 
 
+def test_pyunshar_bar_shows_bytes_extracted(run, blob, tmp_path):
+    r = run("pyshar", "-q", "-L", "4000", "-o", tmp_path / "p", blob.name, cwd=blob.parent)
+    assert r.returncode == 0
+    parts = sorted(str(p) for p in tmp_path.glob("p.*"))
+    code, out, tty = on_tty("pyunshar", "-d", tmp_path / "out", *parts)
+    assert (code, out) == (0, b"x - big.bin\n")
+    assert tty.startswith(b"\rpyunshar: extracting into out  ") and b"B/s\x1b[K" in tty and tty.endswith(CLEAR)
+    assert (tmp_path / "out" / "big.bin").read_bytes() == blob.read_bytes()
+
+
 def test_pymail_max_size_shows_packing_then_sending(run, smtp_server, blob, tmp_path):
     srv = smtp_server()
     code, out, tty = on_tty(
