@@ -108,34 +108,71 @@ def send_mail(
     rcpts = _unique(rcpts)
     if not rcpts:
         raise UsageError("no recipients: give RECIPIENT operands (or -t with To/Cc/Bcc in the message)")
-    if max_size is not None and not read_recipients and attach and msg.size() > max_size:
-        return _send_in_parts(
-            body,
-            opts,
-            account,
-            max_size,
-            subject=subject,
-            sender=from_pair,
-            to=to_p,
-            cc=cc_p,
-            extra=extra,
-            attach=attach,
-            stdin_name=stdin_name,
-            rcpts=rcpts,
-        )
+    if max_size is not None and msg.size() > max_size:
+        if read_recipients or not attach:
+            return _refuse(
+                msg,
+                from_pair[1],
+                rcpts,
+                opts,
+                account,
+                UsageError(
+                    "the message is %d bytes, over --max-size %d, and only attachments are split: "
+                    "give the data with -a FILE"
+                    % (msg.size(), max_size)
+                    + (" (and the recipients with operands, not -t)" if read_recipients else "")
+                ),
+            )
+        try:
+            plan = _plan_parts(
+                body,
+                max_size,
+                subject=subject,
+                sender=from_pair,
+                to=to_p,
+                cc=cc_p,
+                extra=extra,
+                attach=attach,
+                stdin_name=stdin_name,
+            )
+        except UsageError as exc:
+            return _refuse(msg, from_pair[1], rcpts, opts, account, exc)
+        return _send_in_parts(plan, opts, account, max_size, from_pair[1], rcpts)
     return _deliver(msg, from_pair[1], rcpts, opts, account)
 
 
 _PART_OVERHEAD = 8192  # headers, MIME framing and the part's own header lines, with room to spare
 
 
-def _send_in_parts(body, opts, account, max_size, *, subject, sender, to, cc, extra, attach, stdin_name, rcpts):
-    """--max-size: what does not fit goes as a pyshar archive split into mails of at most max_size."""
-    import tempfile
+class _Plan:
+    """What --max-size sends: the attachments that ride in the first mail, and the archive's members."""
 
+    def __init__(self, compose, subject, riding, members, name, room):
+        self.compose = compose  # compose(files, subject) -> Message, with the body and the envelope's headers
+        self.subject = subject
+        self.riding = riding
+        self.members = members
+        self.name = name
+        self.room = room  # bytes left in a mail for its archive part
+
+    def part_mail(self, n, total, data, part_name, seven_bit):
+        tag = "[part %0*d/%d]" % (max(2, len(str(total))), n, total)
+        part_subject = "%s %s" % (self.subject, tag) if self.subject else tag
+        msg = self.compose(self.riding, part_subject, n == 1)
+        msg.parts.append(message.attachment_part(data, part_name, "application/x-shar", seven_bit=seven_bit))
+        if msg.boundary is None:
+            msg.boundary = "=_pipemail_" + os.urandom(12).hex()
+            msg.headers.append(("Content-Type", 'multipart/mixed; boundary="%s"' % msg.boundary))
+        return msg
+
+
+def _plan_parts(body, max_size, *, subject, sender, to, cc, extra, attach, stdin_name):
+    """Which attachments ride in the first mail and which go in the archive; UsageError when no part fits."""
     from pipemail import shar
 
-    def compose(files, part_subject):
+    def compose(files, part_subject, first=True):
+        if not first:  # the body and the attachments that fit go in the first mail only
+            return message.compose(b"", subject=part_subject, sender=sender, to=to, cc=cc, extra_headers=extra)
         return message.compose(
             body,
             subject=part_subject,
@@ -163,96 +200,162 @@ def _send_in_parts(body, opts, account, max_size, *, subject, sender, to, cc, ex
     name = os.path.basename(os.fsdecode(packed[0])) or "parts"
     # members named as the attachments are: by their base names
     members = [shar.Member(os.fsencode(os.path.basename(os.fsdecode(p))), os.fsencode(p), os.stat(p)) for p in packed]
+    return _Plan(compose, subject, riding, members, name, room)
 
-    def part_mail(n, total, data, part_name, seven_bit):
-        tag = "[part %0*d/%d]" % (max(2, len(str(total))), n, total)
-        part_subject = "%s %s" % (subject, tag) if subject else tag
-        if n == 1:
-            msg = compose(riding, part_subject)
-        else:
-            msg = message.compose(b"", subject=part_subject, sender=sender, to=to, cc=cc, extra_headers=extra)
-        msg.parts.append(message.attachment_part(data, part_name, "application/x-shar", seven_bit=seven_bit))
-        if msg.boundary is None:
-            msg.boundary = "=_pipemail_" + os.urandom(12).hex()
-            msg.headers.append(("Content-Type", 'multipart/mixed; boundary="%s"' % msg.boundary))
-        return msg
+
+def _send_in_parts(plan, opts, account, max_size, sender, rcpts):
+    """--max-size: the archive split into mails of at most max_size, all over one session; the exit code."""
+    import tempfile
+
+    from pipemail import shar
 
     with tempfile.TemporaryDirectory(prefix="pymail-") as tmp:
         # An archive is 7-bit text: parts go as they are (7bit), sized for CRLF line ends, when
         # every one then fits; else (long runs of short lines, names that are not ASCII) the
         # archive is written again in parts sized for base64.
-        for limit, seven_bit in ((room * 64 // 66, True), (room * 57 // 78, False)):
+        for limit, seven_bit in ((plan.room * 64 // 66, True), (plan.room * 57 // 78, False)):
             for old in os.listdir(tmp):
                 os.unlink(os.path.join(tmp, old))
-            packing = _bar(opts, "packing %s" % name, sum(m.size for m in members), "bytes")
+            packing = _bar(opts, "packing %s" % plan.name, sum(m.size for m in plan.members), "bytes")
             try:
                 parts = shar.write_archive(
-                    members, prefix=os.fsencode(os.path.join(tmp, name)), limit=limit, advance=packing
+                    plan.members, prefix=os.fsencode(os.path.join(tmp, plan.name)), limit=limit, advance=packing
                 )
             finally:
                 if packing is not None:
                     packing.close()
-            if not seven_bit or all(
-                _wire_size(part_mail(n, len(parts), _read(part), os.path.basename(os.fsdecode(part)), True)) <= max_size
-                for n, part in enumerate(parts, 1)
-            ):
+
+            def segments(n, parts=parts, seven_bit=seven_bit):
+                part = parts[n - 1]
+                msg = plan.part_mail(n, len(parts), _read(part), os.path.basename(os.fsdecode(part)), seven_bit)
+                return list(msg.segments())
+
+            if not seven_bit or all(_wire_size(segments(n)) <= max_size for n in range(1, len(parts) + 1)):
                 break
-        total, codes, sent = len(parts), [], []
-        url = transport.resolve(opts.transport, account, opts.env)
-        keep = not opts.check and url.scheme != "-"
-        current = []
+        return _send_parts(segments, len(parts), opts, account, plan.name, sender, rcpts)
 
-        def mails():
-            for n, part in enumerate(parts, 1):
-                segments = list(
-                    part_mail(n, total, _read(part), os.path.basename(os.fsdecode(part)), seven_bit).segments()
-                )
-                current[:] = [segments]
-                yield segments, sum(len(s) + s.count(b"\n") for s in segments)
 
-        sending = _bar(opts, "sending %s" % name, total, "parts")
-        said = None
-        try:  # one SMTP session for all the parts: one login, one password lookup
-            for n, (report, exc) in enumerate(
-                transport.deliver_each(url, mails(), sender[1], rcpts, **_options(opts, account, rcpts + [sender[1]])),
-                1,
-            ):
-                if exc is not None:
-                    code = exc.exit_code
-                    if str(exc) != said:  # a session that failed fails every part after it alike: said once
-                        said = str(exc)
-                        opts.warn(said)
-                    if keep:
-                        _keep(opts, current[0], sender[1], getattr(exc, "undelivered", rcpts), said, quiet=True)
-                else:
-                    code = _settle(report, current[0], sender[1], opts, keep, quiet=True)
-                codes.append(code)
-                if code == 0:
-                    sent.append(n)
-                if sending is not None:
-                    sending(1)
-        except (KeyboardInterrupt, SystemExit):
-            if keep and current and len(codes) < total:
-                _keep(opts, current[0], sender[1], rcpts, "interrupted")
-            raise
-        finally:
+def _send_parts(segments, total, opts, account, name, sender, rcpts):
+    """Send part mails 1..total (``segments(n)`` composes one), keep what fails, and say what went out."""
+    url = transport.resolve(opts.transport, account, opts.env)
+    keep = not opts.check and url.scheme != "-"
+    where = transport.dead_letter_path(opts.dead_letter, opts.env)
+    results = {}  # n: (exit code, the recipients it did not reach)
+    kept, lost = set(), []
+    said = set()
+
+    def say(text):  # what holds for every part (a session that failed, a refused recipient) is said once
+        if text not in said:
+            said.add(text)
+            opts.warn(text)
+
+    def keep_part(n, seg, undelivered):
+        try:
+            transport.save_dead_letter(where, seg, sender, undelivered)
+        except PipemailError as exc:
+            if not lost:
+                say("cannot keep what was not sent in %s: %s" % (shown(where), exc))
+            lost.append(n)
+        else:
+            kept.add(n)
+
+    def mails():
+        for n in range(1, total + 1):
+            seg = segments(n)
+            current[:] = [n, seg]
+            yield seg, sum(len(s) + s.count(b"\n") for s in seg)
+
+    current = []
+    sending = _bar(opts, "sending %s" % name, total, "parts")
+    interrupted = None
+    deliveries = transport.deliver_each(url, mails(), sender, rcpts, **_options(opts, account, rcpts + [sender]))
+    try:  # one SMTP session for all the parts: one login, one password lookup
+        for report, exc in deliveries:
+            n, seg = current
+            if exc is not None:
+                say(str(exc))
+                results[n] = (exc.exit_code, list(getattr(exc, "undelivered", rcpts)))
+            else:
+                for _addr, (_code, text) in report.refused.items():
+                    say(text)
+                for addr in report.accepted if opts.check else ():
+                    say("check: %s would be accepted" % addr)
+                results[n] = (report.exit_code(), list(report.undelivered))
+            if keep and results[n][1]:
+                keep_part(n, seg, results[n][1])
             if sending is not None:
-                sending.close()
-    failed = [n for n, c in enumerate(codes, 1) if c]
+                sending(1)
+    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, or SIGTERM from cron's timeout
+        interrupted = exc
+    finally:
+        deliveries.close()  # an SMTP session cut short is closed, without a goodbye that could hang
+        if sending is not None:
+            sending.close()
+    if interrupted is not None:
+        # what was not settled is kept, the part on its way included: sent twice, pyunshar takes it once
+        for n in range(1, total + 1):
+            if n not in results:
+                results[n] = (75, list(rcpts))
+                if keep:
+                    keep_part(n, current[1] if current and current[0] == n else segments(n), rcpts)
+            elif keep and results[n][1] and n not in kept and n not in lost:
+                keep_part(n, segments(n), results[n][1])
+    failed = {n: r for n, r in results.items() if r[1]}
     if failed:
-        where = transport.dead_letter_path(opts.dead_letter, opts.env)
-        opts.warn(
-            "sent %d of %d parts; not sent: %s%s"
+        everyone = set(rcpts)
+        not_sent = [n for n, (_c, u) in failed.items() if set(u) >= everyone]
+        missed = {}  # the recipients a part missed (when others took it): the parts
+        for n, (_c, u) in failed.items():
+            if not set(u) >= everyone:
+                missed.setdefault(tuple(u), []).append(n)
+        words = [
+            "%s%s %d of %d parts"
             % (
-                len(sent),
+                "interrupted: " if interrupted else "",
+                "checked" if opts.check else "sent",
+                total - len(not_sent),
                 total,
-                ", ".join(str(n) for n in failed),
-                " (kept in %s: pymail --resend %s sends them again)" % (shown(where), shown(where)) if keep else "",
             )
-        )
-        bad = [c for c in codes if c]
-        return 75 if 75 in bad else bad[0]
-    return 0
+        ]
+        if not_sent:
+            words.append("not sent: %s" % _ranges(not_sent))
+        for who, ns in missed.items():
+            words.append("not delivered to %s: %s" % (", ".join(who), _ranges(ns)))
+        line = "; ".join(words)
+        if kept:
+            line += " (kept in %s: pymail --resend %s sends them again)" % (shown(where), shown(where))
+        if lost:
+            line += "; parts %s are lost" % _ranges(lost) if len(lost) > 1 else "; part %d is lost" % lost[0]
+        opts.warn(line)
+    if interrupted is not None:
+        raise interrupted
+    if lost:
+        return 74
+    codes = [c for c, _u in failed.values() if c]
+    return 75 if 75 in codes else (codes[0] if codes else 0)
+
+
+def _ranges(numbers):
+    """1, 2, 3, 5 -> '1-3, 5'."""
+    out, numbers = [], sorted(numbers)
+    i = 0
+    while i < len(numbers):
+        j = i
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        out.append(str(numbers[i]) if i == j else "%d-%d" % (numbers[i], numbers[j]))
+        i = j + 1
+    return ", ".join(out)
+
+
+def _refuse(msg, sender, rcpts, opts, account, exc):
+    """A message that cannot go as asked: said, kept in the dead letter (stdin is read: nothing is lost)."""
+    url = transport.resolve(opts.transport, account, opts.env)
+    if not opts.check and url.scheme != "-":
+        opts.warn(str(exc))
+        exc.reported = True
+        _keep(opts, list(msg.segments()), sender, rcpts, str(exc))
+    raise exc
 
 
 def _read(path):
@@ -260,9 +363,9 @@ def _read(path):
         return f.read()
 
 
-def _wire_size(msg):
-    """The message's size in SMTP DATA: CRLF line ends, and a dot doubled where a line starts with one."""
-    return sum(len(s) + s.count(b"\n") + s.count(b"\n.") for s in msg.segments())
+def _wire_size(segments):
+    """A message's size in SMTP DATA: CRLF line ends, and a dot doubled where a line starts with one."""
+    return sum(len(s) + s.count(b"\n") + s.count(b"\n.") for s in segments)
 
 
 def _bar(opts, label, total, unit):
@@ -288,12 +391,12 @@ def _deliver(msg, envelope_from, rcpts, opts, account):
     return _settle(report, segments, envelope_from, opts, keep)
 
 
-def _settle(report, segments, envelope_from, opts, keep, quiet=False):
+def _settle(report, segments, envelope_from, opts, keep):
     """Say who refused the message and keep it for them; the exit code."""
     for _addr, (_code, text) in report.refused.items():
         opts.warn(text)
     if report.refused and keep:
-        _keep(opts, segments, envelope_from, report.undelivered, None, quiet=quiet)
+        _keep(opts, segments, envelope_from, report.undelivered, None)
     if opts.check:
         for addr in report.accepted:
             opts.warn("check: %s would be accepted" % addr)
@@ -323,17 +426,16 @@ def _send(opts, url, account, segments, sender, rcpts):
     return transport.deliver(url, segments, size, sender, rcpts, **_options(opts, account, rcpts + [sender]))
 
 
-def _keep(opts, segments, sender, undelivered, why, quiet=False):
+def _keep(opts, segments, sender, undelivered, why):
     path = transport.dead_letter_path(opts.dead_letter, opts.env)
     try:
         transport.save_dead_letter(path, segments, sender, undelivered)
     except PipemailError as exc:
         raise IOFailure("%s; and the message could not be kept: %s" % (why or "not delivered", exc)) from None
-    if not quiet:
-        opts.warn(
-            "the message is kept in %s for %s (pymail --resend %s sends it again)"
-            % (shown(path), ", ".join(undelivered), shown(path))
-        )
+    opts.warn(
+        "the message is kept in %s for %s (pymail --resend %s sends it again)"
+        % (shown(path), ", ".join(undelivered), shown(path))
+    )
 
 
 def resend(path, opts):

@@ -194,7 +194,10 @@ def deliver_sendmail(path, segments, sender, recipients, timeout=None):
             proc.stdin.write(seg)
         proc.stdin.close()
     except BrokenPipeError:
-        pass
+        try:  # closed now, while SIGPIPE is ignored: else the buffer's flush at exit kills pymail
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
     finally:
         if old is not None:
             signal.signal(signal.SIGPIPE, old)
@@ -226,6 +229,9 @@ def _smtp_classes():
         def putcmd(self, cmd, args=""):
             if not self.redact:
                 cmd = cmd.upper()  # smtplib sends "ehlo", "rset": show and send them as RFC 5321 writes them
+                for word in ("from:", "to:"):  # and "from:<a>" (Python 3.13) as "FROM:<a>"
+                    if args[: len(word)].lower() == word:
+                        args = word.upper() + args[len(word) :]
             if self.log is not None:
                 line = ("%s %s" % (cmd, args)).strip() if args else cmd
                 if self.redact:
@@ -507,6 +513,10 @@ def _transaction(client, where, segments, size, sender, recipients, check, smtpu
         return report
     code, msg = client.data_stream(segments)
     if code != 250:
+        try:
+            client.rset()  # a DATA refused before its 354 leaves the transaction open
+        except (OSError, smtplib.SMTPException):
+            pass
         raise _reply_error("the message (DATA)", where, code, msg, recipients)
     return report
 

@@ -22,6 +22,8 @@ class Server:
         self.messages = []  # (mail_from, [rcpt], bytes)
         self.rcpt_replies = {}  # address -> reply, e.g. "550 5.1.1 user unknown"
         self.data_reply = None  # e.g. "554 5.6.0 rejected"
+        self.data_command_replies = {}  # the Nth DATA command -> a reply instead of 354, e.g. {2: "554 no"}
+        self.data_commands = 0
         self.logins = []
         self.host = "127.0.0.1"
         self.port = None
@@ -58,12 +60,35 @@ class Server:
         return "250 2.0.0 Message accepted"
 
 
+def _controller_class():
+    from aiosmtpd.controller import Controller
+
+    class _Controller(Controller):
+        def factory(self):
+            """aiosmtpd's own server, with the DATA command refused where the handler says."""
+            smtp = super().factory()
+            handler, data = self.handler, smtp._smtp_methods["DATA"]
+
+            async def smtp_DATA(arg):
+                handler.data_commands += 1
+                reply = handler.data_command_replies.get(handler.data_commands)
+                if reply:
+                    await smtp.push(reply)
+                    return None
+                return await data(arg)
+
+            smtp._smtp_methods["DATA"] = smtp_DATA
+            return smtp
+
+    return _Controller
+
+
 @pytest.fixture
 def smtp_server(tmp_path):
     """smtp_server(tls=False, auth=None, size=None, smtputf8=True) -> a running Server."""
-    from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
+    _Controller = _controller_class()
     controllers = []
 
     def start(tls=False, auth=None, size=None, smtputf8=True, implicit_tls=False, xoauth2=None):
@@ -103,7 +128,7 @@ def smtp_server(tmp_path):
             kwargs["auth_require_tls"] = bool(tls)
         kwargs.update(kwargs_auth)
         handler.port = free_port()
-        controller = Controller(
+        controller = _Controller(
             handler, hostname="127.0.0.1", port=handler.port, ssl_context=context if implicit_tls else None, **kwargs
         )
         controller.start()

@@ -59,7 +59,8 @@ def _main(cmd, base, args, prog_name, extra):
         code = exc.exit_code
     except (click.UsageError, UsageError) as exc:
         text = exc.format_message() if isinstance(exc, click.UsageError) else str(exc)
-        warn(prog, "%s (see '%s --help')" % (text.rstrip("."), prog))
+        if not getattr(exc, "reported", False):
+            warn(prog, "%s (see '%s --help')" % (text.rstrip("."), prog))
         code = EX_USAGE
     except (click.Abort, KeyboardInterrupt):
         code = 130
