@@ -307,10 +307,15 @@ def deliver_smtp(url, segments, size, sender, recipients, **options):
 
     ``options``: those of :func:`smtp_deliveries`.
     """
-    for report, exc in smtp_deliveries(url, [(segments, size)], sender, recipients, **options):
-        if exc is not None:
-            raise exc
-        return report
+    return _one(smtp_deliveries(url, [(segments, size)], sender, recipients, **options))
+
+
+def _one(deliveries):
+    """The Report of a one-message delivery, the session run to its end (QUIT); or its exception raised."""
+    ((report, exc),) = list(deliveries)
+    if exc is not None:
+        raise exc
+    return report
 
 
 def smtp_deliveries(
@@ -595,50 +600,12 @@ def resolve(transport=None, account=None, env=None):
     )
 
 
-def deliver(
-    url,
-    segments,
-    size,
-    sender,
-    recipients,
-    *,
-    account=None,
-    user=None,
-    tls=None,
-    trust_file=None,
-    timeout=30,
-    log=None,
-    check=False,
-    smtputf8=False,
-    warn=None,
-    stdout=None,
-    env=None,
-):
-    """Deliver by ``url`` (a config.URL); a Report, or an exception with ``undelivered``."""
-    segments = list(segments)
-    if url.scheme in ("smtp", "smtps"):
-        return deliver_smtp(
-            url,
-            segments,
-            size,
-            sender,
-            recipients,
-            **_smtp_options(url, account, user, tls, trust_file, env),
-            timeout=timeout,
-            log=log,
-            check=check,
-            smtputf8=smtputf8,
-            warn=warn,
-        )
-    if check:
-        return Report(recipients)
-    if url.scheme == "sendmail":
-        return deliver_sendmail(sendmail_path(url.path, env), segments, sender, recipients, timeout)
-    if url.scheme == "mbox":
-        return deliver_mbox(url.path, segments, sender, recipients)
-    if url.scheme == "maildir":
-        return deliver_maildir(url.path, segments, recipients)
-    return deliver_stdout(stdout, segments, recipients)
+def deliver(url, segments, size, sender, recipients, **options):
+    """Deliver one message by ``url`` (a config.URL); a Report, or an exception with ``undelivered``.
+
+    ``options``: those of :func:`deliver_each`.
+    """
+    return _one(deliver_each(url, [(segments, size)], sender, recipients, **options))
 
 
 def _smtp_options(url, account, user, tls, trust_file, env):
@@ -700,20 +667,19 @@ def deliver_each(
             warn=warn,
         )
         return
-    for segments, size in messages:
+    for segments, _size in messages:
+        segments = list(segments)
         try:
-            report = deliver(
-                url,
-                segments,
-                size,
-                sender,
-                recipients,
-                account=account,
-                timeout=timeout,
-                check=check,
-                stdout=stdout,
-                env=env,
-            )
+            if check:
+                report = Report(recipients)
+            elif url.scheme == "sendmail":
+                report = deliver_sendmail(sendmail_path(url.path, env), segments, sender, recipients, timeout)
+            elif url.scheme == "mbox":
+                report = deliver_mbox(url.path, segments, sender, recipients)
+            elif url.scheme == "maildir":
+                report = deliver_maildir(url.path, segments, recipients)
+            else:
+                report = deliver_stdout(stdout, segments, recipients)
         except PipemailError as exc:
             yield None, exc
             continue

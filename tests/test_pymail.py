@@ -23,6 +23,20 @@ def send(run, server, *args, input=b"hello\n", env=None, **kw):
     )
 
 
+def unshar_mails(run, raws, where):
+    """Save the mails as received (CRLF) into an mbox under ``where``, run pyunshar on it: the output directory."""
+    import mailbox
+
+    where.mkdir(exist_ok=True)
+    box = mailbox.mbox(where / "in.mbox")
+    for raw in raws:
+        box.add(raw.replace(b"\r\n", b"\n"))
+    box.flush()
+    u = run("pyunshar", "-d", where / "out", where / "in.mbox")
+    assert (u.returncode, u.stderr) == (0, "")
+    return where / "out"
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     h = tmp_path / "home"
@@ -102,6 +116,8 @@ def test_starttls_and_auth_with_a_redacted_transcript(run, smtp_server, home):
     assert any(line.startswith("=== TLS started") and "CN=" not in line or "certificate:" in line for line in lines)
     assert any(line.startswith("S: 235") for line in lines)
     assert lines.index("C: STARTTLS") < lines.index("C: AUTH <redacted>")
+    assert lines[-4:] == ["C: .", "S: 250 2.0.0 Message accepted", "C: QUIT", "S: 221 Bye"]  # a session ends politely
+    assert any(line.startswith("C: MAIL FROM:<") for line in lines)  # as RFC 5321 writes it, on every Python
 
 
 def test_untrusted_certificate_keeps_the_message(run, smtp_server, home):
@@ -608,7 +624,6 @@ def test_smtps_implicit_tls(run, smtp_server, home):
 
 
 def test_max_size_splits_what_does_not_fit_into_shar_parts(run, smtp_server, home, tmp_path):
-    import mailbox
 
     srv = smtp_server()
     big = tmp_path / "backup.tgz"
@@ -638,17 +653,11 @@ def test_max_size_splits_what_does_not_fit_into_shar_parts(run, smtp_server, hom
     assert all(len(raw) <= 1024 * 1024 for _f, _rc, raw in srv.messages)  # every mail, as sent, within SIZE
     first = parse(srv.messages[0][2])
     assert [p.get_filename() for p in first.iter_attachments()] == ["notes.txt", "backup.tgz.%02d" % 1]
-    box = mailbox.mbox(tmp_path / "in.mbox")
-    for _f, _rc, raw in reversed(srv.messages):  # in any order
-        box.add(raw.replace(b"\r\n", b"\n"))
-    box.flush()
-    u = run("pyunshar", "-d", tmp_path / "out", tmp_path / "in.mbox")
-    assert (u.returncode, u.stderr) == (0, "")
-    assert (tmp_path / "out" / "backup.tgz").read_bytes() == big.read_bytes()
+    out = unshar_mails(run, [raw for _f, _rc, raw in reversed(srv.messages)], tmp_path / "in")  # in any order
+    assert (out / "backup.tgz").read_bytes() == big.read_bytes()
 
 
 def test_max_size_with_the_server_down_keeps_every_part_and_resend_completes_it(run, smtp_server, home, tmp_path):
-    import mailbox
 
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(600_000))
@@ -666,13 +675,8 @@ def test_max_size_with_the_server_down_keeps_every_part_and_resend_completes_it(
     srv = smtp_server()  # the server is back: --resend sends every part, and they make the file again
     r = run("pymail", "--resend", dead, "--transport", srv.url, env={"HOME": str(home)})
     assert r.returncode == 0 and len(srv.messages) == n
-    box = mailbox.mbox(tmp_path / "in.mbox")
-    for _f, _rc, raw in srv.messages:
-        box.add(raw.replace(b"\r\n", b"\n"))
-    box.flush()
-    u = run("pyunshar", "-d", tmp_path / "out", tmp_path / "in.mbox")
-    assert (u.returncode, u.stderr) == (0, "")
-    assert (tmp_path / "out" / "big.bin").read_bytes() == big.read_bytes()
+    out = unshar_mails(run, [raw for _f, _rc, raw in srv.messages], tmp_path / "in")
+    assert (out / "big.bin").read_bytes() == big.read_bytes()
 
 
 def test_max_size_parts_share_one_smtp_session_and_one_password_lookup(run, smtp_server, home, tmp_path):
@@ -763,7 +767,7 @@ def test_max_size_a_refused_recipient_is_said_once_and_named_in_the_summary(run,
     assert len(kept) == n and {m["X-Pipemail-Undelivered-To"] for m in kept} == {"bad@example.org"}
 
 
-def test_max_size_interrupted_keeps_every_part_not_sent_and_resend_completes_it(smtp_server, home, tmp_path):
+def test_max_size_interrupted_keeps_every_part_not_sent_and_resend_completes_it(run, smtp_server, home, tmp_path):
     """Ctrl-C while part 3 is on its way: parts 3 to N are kept (3 may arrive twice: pyunshar
     takes it once), the summary says so, and pymail --resend sends them."""
     import asyncio
@@ -816,12 +820,8 @@ def test_max_size_interrupted_keeps_every_part_not_sent_and_resend_completes_it(
         command_path("pymail") + ["--transport", srv.url, "--resend", str(dead)], env=env, capture_output=True
     )
     assert (r.returncode, len(srv.messages)) == (0, n), r.stderr
-    box = mailbox.mbox(tmp_path / "in.mbox")
-    for _f, _r, raw in srv.messages:
-        box.add(raw.replace(b"\r\n", b"\n"))
-    box.flush()
-    u = subprocess.run(command_path("pyunshar") + ["-d", str(tmp_path / "out"), str(tmp_path / "in.mbox")])
-    assert u.returncode == 0 and (tmp_path / "out" / "big.bin").read_bytes() == big.read_bytes()
+    out = unshar_mails(run, [raw for _f, _r, raw in srv.messages], tmp_path / "in")
+    assert (out / "big.bin").read_bytes() == big.read_bytes()
 
 
 def test_max_size_terminated_while_connecting_keeps_every_part(home, tmp_path):
@@ -919,7 +919,6 @@ def test_max_size_a_big_message_without_attachments_is_refused_and_kept(run, smt
 def test_max_size_parts_go_7bit_unless_crlf_would_burst_them(run, smtp_server, home, tmp_path):
     """Archive parts are 7-bit text: sent as they are; a file of short lines, which CRLF
     would grow by half, makes pymail size the parts for base64 instead. Every mail fits."""
-    import mailbox
 
     srv = smtp_server()
     binary = tmp_path / "data.bin"
@@ -934,13 +933,8 @@ def test_max_size_parts_go_7bit_unless_crlf_would_burst_them(run, smtp_server, h
         assert len(raws) >= 3 and all(len(raw) <= 256 * 1024 for raw in raws)
         encodings = {p["Content-Transfer-Encoding"] for raw in raws for p in parse(raw).iter_attachments()}
         assert encodings == {cte}, path
-        box = mailbox.mbox(tmp_path / ("in-%s.mbox" % cte))
-        for raw in raws:
-            box.add(raw.replace(b"\r\n", b"\n"))
-        box.flush()
-        u = run("pyunshar", "-d", tmp_path / ("out-" + cte), tmp_path / ("in-%s.mbox" % cte))
-        assert (u.returncode, u.stderr) == (0, "")
-        assert (tmp_path / ("out-" + cte) / path.name).read_bytes() == path.read_bytes()
+        out = unshar_mails(run, raws, tmp_path / cte)
+        assert (out / path.name).read_bytes() == path.read_bytes()
 
 
 def test_max_size_too_small_for_any_part_is_refused_and_kept(run, smtp_server, home, tmp_path):
