@@ -26,16 +26,19 @@ How an input is read:
   ``Name: value`` field with a valid field name, or a continuation line,
   ended by a blank line or the end of the file, all in the first
   :data:`HEAD_SIZE` bytes) is one message.
-* Anything else is one text, unchanged: the open file itself, at its start.
-  It is never read into memory, whatever its size.
+* Anything else is one text: the open file itself, at its start, never read
+  into memory, whatever its size.  When every line in its first
+  :data:`HEAD_SIZE` bytes ends in CRLF (a mail or an attachment saved by a
+  Windows client), it is read with LF line ends; otherwise unchanged.
 
 A message (single, from an mbox, from a Maildir) is parsed whole with the
 stdlib email package (policy compat32, the most forgiving) and its MIME tree
 walked, into multipart/* and message/rfc822; every leaf part that is text/*,
 application/x-shar, application/x-sh, application/x-shellscript,
 application/octet-stream, or has a file name, is yielded decoded (base64,
-quoted-printable, uuencode; 7bit, 8bit, binary as they are) in a
-:class:`io.BytesIO`.  A message without MIME is one text/plain part: its body.
+quoted-printable, uuencode; 7bit, 8bit, binary as they are, except that a
+part whose every line ends in CRLF, a mail's own line end, gets LF line ends)
+in a :class:`io.BytesIO`.  A message without MIME is one text/plain part: its body.
 Parts are numbered as IMAP numbers them (``1``, ``2``, ``2.1`` for the first
 part of a message forwarded as part 2), and labelled
 ``"mail.mbox: message 3, part 2 (companyMega.07)"``,
@@ -174,7 +177,9 @@ def _texts_of_seekable(label, stream, start):
         raise NoInputError("cannot read %s: %s" % (label, describe_oserror(exc))) from None
     kind = classify(head, complete=len(head) < HEAD_SIZE)
     if kind == "plain":
-        yield label, stream
+        lines = head.count(b"\n")
+        # saved by a Windows mail client, or a mail's CRLF kept: read as the LF text it was
+        yield label, io.BufferedReader(_LF(stream)) if lines and head.count(b"\r\n") == lines else stream
     elif kind == "mbox":
         for number, data in enumerate(_mbox_messages(label, stream), 1):
             yield from _message_texts("%s: message %d, " % (label, number), data)
@@ -184,6 +189,33 @@ def _texts_of_seekable(label, stream, start):
         except OSError as exc:
             raise NoInputError("cannot read %s: %s" % (label, describe_oserror(exc))) from None
         yield from _message_texts("%s: " % label, data)
+
+
+class _LF(io.RawIOBase):
+    """A stream of CRLF lines read with LF line ends."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._out = b""  # converted, not yet read
+        self._cr = False  # a CR held back: the next read says whether an LF follows
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        while not self._out:
+            data = self._stream.read(SPOOL_CHUNK)
+            if not data:
+                self._out, self._cr = (b"\r" if self._cr else b""), False
+                break
+            if self._cr:
+                data = b"\r" + data
+            self._cr = data.endswith(b"\r")
+            self._out = (data[:-1] if self._cr else data).replace(b"\r\n", b"\n")
+        n = min(len(b), len(self._out))
+        b[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
 
 
 def _read_head(stream):
@@ -377,7 +409,13 @@ def _decoded(part):
         data = part.get_payload(decode=True)
     except Exception:  # pragma: no cover - compat32 catches decoding errors itself
         data = None
-    return data if isinstance(data, bytes) else b""
+    return _lf(data) if isinstance(data, bytes) else b""
+
+
+def _lf(data):
+    """Text whose every line ends in CRLF (a mail's own line ends, kept by a client) with LF line ends."""
+    lines = data.count(b"\n")
+    return data.replace(b"\r\n", b"\n") if lines and data.count(b"\r\n") == lines else data
 
 
 def _b64decode(data):

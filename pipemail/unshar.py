@@ -761,7 +761,10 @@ class PysharParser:
                 # whole 60-character lines, as pyshar writes all but the last:
                 # decode as they are (a2b_base64 skips the newlines); a bad
                 # character shows as a short result, and the slow path says which
-                data = binascii.a2b_base64(chunk)
+                try:
+                    data = binascii.a2b_base64(chunk)
+                except binascii.Error:  # bad padding from a stray character: the slow path says which
+                    data = b""
                 if len(data) == 45 * lines:
                     self.sink.write(data)
                     continue

@@ -324,8 +324,8 @@ def test_mbox_with_crlf_lines(tmp_path):
     raw = b"From a Mon Jan  1 00:00:00 2024\r\nSubject: x\r\n\r\n>From x\r\n\r\nFrom b\r\nSubject: y\r\n\r\nb\r\n"
     path = write(tmp_path / "crlf", raw)
     assert texts([path]) == [
-        ("%s: message 1, part 1" % path, b"From x\r\n"),
-        ("%s: message 2, part 1" % path, b"b\r\n"),
+        ("%s: message 1, part 1" % path, b"From x\n"),  # every line CRLF: read as LF lines
+        ("%s: message 2, part 1" % path, b"b\n"),
     ]
 
 
@@ -606,3 +606,10 @@ def test_email_and_mailbox_are_imported_lazily():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_plain_text_of_crlf_lines_is_read_with_lf_lines_and_a_mixed_one_as_it_is(tmp_path):
+    crlf = b"#!/bin/sh\r\n# This is part 1\r\n" + b"x" * 300_000 + b"\r\nlast\r\nend\r"  # over HEAD_SIZE
+    mixed = b"#!/bin/sh\nXa text line that had CRLF\r\nexit 0\n"
+    a, b = write(tmp_path / "a", crlf), write(tmp_path / "b", mixed)
+    assert texts([a, b]) == [(str(a), crlf.replace(b"\r\n", b"\n")), (str(b), mixed)]

@@ -951,3 +951,31 @@ def test_max_size_too_small_for_any_part_is_refused_and_kept(run, smtp_server, h
         dead,
     )
     assert dead.read_bytes().count(b"X-Pipemail-Undelivered-To: me@example.org\n") == 1
+
+
+def test_max_size_parts_saved_with_crlf_line_ends_are_reassembled(run, home, tmp_path):
+    """As a Windows mail client saves them: an mbox, .eml files, the attachments alone, all CRLF."""
+    import mailbox
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(600_000))
+    box = tmp_path / "box.mbox"
+    r = send(run, "mbox:%s" % box, "--max-size", "256K", "-a", big, "me@example.org", home=str(home))
+    assert (r.returncode, r.stderr) == (0, "")
+    mails = [m.as_bytes() for m in mailbox.mbox(box)]
+    assert len(mails) >= 3
+    crlf = tmp_path / "crlf"
+    crlf.mkdir()
+    (crlf / "box.mbox").write_bytes(box.read_bytes().replace(b"\n", b"\r\n"))
+    for i, raw in enumerate(mails):
+        (crlf / ("m%d.eml" % i)).write_bytes(raw.replace(b"\n", b"\r\n"))
+        attached = parse(raw).get_payload()[-1]
+        (crlf / attached.get_filename()).write_bytes(attached.get_payload(decode=True).replace(b"\n", b"\r\n"))
+    for name, inputs in (
+        ("mbox", ["box.mbox"]),
+        ("eml", sorted(p.name for p in crlf.glob("*.eml"))),
+        ("parts", sorted((p.name for p in crlf.glob("big.bin.*")), reverse=True)),
+    ):
+        u = run("pyunshar", "-d", "out-" + name, *inputs, cwd=crlf)
+        assert (u.returncode, u.stderr) == (0, ""), name
+        assert (crlf / ("out-" + name) / "big.bin").read_bytes() == big.read_bytes(), name

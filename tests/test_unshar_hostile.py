@@ -207,3 +207,25 @@ def test_damaged_base64_is_named_and_not_written(run, tmp_path, canary):
     assert r.returncode == 65
     assert r.stderr == "pyunshar: stdin:%d: invalid character '!' in base64 data\n" % (line + 301)
     assert not (out / "blob").exists() and (out / "after").read_bytes() == b"after\n"  # archived first
+
+
+@pytest.mark.parametrize("nth", [0, 1, 299, -2])
+@pytest.mark.parametrize("char", [b"!", b" ", b"-", b"\xe9"])
+def test_a_stray_character_in_base64_is_named_wherever_it_is(run, tmp_path, nth, char):
+    (tmp_path / "blob").write_bytes(os.urandom(200_000))
+    assert run("pyshar", "-q", "-L", "60", "-o", "p", "blob", cwd=tmp_path).returncode == 0
+    part = tmp_path / "p.02"
+    archive = part.read_bytes()
+    start = archive.index(b"begin-base64 600 piece\n") + len(b"begin-base64 600 piece\n")
+    lines = archive[start : archive.index(b"\n====\n", start)].count(b"\n") + 1
+    line = nth % lines
+    bad = start + 61 * line + 7
+    part.write_bytes(archive[:bad] + char + archive[bad + 1 :])
+    r = run("pyunshar", "-d", "out", *sorted(p.name for p in tmp_path.glob("p.*")), cwd=tmp_path)
+    where = archive[:start].count(b"\n") + 1 + line
+    shown = char.decode() if char != b"\xe9" else "\\xe9"
+    assert (r.returncode, r.stderr) == (
+        65,
+        "pyunshar: p.02:%d: invalid character '%s' in base64 data\n" % (where, shown),
+    )
+    assert not (tmp_path / "out" / "blob").exists()
