@@ -224,6 +224,7 @@ class _Reader(_Buffer):
         self.label = label
         self.lineno = 0
         self.overlong = False
+        self.pyshar_line = 0  # the first line of a pyshar archive met while looking for blocks
         self._back = None
 
     def readline(self):
@@ -313,11 +314,20 @@ def parse_header(line):
 
 
 def _find_header(rd):
+    """The next block's header, or None; the pieces of pyshar archives are passed over (pyunshar's)."""
+    in_pyshar = False
     while True:
         line = rd.readline()
         if not line:
             return None
-        if line.startswith(b"begin") and not rd.overlong:
+        if rd.overlong:
+            continue
+        if line.startswith(b"# pyshar archive "):
+            in_pyshar = True
+            rd.pyshar_line = rd.pyshar_line or rd.lineno
+        elif in_pyshar:
+            in_pyshar = line.rstrip(b"\r\n") != b"exit 0"
+        elif line.startswith(b"begin"):
             header = parse_header(line)
             if header is not None:
                 header.line = rd.lineno
@@ -709,7 +719,14 @@ def decode_inputs(
                             _decode_to_name(rd, header, base_fd, force, keep_paths, umask, ignore_chmod_errors)
                     except (DataError, NoPermError, CantCreateError) as exc:
                         fail(exc)
-                if not found:
+                if not found and rd.pyshar_line:
+                    fail(
+                        DataError(
+                            "%s:%d: a pyshar archive, no uuencoded file: pyunshar unpacks it"
+                            % (label, rd.pyshar_line)
+                        )
+                    )
+                elif not found:
                     fail(DataError("%s:%d: no 'begin' line found" % (label, rd.lineno)))
             except OSError as exc:
                 fail(NoInputError("cannot read %s: %s" % (label, describe_oserror(exc))))

@@ -261,3 +261,41 @@ def test_output_directory_missing(run, tmp_path):
 def test_usage_error(run):
     r = run("pyuudecode", "--nope")
     assert r.returncode == 64 and r.stderr.count("\n") == 1
+
+
+def test_pyshar_parts_in_a_mailbox_are_passed_over_and_named_when_alone(run, tmp_path):
+    """pymail --max-size mails 7bit pyshar parts, whose pieces are base64 blocks named 'piece':
+    pyuudecode leaves them to pyunshar and decodes the uuencoded mail beside them."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(300_000))
+    parts = tmp_path / "parts.mbox"
+    r = run(
+        "pymail",
+        "--transport",
+        "mbox:%s" % parts,
+        "--max-size",
+        "128K",
+        "-a",
+        big,
+        "me@example.org",
+        env={"HOME": str(tmp_path)},
+    )
+    assert (r.returncode, r.stderr) == (0, "")
+    picture = sample(5000)
+    both = tmp_path / "both.mbox"
+    both.write_bytes(
+        parts.read_bytes() + b"From me Mon Jan  1 00:00:00 2024\nSubject: kitty\n\n" + block(picture, "kitty.png")
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run("pyuudecode", both, cwd=out)
+    assert (r.returncode, r.stderr, listing(out)) == (0, "", ["kitty.png"])
+    assert (out / "kitty.png").read_bytes() == picture
+    r = run("pyuudecode", parts, cwd=out)
+    lines = parts.read_bytes().split(b"\n")
+    line = next(n for n, text in enumerate(lines, 1) if text.startswith(b"# pyshar archive "))
+    assert (r.returncode, r.stderr, listing(out)) == (
+        65,
+        "pyuudecode: %s:%d: a pyshar archive, no uuencoded file: pyunshar unpacks it\n" % (parts, line),
+        ["kitty.png"],
+    )
