@@ -117,9 +117,9 @@ def send_mail(
                 opts,
                 account,
                 UsageError(
-                    "the message is %d bytes, over --max-size %d, and only attachments are split: "
+                    "the message is %d bytes, over --max-size %s, and only attachments are split: "
                     "give the data with -a FILE"
-                    % (msg.size(), max_size)
+                    % (msg.size(), _kib(max_size))
                     + (" (and the recipients with operands, not -t)" if read_recipients else "")
                 ),
             )
@@ -193,9 +193,10 @@ def _plan_parts(body, max_size, *, subject, sender, to, cc, extra, attach, stdin
     first = compose(riding, subject).size()
     room = max_size - first - _PART_OVERHEAD
     if room * 57 // 78 < 16 * 1024:
+        need = first + _PART_OVERHEAD + 16 * 1024 * 78 // 57 + 1
         raise UsageError(
-            "--max-size %d leaves too little room for archive parts: give at least %d"
-            % (max_size, first + _PART_OVERHEAD + 16 * 1024 * 78 // 57 + 1)
+            "--max-size %s leaves too little room for archive parts: give at least %dK"
+            % (_kib(max_size), -(-need // 1024))
         )
     name = os.path.basename(os.fsdecode(packed[0])) or "parts"
     # members named as the attachments are: by their base names
@@ -333,6 +334,11 @@ def _send_parts(segments, total, opts, account, name, sender, rcpts):
         return 74
     codes = [c for c, _u in failed.values() if c]
     return 75 if 75 in codes else (codes[0] if codes else 0)
+
+
+def _kib(size):
+    """A size as --max-size takes it: 20K, or bytes where it is no whole number of KiB."""
+    return "%dK" % (size // 1024) if size % 1024 == 0 else "%d bytes" % size
 
 
 def _ranges(numbers):

@@ -722,8 +722,7 @@ def decode_inputs(
                 if not found and rd.pyshar_line:
                     fail(
                         DataError(
-                            "%s:%d: a pyshar archive, no uuencoded file: pyunshar unpacks it"
-                            % (label, rd.pyshar_line)
+                            "%s:%d: a pyshar archive, no uuencoded file: pyunshar unpacks it" % (label, rd.pyshar_line)
                         )
                     )
                 elif not found:
