@@ -177,9 +177,8 @@ def _texts_of_seekable(label, stream, start):
         raise NoInputError("cannot read %s: %s" % (label, describe_oserror(exc))) from None
     kind = classify(head, complete=len(head) < HEAD_SIZE)
     if kind == "plain":
-        lines = head.count(b"\n")
         # saved by a Windows mail client, or a mail's CRLF kept: read as the LF text it was
-        yield label, io.BufferedReader(_LF(stream)) if lines and head.count(b"\r\n") == lines else stream
+        yield label, io.BufferedReader(_LF(stream)) if _all_crlf(head) else stream
     elif kind == "mbox":
         for number, data in enumerate(_mbox_messages(label, stream), 1):
             yield from _message_texts("%s: message %d, " % (label, number), data)
@@ -414,8 +413,13 @@ def _decoded(part):
 
 def _lf(data):
     """Text whose every line ends in CRLF (a mail's own line ends, kept by a client) with LF line ends."""
+    return data.replace(b"\r\n", b"\n") if _all_crlf(data) else data
+
+
+def _all_crlf(data):
+    """Whether ``data`` has lines and every one of them ends in CRLF."""
     lines = data.count(b"\n")
-    return data.replace(b"\r\n", b"\n") if lines and data.count(b"\r\n") == lines else data
+    return lines > 0 and data.count(b"\r\n") == lines
 
 
 def _b64decode(data):

@@ -287,7 +287,12 @@ class Message:
         return b"".join(self.segments())
 
     def size(self):
-        return sum(len(s) + s.count(b"\n") for s in self.segments())  # with CRLF line ends
+        return crlf_size(self.segments())
+
+
+def crlf_size(segments):
+    """The size of a message's ``segments`` with CRLF line ends, as SMTP carries it."""
+    return sum(len(s) + s.count(b"\n") for s in segments)
 
 
 def _part_head(part):

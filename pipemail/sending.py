@@ -239,7 +239,7 @@ def _send_in_parts(plan, opts, account, max_size, sender, rcpts):
 def _send_parts(segments, total, opts, account, name, sender, rcpts):
     """Send part mails 1..total (``segments(n)`` composes one), keep what fails, and say what went out."""
     url = transport.resolve(opts.transport, account, opts.env)
-    keep = not opts.check and url.scheme != "-"
+    keep = _keeps(opts, url)
     where = transport.dead_letter_path(opts.dead_letter, opts.env)
     results = {}  # n: (exit code, the recipients it did not reach)
     kept, lost = set(), []
@@ -264,7 +264,7 @@ def _send_parts(segments, total, opts, account, name, sender, rcpts):
         for n in range(1, total + 1):
             seg = segments(n)
             current[:] = [n, seg]
-            yield seg, sum(len(s) + s.count(b"\n") for s in seg)
+            yield seg, message.crlf_size(seg)
 
     current = []
     sending = _bar(opts, "sending %s" % name, total, "parts")
@@ -304,10 +304,11 @@ def _send_parts(segments, total, opts, account, name, sender, rcpts):
     failed = {n: r for n, r in results.items() if r[1]}
     if failed:
         everyone = set(rcpts)
-        not_sent = [n for n, (_c, u) in failed.items() if set(u) >= everyone]
-        missed = {}  # the recipients a part missed (when others took it): the parts
+        not_sent, missed = [], {}  # missed: the recipients a part missed (when others took it): the parts
         for n, (_c, u) in failed.items():
-            if not set(u) >= everyone:
+            if set(u) >= everyone:
+                not_sent.append(n)
+            else:
                 missed.setdefault(tuple(u), []).append(n)
         words = [
             "%s%s %d of %d parts"
@@ -356,8 +357,7 @@ def _ranges(numbers):
 
 def _refuse(msg, sender, rcpts, opts, account, exc):
     """A message that cannot go as asked: said, kept in the dead letter (stdin is read: nothing is lost)."""
-    url = transport.resolve(opts.transport, account, opts.env)
-    if not opts.check and url.scheme != "-":
+    if _keeps(opts, transport.resolve(opts.transport, account, opts.env)):
         opts.warn(str(exc))
         exc.reported = True
         _keep(opts, list(msg.segments()), sender, rcpts, str(exc))
@@ -371,7 +371,7 @@ def _read(path):
 
 def _wire_size(segments):
     """A message's size in SMTP DATA: CRLF line ends, and a dot doubled where a line starts with one."""
-    return sum(len(s) + s.count(b"\n") + s.count(b"\n.") for s in segments)
+    return message.crlf_size(segments) + sum(s.count(b"\n.") for s in segments)
 
 
 def _bar(opts, label, total, unit):
@@ -381,7 +381,7 @@ def _bar(opts, label, total, unit):
 def _deliver(msg, envelope_from, rcpts, opts, account):
     url = transport.resolve(opts.transport, account, opts.env)
     segments = list(msg.segments())
-    keep = not opts.check and url.scheme != "-"
+    keep = _keeps(opts, url)
     try:
         report = _send(opts, url, account, segments, envelope_from, rcpts)
     except PipemailError as exc:
@@ -395,6 +395,11 @@ def _deliver(msg, envelope_from, rcpts, opts, account):
             _keep(opts, segments, envelope_from, rcpts, "interrupted")
         raise
     return _settle(report, segments, envelope_from, opts, keep)
+
+
+def _keeps(opts, url):
+    """Whether what does not go out is kept in the dead letter: not for --check, nor printed (-)."""
+    return not opts.check and url.scheme != "-"
 
 
 def _settle(report, segments, envelope_from, opts, keep):
@@ -428,7 +433,7 @@ def _options(opts, account, addresses):
 
 def _send(opts, url, account, segments, sender, rcpts):
     """One delivery by ``url`` with the options of the command line."""
-    size = sum(len(s) + s.count(b"\n") for s in segments)
+    size = message.crlf_size(segments)
     return transport.deliver(url, segments, size, sender, rcpts, **_options(opts, account, rcpts + [sender]))
 
 

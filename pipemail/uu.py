@@ -313,6 +313,9 @@ def parse_header(line):
     return Header(fmt, int(mode, 8), name, 0)
 
 
+_PYSHAR_MAGIC = b"# pyshar archive "  # shar.MAGIC; not imported from there, which costs 10 ms of start-up
+
+
 def _find_header(rd):
     """The next block's header, or None; the pieces of pyshar archives are passed over (pyunshar's)."""
     in_pyshar = False
@@ -322,7 +325,7 @@ def _find_header(rd):
             return None
         if rd.overlong:
             continue
-        if line.startswith(b"# pyshar archive "):
+        if line.startswith(_PYSHAR_MAGIC):
             in_pyshar = True
             rd.pyshar_line = rd.pyshar_line or rd.lineno
         elif in_pyshar:

@@ -300,3 +300,9 @@ def test_short_line_in_a_backtick_block_is_damage_not_stripped_spaces():
     assert decode_error(b"\n".join(text)) == "t:201: the length character 'M' says 45 bytes but the line holds fewer"
     short = b"begin 644 a\n[" + b"`" * 60 + b"\n`\nend\n"  # '[' says 59 bytes: 80 characters
     assert decode_error(short) == "t:2: the length character '[' says 59 bytes but the line holds fewer"
+
+
+def test_the_pyshar_line_pyuudecode_passes_over_is_the_one_pyshar_writes():
+    from pipemail import shar
+
+    assert uu._PYSHAR_MAGIC == shar.MAGIC
