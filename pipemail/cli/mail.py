@@ -36,6 +36,11 @@ sendmail.  A message that cannot be delivered is appended to the dead letter
     help="Standard input is a whole message; send to its To, Cc and Bcc (and any RECIPIENTs).",
 )
 @click.option("--stdin-name", metavar="NAME", help="File name for binary standard input, which is attached.")
+@click.option(
+    "--attach-charset",
+    metavar="CHARSET",
+    help="The charset of text attachments that are neither ASCII nor UTF-8 (default: libmagic's guess).",
+)
 @click.option("--account", metavar="NAME", help="Use account NAME of the configuration.")
 @click.option(
     "--transport",
@@ -77,6 +82,7 @@ def command(
     skip_empty,
     read_recipients,
     stdin_name,
+    attach_charset,
     account,
     transport,
     user,
@@ -123,6 +129,7 @@ def command(
                 ("-H", headers),
                 ("-t", read_recipients),
                 ("-r", sender),
+                ("--attach-charset", attach_charset),
             )
             if v
         ]
@@ -150,6 +157,7 @@ def command(
         read_recipients=read_recipients,
         stdin_name=stdin_name,
         max_size=_size(max_size),
+        attach_charset=attach_charset,
     )
 
 
