@@ -120,6 +120,11 @@ def _fold(name, items):
         i, space = 0, sep
         while i < len(atom.chars):
             room = min(WORD, LINE - len(line) - len(space))
+            whole, end = atom.take(i, WORD)
+            if end == len(atom.chars) and len(whole) <= room:
+                room = len(whole)  # the rest in one word, on this line
+            elif end == len(atom.chars) and not bare and space:
+                room = 0  # the rest in one word, on the next line, rather than split
             if not bare and space and room < _LEAST:
                 lines.append(line)
                 line = ""
@@ -184,6 +189,8 @@ def _phrase_items(name):
     if name.isascii() and _PLAIN.fullmatch(name.replace(" ", "x")):
         quoted = '"%s"' % name.replace("\\", "\\\\").replace('"', '\\"')
         return [(" " if i == 0 else m.group(1), m.group(2)) for i, m in enumerate(_WORDS.finditer(quoted))]
+    if re.search(r"\t|  ", name):  # white space beyond one space survives only inside an encoded word
+        return [(" ", _Encoded(name))]
     pairs = [(m.group(1), m.group(2)) for m in _WORDS.finditer(name)]
     items = _runs(pairs, [not _ATEXT.fullmatch(w) for _s, w in pairs])
     return [(" ", items[0][1])] + items[1:]
@@ -194,12 +201,29 @@ def address_list(name, pairs):
     items = []
     for n, (display, addr) in enumerate(pairs):
         comma = "," if n + 1 < len(pairs) else ""
-        if display:
-            items += _phrase_items(display)
-            items.append((" ", "<%s>%s" % (addr, comma)))
-        else:
+        if not display:
             items.append((" ", addr + comma))
+            continue
+        mine = _phrase_items(display) + [(" ", "<%s>%s" % (addr, comma))]
+        whole = _one_line(mine)
+        if whole is not None and len(whole) < LINE:  # an address that fits a line is not split
+            items.append((" ", whole))
+        else:
+            items += mine
     return _fold(name, items)
+
+
+def _one_line(items):
+    """``items`` as one line (each run of encoded text one word), or None when a run needs more."""
+    out = []
+    for sep, atom in items:
+        if isinstance(atom, _Encoded):
+            word, end = atom.take(0, WORD)
+            if end < len(atom.chars):
+                return None
+            atom = word
+        out.append(sep + atom)
+    return "".join(out)[1:]
 
 
 def address_value(name, value):

@@ -198,12 +198,15 @@ def charset_name(text):
 
     name = text.strip().lower()
     try:
-        codecs.lookup(name)
+        codec = codecs.lookup(name).name
     except LookupError:
         raise UsageError("--attach-charset %s: not a charset Python knows" % shown(text)) from None
     if not re.fullmatch(r"[a-z0-9][a-z0-9_.:+-]*", name):
         raise UsageError("--attach-charset %s: not a charset name" % shown(text))
-    return email.charset.ALIASES.get(name, name)
+    m = re.fullmatch(r"iso8859-(\d+)|cp(125\d)", codec)  # the IANA names: iso-8859-1, windows-1252
+    if m:
+        return "iso-8859-%s" % m.group(1) if m.group(1) else "windows-%s" % m.group(2)
+    return {"ascii": "us-ascii", "utf-8": "utf-8"}.get(codec) or email.charset.ALIASES.get(name, name)
 
 
 def _magic(data, **kw):
