@@ -136,7 +136,7 @@ def _fold(name, items):
     lines.append(line)
     for text in lines:
         if len(_utf8(text)) > LIMIT:
-            raise DataError("the header %s cannot be folded within %d characters a line" % (name, LIMIT))
+            raise DataError("the header %s holds a word too long for any line (mail allows %d a line)" % (name, LIMIT))
     return "\n".join(lines)[len(name) + 2 :]
 
 

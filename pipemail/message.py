@@ -73,31 +73,36 @@ _LOCAL = re.compile(r"[\w!#$%&'*+/=?^`{|}~.-]+")
 def addresses(values):
     """Parsed ``(name, addr)`` pairs from recipient strings; refuses what is not an address.
 
-    A bare local name (``root``, no ``@``) is an address: :func:`qualify` gives it a domain
-    where the transport needs one."""
+    A bare local name (``root``, no ``@``) is an address: pymail's sending gives it the
+    account's domain where the transport needs one."""
     from email.utils import getaddresses
 
     out = []
     for value in values:
         check_value("address", value)
-        for name, addr in getaddresses([value]):
-            bad = not addr or addr.startswith("-") or any(c in addr for c in ' <>,;"\\')
-            if bad or ("@" not in addr and not _LOCAL.fullmatch(addr)):
+        pairs = getaddresses([value])
+        for _name, addr in pairs:
+            # addr not in value: getaddresses joined words ("x@y.org z" -> x@y.orgz)
+            bad = not addr or addr.startswith("-") or any(c in addr for c in ' <>,;"\\') or addr not in value
+            if bad or (is_bare(addr) and not _LOCAL.fullmatch(addr)):
                 raise DataError("not a mail address: %s" % shown(value))
-            out.append((name, addr))
+        if any(is_bare(addr) for _n, addr in pairs) and not _same_addresses(value, pairs):
+            raise DataError("not a mail address: %s" % shown(value))
+        out += pairs
     return out
+
+
+def _same_addresses(value, pairs):
+    """Whether the RFC 5322 parser finds the addresses getaddresses found, which drops the
+    words after a bare name ("root admin" -> root): a typo must not lose a recipient."""
+    from email.headerregistry import HeaderRegistry
+
+    return [a.addr_spec for a in HeaderRegistry()("To", value).addresses] == [a for _n, a in pairs]
 
 
 def is_bare(addr):
     """Whether ``addr`` is a local name without a domain (``root``)."""
     return "@" not in addr
-
-
-def format_address(pair, field="From"):
-    """One address for the header ``field``: the display name encoded if need be, folded."""
-    from pipemail import headers
-
-    return headers.address_list(field, [pair])
 
 
 def needs_smtputf8(addrs):

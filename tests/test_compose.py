@@ -322,6 +322,13 @@ def test_bare_names_over_smtp_without_a_domain_say_how_to_set_one(run, smtp_serv
     )
 
 
+@pytest.mark.parametrize("typo", ["root admin", "x@example.org z", "Ops <ops> extra"])
+def test_a_recipient_with_words_left_over_is_refused_not_cut_short(run, smtp_server, home, typo):
+    srv = smtp_server()
+    r = send(run, srv, typo, home=home)
+    assert (r.returncode, r.stderr, srv.messages) == (65, "pymail: not a mail address: %s\n" % typo, [])
+
+
 def test_bare_names_go_as_given_to_local_transports(run, home, tmp_path):
     r = send(run, "-", "-s", "x", "-c", "ops", "pmtest", home=home, lint=False)  # "To: pmtest": not RFC 5322
     assert r.returncode == 0, r.stderr
