@@ -334,6 +334,15 @@ class Message:
     def add_header(self, name, value):
         self.headers.append((name, value))
 
+    def make_mixed(self):
+        """Make the message multipart/mixed, its parts between boundaries."""
+        from pipemail import headers
+
+        self.boundary = "=_pipemail_" + os.urandom(12).hex()
+        self.headers.append(
+            ("Content-Type", headers.mime("Content-Type", "multipart/mixed", [("boundary", self.boundary)]))
+        )
+
     def remove_header(self, name):
         self.headers = [(n, v) for n, v in self.headers if n.lower() != name.lower()]
 
@@ -470,8 +479,7 @@ def compose(
             fields.append((name, value))
     msg = Message(fields, parts)
     if len(parts) > 1 or attachments:  # attachments always in multipart/mixed, even without a text
-        msg.boundary = "=_pipemail_" + os.urandom(12).hex()
-        msg.headers.append(("Content-Type", 'multipart/mixed; boundary="%s"' % msg.boundary))
+        msg.make_mixed()
     return msg
 
 

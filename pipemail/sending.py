@@ -196,8 +196,7 @@ class _Plan:
         msg = self.compose(self.riding, part_subject, n == 1)
         msg.parts.append(message.attachment_part(data, part_name, "application/x-shar", seven_bit=seven_bit))
         if msg.boundary is None:
-            msg.boundary = "=_pipemail_" + os.urandom(12).hex()
-            msg.headers.append(("Content-Type", 'multipart/mixed; boundary="%s"' % msg.boundary))
+            msg.make_mixed()
         return msg
 
 

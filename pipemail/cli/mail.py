@@ -27,7 +27,14 @@ sendmail.  A message that cannot be delivered is appended to the dead letter
 @click.option("-b", "--bcc", multiple=True, metavar="ADDR", help="Blind copy to ADDR: envelope only (repeatable).")
 @click.option("-r", "--from", "sender", metavar="ADDR", help="The From address (default: the account's, or user@host).")
 @click.option("-a", "--attach", multiple=True, metavar="FILE", help="Attach FILE (repeatable).")
-@click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Add a header (repeatable).")
+@click.option(
+    "-H",
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="'NAME: VALUE'",
+    help="Add a header (repeatable); not From, Sender, To, Cc, Bcc or Subject, which options set.",
+)
 @click.option("-E", "--skip-empty", is_flag=True, help="Send nothing, and exit 0, when standard input is empty.")
 @click.option(
     "-t",
