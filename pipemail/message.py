@@ -23,7 +23,8 @@ _TEXTUAL = ("application/json", "application/xml", "application/javascript", "ap
 _MIME_HEADERS = ("mime-version", "content-type", "content-transfer-encoding", "content-disposition")
 
 
-# -H may not set these: each has an option of its own, which also puts it in the envelope
+# The fields -H may not set, and what to use instead: an option that also puts the address
+# in the envelope (and keeps a Bcc out of the headers); the MIME fields are pymail's own
 REFUSED_HEADERS = {
     "from": "the sender is -r ADDR (--from)",
     "sender": "pymail does not set Sender: the sender is -r ADDR (--from)",

@@ -104,10 +104,8 @@ def send_mail(
             msg.add_header(name, fields.field_value(name, value))
     else:
         qualify = _qualifier(opts, account, [a for _, a in [from_pair] + to_p + cc_p + bcc_p])
-        from_pair, to_p, cc_p, bcc_p = (
-            [(n, qualify(a)) for n, a in pairs] for pairs in ([from_pair], to_p, cc_p, bcc_p)
-        )
-        from_pair = from_pair[0]
+        from_pair = (from_pair[0], qualify(from_pair[1]))
+        to_p, cc_p, bcc_p = ([(n, qualify(a)) for n, a in pairs] for pairs in (to_p, cc_p, bcc_p))
         rcpts = [a for _, a in to_p + cc_p + bcc_p]
         msg = message.compose(
             body,
@@ -171,7 +169,7 @@ def _qualifier(opts, account, addrs):
 
         raise ConfigError(
             '%s has no domain, which SMTP needs: set domain = "example.com" in the account '
-            "(see pipemail.conf(5)), or write %s@DOMAIN" % (shown(bare[0]), bare[0])
+            "(see pipemail.conf(5)), or write %s@DOMAIN" % (shown(bare[0]), shown(bare[0]))
         )
     return lambda addr: "%s@%s" % (addr, account.domain) if addr and message.is_bare(addr) else addr
 
