@@ -23,6 +23,7 @@ _LAZY = [
     "calendar",
     "click.testing",
     "datetime",
+    "difflib",
     "email",
     "email.parser",
     "email.policy",
@@ -42,6 +43,7 @@ _LAZY = [
     "struct",
     "tempfile",
     "time",
+    "_strptime",
 ]
 
 
@@ -70,6 +72,16 @@ def user_dir():
         yield path
     finally:
         shutil.rmtree(path)
+
+
+def give(path):
+    """Make ``path`` and everything below it the unprivileged user's."""
+    if not is_root():
+        return
+    pw = pwd.getpwnam(USER)
+    for root, dirs, files in os.walk(path):
+        for name in [root] + [os.path.join(root, n) for n in dirs + files]:
+            os.lchown(name, pw.pw_uid, pw.pw_gid)
 
 
 def invoke(command, args, *, input=b"", cwd, umask, user=True):
