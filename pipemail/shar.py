@@ -502,13 +502,13 @@ class Writer:
         return size
 
     def _binary(self, f, digest):
-        from pipemail.uu import _read_full
+        from pipemail.uu import read_full
 
         size = 0
         block = _Block(self, B64_OPEN % b"new", B64_CLOSE, B64_OPEN % b"add")
         whole = _B64_LINE * 2048  # 92 KB a step: larger steps page-fault on every chunk
         while True:
-            chunk = _read_full(f.read, whole)
+            chunk = read_full(f.read, whole)
             digest.update(chunk)
             size += len(chunk)
             data = chunk
@@ -570,10 +570,10 @@ class _Block:
 def _b64(piece):
     import binascii
 
-    from pipemail.uu import _b64_lines
+    from pipemail.uu import b64_lines
 
     whole = len(piece) - len(piece) % _B64_LINE
-    out = _b64_lines(piece[:whole]) if whole else b""
+    out = b64_lines(piece[:whole]) if whole else b""
     if whole < len(piece):
         out += binascii.b2a_base64(piece[whole:])
     return out

@@ -151,11 +151,11 @@ def find_parts(label, stream, on_error, immediate=None, found_flag=None):
     """
     import tempfile
 
-    from pipemail.uu import _Reader
+    from pipemail.lines import LineReader
 
     path = getattr(stream, "name", None)
     seekable = isinstance(path, str) and isinstance(stream, io.BufferedReader | io.FileIO) and stream.seekable()
-    rd = _Reader(stream, label)
+    rd = LineReader(stream, label)
     found = False
     while True:
         start_at = rd.consumed + rd.pos
@@ -605,9 +605,9 @@ class PysharParser:
         self.started = False
 
     def feed_part(self, label, first_lineno, stream):
-        from pipemail.uu import _Reader
+        from pipemail.lines import LineReader
 
-        rd = _Reader(stream, label)
+        rd = LineReader(stream, label)
         rd.lineno = first_lineno - 1
         self.feed_reader(rd)
 

@@ -25,6 +25,7 @@ from pipemail.errors import (
     describe_oserror,
     shown,
 )
+from pipemail.lines import LineReader, strip_eol
 
 __all__ = [
     "Error",
@@ -47,15 +48,16 @@ _UU_SPACE = bytes(range(32, 96))
 # base64 -> uu; "=" (a short last group) becomes the zero character.
 _TO_UU = bytes.maketrans(_B64 + b"=", _UU_BACKTICK + b"`")
 _TO_UU_SPACE = bytes.maketrans(_B64 + b"=", _UU_SPACE + b" ")
-# uu -> base64: space and backtick are both zero.  Every other byte becomes a
-# newline, which binascii.a2b_base64 skips: the fast paths detect bad
-# characters by the decoded length coming out short.
-_FROM_UU = bytearray(b"\n" * 256)
+# uu -> base64 (public: GNU shar's parser in unshar_gnu uses them too): space
+# and backtick are both zero.  Every other byte becomes a newline, which
+# binascii.a2b_base64 skips: the fast paths detect bad characters by the
+# decoded length coming out short.  UU_CHARS is the uu alphabet.
+FROM_UU = bytearray(b"\n" * 256)
 for _v in range(64):
-    _FROM_UU[32 + _v] = _B64[_v]
-_FROM_UU[96] = _B64[0]
-_FROM_UU = bytes(_FROM_UU)
-_UU_CHARS = bytes(range(32, 97))
+    FROM_UU[32 + _v] = _B64[_v]
+FROM_UU[96] = _B64[0]
+FROM_UU = bytes(FROM_UU)
+UU_CHARS = bytes(range(32, 97))
 
 _LINE = 45  # bytes per encoded line
 _CHUNK_LINES = 2048  # lines decoded per bulk step (about 128 KB)
@@ -63,7 +65,6 @@ _CHUNK_LINES = 2048  # lines decoded per bulk step (about 128 KB)
 # below malloc's trim threshold, which larger steps cross on each chunk,
 # paying page faults for all their temporaries.
 _ENCODE_LINES = 512
-_MAX_LINE = 4096  # longer lines are never part of an encoded block
 _structs = {}
 
 
@@ -94,7 +95,8 @@ def header_line(name, mode=0o644, *, base64=False):
     return b"%s %o %s\n" % (word, mode & 0o777, name)
 
 
-def _read_full(read, n):
+def read_full(read, n):
+    """``n`` bytes from the function ``read`` (fewer only at the end): short reads are retried."""
     data = read(n)
     if data is None:
         data = b""
@@ -124,7 +126,8 @@ def _encode_last(data, table):
     return bytes((32 + len(data),)) + text + b"\n"
 
 
-def _b64_lines(data):
+def b64_lines(data):
+    """Whole 45-byte lines of ``data`` (len a multiple of 45) as base64 lines of 60 characters."""
     n = len(data) // _LINE
     text = binascii.b2a_base64(data, newline=False)
     return b"\n".join(_splitter(n, 60).unpack(text)) + b"\n"
@@ -139,11 +142,11 @@ def encode_body(src, dst, *, base64=False, table=_TO_UU, chunk_lines=_ENCODE_LIN
     size = _LINE * chunk_lines
     total = 0
     while True:
-        data = _read_full(read, size)
+        data = read_full(read, size)
         total += len(data)
         whole = len(data) - len(data) % _LINE
         if whole:
-            write(_b64_lines(data[:whole]) if base64 else _encode_lines(data[:whole], table))
+            write(b64_lines(data[:whole]) if base64 else _encode_lines(data[:whole], table))
         if whole < len(data):
             rest = data[whole:]
             if base64:
@@ -176,105 +179,15 @@ def encode_bytes(data, name, mode=0o644, *, base64=False):
     return out.getvalue()
 
 
-# -- reading lines --------------------------------------------------------------
+# -- reading lines ------------------------------------------------------------------
 
 
-class _Buffer:
-    """A growing window on a binary stream: ``buf[pos:]`` is what is not yet taken."""
-
-    _FILL = 1 << 16
-
-    def __init__(self, stream):
-        self._read = stream.read
-        self.buf = bytearray()
-        self.pos = 0
-        self.eof = False
-        self.consumed = 0  # bytes dropped from the front of buf: buf[i] is at offset consumed + i
-
-    def fill(self, want):
-        """Try to have ``want`` bytes buffered from ``pos``; False if no more came."""
-        if len(self.buf) - self.pos >= want:
-            return True
-        if self.eof:
-            return False
-        if self.pos:
-            del self.buf[: self.pos]
-            self.consumed += self.pos
-            self.pos = 0
-        start = len(self.buf)
-        while len(self.buf) < want:
-            data = self._read(max(self._FILL, want - len(self.buf)))
-            if not data:
-                self.eof = True
-                break
-            self.buf += data
-        return len(self.buf) > start
-
-
-class _Reader(_Buffer):
-    """Lines of a binary stream, with bulk access for the decoders' fast paths.
-
-    ``lineno`` is the number of the last line returned.  Memory stays bounded:
-    a line longer than ``_MAX_LINE`` is returned cut short, with ``overlong``
-    set, and the rest of it is skipped.
-    """
+class _Reader(LineReader):
+    """Lines of one input, remembering where a pyshar archive was passed over."""
 
     def __init__(self, stream, label):
-        super().__init__(stream)
-        self.label = label
-        self.lineno = 0
-        self.overlong = False
+        super().__init__(stream, label)
         self.pyshar_line = 0  # the first line of a pyshar archive met while looking for blocks
-        self._back = None
-
-    def readline(self):
-        """The next line, line end included; b"" at the end of input."""
-        if self._back is not None:
-            line, self._back = self._back, None
-            self.lineno += 1
-            return line
-        self.overlong = False
-        while True:
-            end = self.buf.find(b"\n", self.pos, self.pos + _MAX_LINE)
-            if end >= 0:
-                line = bytes(self.buf[self.pos : end + 1])
-                self.pos = end + 1
-                break
-            if len(self.buf) - self.pos >= _MAX_LINE:
-                line = bytes(self.buf[self.pos : self.pos + _MAX_LINE])
-                self.overlong = True
-                self._skip_rest()
-                break
-            if not self.fill(len(self.buf) - self.pos + self._FILL):
-                line = bytes(self.buf[self.pos :])
-                self.pos = len(self.buf)
-                break
-        if line:
-            self.lineno += 1
-        return line
-
-    def _skip_rest(self):
-        while True:
-            end = self.buf.find(b"\n", self.pos)
-            if end >= 0:
-                self.pos = end + 1
-                return
-            self.pos = len(self.buf)
-            if not self.fill(self._FILL):
-                return
-
-    def unread(self, line):
-        """Give back the line just read; the next readline returns it again."""
-        self._back = line
-        self.lineno -= 1
-
-
-def _strip_eol(line):
-    if line.endswith(b"\n"):
-        line = line[:-1]
-        if line.endswith(b"\r"):
-            line = line[:-1]
-    return line
 
 
 # -- headers --------------------------------------------------------------------
@@ -299,7 +212,7 @@ def parse_header(line):
     """A :class:`Header` (line 0) if ``line`` is a begin line, else None."""
     if not line.startswith(b"begin"):
         return None
-    line = _strip_eol(line)
+    line = strip_eol(line)
     word, sep, rest = line.partition(b" ")
     if word == b"begin":
         fmt = "uu"
@@ -387,7 +300,7 @@ def _decode_uu_body(rd, header, write, on_garbage=None):
             )
         if rd.overlong:
             raise _error(rd, "line too long for uuencoded data")
-        line = _strip_eol(raw).rstrip(b" ")
+        line = strip_eol(raw).rstrip(b" ")
         if line == b"end":
             return
         if zero_seen or not line:
@@ -395,7 +308,7 @@ def _decode_uu_body(rd, header, write, on_garbage=None):
             # nothing by a mailer) must be followed by "end".
             if not line:
                 nxt = rd.readline()
-                if _strip_eol(nxt).rstrip(b" ") == b"end":
+                if strip_eol(nxt).rstrip(b" ") == b"end":
                     return
                 if nxt:
                     rd.unread(nxt)
@@ -423,10 +336,10 @@ def _decode_uu_body(rd, header, write, on_garbage=None):
             data = data[:need]
         elif len(data) > need:
             extra = data[need:]
-            if extra.strip(b" `") and (len(extra) > 1 or extra.translate(None, _UU_CHARS)):
+            if extra.strip(b" `") and (len(extra) > 1 or extra.translate(None, UU_CHARS)):
                 raise _error(rd, "the length character %s says %d bytes but the line holds more" % (_show(first), n))
             data = data[:need]
-        bad = data.translate(None, _UU_CHARS)
+        bad = data.translate(None, UU_CHARS)
         if bad:
             raise _error(rd, "invalid character %s in uuencoded data" % _show(bad[0]))
         if b"`" in data:
@@ -438,7 +351,7 @@ def _decode_uu_body(rd, header, write, on_garbage=None):
             if backticks:
                 raise _error(rd, "the length character %s says %d bytes but the line holds fewer" % (_show(first), n))
             data += b" " * (need - len(data))
-        write(binascii.a2b_base64(data.translate(_FROM_UU))[:n])
+        write(binascii.a2b_base64(data.translate(FROM_UU))[:n])
         if (
             n == _LINE
             and len(raw) - len(line) in (1, 2)
@@ -472,10 +385,10 @@ def _uu_fast(rd, shape, write):
     if good < 2:
         return 0, False
     end = pos + good * width
-    if body == 62 and buf[pos + 61 : end : width].translate(None, _UU_CHARS):
+    if body == 62 and buf[pos + 61 : end : width].translate(None, UU_CHARS):
         return -1, False  # a checksum column outside the alphabet: the slow path says where
     # Translate just these lines, blank the length (and checksum) column, decode.
-    text = buf[pos:end].translate(_FROM_UU)
+    text = buf[pos:end].translate(FROM_UU)
     text[0::width] = b"\n" * good
     if body == 62:
         text[61::width] = b"\n" * good
@@ -514,7 +427,7 @@ def _decode_b64_body(rd, header, write):
             )
         if rd.overlong:
             raise _error(rd, "line too long for base64 data")
-        line = _strip_eol(raw).rstrip(b" \t")
+        line = strip_eol(raw).rstrip(b" \t")
         if line == b"====":
             if pending:
                 raise _error(rd, "truncated base64 data before '===='")
