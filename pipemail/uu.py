@@ -626,7 +626,7 @@ def decode_inputs(
                         if to_stdout and stdout is None:
                             _skip_body(rd, header)
                             raise NoPermError(
-                                "%s:%d: refusing %r: standard output is not an output here"
+                                "%s:%d: refusing %r: it means standard output, which is not available"
                                 % (label, header.line, os.fsdecode(header.name.strip()))
                             )
                         stream = shared if shared is not None else stdout if to_stdout else None
@@ -762,6 +762,7 @@ def decode(in_file, out_file=None, mode=None, quiet=False):
     the mode's setuid, setgid and sticky bits are dropped, and a file appears
     only once its block decoded completely.
     """
+    import errno
     import sys
 
     from pipemail.safefile import Output, open_dirs, safe_parts
@@ -795,7 +796,7 @@ def decode(in_file, out_file=None, mode=None, quiet=False):
                     try:
                         dir_fd = open_dirs(base, parts[:-1], 0o022, create=False)
                     except FileNotFoundError:
-                        raise FileNotFoundError(2, os.strerror(2), shown_name) from None
+                        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), shown_name) from None
                     try:
                         out = Output.in_directory(dir_fd, parts[-1], shown_name)
                     except CantCreateError:

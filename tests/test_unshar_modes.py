@@ -113,8 +113,6 @@ def test_root_gets_the_archive_modes_exactly_like_gnu_tar(run, tmp_path):
 
 def user_unshar(archive, *args, umask, prepare=None):
     """pyunshar as the unprivileged user: (exit code, stdout, stderr, {relative path: mode})."""
-    from pipemail.cli.unshar import command
-
     with unprivileged.user_dir() as d:
         path = os.path.join(d, "archive.shar")
         with open(path, "wb") as f:
@@ -124,7 +122,7 @@ def user_unshar(archive, *args, umask, prepare=None):
         if prepare is not None:
             prepare(out)
             unprivileged.give(out)
-        code, stdout, stderr = unprivileged.invoke(command, ["-d", out, *args, path], cwd=d, umask=umask)
+        code, stdout, stderr = unprivileged.run("unshar", "-d", out, *args, path, cwd=d, umask=umask)
         modes = {}
         for root, dirs, files in os.walk(out):
             for name in dirs + files:

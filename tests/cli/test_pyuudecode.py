@@ -32,10 +32,8 @@ def test_writes_the_header_name(run, tmp_path):
 
 def user_decode(args, input, umask):
     """pyuudecode as the unprivileged user, in a directory of its own: (exit code, stderr, {name: mode})."""
-    from pipemail.cli.uudecode import command
-
     with unprivileged.user_dir() as d:
-        code, out, err = unprivileged.invoke(command, args, input=input, cwd=d, umask=umask)
+        code, out, err = unprivileged.run("uudecode", *args, input=input, cwd=d, umask=umask)
         return code, err, {n: stat.S_IMODE(os.lstat(os.path.join(d, n)).st_mode) for n in os.listdir(d)}
 
 
