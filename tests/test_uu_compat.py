@@ -163,12 +163,14 @@ def checksum_lines(data, name):
 
 
 @pytest.mark.parametrize("quiet", [False, True])
-def test_trailing_garbage_warns_on_stderr_unless_quiet_and_decodes_as_312(tmp_path, monkeypatch, quiet):
-    data = sample(200)
+@pytest.mark.parametrize("n", [1, 2, 3, 44, 45, 46, 200, 45 * 2048 + 1])
+def test_trailing_garbage_warns_on_stderr_unless_quiet_and_decodes_as_312(tmp_path, monkeypatch, quiet, n):
+    data = sample(n)
     text = checksum_lines(data, b"ck.bin")
     ours, theirs = side_by_side(tmp_path, monkeypatch, text, quiet=quiet)
     assert ours == theirs
-    assert ours == (None, b"", "" if quiet else "Warning: Trailing garbage\n" * 5, {"ck.bin": (data, 0o644)})
+    warnings = "" if quiet else "Warning: Trailing garbage\n" * ((n + 44) // 45)
+    assert ours == (None, b"", warnings, {"ck.bin": (data, 0o644)})
 
 
 def test_garbage_on_one_line_only_as_312(tmp_path, monkeypatch):
