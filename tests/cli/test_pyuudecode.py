@@ -17,7 +17,12 @@ def sample(n):
 
 
 def block(data, name, mode=0o644, base64=False):
-    return uu.encode_bytes(data, name, mode, base64=base64)
+    """A block whose header has ``mode`` as given, setuid, setgid and sticky bits included."""
+    text = uu.encode_bytes(data, name, 0o644, base64=base64)
+    head, rest = text.split(b"\n", 1)
+    word = b"begin-base64" if base64 else b"begin"
+    assert head.startswith(word + b" 644 ")
+    return b"%s %o %s\n" % (word, mode, head[len(word) + 5 :]) + rest
 
 
 def listing(path):
@@ -38,11 +43,11 @@ def user_decode(args, input, umask):
 
 
 @pytest.mark.skipif(not unprivileged.is_root(), reason="the root half of GNU tar's rule needs root")
-@pytest.mark.parametrize("mode", [0o777, 0o640, 0o604])
+@pytest.mark.parametrize("mode", [0o777, 0o640, 0o604, 0o4755, 0o6777])
 def test_root_gets_the_header_mode_exactly_like_gnu_tar(run, tmp_path, mode):
     r = run("pyuudecode", input=block(b"abc", "f", mode), cwd=tmp_path, umask=0o077)
     assert (r.returncode, r.stderr) == (0, "")
-    assert stat.S_IMODE(os.stat(tmp_path / "f").st_mode) == mode
+    assert stat.S_IMODE(os.stat(tmp_path / "f").st_mode) == mode & 0o777  # never setuid, setgid, sticky
 
 
 @pytest.mark.parametrize("mode,umask,expected", [(0o777, 0o027, 0o750), (0o666, 0o077, 0o600), (0o755, 0, 0o755)])
@@ -53,6 +58,7 @@ def test_other_users_get_the_header_mode_masked_by_their_umask(mode, umask, expe
 
 @pytest.mark.parametrize("mode", [0o4755, 0o2755, 0o1777, 0o7777])
 def test_setuid_setgid_sticky_are_never_set(run, tmp_path, mode):
+    assert block(b"", "suid", mode).startswith(b"begin %o suid\n" % mode)
     r = run("pyuudecode", input=block(b"#!/bin/sh\n", "suid", mode), cwd=tmp_path, umask=0)
     assert r.returncode == 0
     assert stat.S_IMODE(os.stat(tmp_path / "suid").st_mode) == mode & 0o777
