@@ -700,8 +700,8 @@ class PysharParser:
                 break
             if not (line.startswith(b"#") or line.startswith(b"---- Cut Here")):
                 raise self._error("unexpected line in the archive header: %s" % _show(line[:80].rstrip(b"\n")))
-        for force in ("", "1"):
-            prelude = (shar.PRELUDE % {"force": force}).encode()
+        for text, force in ((t, f) for t in (shar.PRELUDE, *shar.OLD_PRELUDES) for f in ("", "1")):
+            prelude = (text % {"force": force}).encode()
             rd.fill(len(prelude))
             if bytes(rd.buf[rd.pos : rd.pos + len(prelude)]) == prelude:
                 rd.pos += len(prelude)

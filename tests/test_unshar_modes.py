@@ -173,3 +173,42 @@ def test_a_file_replaced_with_c_gets_the_archive_mode_by_the_same_rule(run, tmp_
         os.chmod(os.path.join(path, "f"), 0o640)
 
     assert user_unshar(archive, "-c", umask=0o077, prepare=old_file) == (0, b"x - f\n", "", {"f": 0o600})
+
+
+# -- the same rule when the archive runs under sh ----------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox sh"])
+def test_sh_running_a_pyshar_archive_keeps_an_existing_directory_too(run, tmp_path, shell):
+    archive = archive_of(run, tmp_path, {".ssh": None, ".ssh/k": b"key\n", "new": None})
+    (tmp_path / "a.shar").write_bytes(archive)
+    out = tmp_path / "home"
+    (out / ".ssh").mkdir(parents=True)
+    os.chmod(out / ".ssh", 0o700)
+    os.utime(out / ".ssh", (THEN, THEN))
+    argv = [tool("busybox"), "sh"] if shell == "busybox sh" else [tool(shell)]
+    proc = subprocess.run([*argv, tmp_path / "a.shar"], cwd=out, capture_output=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert proc.stdout == b"x - .ssh/k: ok\nx - .ssh/: existed before; its mode and time were left as they were\n"
+    assert mode_of(out / ".ssh") == 0o700 and os.stat(out / ".ssh").st_mtime != OLD
+    assert (mode_of(out / "new"), os.stat(out / "new").st_mtime) == (0o777, OLD)
+    assert sorted(os.listdir(out)) == [".ssh", "new"]  # the lock directory is gone
+
+
+def test_archives_in_the_format_of_pipemail_0_1_0_still_extract(run, tmp_path):
+    import hashlib
+
+    from pipemail import shar
+
+    old = shar.OLD_PRELUDES[0]
+    assert hashlib.sha256(old.encode()).hexdigest() == (
+        "d0d51ae34e381a63ce96521b37ddcb4c06b254f7e1573b5a750353a783170d85"  # pipemail 0.1.0's PRELUDE
+    )
+    archive = archive_of(run, tmp_path, {"d": None, "d/f": b"x\n"}, dir_mode=0o750)
+    new_prelude = (shar.PRELUDE % {"force": ""}).encode()
+    assert new_prelude in archive
+    archive = archive.replace(new_prelude, (old % {"force": ""}).encode())
+    out = tmp_path / "out"
+    r = run("pyunshar", "-d", out, input=archive)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"x - d/f\n", "")
+    assert (out / "d" / "f").read_bytes() == b"x\n" and mode_of(out / "d") == 0o750
