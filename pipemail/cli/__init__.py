@@ -69,11 +69,14 @@ def _main(cmd, base, args, prog_name, extra):
             warn(prog, str(exc))
         code = exc.exit_code
     except OSError as exc:
-        if os.environ.get("PIPEMAIL_DEBUG"):
-            raise
-        name = exc.filename
-        where = "%s: " % os.fsdecode(name) if name else ""
-        warn(prog, where + describe_oserror(exc))
+        if isinstance(exc, BrokenPipeError) and _stdout_gone():
+            warn(prog, "cannot write to standard output: its reader is gone (Broken pipe)")
+        else:
+            if os.environ.get("PIPEMAIL_DEBUG"):
+                raise
+            name = exc.filename
+            where = "%s: " % os.fsdecode(name) if name else ""
+            warn(prog, where + describe_oserror(exc))
         code = EX_IOERR
     except Exception as exc:
         if os.environ.get("PIPEMAIL_DEBUG"):
@@ -84,7 +87,24 @@ def _main(cmd, base, args, prog_name, extra):
             "and please report it)" % (type(exc).__name__, exc),
         )
         code = EX_SOFTWARE
+    if _stdout_gone():  # what is still buffered goes nowhere, instead of a traceback at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _stdout_gone():
+    """Whether standard output is a pipe whose reader has closed it (only seen when SIGPIPE is ignored)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _fd, events in poller.poll(0))
 
 
 def _terminate(signum, frame):
@@ -92,9 +112,12 @@ def _terminate(signum, frame):
     sys.exit(128 + signum)
 
 
-def run(command, prog):
-    """Console-script entry: quiet on a closed pipe, tidy on SIGTERM."""
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+def run(command, prog, quiet_pipe=True):
+    """Console-script entry: tidy on SIGTERM, and on a closed pipe quiet (``quiet_pipe``: killed by
+    SIGPIPE, as ``... | head`` expects) or not (SIGPIPE ignored: a closed standard output is an error,
+    said in one line, exit status 74; for a command that must not count as delivered what a reader
+    never got, nor die while feeding a command)."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL if quiet_pipe else signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _terminate)
     command.main(prog_name=prog)
 
