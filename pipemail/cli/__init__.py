@@ -41,6 +41,15 @@ class _Main:
     def main(self, args=None, prog_name=None, **extra):
         return _main(self, super(), args, prog_name, extra)
 
+    def invoke(self, ctx):
+        # A broken pipe (seen when SIGPIPE is ignored) is an error of ours, not click's silent exit 1.
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            if _stdout_gone():
+                raise IOFailure("cannot write to standard output: its reader is gone (Broken pipe)") from None
+            raise IOFailure(describe_oserror(exc)) from None
+
 
 class Command(_Main, click.Command):
     """A click command with pipemail's one-line errors and exit codes."""
@@ -69,14 +78,11 @@ def _main(cmd, base, args, prog_name, extra):
             warn(prog, str(exc))
         code = exc.exit_code
     except OSError as exc:
-        if isinstance(exc, BrokenPipeError) and _stdout_gone():
-            warn(prog, "cannot write to standard output: its reader is gone (Broken pipe)")
-        else:
-            if os.environ.get("PIPEMAIL_DEBUG"):
-                raise
-            name = exc.filename
-            where = "%s: " % os.fsdecode(name) if name else ""
-            warn(prog, where + describe_oserror(exc))
+        if os.environ.get("PIPEMAIL_DEBUG"):
+            raise
+        name = exc.filename
+        where = "%s: " % os.fsdecode(name) if name else ""
+        warn(prog, where + describe_oserror(exc))
         code = EX_IOERR
     except Exception as exc:
         if os.environ.get("PIPEMAIL_DEBUG"):
