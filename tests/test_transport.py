@@ -132,12 +132,12 @@ def test_a_sendmail_that_stops_reading_and_exits_is_judged_by_its_status(home, t
 class StallingServer:
     """A loopback SMTP server that answers ``replies`` in turn, one a line read, then stalls (never answers)."""
 
-    def __init__(self, greeting, replies=(), drip=None):
+    def __init__(self, greeting, replies=(), drip=None, read_body=True):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(1)
         self.port = self.sock.getsockname()[1]
-        self.greeting, self.replies, self.drip = greeting, list(replies), drip
+        self.greeting, self.replies, self.drip, self.read_body = greeting, list(replies), drip, read_body
         self.stop = threading.Event()
         self.got = b""
         threading.Thread(target=self._serve, daemon=True).start()
@@ -168,7 +168,7 @@ class StallingServer:
                 if not line:
                     return
                 conn.sendall(reply)
-            if self.replies and self.replies[-1].startswith(b"354"):  # the message, to its end
+            if self.read_body and self.replies and self.replies[-1].startswith(b"354"):  # the message, to its end
                 while line and line != b".\r\n":
                     line = f.readline()
                     self.got += line
@@ -187,6 +187,18 @@ def test_smtp_timeout_during_data_says_timed_out(home):
     assert err.splitlines()[0] == "pymail: 127.0.0.1 timed out after 1 s during DATA"
     assert b"\r\nhello\r\n.\r\n" in srv.got  # the whole message went; the 250 never came
     assert b"X-Pipemail-Undelivered-To: to@example.org\n" in kept(home) and took < 15
+
+
+def test_smtp_server_that_stops_reading_the_message_times_out_during_data(home, tmp_path):
+    srv = StallingServer(b"220 hi\r\n", [b"250 ok\r\n", b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"], read_body=False)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(24 << 20))  # more than loopback's socket buffers hold
+    code, _out, err, took = pymail(
+        "--timeout", "2", "-a", big, "--transport", srv.url, "to@example.org", input=b"", home=home
+    )
+    srv.close()
+    assert code == 75 and err.splitlines()[0] == "pymail: 127.0.0.1 timed out after 2 s during DATA"
+    assert b"X-Pipemail-Undelivered-To: to@example.org\n" in kept(home) and took < 30
 
 
 def test_smtp_timeout_after_the_greeting_says_timed_out(home):
