@@ -39,6 +39,7 @@ class Client:
         self.capa = set()
         self._context = None
         self._trust_file = trust_file
+        self.step = "the greeting"  # what the session waits for, for the words of a timeout
         try:
             raw = socket.create_connection((url.host, url.port), timeout=timeout)
         except OSError as exc:
@@ -88,13 +89,22 @@ class Client:
     def _fill(self):
         try:
             data = self.sock.recv(1 << 18)
-        except (TimeoutError, OSError) as exc:
+        except TimeoutError:
+            raise TempFailError(self._timed_out()) from None
+        except OSError as exc:
             raise TempFailError("connection to %s failed: %s" % (self.where, _why(exc))) from None
         if not data:
             raise TempFailError("%s closed the connection" % self.where)
         self.buf += data
 
+    def _timed_out(self):
+        return "%s timed out after %g s during %s" % (self.where, self.timeout, self.step)
+
     def line(self):
+        """One reply line, within the timeout as a whole (a server that drips it byte by byte times out too)."""
+        import time
+
+        deadline = None
         while True:
             i = self.buf.find(b"\r\n")
             if i >= 0:
@@ -103,11 +113,23 @@ class Client:
                 return line
             if len(self.buf) > 1 << 16:
                 raise UnavailableError("%s sent an overlong reply line" % self.where)
-            self._fill()
+            if deadline is None:
+                deadline = time.monotonic() + self.timeout
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TempFailError(self._timed_out())
+            self.sock.settimeout(left)
+            try:
+                self._fill()
+            finally:
+                self.sock.settimeout(self.timeout)
 
     def command(self, text, redact=None):
+        self.step = text.split(" ", 1)[0]  # the verb alone: no argument (a password) in a message
         try:
             self.sock.sendall(text.encode("utf-8") + b"\r\n")
+        except TimeoutError:
+            raise TempFailError(self._timed_out()) from None
         except OSError as exc:
             raise TempFailError("connection to %s failed: %s" % (self.where, _why(exc))) from None
         if self.log is not None:
