@@ -390,7 +390,7 @@ def _refuse(msg, sender, rcpts, opts, account, exc):
     """A message that cannot go as asked: said, kept in the dead letter (stdin is read: nothing is lost)."""
     try:
         url = _resolve(opts, account)
-    except PipemailError:  # said when the message is sent again; kept now all the same
+    except PipemailError:  # the refusal is said; a wrong configuration shows when it is sent again
         url = None
     _fail_kept(opts, _keeps(opts, url), exc, list(msg.segments()), sender, rcpts)
     raise exc
