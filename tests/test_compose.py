@@ -312,14 +312,34 @@ def test_bare_names_from_t_take_the_domain_in_the_envelope_only(run, smtp_server
     assert b"\r\nTo: pmtest\r\n" in got and b"audit" not in got
 
 
-def test_bare_names_over_smtp_without_a_domain_say_how_to_set_one(run, smtp_server, home):
+def test_bare_names_over_smtp_without_a_domain_say_how_to_set_one_and_resend_sends_them(
+    run, smtp_server, home, tmp_path
+):
     srv = smtp_server()
-    r = send(run, srv, "-s", "x", "pmtest", home=home)
+    r = send(run, srv, "-s", "x", "-c", "ops", "pmtest", home=home)
+    dead = home / "dead.letter"
     assert (r.returncode, srv.messages) == (78, [])
     assert r.stderr == (
         'pymail: pmtest has no domain, which SMTP needs: set domain = "example.com" in the account '
         "(see pipemail.conf(5)), or write pmtest@DOMAIN\n"
+        "pymail: the message is kept in %s for pmtest, ops (pymail --resend %s sends it again)\n" % (dead, dead)
     )
+    srv.lint = False  # the message kept says "To: pmtest", as it was composed for want of a domain
+    r = run("pymail", "--transport", srv.url, "--resend", dead, env={"HOME": str(home)})
+    assert (r.returncode, srv.messages) == (78, [])
+    assert r.stderr.startswith("pymail: pmtest has no domain, which SMTP needs: ")
+    r = run(
+        "pymail",
+        "--transport",
+        srv.url,
+        "--resend",
+        dead,
+        env={"HOME": str(home), **config(tmp_path, domain="example.org")},
+    )
+    assert r.returncode == 0, r.stderr
+    ((mail_from, rcpts, raw),) = srv.messages
+    assert rcpts == ["pmtest@example.org", "ops@example.org"] and parse(raw)["Subject"] == "x"
+    assert dead.read_bytes() == b""
 
 
 @pytest.mark.parametrize("typo", ["root admin", "x@example.org z", "Ops <ops> extra"])
