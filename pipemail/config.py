@@ -44,6 +44,7 @@ ACCOUNT_KEYS = {
     "auth": "auth",
     "tls": "tls",
     "tls_trust_file": "tls_trust_file",
+    "domain": "domain",
 }
 TOP_KEYS = ("default", "accounts")
 
@@ -72,6 +73,7 @@ class Account:
         "auth",
         "tls",
         "tls_trust_file",
+        "domain",
         "mode_ok",
         "config_path",
     )
@@ -88,6 +90,7 @@ class Account:
         auth=None,
         tls="auto",
         tls_trust_file=None,
+        domain=None,
         mode_ok=True,
         config_path=None,
     ):
@@ -101,6 +104,7 @@ class Account:
         self.auth = auth
         self.tls = tls
         self.tls_trust_file = tls_trust_file
+        self.domain = domain  # qualifies bare local names (root) for SMTP
         self.mode_ok = mode_ok
         self.config_path = config_path
 
@@ -256,6 +260,14 @@ def _account(where, path, name, table, mode_ok):
             raise ConfigError("%s: account %r: tls %r: use %s" % (where, name, table["tls"], _alternatives(TLS_MODES)))
     if values.get("tls_trust_file") is not None:
         values["tls_trust_file"] = os.path.expanduser(values["tls_trust_file"])
+    domain = values.get("domain")
+    if domain is not None:
+        import re
+
+        if not re.fullmatch(r"[^\s@<>,;:\"\\()\[\]]+", domain) or domain.startswith(".") or ".." in domain:
+            raise ConfigError(
+                '%s: account %r: domain %r: give a domain name, as domain = "example.com"' % (where, name, domain)
+            )
     for key, kind in (("transport", "transport"), ("pop", "pop")):
         if values.get(key) is not None:
             try:

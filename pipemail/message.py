@@ -23,56 +23,87 @@ _TEXTUAL = ("application/json", "application/xml", "application/javascript", "ap
 _MIME_HEADERS = ("mime-version", "content-type", "content-transfer-encoding", "content-disposition")
 
 
+# The fields -H may not set, and what to use instead: an option that also puts the address
+# in the envelope (and keeps a Bcc out of the headers); the MIME fields are pymail's own
+REFUSED_HEADERS = {
+    "from": "the sender is -r ADDR (--from)",
+    "sender": "pymail does not set Sender: the sender is -r ADDR (--from)",
+    "to": "give the recipients as RECIPIENT operands",
+    "cc": "use -c ADDR (--cc)",
+    "bcc": "use -b ADDR (--bcc), which keeps the address out of the headers",
+    "subject": "use -s SUBJECT (--subject)",
+}
+REFUSED_HEADERS.update((h, "pymail writes the MIME headers itself") for h in _MIME_HEADERS)
+
+
 def check_value(what, value):
-    """Refuse a header value (from the command line) holding a line break: no header injection."""
+    """Refuse a header value (from the command line) holding a line break: no header injection;
+    or bytes that are not UTF-8 (a name passed through from a file system, say)."""
     if "\r" in value or "\n" in value:
         raise DataError("%s holds a line break, which would inject a header: %s" % (what, shown(value)))
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError("%s is not valid UTF-8: %s" % (what, shown(value))) from None
     return value
 
 
 def parse_header_option(text):
-    """``Name: value`` from ``-H``, checked."""
+    """``Name: value`` from ``-H``, checked: a UsageError for the headers that options set."""
     name, sep, value = text.partition(":")
     name = name.strip()
     if not sep or not _FIELD_NAME.fullmatch(name):
         raise DataError("bad header %s: give it as 'Name: value'" % shown(text))
+    if name.lower() in REFUSED_HEADERS:
+        from pipemail.errors import UsageError
+
+        raise UsageError("-H %s: %s" % (name, REFUSED_HEADERS[name.lower()]))
     return name, check_value("header %s" % name, value.strip())
 
 
-def encode_header_value(value):
-    """RFC 2047 for a non-ASCII unstructured value (a Subject)."""
-    if value.isascii():
-        return value
-    from email.header import Header
+def subject_value(subject):
+    """The Subject field's value for ``-s``: RFC 2047 where it is not ASCII, folded."""
+    from pipemail import headers
 
-    return Header(value, "utf-8", maxlinelen=998).encode()
+    return headers.unstructured("Subject", check_value("subject", subject))
+
+
+_LOCAL = re.compile(r"[\w!#$%&'*+/=?^`{|}~.-]+")
 
 
 def addresses(values):
-    """Parsed ``(name, addr)`` pairs from recipient strings; refuses what is not an address."""
+    """Parsed ``(name, addr)`` pairs from recipient strings; refuses what is not an address.
+
+    A bare local name (``root``, no ``@``) is an address: pymail's sending gives it the
+    account's domain where the transport needs one."""
     from email.utils import getaddresses
 
     out = []
     for value in values:
         check_value("address", value)
-        for name, addr in getaddresses([value]):
-            if not addr or "@" not in addr or addr.startswith("-") or any(c in addr for c in ' <>,;"\\'):
+        pairs = getaddresses([value])
+        for _name, addr in pairs:
+            # addr not in value: getaddresses joined words ("x@y.org z" -> x@y.orgz)
+            bad = not addr or addr.startswith("-") or any(c in addr for c in ' <>,;"\\') or addr not in value
+            if bad or (is_bare(addr) and not _LOCAL.fullmatch(addr)):
                 raise DataError("not a mail address: %s" % shown(value))
-            out.append((name, addr))
+        if any(is_bare(addr) for _n, addr in pairs) and not _same_addresses(value, pairs):
+            raise DataError("not a mail address: %s" % shown(value))
+        out += pairs
     return out
 
 
-def format_address(pair):
-    name, addr = pair
-    if not name:
-        return addr
-    from email.utils import formataddr
+def _same_addresses(value, pairs):
+    """Whether the RFC 5322 parser finds the addresses getaddresses found, which drops the
+    words after a bare name ("root admin" -> root): a typo must not lose a recipient."""
+    from email.headerregistry import HeaderRegistry
 
-    if addr.isascii():
-        return formataddr((name, addr), charset="utf-8")
-    # an internationalised address (SMTPUTF8) stays raw; the name is encoded if need be
-    shown_name = encode_header_value(name) if not name.isascii() else formataddr((name, "x@y")).rsplit(" <", 1)[0]
-    return "%s <%s>" % (shown_name, addr)
+    return [a.addr_spec for a in HeaderRegistry()("To", value).addresses] == [a for _n, a in pairs]
+
+
+def is_bare(addr):
+    """Whether ``addr`` is a local name without a domain (``root``)."""
+    return "@" not in addr
 
 
 def needs_smtputf8(addrs):
@@ -121,12 +152,21 @@ def classify_body(data):
         # Valid UTF-8 is text, unless it holds control bytes or starts like a
         # binary format, and python-magic then says it is not text (libmagic
         # costs 20 ms to load, so only then).
+        charset = "us-ascii" if data.isascii() else "utf-8"
         if not data.translate(None, _NOT_SUSPECT) and not data.startswith(_BINARY_STARTS):
-            return "text", "utf-8"
+            return "text", charset
         kind = _mime_type(data)
         if kind.startswith("text/") or kind in _TEXTUAL:
-            return "text", "utf-8"
+            return "text", charset
         return "binary", kind
+    charset = _magic_charset(data)
+    if charset:
+        return "text", charset
+    return "binary", _mime_type(data)
+
+
+def _magic_charset(data):
+    """The charset libmagic names for ``data``, when Python knows it and the bytes decode in it."""
     charset = _magic(data, mime_encoding=True)
     if charset and charset not in ("binary", "unknown-8bit"):
         try:
@@ -134,10 +174,45 @@ def classify_body(data):
 
             codecs.lookup(charset)
             data.decode(charset)
-            return "text", charset
+            return charset
         except (LookupError, UnicodeDecodeError):
             pass
-    return "binary", _mime_type(data)
+    return None
+
+
+def text_charset(data, given=None):
+    """The charset of a text attachment, from its bytes: ``us-ascii`` (7-bit), ``utf-8``,
+    else ``given`` (--attach-charset), else libmagic's, else ``unknown-8bit`` (RFC 1428, as
+    mutt says when it cannot tell)."""
+    if b"\0" not in data:  # NUL bytes: UTF-16 or UTF-32, which libmagic tells
+        if data.isascii():
+            return "us-ascii"
+        try:
+            data.decode("utf-8")
+            return "utf-8"
+        except UnicodeDecodeError:
+            pass
+    return given or _magic_charset(data) or "unknown-8bit"
+
+
+def charset_name(text):
+    """The MIME name of a charset the user gives (``latin1`` -> ``iso-8859-1``); UsageError if unknown."""
+    import codecs
+    import email.charset
+
+    from pipemail.errors import UsageError
+
+    name = text.strip().lower()
+    try:
+        codec = codecs.lookup(name).name
+    except LookupError:
+        raise UsageError("--attach-charset %s: not a charset Python knows" % shown(text)) from None
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_.:+-]*", name):
+        raise UsageError("--attach-charset %s: not a charset name" % shown(text))
+    m = re.fullmatch(r"iso8859-(\d+)|cp(125\d)", codec)  # the IANA names: iso-8859-1, windows-1252
+    if m:
+        return "iso-8859-%s" % m.group(1) if m.group(1) else "windows-%s" % m.group(2)
+    return {"ascii": "us-ascii", "utf-8": "utf-8"}.get(codec) or email.charset.ALIASES.get(name, name)
 
 
 def _magic(data, **kw):
@@ -168,15 +243,6 @@ def _extension(mime):
     return mimetypes.guess_extension(mime) or ".bin"
 
 
-def _param(name, value):
-    """A MIME parameter; RFC 2231 when the value is not plain ASCII."""
-    if value.isascii() and not any(c in value for c in '"\\\r\n'):
-        return '%s="%s"' % (name, value)
-    from urllib.parse import quote
-
-    return "%s*=utf-8''%s" % (name, quote(value.encode("utf-8", "surrogateescape"), safe=""))
-
-
 class Part:
     def __init__(self, headers, body):
         self.headers = headers  # [(name, value)]
@@ -188,17 +254,26 @@ def text_part(data, charset):
         cte, body = "7bit", data
     else:
         cte, body = "quoted-printable", quoted_printable(data)
-    return Part([("Content-Type", "text/plain; charset=%s" % charset), ("Content-Transfer-Encoding", cte)], body)
+    from pipemail import headers
+
+    content_type = headers.mime("Content-Type", "text/plain", [("charset", charset)])
+    return Part([("Content-Type", content_type), ("Content-Transfer-Encoding", cte)], body)
 
 
-def attachment_part(data, filename, mime=None, *, seven_bit=False):
-    """An attachment, base64; as it is (7bit) when ``seven_bit`` and the data is 7-bit safe."""
+def attachment_part(data, filename, mime=None, *, seven_bit=False, charset=None):
+    """An attachment, base64; as it is (7bit) when ``seven_bit`` and the data is 7-bit safe.
+
+    A text/* part says its charset: the one its bytes tell (:func:`text_charset`), with
+    ``charset`` for 8-bit text that is not UTF-8; its bytes go unchanged."""
+    from pipemail import headers
+
     mime = mime or _mime_type(data, filename)
     cte = "7bit" if seven_bit and _is_7bit_safe(data) else "base64"
+    params = [("charset", text_charset(data, charset))] if mime.startswith("text/") else []
     return Part(
         [
-            ("Content-Type", "%s; %s" % (mime, _param("name", filename))),
-            ("Content-Disposition", "attachment; %s" % _param("filename", filename)),
+            ("Content-Type", headers.mime("Content-Type", mime, params + [("name", filename)])),
+            ("Content-Disposition", headers.mime("Content-Disposition", "attachment", [("filename", filename)])),
             ("Content-Transfer-Encoding", cte),
         ],
         data if cte == "7bit" else base64_lines(data),
@@ -260,6 +335,15 @@ class Message:
     def add_header(self, name, value):
         self.headers.append((name, value))
 
+    def make_mixed(self):
+        """Make the message multipart/mixed, its parts between boundaries."""
+        from pipemail import headers
+
+        self.boundary = "=_pipemail_" + os.urandom(12).hex()
+        self.headers.append(
+            ("Content-Type", headers.mime("Content-Type", "multipart/mixed", [("boundary", self.boundary)]))
+        )
+
     def remove_header(self, name):
         self.headers = [(n, v) for n, v in self.headers if n.lower() != name.lower()]
 
@@ -304,12 +388,23 @@ def _ended(body):
 
 
 def fqdn():
+    """The host's name for From and Message-ID: ``getfqdn()`` when it is a real name (with a
+    dot, not localhost), else the name ``hostname`` gives, as Exim and mailx use.
+
+    ``getfqdn()`` answers ``localhost`` on hosts whose /etc/hosts reads
+    ``127.0.0.1 localhost NAME``: From would say root@localhost."""
     import socket
 
     try:
-        return socket.getfqdn() or "localhost"
+        name = socket.getfqdn()
     except OSError:
-        return "localhost"
+        name = ""
+    if "." in name and name.lower().split(".")[0] not in ("localhost", "localhost4", "localhost6"):
+        return name
+    try:
+        return socket.gethostname() or name or "localhost"
+    except OSError:
+        return name or "localhost"
 
 
 def default_from():
@@ -334,14 +429,20 @@ def compose(
     stdin_name=None,
     date=None,
     message_id=None,
+    attach_charset=None,
 ):
     """A :class:`Message` for ``body`` (bytes from stdin) and ``attachments`` (paths).
 
     Binary stdin is attached instead of sent as a broken body.  Every
     attachment is opened before anything is composed (a missing one is a
-    NoInputError, 66), then read and encoded one at a time.
+    NoInputError, 66), then read and encoded one at a time.  Every header is
+    encoded and folded (:mod:`pipemail.headers`); ``extra_headers`` (from -H,
+    checked by :func:`parse_header_option`) replace pymail's own of the same name
+    (Date, Message-ID), never add a second one.
     """
     from email.utils import formatdate, make_msgid
+
+    from pipemail import headers
 
     for p in attachments:  # every attachment readable before anything is composed (66)
         with open_attachment(p):
@@ -353,53 +454,55 @@ def compose(
             parts.append(text_part(body, what))
     else:
         name = stdin_name or ("stdin" + _extension(what))
-        parts.append(attachment_part(body, name, what))
+        parts.append(attachment_part(body, name, what, charset=attach_charset))
     for p in attachments:  # read and encode one at a time: only the encoded text stays
-        parts.append(attachment_part(read_attachment(p), os.path.basename(os.fsdecode(p))))
-    headers = [
+        data = read_attachment(p)
+        parts.append(attachment_part(data, os.path.basename(os.fsdecode(p)), charset=attach_charset))
+    fields = [
         ("Date", date or formatdate(localtime=True)),
         ("Message-ID", message_id or make_msgid(domain=fqdn())),
-        ("From", format_address(sender)),
+        ("From", headers.address_list("From", [sender])),
     ]
     if to:
-        headers.append(("To", ", ".join(format_address(a) for a in to)))
+        fields.append(("To", headers.address_list("To", to)))
     if cc:
-        headers.append(("Cc", ", ".join(format_address(a) for a in cc)))
+        fields.append(("Cc", headers.address_list("Cc", cc)))
     if subject is not None:
-        headers.append(("Subject", encode_header_value(check_value("subject", subject))))
-    headers.append(("MIME-Version", "1.0"))
-    headers.append(("User-Agent", "pipemail/%s" % __version__))
+        fields.append(("Subject", subject_value(subject)))
+    fields.append(("MIME-Version", "1.0"))
+    fields.append(("User-Agent", "pipemail/%s" % __version__))
     for name, value in extra_headers:
-        if name.lower() in _MIME_HEADERS:
-            from pipemail.errors import UsageError
-
-            raise UsageError("-H %s: pymail writes the MIME headers itself" % name)
-        value = encode_header_value(value)
-        mine = [i for i, (n, _v) in enumerate(headers) if n.lower() == name.lower()]
-        if mine:  # -H Subject: replaces pymail's own, never a second one
-            headers[mine[0]] = (headers[mine[0]][0], value)
+        value = headers.field_value(name, value)
+        mine = [i for i, (n, _v) in enumerate(fields) if n.lower() == name.lower()]
+        if mine:  # -H Date: replaces pymail's own, never a second one
+            fields[mine[0]] = (fields[mine[0]][0], value)
         else:
-            headers.append((name, value))
-    msg = Message(headers, parts)
+            fields.append((name, value))
+    msg = Message(fields, parts)
     if len(parts) > 1 or attachments:  # attachments always in multipart/mixed, even without a text
-        msg.boundary = "=_pipemail_" + os.urandom(12).hex()
-        msg.headers.append(("Content-Type", 'multipart/mixed; boundary="%s"' % msg.boundary))
+        msg.make_mixed()
     return msg
 
 
 def from_stdin_message(data):
-    """``-t``: stdin is a whole message; its header fields (bytes kept as they are) and its body."""
+    """``-t``: stdin is a whole message; its header fields (bytes kept as they are) and its body.
+
+    A header line over 998 bytes, which a server would refuse, is folded at its white
+    space (:func:`pipemail.headers.fold_given`); one without any is a DataError."""
+    from pipemail import headers
+
     sep = re.search(rb"\r?\n\r?\n", data)
     head, body = (data[: sep.start()], data[sep.end() :]) if sep else (data, b"")
-    headers = []
+    fields = []
     for line in head.replace(b"\r\n", b"\n").split(b"\n"):
         text = line.decode("utf-8", "surrogateescape")
-        if text[:1] in (" ", "\t") and headers:  # a folded continuation
-            name, value = headers[-1]
-            headers[-1] = (name, value + "\n" + text)
+        if text[:1] in (" ", "\t") and fields:  # a folded continuation
+            name, value = fields[-1]
+            fields[-1] = (name, value + "\n" + text)
             continue
         name, colon, value = text.partition(":")
         if not colon or not _FIELD_NAME.fullmatch(name.strip()):
             raise DataError("-t: not a header line in the message: %s" % shown(line[:80]))
-        headers.append((name.strip(), value.strip()))
-    return Message(headers, raw_body=body.replace(b"\r\n", b"\n"))
+        fields.append((name.strip(), value.strip()))
+    fields = [(name, headers.fold_given(name, value)) for name, value in fields]
+    return Message(fields, raw_body=body.replace(b"\r\n", b"\n"))

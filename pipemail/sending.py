@@ -62,9 +62,12 @@ def send_mail(
     read_recipients=False,
     stdin_name=None,
     max_size=None,
+    attach_charset=None,
 ):
     """Send ``body`` (stdin's bytes); the exit code."""
     from email.utils import formatdate, getaddresses, make_msgid, parseaddr
+
+    from pipemail import headers as fields
 
     account = _account(opts)
     from_pair = message.addresses([sender])[0] if sender else None
@@ -74,27 +77,37 @@ def send_mail(
         from_pair = ("", message.default_from())
     to_p, cc_p, bcc_p = message.addresses(to), message.addresses(cc), message.addresses(bcc)
     extra = [message.parse_header_option(h) for h in headers]
+    if attach_charset is not None:
+        attach_charset = message.charset_name(attach_charset)
     if read_recipients:
         if attach:
             raise UsageError("-t takes the whole message from standard input: it cannot add -a attachments")
         msg = message.from_stdin_message(body)
-        listed = getaddresses([v for v in (msg.header(h) for h in ("To", "Cc", "Bcc")) if v])  # 3.13: no empties
-        rcpts = [a for _, a in listed if a] + [a for _, a in to_p + cc_p + bcc_p]
+        listed = getaddresses(
+            [v.replace("\n", "") for v in (msg.header(h) for h in ("To", "Cc", "Bcc")) if v]  # 3.13: no empties
+        )
+        if msg.header("From") is not None:
+            from_pair = parseaddr(msg.header("From").replace("\n", ""))
+        qualify = _qualifier(opts, account, [from_pair[1]] + [a for _, a in listed + to_p + cc_p + bcc_p])
+        from_pair = (from_pair[0], qualify(from_pair[1]))
+        # the message's own headers are the user's, kept as given; the envelope is qualified
+        rcpts = [qualify(a) for _, a in listed if a] + [qualify(a) for _, a in to_p + cc_p + bcc_p]
         msg.remove_header("Bcc")
         if subject is not None:  # -s with -t: the option wins
             msg.remove_header("Subject")
-            msg.add_header("Subject", message.encode_header_value(message.check_value("subject", subject)))
+            msg.add_header("Subject", message.subject_value(subject))
         if msg.header("Date") is None:
             msg.add_header("Date", formatdate(localtime=True))
         if msg.header("Message-ID") is None:
             msg.add_header("Message-ID", make_msgid(domain=message.fqdn()))
         if msg.header("From") is None:
-            msg.add_header("From", message.format_address(from_pair))
-        else:
-            from_pair = parseaddr(msg.header("From"))
+            msg.add_header("From", fields.address_list("From", [from_pair]))
         for name, value in extra:
-            msg.add_header(name, value)
+            msg.add_header(name, fields.field_value(name, value))
     else:
+        qualify = _qualifier(opts, account, [a for _, a in [from_pair] + to_p + cc_p + bcc_p])
+        from_pair = (from_pair[0], qualify(from_pair[1]))
+        to_p, cc_p, bcc_p = ([(n, qualify(a)) for n, a in pairs] for pairs in (to_p, cc_p, bcc_p))
         rcpts = [a for _, a in to_p + cc_p + bcc_p]
         msg = message.compose(
             body,
@@ -105,6 +118,7 @@ def send_mail(
             extra_headers=extra,
             attachments=attach,
             stdin_name=stdin_name,
+            attach_charset=attach_charset,
         )
     rcpts = _unique(rcpts)
     if not rcpts:
@@ -135,6 +149,7 @@ def send_mail(
                 extra=extra,
                 attach=attach,
                 stdin_name=stdin_name,
+                attach_charset=attach_charset,
             )
         except UsageError as exc:
             return _refuse(msg, from_pair[1], rcpts, opts, account, exc)
@@ -164,6 +179,43 @@ def _resolve(opts, account):
     return transport.resolve(opts.transport, account, opts.env)
 
 
+def _qualifier(opts, account, addrs):
+    """How bare local names (``root``) go: as given to sendmail and the local transports (the MTA
+    qualifies them, as for mailx); over SMTP with the account's ``domain``.  Without one, the
+    ConfigError is raised at delivery (:func:`_resolve`), and the message is kept."""
+    if not any(a and message.is_bare(a) for a in addrs) or opts.config_error is not None:
+        return _as_given
+    try:
+        url = transport.resolve(opts.transport, account, opts.env)
+    except PipemailError:  # the same error at delivery, where the message is kept
+        return _as_given
+    try:
+        return _domain_qualifier(url, account, addrs)
+    except PipemailError as exc:
+        opts.config_error = exc
+        return _as_given
+
+
+def _as_given(addr):
+    return addr
+
+
+def _domain_qualifier(url, account, addrs):
+    """A function giving the bare names among ``addrs`` the account's domain when ``url`` is SMTP;
+    a ConfigError saying how to set it when there is none."""
+    bare = [a for a in addrs if a and message.is_bare(a)]
+    if not bare or url.scheme not in ("smtp", "smtps"):
+        return _as_given
+    if not account.domain:
+        from pipemail.errors import ConfigError
+
+        raise ConfigError(
+            '%s has no domain, which SMTP needs: set domain = "example.com" in the account '
+            "(see pipemail.conf(5)), or write %s@DOMAIN" % (shown(bare[0]), shown(bare[0]))
+        )
+    return lambda addr: "%s@%s" % (addr, account.domain) if addr and message.is_bare(addr) else addr
+
+
 _PART_OVERHEAD = 8192  # headers, MIME framing and the part's own header lines, with room to spare
 
 
@@ -184,12 +236,11 @@ class _Plan:
         msg = self.compose(self.riding, part_subject, n == 1)
         msg.parts.append(message.attachment_part(data, part_name, "application/x-shar", seven_bit=seven_bit))
         if msg.boundary is None:
-            msg.boundary = "=_pipemail_" + os.urandom(12).hex()
-            msg.headers.append(("Content-Type", 'multipart/mixed; boundary="%s"' % msg.boundary))
+            msg.make_mixed()
         return msg
 
 
-def _plan_parts(body, max_size, *, subject, sender, to, cc, extra, attach, stdin_name):
+def _plan_parts(body, max_size, *, subject, sender, to, cc, extra, attach, stdin_name, attach_charset=None):
     """Which attachments ride in the first mail and which go in the archive; UsageError when no part fits."""
     from pipemail import shar
 
@@ -205,6 +256,7 @@ def _plan_parts(body, max_size, *, subject, sender, to, cc, extra, attach, stdin
             extra_headers=extra,
             attachments=files,
             stdin_name=stdin_name,
+            attach_charset=attach_charset,
         )
 
     riding, packed = [], []
@@ -533,8 +585,11 @@ def resend(path, opts):
                 opts.warn("a message in %s names no undelivered recipients; kept as it is" % shown(path))
                 remaining.append((sender, body, rcpts))
                 continue
-            try:
-                report = _send(opts, url, account, [body], sender, rcpts, stdout_mbox=len(kept) > 1)
+            try:  # bare names kept for want of a domain go out with the one set since
+                qualify = _domain_qualifier(url, account, [sender] + rcpts)
+                report = _send(
+                    opts, url, account, [body], qualify(sender), [qualify(r) for r in rcpts], stdout_mbox=len(kept) > 1
+                )
             except PipemailError as exc:
                 opts.warn(str(exc))
                 remaining.append((sender, body, getattr(exc, "undelivered", rcpts)))

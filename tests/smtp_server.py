@@ -1,5 +1,9 @@
 """A real SMTP server for the tests: aiosmtpd's Controller on loopback, with STARTTLS
-(certificates from trustme), AUTH and scripted refusals where a test needs them."""
+(certificates from trustme), AUTH and scripted refusals where a test needs them.
+
+Every message it receives goes through the message lint (tests/lint.py), whatever
+handle_DATA a test puts in place: a message that fails it fails the test at teardown
+(``smtp_server(lint=False)`` for a test that sends a hostile message on purpose)."""
 
 import socket
 import ssl
@@ -28,6 +32,19 @@ class Server:
         self.host = "127.0.0.1"
         self.port = None
         self.ca_file = None
+        self.lint = True
+        self.lint_failures = []  # (envelope recipients, what the lint said)
+
+    def check(self, envelope):
+        """The lint of a received message; a failure is recorded, and fails the test at teardown."""
+        if not self.lint:
+            return
+        from lint import lint
+
+        try:
+            lint(envelope.original_content)
+        except AssertionError as exc:
+            self.lint_failures.append((list(envelope.rcpt_tos), str(exc)))
 
     @property
     def url(self):
@@ -84,6 +101,13 @@ def _controller_class():
                 return await data(arg)
 
             smtp._smtp_methods["DATA"] = smtp_DATA
+            hook = smtp._handle_hooks["DATA"]  # the handler's, or the one a test put in its place
+
+            async def linted(server, session, envelope):
+                handler.check(envelope)
+                return await hook(server, session, envelope)
+
+            smtp._handle_hooks["DATA"] = linted
             return smtp
 
     return _Controller
@@ -91,14 +115,18 @@ def _controller_class():
 
 @pytest.fixture
 def smtp_server(tmp_path):
-    """smtp_server(tls=False, auth=None, size=None, smtputf8=True) -> a running Server."""
+    """smtp_server(tls=False, auth=None, size=None, smtputf8=True, lint=True) -> a running Server."""
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
     _Controller = _controller_class()
     controllers = []
 
-    def start(tls=False, auth=None, size=None, smtputf8=True, implicit_tls=False, xoauth2=None):
+    handlers = []
+
+    def start(tls=False, auth=None, size=None, smtputf8=True, implicit_tls=False, xoauth2=None, lint=True):
         handler = Server()
+        handler.lint = lint
+        handlers.append(handler)
         if xoauth2 is not None:
             handler.xoauth2 = xoauth2
             kwargs_auth = {"auth_require_tls": False}
@@ -144,6 +172,12 @@ def smtp_server(tmp_path):
     yield start
     for c in controllers:
         c.stop()
+    failures = [f for h in handlers for f in h.lint_failures]
+    if failures:
+        pytest.fail(
+            "%d message(s) received fail the lint (tests/lint.py):\n%s"
+            % (len(failures), "\n".join("to %s: %s" % (", ".join(rcpts), why) for rcpts, why in failures))
+        )
 
 
 class RawServer:

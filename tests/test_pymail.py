@@ -4,10 +4,17 @@ import email
 import email.policy
 import os
 
+import lint
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from smtp_server import RawServer, free_port
+
+
+@pytest.fixture
+def run(run):
+    """conftest's run, with what pymail writes to -, mbox: and maildir: linted (lint=False opts out)."""
+    return lint.checking(run)
 
 
 def parse(raw):
@@ -515,10 +522,22 @@ def test_resend_keeps_only_what_failed_again(run, smtp_server, home):
 
 def test_header_options_replace_never_duplicate(run, smtp_server, home):
     srv = smtp_server()
-    r = send(run, srv, "-s", "old", "-H", "Subject: new", "-H", "X-Job: nightly", "to@example.org", home=str(home))
+    r = send(
+        run,
+        srv,
+        "-s",
+        "s",
+        "-H",
+        "Message-ID: <job-1@example.org>",
+        "-H",
+        "X-Job: nightly",
+        "to@example.org",
+        home=str(home),
+    )
     assert r.returncode == 0, r.stderr
     raw = srv.messages[0][2]
-    assert raw.count(b"Subject:") == 1 and parse(raw)["Subject"] == "new" and parse(raw)["X-Job"] == "nightly"
+    assert raw.count(b"Message-ID:") == 1 and parse(raw)["Message-ID"] == "<job-1@example.org>"
+    assert parse(raw)["X-Job"] == "nightly" and parse(raw)["Subject"] == "s"
     r = send(run, srv, "-H", "Content-Type: text/html", "to@example.org", home=str(home))
     assert r.returncode == 64 and "pymail writes the MIME headers itself" in r.stderr
 

@@ -27,7 +27,14 @@ sendmail.  A message that cannot be delivered is appended to the dead letter
 @click.option("-b", "--bcc", multiple=True, metavar="ADDR", help="Blind copy to ADDR: envelope only (repeatable).")
 @click.option("-r", "--from", "sender", metavar="ADDR", help="The From address (default: the account's, or user@host).")
 @click.option("-a", "--attach", multiple=True, metavar="FILE", help="Attach FILE (repeatable).")
-@click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Add a header (repeatable).")
+@click.option(
+    "-H",
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="'NAME: VALUE'",
+    help="Add a header (repeatable); not From, Sender, To, Cc, Bcc or Subject, which options set.",
+)
 @click.option("-E", "--skip-empty", is_flag=True, help="Send nothing, and exit 0, when standard input is empty.")
 @click.option(
     "-t",
@@ -36,6 +43,11 @@ sendmail.  A message that cannot be delivered is appended to the dead letter
     help="Standard input is a whole message; send to its To, Cc and Bcc (and any RECIPIENTs).",
 )
 @click.option("--stdin-name", metavar="NAME", help="File name for binary standard input, which is attached.")
+@click.option(
+    "--attach-charset",
+    metavar="CHARSET",
+    help="The charset of text attachments that are neither ASCII nor UTF-8 (default: libmagic's guess).",
+)
 @click.option("--account", metavar="NAME", help="Use account NAME of the configuration.")
 @click.option(
     "--transport",
@@ -77,6 +89,7 @@ def command(
     skip_empty,
     read_recipients,
     stdin_name,
+    attach_charset,
     account,
     transport,
     user,
@@ -123,6 +136,7 @@ def command(
                 ("-H", headers),
                 ("-t", read_recipients),
                 ("-r", sender),
+                ("--attach-charset", attach_charset),
             )
             if v
         ]
@@ -150,6 +164,7 @@ def command(
         read_recipients=read_recipients,
         stdin_name=stdin_name,
         max_size=_size(max_size),
+        attach_charset=attach_charset,
     )
 
 
