@@ -252,7 +252,7 @@ def _send_parts(segments, total, opts, account, name, sender, rcpts):
 
     def keep_part(n, seg, undelivered):
         try:
-            transport.save_dead_letter(where, seg, sender, undelivered)
+            transport.save_dead_letter(where, seg, sender, undelivered, opts.warn)
         except PipemailError as exc:
             if not lost:
                 say("cannot keep what was not sent in %s: %s" % (shown(where), exc))
@@ -440,7 +440,7 @@ def _send(opts, url, account, segments, sender, rcpts):
 def _keep(opts, segments, sender, undelivered, why):
     path = transport.dead_letter_path(opts.dead_letter, opts.env)
     try:
-        transport.save_dead_letter(path, segments, sender, undelivered)
+        transport.save_dead_letter(path, segments, sender, undelivered, opts.warn)
     except PipemailError as exc:
         raise IOFailure("%s; and the message could not be kept: %s" % (why or "not delivered", exc)) from None
     opts.warn(
@@ -463,11 +463,13 @@ def resend(path, opts):
 
     account = config.load(env=opts.env).account(opts.account)
     url = transport.resolve(opts.transport, account, opts.env)
-    fd = transport.lock_mbox(path)
+    from pipemail import mbox
+
+    locked = transport.lock_mbox(path, opts.warn)
     try:
         remaining = []
         codes = []
-        for from_line, raw in transport.read_mbox(path, fd):
+        for from_line, raw in transport.read_mbox(path, locked.fd):
             head_end = raw.find(b"\n\n")
             head = raw[: head_end + 1] if head_end >= 0 else raw
             m = re.search(rb"(?mi)^X-Pipemail-Undelivered-To: *(.*)\n", head)
@@ -503,7 +505,7 @@ def resend(path, opts):
             out.abort()
             raise
     finally:
-        os.close(fd)
+        mbox.unlock(locked)
     if remaining:
         opts.warn("resend: %d message%s kept in %s" % (len(remaining), "" if len(remaining) == 1 else "s", shown(path)))
     else:
