@@ -500,6 +500,8 @@ def resend(path, opts):
             for sender, body, rcpts in remaining:
                 extra = [("X-Pipemail-Undelivered-To", ", ".join(rcpts))] if rcpts else []
                 out.write(transport.mbox_bytes([body], sender, extra))
+            out.file.flush()
+            os.fsync(out.file.fileno())  # on disk before it replaces the dead letter
             out.commit(0o600)
         except BaseException:
             out.abort()
