@@ -421,8 +421,13 @@ class Pending:
                 break
             whole.append(uid)
             last_end = end
-        if pos == last_end:
-            return whole  # nothing torn (what follows, if anything, was written by someone else)
+        if pos == last_end:  # nothing of ours torn
+            if len(whole) < len(self.entries) and size > pos and warn:
+                warn(
+                    "%s: a killed run stored %d of its %d messages whole; what follows them is not its own "
+                    "and is left as it is; the rest is fetched again" % (name, len(whole), len(self.entries))
+                )
+            return whole
         if pos == size:
             os.ftruncate(fd, last_end)
             os.fsync(fd)

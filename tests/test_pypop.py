@@ -349,3 +349,29 @@ def test_mda_limit_and_max_size(pop, dovecot, tmp_path):
     r = pop("fetch", "--max-size", "2", "--mda", "cat >> %s" % out, "--delete")  # 2 KiB
     assert r.returncode == 0 and "over --max-size: left on the server" in r.stderr
     assert dovecot.count(dovecot.user) == 1 and out.read_bytes().count(b"Subject: message") == 4
+
+
+def test_verbose_names_the_state_files(pop, dovecot, tmp_path):
+    dovecot.put(dovecot.user, msg(1))
+    r = pop("-v", "fetch", "--mbox", str(tmp_path / "box"))
+    assert r.returncode == 0, r.stderr
+    seen, lock, pending = _state(pop, dovecot)
+    lines = r.stderr.splitlines()
+    assert "=== UIDL file (what was fetched): %s" % seen in lines
+    assert "=== lock: %s" % lock in lines
+    assert "=== pending record: %s" % pending in lines
+    assert lines.index("=== lock: %s" % lock) < lines.index("C: UIDL")  # said before anything is fetched
+    assert os.path.exists(seen) and seen.endswith(
+        "/pipemail/pop/%s@%s_%d.uidl" % (dovecot.user, dovecot.host, dovecot.port)
+    )
+
+
+def test_the_next_append_after_a_torn_message_starts_on_its_own_from_line(pop, dovecot, tmp_path):
+    box = tmp_path / "box"
+    torn = b"From x Thu Jan  1 00:00:00 1970\n\nhalf of a li"  # no pending record: another program's
+    box.write_bytes(torn)
+    dovecot.put(dovecot.user, msg(1))
+    r = pop("fetch", "--mbox", str(box))
+    assert (r.returncode, r.stderr) == (0, "")
+    assert box.read_bytes().startswith(torn + b"\n\nFrom MAILER-DAEMON ")
+    assert stored(box) == [b"\nhalf of a li\n", msg(1)]
