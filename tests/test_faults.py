@@ -112,6 +112,27 @@ def test_pypop_killed_between_messages_keeps_another_writers_mail(run, pop, dove
     assert got[:2] == messages[:2] and tag in got[2] and got[3:] == messages[2:]
 
 
+def test_pypop_killed_before_its_batch_keeps_mail_another_writer_appended(run, pop, dovecot, tmp_path):
+    messages = [msg(n) for n in range(3)]
+    put_all(dovecot, messages)
+    box = tmp_path / "box"
+    box.write_bytes(mbox.mbox_bytes([b"Subject: old\n\nthere before\n"], "a@b"))
+    kept = box.read_bytes()
+    k = pop.killed("fetch", "--mbox", box, call="write", when=1, path=box)  # the record written, not a byte yet
+    assert k.killed and box.read_bytes() == kept
+    tag, _said = other_writer("fcntl", run, box, 1, pop.env)  # procmail delivers meanwhile
+    with_other = box.read_bytes()
+    r = pop.run(run, "fetch", "--mbox", box)
+    assert r.returncode == 0
+    assert r.stderr == (
+        "pypop: broke the stale lock %s.lock (its owner, process %d, is gone)\n"
+        "pypop: %s: a killed run stored 0 of its 3 messages whole; what follows them is not its own "
+        "and is left as it is; the rest is fetched again\n" % (box, _pid(r.stderr), box)
+    )
+    assert box.read_bytes().startswith(with_other)  # the other program's mail intact
+    assert parsed(box)[2:] == messages
+
+
 def _pid(text):
     m = re.search(r"process (\d+)", text)
     return int(m.group(1)) if m else -1
