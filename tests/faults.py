@@ -60,6 +60,11 @@ def run_killed(name, args, *, call, when, sig=signal.SIGKILL, path=None, env=Non
 
 def count_calls(name, args, *, call, env=None, input=b""):
     """How many ``call``s the command makes when nothing is injected (to aim a kill at its last ones)."""
+    return len(trace_calls(name, args, call=call, env=env, input=input))
+
+
+def trace_calls(name, args, *, call, env=None, input=b""):
+    """strace's lines for the ``call``s the command makes when nothing is injected, in order."""
     import tempfile
 
     syscalls = CALLS.get(call, call)
@@ -76,11 +81,8 @@ def count_calls(name, args, *, call, env=None, input=b""):
             timeout=60,
             check=True,
         )
-        return sum(
-            1
-            for line in open(log.name, "rb")
-            if b"(" in line and not line.split(b" ", 1)[-1].startswith((b"---", b"+++"))
-        )
+        lines = open(log.name, "rb").read().decode("utf-8", "replace").splitlines()
+    return [line for line in lines if "(" in line and not line.split(None, 1)[-1].startswith(("---", "+++"))]
 
 
 def fcntl_append(path, data):

@@ -372,3 +372,37 @@ def test_resend_killed_before_its_rename_loses_nothing(run, smtp_server, tmp_pat
     assert dead.read_bytes() == b""
     got = sorted({tuple(rc) for _f, rc, _raw in srv.messages})
     assert got == [("to%d@example.org" % n,) for n in range(4)]  # each at least once (pymail(1): --resend)
+
+
+def test_pymail_killed_mid_data(run, smtp_server, tmp_path):
+    """SIGKILL mid-DATA: nothing delivered, nothing kept (the caller still has the message);
+    SIGTERM mid-DATA: kept whole in the dead letter (pymail(1)), and --resend delivers it."""
+    rng = faults.rng("mid-data")
+    home = tmp_path / "home"
+    home.mkdir()
+    dead = home / "dead.letter"
+    env = {"HOME": str(home)}
+    srv = smtp_server()
+    body = _big(7) * 3  # 600 KB: many sends
+    args = ["--transport", srv.url, "-s", "mid-data", "to@example.org"]
+    sends = faults.trace_calls("pymail", args, call="sendto", env=env, input=body)
+    assert len(srv.messages) == 1
+    # the sends that carry the body: DATA was answered 354, the body is on its way
+    body_sends = [i + 1 for i, line in enumerate(sends) if re.search(r", (\d{5,}),", line)]
+    assert body_sends, sends
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        when = rng.choice(body_sends)
+        k = faults.run_killed("pymail", args, call="sendto", when=when, sig=sig, env=env, input=body)
+        assert k.returncode in (-sig, 128 + sig), k.stderr
+        if sig == signal.SIGKILL:
+            assert len(srv.messages) == 1  # the server discards a DATA that never ended
+            assert not dead.exists()
+    kept = transport.read_mbox(dead)
+    assert len(kept) == 1 and kept[0][1].endswith(body)
+    assert b"X-Pipemail-Undelivered-To: to@example.org\n" in kept[0][1]
+    r = run("pymail", "--transport", srv.url, "--resend", dead, env=env)
+    assert r.returncode == 0, r.stderr
+    # SIGTERM lets the send under way finish: when it was the end of DATA, the message arrives twice
+    assert len(srv.messages) in (2, 3)
+    assert all(m[2].replace(b"\r\n", b"\n").endswith(body) for m in srv.messages)
+    assert dead.read_bytes() == b""
