@@ -32,6 +32,8 @@ WAIT = 10.0  # seconds a live dot-lock is waited for
 PAGE = 4096  # blocks of the pending record end at multiples of this file offset ...
 CHUNK = 1 << 16  # ... and so do the write calls, of at most this many bytes each
 
+_held = set()  # the dot-locks this process holds: one that names this PID and is not here is stale
+
 
 # -- the bytes of a message ------------------------------------------------------------------
 
@@ -77,7 +79,7 @@ def separator(fd, end=None):
     if end == 0:
         return b""
     tail = os.pread(fd, 2, max(end - 2, 0))
-    if tail.endswith(b"\n\n") or tail == b"\n" and end == 1:
+    if tail.endswith(b"\n\n") or (tail == b"\n" and end == 1):
         return b""
     return b"\n" if tail.endswith(b"\n") else b"\n\n"
 
@@ -138,6 +140,7 @@ def unlock(locked):
     """Remove the dot-lock (if one was taken), then close the file (which drops the fcntl lock)."""
     try:
         if locked.dotlock is not None:
+            _held.discard(locked.dotlock)
             try:
                 os.unlink(locked.dotlock)
             except FileNotFoundError:
@@ -177,6 +180,7 @@ def dotlock(lockpath, *, warn=None, wait=WAIT):
         while True:
             try:
                 os.link(tmp, lockpath)
+                _held.add(lockpath)
                 return lockpath
             except FileExistsError:
                 pass
@@ -233,6 +237,10 @@ def _examine(lockpath, now=None):
     if holder and host and not here:
         holder += " on %s" % host
     if pid > 0 and here:
+        if pid == os.getpid():
+            if lockpath in _held:
+                return None, holder, seen
+            return "it names this process, which did not take it", holder, seen  # a PID used again
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

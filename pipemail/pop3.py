@@ -347,6 +347,7 @@ class MboxSink:
                         whole = record.settle(locked.fd, self.warn)
                     finally:
                         mbox.unlock(locked)
+                whole = [uid for uid in whole if uid != "-"]  # "-": a message stored without a UID
                 if whole:
                     _append_fsync(self.seen_path, whole)
         try:

@@ -3,6 +3,7 @@ pending record settling a killed batch; and the commands that go through it."""
 
 import os
 import socket
+import subprocess
 import time
 
 import faults
@@ -56,13 +57,18 @@ def test_an_old_dot_lock_without_an_owner_is_broken_by_age(tmp_path):
 
 def test_a_live_dot_lock_is_waited_for_then_the_writer_goes_on_under_fcntl(tmp_path):
     lock = tmp_path / "box.lock"
-    lock.write_bytes(b"%d\n" % os.getpid())  # alive: this process
-    said = []
-    t0 = time.monotonic()
-    assert mbox.dotlock(str(lock), warn=said.append, wait=0.3) is None
-    assert 0.3 <= time.monotonic() - t0 < 2
-    assert said == ["%s is held by process %d; went on after 0.3 s under the fcntl lock alone" % (lock, os.getpid())]
-    assert lock.read_bytes() == b"%d\n" % os.getpid()  # never broken
+    owner = subprocess.Popen(["sleep", "30"])
+    try:
+        lock.write_bytes(b"%d\n" % owner.pid)  # alive
+        said = []
+        t0 = time.monotonic()
+        assert mbox.dotlock(str(lock), warn=said.append, wait=0.3) is None
+        assert 0.3 <= time.monotonic() - t0 < 2
+        assert said == ["%s is held by process %d; went on after 0.3 s under the fcntl lock alone" % (lock, owner.pid)]
+        assert lock.read_bytes() == b"%d\n" % owner.pid  # never broken
+    finally:
+        owner.kill()
+        owner.wait()
     young = tmp_path / "young.lock"
     young.write_bytes(b"")
     assert mbox.stale(str(young)) == (None, None)  # no owner, but young: live
@@ -279,3 +285,16 @@ def test_chunks_end_at_page_boundaries():
     pieces = list(mbox.chunks(4000, b"x" * 200_000))
     assert [p for p, _ in pieces] == [4000, 65536, 131072, 196608]
     assert sum(len(b) for _, b in pieces) == 200_000
+
+
+def test_a_dot_lock_naming_this_process_that_it_did_not_take_is_stale(tmp_path):
+    lock = tmp_path / "box.lock"
+    lock.write_bytes(b"%d\n" % os.getpid())  # a run before a reboot had the same PID
+    assert mbox.stale(str(lock))[0] == "it names this process, which did not take it"
+    said = []
+    locked = mbox.lock(tmp_path / "box", warn=said.append)
+    try:
+        assert said == ["broke the stale lock %s (it names this process, which did not take it)" % lock]
+        assert mbox.stale(str(lock)) == (None, "process %d" % os.getpid())  # now it holds it: live
+    finally:
+        mbox.unlock(locked)
