@@ -162,6 +162,27 @@ def test_pypop_torn_message_followed_by_another_writer_is_left_and_fetched_again
     assert got[3:] == messages[1:]  # the torn one fetched again, whole ones not twice
 
 
+def test_pypop_killed_while_a_second_account_fetches_into_the_same_mbox(run, pop, dovecot, tmp_path):
+    """The same mailbox spelled as another server (localhost) is another account to pypop: its own
+    state files, the same mbox.  Each keeps its copies; the killed one's torn message is left."""
+    messages = [msg(0), msg(1, 200_000), msg(2)]
+    put_all(dovecot, messages)
+    box = tmp_path / "box"
+    k = pop.killed("fetch", "--mbox", box, call="write", when=3, path=box)
+    assert k.killed, k.stderr
+    second = run(
+        "pypop",
+        *pop.args("--server", "pop3://localhost:%d" % dovecot.port, "fetch", "--mbox", box),
+        env=pop.env,
+    )
+    assert second.returncode == 0 and "broke the stale lock %s.lock" % box in second.stderr
+    r = pop.run(run, "fetch", "--mbox", box)
+    assert r.returncode == 0 and "followed by mail written since: left as it is" in r.stderr, r.stderr
+    got = parsed(box)
+    assert got[0] == messages[0] and messages[1].startswith(got[1][:-1])
+    assert got[2:] == messages + messages[1:]  # the second account's copies, then the refetched ones
+
+
 def test_pypop_torn_tail_of_its_own_is_cut_away(run, pop, dovecot, tmp_path):
     messages = [msg(0), msg(1, 200_000), msg(2)]
     put_all(dovecot, messages)
