@@ -24,6 +24,7 @@ Reading mailboxes lives elsewhere (pipemail.mailbox_io, transport.read_mbox).
 """
 
 import os
+import stat
 
 from pipemail.errors import CantCreateError, IOFailure, describe_oserror, shown
 
@@ -129,7 +130,8 @@ def lock(path, *, create=True, warn=None, wait=WAIT):
             break
         os.close(fd)
     try:
-        dl = dotlock(os.fsdecode(path) + ".lock", warn=warn, wait=wait)
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)  # /dev/null (DEAD=/dev/null) takes no dot-lock
+        dl = dotlock(os.fsdecode(path) + ".lock", warn=warn, wait=wait) if regular else None
     except BaseException:
         os.close(fd)
         raise
@@ -298,6 +300,12 @@ def append(path, data, *, warn=None):
     locked = lock(path, warn=warn)
     try:
         fd = locked.fd
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/null, a FIFO: written, nothing to undo
+            try:
+                write_at_end(fd, 0, data)
+            except OSError as exc:
+                raise IOFailure("cannot write mailbox %s: %s" % (_shown(path), describe_oserror(exc))) from None
+            return
         end = os.lseek(fd, 0, os.SEEK_END)
         data = separator(fd, end) + data
         try:

@@ -458,13 +458,11 @@ def resend(path, opts):
     """
     import re
 
-    from pipemail import config
+    from pipemail import config, mbox
     from pipemail.safefile import Output
 
     account = config.load(env=opts.env).account(opts.account)
     url = transport.resolve(opts.transport, account, opts.env)
-    from pipemail import mbox
-
     locked = transport.lock_mbox(path, opts.warn)
     try:
         remaining = []
@@ -500,8 +498,9 @@ def resend(path, opts):
             for sender, body, rcpts in remaining:
                 extra = [("X-Pipemail-Undelivered-To", ", ".join(rcpts))] if rcpts else []
                 out.write(transport.mbox_bytes([body], sender, extra))
-            out.file.flush()
-            os.fsync(out.file.fileno())  # on disk before it replaces the dead letter
+            if out.replaces:
+                out.file.flush()
+                os.fsync(out.file.fileno())  # on disk before it replaces the dead letter
             out.commit(0o600)
         except BaseException:
             out.abort()

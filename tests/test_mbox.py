@@ -298,3 +298,21 @@ def test_a_dot_lock_naming_this_process_that_it_did_not_take_is_stale(tmp_path):
         assert mbox.stale(str(lock)) == (None, "process %d" % os.getpid())  # now it holds it: live
     finally:
         mbox.unlock(locked)
+
+
+def test_a_dead_letter_of_dev_null_takes_no_dot_lock_and_is_no_error(run, tmp_path):
+    r = run(
+        "pymail",
+        "--transport",
+        "smtp://127.0.0.1:%d" % free_port(),
+        "-s",
+        "x",
+        "a@example.org",
+        input=b"x\n",
+        env={"HOME": str(tmp_path), "DEAD": "/dev/null"},
+    )
+    assert r.returncode == 75, r.stderr
+    assert r.stderr.endswith(
+        "pymail: the message is kept in /dev/null for a@example.org (pymail --resend /dev/null sends it again)\n"
+    )
+    assert not os.path.exists("/dev/null.lock")
