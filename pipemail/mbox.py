@@ -186,8 +186,11 @@ def dotlock(lockpath, *, warn=None, wait=WAIT):
                 return lockpath
             except FileExistsError:
                 pass
-            except OSError:
-                return None
+            except OSError:  # no hard links here (some FUSE and FAT file systems): create it in place
+                if _create(lockpath):
+                    return lockpath
+                if not os.path.lexists(lockpath):
+                    return None
             why, holder, seen = _examine(lockpath)
             if why is not None and _break(lockpath, why, seen, warn):
                 continue
@@ -204,6 +207,19 @@ def dotlock(lockpath, *, warn=None, wait=WAIT):
             os.unlink(tmp)
         except OSError:
             pass
+
+
+def _create(lockpath):
+    try:
+        fd = os.open(lockpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError:
+        return False
+    try:
+        os.write(fd, owner_text())
+    finally:
+        os.close(fd)
+    _held.add(lockpath)
+    return True
 
 
 def stale(lockpath, now=None):
