@@ -241,6 +241,43 @@ def test_pypop_mbox_killed_at_random_points(run, pop, dovecot, tmp_path):
         assert not os.path.exists(str(box) + ".lock")
 
 
+def test_pypop_killed_while_pymail_appends_to_the_same_mbox_concurrently(run, pop, dovecot, tmp_path):
+    """pymail processes append to the mbox at the same time as a pypop that is killed mid-batch:
+    every pymail message whole once, every fetched message whole once after the next run."""
+    import subprocess
+
+    from conftest import command_path
+
+    rng = faults.rng("concurrent")
+    messages = [msg(n, rng.choice([300, 9000, 70_000])) for n in range(8)]
+    put_all(dovecot, messages)
+    box = tmp_path / "box"
+    env = {**os.environ, **pop.env}
+    writers = [
+        subprocess.Popen(
+            command_path("pymail") + ["--transport", "mbox:%s" % box, "-s", "concurrent %d" % i, "x@example.org"],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for i in range(4)
+    ]
+    k = pop.killed("fetch", "--mbox", box, "--delete", call="write", when=rng.randint(2, 8), path=box)
+    for i, w in enumerate(writers):
+        _out, err = w.communicate(b"pymail's message %d\n" % i, timeout=60)
+        assert w.returncode == 0, err
+        assert re.fullmatch(rb"(pymail: broke the stale lock [^\n]*\n)?", err), err
+    r = pop.run(run, "fetch", "--mbox", box, "--delete")
+    assert r.returncode == 0, r.stderr
+    got = parsed(box)
+    for m in messages:
+        assert got.count(m) == 1, (m[:70], k.killed, r.stderr)
+    for i in range(4):
+        mine = [g for g in got if g.endswith(b"\n\npymail's message %d\n" % i)]
+        assert len(mine) == 1, (i, r.stderr)
+    assert dovecot.count(dovecot.user) == 0
+
+
 def test_pypop_maildir_killed_at_random_points(run, pop, dovecot, tmp_path):
     """At-least-once: a message delivered into new/ by a run killed before it recorded the
     UIDL comes again (pypop(1)); none is lost."""
