@@ -367,7 +367,7 @@ class MboxSink:
             if datas:
                 datas[0] = mbox.separator(fd, before) + datas[0]  # on its own From_ line after a torn tail
             try:
-                mbox.Pending.plan(self.path, os.fstat(fd), before, zip(uids, datas, strict=True)).save(self.pending)
+                mbox.Pending.plan(os.path.abspath(self.path), os.fstat(fd), before, zip(uids, datas, strict=True)).save(self.pending)
             except OSError as exc:
                 raise IOFailure("cannot write %s: %s" % (shown(self.pending), describe_oserror(exc))) from None
             try:
