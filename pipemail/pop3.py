@@ -367,7 +367,10 @@ class MboxSink:
             if datas:
                 datas[0] = mbox.separator(fd, before) + datas[0]  # on its own From_ line after a torn tail
             try:
-                mbox.Pending.plan(os.path.abspath(self.path), os.fstat(fd), before, zip(uids, datas, strict=True)).save(self.pending)
+                record = mbox.Pending.plan(
+                    os.path.abspath(self.path), os.fstat(fd), before, zip(uids, datas, strict=True)
+                )
+                record.save(self.pending)
             except OSError as exc:
                 raise IOFailure("cannot write %s: %s" % (shown(self.pending), describe_oserror(exc))) from None
             try:
