@@ -329,27 +329,25 @@ class MboxSink:
             record = None
             if self.warn:
                 self.warn("%s is not a pending record pypop can read: ignored" % shown(self.pending))
-        if record is not None:
-            seen = read_seen(self.seen_path)
-            uids = [uid for uid, _end, _h in record.entries]
-            if not all(seen.get(uid) for uid in uids):  # else the killed run had recorded them all
+        if record is not None:  # settled even when its ids are recorded: a killed --all run's torn tail
+            try:
+                locked = mbox.lock(record.path, create=False, warn=self.warn)
+            except PipemailError:
+                whole = []
+                if self.warn:
+                    self.warn(
+                        "%s, appended to by a killed run, is gone: what that run fetched is fetched again"
+                        % shown(record.path)
+                    )
+            else:
                 try:
-                    locked = mbox.lock(record.path, create=False, warn=self.warn)
-                except PipemailError:
-                    whole = []
-                    if self.warn:
-                        self.warn(
-                            "%s, appended to by a killed run, is gone: what that run fetched is fetched again"
-                            % shown(record.path)
-                        )
-                else:
-                    try:
-                        whole = record.settle(locked.fd, self.warn)
-                    finally:
-                        mbox.unlock(locked)
-                whole = [uid for uid in whole if uid != "-"]  # "-": a message stored without a UID
-                if whole:
-                    _append_fsync(self.seen_path, whole)
+                    whole = record.settle(locked.fd, self.warn)
+                finally:
+                    mbox.unlock(locked)
+            seen = read_seen(self.seen_path)
+            whole = [uid for uid in whole if uid != "-" and not seen.get(uid)]  # "-": stored without a UID
+            if whole:
+                _append_fsync(self.seen_path, whole)
         try:
             os.unlink(self.pending)
         except FileNotFoundError:

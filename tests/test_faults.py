@@ -464,3 +464,17 @@ def test_pymail_killed_mid_data(run, smtp_server, tmp_path):
     assert len(srv.messages) in (2, 3)
     assert all(m[2].replace(b"\r\n", b"\n").endswith(body) for m in srv.messages)
     assert dead.read_bytes() == b""
+
+
+def test_pypop_all_killed_mid_append_has_its_torn_tail_cut_too(run, pop, dovecot, tmp_path):
+    """--all fetches messages already recorded: a torn one of those is settled all the same."""
+    messages = [msg(0), msg(1, 200_000)]
+    put_all(dovecot, messages)
+    box = tmp_path / "box"
+    assert pop.run(run, "fetch", "--mbox", box).returncode == 0
+    whole = box.read_bytes()
+    k = pop.killed("fetch", "--all", "--mbox", box, call="write", when=3, path=box)
+    assert k.killed and len(box.read_bytes()) > len(whole) + 4096
+    r = pop.run(run, "fetch", "--mbox", box)
+    assert r.returncode == 0 and "cut away" in r.stderr, r.stderr
+    assert parsed(box) == messages + messages[:1]  # the --all run's first copy stayed whole; nothing new fetched
