@@ -14,7 +14,7 @@ pypop's ``--mbox``, pymail's ``mbox:`` transport and dead letter, and
 - :func:`append` writes one message at the end, after the newlines needed
   for its ``From `` line to follow a blank line (a file whose last append was
   cut short by a kill ends mid-line), and cuts its own bytes away again if
-  the write fails.
+  the write fails; SIGTERM and SIGINT wait until it is written whole.
 - :class:`Pending` is pypop's record of a batch being appended: what it
   wrote, block by block, so that a run killed in the middle can be settled
   later by removing exactly its own torn bytes, and only when the file still
@@ -312,26 +312,31 @@ def write_at_end(fd, start, data):
 
 def append(path, data, *, warn=None):
     """Append the mbox message ``data`` to ``path``, locked, on its own ``From `` line; flushed
-    to disk.  If writing fails, or the writer is stopped (SIGTERM), its bytes are cut away again."""
+    to disk.  If writing fails its bytes are cut away again.  SIGTERM, SIGINT and SIGHUP wait
+    until the message is written whole: what is being kept (a dead letter) is not lost."""
+    import signal
+
     locked = lock(path, warn=warn)
     try:
         fd = locked.fd
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/null, a FIFO: written, nothing to undo
-            try:
-                write_at_end(fd, 0, data)
-            except OSError as exc:
-                raise IOFailure("cannot write mailbox %s: %s" % (_shown(path), describe_oserror(exc))) from None
-            return
-        end = os.lseek(fd, 0, os.SEEK_END)
-        data = separator(fd, end) + data
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
         try:
-            write_at_end(fd, end, data)
-            os.fsync(fd)
-        except BaseException as exc:
-            os.ftruncate(fd, end)  # nothing half-written
-            if isinstance(exc, OSError):
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/null, a FIFO: written, nothing to undo
+                try:
+                    write_at_end(fd, 0, data)
+                except OSError as exc:
+                    raise IOFailure("cannot write mailbox %s: %s" % (_shown(path), describe_oserror(exc))) from None
+                return
+            end = os.lseek(fd, 0, os.SEEK_END)
+            data = separator(fd, end) + data
+            try:
+                write_at_end(fd, end, data)
+                os.fsync(fd)
+            except OSError as exc:
+                os.ftruncate(fd, end)  # nothing half-written
                 raise IOFailure("cannot write mailbox %s: %s" % (_shown(path), describe_oserror(exc))) from None
-            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
     finally:
         unlock(locked)
 

@@ -345,18 +345,18 @@ def test_dead_letter_torn_by_a_kill_then_the_next_starts_on_its_own_from_line(ru
     assert b"X-Pipemail-Undelivered-To: b@example.org\n" in got[1][1]
 
 
-def test_dead_letter_sigterm_leaves_nothing_half_written(run, tmp_path):
+def test_dead_letter_sigterm_waits_until_the_message_is_kept_whole(run, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     dead = home / "dead.letter"
     first = b"From x Thu Jan  1 00:00:00 1970\n\nkept\n\n"
     dead.write_bytes(first)
     down = "smtp://127.0.0.1:%d" % free_port()
-    for when in (1, 2):
+    for n, when in enumerate((1, 2)):  # at the first write of the message, and in its middle
         k = faults.run_killed(
             "pymail",
-            ["--transport", down, "-s", "big", "a@example.org"],
-            input=_big(1),
+            ["--transport", down, "-s", "big %d" % n, "a@example.org"],
+            input=_big(n),
             env={"HOME": str(home)},
             call="write",
             when=when,
@@ -364,7 +364,10 @@ def test_dead_letter_sigterm_leaves_nothing_half_written(run, tmp_path):
             sig=signal.SIGTERM,
         )
         assert k.returncode == 143, k.stderr
-        assert dead.read_bytes() == first and not os.path.exists(str(dead) + ".lock")
+        got = transport.read_mbox(dead)
+        assert len(got) == n + 2 and got[-1][1].endswith(b"\n\n" + _big(n))  # whole: not lost
+        assert b"X-Pipemail-Undelivered-To: a@example.org\n" in got[-1][1]
+        assert not os.path.exists(str(dead) + ".lock")
 
 
 def test_mbox_transport_killed_at_random_points(run, tmp_path):
