@@ -464,9 +464,10 @@ def split_url(url, kind=None):
         raise ValueError("kind must be 'transport', 'pop' or None, not %r" % (kind,))
 
     def bad(reason=None):
+        shown_url = redact_url(url) if isinstance(url, str) else url
         if reason is None:
-            return UsageError("unknown %s %r: %s" % (what, url, hint))
-        return UsageError("bad %s %r: %s" % (what, url, reason))
+            return UsageError("unknown %s %r: %s" % (what, shown_url, hint))
+        return UsageError("bad %s %r: %s" % (what, shown_url, reason))
 
     if not isinstance(url, str):
         raise bad()
@@ -488,6 +489,35 @@ def split_url(url, kind=None):
     if not rest:
         raise bad("%s: needs a path, as in %s:%s" % (scheme, scheme, "~/mail/out" if scheme == "mbox" else "~/Maildir"))
     return URL(scheme, path=os.path.expanduser(rest))
+
+
+REDACTED = "<redacted>"
+_PATH_SCHEMES = ("sendmail:", "mbox:", "maildir:")
+
+
+def redact_url(text):
+    """``text`` (a URL, or what was given as one) with the password of its userinfo replaced.
+
+    ``smtp://alice:s3cret@host`` -> ``smtp://alice:<redacted>@host``.  Whatever
+    stands between the scheme's ``//`` (or the start, when there is none) and
+    the last ``@`` is the userinfo; what follows its first ``:`` is redacted,
+    so that a malformed URL (``alice:pw@host``, ``smtp:alice:pw@host``, a
+    password holding ``@`` or ``/``) shows no password either.  The paths of
+    ``sendmail:``, ``mbox:`` and ``maildir:`` are left as they are.  Every
+    message and transcript that echoes a URL, or what the user gave as one,
+    goes through this function.
+    """
+    if text[:8].lower().startswith(_PATH_SCHEMES) and not text.partition(":")[2].startswith("//"):
+        return text
+    at = text.rfind("@")
+    if at < 0:
+        return text
+    slashes = text.find("://")
+    start = slashes + 3 if 0 <= slashes < at else 0
+    colon = text.find(":", start, at)
+    if colon < 0:
+        return text
+    return text[: colon + 1] + REDACTED + text[at:]
 
 
 def _split_server(scheme, rest, bad):

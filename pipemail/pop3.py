@@ -42,6 +42,7 @@ class Client:
         self.capa = set()
         self._context = None
         self._trust_file = trust_file
+        self.step = "the greeting"  # what the session waits for, for the words of a timeout
         try:
             raw = socket.create_connection((url.host, url.port), timeout=timeout)
         except OSError as exc:
@@ -91,13 +92,22 @@ class Client:
     def _fill(self):
         try:
             data = self.sock.recv(1 << 18)
-        except (TimeoutError, OSError) as exc:
+        except TimeoutError:
+            raise TempFailError(self._timed_out()) from None
+        except OSError as exc:
             raise TempFailError("connection to %s failed: %s" % (self.where, _why(exc))) from None
         if not data:
             raise TempFailError("%s closed the connection" % self.where)
         self.buf += data
 
+    def _timed_out(self):
+        return "%s timed out after %g s during %s" % (self.where, self.timeout, self.step)
+
     def line(self):
+        """One reply line, within the timeout as a whole (a server that drips it byte by byte times out too)."""
+        import time
+
+        deadline = None
         while True:
             i = self.buf.find(b"\r\n")
             if i >= 0:
@@ -106,11 +116,23 @@ class Client:
                 return line
             if len(self.buf) > 1 << 16:
                 raise UnavailableError("%s sent an overlong reply line" % self.where)
-            self._fill()
+            if deadline is None:
+                deadline = time.monotonic() + self.timeout
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TempFailError(self._timed_out())
+            self.sock.settimeout(left)
+            try:
+                self._fill()
+            finally:
+                self.sock.settimeout(self.timeout)
 
     def command(self, text, redact=None):
+        self.step = text.split(" ", 1)[0]  # the verb alone: no argument (a password) in a message
         try:
             self.sock.sendall(text.encode("utf-8") + b"\r\n")
+        except TimeoutError:
+            raise TempFailError(self._timed_out()) from None
         except OSError as exc:
             raise TempFailError("connection to %s failed: %s" % (self.where, _why(exc))) from None
         if self.log is not None:
@@ -421,22 +443,80 @@ class MaildirSink:
 
 
 class MdaSink:
+    """Each message to a command's standard input (``/bin/sh -c``), judged by its exit status.
+
+    0 is stored, 75 a temporary failure, anything else a permanent one; the
+    message stays on the server unless it is stored.  A command that exits
+    without reading the whole message is judged the same way, and ``warn``
+    says so; pypop never dies of the broken pipe.
+    """
+
     durable = True
 
-    def __init__(self, command):
+    def __init__(self, command, warn=None):
         self.command = command
+        self.warn = warn
 
     def store(self, messages, uids=()):
-        import subprocess
-
         for raw in messages:
-            p = subprocess.run(["/bin/sh", "-c", self.command], input=raw, stdout=subprocess.DEVNULL)
-            if p.returncode != 0:
-                cls = TempFailError if p.returncode == 75 else UnavailableError
-                raise cls("the MDA %r exited %d; the message stays on the server" % (self.command, p.returncode))
+            status, unread = feed_command(self.command, raw)
+            if unread and self.warn is not None:
+                self.warn(
+                    "the MDA %r did not read the whole message (%d of %d bytes unread)"
+                    % (self.command, unread, len(raw))
+                )
+            if status != 0:
+                cls = TempFailError if status == 75 else UnavailableError
+                how = "exited %d" % status if status > 0 else "was killed by signal %d" % -status
+                raise cls("the MDA %r %s; the message stays on the server" % (self.command, how))
 
     def done(self):
         pass
+
+
+def feed_command(command, data):
+    """Run ``/bin/sh -c command`` with ``data`` on its standard input: (exit status, bytes it left unread).
+
+    pypop holds the read end of the pipe too, so a command that exits early
+    raises no SIGPIPE or EPIPE: the writes stop when it is gone, and what is
+    left in the pipe is counted once it has exited.
+    """
+    import fcntl
+    import select
+    import struct
+    import subprocess
+    import termios
+
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=r, stdout=subprocess.DEVNULL)
+    except OSError as exc:
+        os.close(r)
+        os.close(w)
+        raise ConfigError("cannot run /bin/sh for the MDA %r: %s" % (command, describe_oserror(exc))) from None
+    try:
+        os.set_blocking(w, False)
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(w, view[: 1 << 16]) :]
+            except BlockingIOError:
+                if proc.poll() is not None:
+                    break  # gone without reading the rest
+                select.select([], [w], [], 0.05)
+        os.close(w)
+        w = None
+        status = proc.wait()
+        (left,) = struct.unpack("i", fcntl.ioctl(r, termios.FIONREAD, b"\0" * 4))
+        return status, len(view) + left
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        if w is not None:
+            os.close(w)
+        os.close(r)
 
 
 class StreamSink:
@@ -448,9 +528,15 @@ class StreamSink:
     def store(self, messages, uids=()):
         from pipemail.mbox import mbox_bytes
 
-        for raw in messages:
-            self.stream.write(mbox_bytes([raw], _sender(raw)))
-        self.stream.flush()
+        try:
+            for raw in messages:
+                self.stream.write(mbox_bytes([raw], _sender(raw)))
+            self.stream.flush()
+        except BrokenPipeError:  # the reader is gone (pypop fetch | head): this batch is not recorded
+            raise IOFailure(
+                "cannot write to standard output: its reader is gone (Broken pipe); "
+                "the messages not recorded as fetched are fetched again next time"
+            ) from None
 
     def done(self):
         pass

@@ -1,15 +1,20 @@
-"""Writing output files so that nothing is lost or half-written.
+"""Writing output files so that nothing is lost or half-written, and only where it is safe.
 
 A regular file is written under a temporary name beside its target and renamed
 over it only when complete; on any error the target is untouched and the
 temporary file is removed.  A target that exists and is not a regular file
 (``/dev/null``, a FIFO, a terminal) is written directly, never replaced.
+
+Names that come from untrusted input (a uuencode header, a shell archive) go
+through :func:`safe_parts` and :func:`open_dirs`, and the modes they carry
+through :func:`archive_mode`: the rules pyuudecode and pyunshar share.
 """
 
+import errno
 import os
 import stat
 
-from pipemail.errors import CantCreateError, IOFailure, describe_oserror
+from pipemail.errors import CantCreateError, IOFailure, NoPermError, describe_oserror
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # A direct output (a stream, a FIFO) holds back up to this much of a block, so
@@ -23,6 +28,77 @@ def current_umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def archive_mode(mode, umask):
+    """The permission bits to give what an archive (or a uuencode header) creates.
+
+    GNU tar's rule: the archive's mode exactly when running as root (tar's
+    ``--same-permissions``, its default for root), masked by the ``umask``
+    otherwise.  Setuid, setgid and sticky bits are never applied.
+    """
+    mode &= 0o777
+    if os.geteuid() != 0:
+        mode &= ~umask
+    return mode
+
+
+def safe_parts(name, keep_paths=False):
+    """The path components to write for an untrusted ``name`` (bytes), or NoPermError.
+
+    Absolute paths and ``..`` are always refused; without ``keep_paths`` only
+    the last component is kept.
+    """
+    shown = os.fsdecode(name)
+    if b"\0" in name:
+        raise NoPermError("refusing unsafe name %r: it contains a NUL byte" % shown)
+    if name.startswith(b"/"):
+        raise NoPermError("refusing unsafe name %r: absolute paths are never written" % shown)
+    parts = [p for p in name.split(b"/") if p and p != b"."]
+    if b".." in parts:
+        raise NoPermError("refusing unsafe name %r: '..' is never written" % shown)
+    if not parts or name.endswith(b"/"):
+        raise NoPermError("refusing unsafe name %r: it names no file" % shown)
+    if not keep_paths:
+        parts = parts[-1:]
+    return [os.fsdecode(p) for p in parts]
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
+
+
+def open_dirs(base_fd, dirs, umask, *, create=True, created=None):
+    """Open the directories ``dirs`` (a list of components) below ``base_fd``; return the last one's fd.
+
+    A symlink or a file in the way is refused (77), never followed.  Missing
+    directories are created with mode ``0o777 & ~umask`` (as mkdir(1) does)
+    unless ``create`` is false (then FileNotFoundError); the components of
+    each directory created are added to the set ``created``, as a tuple, so
+    that the caller can tell what existed before.
+    """
+    fd = os.dup(base_fd)
+    part = "."
+    try:
+        for i, part in enumerate(dirs):
+            if create:
+                try:
+                    os.mkdir(part, 0o777 & ~umask, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                else:
+                    if created is not None:
+                        created.add(tuple(dirs[: i + 1]))
+            nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except OSError as exc:
+        os.close(fd)
+        if not create and exc.errno == errno.ENOENT:
+            raise
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a symlink or a file in the way
+            raise NoPermError("refusing to write below %r: not a real directory" % part) from None
+        raise CantCreateError("cannot create directory %r: %s" % (part, describe_oserror(exc))) from None
+    return fd
 
 
 def _temp_name(name):

@@ -38,6 +38,9 @@ class Options:
         self.stdout = stdout
         self.env = os.environ if env is None else env
         self.progress = progress  # progress(label, total, unit) -> a bar to advance, or None
+        # A ConfigError met reading the configuration: raised when the message is to go out, so that
+        # the message (composed without the account) is kept in the dead letter like any other failure.
+        self.config_error = None
 
 
 def _unique(addrs):
@@ -63,9 +66,7 @@ def send_mail(
     """Send ``body`` (stdin's bytes); the exit code."""
     from email.utils import formatdate, getaddresses, make_msgid, parseaddr
 
-    from pipemail import config
-
-    account = config.load(env=opts.env).account(opts.account)
+    account = _account(opts)
     from_pair = message.addresses([sender])[0] if sender else None
     if from_pair is None and account.from_:
         from_pair = message.addresses([account.from_])[0]
@@ -139,6 +140,28 @@ def send_mail(
             return _refuse(msg, from_pair[1], rcpts, opts, account, exc)
         return _send_in_parts(plan, opts, account, max_size, from_pair[1], rcpts)
     return _deliver(msg, from_pair[1], rcpts, opts, account)
+
+
+def _account(opts):
+    """The account of the options; when the configuration is wrong, an empty one and ``opts.config_error`` set.
+
+    Standard input is read by then: the message is composed all the same and
+    kept in the dead letter when the error is raised (see :func:`_resolve`).
+    """
+    from pipemail import config
+
+    try:
+        return config.load(env=opts.env).account(opts.account)
+    except config.ConfigError as exc:
+        opts.config_error = exc
+        return config.Account()
+
+
+def _resolve(opts, account):
+    """The transport URL, or the configuration error met earlier, or the one of resolving it."""
+    if opts.config_error is not None:
+        raise opts.config_error
+    return transport.resolve(opts.transport, account, opts.env)
 
 
 _PART_OVERHEAD = 8192  # headers, MIME framing and the part's own header lines, with room to spare
@@ -238,7 +261,11 @@ def _send_in_parts(plan, opts, account, max_size, sender, rcpts):
 
 def _send_parts(segments, total, opts, account, name, sender, rcpts):
     """Send part mails 1..total (``segments(n)`` composes one), keep what fails, and say what went out."""
-    url = transport.resolve(opts.transport, account, opts.env)
+    try:
+        url, failure = _resolve(opts, account), None
+    except PipemailError as exc:  # every part fails, and is kept, as when a session fails
+        url, failure = None, exc
+        exc.undelivered = list(rcpts)
     keep = _keeps(opts, url)
     where = transport.dead_letter_path(opts.dead_letter, opts.env)
     results = {}  # n: (exit code, the recipients it did not reach)
@@ -269,7 +296,11 @@ def _send_parts(segments, total, opts, account, name, sender, rcpts):
     current = []
     sending = _bar(opts, "sending %s" % name, total, "parts")
     interrupted = None
-    deliveries = transport.deliver_each(url, mails(), sender, rcpts, **_options(opts, account, rcpts + [sender]))
+    if failure is not None:
+        deliveries = ((None, failure) for _mail in mails())
+    else:
+        options = _options(opts, account, rcpts + [sender])
+        deliveries = transport.deliver_each(url, mails(), sender, rcpts, stdout_mbox=total > 1, **options)
     try:  # one SMTP session for all the parts: one login, one password lookup
         for report, exc in deliveries:
             n, seg = current
@@ -279,8 +310,8 @@ def _send_parts(segments, total, opts, account, name, sender, rcpts):
             else:
                 for _addr, (_code, text) in report.refused.items():
                     say(text)
-                for addr in report.accepted if opts.check else ():
-                    say("check: %s would be accepted" % addr)
+                for text in _checked(report) if opts.check else ():
+                    say(text)
                 results[n] = (report.exit_code(), list(report.undelivered))
             if keep and results[n][1]:
                 keep_part(n, seg, results[n][1])
@@ -357,11 +388,20 @@ def _ranges(numbers):
 
 def _refuse(msg, sender, rcpts, opts, account, exc):
     """A message that cannot go as asked: said, kept in the dead letter (stdin is read: nothing is lost)."""
-    if _keeps(opts, transport.resolve(opts.transport, account, opts.env)):
+    try:
+        url = _resolve(opts, account)
+    except PipemailError:  # the refusal is said; a wrong configuration shows when it is sent again
+        url = None
+    _fail_kept(opts, _keeps(opts, url), exc, list(msg.segments()), sender, rcpts)
+    raise exc
+
+
+def _fail_kept(opts, keep, exc, segments, sender, undelivered):
+    """Say ``exc`` and keep the message for ``undelivered``, the reason first, then where it went."""
+    if keep:
         opts.warn(str(exc))
         exc.reported = True
-        _keep(opts, list(msg.segments()), sender, rcpts, str(exc))
-    raise exc
+        _keep(opts, segments, sender, undelivered, str(exc))
 
 
 def _read(path):
@@ -379,16 +419,17 @@ def _bar(opts, label, total, unit):
 
 
 def _deliver(msg, envelope_from, rcpts, opts, account):
-    url = transport.resolve(opts.transport, account, opts.env)
     segments = list(msg.segments())
+    try:  # the configuration is wrong, or the transport: stdin is read, the message composed: it is kept
+        url = _resolve(opts, account)
+    except PipemailError as exc:
+        _fail_kept(opts, _keeps(opts, None), exc, segments, envelope_from, rcpts)
+        raise
     keep = _keeps(opts, url)
     try:
         report = _send(opts, url, account, segments, envelope_from, rcpts)
     except PipemailError as exc:
-        if keep:
-            opts.warn(str(exc))  # the reason first, then where the message went
-            exc.reported = True
-            _keep(opts, segments, envelope_from, getattr(exc, "undelivered", rcpts), str(exc))
+        _fail_kept(opts, keep, exc, segments, envelope_from, getattr(exc, "undelivered", rcpts))
         raise
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM from cron's timeout: keep it all the same
         if keep:
@@ -398,8 +439,20 @@ def _deliver(msg, envelope_from, rcpts, opts, account):
 
 
 def _keeps(opts, url):
-    """Whether what does not go out is kept in the dead letter: not for --check, nor printed (-)."""
+    """Whether what does not go out is kept in the dead letter: not for --check, nor printed (-).
+
+    ``url`` None: the transport is not known (the configuration is wrong): kept unless ``--transport -``.
+    """
+    if url is None:
+        return not opts.check and opts.transport != "-"
     return not opts.check and url.scheme != "-"
+
+
+def _checked(report):
+    """The lines --check says of a delivery that went through: what was checked, or who would get it."""
+    if report.checked is not None:
+        return ["check: %s" % report.checked]
+    return ["check: %s would be accepted" % addr for addr in report.accepted]
 
 
 def _settle(report, segments, envelope_from, opts, keep):
@@ -409,8 +462,8 @@ def _settle(report, segments, envelope_from, opts, keep):
     if report.refused and keep:
         _keep(opts, segments, envelope_from, report.undelivered, None)
     if opts.check:
-        for addr in report.accepted:
-            opts.warn("check: %s would be accepted" % addr)
+        for text in _checked(report):
+            opts.warn(text)
     return report.exit_code()
 
 
@@ -431,10 +484,11 @@ def _options(opts, account, addresses):
     }
 
 
-def _send(opts, url, account, segments, sender, rcpts):
-    """One delivery by ``url`` with the options of the command line."""
+def _send(opts, url, account, segments, sender, rcpts, stdout_mbox=False):
+    """One delivery by ``url`` with the options of the command line (``stdout_mbox``: one of several to -)."""
     size = message.crlf_size(segments)
-    return transport.deliver(url, segments, size, sender, rcpts, **_options(opts, account, rcpts + [sender]))
+    options = _options(opts, account, rcpts + [sender])
+    return transport.deliver(url, segments, size, sender, rcpts, stdout_mbox=stdout_mbox, **options)
 
 
 def _keep(opts, segments, sender, undelivered, why):
@@ -467,7 +521,8 @@ def resend(path, opts):
     try:
         remaining = []
         codes = []
-        for from_line, raw in transport.read_mbox(path, locked.fd):
+        kept = transport.read_mbox(path, locked.fd)
+        for from_line, raw in kept:
             head_end = raw.find(b"\n\n")
             head = raw[: head_end + 1] if head_end >= 0 else raw
             m = re.search(rb"(?mi)^X-Pipemail-Undelivered-To: *(.*)\n", head)
@@ -479,7 +534,7 @@ def resend(path, opts):
                 remaining.append((sender, body, rcpts))
                 continue
             try:
-                report = _send(opts, url, account, [body], sender, rcpts)
+                report = _send(opts, url, account, [body], sender, rcpts, stdout_mbox=len(kept) > 1)
             except PipemailError as exc:
                 opts.warn(str(exc))
                 remaining.append((sender, body, getattr(exc, "undelivered", rcpts)))

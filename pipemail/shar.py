@@ -18,6 +18,7 @@ back by exact templates without running anything:
     fi
     pm_done SIZE SHA256 MODE STAMP               checks, chmod, touch (STAMP - for none)
     pm_dirmode 'NAME' 'SHOWN' MODE STAMP         a directory's mode and time, at the very end
+                                                 (not for one that existed before)
     pm_end                                       end of the part
     exit 0
 
@@ -198,6 +199,34 @@ def _longest_line_over(chunk, run, limit):
 
 # -- the script -----------------------------------------------------------------------
 
+_OLD_DIR = r"""pm_dir() {
+  pm_show=$2
+  mkdir -p "./$1" 2>/dev/null || { pm_say "x - $2: cannot create directory"; : > "$pm_lock/failed"; }
+}
+"""
+_NEW_DIR = r"""pm_dir() {
+  pm_show=$2
+  if test -d "./$1"; then mkdir -p "$pm_lock/had/$1" && : > "$pm_lock/had/$1/.pm_had"; fi
+  mkdir -p "./$1" 2>/dev/null || { pm_say "x - $2: cannot create directory"; : > "$pm_lock/failed"; }
+}
+"""
+_OLD_DIRMODE = r"""pm_dirmode() {
+  chmod "$3" "./$1" 2>/dev/null
+  test "$4" = - || TZ=UTC0 touch -t "$4" "./$1" 2>/dev/null
+}
+"""
+_NEW_DIRMODE = r"""pm_dirmode() {
+  if test -f "$pm_lock/had/$1/.pm_had"; then
+    pm_say "x - $2/: existed before; its mode and time were left as they were"
+    return
+  fi
+  chmod "$3" "./$1" 2>/dev/null
+  test "$4" = - || TZ=UTC0 touch -t "$4" "./$1" 2>/dev/null
+}
+"""
+# A directory that existed before the archive is unpacked keeps its mode and
+# time: pm_dir marks it in the lock directory, which lasts until the last part
+# (a file .pm_had in a copy of its path there), and pm_dirmode leaves it alone.
 PRELUDE = r"""LC_ALL=C; export LC_ALL
 pm_nl='
 '
@@ -226,6 +255,7 @@ pm_start() {
 }
 pm_dir() {
   pm_show=$2
+  if test -d "./$1"; then mkdir -p "$pm_lock/had/$1" && : > "$pm_lock/had/$1/.pm_had"; fi
   mkdir -p "./$1" 2>/dev/null || { pm_say "x - $2: cannot create directory"; : > "$pm_lock/failed"; }
 }
 pm_file() {
@@ -270,6 +300,10 @@ pm_done() {
   test "$pm_r" = ok || : > "$pm_lock/failed"
 }
 pm_dirmode() {
+  if test -f "$pm_lock/had/$1/.pm_had"; then
+    pm_say "x - $2/: existed before; its mode and time were left as they were"
+    return
+  fi
   chmod "$3" "./$1" 2>/dev/null
   test "$4" = - || TZ=UTC0 touch -t "$4" "./$1" 2>/dev/null
 }
@@ -287,6 +321,11 @@ pm_end() {
 }
 pm_start
 """
+
+# The preludes of earlier versions, which pyunshar still reads: pipemail 0.1.0's
+# pm_dir and pm_dirmode changed the mode and time of a directory that existed
+# before the archive was unpacked.
+OLD_PRELUDES = (PRELUDE.replace(_NEW_DIR, _OLD_DIR).replace(_NEW_DIRMODE, _OLD_DIRMODE),)
 
 # awk strips the X faster than sed (mawk: 0.21 s for 200 MB, sed 0.49 s)
 TEXT_OPEN = b"if pm_ok; then awk '{print substr($0, 2)}' >> \"./$pm_n\" <<'PYSHAR_EOF'\n"
@@ -502,13 +541,13 @@ class Writer:
         return size
 
     def _binary(self, f, digest):
-        from pipemail.uu import _read_full
+        from pipemail.uu import read_full
 
         size = 0
         block = _Block(self, B64_OPEN % b"new", B64_CLOSE, B64_OPEN % b"add")
         whole = _B64_LINE * 2048  # 92 KB a step: larger steps page-fault on every chunk
         while True:
-            chunk = _read_full(f.read, whole)
+            chunk = read_full(f.read, whole)
             digest.update(chunk)
             size += len(chunk)
             data = chunk
@@ -570,10 +609,10 @@ class _Block:
 def _b64(piece):
     import binascii
 
-    from pipemail.uu import _b64_lines
+    from pipemail.uu import b64_lines
 
     whole = len(piece) - len(piece) % _B64_LINE
-    out = _b64_lines(piece[:whole]) if whole else b""
+    out = b64_lines(piece[:whole]) if whole else b""
     if whole < len(piece):
         out += binascii.b2a_base64(piece[whole:])
     return out

@@ -26,9 +26,11 @@ from pipemail.errors import (
 class Report:
     """Who got the message, who did not and why (``{addr: (code, text)}``)."""
 
-    def __init__(self, accepted=(), refused=None):
+    def __init__(self, accepted=(), refused=None, checked=None):
         self.accepted = list(accepted)
         self.refused = dict(refused or {})
+        # --check without SMTP: what was checked, in words (None: the server took each of ``accepted``)
+        self.checked = checked
 
     @property
     def undelivered(self):
@@ -107,7 +109,10 @@ def deliver_maildir(path, segments, recipients):
     return Report(recipients)
 
 
-def deliver_stdout(stream, segments, recipients):
+def deliver_stdout(stream, segments, recipients, sender=None):
+    """Write the message to ``stream``; with ``sender``, as one message of an mbox (one of several)."""
+    if sender is not None:
+        segments = [mbox_bytes(segments, sender)]
     for seg in segments:
         stream.write(seg)
     stream.flush()
@@ -120,6 +125,13 @@ def sendmail_path(url_path=None, env=None):
 
 
 def deliver_sendmail(path, segments, sender, recipients, timeout=None):
+    """Hand the message to ``path -i -f sender -- recipients...`` on its standard input.
+
+    ``timeout`` (seconds, None for none) bounds the whole run, writing the
+    message included: a sendmail that does not read, or reads and hangs, is
+    killed with its process group and the delivery is a TempFailError.
+    """
+    import signal
     import subprocess
 
     for r in recipients:
@@ -127,38 +139,112 @@ def deliver_sendmail(path, segments, sender, recipients, timeout=None):
             raise _fail(DataError, "refusing recipient %s: it would be read as an option" % shown(r), recipients)
     argv = [path, "-i", "-f", sender, "--", *recipients]
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: a timeout kills what it started too
+        )
     except OSError as exc:
         raise _fail(ConfigError, "cannot run %s: %s" % (path, describe_oserror(exc)), recipients) from None
-    import signal
-
     try:  # a sendmail that exits early must not take pymail (and the dead letter) with it
         old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     except ValueError:  # not the main thread: SIGPIPE is Python's default there (ignored) anyway
         old = None
     try:
-        for seg in segments:
-            proc.stdin.write(seg)
-        proc.stdin.close()
-    except BrokenPipeError:
-        try:  # closed now, while SIGPIPE is ignored: else the buffer's flush at exit kills pymail
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
+        err = _run_fed(proc, segments, timeout)
+    except subprocess.TimeoutExpired:
+        raise _fail(TempFailError, "%s did not finish within %g s; killed" % (path, timeout), recipients) from None
+    except BaseException:  # interrupted: a sendmail left with half a message on a closed pipe could send it
+        _kill_group(proc)
+        raise
     finally:
         if old is not None:
             signal.signal(signal.SIGPIPE, old)
-    try:
-        err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
-        status = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise _fail(TempFailError, "%s did not finish in %s s" % (path, timeout), recipients) from None
+    status = proc.returncode
     if status != 0:
-        why = err[-1] if err else "exit status %d" % status
+        lines = err.decode("utf-8", "replace").strip().splitlines()
+        why = lines[-1] if lines else "exit status %d" % status if status > 0 else "killed by signal %d" % -status
         cls = TempFailError if status == 75 else UnavailableError
         raise _fail(cls, "%s refused the message: %s" % (path, why), recipients)
     return Report(recipients)
+
+
+def _kill_group(proc):
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:  # already gone
+        pass
+    proc.wait()
+
+
+def _run_fed(proc, segments, timeout):
+    """Write ``segments`` to ``proc``'s stdin and read its stderr until it exits, within ``timeout``.
+
+    The writes are non-blocking and the waits bounded, so that a program that
+    never reads holds nothing up past the timeout; at the timeout its process
+    group is killed and TimeoutExpired raised.  Its stderr (the last 8 KB).
+    """
+    import selectors
+    import subprocess
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stdin, stderr = proc.stdin.fileno(), proc.stderr.fileno()
+    os.set_blocking(stdin, False)
+    chunks = (memoryview(seg) for seg in segments if seg)
+    view = next(chunks, None)
+    err = b""
+    with selectors.DefaultSelector() as sel:
+        if view is None:
+            proc.stdin.close()
+        else:
+            sel.register(stdin, selectors.EVENT_WRITE)
+        sel.register(stderr, selectors.EVENT_READ)
+        while sel.get_map():
+            if deadline is None:
+                wait = None if view is not None else 0.05
+            else:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    _kill_group(proc)
+                    raise subprocess.TimeoutExpired(proc.args, timeout)
+                if view is None:
+                    wait = min(wait, 0.05)
+            ready = sel.select(wait)
+            if not ready and view is None and proc.poll() is not None:
+                break  # it is gone; something it started may hold stderr open: not waited for
+            for key, _events in ready:
+                if key.fd == stdin:
+                    try:
+                        n = os.write(stdin, view[: 1 << 16])
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:  # it stopped reading: its exit status says why
+                        n, view = 0, None
+                    if view is not None:
+                        view = view[n:] or next(chunks, None)
+                    if view is None:
+                        sel.unregister(stdin)
+                        proc.stdin.close()
+                else:
+                    data = os.read(stderr, 1 << 16)
+                    if not data:
+                        sel.unregister(stderr)
+                    err = (err + data)[-8192:]
+    if not proc.stdin.closed:
+        proc.stdin.close()
+    wait = None if deadline is None else max(deadline - time.monotonic(), 0)
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise
+    proc.stderr.close()
+    return err
 
 
 # -- SMTP --------------------------------------------------------------------------------
@@ -172,8 +258,24 @@ def _smtp_classes():
 
         log = None
         redact = False
+        step = "connecting"  # what the session waits for, for the words of a timeout
+        _rbuf = None  # what was read past the last reply line; made by _get_socket
+
+        def _get_socket(self, host, port, timeout):
+            self.step = "connecting"
+            sock = super()._get_socket(host, port, timeout)
+            self.step = "the greeting"
+            self._rbuf = bytearray()
+            return sock
+
+        def starttls(self, *args, **kwargs):
+            reply = super().starttls(*args, **kwargs)
+            self._rbuf = bytearray()  # RFC 3207: nothing read before TLS counts after it
+            return reply
 
         def putcmd(self, cmd, args=""):
+            verb = cmd.upper()
+            self.step = "AUTH" if self.redact else {"MAIL": "MAIL FROM", "RCPT": "RCPT TO"}.get(verb, verb)
             if not self.redact:
                 cmd = cmd.upper()  # smtplib sends "ehlo", "rset": show and send them as RFC 5321 writes them
                 for word in ("from:", "to:"):  # and "from:<a>" (Python 3.13) as "FROM:<a>"
@@ -188,12 +290,64 @@ def _smtp_classes():
             super().putcmd(cmd, args)
 
         def getreply(self):
-            code, msg = super().getreply()
+            """A reply, all its lines within the timeout (a server that drips ``220-`` lines times out too)."""
+            import time
+
+            deadline = time.monotonic() + self.timeout
+            resp = []
+            while True:
+                line = self._line(deadline)
+                if not line:
+                    self.close()
+                    raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+                if len(line) > smtplib._MAXLINE:
+                    self.close()
+                    raise smtplib.SMTPResponseException(500, "Line too long.")
+                resp.append(line[4:].strip(b" \t\r\n"))
+                try:
+                    code = int(line[:3])
+                except ValueError:
+                    code = -1
+                    break
+                if line[3:4] != b"-":
+                    break
+            msg = b"\n".join(resp)
             if self.log is not None:
                 lines = msg.decode("utf-8", "replace").split("\n") or [""]
                 for i, text in enumerate(lines):
                     self.log("S: %d%s%s" % (code, "-" if i < len(lines) - 1 else " ", text))
             return code, msg
+
+        def _line(self, deadline):
+            """One line of the server's, read by this client's own buffer with the time left to ``deadline``."""
+            import time
+
+            while True:
+                end = self._rbuf.find(b"\n")
+                if end >= 0 or len(self._rbuf) > smtplib._MAXLINE:
+                    end = end + 1 if end >= 0 else len(self._rbuf)
+                    line = bytes(self._rbuf[:end])
+                    del self._rbuf[:end]
+                    return line
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                self.sock.settimeout(left)
+                try:
+                    data = self.sock.recv(1 << 16)
+                except TimeoutError:
+                    raise
+                except OSError as exc:
+                    self.close()
+                    raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed: %s" % exc) from None
+                finally:
+                    if self.sock is not None:
+                        self.sock.settimeout(self.timeout)
+                if not data:
+                    line = bytes(self._rbuf)
+                    self._rbuf.clear()
+                    return line
+                self._rbuf += data
 
         def data_stream(self, segments):
             """DATA with the message streamed: CRLF line ends, dot-stuffed, in 1 MB writes."""
@@ -329,9 +483,11 @@ def smtp_deliveries(
         yield from all_fail(_fail(UnavailableError, _UNTRUSTED % (where, exc.verify_message), recipients))
         return
     except (OSError, smtplib.SMTPException) as exc:
-        yield from all_fail(
-            _fail(TempFailError, "cannot connect to %s port %d: %s" % (host, port, _why(exc)), recipients)
-        )
+        if _timed_out(exc) and client.step != "connecting":
+            failure = _fail(TempFailError, _TIMED_OUT % (where, timeout, client.step), recipients)
+        else:
+            failure = _fail(TempFailError, "cannot connect to %s port %d: %s" % (host, port, _why(exc)), recipients)
+        yield from all_fail(failure)
         return
 
     def session_failure(exc):
@@ -339,6 +495,8 @@ def smtp_deliveries(
             return exc
         if isinstance(exc, ssl.SSLCertVerificationError):
             return _fail(UnavailableError, _UNTRUSTED % (where, exc.verify_message), recipients)
+        if _timed_out(exc):
+            return _fail(TempFailError, _TIMED_OUT % (where, timeout, client.step), recipients)
         if isinstance(exc, smtplib.SMTPServerDisconnected):
             return _fail(TempFailError, "%s closed the connection" % where, recipients)
         return _fail(TempFailError, "connection to %s failed: %s" % (where, _why(exc)), recipients)
@@ -370,6 +528,14 @@ def smtp_deliveries(
             client.close()
         except Exception:  # closing what failed: nothing more to say
             pass
+
+
+_TIMED_OUT = "%s timed out after %g s during %s"
+
+
+def _timed_out(exc):
+    """Whether ``exc`` is a wait that ran out (smtplib reports some as SMTPServerDisconnected)."""
+    return isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)
 
 
 _UNTRUSTED = "the certificate of %s is not trusted: %s (a private CA goes in --tls-trust-file)"
@@ -519,6 +685,7 @@ __all__ = [
     "deliver_mbox",
     "deliver_maildir",
     "deliver_stdout",
+    "check_local",
     "mbox_append",
 ]
 
@@ -585,12 +752,17 @@ def deliver_each(
     smtputf8=False,
     warn=None,
     stdout=None,
+    stdout_mbox=False,
     env=None,
 ):
     """Deliver each of ``messages`` (``(segments, size)`` pairs) by ``url``, the same envelope for all.
 
     Over SMTP one session carries them all (one login, one password lookup);
-    other transports take them one by one.  Yields ``(Report, None)`` or
+    other transports take them one by one.  To ``-`` (``stdout``) each message
+    is written as it is, or with ``stdout_mbox`` (the caller sends several) as
+    one message of an mbox, so that the output can be told apart.  With
+    ``check`` nothing is sent: SMTP goes up to RCPT TO, other transports are
+    checked as :func:`check_local` says.  Yields ``(Report, None)`` or
     ``(None, exception)`` for each message, in order.
     """
     if url.scheme in ("smtp", "smtps"):
@@ -618,7 +790,7 @@ def deliver_each(
         segments = list(segments)
         try:
             if check:
-                report = Report(recipients)
+                report = check_local(url, recipients, env)
             elif url.scheme == "sendmail":
                 report = deliver_sendmail(sendmail_path(url.path, env), segments, sender, recipients, timeout)
             elif url.scheme == "mbox":
@@ -626,11 +798,56 @@ def deliver_each(
             elif url.scheme == "maildir":
                 report = deliver_maildir(url.path, segments, recipients)
             else:
-                report = deliver_stdout(stdout, segments, recipients)
+                report = deliver_stdout(stdout, segments, recipients, sender if stdout_mbox else None)
         except PipemailError as exc:
             yield None, exc
             continue
         yield report, None
+
+
+_NOT_CHECKED = "recipients are not checked without SMTP"
+
+
+def check_local(url, recipients, env=None):
+    """--check for a transport other than SMTP: what can be checked without sending, in a Report's ``checked``.
+
+    The sendmail program must be executable (else ConfigError, as sending
+    would say), an mbox or a Maildir writable or creatable (else
+    CantCreateError); nothing is written, and no recipient is checked.
+    """
+    if url.scheme == "sendmail":
+        path = sendmail_path(url.path, env)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            why = "No such file or directory" if not os.path.exists(path) else "Permission denied"
+            raise _fail(ConfigError, "cannot run %s: %s" % (path, why), recipients)
+        said = "sendmail:%s is executable; %s" % (path, _NOT_CHECKED)
+    elif url.scheme in ("mbox", "maildir"):
+        path = os.path.abspath(url.path)
+        what = "mailbox" if url.scheme == "mbox" else "Maildir"
+        if os.path.exists(path):
+            how, why = "can be written to", None
+            if url.scheme == "maildir" and not os.path.isdir(path):
+                why = "Not a directory"
+            elif url.scheme == "mbox" and os.path.isdir(path):
+                why = "Is a directory"
+            elif not os.access(path, os.W_OK):
+                why = "Permission denied"
+        else:
+            how, why = "can be created", None
+            parent = os.path.dirname(path)
+            if url.scheme == "maildir":  # made with its parents
+                while not os.path.exists(parent):
+                    parent = os.path.dirname(parent)
+            if not os.path.isdir(parent):
+                why = "No such file or directory"
+            elif not os.access(parent, os.W_OK):
+                why = "Permission denied"
+        if why is not None:
+            raise _fail(CantCreateError, "cannot write %s %s: %s" % (what, shown(url.path), why), recipients)
+        said = "%s:%s %s (nothing was written); %s" % (url.scheme, shown(url.path), how, _NOT_CHECKED)
+    else:
+        said = "the message would be written to standard output; %s" % _NOT_CHECKED
+    return Report(recipients, checked=said)
 
 
 def save_dead_letter(path, segments, sender, undelivered, warn=None):

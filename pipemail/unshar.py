@@ -151,11 +151,11 @@ def find_parts(label, stream, on_error, immediate=None, found_flag=None):
     """
     import tempfile
 
-    from pipemail.uu import _Reader
+    from pipemail.lines import LineReader
 
     path = getattr(stream, "name", None)
     seekable = isinstance(path, str) and isinstance(stream, io.BufferedReader | io.FileIO) and stream.seekable()
-    rd = _Reader(stream, label)
+    rd = LineReader(stream, label)
     found = False
     while True:
         start_at = rd.consumed + rd.pos
@@ -305,16 +305,23 @@ def _show(name):
 
 
 class Extractor:
-    """A parser's sink that creates files and directories below one directory, safely."""
+    """A parser's sink that creates files and directories below one directory, safely.
 
-    def __init__(self, directory=".", overwrite=False, on_error=None, on_file=None, advance=None):
+    Modes follow GNU tar's rule (:func:`pipemail.safefile.archive_mode`).  A
+    directory that existed before the extraction keeps its mode and time:
+    where the archive says otherwise, ``on_warning`` gets a line saying so.
+    """
+
+    def __init__(self, directory=".", overwrite=False, on_error=None, on_file=None, advance=None, on_warning=None):
         self.advance = advance  # called with the bytes of each write (a progress bar), or None
         self.overwrite = overwrite
         self.on_error = on_error or (lambda exc: None)
         self.on_file = on_file or (lambda name, status: None)
+        self.on_warning = on_warning or (lambda message: None)
         self.directory_name = directory
         self._base = None  # opened (and created) when the first member arrives
-        self.dirs = []
+        self.dirs = {}  # components -> [mode, mtime, where], in the order first met
+        self.created = set()  # components of the directories this extraction created
         self.digests = ("sha256", "md5")  # which to compute: set per archive format
         self.out = None
         self.name = None
@@ -337,50 +344,66 @@ class Extractor:
         return self._base
 
     def close(self):
+        """Give directories their modes and times (deepest first), then let go of DIR."""
+        from pipemail.safefile import archive_mode, current_umask
+
         self.abort_file()
         if self._base is None:
             return
-        for name, mode, mtime in reversed(self.dirs):
-            try:
-                fd = self._dir(name, create=False)
-            except PipemailError:
+        umask = current_umask()
+        for parts, (mode, mtime, where) in reversed(self.dirs.items()):
+            if mode is None and mtime is None:
                 continue
             try:
+                fd = self._dir(list(parts), create=False)
+            except (PipemailError, OSError):
+                continue
+            try:
+                if parts not in self.created:
+                    self._keep(parts, fd, None if mode is None else archive_mode(mode, umask), mtime, where)
+                    continue
                 if mode is not None:
-                    os.fchmod(fd, mode & 0o777)
+                    os.fchmod(fd, archive_mode(mode, umask))
                 if mtime is not None:
                     os.utime(fd, (mtime, mtime))
             except OSError:
                 pass
             finally:
                 os.close(fd)
-        self.dirs = []
+        self.dirs = {}
+        self.created = set()
         os.close(self._base)
         self._base = None
 
+    def _keep(self, parts, fd, mode, mtime, where):
+        """Leave a directory that existed before as it is; say so if the archive wanted it otherwise."""
+        import stat
+        import time
+
+        st = os.fstat(fd)
+        have = stat.S_IMODE(st.st_mode) & 0o777
+        kept, wanted = [], []
+        if mode is not None and mode != have:
+            kept.append("mode %04o" % have)
+            wanted.append("%04o" % mode)
+        if mtime is not None and mtime != int(st.st_mtime):
+            kept.append("time")
+            wanted.append(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(mtime)))
+        if kept:
+            self.on_warning(
+                "%s: %s existed before the extraction: kept its %s, not the archive's %s"
+                % (where, _show("/".join(parts).encode()), " and ".join(kept), " and ".join(wanted))
+            )
+
     def _parts(self, name):
-        from pipemail.uu import safe_parts
+        from pipemail.safefile import safe_parts
 
         return safe_parts(name, keep_paths=True)
 
     def _dir(self, parts, create=True):
-        from pipemail.uu import _open_dirs
+        from pipemail.safefile import current_umask, open_dirs
 
-        if create:
-            from pipemail.safefile import current_umask
-
-            return _open_dirs(self.base, parts, current_umask())
-        fd = os.dup(self.base)
-        flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0)
-        try:
-            for p in parts:
-                nfd = os.open(p, flags, dir_fd=fd)
-                os.close(fd)
-                fd = nfd
-        except OSError:
-            os.close(fd)
-            raise CantCreateError("directory vanished") from None
-        return fd
+        return open_dirs(self.base, parts, current_umask(), create=create, created=self.created)
 
     def _fail(self, exc):
         self.on_error(exc)
@@ -393,7 +416,11 @@ class Extractor:
         except PipemailError as exc:
             self._fail(type(exc)("%s: %s" % (self.where, exc)))
             return
-        self.dirs.append((parts, mode, mtime))
+        entry = self.dirs.setdefault(tuple(parts), [None, None, self.where])
+        if mode is not None:
+            entry[0], entry[2] = mode, self.where
+        if mtime is not None:
+            entry[1], entry[2] = mtime, self.where
 
     def open_file(self, name, append=False):
         from pipemail.safefile import Output
@@ -450,12 +477,13 @@ class Extractor:
             self._fail(DataError("%s: %s: %s; not written" % (self.where, _show(name), problem)))
             self.on_file(name, "failed")
             return
-        if mode is None:  # as sh would create it
-            from pipemail.safefile import current_umask
+        from pipemail.safefile import archive_mode, current_umask
 
-            mode = 0o666 & ~current_umask()
+        umask = current_umask()
+        # as sh would create it when the archive says no mode; else GNU tar's rule
+        mode = 0o666 & ~umask if mode is None else archive_mode(mode, umask)
         try:
-            out.commit(mode & 0o777, mtime=mtime)
+            out.commit(mode, mtime=mtime)
         except PipemailError as exc:
             self._fail(type(exc)("%s: %s" % (self.where, exc)))
             self.on_file(name, "failed")
@@ -577,9 +605,9 @@ class PysharParser:
         self.started = False
 
     def feed_part(self, label, first_lineno, stream):
-        from pipemail.uu import _Reader
+        from pipemail.lines import LineReader
 
-        rd = _Reader(stream, label)
+        rd = LineReader(stream, label)
         rd.lineno = first_lineno - 1
         self.feed_reader(rd)
 
@@ -672,8 +700,8 @@ class PysharParser:
                 break
             if not (line.startswith(b"#") or line.startswith(b"---- Cut Here")):
                 raise self._error("unexpected line in the archive header: %s" % _show(line[:80].rstrip(b"\n")))
-        for force in ("", "1"):
-            prelude = (shar.PRELUDE % {"force": force}).encode()
+        for text, force in ((t, f) for t in (shar.PRELUDE, *shar.OLD_PRELUDES) for f in ("", "1")):
+            prelude = (text % {"force": force}).encode()
             rd.fill(len(prelude))
             if bytes(rd.buf[rd.pos : rd.pos + len(prelude)]) == prelude:
                 rd.pos += len(prelude)
@@ -807,10 +835,12 @@ def unshar(
     on_file=None,
     emit=None,
     advance=None,
+    on_warning=None,
 ):
     """Find, group and extract (or list) every archive in ``inputs``; return the errors in order.
 
-    ``advance``, when given, is called with the number of bytes of each write (a progress bar).
+    ``advance``, when given, is called with the number of bytes of each write (a progress bar);
+    ``on_warning`` with each line that says what was left as it was (see :class:`Extractor`).
     """
     from pipemail.mailbox_io import iter_texts
 
@@ -821,7 +851,7 @@ def unshar(
         if on_error is not None:
             on_error(exc)
 
-    sink = Lister(emit) if list_only else Extractor(directory, overwrite, fail, on_file, advance)
+    sink = Lister(emit) if list_only else Extractor(directory, overwrite, fail, on_file, advance, on_warning)
 
     def immediate(info):
         if info.format != "pyshar" or info.total != 1:

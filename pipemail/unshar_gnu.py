@@ -49,8 +49,9 @@ import datetime
 import io
 import re
 
+from pipemail.lines import Buffer
 from pipemail.unshar_api import ArchiveError, PartInfo
-from pipemail.uu import _FROM_UU, _UU_CHARS, _Buffer
+from pipemail.uu import FROM_UU, UU_CHARS
 
 __all__ = ["GnuParser", "detect", "part_info"]
 
@@ -280,7 +281,7 @@ def _show(line, limit=80):
 # -- reading lines ----------------------------------------------------------------------
 
 
-class _Reader(_Buffer):
+class _Reader(Buffer):
     """Lines of one part, with line numbers and bulk access for here-documents."""
 
     _FILL = _FILL
@@ -484,7 +485,7 @@ class _Member:
         work = bytearray(region[: 62 * good])
         work[0::62] = b"\n" * good
         try:
-            data = binascii.a2b_base64(work.translate(_FROM_UU))
+            data = binascii.a2b_base64(work.translate(FROM_UU))
         except binascii.Error:
             return 0
         if len(data) != 45 * good:
@@ -521,9 +522,9 @@ class _Member:
                 self.uu_state = "zero"
                 return
             data = line[1:]
-            if count > 45 or len(data) != (count + 2) // 3 * 4 or data.translate(None, _UU_CHARS):
+            if count > 45 or len(data) != (count + 2) // 3 * 4 or data.translate(None, UU_CHARS):
                 raise rd.error("malformed uuencoded line: %s" % _show(line), lineno)
-            decoded = binascii.a2b_base64(data.translate(_FROM_UU))[:count]
+            decoded = binascii.a2b_base64(data.translate(FROM_UU))[:count]
             self.sink.write(decoded)
             self.size += len(decoded)
         elif state == "zero":

@@ -25,6 +25,7 @@ from pipemail.errors import (
     describe_oserror,
     shown,
 )
+from pipemail.lines import LineReader, strip_eol
 
 __all__ = [
     "Error",
@@ -47,15 +48,16 @@ _UU_SPACE = bytes(range(32, 96))
 # base64 -> uu; "=" (a short last group) becomes the zero character.
 _TO_UU = bytes.maketrans(_B64 + b"=", _UU_BACKTICK + b"`")
 _TO_UU_SPACE = bytes.maketrans(_B64 + b"=", _UU_SPACE + b" ")
-# uu -> base64: space and backtick are both zero.  Every other byte becomes a
-# newline, which binascii.a2b_base64 skips: the fast paths detect bad
-# characters by the decoded length coming out short.
-_FROM_UU = bytearray(b"\n" * 256)
+# uu -> base64 (public: GNU shar's parser in unshar_gnu uses them too): space
+# and backtick are both zero.  Every other byte becomes a newline, which
+# binascii.a2b_base64 skips: the fast paths detect bad characters by the
+# decoded length coming out short.  UU_CHARS is the uu alphabet.
+FROM_UU = bytearray(b"\n" * 256)
 for _v in range(64):
-    _FROM_UU[32 + _v] = _B64[_v]
-_FROM_UU[96] = _B64[0]
-_FROM_UU = bytes(_FROM_UU)
-_UU_CHARS = bytes(range(32, 97))
+    FROM_UU[32 + _v] = _B64[_v]
+FROM_UU[96] = _B64[0]
+FROM_UU = bytes(FROM_UU)
+UU_CHARS = bytes(range(32, 97))
 
 _LINE = 45  # bytes per encoded line
 _CHUNK_LINES = 2048  # lines decoded per bulk step (about 128 KB)
@@ -63,7 +65,6 @@ _CHUNK_LINES = 2048  # lines decoded per bulk step (about 128 KB)
 # below malloc's trim threshold, which larger steps cross on each chunk,
 # paying page faults for all their temporaries.
 _ENCODE_LINES = 512
-_MAX_LINE = 4096  # longer lines are never part of an encoded block
 _structs = {}
 
 
@@ -94,7 +95,8 @@ def header_line(name, mode=0o644, *, base64=False):
     return b"%s %o %s\n" % (word, mode & 0o777, name)
 
 
-def _read_full(read, n):
+def read_full(read, n):
+    """``n`` bytes from the function ``read`` (fewer only at the end): short reads are retried."""
     data = read(n)
     if data is None:
         data = b""
@@ -124,7 +126,8 @@ def _encode_last(data, table):
     return bytes((32 + len(data),)) + text + b"\n"
 
 
-def _b64_lines(data):
+def b64_lines(data):
+    """Whole 45-byte lines of ``data`` (len a multiple of 45) as base64 lines of 60 characters."""
     n = len(data) // _LINE
     text = binascii.b2a_base64(data, newline=False)
     return b"\n".join(_splitter(n, 60).unpack(text)) + b"\n"
@@ -139,11 +142,11 @@ def encode_body(src, dst, *, base64=False, table=_TO_UU, chunk_lines=_ENCODE_LIN
     size = _LINE * chunk_lines
     total = 0
     while True:
-        data = _read_full(read, size)
+        data = read_full(read, size)
         total += len(data)
         whole = len(data) - len(data) % _LINE
         if whole:
-            write(_b64_lines(data[:whole]) if base64 else _encode_lines(data[:whole], table))
+            write(b64_lines(data[:whole]) if base64 else _encode_lines(data[:whole], table))
         if whole < len(data):
             rest = data[whole:]
             if base64:
@@ -176,105 +179,15 @@ def encode_bytes(data, name, mode=0o644, *, base64=False):
     return out.getvalue()
 
 
-# -- reading lines --------------------------------------------------------------
+# -- reading lines ------------------------------------------------------------------
 
 
-class _Buffer:
-    """A growing window on a binary stream: ``buf[pos:]`` is what is not yet taken."""
-
-    _FILL = 1 << 16
-
-    def __init__(self, stream):
-        self._read = stream.read
-        self.buf = bytearray()
-        self.pos = 0
-        self.eof = False
-        self.consumed = 0  # bytes dropped from the front of buf: buf[i] is at offset consumed + i
-
-    def fill(self, want):
-        """Try to have ``want`` bytes buffered from ``pos``; False if no more came."""
-        if len(self.buf) - self.pos >= want:
-            return True
-        if self.eof:
-            return False
-        if self.pos:
-            del self.buf[: self.pos]
-            self.consumed += self.pos
-            self.pos = 0
-        start = len(self.buf)
-        while len(self.buf) < want:
-            data = self._read(max(self._FILL, want - len(self.buf)))
-            if not data:
-                self.eof = True
-                break
-            self.buf += data
-        return len(self.buf) > start
-
-
-class _Reader(_Buffer):
-    """Lines of a binary stream, with bulk access for the decoders' fast paths.
-
-    ``lineno`` is the number of the last line returned.  Memory stays bounded:
-    a line longer than ``_MAX_LINE`` is returned cut short, with ``overlong``
-    set, and the rest of it is skipped.
-    """
+class _Reader(LineReader):
+    """Lines of one input, remembering where a pyshar archive was passed over."""
 
     def __init__(self, stream, label):
-        super().__init__(stream)
-        self.label = label
-        self.lineno = 0
-        self.overlong = False
+        super().__init__(stream, label)
         self.pyshar_line = 0  # the first line of a pyshar archive met while looking for blocks
-        self._back = None
-
-    def readline(self):
-        """The next line, line end included; b"" at the end of input."""
-        if self._back is not None:
-            line, self._back = self._back, None
-            self.lineno += 1
-            return line
-        self.overlong = False
-        while True:
-            end = self.buf.find(b"\n", self.pos, self.pos + _MAX_LINE)
-            if end >= 0:
-                line = bytes(self.buf[self.pos : end + 1])
-                self.pos = end + 1
-                break
-            if len(self.buf) - self.pos >= _MAX_LINE:
-                line = bytes(self.buf[self.pos : self.pos + _MAX_LINE])
-                self.overlong = True
-                self._skip_rest()
-                break
-            if not self.fill(len(self.buf) - self.pos + self._FILL):
-                line = bytes(self.buf[self.pos :])
-                self.pos = len(self.buf)
-                break
-        if line:
-            self.lineno += 1
-        return line
-
-    def _skip_rest(self):
-        while True:
-            end = self.buf.find(b"\n", self.pos)
-            if end >= 0:
-                self.pos = end + 1
-                return
-            self.pos = len(self.buf)
-            if not self.fill(self._FILL):
-                return
-
-    def unread(self, line):
-        """Give back the line just read; the next readline returns it again."""
-        self._back = line
-        self.lineno -= 1
-
-
-def _strip_eol(line):
-    if line.endswith(b"\n"):
-        line = line[:-1]
-        if line.endswith(b"\r"):
-            line = line[:-1]
-    return line
 
 
 # -- headers --------------------------------------------------------------------
@@ -299,7 +212,7 @@ def parse_header(line):
     """A :class:`Header` (line 0) if ``line`` is a begin line, else None."""
     if not line.startswith(b"begin"):
         return None
-    line = _strip_eol(line)
+    line = strip_eol(line)
     word, sep, rest = line.partition(b" ")
     if word == b"begin":
         fmt = "uu"
@@ -312,6 +225,9 @@ def parse_header(line):
         return None
     return Header(fmt, int(mode, 8), name, 0)
 
+
+# The header names that mean standard output (GNU's and busybox's uudecode).
+STDOUT_NAMES = (b"-", b"/dev/stdout")
 
 _PYSHAR_MAGIC = b"# pyshar archive "  # shar.MAGIC; not imported from there, which costs 10 ms of start-up
 
@@ -352,14 +268,22 @@ def _show(ch):
     return repr(bytes((ch,)))[1:]
 
 
-def _decode_uu_body(rd, header, write):
-    width = 0  # length of a standard "M" line with its line end, once seen
+def _decode_uu_body(rd, header, write, on_garbage=None):
+    """Decode uuencoded lines up to ``end``.
+
+    A line may carry one character after its data: the per-line checksum of
+    old BSD encoders, which GNU, busybox and Python's ``uu`` skip unchecked;
+    so does this.  More than that is an error, unless ``on_garbage`` is given
+    (the stdlib API): then, as Python 3.12's ``uu`` did, anything after the
+    characters the length needs is reported through it and ignored.
+    """
+    shape = None  # (length with the line end, length without) of a standard "M" line, once seen
     pause = 0  # lines to go before the fast path is tried again
     zero_seen = False
     backticks = False  # the encoder writes zero as "`" (GNU, busybox): no spaces to lose
     while True:
-        if width and not pause:
-            done, saw = _uu_fast(rd, width, write)
+        if shape and not pause:
+            done, saw = _uu_fast(rd, shape, write)
             backticks = backticks or saw
             if done < 0:
                 pause = 64
@@ -376,7 +300,7 @@ def _decode_uu_body(rd, header, write):
             )
         if rd.overlong:
             raise _error(rd, "line too long for uuencoded data")
-        line = _strip_eol(raw).rstrip(b" ")
+        line = strip_eol(raw).rstrip(b" ")
         if line == b"end":
             return
         if zero_seen or not line:
@@ -384,7 +308,7 @@ def _decode_uu_body(rd, header, write):
             # nothing by a mailer) must be followed by "end".
             if not line:
                 nxt = rd.readline()
-                if _strip_eol(nxt).rstrip(b" ") == b"end":
+                if strip_eol(nxt).rstrip(b" ") == b"end":
                     return
                 if nxt:
                     rd.unread(nxt)
@@ -406,11 +330,16 @@ def _decode_uu_body(rd, header, write):
             continue
         need = (n + 2) // 3 * 4
         data = line[1:]
-        if len(data) > need:
-            if data[need:].strip(b" `"):
+        if on_garbage is not None:
+            if data[(4 * n + 2) // 3 :].strip(b" `"):  # binascii.a2b_uu's rule
+                on_garbage("Trailing garbage")
+            data = data[:need]
+        elif len(data) > need:
+            extra = data[need:]
+            if extra.strip(b" `") and (len(extra) > 1 or extra.translate(None, UU_CHARS)):
                 raise _error(rd, "the length character %s says %d bytes but the line holds more" % (_show(first), n))
             data = data[:need]
-        bad = data.translate(None, _UU_CHARS)
+        bad = data.translate(None, UU_CHARS)
         if bad:
             raise _error(rd, "invalid character %s in uuencoded data" % _show(bad[0]))
         if b"`" in data:
@@ -422,17 +351,25 @@ def _decode_uu_body(rd, header, write):
             if backticks:
                 raise _error(rd, "the length character %s says %d bytes but the line holds fewer" % (_show(first), n))
             data += b" " * (need - len(data))
-        write(binascii.a2b_base64(data.translate(_FROM_UU))[:n])
-        if n == _LINE and len(raw) - len(line) in (1, 2) and len(line) == 61 and raw.endswith(b"\n"):
-            width = len(raw)
+        write(binascii.a2b_base64(data.translate(FROM_UU))[:n])
+        if (
+            n == _LINE
+            and len(raw) - len(line) in (1, 2)
+            and len(line) in ((61,) if on_garbage else (61, 62))
+            and raw.endswith(b"\n")
+        ):
+            shape = len(raw), len(line)
 
 
-def _uu_fast(rd, width, write):
+def _uu_fast(rd, shape, write):
     """Decode a run of standard 45-byte lines in bulk.
 
-    Returns the number of lines decoded (or -1 when the run held something
-    the slow path must look at, line by line) and whether a backtick was seen.
+    ``shape`` is the length of such a line with its line end (LF or CRLF) and
+    without: 61, or 62 with a checksum character.  Returns the number of lines
+    decoded (or -1 when the run held something the slow path must look at,
+    line by line) and whether a backtick was seen.
     """
+    width, body = shape
     rd.fill(width * _CHUNK_LINES)
     buf, pos = rd.buf, rd.pos
     k = min((len(buf) - pos) // width, _CHUNK_LINES)
@@ -443,14 +380,18 @@ def _uu_fast(rd, width, write):
         k - len(buf[pos:end:width].lstrip(b"M")),
         k - len(buf[pos + width - 1 : end : width].lstrip(b"\n")),
     )
-    if width == 63:
-        good = min(good, k - len(buf[pos + 61 : end : width].lstrip(b"\r")))
+    if width - body == 2:
+        good = min(good, k - len(buf[pos + body : end : width].lstrip(b"\r")))
     if good < 2:
         return 0, False
     end = pos + good * width
-    # Translate just these lines, blank the length column, decode.
-    text = buf[pos:end].translate(_FROM_UU)
+    if body == 62 and buf[pos + 61 : end : width].translate(None, UU_CHARS):
+        return -1, False  # a checksum column outside the alphabet: the slow path says where
+    # Translate just these lines, blank the length (and checksum) column, decode.
+    text = buf[pos:end].translate(FROM_UU)
     text[0::width] = b"\n" * good
+    if body == 62:
+        text[61::width] = b"\n" * good
     try:
         data = binascii.a2b_base64(text)
     except binascii.Error:
@@ -486,7 +427,7 @@ def _decode_b64_body(rd, header, write):
             )
         if rd.overlong:
             raise _error(rd, "line too long for base64 data")
-        line = _strip_eol(raw).rstrip(b" \t")
+        line = strip_eol(raw).rstrip(b" \t")
         if line == b"====":
             if pending:
                 raise _error(rd, "truncated base64 data before '===='")
@@ -553,12 +494,15 @@ def _b64_fast(rd, width, crlf, write):
     return good
 
 
-def decode_body(rd, header, write):
-    """Decode the block that ``header`` began, up to its end line, into ``write``."""
+def decode_body(rd, header, write, on_garbage=None):
+    """Decode the block that ``header`` began, up to its end line, into ``write``.
+
+    ``on_garbage``: see :func:`_decode_uu_body` (the stdlib API's leniency).
+    """
     if header.format == "base64":
         _decode_b64_body(rd, header, write)
     else:
-        _decode_uu_body(rd, header, write)
+        _decode_uu_body(rd, header, write, on_garbage)
 
 
 def iter_blocks(stream, label="input"):
@@ -586,56 +530,19 @@ def decode_bytes(data):
     raise DataError("data:%d: no 'begin' line found" % data.count(b"\n"))
 
 
-# -- safe targets -----------------------------------------------------------------
-
-
-def safe_parts(name, keep_paths=False):
-    """The path components to write for a header ``name`` (bytes), or NoPermError.
-
-    Absolute paths and ``..`` are always refused; without ``keep_paths`` only
-    the last component is kept.
-    """
-    shown = os.fsdecode(name)
-    if b"\0" in name:
-        raise NoPermError("refusing unsafe name %r: it contains a NUL byte" % shown)
-    if name.startswith(b"/"):
-        raise NoPermError("refusing unsafe name %r: absolute paths are never written" % shown)
-    parts = [p for p in name.split(b"/") if p and p != b"."]
-    if b".." in parts:
-        raise NoPermError("refusing unsafe name %r: '..' is never written" % shown)
-    if not parts or name.endswith(b"/"):
-        raise NoPermError("refusing unsafe name %r: it names no file" % shown)
-    if not keep_paths:
-        parts = parts[-1:]
-    return [os.fsdecode(p) for p in parts]
-
-
-def _open_dirs(base_fd, dirs, umask):
-    """Open (creating as needed) ``dirs`` below ``base_fd``, never following a symlink."""
-    fd = os.dup(base_fd)
-    flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        for part in dirs:
-            try:
-                os.mkdir(part, 0o777 & ~umask, dir_fd=fd)
-            except FileExistsError:
-                pass
-            nfd = os.open(part, flags, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (getattr(os, "ELOOP", 40), 20):  # a symlink or a file in the way
-            raise NoPermError("refusing to write below %r: not a real directory" % part) from None
-        raise CantCreateError("cannot create directory %r: %s" % (part, describe_oserror(exc))) from None
-    return fd
-
-
 # -- decoding files -----------------------------------------------------------------
 
 
 def _discard(data):
     pass
+
+
+def _skip_body(rd, header):
+    """Pass over a refused block (its damage, if any, is not reported)."""
+    try:
+        decode_body(rd, header, _discard)
+    except DataError:
+        pass
 
 
 def decode_inputs(
@@ -646,6 +553,7 @@ def decode_inputs(
     keep_paths=False,
     directory=".",
     ignore_chmod_errors=False,
+    stdout=None,
     on_error=None,
     advance=None,
 ):
@@ -656,13 +564,18 @@ def decode_inputs(
     name below ``directory``; a path the user named, which receives all blocks
     one after another and is replaced once, at the end; or a
     :class:`pipemail.safefile.Output` such as stdout.
+    ``stdout``: the :class:`~pipemail.safefile.Output` that receives the blocks
+    whose header names ``-`` or ``/dev/stdout`` (as GNU and busybox uudecode
+    do), when ``output`` is None; without it such blocks are refused.
+    Header names lose leading and trailing white space, as GNU's do.
+    Modes follow :func:`pipemail.safefile.archive_mode`.
     Each block stands alone: a bad one is reported through ``on_error`` (and
     returned) and does not undo the blocks before it.
     ``advance``, when given, is called with the number of bytes of each read
     (a progress bar).
     """
     from pipemail.progress import reader
-    from pipemail.safefile import Output, current_umask
+    from pipemail.safefile import Output, archive_mode, current_umask
 
     errors = []
 
@@ -709,15 +622,23 @@ def decode_inputs(
                         break
                     found = True
                     try:
-                        if shared is not None:
-                            shared.checkpoint()
+                        to_stdout = shared is None and header.name.strip() in STDOUT_NAMES
+                        if to_stdout and stdout is None:
+                            _skip_body(rd, header)
+                            raise NoPermError(
+                                "%s:%d: refusing %r: it means standard output, which is not available"
+                                % (label, header.line, os.fsdecode(header.name.strip()))
+                            )
+                        stream = shared if shared is not None else stdout if to_stdout else None
+                        if stream is not None:
+                            stream.checkpoint()
                             try:
-                                decode_body(rd, header, shared.write)
+                                decode_body(rd, header, stream.write)
                             except DataError:
-                                shared.rollback()
+                                stream.rollback()
                                 raise
-                            if shared_mode is None:
-                                shared_mode = header.mode & 0o777 & ~umask
+                            if shared is not None and shared_mode is None:
+                                shared_mode = archive_mode(header.mode, umask)
                         else:
                             _decode_to_name(rd, header, base_fd, force, keep_paths, umask, ignore_chmod_errors)
                     except (DataError, NoPermError, CantCreateError) as exc:
@@ -740,9 +661,13 @@ def decode_inputs(
                 shared.abort()
             else:
                 shared.commit(shared_mode, ignore_chmod_errors=ignore_chmod_errors)
+        if stdout is not None:
+            stdout.commit()
     except BaseException:
         if shared is not None:
             shared.abort()
+        if stdout is not None:
+            stdout.abort()
         raise
     finally:
         if base_fd is not None:
@@ -752,23 +677,20 @@ def decode_inputs(
 
 def _decode_to_name(rd, header, base_fd, force, keep_paths, umask, ignore_chmod_errors):
     """Decode one block into the file its header names, or refuse it (and skip it)."""
-    from pipemail.safefile import Output
+    from pipemail.safefile import Output, archive_mode, open_dirs, safe_parts
 
     where = "%s:%d: " % (rd.label, header.line)
     try:
-        parts = safe_parts(header.name, keep_paths)
+        parts = safe_parts(header.name.strip(), keep_paths)
         label = shown("/".join(parts))
-        dir_fd = _open_dirs(base_fd, parts[:-1], umask)
+        dir_fd = open_dirs(base_fd, parts[:-1], umask)
         out = Output.in_directory(dir_fd, parts[-1], label, overwrite=force)
     except (NoPermError, CantCreateError) as exc:
-        try:
-            decode_body(rd, header, _discard)
-        except DataError:
-            pass
+        _skip_body(rd, header)
         raise type(exc)(where + str(exc)) from None
     try:
         decode_body(rd, header, out.write)
-        out.commit(header.mode & 0o777 & ~umask, ignore_chmod_errors=ignore_chmod_errors)
+        out.commit(archive_mode(header.mode, umask), ignore_chmod_errors=ignore_chmod_errors)
     except CantCreateError as exc:
         out.abort()
         raise CantCreateError(where + str(exc)) from None
@@ -831,13 +753,23 @@ def encode(in_file, out_file, name=None, mode=None, *, backtick=False):
 def decode(in_file, out_file=None, mode=None, quiet=False):
     """Decode the first uuencoded (or base64) block: the stdlib ``uu.decode``.
 
-    Without ``out_file`` the header's name is used: an existing file is never
-    overwritten, and absolute names and ``..`` are refused (:class:`Error`).
-    ``quiet`` is accepted for compatibility; bad data raises :class:`Error`.
+    As Python 3.12's: a header naming ``-`` (or ``out_file="-"``) writes to
+    ``sys.stdout``; trailing garbage on a line is reported on ``sys.stderr``
+    ("Warning: Trailing garbage") unless ``quiet``, and ignored; without
+    ``out_file`` the header's name is used, in a directory that must exist
+    (FileNotFoundError), never over an existing file, never an absolute name
+    or ``..`` (:class:`Error`).  Safer than 3.12: a symlink is never followed,
+    the mode's setuid, setgid and sticky bits are dropped, and a file appears
+    only once its block decoded completely.
     """
+    import errno
     import sys
 
-    from pipemail.safefile import Output
+    from pipemail.safefile import Output, open_dirs, safe_parts
+
+    def garbage(message):
+        if not quiet:
+            sys.stderr.write("Warning: %s\n" % message)
 
     in_file, opened = _open_compat(in_file, "rb", sys.stdin.buffer if in_file == "-" else None)
     try:
@@ -848,27 +780,39 @@ def decode(in_file, out_file=None, mode=None, quiet=False):
         if mode is None:
             mode = header.mode
         if out_file is None:
-            shown = header.name.rstrip(b" \t\r\n\f")
-            try:
-                parts = safe_parts(shown, keep_paths=True)
-            except NoPermError:
-                raise Error("Refusing to write to %s due to directory traversal" % os.fsdecode(shown)) from None
-            base = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
-            try:
+            name = header.name.rstrip(b" \t\r\n\f")
+            shown_name = os.fsdecode(name)
+            if os.path.lexists(name):
+                raise Error("Cannot overwrite existing file: %s" % shown_name)
+            if name == b"-":
+                out_file = "-"
+            else:
                 try:
-                    out = Output.in_directory(_open_dirs(base, parts[:-1], 0o022), parts[-1], os.fsdecode(shown))
-                except CantCreateError:
-                    raise Error("Cannot overwrite existing file: %s" % os.fsdecode(shown)) from None
-            finally:
-                os.close(base)
-        elif out_file == "-":
+                    parts = safe_parts(name, keep_paths=True)
+                except NoPermError:
+                    raise Error("Refusing to write to %s due to directory traversal" % shown_name) from None
+                base = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    try:
+                        dir_fd = open_dirs(base, parts[:-1], 0o022, create=False)
+                    except FileNotFoundError:
+                        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), shown_name) from None
+                    try:
+                        out = Output.in_directory(dir_fd, parts[-1], shown_name)
+                    except CantCreateError:
+                        raise Error("Cannot overwrite existing file: %s" % shown_name) from None
+                finally:
+                    os.close(base)
+        if out_file == "-":
             out = Output.to_stream(sys.stdout.buffer)
+        elif out_file is None:
+            pass  # the header's name, opened above
         elif isinstance(out_file, str | os.PathLike):
             out = Output.to_path(out_file)
         else:
             out = Output.to_stream(out_file)
         try:
-            decode_body(rd, header, out.write)
+            decode_body(rd, header, out.write, garbage)
             out.commit(mode & 0o777)
         except BaseException:
             out.abort()

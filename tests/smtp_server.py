@@ -53,7 +53,13 @@ class Server:
         self.logins.append(("XOAUTH2", fields.get("user"), ok))
         return AuthResult(success=ok, handled=False)
 
+    data_delay = 0  # seconds to wait before answering the end of DATA (a slow server)
+
     async def handle_DATA(self, server, session, envelope):
+        if self.data_delay:
+            import asyncio
+
+            await asyncio.sleep(self.data_delay)
         if self.data_reply:
             return self.data_reply
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from pipemail import config
-from pipemail.config import Account, Config, is_loopback, load, password, split_url
+from pipemail.config import Account, Config, is_loopback, load, password, redact_url, split_url
 from pipemail.errors import ConfigError, UsageError
 
 GMAIL = """\
@@ -616,7 +616,6 @@ def test_unknown_url(text):
         ("smtp://[::1", "no ']' after the IPv6 address"),
         ("smtp://[::1]x", "':port' or nothing must follow ']'"),
         ("smtp://[nothost]:25", "'nothost' is not an IPv6 address"),
-        ("smtp://u:pw@h", "no password in the URL (see pipemail.conf(5) for where passwords go)"),
         ("smtp://@h", "empty user name before '@'"),
         ("smtp://h/path", "only [user@]host[:port] may follow smtp://"),
         ("smtp://h?x=1", "only [user@]host[:port] may follow smtp://"),
@@ -629,6 +628,62 @@ def test_bad_url(text, reason):
     with pytest.raises(UsageError) as info:
         split_url(text)
     assert str(info.value) == "bad transport URL %r: %s" % (text, reason)
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("smtp://alice:PASSWORD@host", "smtp://alice:<redacted>@host"),
+        ("smtps://alice:PASS@WORD@host:465", "smtps://alice:<redacted>@host:465"),  # an @ in the password
+        ("smtp://alice:PA/SS#WORD@host", "smtp://alice:<redacted>@host"),  # what would end a URL's authority
+        ("pop3://alice:PASSWORD@[::1]:110", "pop3://alice:<redacted>@[::1]:110"),
+        ("imap://alice:PASSWORD@host", "imap://alice:<redacted>@host"),  # a scheme pipemail does not know
+        ("alice:PASSWORD@host", "alice:<redacted>@host"),  # no scheme at all
+        ("smtp:alice:PASSWORD@host", "smtp:<redacted>@host"),  # no //: the user goes too
+        ("smtp://alice@host", "smtp://alice@host"),
+        ("smtp://host:25", "smtp://host:25"),
+        ("mbox:~/a:b@c", "mbox:~/a:b@c"),  # a path, not a password
+        ("maildir:~/Mail/me@example.org", "maildir:~/Mail/me@example.org"),
+    ],
+)
+def test_redact_url(text, shown):
+    assert redact_url(text) == shown
+
+
+@pytest.mark.parametrize(
+    "text, kind, line",
+    [
+        (
+            "smtp://alice:PASSWORD@host",
+            "transport",
+            "bad transport URL 'smtp://alice:<redacted>@host': no password in the URL "
+            "(see pipemail.conf(5) for where passwords go)",
+        ),
+        ("imap://alice:PASSWORD@host", "transport", "unknown transport URL 'imap://alice:<redacted>@host': "),
+        ("smtp:alice:PASSWORD@host", "transport", "unknown transport URL 'smtp:<redacted>@host': "),
+        ("pop3://alice:PASS WORD@host", "pop", "bad POP URL 'pop3://alice:<redacted>@host': it contains a space"),
+        ("smtp://alice:PASSWORD@host", "pop", "unknown POP URL 'smtp://alice:<redacted>@host': "),
+    ],
+)
+def test_bad_url_never_shows_a_password(text, kind, line):
+    with pytest.raises(UsageError) as info:
+        split_url(text, kind=kind)
+    assert str(info.value).startswith(line) and "PASS" not in str(info.value)
+
+
+def test_a_password_in_the_files_url_is_not_shown(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[accounts.a]\ntransport = "smtp://alice:PASSWORD@host"\npop = "pop3://bob:SECRET@host"\n')
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == (
+        "config file %s: account 'a': bad transport URL 'smtp://alice:<redacted>@host': "
+        "no password in the URL (see pipemail.conf(5) for where passwords go)" % path
+    )
+    path.write_text('[accounts.a]\npop = "pop3://bob:SECRET@host"\n')
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert "pop3://bob:<redacted>@host" in str(info.value) and "SECRET" not in str(info.value)
 
 
 def test_split_url_kinds():

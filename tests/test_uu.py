@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipemail import uu
-from pipemail.errors import DataError
-from pipemail.safefile import Output
+from pipemail.errors import DataError, NoPermError
+from pipemail.safefile import Output, safe_parts
 
 from conftest import DATA
 
@@ -263,14 +263,14 @@ def test_a_name_with_a_newline_is_refused():
     ],
 )
 def test_safe_parts(name, keep, expected):
-    assert uu.safe_parts(name, keep) == expected
+    assert safe_parts(name, keep) == expected
 
 
 @pytest.mark.parametrize("name", [b"/etc/passwd", b"../x", b"a/../../x", b"..", b"dir/", b"a\0b"])
 @pytest.mark.parametrize("keep", [False, True])
 def test_unsafe_names_are_refused_in_both_modes(name, keep):
-    with pytest.raises(uu.NoPermError):
-        uu.safe_parts(name, keep)
+    with pytest.raises(NoPermError):
+        safe_parts(name, keep)
 
 
 def test_a_failed_block_leaves_nothing_on_a_stream():

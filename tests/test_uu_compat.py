@@ -114,3 +114,94 @@ def test_the_reference_copy_is_the_real_module():
     real.encode(io.BytesIO(b"x" * 100), out1, "n")
     stdlib_uu().encode(io.BytesIO(b"x" * 100), out2, "n")
     assert out1.getvalue() == out2.getvalue()
+
+
+# -- decode() side by side with the 3.12 module ----------------------------------------------------
+
+
+def side_by_side(tmp_path, monkeypatch, text, prepare=None, **kwargs):
+    """What 3.12's uu.decode and pipemail.uu.decode each do with ``text`` (header names used):
+    the exception, stdout bytes, stderr text and the files left, {path: (bytes, mode)}."""
+    outcomes = []
+    for n, module in enumerate((stdlib_uu(), uu)):
+        work = tmp_path / ("work%d" % n)
+        work.mkdir()
+        if prepare is not None:
+            prepare(work)
+        monkeypatch.chdir(work)
+        out, err = io.BytesIO(), io.StringIO()
+        wrapper = io.TextIOWrapper(out)
+        monkeypatch.setattr(sys, "stdout", wrapper)
+        monkeypatch.setattr(sys, "stderr", err)
+        try:
+            module.decode(io.BytesIO(text), **kwargs)
+            raised = None
+        except Exception as exc:  # noqa: BLE001 - compared below
+            raised = (type(exc).__name__, str(exc))
+        finally:
+            monkeypatch.undo()
+            wrapper.flush()
+            wrapper.detach()
+        files = {}
+        for root, _dirs, names in os.walk(work):
+            for name in names:
+                path = os.path.join(root, name)
+                with open(path, "rb") as f:
+                    files[os.path.relpath(path, work)] = (f.read(), os.stat(path).st_mode & 0o777)
+        outcomes.append((raised, out.getvalue(), err.getvalue(), files))
+    return outcomes
+
+
+def checksum_lines(data, name):
+    import binascii
+
+    lines = [b"begin 644 " + name + b"\n"]
+    for i in range(0, len(data), 45):
+        chunk = data[i : i + 45]
+        lines.append(binascii.b2a_uu(chunk)[:-1] + bytes((33 + sum(chunk) % 63,)) + b"\n")
+    return b"".join(lines) + b" \nend\n"
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+@pytest.mark.parametrize("n", [1, 2, 3, 44, 45, 46, 200, 45 * 2048 + 1])
+def test_trailing_garbage_warns_on_stderr_unless_quiet_and_decodes_as_312(tmp_path, monkeypatch, quiet, n):
+    data = sample(n)
+    text = checksum_lines(data, b"ck.bin")
+    ours, theirs = side_by_side(tmp_path, monkeypatch, text, quiet=quiet)
+    assert ours == theirs
+    warnings = "" if quiet else "Warning: Trailing garbage\n" * ((n + 44) // 45)
+    assert ours == (None, b"", warnings, {"ck.bin": (data, 0o644)})
+
+
+def test_garbage_on_one_line_only_as_312(tmp_path, monkeypatch):
+    lines = uu.encode_bytes(sample(100), "g.bin").split(b"\n")
+    lines[2] += b"junk"
+    text = b"\n".join(lines)
+    ours, theirs = side_by_side(tmp_path, monkeypatch, text)
+    assert ours == theirs
+    assert ours[2] == "Warning: Trailing garbage\n" and ours[3] == {"g.bin": (sample(100), 0o644)}
+
+
+def test_a_header_named_dash_goes_to_sys_stdout_as_312(tmp_path, monkeypatch):
+    text = uu.encode_bytes(sample(500), "-")
+    ours, theirs = side_by_side(tmp_path, monkeypatch, text)
+    assert ours == theirs == (None, sample(500), "", {})
+
+
+def test_a_header_named_dash_when_a_file_dash_exists_as_312(tmp_path, monkeypatch):
+    text = uu.encode_bytes(sample(5), "-")
+    ours, theirs = side_by_side(tmp_path, monkeypatch, text, prepare=lambda d: (d / "-").write_bytes(b"old"))
+    assert ours == theirs == (("Error", "Cannot overwrite existing file: -"), b"", "", {"-": (b"old", 0o644)})
+
+
+def test_a_header_in_a_missing_directory_raises_file_not_found_as_312(tmp_path, monkeypatch):
+    text = uu.encode_bytes(sample(5), "sub/x.bin")
+    ours, theirs = side_by_side(tmp_path, monkeypatch, text)
+    assert ours == theirs
+    assert ours == (("FileNotFoundError", "[Errno 2] No such file or directory: 'sub/x.bin'"), b"", "", {})
+
+
+def test_a_header_in_an_existing_directory_is_written_there_as_312(tmp_path, monkeypatch):
+    text = uu.encode_bytes(sample(5), "sub/x.bin", 0o640)
+    ours, theirs = side_by_side(tmp_path, monkeypatch, text, prepare=lambda d: (d / "sub").mkdir())
+    assert ours == theirs == (None, b"", "", {"sub/x.bin": (sample(5), 0o640)})

@@ -41,6 +41,15 @@ class _Main:
     def main(self, args=None, prog_name=None, **extra):
         return _main(self, super(), args, prog_name, extra)
 
+    def invoke(self, ctx):
+        # A broken pipe (seen when SIGPIPE is ignored) is an error of ours, not click's silent exit 1.
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            if _stdout_gone():
+                raise IOFailure("cannot write to standard output: its reader is gone (Broken pipe)") from None
+            raise IOFailure(describe_oserror(exc)) from None
+
 
 class Command(_Main, click.Command):
     """A click command with pipemail's one-line errors and exit codes."""
@@ -84,7 +93,24 @@ def _main(cmd, base, args, prog_name, extra):
             "and please report it)" % (type(exc).__name__, exc),
         )
         code = EX_SOFTWARE
+    if _stdout_gone():  # what is still buffered goes nowhere, instead of a traceback at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _stdout_gone():
+    """Whether standard output is a pipe whose reader has closed it (only seen when SIGPIPE is ignored)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _fd, events in poller.poll(0))
 
 
 def _terminate(signum, frame):
@@ -92,9 +118,12 @@ def _terminate(signum, frame):
     sys.exit(128 + signum)
 
 
-def run(command, prog):
-    """Console-script entry: quiet on a closed pipe, tidy on SIGTERM."""
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+def run(command, prog, quiet_pipe=True):
+    """Console-script entry: tidy on SIGTERM, and on a closed pipe quiet (``quiet_pipe``: killed by
+    SIGPIPE, as ``... | head`` expects) or not (SIGPIPE ignored: a closed standard output is an error,
+    said in one line, exit status 74; for a command that must not count as delivered what a reader
+    never got, nor die while feeding a command)."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL if quiet_pipe else signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _terminate)
     command.main(prog_name=prog)
 

@@ -195,7 +195,7 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size):
             elif maildir:
                 sink = pop3.MaildirSink(os.path.expanduser(maildir))
             elif mda:
-                sink = pop3.MdaSink(mda)
+                sink = pop3.MdaSink(mda, warn=lambda m: warn("pypop", m))
             else:
                 sink = pop3.StreamSink(stdout_stream())
             bars = []
@@ -240,4 +240,4 @@ def _stderr_is_tty():
 
 
 def main():
-    run(command, "pypop")
+    run(command, "pypop", quiet_pipe=False)  # never killed by SIGPIPE: what a reader did not get is not recorded

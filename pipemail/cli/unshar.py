@@ -18,6 +18,8 @@ Examples:
 pyunshar never runs a shell: it reads archives written by pyshar and by GNU
 shar (default options, -L, -m, -x, -Q, -B, -T, -V) and creates the files
 itself, only below DIR, never setuid, never over an existing file unless -c.
+Modes are the archive's masked by the umask (exact for root); directories
+that existed before keep their mode and time.
 Archives are found after mail headers, in MIME attachments, mboxes and
 Maildirs; split archives are put together by their identifier."""
 
@@ -66,6 +68,7 @@ def command(directory, overwrite, split_at_exit, list_only, inputs):  # noqa: AR
             on_file=report,
             emit=click.echo,
             advance=bar,
+            on_warning=lambda message: warn("pyunshar", message),
         )
     finally:
         if bar is not None:

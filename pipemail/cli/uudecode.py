@@ -4,6 +4,7 @@ import click
 
 from pipemail import __version__
 from pipemail.cli import STDIO_NAMES, Command, progress_bar, run, stdin_stream, stdout_stream, warn
+from pipemail.errors import IOFailure
 
 EPILOG = """\b
 Examples:
@@ -14,8 +15,10 @@ Examples:
   pyuudecode -s -f parts/*.uue          # keep relative directories, replace files
 
 Names in headers are untrusted: only their last component is used unless -s,
-absolute paths and '..' are always refused, existing files are kept unless -f,
-and a file appears only once its block decoded completely."""
+absolute paths and '..' are always refused (but '-' and /dev/stdout mean
+standard output), existing files are kept unless -f, a file appears only once
+its block decoded completely, and its mode is the header's masked by the umask
+(exact for root), never setuid, setgid or sticky."""
 
 
 @click.command(cls=Command, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,13 +43,18 @@ and a file appears only once its block decoded completely."""
 def command(outfile, force, keep_paths, ignore_chmod, files):
     """Decode every uuencoded and base64 block in FILEs (default: standard input)."""
     from pipemail import uu
+    from pipemail.safefile import Output
 
     inputs = [("stdin", stdin_stream()) if f == "-" else f for f in files or ("-",)]
     output = outfile
+    stdout = None
     if outfile in STDIO_NAMES:
-        from pipemail.safefile import Output
-
         output = Output.to_stream(stdout_stream())
+    elif outfile is None:
+        try:  # for headers naming '-' or /dev/stdout
+            stdout = Output.to_stream(stdout_stream())
+        except IOFailure:  # closed: such headers are refused, the others written
+            pass
     bar = progress_bar("pyuudecode", _label(files), _total(inputs))
     try:
         errors = uu.decode_inputs(
@@ -55,6 +63,7 @@ def command(outfile, force, keep_paths, ignore_chmod, files):
             force=force,
             keep_paths=keep_paths,
             ignore_chmod_errors=ignore_chmod,
+            stdout=stdout,
             on_error=lambda exc: warn("pyuudecode", exc),
             advance=bar,
         )

@@ -2,12 +2,14 @@
 
 import os
 import stat
+import subprocess
 
 import pytest
+import unprivileged
 
 from pipemail import uu
 
-from conftest import DATA
+from conftest import DATA, tool
 
 
 def sample(n):
@@ -15,24 +17,62 @@ def sample(n):
 
 
 def block(data, name, mode=0o644, base64=False):
-    return uu.encode_bytes(data, name, mode, base64=base64)
+    """A block whose header has ``mode`` as given, setuid, setgid and sticky bits included."""
+    text = uu.encode_bytes(data, name, 0o644, base64=base64)
+    head, rest = text.split(b"\n", 1)
+    word = b"begin-base64" if base64 else b"begin"
+    assert head.startswith(word + b" 644 ")
+    return b"%s %o %s\n" % (word, mode, head[len(word) + 5 :]) + rest
 
 
 def listing(path):
     return sorted(os.listdir(path))
 
 
-def test_writes_the_header_name_with_its_mode_masked_by_umask(run, tmp_path):
-    r = run("pyuudecode", input=block(b"abc", "f.txt", 0o777), cwd=tmp_path, umask=0o027)
+def test_writes_the_header_name(run, tmp_path):
+    r = run("pyuudecode", input=block(b"abc", "f.txt", 0o640), cwd=tmp_path)
     assert (r.returncode, r.stdout, r.stderr) == (0, b"", "")
     assert (tmp_path / "f.txt").read_bytes() == b"abc"
-    assert stat.S_IMODE(os.stat(tmp_path / "f.txt").st_mode) == 0o750
 
 
-def test_setuid_setgid_sticky_are_never_set(run, tmp_path):
-    r = run("pyuudecode", input=block(b"#!/bin/sh\n", "suid", 0o7777), cwd=tmp_path, umask=0)
+def user_decode(args, input, umask):
+    """pyuudecode as the unprivileged user, in a directory of its own: (exit code, stderr, {name: mode})."""
+    with unprivileged.user_dir() as d:
+        code, out, err = unprivileged.run("uudecode", *args, input=input, cwd=d, umask=umask)
+        return code, err, {n: stat.S_IMODE(os.lstat(os.path.join(d, n)).st_mode) for n in os.listdir(d)}
+
+
+@pytest.mark.skipif(not unprivileged.is_root(), reason="the root half of GNU tar's rule needs root")
+@pytest.mark.parametrize("mode", [0o777, 0o640, 0o604, 0o4755, 0o6777])
+def test_root_gets_the_header_mode_exactly_like_gnu_tar(run, tmp_path, mode):
+    r = run("pyuudecode", input=block(b"abc", "f", mode), cwd=tmp_path, umask=0o077)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert stat.S_IMODE(os.stat(tmp_path / "f").st_mode) == mode & 0o777  # never setuid, setgid, sticky
+
+
+@pytest.mark.parametrize("mode,umask,expected", [(0o777, 0o027, 0o750), (0o666, 0o077, 0o600), (0o755, 0, 0o755)])
+def test_other_users_get_the_header_mode_masked_by_their_umask(mode, umask, expected):
+    code, err, modes = user_decode([], block(b"abc", "f", mode), umask)
+    assert (code, err, modes) == (0, "", {"f": expected})
+
+
+@pytest.mark.parametrize("mode", [0o4755, 0o2755, 0o1777, 0o7777])
+def test_setuid_setgid_sticky_are_never_set(run, tmp_path, mode):
+    assert block(b"", "suid", mode).startswith(b"begin %o suid\n" % mode)
+    r = run("pyuudecode", input=block(b"#!/bin/sh\n", "suid", mode), cwd=tmp_path, umask=0)
     assert r.returncode == 0
-    assert stat.S_IMODE(os.stat(tmp_path / "suid").st_mode) == 0o777
+    assert stat.S_IMODE(os.stat(tmp_path / "suid").st_mode) == mode & 0o777
+    r = run("pyuudecode", "-o", tmp_path / "named", input=block(b"#!/bin/sh\n", "x", mode), umask=0)
+    assert stat.S_IMODE(os.stat(tmp_path / "named").st_mode) == mode & 0o777
+    assert user_decode([], block(b"#!/bin/sh\n", "suid", mode), 0) == (0, "", {"suid": mode & 0o777})
+
+
+def test_a_file_replaced_with_force_gets_the_header_mode_by_the_same_rule(run, tmp_path):
+    (tmp_path / "f").write_bytes(b"old")
+    os.chmod(tmp_path / "f", 0o600)
+    r = run("pyuudecode", "-f", input=block(b"new", "f", 0o755), cwd=tmp_path, umask=0o077)
+    assert r.returncode == 0 and (tmp_path / "f").read_bytes() == b"new"
+    assert stat.S_IMODE(os.stat(tmp_path / "f").st_mode) == (0o755 if unprivileged.is_root() else 0o700)
 
 
 def test_file_operands_and_golden_inputs(run, tmp_path):
@@ -299,3 +339,96 @@ def test_pyshar_parts_in_a_mailbox_are_passed_over_and_named_when_alone(run, tmp
         "pyuudecode: %s:%d: a pyshar archive, no uuencoded file: pyunshar unpacks it\n" % (parts, line),
         ["kitty.png"],
     )
+
+
+# -- what GNU and busybox uudecode accept ------------------------------------------------------
+
+
+def with_checksums(data, name, crlf=False):
+    """``data`` uuencoded with the per-line checksum character of old BSD encoders (sum of the bytes mod 64)."""
+    import binascii
+
+    eol = b"\r\n" if crlf else b"\n"
+    lines = [b"begin 644 " + name + eol]
+    for i in range(0, len(data), 45):
+        chunk = data[i : i + 45]
+        check = sum(chunk) & 63
+        lines.append(binascii.b2a_uu(chunk, backtick=True)[:-1] + bytes((check + 32 if check else 96,)) + eol)
+    return b"".join(lines) + b"`" + eol + b"end" + eol
+
+
+def gnu_and_busybox(tmp_path, text, name):
+    """What GNU uudecode and busybox uudecode write for ``text``: the file ``name`` each creates."""
+    got = []
+    for argv in ([tool("uudecode")], [tool("busybox"), "uudecode"]):
+        d = tmp_path / ("ref-%d" % len(got))
+        d.mkdir()
+        (d / "in").write_bytes(text)
+        proc = subprocess.run([*argv, "in"], cwd=d, capture_output=True)
+        assert (proc.returncode, proc.stderr) == (0, b"")
+        got.append((d / name).read_bytes())
+    return got
+
+
+@pytest.mark.parametrize("n", [1, 44, 45, 46, 45 * 300 + 7])
+@pytest.mark.parametrize("crlf", [False, True])
+def test_lines_with_a_checksum_character_decode_byte_identical_to_gnu_and_busybox(run, tmp_path, n, crlf):
+    data = os.urandom(n)
+    text = with_checksums(data, b"ck.bin", crlf)
+    assert gnu_and_busybox(tmp_path, text, "ck.bin") == [data, data]
+    r = run("pyuudecode", input=text, cwd=tmp_path)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert (tmp_path / "ck.bin").read_bytes() == data
+
+
+def test_more_than_one_character_after_the_data_is_still_damage(run, tmp_path):
+    text = with_checksums(os.urandom(90), b"f")
+    lines = text.split(b"\n")
+    lines[2] += b"!"  # a checksum and one more
+    r = run("pyuudecode", input=b"\n".join(lines), cwd=tmp_path)
+    assert r.returncode == 65
+    assert r.stderr == "pyuudecode: stdin:3: the length character 'M' says 45 bytes but the line holds more\n"
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("encode_args", [["-m", "data", "/dev/stdout"], ["data", "-"], ["-m", "data", "-"]])
+def test_headers_naming_stdout_or_dash_go_to_standard_output_as_with_gnu(run, tmp_path, encode_args):
+    data = os.urandom(3000)
+    (tmp_path / "data").write_bytes(data)
+    text = subprocess.run([tool("uuencode"), *encode_args], cwd=tmp_path, capture_output=True, check=True).stdout
+    assert text.startswith(b"begin") and text.split(b"\n", 1)[0].endswith(encode_args[-1].encode())
+    work = tmp_path / "work"
+    work.mkdir()
+    for argv in ([tool("uudecode")], [tool("busybox"), "uudecode"]):
+        proc = subprocess.run(argv, input=text, cwd=work, capture_output=True)
+        assert (proc.returncode, proc.stdout, listing(work)) == (0, data, [])
+    for flags in ([], ["-s"], ["-f"]):
+        r = run("pyuudecode", *flags, input=text, cwd=work)
+        assert (r.returncode, r.stdout, r.stderr) == (0, data, "")
+        assert listing(work) == []
+
+
+def test_blocks_to_stdout_and_to_files_in_one_input(run, tmp_path):
+    text = block(b"one", "a") + block(b"two", "-") + block(b"three", "/dev/stdout", base64=True) + block(b"x", "b")
+    r = run("pyuudecode", input=text, cwd=tmp_path)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"twothree", "")
+    assert listing(tmp_path) == ["a", "b"]
+
+
+def test_a_damaged_block_for_stdout_writes_nothing_there(run, tmp_path):
+    text = block(b"good", "-") + block(b"x" * 200, "-").replace(b"\nM", b"\nM!!!", 1)
+    r = run("pyuudecode", input=text, cwd=tmp_path)
+    assert r.returncode == 65 and r.stdout == b"good"
+    assert r.stderr == "pyuudecode: stdin:6: the length character 'M' says 45 bytes but the line holds more\n"
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["name ", "name  ", "name\t", " name", "name \r"])
+def test_white_space_around_a_header_name_is_stripped_as_gnu_does(run, tmp_path, name):
+    text = b"begin 644 " + name.encode() + b"\n#86)C\n`\nend\n"
+    assert gnu_and_busybox(tmp_path, text, "name") == [b"abc", b"abc"]
+    work = tmp_path / "work"
+    work.mkdir()
+    r = run("pyuudecode", input=text, cwd=work)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert listing(work) == ["name"] and (work / "name").read_bytes() == b"abc"
