@@ -3,8 +3,10 @@
 A small POP3 client of its own (the transcript is redacted, RETR is pipelined
 when the server offers PIPELINING, and reading is in bulk), and the delivery
 rules that make a fetch safe to kill at any moment: messages are stored in
-batches, flushed and fsynced, their UIDLs recorded, and only then deleted; a
-half-written mbox tail left by a killed run is cut away by the next one.
+batches, flushed and fsynced, their UIDLs recorded, and only then deleted; the
+next run settles an mbox batch that a killed run left: it records the messages
+stored whole, and cuts away a torn one only when the file still ends with
+exactly its bytes (see pipemail.mbox.Pending).
 """
 
 import os
@@ -15,6 +17,7 @@ from pipemail.errors import (
     ConfigError,
     IOFailure,
     NoPermError,
+    PipemailError,
     TempFailError,
     UnavailableError,
     describe_oserror,
@@ -319,86 +322,92 @@ def _append_fsync(path, lines):
 
 
 class MboxSink:
-    """Append to an mbox, locked (fcntl and a dot-lock), with a record that settles a killed run.
+    """Append to an mbox, locked (see pipemail.mbox), with a record that settles a killed run.
 
-    Before a batch is appended, ``pending`` records the mbox's path, its size
-    before and after the batch, and the batch's UIDLs.  The next run, under
-    the same lock: if the whole batch is there it records those UIDLs (no
-    duplicate fetch); if only part of it is, it cuts that tail away (nothing
-    half-written, and the messages are fetched again).
+    Before a batch is appended, ``pending`` records what it will write (a
+    :class:`pipemail.mbox.Pending`: the mbox's path, device and inode, the
+    offset before the batch, and each message's UID, end and block hashes).
+    The next run, under the mailbox's lock, records the UIDs of the messages
+    found there whole (not fetched twice), cuts a torn message away only when
+    the file still ends with exactly its bytes, and otherwise leaves the file
+    alone and says so (the torn message is fetched again).
     """
 
     durable = True
 
-    def __init__(self, path, pending, seen_path):
+    def __init__(self, path, pending, seen_path, warn=None):
         self.path = path
         self.pending = pending
         self.seen_path = seen_path
+        self.warn = warn
         self._recover()
 
     def _recover(self):
-        try:
-            with open(self.pending, "rb") as f:
-                lines = f.read().decode("utf-8", "surrogateescape").split("\n")
-            path, before, after, uids = lines[0], int(lines[1]), int(lines[2]), [u for u in lines[3:] if u]
-        except (FileNotFoundError, ValueError, IndexError):
-            return
-        fd, dl = self._lock(path)
-        try:
-            size = os.lseek(fd, 0, os.SEEK_END)
-            if size >= after:
-                _append_fsync(self.seen_path, uids)  # the batch is all there: it counts as stored
-            elif size > before:
-                os.ftruncate(fd, before)  # a half-written tail: cut away; fetched again
-                os.fsync(fd)
-        finally:
-            self._unlock(fd, dl, path)
-        os.unlink(self.pending)
-
-    def _lock(self, path):
-        import fcntl
-        import time
+        from pipemail import mbox
 
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise CantCreateError("cannot write %s: %s" % (shown(path), describe_oserror(exc))) from None
-        fcntl.lockf(fd, fcntl.LOCK_EX)
-        for _ in range(200):  # the dot-lock of mail programs that know no fcntl; 10 s, then without it
+            record = mbox.Pending.load(self.pending)
+        except (OSError, ValueError):
+            record = None
+            if self.warn:
+                self.warn("%s is not a pending record pypop can read: ignored" % shown(self.pending))
+        if record is not None:  # settled even when its ids are recorded: a killed --all run's torn tail
             try:
-                return fd, os.open(path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                time.sleep(0.05)
-        return fd, None
-
-    def _unlock(self, fd, dl, path):
-        if dl is not None:
-            os.close(dl)
-            os.unlink(path + ".lock")
-        os.close(fd)
+                locked = mbox.lock(record.path, create=False, warn=self.warn)
+            except PipemailError:
+                whole = []
+                if self.warn:
+                    self.warn(
+                        "%s, appended to by a killed run, is gone: what that run fetched is fetched again"
+                        % shown(record.path)
+                    )
+            else:
+                try:
+                    whole = record.settle(locked.fd, self.warn)
+                finally:
+                    mbox.unlock(locked)
+            seen = read_seen(self.seen_path)
+            whole = [uid for uid in whole if uid != "-" and not seen.get(uid)]  # "-": stored without a UID
+            if whole:
+                _append_fsync(self.seen_path, whole)
+        try:
+            os.unlink(self.pending)
+        except FileNotFoundError:
+            pass
 
     def store(self, messages, uids=()):
-        from pipemail.transport import mbox_bytes
+        from pipemail import mbox
 
-        data = b"".join(mbox_bytes([raw], _sender(raw)) for raw in messages)
-        fd, dl = self._lock(self.path)
+        uids = list(uids) or ["-"] * len(messages)
+        locked = mbox.lock(self.path, warn=self.warn)
         try:
-            size = os.lseek(fd, 0, os.SEEK_END)
-            record = "\n".join([self.path, str(size), str(size + len(data)), *uids]) + "\n"
-            with open(self.pending, "wb") as f:
-                f.write(record.encode("utf-8", "surrogateescape"))
-                f.flush()
-                os.fsync(f.fileno())
+            fd = locked.fd
+            before = os.lseek(fd, 0, os.SEEK_END)
+            datas = [mbox.mbox_bytes([raw], _sender(raw)) for raw in messages]
+            if datas:
+                datas[0] = mbox.separator(fd, before) + datas[0]  # on its own From_ line after a torn tail
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                record = mbox.Pending.plan(
+                    os.path.abspath(self.path), os.fstat(fd), before, zip(uids, datas, strict=True)
+                )
+                record.save(self.pending)
             except OSError as exc:
-                os.ftruncate(fd, size)
-                raise IOFailure("cannot write %s: %s" % (shown(self.path), describe_oserror(exc))) from None
+                raise IOFailure("cannot write %s: %s" % (shown(self.pending), describe_oserror(exc))) from None
+            try:
+                pos = before
+                for data in datas:  # each message its own write calls, cut at page boundaries
+                    mbox.write_at_end(fd, pos, data)
+                    pos += len(data)
+                os.fsync(fd)
+            except BaseException as exc:  # a failed write, or SIGTERM: nothing half-written, nothing recorded
+                os.ftruncate(fd, before)
+                os.fsync(fd)
+                self.done()
+                if isinstance(exc, OSError):
+                    raise IOFailure("cannot write %s: %s" % (shown(self.path), describe_oserror(exc))) from None
+                raise
         finally:
-            self._unlock(fd, dl, self.path)
+            mbox.unlock(locked)
 
     def done(self):
         try:
@@ -517,7 +526,7 @@ class StreamSink:
         self.stream = stream
 
     def store(self, messages, uids=()):
-        from pipemail.transport import mbox_bytes
+        from pipemail.mbox import mbox_bytes
 
         try:
             for raw in messages:

@@ -331,7 +331,7 @@ def _send_parts(segments, total, opts, account, name, sender, rcpts):
 
     def keep_part(n, seg, undelivered):
         try:
-            transport.save_dead_letter(where, seg, sender, undelivered)
+            transport.save_dead_letter(where, seg, sender, undelivered, opts.warn)
         except PipemailError as exc:
             if not lost:
                 say("cannot keep what was not sent in %s: %s" % (shown(where), exc))
@@ -546,7 +546,7 @@ def _send(opts, url, account, segments, sender, rcpts, stdout_mbox=False):
 def _keep(opts, segments, sender, undelivered, why):
     path = transport.dead_letter_path(opts.dead_letter, opts.env)
     try:
-        transport.save_dead_letter(path, segments, sender, undelivered)
+        transport.save_dead_letter(path, segments, sender, undelivered, opts.warn)
     except PipemailError as exc:
         raise IOFailure("%s; and the message could not be kept: %s" % (why or "not delivered", exc)) from None
     opts.warn(
@@ -564,16 +564,16 @@ def resend(path, opts):
     """
     import re
 
-    from pipemail import config
+    from pipemail import config, mbox
     from pipemail.safefile import Output
 
     account = config.load(env=opts.env).account(opts.account)
     url = transport.resolve(opts.transport, account, opts.env)
-    fd = transport.lock_mbox(path)
+    locked = transport.lock_mbox(path, opts.warn)
     try:
         remaining = []
         codes = []
-        kept = transport.read_mbox(path, fd)
+        kept = transport.read_mbox(path, locked.fd)
         for from_line, raw in kept:
             head_end = raw.find(b"\n\n")
             head = raw[: head_end + 1] if head_end >= 0 else raw
@@ -608,12 +608,15 @@ def resend(path, opts):
             for sender, body, rcpts in remaining:
                 extra = [("X-Pipemail-Undelivered-To", ", ".join(rcpts))] if rcpts else []
                 out.write(transport.mbox_bytes([body], sender, extra))
+            if out.replaces:
+                out.file.flush()
+                os.fsync(out.file.fileno())  # on disk before it replaces the dead letter
             out.commit(0o600)
         except BaseException:
             out.abort()
             raise
     finally:
-        os.close(fd)
+        mbox.unlock(locked)
     if remaining:
         opts.warn("resend: %d message%s kept in %s" % (len(remaining), "" if len(remaining) == 1 else "s", shown(path)))
     else:

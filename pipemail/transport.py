@@ -13,7 +13,6 @@ from pipemail.errors import (
     CantCreateError,
     ConfigError,
     DataError,
-    IOFailure,
     NoPermError,
     NoUserError,
     PipemailError,
@@ -55,74 +54,22 @@ def _fail(cls, message, recipients):
 
 
 def mbox_bytes(segments, sender, extra_headers=()):
-    """One mbox message: the ``From `` line, ``extra_headers``, the message mboxrd-quoted, a blank line."""
-    import time
+    """One mbox message (see :func:`pipemail.mbox.mbox_bytes`)."""
+    from pipemail import mbox
 
-    out = [
-        b"From %s %s\n"
-        % (sender.encode("utf-8", "surrogateescape") or b"MAILER-DAEMON", time.asctime(time.gmtime()).encode())
-    ]
-    out.extend(b"%s: %s\n" % (n.encode(), v.encode("utf-8", "surrogateescape")) for n, v in extra_headers)
-    at_start = True
-    for seg in segments:
-        out.append(_mboxrd(seg, at_start))
-        at_start = seg.endswith(b"\n")
-    if not at_start:
-        out.append(b"\n")
-    out.append(b"\n")
-    return b"".join(out)
+    return mbox.mbox_bytes(segments, sender, extra_headers)
 
 
-def mbox_append(path, segments, sender, extra_headers=()):
-    """Append one message to the mbox at ``path`` (created 0600), locked, never replacing what is there."""
-    import fcntl
+def mbox_append(path, segments, sender, extra_headers=(), warn=None):
+    """Append one message to the mbox at ``path`` (created 0600), locked, never replacing what is
+    there, on its own ``From `` line (see :func:`pipemail.mbox.append`)."""
+    from pipemail import mbox
 
-    data = mbox_bytes(segments, sender, extra_headers)
-    shown_path = shown(os.fsdecode(path))
-    while True:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-        except OSError as exc:
-            raise CantCreateError("cannot write mailbox %s: %s" % (shown_path, describe_oserror(exc))) from None
-        fcntl.lockf(fd, fcntl.LOCK_EX)
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except OSError:
-            same = False
-        if same:
-            break
-        os.close(fd)  # replaced while we waited (pymail --resend rewrote it): append to the new one
-    try:
-        end = os.lseek(fd, 0, os.SEEK_END)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        except OSError as exc:
-            os.ftruncate(fd, end)  # nothing half-written
-            raise IOFailure("cannot write mailbox %s: %s" % (shown_path, describe_oserror(exc))) from None
-    finally:
-        os.close(fd)
+    mbox.append(path, mbox.mbox_bytes(segments, sender, extra_headers), warn=warn)
 
 
-def _mboxrd(seg, at_start):
-    """``From `` lines quoted one level more (mboxrd); a segment may begin mid-line."""
-    import re
-
-    if b"From " not in seg:  # nothing to quote: most messages (the regex costs 30 us a 10 KB message)
-        return seg
-    if at_start:
-        return re.sub(rb"(?m)^(>*From )", rb">\1", seg)
-    nl = seg.find(b"\n")
-    if nl < 0:
-        return seg
-    return seg[: nl + 1] + re.sub(rb"(?m)^(>*From )", rb">\1", seg[nl + 1 :])
-
-
-def deliver_mbox(path, segments, sender, recipients):
-    mbox_append(path, segments, sender)
+def deliver_mbox(path, segments, sender, recipients, warn=None):
+    mbox_append(path, segments, sender, warn=warn)
     return Report(recipients)
 
 
@@ -847,7 +794,7 @@ def deliver_each(
             elif url.scheme == "sendmail":
                 report = deliver_sendmail(sendmail_path(url.path, env), segments, sender, recipients, timeout)
             elif url.scheme == "mbox":
-                report = deliver_mbox(url.path, segments, sender, recipients)
+                report = deliver_mbox(url.path, segments, sender, recipients, warn)
             elif url.scheme == "maildir":
                 report = deliver_maildir(url.path, segments, recipients)
             else:
@@ -903,22 +850,16 @@ def check_local(url, recipients, env=None):
     return Report(recipients, checked=said)
 
 
-def save_dead_letter(path, segments, sender, undelivered):
-    mbox_append(path, segments, sender, [("X-Pipemail-Undelivered-To", ", ".join(undelivered))])
+def save_dead_letter(path, segments, sender, undelivered, warn=None):
+    mbox_append(path, segments, sender, [("X-Pipemail-Undelivered-To", ", ".join(undelivered))], warn)
 
 
-def lock_mbox(path):
-    """Open ``path`` and hold its lock (the one mbox_append takes): an fd to read and later close."""
-    import fcntl
+def lock_mbox(path, warn=None):
+    """Open ``path`` and hold its locks (those mbox_append takes): a :class:`pipemail.mbox.Locked`
+    whose ``fd`` is read, and which is given back to :func:`pipemail.mbox.unlock`."""
+    from pipemail import mbox
 
-    try:
-        fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        from pipemail.errors import NoInputError
-
-        raise NoInputError("cannot read %s: %s" % (shown(os.fsdecode(path)), describe_oserror(exc))) from None
-    fcntl.lockf(fd, fcntl.LOCK_EX)
-    return fd
+    return mbox.lock(path, create=False, warn=warn)
 
 
 def read_mbox(path, fd=None):

@@ -252,21 +252,41 @@ def _state(pop, dovecot):
     return pop3.state_paths(dovecot.user, url, env=pop.env)
 
 
+def _record(box, before, items):
+    """The pending record of a batch that writes ``items`` (``(uid, bytes)``) to ``box`` at ``before``."""
+    from pipemail import mbox
+
+    return mbox.Pending.plan(str(box), os.stat(box), before, items)
+
+
 def test_a_killed_runs_record_settles_its_own_mbox(pop, dovecot, tmp_path):
+    from pipemail import mbox
+
     seen_path, _lock, pending = _state(pop, dovecot)
     os.makedirs(os.path.dirname(pending), exist_ok=True)
     a, b = tmp_path / "a.mbox", tmp_path / "b.mbox"
-    a.write_bytes(b"From x Thu Jan  1 00:00:00 1970\n\nkept\n\nFrom y Thu Jan  1 00:00:00 1970\n\nhalf-wri")
+    kept = b"From x Thu Jan  1 00:00:00 1970\n\nkept\n\n"
+    torn = mbox.mbox_bytes([b"Subject: y\n\n" + b"y" * 9000 + b"\n"], "MAILER-DAEMON")
+    a.write_bytes(kept)
+    _record(a, len(kept), [("uid-a", torn)]).save(pending)
+    with open(a, "ab") as f:
+        f.write(torn[: 8192 - len(kept)])  # cut short at a page boundary by a kill
     b.write_bytes(b"From z Thu Jan  1 00:00:00 1970\n\nb's own\n\n")
-    keep = len(b"From x Thu Jan  1 00:00:00 1970\n\nkept\n\n")
-    with open(pending, "w") as f:
-        f.write("%s\n%d\n%d\nuid-a\n" % (a, keep, keep + 500))
     dovecot.put(dovecot.user, msg(1))
     r = pop("fetch", "--mbox", str(b))
     assert r.returncode == 0, r.stderr
-    assert a.read_bytes() == a.read_bytes()[:keep] and len(a.read_bytes()) == keep  # its half-written tail cut
+    assert a.read_bytes() == kept  # its torn tail cut, and nothing else
+    assert (
+        r.stderr
+        == "pypop: cut away %d bytes of a message torn by a killed run at the end of %s; it is fetched again\n"
+        % (
+            8192 - len(kept),
+            a,
+        )
+    )
     assert b.read_bytes().startswith(b"From z Thu Jan  1 00:00:00 1970\n\nb's own\n\n")
     assert len(stored(b)) == 2 and not os.path.exists(pending)
+    assert "uid-a" not in open(seen_path).read()
 
 
 def test_a_killed_runs_complete_batch_is_recorded_not_fetched_again(pop, dovecot, tmp_path):
@@ -277,12 +297,12 @@ def test_a_killed_runs_complete_batch_is_recorded_not_fetched_again(pop, dovecot
     uid = pop("uidl").stdout.split()[1].decode()
     box = tmp_path / "box"
     data = transport.mbox_bytes([msg(1)], "MAILER-DAEMON")
-    box.write_bytes(data)  # the batch got there; the run died before recording it
+    box.write_bytes(b"")
     os.makedirs(os.path.dirname(pending), exist_ok=True)
-    with open(pending, "w") as f:
-        f.write("%s\n0\n%d\n%s\n" % (box, len(data), uid))
+    _record(box, 0, [(uid, data)]).save(pending)
+    box.write_bytes(data)  # the batch got there; the run died before recording it
     r = pop("fetch", "--mbox", str(box))
-    assert r.returncode == 0 and len(stored(box)) == 1  # not twice
+    assert (r.returncode, r.stderr) == (0, "") and len(stored(box)) == 1  # not twice
 
 
 def test_all_with_delete_after_an_earlier_fetch(pop, dovecot, tmp_path):
@@ -329,3 +349,29 @@ def test_mda_limit_and_max_size(pop, dovecot, tmp_path):
     r = pop("fetch", "--max-size", "2", "--mda", "cat >> %s" % out, "--delete")  # 2 KiB
     assert r.returncode == 0 and "over --max-size: left on the server" in r.stderr
     assert dovecot.count(dovecot.user) == 1 and out.read_bytes().count(b"Subject: message") == 4
+
+
+def test_verbose_names_the_state_files(pop, dovecot, tmp_path):
+    dovecot.put(dovecot.user, msg(1))
+    r = pop("-v", "fetch", "--mbox", str(tmp_path / "box"))
+    assert r.returncode == 0, r.stderr
+    seen, lock, pending = _state(pop, dovecot)
+    lines = r.stderr.splitlines()
+    assert "=== UIDL file (what was fetched): %s" % seen in lines
+    assert "=== lock: %s" % lock in lines
+    assert "=== pending record: %s" % pending in lines
+    assert lines.index("=== lock: %s" % lock) < lines.index("C: UIDL")  # said before anything is fetched
+    assert os.path.exists(seen) and seen.endswith(
+        "/pipemail/pop/%s@%s_%d.uidl" % (dovecot.user, dovecot.host, dovecot.port)
+    )
+
+
+def test_the_next_append_after_a_torn_message_starts_on_its_own_from_line(pop, dovecot, tmp_path):
+    box = tmp_path / "box"
+    torn = b"From x Thu Jan  1 00:00:00 1970\n\nhalf of a li"  # no pending record: another program's
+    box.write_bytes(torn)
+    dovecot.put(dovecot.user, msg(1))
+    r = pop("fetch", "--mbox", str(box))
+    assert (r.returncode, r.stderr) == (0, "")
+    assert box.read_bytes().startswith(torn + b"\n\nFrom MAILER-DAEMON ")
+    assert stored(box) == [b"\nhalf of a li\n", msg(1)]

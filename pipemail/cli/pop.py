@@ -158,7 +158,9 @@ def dele_cmd(s, numbers):
 
 
 @command.command("fetch")
-@click.option("--mbox", metavar="PATH", help="Append to the mbox PATH (locked; a killed run's tail is cut away).")
+@click.option(
+    "--mbox", metavar="PATH", help="Append to the mbox PATH (locked; a killed run's own torn message is cut away)."
+)
 @click.option("--maildir", metavar="DIR", help="Deliver into the Maildir DIR (created if missing).")
 @click.option("--mda", metavar="COMMAND", help="Run COMMAND for each message, the message on its standard input.")
 @click.option("--all", "every", is_flag=True, help="Fetch every message, not only the new ones.")
@@ -171,7 +173,7 @@ def dele_cmd(s, numbers):
 def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size):
     """Retrieve new messages and deliver them (default: standard output, as an mbox)."""
     from pipemail import pop3
-    from pipemail.errors import UsageError
+    from pipemail.errors import UsageError, shown
     from pipemail.sizes import parse_size
 
     if sum(x is not None for x in (mbox, maildir, mda)) > 1:
@@ -182,10 +184,14 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size):
     client = s.connect()
     try:
         state, lock_path, pending = pop3.state_paths(s.user_name, s.url)
+        if s.log:  # named after the user, host and port as given: spelled otherwise, all is new
+            s.log("=== UIDL file (what was fetched): %s" % shown(state))
+            s.log("=== lock: %s" % shown(lock_path))
+            s.log("=== pending record: %s" % shown(pending))
         fd = pop3.lock(lock_path, "%s at %s" % (s.user_name, s.url.host))
         try:
             if mbox:
-                sink = pop3.MboxSink(os.path.expanduser(mbox), pending, state)
+                sink = pop3.MboxSink(os.path.expanduser(mbox), pending, state, warn=lambda m: warn("pypop", m))
             elif maildir:
                 sink = pop3.MaildirSink(os.path.expanduser(maildir))
             elif mda:

@@ -1,0 +1,501 @@
+"""Writing and locking mbox files: the one place that does both.
+
+pypop's ``--mbox``, pymail's ``mbox:`` transport and dead letter, and
+``pymail --resend`` lock and append through this module:
+
+- :func:`lock` takes an fcntl lock on the mailbox, then a dot-lock
+  (``PATH.lock``, created by link(2) from a file that already holds the
+  owner's PID and host name, as liblockfile writes it).  A dot-lock whose
+  owner is gone (its PID no longer exists on this host), or that is older
+  than :data:`STALE_AFTER` seconds and names no owner on this host, is
+  broken at once, with a warning.  A live one is waited for :data:`WAIT`
+  seconds; then the writer goes on under the fcntl lock alone, with a
+  warning.
+- :func:`append` writes one message at the end, after the newlines needed
+  for its ``From `` line to follow a blank line (a file whose last append was
+  cut short by a kill ends mid-line), and cuts its own bytes away again if
+  the write fails; SIGTERM and SIGINT wait until it is written whole.
+- :class:`Pending` is pypop's record of a batch being appended: what it
+  wrote, block by block, so that a run killed in the middle can be settled
+  later by removing exactly its own torn bytes, and only when the file still
+  ends with them.
+
+Reading mailboxes lives elsewhere (pipemail.mailbox_io, transport.read_mbox).
+"""
+
+import os
+import stat
+
+from pipemail.errors import CantCreateError, IOFailure, describe_oserror, shown
+
+STALE_AFTER = 300  # seconds: a dot-lock this old whose owner cannot be checked is stale (liblockfile)
+WAIT = 10.0  # seconds a live dot-lock is waited for
+PAGE = 4096  # blocks of the pending record end at multiples of this file offset ...
+CHUNK = 1 << 16  # ... and so do the write calls, of at most this many bytes each
+
+_held = set()  # the dot-locks this process holds: one that names this PID and is not here is stale
+
+
+# -- the bytes of a message ------------------------------------------------------------------
+
+
+def mbox_bytes(segments, sender, extra_headers=()):
+    """One mbox message: the ``From `` line, ``extra_headers``, the message mboxrd-quoted, a blank line."""
+    import time
+
+    out = [
+        b"From %s %s\n"
+        % (sender.encode("utf-8", "surrogateescape") or b"MAILER-DAEMON", time.asctime(time.gmtime()).encode())
+    ]
+    out.extend(b"%s: %s\n" % (n.encode(), v.encode("utf-8", "surrogateescape")) for n, v in extra_headers)
+    at_start = True
+    for seg in segments:
+        out.append(quote(seg, at_start))
+        at_start = seg.endswith(b"\n")
+    if not at_start:
+        out.append(b"\n")
+    out.append(b"\n")
+    return b"".join(out)
+
+
+def quote(seg, at_start=True):
+    """``From `` lines quoted one level more (mboxrd); ``seg`` may begin mid-line (``at_start`` false)."""
+    import re
+
+    if b"From " not in seg:  # nothing to quote: most messages (the regex costs 30 us a 10 KB message)
+        return seg
+    if at_start:
+        return re.sub(rb"(?m)^(>*From )", rb">\1", seg)
+    nl = seg.find(b"\n")
+    if nl < 0:
+        return seg
+    return seg[: nl + 1] + re.sub(rb"(?m)^(>*From )", rb">\1", seg[nl + 1 :])
+
+
+def separator(fd, end=None):
+    """The newlines to write at ``end`` (the file's size) of ``fd`` so that a ``From `` line
+    written next follows a blank line: none for an empty file or one ending in a blank line."""
+    if end is None:
+        end = os.fstat(fd).st_size
+    if end == 0:
+        return b""
+    tail = os.pread(fd, 2, max(end - 2, 0))
+    if tail.endswith(b"\n\n") or (tail == b"\n" and end == 1):
+        return b""
+    return b"\n" if tail.endswith(b"\n") else b"\n\n"
+
+
+# -- locking ---------------------------------------------------------------------------------
+
+
+class Locked:
+    """A mailbox held locked: ``fd`` open read-write (appending), ``dotlock`` the path of the
+    dot-lock taken, or None when the writer went on without one."""
+
+    def __init__(self, path, fd, dotlock):
+        self.path = path
+        self.fd = fd
+        self.dotlock = dotlock
+
+
+def lock(path, *, create=True, warn=None, wait=WAIT):
+    """Open the mbox ``path`` (created 0600 when ``create``) and lock it: fcntl, then the dot-lock.
+
+    If the file was replaced while we waited for the fcntl lock (``pymail --resend``
+    rewrites the dead letter), the new file is opened and locked instead.
+    Raises CantCreateError (or, when not ``create``, NoInputError) when it cannot be opened.
+    """
+    import fcntl
+
+    flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
+    while True:
+        try:
+            fd = os.open(path, flags, 0o600)
+        except OSError as exc:
+            if create:
+                raise CantCreateError("cannot write mailbox %s: %s" % (_shown(path), describe_oserror(exc))) from None
+            from pipemail.errors import NoInputError
+
+            raise NoInputError("cannot read %s: %s" % (_shown(path), describe_oserror(exc))) from None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except OSError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)  # /dev/null (DEAD=/dev/null) takes no dot-lock
+        dl = dotlock(os.fsdecode(path) + ".lock", warn=warn, wait=wait) if regular else None
+    except BaseException:
+        os.close(fd)
+        raise
+    return Locked(path, fd, dl)
+
+
+def unlock(locked):
+    """Remove the dot-lock (if one was taken), then close the file (which drops the fcntl lock)."""
+    try:
+        if locked.dotlock is not None:
+            _held.discard(locked.dotlock)
+            try:
+                os.unlink(locked.dotlock)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(locked.fd)
+
+
+def owner_text():
+    """What a dot-lock of ours holds: the PID in ASCII (as liblockfile writes it), then the host name."""
+    import socket
+
+    return b"%d\n%s\n" % (os.getpid(), socket.gethostname().encode("utf-8", "replace"))
+
+
+def dotlock(lockpath, *, warn=None, wait=WAIT):
+    """Create the dot-lock ``lockpath``; its path, or None if it could not be had.
+
+    A stale one is broken (see :func:`stale`) and ``warn`` told so; a live one is
+    waited for ``wait`` seconds, then None (with a warning).  A directory where
+    no lock can be created (a mail spool we may not write) also gives None.
+    """
+    import time
+
+    tmp = "%s.%d.tmp" % (lockpath, os.getpid())
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError:
+        return None
+    try:
+        try:
+            os.write(fd, owner_text())
+        finally:
+            os.close(fd)
+        deadline = time.monotonic() + wait
+        holder = None
+        while True:
+            try:
+                os.link(tmp, lockpath)
+                _held.add(lockpath)
+                return lockpath
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links here (some FUSE and FAT file systems): create it in place
+                if _create(lockpath):
+                    return lockpath
+                if not os.path.lexists(lockpath):
+                    return None
+            why, holder, seen = _examine(lockpath)
+            if why is not None and _break(lockpath, why, seen, warn):
+                continue
+            if time.monotonic() >= deadline:
+                if warn:
+                    warn(
+                        "%s is held by %s; went on after %g s under the fcntl lock alone"
+                        % (_shown(lockpath), holder or "another program", wait)
+                    )
+                return None
+            time.sleep(0.05)
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _create(lockpath):
+    try:
+        fd = os.open(lockpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError:
+        return False
+    try:
+        os.write(fd, owner_text())
+    finally:
+        os.close(fd)
+    _held.add(lockpath)
+    return True
+
+
+def stale(lockpath, now=None):
+    """``(why, holder)``: why the dot-lock is stale (None when it is live or gone), and who holds it.
+
+    Stale: its owner's PID (first line, in ASCII) no longer exists on this host (the
+    second line, when there is one, names the host); or, when it names no owner that
+    can be checked here, it is older than STALE_AFTER seconds.
+    """
+    why, holder, _seen = _examine(lockpath, now)
+    return why, holder
+
+
+def _examine(lockpath, now=None):
+    import socket
+    import time
+
+    try:
+        with open(lockpath, "rb") as f:
+            st = os.fstat(f.fileno())
+            text = f.read(512)
+    except OSError:
+        return None, None, None
+    seen = (st.st_ino, st.st_mtime_ns)
+    lines = text.split(b"\n")
+    try:
+        pid = int(lines[0].strip(b"\0 \t") or b"0")
+    except ValueError:
+        pid = 0
+    host = lines[1].strip().decode("utf-8", "replace") if len(lines) > 1 and lines[1].strip() else None
+    here = host is None or host == socket.gethostname()
+    holder = "process %d" % pid if pid > 0 else None
+    if holder and host and not here:
+        holder += " on %s" % host
+    if pid > 0 and here:
+        if pid == os.getpid():
+            if lockpath in _held:
+                return None, holder, seen
+            return "it names this process, which did not take it", holder, seen  # a PID used again
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return "its owner, process %d, is gone" % pid, holder, seen
+        except OSError:
+            pass  # EPERM: it exists
+        return None, holder, seen  # a live owner on this host: never broken by age
+    age = (time.time() if now is None else now) - st.st_mtime
+    if age > STALE_AFTER:
+        return "it is %d minutes old" % (age // 60), holder, seen
+    return None, holder, seen
+
+
+def _break(lockpath, why, seen, warn):
+    """Remove the stale dot-lock examined as ``seen`` unless it changed since; True if it is gone."""
+    try:
+        st = os.stat(lockpath)
+        if (st.st_ino, st.st_mtime_ns) != seen:
+            return False
+        os.unlink(lockpath)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if warn:
+        warn("broke the stale lock %s (%s)" % (_shown(lockpath), why))
+    return True
+
+
+# -- appending -------------------------------------------------------------------------------
+
+
+def chunks(start, data):
+    """``(offset, piece)`` of ``data`` written at file offset ``start``: pieces end at a
+    multiple of PAGE (or at the end of ``data``), at most CHUNK bytes, so that a write cut
+    short by a kill ends where a piece or a page does."""
+    view = memoryview(data)
+    pos, end = start, start + len(data)
+    while pos < end:
+        stop = min(end, (pos + CHUNK) // PAGE * PAGE)
+        yield pos, view[pos - start : stop - start]
+        pos = stop
+
+
+def write_at_end(fd, start, data):
+    """Write ``data`` at the end of ``fd`` (opened O_APPEND, whose size is ``start``), piece by piece."""
+    for _pos, piece in chunks(start, data):
+        while piece:
+            piece = piece[os.write(fd, piece) :]
+
+
+def append(path, data, *, warn=None):
+    """Append the mbox message ``data`` to ``path``, locked, on its own ``From `` line; flushed
+    to disk.  If writing fails its bytes are cut away again.  SIGTERM, SIGINT and SIGHUP wait
+    until the message is written whole: what is being kept (a dead letter) is not lost."""
+    import signal
+
+    locked = lock(path, warn=warn)
+    try:
+        fd = locked.fd
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/null, a FIFO: written, nothing to undo
+                try:
+                    write_at_end(fd, 0, data)
+                except OSError as exc:
+                    raise IOFailure("cannot write mailbox %s: %s" % (_shown(path), describe_oserror(exc))) from None
+                return
+            end = os.lseek(fd, 0, os.SEEK_END)
+            data = separator(fd, end) + data
+            try:
+                write_at_end(fd, end, data)
+                os.fsync(fd)
+            except OSError as exc:
+                os.ftruncate(fd, end)  # nothing half-written
+                raise IOFailure("cannot write mailbox %s: %s" % (_shown(path), describe_oserror(exc))) from None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    finally:
+        unlock(locked)
+
+
+# -- pypop's record of a batch being appended -------------------------------------------------
+
+
+def _hash(data):
+    import hashlib
+
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def blocks(start, end):
+    """The blocks ``(from, to)`` that bytes ``start``..``end`` are hashed in: cut at multiples of PAGE."""
+    pos = start
+    while pos < end:
+        stop = min(end, (pos // PAGE + 1) * PAGE)
+        yield pos, stop
+        pos = stop
+
+
+class Pending:
+    """What a batch appends to an mbox: its path, device and inode, the offset before the
+    batch, and for each message its UID, end offset and the hashes of its blocks.
+
+    Every place where a kill can cut the batch short is a block boundary (a message's
+    end, or a multiple of PAGE; see :func:`chunks`), so :meth:`settle` can tell exactly
+    which of the bytes at the end of the file are this batch's.
+    """
+
+    MAGIC = "pipemail-pending 2"
+
+    def __init__(self, path, dev, ino, before, entries):
+        self.path = path
+        self.dev = dev
+        self.ino = ino
+        self.before = before
+        self.entries = entries  # [(uid, end, [hash, ...])]
+
+    @classmethod
+    def plan(cls, path, st, before, items):
+        """The record for writing ``items`` (``(uid, bytes)``, each message's bytes) at ``before``."""
+        entries, pos = [], before
+        for uid, data in items:
+            end = pos + len(data)
+            hashes = [_hash(data[a - pos : b - pos]) for a, b in blocks(pos, end)]
+            entries.append((uid, end, hashes))
+            pos = end
+        return cls(path, st.st_dev, st.st_ino, before, entries)
+
+    def dump(self):
+        lines = [self.MAGIC, self.path, "%d %d %d" % (self.dev, self.ino, self.before)]
+        lines.extend(" ".join([uid, str(end), *hashes]) for uid, end, hashes in self.entries)
+        return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+
+    @classmethod
+    def parse(cls, data):
+        """The record in ``data``; ValueError if it is not one."""
+        lines = data.decode("utf-8", "surrogateescape").split("\n")
+        if len(lines) < 4 or lines[0] != cls.MAGIC or lines[-1] != "":
+            raise ValueError("not a pending record")
+        dev, ino, before = (int(x) for x in lines[2].split())
+        entries = []
+        for line in lines[3:-1]:
+            uid, end, *hashes = line.split(" ")
+            entries.append((uid, int(end), hashes))
+        return cls(lines[1], dev, ino, before, entries)
+
+    def save(self, path):
+        """Write the record to ``path`` atomically and durably (before the batch's first byte)."""
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(self.dump())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path):
+        """The record at ``path``, None if there is none; ValueError if it cannot be read as one."""
+        try:
+            with open(path, "rb") as f:
+                return cls.parse(f.read())
+        except FileNotFoundError:
+            return None
+
+    def settle(self, fd, warn=None):
+        """Under the mailbox's lock (``fd``): the UIDs of the messages stored whole; a torn
+        message of this batch is cut away when the file ends with it, else left (with a warning).
+        Bytes that do not verify as this batch's are never touched."""
+        name = _shown(self.path)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (self.dev, self.ino):
+            if warn:
+                warn(
+                    "%s was replaced since a killed run appended to it: left as it is "
+                    "(what that run fetched is fetched again)" % name
+                )
+            return []
+        size = st.st_size
+        if size < self.before:
+            if warn:
+                warn(
+                    "%s is shorter than when a killed run began appending to it: left as it is "
+                    "(what that run fetched is fetched again)" % name
+                )
+            return []
+        whole, pos, last_end = [], self.before, self.before
+        for uid, end, hashes in self.entries:
+            spans = list(blocks(pos, end))
+            good = len(spans) == len(hashes)
+            for (a, b), h in zip(spans, hashes, strict=False) if good else ():
+                if b > size or _hash(os.pread(fd, b - a, a)) != h:
+                    good = False
+                    break
+                pos = b
+            if not good:
+                break
+            whole.append(uid)
+            last_end = end
+        if pos == last_end:  # nothing of ours torn
+            if len(whole) < len(self.entries) and size > pos and warn:
+                warn(
+                    "%s: a killed run stored %d of its %d messages whole; what follows them is not its own "
+                    "and is left as it is; the rest is fetched again" % (name, len(whole), len(self.entries))
+                )
+            return whole
+        if pos == size:
+            os.ftruncate(fd, last_end)
+            os.fsync(fd)
+            if warn:
+                warn(
+                    "cut away %d bytes of a message torn by a killed run at the end of %s; it is fetched again"
+                    % (size - last_end, name)
+                )
+        elif warn:
+            warn(
+                "%s holds %d bytes of a message torn by a killed run (from offset %d), followed by mail "
+                "written since: left as it is; the message is fetched again" % (name, pos - last_end, last_end)
+            )
+        return whole
+
+
+def _shown(path):
+    return shown(os.fsdecode(path))
+
+
+__all__ = [
+    "Locked",
+    "Pending",
+    "append",
+    "chunks",
+    "dotlock",
+    "lock",
+    "mbox_bytes",
+    "quote",
+    "separator",
+    "stale",
+    "unlock",
+    "write_at_end",
+]

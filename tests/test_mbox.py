@@ -1,0 +1,318 @@
+"""pipemail.mbox: dot-locks (owner, stale, live), appends on their own From_ line, pypop's
+pending record settling a killed batch; and the commands that go through it."""
+
+import os
+import socket
+import subprocess
+import time
+
+import faults
+import pytest
+from smtp_server import free_port
+
+from pipemail import mbox, transport
+
+
+def _msg(n, size=0):
+    return mbox.mbox_bytes([b"Subject: %d\n\nbody %d\n" % (n, n) + b"z" * size + b"\n"], "a@example.org")
+
+
+# -- dot-locks --------------------------------------------------------------------------------
+
+
+def test_the_dot_lock_names_its_owner_and_goes_with_the_unlock(tmp_path):
+    box = tmp_path / "box"
+    locked = mbox.lock(box)
+    try:
+        assert (tmp_path / "box.lock").read_bytes() == b"%d\n%s\n" % (os.getpid(), socket.gethostname().encode())
+        assert sorted(os.listdir(tmp_path)) == ["box", "box.lock"]  # the temporary name is gone
+    finally:
+        mbox.unlock(locked)
+    assert sorted(os.listdir(tmp_path)) == ["box"]
+
+
+def test_a_dot_lock_of_a_dead_process_is_broken_at_once_with_a_warning(tmp_path):
+    box = tmp_path / "box"
+    pid = faults.dead_pid()
+    (tmp_path / "box.lock").write_bytes(b"%d\n" % pid)  # liblockfile's form: the PID alone
+    said = []
+    t0 = time.monotonic()
+    mbox.append(box, _msg(1), warn=said.append)
+    assert time.monotonic() - t0 < 1
+    assert said == ["broke the stale lock %s.lock (its owner, process %d, is gone)" % (box, pid)]
+    assert box.read_bytes() == _msg(1)
+    assert not (tmp_path / "box.lock").exists()
+
+
+def test_an_old_dot_lock_without_an_owner_is_broken_by_age(tmp_path):
+    box = tmp_path / "box"
+    lock = tmp_path / "box.lock"
+    lock.write_bytes(b"")  # as a program that writes nothing in it leaves one
+    old = time.time() - 7 * 60
+    os.utime(lock, (old, old))
+    said = []
+    mbox.append(box, _msg(1), warn=said.append)
+    assert said == ["broke the stale lock %s (it is 7 minutes old)" % lock]
+
+
+def test_a_live_dot_lock_is_waited_for_then_the_writer_goes_on_under_fcntl(tmp_path):
+    lock = tmp_path / "box.lock"
+    owner = subprocess.Popen(["sleep", "30"])
+    try:
+        lock.write_bytes(b"%d\n" % owner.pid)  # alive
+        said = []
+        t0 = time.monotonic()
+        assert mbox.dotlock(str(lock), warn=said.append, wait=0.3) is None
+        assert 0.3 <= time.monotonic() - t0 < 2
+        assert said == ["%s is held by process %d; went on after 0.3 s under the fcntl lock alone" % (lock, owner.pid)]
+        assert lock.read_bytes() == b"%d\n" % owner.pid  # never broken
+    finally:
+        owner.kill()
+        owner.wait()
+    young = tmp_path / "young.lock"
+    young.write_bytes(b"")
+    assert mbox.stale(str(young)) == (None, None)  # no owner, but young: live
+
+
+def test_a_dot_lock_from_another_host_is_judged_by_age_only(tmp_path):
+    lock = tmp_path / "box.lock"
+    lock.write_bytes(b"%d\nsome-other-host\n" % faults.dead_pid())
+    assert mbox.stale(str(lock))[0] is None
+    assert mbox.stale(str(lock), now=time.time() + 301)[0] == "it is 5 minutes old"
+
+
+def test_pymail_breaks_a_stale_dot_lock_of_the_dead_letter_at_once(run, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    pid = faults.dead_pid()
+    (home / "dead.letter.lock").write_bytes(b"%d\n" % pid)
+    t0 = time.monotonic()
+    r = run(
+        "pymail",
+        "--transport",
+        "smtp://127.0.0.1:%d" % free_port(),
+        "-s",
+        "x",
+        "a@example.org",
+        input=b"x\n",
+        env={"HOME": str(home)},
+    )
+    assert time.monotonic() - t0 < 5 and r.returncode == 75
+    assert r.stderr.splitlines()[1] == (
+        "pymail: broke the stale lock %s/dead.letter.lock (its owner, process %d, is gone)" % (home, pid)
+    )
+    assert not (home / "dead.letter.lock").exists()
+
+
+# -- appends on their own From_ line ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "before,sep",
+    [(b"", b""), (b"From x\n\nbody\n\n", b""), (b"From x\n\nbody\n", b"\n"), (b"From x\n\nhalf-wri", b"\n\n")],
+)
+def test_an_append_starts_on_its_own_from_line(tmp_path, before, sep):
+    box = tmp_path / "box"
+    box.write_bytes(before)
+    mbox.append(box, _msg(2))
+    assert box.read_bytes() == before + sep + _msg(2)
+
+
+def test_the_dead_letter_after_a_torn_message_starts_on_its_own_from_line(run, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    torn = b"From me@example.org Thu Dec  3 07:00:00 2026\nSubject: first\n\nhalf of a li"
+    (home / "dead.letter").write_bytes(torn)
+    r = run(
+        "pymail",
+        "--transport",
+        "smtp://127.0.0.1:%d" % free_port(),
+        "-s",
+        "second",
+        "b@example.org",
+        input=b"second\n",
+        env={"HOME": str(home)},
+    )
+    assert r.returncode == 75
+    data = (home / "dead.letter").read_bytes()
+    assert data.startswith(torn + b"\n\nFrom ")
+    got = transport.read_mbox(home / "dead.letter")
+    assert len(got) == 2 and b"Subject: second\n" in got[1][1] and got[1][1].endswith(b"\n\nsecond\n")
+
+
+def test_the_mbox_transport_after_a_torn_message_starts_on_its_own_from_line(run, tmp_path):
+    box = tmp_path / "out.mbox"
+    box.write_bytes(b"From x Thu Dec  3 07:00:00 2026\n\nhalf")
+    r = run(
+        "pymail", "--transport", "mbox:%s" % box, "-s", "s", "b@example.org", input=b"hi\n", env={"HOME": str(tmp_path)}
+    )
+    assert (r.returncode, r.stderr) == (0, "")
+    got = transport.read_mbox(box)
+    assert len(got) == 2 and got[0][1] == b"\nhalf\n" and got[1][1].endswith(b"\n\nhi\n")
+
+
+# -- the pending record ---------------------------------------------------------------------------
+
+
+def _batch(box, items, tear=None, then=b""):
+    """Plan a batch of ``items`` at the end of ``box``, write it (cut at ``tear`` bytes), append ``then``."""
+    before = os.path.getsize(box)
+    fd = os.open(box, os.O_RDWR | os.O_APPEND)
+    try:
+        datas = [d for _u, d in items]
+        datas[0] = mbox.separator(fd, before) + datas[0]
+        record = mbox.Pending.plan(
+            str(box), os.fstat(fd), before, [(u, d) for (u, _), d in zip(items, datas, strict=True)]
+        )
+        record = mbox.Pending.parse(record.dump())  # what the next run reads
+        data = b"".join(datas)
+        os.write(fd, data if tear is None else data[:tear])
+        os.write(fd, then)
+        return record, fd, before
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def test_settle_records_whole_messages_and_cuts_its_own_torn_tail(tmp_path):
+    box = tmp_path / "box"
+    box.write_bytes(b"From x\n\nold")  # ends mid-line: the batch starts with two newlines
+    items = [("u1", _msg(1)), ("u2", _msg(2, 10_000)), ("u3", _msg(3))]
+    end1 = len(b"From x\n\nold") + 2 + len(_msg(1))
+    tear = 8192 - len(b"From x\n\nold")  # a page boundary inside u2
+    record, fd, before = _batch(box, items, tear=tear)
+    said = []
+    try:
+        assert record.settle(fd, said.append) == ["u1"]
+    finally:
+        os.close(fd)
+    assert box.read_bytes() == b"From x\n\nold\n\n" + _msg(1) and os.path.getsize(box) == end1
+    assert said == [
+        "cut away %d bytes of a message torn by a killed run at the end of %s; it is fetched again" % (8192 - end1, box)
+    ]
+
+
+def test_settle_leaves_a_torn_message_followed_by_other_mail(tmp_path):
+    box = tmp_path / "box"
+    box.write_bytes(b"")
+    items = [("u1", _msg(1)), ("u2", _msg(2, 10_000))]
+    other = b"\n\nFrom procmail Thu Dec  3 07:00:00 2026\n\nother\n\n"
+    record, fd, _before = _batch(box, items, tear=4096, then=other)
+    before = box.read_bytes()
+    said = []
+    try:
+        assert record.settle(fd, said.append) == ["u1"]
+    finally:
+        os.close(fd)
+    assert box.read_bytes() == before  # not a byte removed
+    assert said == [
+        "%s holds %d bytes of a message torn by a killed run (from offset %d), followed by mail written since: "
+        "left as it is; the message is fetched again" % (box, 4096 - len(_msg(1)), len(_msg(1)))
+    ]
+
+
+def test_settle_keeps_mail_written_after_a_batch_cut_between_messages(tmp_path):
+    box = tmp_path / "box"
+    box.write_bytes(b"")
+    items = [("u1", _msg(1)), ("u2", _msg(2)), ("u3", _msg(3))]
+    other = _msg(9)
+    record, fd, _before = _batch(box, items, tear=len(_msg(1)) + len(_msg(2)), then=other)
+    before = box.read_bytes()
+    said = []
+    try:
+        assert record.settle(fd, said.append) == ["u1", "u2"]
+    finally:
+        os.close(fd)
+    assert box.read_bytes() == before
+    assert said == [
+        "%s: a killed run stored 2 of its 3 messages whole; what follows them is not its own "
+        "and is left as it is; the rest is fetched again" % box
+    ]
+
+
+def test_settle_leaves_a_file_that_was_expunged_or_replaced(tmp_path):
+    box = tmp_path / "box"
+    box.write_bytes(_msg(7) + _msg(8))
+    record, fd, _before = _batch(box, [("u1", _msg(1, 5000))], tear=100)
+    os.ftruncate(fd, len(_msg(7)))  # a mail reader expunged a message
+    said = []
+    try:
+        assert record.settle(fd, said.append) == []
+    finally:
+        os.close(fd)
+    assert box.read_bytes() == _msg(7)
+    assert said == [
+        "%s is shorter than when a killed run began appending to it: left as it is "
+        "(what that run fetched is fetched again)" % box
+    ]
+    record, fd, _before = _batch(box, [("u1", _msg(1))])
+    os.close(fd)
+    os.rename(box, tmp_path / "old")
+    (tmp_path / "old").rename(tmp_path / "box.new")
+    box.write_bytes((tmp_path / "box.new").read_bytes())  # rewritten: a new inode, the same bytes
+    fd = os.open(box, os.O_RDWR)
+    said = []
+    try:
+        assert record.settle(fd, said.append) == []
+    finally:
+        os.close(fd)
+    assert said == [
+        "%s was replaced since a killed run appended to it: left as it is (what that run fetched is fetched again)"
+        % box
+    ]
+
+
+def test_settle_leaves_bytes_that_do_not_verify(tmp_path):
+    box = tmp_path / "box"
+    box.write_bytes(b"")
+    record, fd, _before = _batch(box, [("u1", _msg(1, 9000))], tear=4096)
+    with open(box, "r+b") as f:  # the same length, other bytes: not ours
+        f.seek(100)
+        f.write(b"X")
+    said = []
+    try:
+        assert record.settle(fd, said.append) == []
+    finally:
+        os.close(fd)
+    assert os.path.getsize(box) == 4096
+    assert said == [
+        "%s: a killed run stored 0 of its 1 messages whole; what follows them is not its own "
+        "and is left as it is; the rest is fetched again" % box
+    ]
+
+
+def test_chunks_end_at_page_boundaries():
+    pieces = list(mbox.chunks(4000, b"x" * 200_000))
+    assert [p for p, _ in pieces] == [4000, 65536, 131072, 196608]
+    assert sum(len(b) for _, b in pieces) == 200_000
+
+
+def test_a_dot_lock_naming_this_process_that_it_did_not_take_is_stale(tmp_path):
+    lock = tmp_path / "box.lock"
+    lock.write_bytes(b"%d\n" % os.getpid())  # a run before a reboot had the same PID
+    assert mbox.stale(str(lock))[0] == "it names this process, which did not take it"
+    said = []
+    locked = mbox.lock(tmp_path / "box", warn=said.append)
+    try:
+        assert said == ["broke the stale lock %s (it names this process, which did not take it)" % lock]
+        assert mbox.stale(str(lock)) == (None, "process %d" % os.getpid())  # now it holds it: live
+    finally:
+        mbox.unlock(locked)
+
+
+def test_a_dead_letter_of_dev_null_takes_no_dot_lock_and_is_no_error(run, tmp_path):
+    r = run(
+        "pymail",
+        "--transport",
+        "smtp://127.0.0.1:%d" % free_port(),
+        "-s",
+        "x",
+        "a@example.org",
+        input=b"x\n",
+        env={"HOME": str(tmp_path), "DEAD": "/dev/null"},
+    )
+    assert r.returncode == 75, r.stderr
+    assert r.stderr.endswith(
+        "pymail: the message is kept in /dev/null for a@example.org (pymail --resend /dev/null sends it again)\n"
+    )
+    assert not os.path.exists("/dev/null.lock")
