@@ -19,9 +19,17 @@ EX_CONFIG = 78
 
 
 class PipemailError(Exception):
-    """Base of every error pipemail reports to the user."""
+    """Base of every error pipemail reports to the user.
+
+    ``reported``: the command already said it (a warn line before keeping the
+    message), so the one-line report at exit is skipped.  ``undelivered``: for a
+    delivery that failed, the recipients it did not reach (None: not a delivery,
+    or all of them).
+    """
 
     exit_code = EX_SOFTWARE
+    reported = False
+    undelivered = None
 
 
 class UsageError(PipemailError):

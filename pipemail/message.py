@@ -282,7 +282,7 @@ def attachment_part(data, filename, mime=None, *, seven_bit=False, charset=None)
 
 def base64_lines(data):
     """``data`` as base64 lines of 76 characters in one buffer, framed a thousand lines at a time."""
-    from pipemail.uu import _splitter
+    from pipemail.uu import splitter
 
     out = bytearray()
     step = _B64_LINE * 1024
@@ -292,7 +292,7 @@ def base64_lines(data):
         whole = len(chunk) - len(chunk) % _B64_LINE
         if whole:
             text = binascii.b2a_base64(chunk[:whole], newline=False)
-            out += b"\n".join(_splitter(whole // _B64_LINE, 76).unpack(text))
+            out += b"\n".join(splitter(whole // _B64_LINE, 76).unpack(text))
             out += b"\n"
         if whole < len(chunk):
             out += binascii.b2a_base64(chunk[whole:])

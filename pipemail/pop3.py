@@ -23,6 +23,7 @@ from pipemail.errors import (
     describe_oserror,
     shown,
 )
+from pipemail.network import TIMED_OUT, UNTRUSTED, cert_subject, tls_context, why
 
 BATCH = 100
 _TEMP_CODES = ("[IN-USE]", "[LOGIN-DELAY]", "[SYS/TEMP]")
@@ -46,7 +47,7 @@ class Client:
         try:
             raw = socket.create_connection((url.host, url.port), timeout=timeout)
         except OSError as exc:
-            raise TempFailError("cannot connect to %s port %d: %s" % (url.host, url.port, _why(exc))) from None
+            raise TempFailError("cannot connect to %s port %d: %s" % (url.host, url.port, why(exc))) from None
         self.sock = raw
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -76,17 +77,15 @@ class Client:
     def _start_tls(self):
         import ssl
 
-        from pipemail.transport import _UNTRUSTED, _cert_subject, tls_context
-
         context = tls_context(self._trust_file)
         try:
             self.sock = context.wrap_socket(self.sock, server_hostname=self.url.host)
         except ssl.SSLCertVerificationError as exc:
-            raise UnavailableError(_UNTRUSTED % (self.where, exc.verify_message)) from None
+            raise UnavailableError(UNTRUSTED % (self.where, exc.verify_message)) from None
         except (OSError, ssl.SSLError) as exc:
             raise TempFailError("TLS with %s failed: %s" % (self.where, exc)) from None
         if self.log is not None:
-            self.log("=== TLS started (%s); certificate: %s" % (self.sock.version(), _cert_subject(self.sock)))
+            self.log("=== TLS started (%s); certificate: %s" % (self.sock.version(), cert_subject(self.sock)))
 
     # -- the wire --
     def _fill(self):
@@ -95,13 +94,13 @@ class Client:
         except TimeoutError:
             raise TempFailError(self._timed_out()) from None
         except OSError as exc:
-            raise TempFailError("connection to %s failed: %s" % (self.where, _why(exc))) from None
+            raise TempFailError("connection to %s failed: %s" % (self.where, why(exc))) from None
         if not data:
             raise TempFailError("%s closed the connection" % self.where)
         self.buf += data
 
     def _timed_out(self):
-        return "%s timed out after %g s during %s" % (self.where, self.timeout, self.step)
+        return TIMED_OUT % (self.where, self.timeout, self.step)
 
     def line(self):
         """One reply line, within the timeout as a whole (a server that drips it byte by byte times out too)."""
@@ -134,7 +133,7 @@ class Client:
         except TimeoutError:
             raise TempFailError(self._timed_out()) from None
         except OSError as exc:
-            raise TempFailError("connection to %s failed: %s" % (self.where, _why(exc))) from None
+            raise TempFailError("connection to %s failed: %s" % (self.where, why(exc))) from None
         if self.log is not None:
             self.log("C: " + (redact or text))
 
@@ -251,12 +250,6 @@ class Client:
             self.sock.close()
         except OSError:
             pass
-
-
-def _why(exc):
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return "timed out"
-    return describe_oserror(exc) if isinstance(exc, OSError) else str(exc)
 
 
 def _error(step, where, reply, auth):

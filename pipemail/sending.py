@@ -358,7 +358,7 @@ def _send_parts(segments, total, opts, account, name, sender, rcpts):
             n, seg = current
             if exc is not None:
                 say(str(exc))
-                results[n] = (exc.exit_code, list(getattr(exc, "undelivered", rcpts)))
+                results[n] = (exc.exit_code, list(rcpts if exc.undelivered is None else exc.undelivered))
             else:
                 for _addr, (_code, text) in report.refused.items():
                     say(text)
@@ -481,7 +481,7 @@ def _deliver(msg, envelope_from, rcpts, opts, account):
     try:
         report = _send(opts, url, account, segments, envelope_from, rcpts)
     except PipemailError as exc:
-        _fail_kept(opts, keep, exc, segments, envelope_from, getattr(exc, "undelivered", rcpts))
+        _fail_kept(opts, keep, exc, segments, envelope_from, rcpts if exc.undelivered is None else exc.undelivered)
         raise
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM from cron's timeout: keep it all the same
         if keep:
@@ -592,7 +592,7 @@ def resend(path, opts):
                 )
             except PipemailError as exc:
                 opts.warn(str(exc))
-                remaining.append((sender, body, getattr(exc, "undelivered", rcpts)))
+                remaining.append((sender, body, rcpts if exc.undelivered is None else exc.undelivered))
                 codes.append(exc.exit_code)
                 continue
             for _addr, (_c, text) in report.refused.items():

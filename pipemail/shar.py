@@ -575,6 +575,7 @@ class _Block:
         self.closing = closing
         self.reopening = reopening or opening
         self.open = False
+        self.fresh_used = -1  # the part's fill just after the last next_part(): none yet
 
     def room(self):
         """Bytes of data that fit in the current part, the block opened if need be."""
@@ -597,13 +598,10 @@ class _Block:
 
     def next_part(self):
         self.close()
-        if self.parts.limit is not None and self.parts.used <= self._fresh():
+        if self.parts.limit is not None and self.parts.used <= self.fresh_used:
             raise UsageError("part size %d is too small for one line of data" % self.parts.limit)
         self.w.next_part()
-        self._fresh_used = self.parts.used
-
-    def _fresh(self):
-        return getattr(self, "_fresh_used", -1)
+        self.fresh_used = self.parts.used
 
 
 def _b64(piece):

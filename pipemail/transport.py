@@ -21,6 +21,7 @@ from pipemail.errors import (
     describe_oserror,
     shown,
 )
+from pipemail.network import TIMED_OUT, UNTRUSTED, cert_subject, tls_context, why
 
 
 class Report:
@@ -381,26 +382,8 @@ def _smtp_classes():
     return Client, SSLClient
 
 
-def tls_context(trust_file=None):
-    import ssl
-
-    try:
-        return ssl.create_default_context(cafile=os.path.expanduser(trust_file) if trust_file else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("cannot use TLS trust file %s: %s" % (trust_file, exc)) from None
-
-
 class _LazyContext:
     """No TLS context yet: made when STARTTLS is offered."""
-
-
-def _cert_subject(sock):
-    try:
-        cert = sock.getpeercert()
-    except (AttributeError, ValueError):
-        return "?"
-    parts = [f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn]
-    return ", ".join(parts) or "?"
 
 
 def deliver_smtp(url, segments, size, sender, recipients, **options):
@@ -480,13 +463,13 @@ def smtp_deliveries(
         )
         return
     except ssl.SSLCertVerificationError as exc:
-        yield from all_fail(_fail(UnavailableError, _UNTRUSTED % (where, exc.verify_message), recipients))
+        yield from all_fail(_fail(UnavailableError, UNTRUSTED % (where, exc.verify_message), recipients))
         return
     except (OSError, smtplib.SMTPException) as exc:
         if _timed_out(exc) and client.step != "connecting":
-            failure = _fail(TempFailError, _TIMED_OUT % (where, timeout, client.step), recipients)
+            failure = _fail(TempFailError, TIMED_OUT % (where, timeout, client.step), recipients)
         else:
-            failure = _fail(TempFailError, "cannot connect to %s port %d: %s" % (host, port, _why(exc)), recipients)
+            failure = _fail(TempFailError, "cannot connect to %s port %d: %s" % (host, port, why(exc)), recipients)
         yield from all_fail(failure)
         return
 
@@ -494,12 +477,12 @@ def smtp_deliveries(
         if isinstance(exc, PipemailError):
             return exc
         if isinstance(exc, ssl.SSLCertVerificationError):
-            return _fail(UnavailableError, _UNTRUSTED % (where, exc.verify_message), recipients)
+            return _fail(UnavailableError, UNTRUSTED % (where, exc.verify_message), recipients)
         if _timed_out(exc):
-            return _fail(TempFailError, _TIMED_OUT % (where, timeout, client.step), recipients)
+            return _fail(TempFailError, TIMED_OUT % (where, timeout, client.step), recipients)
         if isinstance(exc, smtplib.SMTPServerDisconnected):
             return _fail(TempFailError, "%s closed the connection" % where, recipients)
-        return _fail(TempFailError, "connection to %s failed: %s" % (where, _why(exc)), recipients)
+        return _fail(TempFailError, "connection to %s failed: %s" % (where, why(exc)), recipients)
 
     failures = (PipemailError, OSError, smtplib.SMTPException)
     try:
@@ -530,27 +513,15 @@ def smtp_deliveries(
             pass
 
 
-_TIMED_OUT = "%s timed out after %g s during %s"
-
-
 def _timed_out(exc):
     """Whether ``exc`` is a wait that ran out (smtplib reports some as SMTPServerDisconnected)."""
     return isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)
-
-
-_UNTRUSTED = "the certificate of %s is not trusted: %s (a private CA goes in --tls-trust-file)"
 
 
 def _text(raw):
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
     return " ".join(str(raw).split())
-
-
-def _why(exc):
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return "timed out"
-    return describe_oserror(exc) if isinstance(exc, OSError) else str(exc)
 
 
 def _reply_error(step, where, code, msg, recipients):
@@ -572,7 +543,7 @@ def _start(client, context, trust_file, url, recipients, user, password, auth, t
                 context = tls_context(trust_file)
             code, msg = client.starttls(context=context)
             if log is not None:
-                log("=== TLS started (%s); certificate: %s" % (client.sock.version(), _cert_subject(client.sock)))
+                log("=== TLS started (%s); certificate: %s" % (client.sock.version(), cert_subject(client.sock)))
             code, msg = client.ehlo()
             if code != 250:
                 raise _reply_error("EHLO", where, code, msg, recipients)
@@ -586,7 +557,7 @@ def _start(client, context, trust_file, url, recipients, user, password, auth, t
                 recipients,
             )
     elif log is not None:
-        log("=== TLS (%s); certificate: %s" % (client.sock.version(), _cert_subject(client.sock)))
+        log("=== TLS (%s); certificate: %s" % (client.sock.version(), cert_subject(client.sock)))
     if user:
         _authenticate(client, where, user, password, auth, recipients)
 

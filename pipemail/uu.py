@@ -68,7 +68,8 @@ _ENCODE_LINES = 512
 _structs = {}
 
 
-def _splitter(n, width):
+def splitter(n, width):
+    """A cached struct that cuts ``n * width`` bytes into ``n`` lines of ``width`` (``.unpack(text)``)."""
     key = (n, width)
     st = _structs.get(key)
     if st is None:
@@ -117,7 +118,7 @@ def _encode_lines(data, table):
     """Whole 45-byte lines of ``data`` (len a multiple of 45) as uu lines."""
     n = len(data) // _LINE
     text = binascii.b2a_base64(data, newline=False).translate(table)
-    return b"M" + b"\nM".join(_splitter(n, 60).unpack(text)) + b"\n"
+    return b"M" + b"\nM".join(splitter(n, 60).unpack(text)) + b"\n"
 
 
 def _encode_last(data, table):
@@ -130,7 +131,7 @@ def b64_lines(data):
     """Whole 45-byte lines of ``data`` (len a multiple of 45) as base64 lines of 60 characters."""
     n = len(data) // _LINE
     text = binascii.b2a_base64(data, newline=False)
-    return b"\n".join(_splitter(n, 60).unpack(text)) + b"\n"
+    return b"\n".join(splitter(n, 60).unpack(text)) + b"\n"
 
 
 def encode_body(src, dst, *, base64=False, table=_TO_UU, chunk_lines=_ENCODE_LINES):

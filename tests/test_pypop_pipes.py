@@ -6,6 +6,7 @@ import subprocess
 
 import pop3server
 import pytest
+from stalling import StallingServer
 
 from conftest import command_path
 
@@ -141,47 +142,6 @@ def test_a_password_in_the_pop_key_is_never_shown(run, tmp_path):
 # -- a POP3 server that stalls or drips ------------------------------------------------------------
 
 
-class StallingPop:
-    """A loopback POP3 server: sends ``greeting`` (or drips it a byte at a time), then answers nothing."""
-
-    def __init__(self, greeting, drip=None):
-        import socket
-        import threading
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1)
-        self.port = self.sock.getsockname()[1]
-        self.greeting, self.drip = greeting, drip
-        self.stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        import time
-
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
-            return
-        with conn:
-            try:
-                if self.drip is None:
-                    conn.sendall(self.greeting)
-                else:
-                    for byte in self.greeting:
-                        if self.stop.is_set():
-                            return
-                        conn.sendall(bytes([byte]))
-                        time.sleep(self.drip)
-            except OSError:
-                return
-            self.stop.wait(60)
-
-    def close(self):
-        self.stop.set()
-        self.sock.close()
-
-
 @pytest.mark.parametrize(
     "greeting, drip, step",
     [
@@ -191,7 +151,9 @@ class StallingPop:
     ids=["stalls", "drips"],
 )
 def test_a_pop3_server_that_stalls_times_out_with_the_step(run, tmp_path, greeting, drip, step):
-    srv = StallingPop(greeting, drip)
+    srv = (
+        StallingServer(greeting) if drip is None else StallingServer(drip=(bytes([b]) for b in greeting), interval=drip)
+    )
     env = {"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state"), "PIPEMAIL_PASSWORD": "x"}
     server = "pop3://127.0.0.1:%d" % srv.port
     r = run("pypop", "--timeout", "1", "--server", server, "--user", "me", "stat", env=env)

@@ -1,17 +1,17 @@
 """pymail's transports under faults: a hanging sendmail, SMTP servers that stall or drip, --check,
 several messages to standard output, what is kept after a configuration error, passwords in URLs.
 
-The stalling SMTP servers are small loopback servers written here (a real listening socket
+The stalling SMTP servers come from tests/stalling.py (a real listening socket
 on 127.0.0.1 that speaks as far as the fault needs); the rest runs against aiosmtpd.
 """
 
+import itertools
 import os
-import socket
 import subprocess
-import threading
 import time
 
 import pytest
+from stalling import StallingServer
 
 from conftest import command_path
 
@@ -129,59 +129,13 @@ def test_a_sendmail_that_stops_reading_and_exits_is_judged_by_its_status(home, t
 # -- 3. SMTP servers that stall ------------------------------------------------------------------
 
 
-class StallingServer:
-    """A loopback SMTP server that answers ``replies`` in turn, one a line read, then stalls (never answers)."""
-
-    def __init__(self, greeting, replies=(), drip=None, read_body=True):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1)
-        self.port = self.sock.getsockname()[1]
-        self.greeting, self.replies, self.drip, self.read_body = greeting, list(replies), drip, read_body
-        self.stop = threading.Event()
-        self.got = b""
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    @property
-    def url(self):
-        return "smtp://127.0.0.1:%d" % self.port
-
-    def _serve(self):
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
-            return
-        with conn:
-            if self.drip is not None:  # a 220- line every drip seconds, forever
-                while not self.stop.is_set():
-                    try:
-                        conn.sendall(b"220-still greeting you\r\n")
-                    except OSError:
-                        return
-                    time.sleep(self.drip)
-                return
-            conn.sendall(self.greeting)
-            f = conn.makefile("rb")
-            for reply in self.replies:
-                line = f.readline()
-                self.got += line
-                if not line:
-                    return
-                conn.sendall(reply)
-            if self.read_body and self.replies and self.replies[-1].startswith(b"354"):  # the message, to its end
-                while line and line != b".\r\n":
-                    line = f.readline()
-                    self.got += line
-            self.stop.wait(60)  # stalls: reads nothing more, answers nothing
-
-    def close(self):
-        self.stop.set()
-        self.sock.close()
+def smtp_url(srv):
+    return "smtp://127.0.0.1:%d" % srv.port
 
 
 def test_smtp_timeout_during_data_says_timed_out(home):
     srv = StallingServer(b"220 hi\r\n", [b"250 ok\r\n", b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"])
-    code, _out, err, took = pymail("--timeout", "1", "--transport", srv.url, "to@example.org", home=home)
+    code, _out, err, took = pymail("--timeout", "1", "--transport", smtp_url(srv), "to@example.org", home=home)
     srv.close()
     assert code == 75
     assert err.splitlines()[0] == "pymail: 127.0.0.1 timed out after 1 s during DATA"
@@ -194,7 +148,7 @@ def test_smtp_server_that_stops_reading_the_message_times_out_during_data(home, 
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(24 << 20))  # more than loopback's socket buffers hold
     code, _out, err, took = pymail(
-        "--timeout", "2", "-a", big, "--transport", srv.url, "to@example.org", input=b"", home=home
+        "--timeout", "2", "-a", big, "--transport", smtp_url(srv), "to@example.org", input=b"", home=home
     )
     srv.close()
     assert code == 75 and err.splitlines()[0] == "pymail: 127.0.0.1 timed out after 2 s during DATA"
@@ -203,15 +157,18 @@ def test_smtp_server_that_stops_reading_the_message_times_out_during_data(home, 
 
 def test_smtp_timeout_after_the_greeting_says_timed_out(home):
     srv = StallingServer(b"220 hi\r\n")
-    code, _out, err, _t = pymail("--timeout", "1", "--transport", srv.url, "to@example.org", home=home)
+    code, _out, err, _t = pymail("--timeout", "1", "--transport", smtp_url(srv), "to@example.org", home=home)
     srv.close()
     assert code == 75 and err.splitlines()[0] == "pymail: 127.0.0.1 timed out after 1 s during EHLO"
     assert b"X-Pipemail-Undelivered-To: to@example.org\n" in kept(home)
 
 
 def test_a_server_that_drips_its_greeting_times_out(home):
-    srv = StallingServer(None, drip=0.2)  # each line well within the timeout, the greeting never ends
-    code, _out, err, took = pymail("--timeout", "1.5", "--transport", srv.url, "to@example.org", home=home, timeout=30)
+    # each line well within the timeout, the greeting never ends
+    srv = StallingServer(drip=itertools.repeat(b"220-still greeting you\r\n"), interval=0.2)
+    code, _out, err, took = pymail(
+        "--timeout", "1.5", "--transport", smtp_url(srv), "to@example.org", home=home, timeout=30
+    )
     srv.close()
     assert code == 75
     assert err.splitlines()[0] == "pymail: 127.0.0.1 timed out after 1.5 s during the greeting"
@@ -221,7 +178,7 @@ def test_a_server_that_drips_its_greeting_times_out(home):
 def test_aiosmtpd_slow_to_answer_the_message_times_out(smtp_server, home):
     srv = smtp_server()
     srv.data_delay = 3  # aiosmtpd answers the end of DATA only after 3 s
-    code, _out, err, _t = pymail("--timeout", "1", "--transport", srv.url, "to@example.org", home=home)
+    code, _out, err, _t = pymail("--timeout", "1", "--transport", smtp_url(srv), "to@example.org", home=home)
     assert code == 75 and err.splitlines()[0] == "pymail: 127.0.0.1 timed out after 1 s during DATA"
 
 
@@ -338,7 +295,7 @@ def test_no_transport_at_all_keeps_the_message_and_resend_sends_it(smtp_server, 
     assert code == 78 and err.startswith("pymail: no transport: give --transport smtp://HOST")
     assert "the message is kept in" in err.splitlines()[1]
     srv = smtp_server()
-    code, _out, err, _t = pymail("--transport", srv.url, "--resend", home / "dead.letter", home=home, input=b"")
+    code, _out, err, _t = pymail("--transport", smtp_url(srv), "--resend", home / "dead.letter", home=home, input=b"")
     assert code == 0, err
     assert srv.messages[0][1] == ["to@example.org"] and srv.messages[0][2].endswith(b"\r\n\r\nprecious\r\n")
 

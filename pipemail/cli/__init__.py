@@ -67,14 +67,15 @@ def _main(cmd, base, args, prog_name, extra):
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except (click.UsageError, UsageError) as exc:
-        text = exc.format_message() if isinstance(exc, click.UsageError) else str(exc)
-        if not getattr(exc, "reported", False):
+        ours = isinstance(exc, UsageError)
+        text = str(exc) if ours else exc.format_message()
+        if not (ours and exc.reported):
             warn(prog, "%s (see '%s --help')" % (text.rstrip("."), prog))
         code = EX_USAGE
     except (click.Abort, KeyboardInterrupt):
         code = 130
     except PipemailError as exc:
-        if not getattr(exc, "reported", False):
+        if not exc.reported:
             warn(prog, str(exc))
         code = exc.exit_code
     except OSError as exc:
