@@ -346,9 +346,13 @@ def test_maildir_messages_in_new_and_cur_by_file_name(tmp_path):
     write(top / "new" / ".hidden", b"Subject: hidden\n\nhidden\n")
     write(top / "tmp" / "1.in-progress", b"Subject: tmp\n\ntmp\n")
     os.mkdir(top / "cur" / "subdir")
-    [new_name] = [n for n in os.listdir(top / "new") if n[0] not in ".9"]
-    [cur_name] = [n for n in os.listdir(top / "cur") if n[0] not in "0s"]
-    assert new_name < cur_name  # mailbox names them by time
+    [added_new] = [n for n in os.listdir(top / "new") if n[0] not in ".9"]
+    [added_cur] = [n for n in os.listdir(top / "cur") if n[0] not in "0s"]
+    # named as by time, but with fixed names: mailbox's microseconds (M96742, M104561) are not
+    # zero-padded, so its own names do not always sort in the order they were given
+    new_name, cur_name = "1700000000.M1P1.host", "1700000000.M2P1.host:2,S"
+    os.rename(top / "new" / added_new, top / "new" / new_name)
+    os.rename(top / "cur" / added_cur, top / "cur" / cur_name)
 
     got = texts([top])
     first = "%s: " % (top / "cur" / "0000000001.A.host:2,S")
