@@ -399,9 +399,13 @@ class MboxSink:
                     pos += len(data)
                 os.fsync(fd)
             except BaseException as exc:  # a failed write, or SIGTERM: nothing half-written, nothing recorded
-                os.ftruncate(fd, before)
-                os.fsync(fd)
-                self.done()
+                try:
+                    os.ftruncate(fd, before)
+                    os.fsync(fd)
+                except OSError:
+                    pass  # the pending record stays: the next run cuts these bytes away, as after a kill
+                else:
+                    self.done()
                 if isinstance(exc, OSError):
                     raise IOFailure("cannot write %s: %s" % (shown(self.path), describe_oserror(exc))) from None
                 raise

@@ -481,3 +481,74 @@ def test_pypop_all_killed_mid_append_has_its_torn_tail_cut_too(run, pop, dovecot
     r = pop.run(run, "fetch", "--mbox", box)
     assert r.returncode == 0 and "cut away" in r.stderr, r.stderr
     assert parsed(box) == messages + messages[:1]  # the --all run's first copy stayed whole; nothing new fetched
+
+
+def test_pypop_write_error_whose_undo_fails_too_says_the_write_error_and_the_next_run_cuts_it(
+    run, pop, dovecot, tmp_path
+):
+    """ENOSPC mid-message, then the ftruncate that undoes it fails (EIO): the line names the mbox and
+    the write error (it was a bare "pypop: Input/output error"); the record stays, the next run settles it."""
+    import subprocess
+
+    from conftest import command_path, tool
+
+    messages = [msg(0), msg(1, 200_000), msg(2)]
+    put_all(dovecot, messages)
+    box = tmp_path / "box"
+    argv = [tool("strace"), "-f", "-qq", "-o", "/dev/null", "-P", str(box), "-e", "trace=write,ftruncate"]
+    argv += ["-e", "inject=write:error=ENOSPC:when=3", "-e", "inject=ftruncate:error=EIO"]
+    env = {**os.environ, **pop.env}
+    env.pop("PIPEMAIL_DEBUG", None)
+    p = subprocess.run(
+        argv + command_path("pypop") + pop.args("fetch", "--mbox", str(box)), capture_output=True, env=env
+    )
+    assert (p.returncode, p.stderr.decode()) == (74, "pypop: cannot write %s: No space left on device\n" % box)
+    torn = os.path.getsize(box)
+    assert torn > 0 and os.path.exists(pop.state()[2])  # the pending record is kept for the next run
+    r = pop.run(run, "fetch", "--mbox", box)
+    first_end = len(mbox.mbox_bytes([messages[0]], "MAILER-DAEMON"))
+    assert (r.returncode, r.stderr) == (
+        0,
+        "pypop: cut away %d bytes of a message torn by a killed run at the end of %s; it is fetched again\n"
+        % (torn - first_end, box),
+    )
+    assert parsed(box) == messages
+
+
+def test_mbox_transport_write_error_whose_undo_fails_too_still_keeps_the_message(run, tmp_path):
+    """ENOSPC mid-append to an mbox: transport, then the ftruncate undoing it fails (EIO): the message
+    goes to the dead letter as for any failed write (it was lost, with a bare "pymail: Input/output error")."""
+    import subprocess
+
+    from conftest import command_path, tool
+
+    home = tmp_path / "home"
+    home.mkdir()
+    box = tmp_path / "out.mbox"
+    argv = [tool("strace"), "-f", "-qq", "-o", "/dev/null", "-P", str(box), "-e", "trace=write,ftruncate"]
+    argv += ["-e", "inject=write:error=ENOSPC:when=2", "-e", "inject=ftruncate:error=EIO"]
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("PIPEMAIL_DEBUG", None)
+    args = ["--transport", "mbox:%s" % box, "-s", "full disk", "a@example.org"]
+    p = subprocess.run(argv + command_path("pymail") + args, input=_big(3), capture_output=True, env=env)
+    dead = home / "dead.letter"
+    assert (p.returncode, p.stderr.decode()) == (
+        74,
+        "pymail: cannot write mailbox %s: No space left on device\n"
+        "pymail: the message is kept in %s for a@example.org (pymail --resend %s sends it again)\n" % (box, dead, dead),
+    )
+    kept = transport.read_mbox(dead)
+    assert len(kept) == 1 and kept[0][1].endswith(b"\n\n" + _big(3))
+    r = run(
+        "pymail",
+        "--transport",
+        "mbox:%s" % box,
+        "-s",
+        "next",
+        "a@example.org",
+        input=b"next\n",
+        env={"HOME": str(home)},
+    )
+    assert r.returncode == 0, r.stderr
+    got = transport.read_mbox(box)  # the torn bytes stay (the undo failed); the next starts on its own From_ line
+    assert got[-1][1].endswith(b"\n\nnext\n") and b"Subject: next\n" in got[-1][1]
