@@ -333,7 +333,10 @@ def append(path, data, *, warn=None):
                 write_at_end(fd, end, data)
                 os.fsync(fd)
             except OSError as exc:
-                os.ftruncate(fd, end)  # nothing half-written
+                try:
+                    os.ftruncate(fd, end)  # nothing half-written
+                except OSError:
+                    pass  # left torn: the next append still starts on its own From_ line
                 raise IOFailure("cannot write mailbox %s: %s" % (_shown(path), describe_oserror(exc))) from None
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
