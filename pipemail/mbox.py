@@ -151,11 +151,23 @@ def unlock(locked):
         os.close(locked.fd)
 
 
+def boot_id():
+    """This boot of the host (Linux's /proc/sys/kernel/random/boot_id), or None where there is none."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return f.read(64).strip() or None
+    except OSError:
+        return None
+
+
 def owner_text():
-    """What a dot-lock of ours holds: the PID in ASCII (as liblockfile writes it), then the host name."""
+    """What a dot-lock of ours holds: the PID in ASCII (as liblockfile writes it), the host name,
+    and the boot id when the host has one (a PID from before a reboot names no owner)."""
     import socket
 
-    return b"%d\n%s\n" % (os.getpid(), socket.gethostname().encode("utf-8", "replace"))
+    text = b"%d\n%s\n" % (os.getpid(), socket.gethostname().encode("utf-8", "replace"))
+    boot = boot_id()
+    return text + b"%s\n" % boot if boot else text
 
 
 def dotlock(lockpath, *, warn=None, wait=WAIT):
@@ -255,6 +267,9 @@ def _examine(lockpath, now=None):
     if holder and host and not here:
         holder += " on %s" % host
     if pid > 0 and here:
+        boot = lines[2].strip() if len(lines) > 2 else b""
+        if boot and boot_id() not in (None, boot):
+            return "its owner, process %d, ran before the host was last started" % pid, holder, seen
         if pid == os.getpid():
             if lockpath in _held:
                 return None, holder, seen
@@ -333,7 +348,10 @@ def append(path, data, *, warn=None):
                 write_at_end(fd, end, data)
                 os.fsync(fd)
             except OSError as exc:
-                os.ftruncate(fd, end)  # nothing half-written
+                try:
+                    os.ftruncate(fd, end)  # nothing half-written
+                except OSError:
+                    pass  # left torn: the next append still starts on its own From_ line
                 raise IOFailure("cannot write mailbox %s: %s" % (_shown(path), describe_oserror(exc))) from None
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)

@@ -11,6 +11,7 @@ exactly its bytes (see pipemail.mbox.Pending).
 
 import os
 import socket
+import stat
 
 from pipemail.errors import (
     CantCreateError,
@@ -375,6 +376,11 @@ class MboxSink:
         locked = mbox.lock(self.path, warn=self.warn)
         try:
             fd = locked.fd
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/null, a FIFO: nothing could be trusted as stored
+                raise CantCreateError(
+                    "cannot write mailbox %s: not a regular file (a device or pipe cannot be flushed to disk; "
+                    "fetch without --mbox writes to standard output)" % shown(self.path)
+                )
             before = os.lseek(fd, 0, os.SEEK_END)
             datas = [mbox.mbox_bytes([raw], _sender(raw)) for raw in messages]
             if datas:
@@ -393,9 +399,13 @@ class MboxSink:
                     pos += len(data)
                 os.fsync(fd)
             except BaseException as exc:  # a failed write, or SIGTERM: nothing half-written, nothing recorded
-                os.ftruncate(fd, before)
-                os.fsync(fd)
-                self.done()
+                try:
+                    os.ftruncate(fd, before)
+                    os.fsync(fd)
+                except OSError:
+                    pass  # the pending record stays: the next run cuts these bytes away, as after a kill
+                else:
+                    self.done()
                 if isinstance(exc, OSError):
                     raise IOFailure("cannot write %s: %s" % (shown(self.path), describe_oserror(exc))) from None
                 raise

@@ -769,6 +769,7 @@ class GnuParser:
                     raise rd.error("compressed archives (shar -C) are not supported")
                 raise rd.unexpected(line)
         line = rd.take()
+        self.sink.where = "%s:%d" % (rd.label, rd.lineno)  # what goes wrong with the file names this line
         if line == b" > " + q + b" &&":
             self.sink.open_file(name)
             member = _Member(name, "empty", self.sink)
@@ -800,6 +801,7 @@ class GnuParser:
 
     def _directory(self, rd, name):
         line = rd.take()
+        where = "%s:%d" % (rd.label, rd.lineno)
         word = line[len(b"if test ! -d ") :]
         if not word.endswith(b"; then"):
             raise rd.unexpected(line)
@@ -823,6 +825,7 @@ class GnuParser:
                     b"fi",
                 )
             )
+        self.sink.where = where
         self.sink.directory(directory)
 
     def _continuation(self, rd):

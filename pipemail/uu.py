@@ -751,6 +751,29 @@ def encode(in_file, out_file, name=None, mode=None, *, backtick=False):
             f.close()
 
 
+def _fail_as_open_would(path):
+    """Raise the OSError that 3.12's ``open(path, "wb")`` raises for a missing directory, a file
+    on the way or a directory at ``path`` (callers catch OSError), before anything is written."""
+    import errno
+    import stat
+
+    name = os.fspath(path)
+    parent = os.path.dirname(name) or os.curdir
+    try:
+        st = os.stat(parent)
+        code = None if stat.S_ISDIR(st.st_mode) else errno.ENOTDIR
+    except FileNotFoundError:
+        code = errno.ENOENT
+    except NotADirectoryError:
+        code = errno.ENOTDIR
+    except OSError:
+        return  # said by Output as it is
+    if code is None and os.path.isdir(name):
+        code = errno.EISDIR
+    if code is not None:
+        raise OSError(code, os.strerror(code), name)
+
+
 def decode(in_file, out_file=None, mode=None, quiet=False):
     """Decode the first uuencoded (or base64) block: the stdlib ``uu.decode``.
 
@@ -758,7 +781,8 @@ def decode(in_file, out_file=None, mode=None, quiet=False):
     ``sys.stdout``; trailing garbage on a line is reported on ``sys.stderr``
     ("Warning: Trailing garbage") unless ``quiet``, and ignored; without
     ``out_file`` the header's name is used, in a directory that must exist
-    (FileNotFoundError), never over an existing file, never an absolute name
+    (FileNotFoundError; an ``out_file`` path that cannot be opened raises the OSError
+    of 3.12's open()), never over an existing file, never an absolute name
     or ``..`` (:class:`Error`).  Safer than 3.12: a symlink is never followed,
     the mode's setuid, setgid and sticky bits are dropped, and a file appears
     only once its block decoded completely.
@@ -809,6 +833,7 @@ def decode(in_file, out_file=None, mode=None, quiet=False):
         elif out_file is None:
             pass  # the header's name, opened above
         elif isinstance(out_file, str | os.PathLike):
+            _fail_as_open_would(out_file)
             out = Output.to_path(out_file)
         else:
             out = Output.to_stream(out_file)

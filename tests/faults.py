@@ -58,13 +58,15 @@ def run_killed(name, args, *, call, when, sig=signal.SIGKILL, path=None, env=Non
     return Killed(proc, sig)
 
 
-def count_calls(name, args, *, call, env=None, input=b""):
-    """How many ``call``s the command makes when nothing is injected (to aim a kill at its last ones)."""
-    return len(trace_calls(name, args, call=call, env=env, input=input))
+def count_calls(name, args, *, call, env=None, input=b"", path=None):
+    """How many ``call``s the command makes (on ``path`` only, when given) when nothing is injected
+    (to aim a kill at one that happens)."""
+    return len(trace_calls(name, args, call=call, env=env, input=input, path=path))
 
 
-def trace_calls(name, args, *, call, env=None, input=b""):
-    """strace's lines for the ``call``s the command makes when nothing is injected, in order."""
+def trace_calls(name, args, *, call, env=None, input=b"", path=None):
+    """strace's lines for the ``call``s the command makes (on ``path`` only, when given) when nothing
+    is injected, in order."""
     import tempfile
 
     syscalls = CALLS.get(call, call)
@@ -73,6 +75,7 @@ def trace_calls(name, args, *, call, env=None, input=b""):
     with tempfile.NamedTemporaryFile() as log:
         subprocess.run(
             [tool("strace"), "-f", "-qq", "-o", log.name, "-e", "trace=" + syscalls]
+            + (["-P", os.fspath(path)] if path is not None else [])
             + command_path(name)
             + [os.fspath(a) for a in args],
             input=input,

@@ -6,6 +6,7 @@ name, a stale dot-lock broken at once (with a warning), every later run exiting 
 The kill points are few and drawn from a seeded random generator (PIPEMAIL_FAULT_SEED).
 """
 
+import itertools
 import os
 import re
 import signal
@@ -28,11 +29,19 @@ def msg(n, size=0):
     return b"From: sender@example.org\nTo: pmtest@example.org\nSubject: message %d\n\n" % n + body
 
 
+_names = itertools.count()
+
+
 def put_all(dovecot, messages):
-    """Put ``messages`` on the server in this order (Dovecot numbers new files by name)."""
+    """Put ``messages`` on the server in this order (Dovecot numbers new files by name).
+
+    Names are never used twice: put again under the names of a round before, six files
+    were one message to Dovecot's UIDL, and the kill points aimed at the later ones hit nothing."""
     dovecot.clear(dovecot.user)
-    for i, m in enumerate(messages):
+    for m in messages:
+        i = next(_names)
         dovecot.put(dovecot.user, m, name="%d.M%06dP1.pipemail" % (1700000000 + i, i))
+    assert dovecot.count(dovecot.user) == len(messages)
 
 
 def parsed(path):
@@ -204,29 +213,40 @@ def test_pypop_torn_tail_of_its_own_is_cut_away(run, pop, dovecot, tmp_path):
 
 def test_pypop_mbox_killed_at_random_points(run, pop, dovecot, tmp_path):
     """SIGKILL or SIGTERM at a write to the mbox, at the rename of the UIDL file, or mid-RETR;
-    another writer or none; then a run with --delete stores everything exactly once."""
+    another writer or none; then a run with --delete stores everything exactly once.
+
+    Every kind of point is hit (in a seeded order), at a write that happens (counted in a dry
+    run): a kill point past the last write would test nothing."""
     rng = faults.rng("pypop-mbox")
     messages = [msg(n, rng.choice([0, 300, 9000, 70_000])) for n in range(6)]
     seen, _lock, _pending = pop.state()
-    for round_ in range(4):
+    points = ["write", "term", "rename", "retr", rng.choice(["write", "term"])]
+    rng.shuffle(points)
+    dry = dict(pop.env, XDG_STATE_HOME=str(tmp_path / "dry"))
+    put_all(dovecot, messages)
+    writes = faults.count_calls(
+        "pypop", pop.args("fetch", "--mbox", tmp_path / "dry.mbox"), call="write", env=dry, path=tmp_path / "dry.mbox"
+    )
+    assert writes >= len(messages), writes  # each message its own writes
+    for round_, point in enumerate(points):
         put_all(dovecot, messages)
         box = tmp_path / ("box%d" % round_)
         for f in (seen,):
             if os.path.exists(f):
                 os.unlink(f)
-        point = rng.choice(["write", "write", "rename", "retr", "term"])
         if point == "write":
-            k = pop.killed("fetch", "--mbox", box, call="write", when=rng.randint(1, 6), path=box)
+            k = pop.killed("fetch", "--mbox", box, call="write", when=rng.randint(1, writes), path=box)
         elif point == "term":
-            k = pop.killed("fetch", "--mbox", box, call="write", when=rng.randint(1, 4), path=box, sig=signal.SIGTERM)
+            w = rng.randint(1, writes)
+            k = pop.killed("fetch", "--mbox", box, call="write", when=w, path=box, sig=signal.SIGTERM)
         elif point == "rename":
             # the pending record's, then the UIDL file's: each after its fsync
             k = pop.killed("fetch", "--mbox", box, "--delete", call="rename", when=rng.randint(1, 2))
         else:  # mid-RETR: among the last reads (the replies come last), counted in a dry run
-            dry = dict(pop.env, XDG_STATE_HOME=str(tmp_path / "dry"))
             total = faults.count_calls("pypop", pop.args("fetch"), call="read", env=dry)
             k = pop.killed("fetch", "--mbox", box, call="read", when=total - rng.randint(4, 12))
-        if point == "term" and k.killed:
+        assert k.killed or point == "retr", (point, k.returncode, k.stderr)  # reads vary a little from run to run
+        if point == "term":
             assert k.returncode == 143 and os.path.getsize(box) == 0  # tidy: nothing half-written
         others = []
         if rng.random() < 0.7:
@@ -481,3 +501,74 @@ def test_pypop_all_killed_mid_append_has_its_torn_tail_cut_too(run, pop, dovecot
     r = pop.run(run, "fetch", "--mbox", box)
     assert r.returncode == 0 and "cut away" in r.stderr, r.stderr
     assert parsed(box) == messages + messages[:1]  # the --all run's first copy stayed whole; nothing new fetched
+
+
+def test_pypop_write_error_whose_undo_fails_too_says_the_write_error_and_the_next_run_cuts_it(
+    run, pop, dovecot, tmp_path
+):
+    """ENOSPC mid-message, then the ftruncate that undoes it fails (EIO): the line names the mbox and
+    the write error (it was a bare "pypop: Input/output error"); the record stays, the next run settles it."""
+    import subprocess
+
+    from conftest import command_path, tool
+
+    messages = [msg(0), msg(1, 200_000), msg(2)]
+    put_all(dovecot, messages)
+    box = tmp_path / "box"
+    argv = [tool("strace"), "-f", "-qq", "-o", "/dev/null", "-P", str(box), "-e", "trace=write,ftruncate"]
+    argv += ["-e", "inject=write:error=ENOSPC:when=3", "-e", "inject=ftruncate:error=EIO"]
+    env = {**os.environ, **pop.env}
+    env.pop("PIPEMAIL_DEBUG", None)
+    p = subprocess.run(
+        argv + command_path("pypop") + pop.args("fetch", "--mbox", str(box)), capture_output=True, env=env
+    )
+    assert (p.returncode, p.stderr.decode()) == (74, "pypop: cannot write %s: No space left on device\n" % box)
+    torn = os.path.getsize(box)
+    assert torn > 0 and os.path.exists(pop.state()[2])  # the pending record is kept for the next run
+    r = pop.run(run, "fetch", "--mbox", box)
+    first_end = len(mbox.mbox_bytes([messages[0]], "MAILER-DAEMON"))
+    assert (r.returncode, r.stderr) == (
+        0,
+        "pypop: cut away %d bytes of a message torn by a killed run at the end of %s; it is fetched again\n"
+        % (torn - first_end, box),
+    )
+    assert parsed(box) == messages
+
+
+def test_mbox_transport_write_error_whose_undo_fails_too_still_keeps_the_message(run, tmp_path):
+    """ENOSPC mid-append to an mbox: transport, then the ftruncate undoing it fails (EIO): the message
+    goes to the dead letter as for any failed write (it was lost, with a bare "pymail: Input/output error")."""
+    import subprocess
+
+    from conftest import command_path, tool
+
+    home = tmp_path / "home"
+    home.mkdir()
+    box = tmp_path / "out.mbox"
+    argv = [tool("strace"), "-f", "-qq", "-o", "/dev/null", "-P", str(box), "-e", "trace=write,ftruncate"]
+    argv += ["-e", "inject=write:error=ENOSPC:when=2", "-e", "inject=ftruncate:error=EIO"]
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("PIPEMAIL_DEBUG", None)
+    args = ["--transport", "mbox:%s" % box, "-s", "full disk", "a@example.org"]
+    p = subprocess.run(argv + command_path("pymail") + args, input=_big(3), capture_output=True, env=env)
+    dead = home / "dead.letter"
+    assert (p.returncode, p.stderr.decode()) == (
+        74,
+        "pymail: cannot write mailbox %s: No space left on device\n"
+        "pymail: the message is kept in %s for a@example.org (pymail --resend %s sends it again)\n" % (box, dead, dead),
+    )
+    kept = transport.read_mbox(dead)
+    assert len(kept) == 1 and kept[0][1].endswith(b"\n\n" + _big(3))
+    r = run(
+        "pymail",
+        "--transport",
+        "mbox:%s" % box,
+        "-s",
+        "next",
+        "a@example.org",
+        input=b"next\n",
+        env={"HOME": str(home)},
+    )
+    assert r.returncode == 0, r.stderr
+    got = transport.read_mbox(box)  # the torn bytes stay (the undo failed); the next starts on its own From_ line
+    assert got[-1][1].endswith(b"\n\nnext\n") and b"Subject: next\n" in got[-1][1]

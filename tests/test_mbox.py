@@ -24,7 +24,12 @@ def test_the_dot_lock_names_its_owner_and_goes_with_the_unlock(tmp_path):
     box = tmp_path / "box"
     locked = mbox.lock(box)
     try:
-        assert (tmp_path / "box.lock").read_bytes() == b"%d\n%s\n" % (os.getpid(), socket.gethostname().encode())
+        boot = open("/proc/sys/kernel/random/boot_id", "rb").read()
+        assert (tmp_path / "box.lock").read_bytes() == b"%d\n%s\n%s" % (
+            os.getpid(),
+            socket.gethostname().encode(),
+            boot,
+        )
         assert sorted(os.listdir(tmp_path)) == ["box", "box.lock"]  # the temporary name is gone
     finally:
         mbox.unlock(locked)
@@ -72,6 +77,30 @@ def test_a_live_dot_lock_is_waited_for_then_the_writer_goes_on_under_fcntl(tmp_p
     young = tmp_path / "young.lock"
     young.write_bytes(b"")
     assert mbox.stale(str(young)) == (None, None)  # no owner, but young: live
+
+
+def test_a_dot_lock_from_before_a_reboot_is_broken_though_its_pid_is_alive_again(tmp_path):
+    """After a reboot a dot-lock's PID may belong to another, live process: the boot id it records
+    shows it stale at once (it was waited for 10 s and kept on every run, with a warning)."""
+    box = tmp_path / "box"
+    lock = tmp_path / "box.lock"
+    other = subprocess.Popen(["sleep", "30"])  # a live process that has the PID now
+    try:
+        lock.write_bytes(b"%d\n%s\n00000000-0000-0000-0000-000000000000\n" % (other.pid, socket.gethostname().encode()))
+        said = []
+        t0 = time.monotonic()
+        mbox.append(box, _msg(1), warn=said.append)
+        assert time.monotonic() - t0 < 1
+        assert said == [
+            "broke the stale lock %s (its owner, process %d, ran before the host was last started)" % (lock, other.pid)
+        ]
+        assert box.read_bytes() == _msg(1) and not lock.exists()
+        ours = open("/proc/sys/kernel/random/boot_id", "rb").read()
+        lock.write_bytes(b"%d\n%s\n%s" % (other.pid, socket.gethostname().encode(), ours))  # this boot's: live
+        assert mbox.stale(str(lock)) == (None, "process %d" % other.pid)
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_a_dot_lock_from_another_host_is_judged_by_age_only(tmp_path):

@@ -375,3 +375,26 @@ def test_the_next_append_after_a_torn_message_starts_on_its_own_from_line(pop, d
     assert (r.returncode, r.stderr) == (0, "")
     assert box.read_bytes().startswith(torn + b"\n\nFrom MAILER-DAEMON ")
     assert stored(box) == [b"\nhalf of a li\n", msg(1)]
+
+
+@pytest.mark.parametrize("kind", ["/dev/null", "fifo"])
+def test_an_mbox_that_is_not_a_regular_file_is_refused_and_nothing_recorded(pop, dovecot, tmp_path, kind):
+    """--mbox /dev/null or a FIFO cannot be flushed to disk: refused with 73, one line naming it
+    (it was "pypop: Invalid argument" or "pypop: Illegal seek", exit 74); nothing recorded or deleted."""
+    dovecot.put(dovecot.user, msg(1))
+    path = kind
+    if kind == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    r = pop("fetch", "--delete", "--mbox", path)
+    assert (r.returncode, r.stderr) == (
+        73,
+        "pypop: cannot write mailbox %s: not a regular file (a device or pipe cannot be flushed to disk; "
+        "fetch without --mbox writes to standard output)\n" % path,
+    )
+    seen, _lock, pending = _state(pop, dovecot)
+    assert not os.path.exists(seen) and not os.path.exists(pending)
+    assert dovecot.count(dovecot.user) == 1
+    box = tmp_path / "box"
+    r = pop("fetch", "--mbox", str(box))
+    assert (r.returncode, r.stderr) == (0, "") and stored(box) == [msg(1)]

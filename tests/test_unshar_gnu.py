@@ -475,3 +475,30 @@ def test_quoting_round_trip():
     assert _unquote(b"'it'\\''s here'") == b"it's here"
     for word in (b"plain", b"'open", b"'a''b'", b"'a'b", b"'a'\\'"):
         assert _unquote(word) is None
+
+
+def test_what_goes_wrong_with_a_member_names_the_line_of_its_statement(run, tmp_path):
+    """Each refusal names the line of the statement that makes the member, as for pyshar's archives
+    (every one said stdin:1:, the first line of the archive, twice the same words for d and d/f)."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "a").write_bytes(b"a\n")
+    (src / "d" / "f").write_bytes(b"f\n")
+    data = subprocess.run([shar_path(), "-q", "a", "d"], cwd=src, capture_output=True, check=True).stdout
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "a").write_bytes(b"mine\n")
+    (dst / "d").write_bytes(b"a file where the archive wants a directory\n")
+    r = run("pyunshar", input=data, cwd=dst)
+    assert r.returncode == 73
+    assert r.stderr == (
+        "pyunshar: stdin:%d: a exists; not overwritten (use -c to replace it)\n"
+        "pyunshar: stdin:%d: refusing to write below 'd': not a real directory\n"
+        "pyunshar: stdin:%d: refusing to write below 'd': not a real directory\n"
+        % (
+            line_of(data, b"  sed 's/^X//' << 'SHAR_EOF' > 'a' &&"),
+            line_of(data, b"if test ! -d 'd'; then"),
+            line_of(data, b"  sed 's/^X//' << 'SHAR_EOF' > 'd/f' &&"),
+        )
+    )
+    assert (dst / "a").read_bytes() == b"mine\n" and (dst / "d").read_bytes().startswith(b"a file")

@@ -205,3 +205,24 @@ def test_a_header_in_an_existing_directory_is_written_there_as_312(tmp_path, mon
     text = uu.encode_bytes(sample(5), "sub/x.bin", 0o640)
     ours, theirs = side_by_side(tmp_path, monkeypatch, text, prepare=lambda d: (d / "sub").mkdir())
     assert ours == theirs == (None, b"", "", {"sub/x.bin": (sample(5), 0o640)})
+
+
+@pytest.mark.parametrize(
+    "out_file, prepare, raised",
+    [
+        ("sub/x.bin", None, ("FileNotFoundError", "[Errno 2] No such file or directory: 'sub/x.bin'")),
+        ("d", lambda d: (d / "d").mkdir(), ("IsADirectoryError", "[Errno 21] Is a directory: 'd'")),
+        (
+            "f/x.bin",
+            lambda d: (d / "f").write_bytes(b""),
+            ("NotADirectoryError", "[Errno 20] Not a directory: 'f/x.bin'"),
+        ),
+    ],
+)
+def test_an_out_file_that_cannot_be_opened_raises_the_oserror_of_312(tmp_path, monkeypatch, out_file, prepare, raised):
+    """decode(f, "sub/x.bin") with sub/ missing: 3.12's open() raises FileNotFoundError (callers catch
+    OSError); ours raised uu.Error("cannot write sub/x.bin: ...")."""
+    text = uu.encode_bytes(sample(5), "x.bin")
+    ours, theirs = side_by_side(tmp_path, monkeypatch, text, prepare=prepare, out_file=out_file)
+    assert ours == theirs
+    assert ours[0] == raised and "x.bin" not in ours[3]
