@@ -3,7 +3,7 @@
 import os
 
 from pipemail import message, transport
-from pipemail.errors import IOFailure, PipemailError, UsageError, shown
+from pipemail.errors import DataError, IOFailure, PipemailError, UsageError, shown
 
 
 class Options:
@@ -562,7 +562,6 @@ def resend(path, opts):
     failing meanwhile appends to the new file (mbox_append checks), not to a
     file about to be replaced.  With ``check`` nothing is sent or rewritten.
     """
-    import re
 
     from pipemail import config, mbox
     from pipemail.safefile import Output
@@ -573,17 +572,21 @@ def resend(path, opts):
     try:
         remaining = []
         codes = []
-        kept = transport.read_mbox(path, locked.fd)
-        for from_line, raw in kept:
-            head_end = raw.find(b"\n\n")
-            head = raw[: head_end + 1] if head_end >= 0 else raw
-            m = re.search(rb"(?mi)^X-Pipemail-Undelivered-To: *(.*)\n", head)
-            rcpts = [r.strip() for r in m.group(1).decode().split(",") if r.strip()] if m else []
-            body = raw[: m.start()] + raw[m.end() :] if m else raw
-            sender = from_line[5:].split(b" ", 1)[0].decode("utf-8", "surrogateescape")
+        kept = transport.read_dead_letter(path, locked.fd)
+        for number, letter in enumerate(kept, 1):
+            sender, body, rcpts = letter.sender, letter.body, letter.undelivered
+            if letter.torn:  # sending it would send a message cut in two
+                opts.warn(
+                    "message %d in %s was cut short while it was kept (%d of %s bytes; a killed run?): "
+                    "kept as it is, not sent"
+                    % (number, shown(path), len(body), letter.length if letter.length is not None else "?")
+                )
+                remaining.append(letter)
+                codes.append(DataError.exit_code)
+                continue
             if not rcpts:
                 opts.warn("a message in %s names no undelivered recipients; kept as it is" % shown(path))
-                remaining.append((sender, body, rcpts))
+                remaining.append(letter)
                 continue
             try:  # bare names kept for want of a domain go out with the one set since
                 qualify = _domain_qualifier(url, account, [sender] + rcpts)
@@ -592,22 +595,21 @@ def resend(path, opts):
                 )
             except PipemailError as exc:
                 opts.warn(str(exc))
-                remaining.append((sender, body, rcpts if exc.undelivered is None else exc.undelivered))
+                remaining.append(transport.Kept(sender, body, rcpts if exc.undelivered is None else exc.undelivered))
                 codes.append(exc.exit_code)
                 continue
             for _addr, (_c, text) in report.refused.items():
                 opts.warn(text)
             if report.refused:
-                remaining.append((sender, body, report.undelivered))
+                remaining.append(transport.Kept(sender, body, report.undelivered))
                 codes.append(report.exit_code())
         code = 75 if 75 in codes else (codes[0] if codes else 0)  # as for one message: try-again wins
         if opts.check:
             return code
         out = Output.to_path(path)
         try:
-            for sender, body, rcpts in remaining:
-                extra = [("X-Pipemail-Undelivered-To", ", ".join(rcpts))] if rcpts else []
-                out.write(transport.mbox_bytes([body], sender, extra))
+            for letter in remaining:
+                out.write(letter.mbox_bytes())
             if out.replaces:
                 out.file.flush()
                 os.fsync(out.file.fileno())  # on disk before it replaces the dead letter

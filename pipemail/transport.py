@@ -821,8 +821,75 @@ def check_local(url, recipients, env=None):
     return Report(recipients, checked=said)
 
 
+# -- the dead letter: written here, read back by pymail --resend ----------------------------------
+#
+# Each kept message is one mbox message whose first header lines are pipemail's own:
+#     X-Pipemail-Length: N              the size of the message kept (before mboxrd quoting)
+#     X-Pipemail-Undelivered-To: a, b   the recipients it did not reach
+# then the message as it was to be sent.  The length tells a message cut short by a
+# kill (SIGKILL cannot be held off) from a whole one.  Older dead letters have no length.
+
+LENGTH_HEADER = "X-Pipemail-Length"
+UNDELIVERED_HEADER = "X-Pipemail-Undelivered-To"
+
+
+class Kept:
+    """A message of a dead letter: ``sender``, ``body`` (the message), ``undelivered`` (recipients)
+    and ``length`` (the size it was kept with; None in dead letters older than the header)."""
+
+    def __init__(self, sender, body, undelivered, length=None):
+        self.sender = sender
+        self.body = body
+        self.undelivered = undelivered
+        self.length = length
+
+    @property
+    def torn(self):
+        """Whether a kill cut the message short while it was being kept."""
+        if self.length is not None:
+            return self.length != len(self.body)
+        return bool(self.body) and b"\n\n" not in self.body  # no end to its header block
+
+    def mbox_bytes(self):
+        """The message as the dead letter holds it (a torn one keeps the length it was meant to have,
+        or its lack of one)."""
+        headers = []
+        if self.length is not None or not self.torn:
+            headers.append((LENGTH_HEADER, str(len(self.body) if self.length is None else self.length)))
+        if self.undelivered:
+            headers.append((UNDELIVERED_HEADER, ", ".join(self.undelivered)))
+        return mbox_bytes([self.body], self.sender, headers)
+
+
 def save_dead_letter(path, segments, sender, undelivered, warn=None):
-    mbox_append(path, segments, sender, [("X-Pipemail-Undelivered-To", ", ".join(undelivered))], warn)
+    """Append the message ``segments`` to the dead letter ``path``, for the recipients ``undelivered``."""
+    body = b"".join(segments)
+    if body and not body.endswith(b"\n"):
+        body += b"\n"  # as mbox_bytes ends it
+    from pipemail import mbox
+
+    mbox.append(path, Kept(sender, body, list(undelivered)).mbox_bytes(), warn=warn)
+
+
+def read_dead_letter(path, fd=None):
+    """The :class:`Kept` messages of the dead letter ``path`` (read through ``fd`` when given)."""
+    out = []
+    for from_line, raw in read_mbox(path, fd):
+        sender = from_line[5:].split(b" ", 1)[0].decode("utf-8", "surrogateescape")
+        fields = {}
+        while True:  # pipemail's own lines come first, right after the From_ line
+            name, colon, rest = raw.partition(b":")
+            nl = rest.find(b"\n")
+            key = name.decode("ascii", "replace").lower()
+            if not colon or nl < 0 or key not in (LENGTH_HEADER.lower(), UNDELIVERED_HEADER.lower()) or key in fields:
+                break
+            fields[key] = rest[:nl].decode("utf-8", "surrogateescape").strip()
+            raw = rest[nl + 1 :]
+        length = fields.get(LENGTH_HEADER.lower())
+        rcpts = [r.strip() for r in fields.get(UNDELIVERED_HEADER.lower(), "").split(",") if r.strip()]
+        length = int(length) if length is not None and length.isdigit() else None
+        out.append(Kept(sender, raw, rcpts, length))
+    return out
 
 
 def lock_mbox(path, warn=None):

@@ -365,6 +365,73 @@ def test_dead_letter_torn_by_a_kill_then_the_next_starts_on_its_own_from_line(ru
     assert b"X-Pipemail-Undelivered-To: b@example.org\n" in got[1][1]
 
 
+def _old_dead_letter(size):
+    """A whole dead letter of exactly ``size`` bytes, as pipemail kept them before X-Pipemail-Length."""
+    head = (
+        b"From c@example.org Thu Jan  1 00:00:00 1970\nX-Pipemail-Undelivered-To: c@example.org\n"
+        b"Date: Thu, 01 Jan 1970 00:00:00 +0000\nMessage-ID: <old@example.org>\nFrom: c@example.org\n"
+        b"To: c@example.org\nSubject: old\nMIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n\n"
+    )
+    pad = size - len(head) - 1  # the blank line that ends it
+    lines = [b"o" * 69 + b"\n"] * (pad // 70)
+    lines.append(b"o" * (pad % 70 - 1) + b"\n" if pad % 70 else b"")
+    data = head + b"".join(lines) + b"\n"
+    assert len(data) == size
+    return data
+
+
+@pytest.mark.parametrize(
+    "before, sent_before",
+    [(b"", []), (_old_dead_letter(4096 - 44 - 10), [["c@example.org"]])],
+    ids=["torn-in-its-body", "torn-in-pipemails-own-header-lines"],
+)
+def test_resend_keeps_a_dead_letter_message_torn_by_a_kill_and_sends_the_whole_ones(
+    run, smtp_server, tmp_path, before, sent_before
+):
+    """SIGKILL cannot be held off while a message is kept: the torn one is known by its length
+    (X-Pipemail-Length) or by a header block that never ended, and is never sent cut short;
+    the whole ones go (one kept by an older pipemail, without the length, too).
+
+    Torn in its body: killed (strace) between two writes.  Torn in pipemail's own header
+    lines: pymail's writes end 60 KB or more apart, so there only a write the kernel cut
+    short at a page boundary (SIGKILL inside a write) tears it; that is made by cutting
+    the file at the page boundary 10 bytes into the line after the From_ line."""
+    home = tmp_path / "home"
+    home.mkdir()
+    dead = home / "dead.letter"
+    dead.write_bytes(before)
+    down = "smtp://127.0.0.1:%d" % free_port()
+    env = {"HOME": str(home)}
+    # -r: a From_ line of 44 bytes, so that the second case's cut is 10 bytes into the next line
+    args = ["--transport", down, "-r", "a@example.org", "-s", "big", "a@example.org"]
+    if before:
+        assert run("pymail", *args, input=_big(1), env=env).returncode == 75
+        os.truncate(dead, 4096)
+    else:
+        k = faults.run_killed("pymail", args, input=_big(1), env=env, call="write", when=2, path=dead)
+        assert k.killed, k.stderr
+        assert os.path.getsize(dead) == mbox.CHUNK  # the first write done, the second one not
+    r = run("pymail", "--transport", down, "-s", "whole", "b@example.org", input=b"whole\n", env=env)
+    assert r.returncode == 75
+    letters = transport.read_dead_letter(dead)
+    assert [letter.torn for letter in letters] == [False] * len(sent_before) + [True, False]
+    torn = letters[-2]
+    srv = smtp_server()
+    r = run("pymail", "--transport", srv.url, "--resend", dead, env=env)
+    assert r.returncode == 65, r.stderr
+    assert r.stderr.splitlines()[0] == (
+        "pymail: message %d in %s was cut short while it was kept (%d of %s bytes; a killed run?): "
+        "kept as it is, not sent" % (len(sent_before) + 1, dead, len(torn.body), torn.length or "?")
+    )
+    assert [rc for _f, rc, _raw in srv.messages] == sent_before + [["b@example.org"]]  # the whole ones
+    assert srv.messages[-1][2].replace(b"\r\n", b"\n").endswith(b"\nwhole\n")
+    [left] = transport.read_dead_letter(dead)
+    assert left.torn and (left.body, left.length) == (torn.body, torn.length)
+    r = run("pymail", "--transport", srv.url, "--resend", dead, env=env)  # again: still kept, still not sent
+    assert r.returncode == 65 and len(srv.messages) == len(sent_before) + 1
+    assert len(transport.read_dead_letter(dead)) == 1
+
+
 def test_dead_letter_sigterm_waits_until_the_message_is_kept_whole(run, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
