@@ -118,6 +118,27 @@ def test_long_attachment_names_go_as_rfc2231_sections(run, smtp_server, home, tm
     assert part.get_payload(decode=True) == att.read_bytes()
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "=?utf-8?q?x?=.txt",  # an encoded word in a quoted string: parsers decode it (a defect)
+        "report =?iso-8859-1?q?x?= 2026.txt",
+        " leading space.txt",
+        "trailing space.txt ",
+        'a"b\\c.txt',
+        "new\nline.txt",
+    ],
+)
+def test_hostile_attachment_names_read_back_exactly(run, home, tmp_path, name):
+    att = tmp_path / name
+    att.write_bytes(b"text\n")
+    r = send(run, "-", "-a", att, "to@example.org", home=home)  # the lint checks the message
+    assert (r.returncode, r.stderr) == (0, "")
+    (part,) = parse(r.stdout).iter_attachments()
+    assert part["Content-Disposition"].params["filename"] == name  # get_filename() strips the edges
+    assert part["Content-Type"].params["name"] == name
+
+
 def test_a_long_header_option_is_folded(run, smtp_server, home):
     srv = smtp_server()
     note = " ".join("word%d" % i for i in range(400))  # 3,000 characters
