@@ -126,6 +126,22 @@ def test_a_sendmail_that_stops_reading_and_exits_is_judged_by_its_status(home, t
     assert b"X-Pipemail-Undelivered-To: to@example.org\n" in kept(home)
 
 
+def test_a_sendmail_that_exits_0_without_reading_the_whole_message_is_told(home, tmp_path):
+    sendmail = tmp_path / "sendmail"
+    sendmail.write_text("#!/bin/sh\nhead -c 10 > /dev/null\nexit 0\n")
+    sendmail.chmod(0o755)
+    code, _out, err, _t = pymail(
+        "--transport", "sendmail:%s" % sendmail, "to@example.org", input=b"x" * 500_000 + b"\n", home=home
+    )
+    assert code == 0 and kept(home) == b""  # its exit status judges: it took the message
+    assert err == "pymail: %s exited 0 without reading the whole message: it may have sent it cut short\n" % sendmail
+    reads_all = tmp_path / "reads-all"
+    reads_all.write_text("#!/bin/sh\ncat > /dev/null\n")
+    reads_all.chmod(0o755)
+    code, _out, err, _t = pymail("--transport", "sendmail:%s" % reads_all, "to@example.org", home=home)
+    assert (code, err) == (0, "")
+
+
 # -- 3. SMTP servers that stall ------------------------------------------------------------------
 
 
