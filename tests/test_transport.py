@@ -322,3 +322,11 @@ def test_check_and_stdout_keep_nothing_on_a_config_error(home, tmp_path):
     for args in (["--check"], ["--transport", "-"]):
         code, _out, _err, _t = pymail(*args, "to@example.org", home=home, env={"PIPEMAIL_CONFIG": str(cfg)})
         assert code == 78 and kept(home) == b""
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "-inf"])
+def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error(home, value):
+    code, out, err, _t = pymail("--timeout", value, "--transport", "smtp://127.0.0.1:1", "to@example.org", home=home)
+    assert (code, out) == (64, b"")
+    assert err == ("pymail: --timeout %s: give a number of seconds over 0 (see 'pymail --help')\n" % value)
+    assert kept(home) == b""

@@ -5,7 +5,7 @@ import os
 import click
 
 from pipemail import __version__
-from pipemail.cli import Command, progress_bar, run, stdin_stream, stdout_stream, warn
+from pipemail.cli import Command, check_timeout, progress_bar, run, stdin_stream, stdout_stream, warn
 
 EPILOG = """\b
 Examples:
@@ -107,6 +107,7 @@ def command(
     """Send standard input as a mail to RECIPIENTs."""
     from pipemail import sending
 
+    check_timeout(timeout)
     if debug:
         os.environ["PIPEMAIL_DEBUG"] = "1"
     log = (lambda line: click.echo(line, err=True)) if verbose else None
