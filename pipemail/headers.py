@@ -230,10 +230,13 @@ def address_value(name, value):
     """An ``-H`` value of an address field (Reply-To): display names encoded, addresses kept."""
     if value.isascii():
         return unstructured(name, value)
-    from email.utils import getaddresses
+    from pipemail.message import addresses
 
-    pairs = getaddresses([value])
-    if not pairs or any(not addr for _n, addr in pairs):
+    try:  # every word an address or a display name: getaddresses alone drops what it cannot read
+        pairs = addresses([value])
+    except DataError:
+        pairs = None
+    if not pairs:
         raise DataError("-H %s: not a list of mail addresses: %s" % (name, shown(value)))
     return address_list(name, pairs)
 

@@ -85,6 +85,7 @@ def addresses(values):
         for _name, addr in pairs:
             # addr not in value: getaddresses joined words ("x@y.org z" -> x@y.orgz)
             bad = not addr or addr.startswith("-") or any(c in addr for c in ' <>,;"\\') or addr not in value
+            bad = bad or addr.startswith("@") or addr.endswith("@")  # no local part, or no domain
             if bad or (is_bare(addr) and not _LOCAL.fullmatch(addr)):
                 raise DataError("not a mail address: %s" % shown(value))
         if any(is_bare(addr) for _n, addr in pairs) and not _same_addresses(value, pairs):

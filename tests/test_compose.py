@@ -437,3 +437,51 @@ def test_from_and_message_id_name_the_host_end_to_end(tmp_path, hosts, want):
     lint.lint(proc.stdout)
     msg = parse(proc.stdout)
     assert msg["From"] == "cron@" + want and msg["Message-ID"].endswith("@%s>" % want)
+
+
+# -- found by the review after the merge ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Reply-To: not an address \u00ff",  # getaddresses: [('', 'not')], the rest dropped
+        "Reply-To: J\u00f6rg <j@example.org> extra",
+        "Reply-To: J\u00f6rg j@example.org",
+    ],
+)
+def test_a_non_ascii_address_header_that_is_not_addresses_is_refused_not_cut(run, home, value):
+    r = send(run, "-", "-H", value, "to@example.org", home=home)
+    assert r.returncode == 65 and r.stdout == b""
+    (line,) = r.stderr.splitlines()  # the value as shown() shows it: escaped in the C locale
+    assert line.startswith("pymail: -H Reply-To: not a list of mail addresses: ")
+
+
+@pytest.mark.parametrize("addr", ["@example.org", "a@", "@"])
+def test_an_address_with_an_empty_local_part_or_domain_is_refused(run, home, addr):
+    r = send(run, "-", addr, home=home)
+    assert (r.returncode, r.stdout, r.stderr) == (65, b"", "pymail: not a mail address: %s\n" % addr)
+    r = send(run, "-", "-c", addr, "to@example.org", home=home)
+    assert (r.returncode, r.stdout) == (65, b"")
+
+
+def test_from_with_two_addresses_is_refused_not_cut_to_the_first(run, home):
+    r = send(run, "-", "-r", "a@example.org, b@example.org", "to@example.org", home=home)
+    assert (r.returncode, r.stdout) == (65, b"")
+    assert r.stderr == "pymail: -r takes one address: a@example.org, b@example.org\n"
+
+
+@pytest.mark.parametrize(
+    "value, said", [("a@example.org, b@example.org", "from takes one address"), ("not valid <", "not a mail address")]
+)
+def test_an_accounts_from_that_is_not_one_address_is_a_config_error_and_the_message_kept(
+    run, home, tmp_path, value, said
+):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[accounts.a]\ntransport = "-"\nfrom = "%s"\n' % value)
+    env = {"HOME": str(home), "PIPEMAIL_CONFIG": str(cfg)}
+    r = run("pymail", "to@example.org", env=env, input=b"precious\n")
+    assert (r.returncode, r.stdout) == (78, b"")
+    assert r.stderr.splitlines()[0] == "pymail: config file %s: account 'a': %s: %s" % (cfg, said, value)
+    dead = (home / "dead.letter").read_bytes()
+    assert b"X-Pipemail-Undelivered-To: to@example.org\n" in dead and b"\nprecious\n" in dead
