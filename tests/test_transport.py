@@ -330,3 +330,13 @@ def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error(home, value):
     assert (code, out) == (64, b"")
     assert err == ("pymail: --timeout %s: give a number of seconds over 0 (see 'pymail --help')\n" % value)
     assert kept(home) == b""
+
+
+def test_help_says_what_check_does_with_a_transport_other_than_smtp(home):
+    code, out, _err, _t = pymail("--help", home=home)
+    text = " ".join(out.decode().split())
+    assert code == 0
+    assert (
+        "--check Send nothing: over SMTP walk EHLO to RCPT TO for every recipient, then RSET; with another "
+        "transport check what can be checked without sending, and say what was not." in text
+    )
