@@ -252,6 +252,12 @@ def test_text_charset_from_the_bytes():
     assert message.text_charset("h\u00e9llo w\u00f6rld\n".encode("utf-16")) == "utf-16le"
 
 
+def test_attach_charset_does_not_relabel_text_whose_byte_order_mark_names_its_charset():
+    utf16 = "h\u00e9llo w\u00f6rld\n".encode("utf-16")  # BOM first: the bytes say what they are
+    assert message.text_charset(utf16, "iso-8859-1") == "utf-16le"
+    assert message.text_charset("\u00e9t\u00e9\n".encode("latin-1"), "iso-8859-1") == "iso-8859-1"
+
+
 # -- 3. -H sets none of the fields that options set ------------------------------------------
 
 
