@@ -458,7 +458,9 @@ def compose(
         if body or not attachments:
             parts.append(text_part(body, what))
     else:
-        name = stdin_name or ("stdin" + _extension(what))
+        name = os.path.basename(stdin_name or "")  # a file name, as -a gives: never a path
+        if name in ("", ".", ".."):
+            name = "stdin" + _extension(what)
         parts.append(attachment_part(body, name, what, charset=attach_charset))
     for p in attachments:  # read and encode one at a time: only the encoded text stays
         data = read_attachment(p)

@@ -491,3 +491,15 @@ def test_an_accounts_from_that_is_not_one_address_is_a_config_error_and_the_mess
     assert r.stderr.splitlines()[0] == "pymail: config file %s: account 'a': %s: %s" % (cfg, said, value)
     dead = (home / "dead.letter").read_bytes()
     assert b"X-Pipemail-Undelivered-To: to@example.org\n" in dead and b"\nprecious\n" in dead
+
+
+@pytest.mark.parametrize(
+    "given, want", [("../../etc/passwd", "passwd"), ("reports/x.bin", "x.bin"), ("..", None), ("dir/", None)]
+)
+def test_stdin_name_is_a_file_name_never_a_path(run, home, given, want):
+    r = send(run, "-", "--stdin-name", given, "to@example.org", home=home, input=b"\x00\x01binary")
+    assert (r.returncode, r.stderr) == (0, "")
+    part = parse(r.stdout)  # binary stdin alone: the message is the attachment
+    name = part["Content-Disposition"].params["filename"]
+    assert name == want if want else name.startswith("stdin.")
+    assert part.get_payload(decode=True) == b"\x00\x01binary"
