@@ -594,7 +594,7 @@ def resend(path, opts):
         for from_line, raw in kept:
             head_end = raw.find(b"\n\n")
             head = raw[: head_end + 1] if head_end >= 0 else raw
-            m = re.search(rb"(?mi)^X-Pipemail-Undelivered-To: *(.*)\n", head)
+            m = re.search(rb"(?mi)^X-Pipemail-Undelivered-To:[ \t]*(.*(?:\n[ \t].*)*)\n", head)  # folded or not
             rcpts = [r.strip() for r in m.group(1).decode().split(",") if r.strip()] if m else []
             body = raw[: m.start()] + raw[m.end() :] if m else raw
             sender = from_line[5:].split(b" ", 1)[0].decode("utf-8", "surrogateescape")
@@ -623,7 +623,7 @@ def resend(path, opts):
         out = Output.to_path(path)
         try:
             for sender, body, rcpts in remaining:
-                extra = [("X-Pipemail-Undelivered-To", ", ".join(rcpts))] if rcpts else []
+                extra = [transport.undelivered_header(rcpts)] if rcpts else []
                 out.write(transport.mbox_bytes([body], sender, extra))
             if out.replaces:
                 out.file.flush()

@@ -61,6 +61,17 @@ def mbox_bytes(segments, sender, extra_headers=()):
     return mbox.mbox_bytes(segments, sender, extra_headers)
 
 
+UNDELIVERED = "X-Pipemail-Undelivered-To"
+
+
+def undelivered_header(recipients):
+    """The dead letter's ``(name, value)`` naming the recipients a message missed, folded
+    between addresses (300 of them made a 6,000-byte line); ``--resend`` reads it back."""
+    from pipemail import headers
+
+    return UNDELIVERED, headers.address_list(UNDELIVERED, [("", r) for r in recipients])
+
+
 def mbox_append(path, segments, sender, extra_headers=(), warn=None):
     """Append one message to the mbox at ``path`` (created 0600), locked, never replacing what is
     there, on its own ``From `` line (see :func:`pipemail.mbox.append`)."""
@@ -665,6 +676,8 @@ __all__ = [
     "deliver_stdout",
     "check_local",
     "mbox_append",
+    "UNDELIVERED",
+    "undelivered_header",
 ]
 
 
@@ -829,7 +842,7 @@ def check_local(url, recipients, env=None):
 
 
 def save_dead_letter(path, segments, sender, undelivered, warn=None):
-    mbox_append(path, segments, sender, [("X-Pipemail-Undelivered-To", ", ".join(undelivered))], warn)
+    mbox_append(path, segments, sender, [undelivered_header(undelivered)], warn)
 
 
 def lock_mbox(path, warn=None):

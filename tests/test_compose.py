@@ -503,3 +503,18 @@ def test_stdin_name_is_a_file_name_never_a_path(run, home, given, want):
     name = part["Content-Disposition"].params["filename"]
     assert name == want if want else name.startswith("stdin.")
     assert part.get_payload(decode=True) == b"\x00\x01binary"
+
+
+def test_the_dead_letter_folds_a_long_list_of_undelivered_recipients_and_resend_reads_it(run, smtp_server, home):
+    rcpts = ["user%d@example.org" % i for i in range(300)]
+    refused = "smtp://127.0.0.1:%d" % free_port()  # nothing listens: every recipient is kept
+    r = run("pymail", "--transport", refused, "-s", "many", *rcpts, input=b"hi\n", env={"HOME": str(home)})
+    assert r.returncode == 75
+    dead = (home / "dead.letter").read_bytes()
+    (kept,) = lint.mbox_messages(dead)
+    lint.lint(kept)  # its header lines within 78 where they can be: 300 addresses made one of 6,217
+    srv = smtp_server()
+    r = run("pymail", "--transport", srv.url, "--resend", home / "dead.letter", env={"HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    ((_sender, got, raw),) = srv.messages
+    assert sorted(got) == sorted(rcpts) and b"X-Pipemail-Undelivered-To" not in raw
