@@ -230,10 +230,13 @@ def address_value(name, value):
     """An ``-H`` value of an address field (Reply-To): display names encoded, addresses kept."""
     if value.isascii():
         return unstructured(name, value)
-    from email.utils import getaddresses
+    from pipemail.message import addresses
 
-    pairs = getaddresses([value])
-    if not pairs or any(not addr for _n, addr in pairs):
+    try:  # every word an address or a display name: getaddresses alone drops what it cannot read
+        pairs = addresses([value])
+    except DataError:
+        pairs = None
+    if not pairs:
         raise DataError("-H %s: not a list of mail addresses: %s" % (name, shown(value)))
     return address_list(name, pairs)
 
@@ -259,7 +262,7 @@ def _param_pieces(key, text):
     room = LINE - 2  # a leading space, and the ';' after it
     if _TOKEN.fullmatch(text) and key not in ("name", "filename") and len(key) + len(text) < room:
         return ["%s=%s" % (key, text)]  # charset=utf-8
-    if text.isascii() and _PLAIN.fullmatch(text.replace(" ", "x")) and '"' not in text and "\\" not in text:
+    if _quotable(text):
         whole = '%s="%s"' % (key, text)
         if len(whole) <= room:
             return [whole]
@@ -286,6 +289,19 @@ def _param_pieces(key, text):
             i += 1
         chunks.append(head + piece)
     return chunks
+
+
+def _quotable(text):
+    """Whether a parameter goes as a quoted string that every parser gives back as it is: plain
+    ASCII and spaces, no quote or backslash, and nothing that looks like an encoded word
+    (parsers decode it, though RFC 2047 forbids it there, and Python calls it a defect);
+    anything else goes as RFC 2231 percent-encoding."""
+    return (
+        text.isascii()
+        and _PLAIN.fullmatch(text.replace(" ", "x")) is not None
+        and not any(c in text for c in '"\\')
+        and "=?" not in text
+    )
 
 
 def fold_given(name, value):

@@ -8,6 +8,7 @@ Lines end in ``\\n`` here; the SMTP transport sends ``\\r\\n``.
 """
 
 import binascii
+import codecs
 import os
 import re
 
@@ -20,6 +21,7 @@ _SUSPECT = bytes(c for c in range(32) if c not in b"\t\n\r\f\v\x1b") + b"\x7f"
 _NOT_SUSPECT = bytes(c for c in range(256) if c not in _SUSPECT)
 _BINARY_STARTS = (b"%PDF-", b"PK\x03\x04", b"\x7fELF", b"GIF8", b"\x1f\x8b")
 _TEXTUAL = ("application/json", "application/xml", "application/javascript", "application/x-sh", "inode/x-empty")
+_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # the UTF-32 ones start like these
 _MIME_HEADERS = ("mime-version", "content-type", "content-transfer-encoding", "content-disposition")
 
 
@@ -85,6 +87,7 @@ def addresses(values):
         for _name, addr in pairs:
             # addr not in value: getaddresses joined words ("x@y.org z" -> x@y.orgz)
             bad = not addr or addr.startswith("-") or any(c in addr for c in ' <>,;"\\') or addr not in value
+            bad = bad or addr.startswith("@") or addr.endswith("@")  # no local part, or no domain
             if bad or (is_bare(addr) and not _LOCAL.fullmatch(addr)):
                 raise DataError("not a mail address: %s" % shown(value))
         if any(is_bare(addr) for _n, addr in pairs) and not _same_addresses(value, pairs):
@@ -182,8 +185,8 @@ def _magic_charset(data):
 
 def text_charset(data, given=None):
     """The charset of a text attachment, from its bytes: ``us-ascii`` (7-bit), ``utf-8``,
-    else ``given`` (--attach-charset), else libmagic's, else ``unknown-8bit`` (RFC 1428, as
-    mutt says when it cannot tell)."""
+    else ``given`` (--attach-charset) unless a byte order mark says UTF-16 or UTF-32, else
+    libmagic's, else ``unknown-8bit`` (RFC 1428, as mutt says when it cannot tell)."""
     if b"\0" not in data:  # NUL bytes: UTF-16 or UTF-32, which libmagic tells
         if data.isascii():
             return "us-ascii"
@@ -192,6 +195,8 @@ def text_charset(data, given=None):
             return "utf-8"
         except UnicodeDecodeError:
             pass
+    if given and data.startswith(_BOMS):  # UTF-16 or UTF-32 that says so: not the 8-bit text --attach-charset names
+        given = None
     return given or _magic_charset(data) or "unknown-8bit"
 
 
@@ -453,7 +458,9 @@ def compose(
         if body or not attachments:
             parts.append(text_part(body, what))
     else:
-        name = stdin_name or ("stdin" + _extension(what))
+        name = os.path.basename(stdin_name or "")  # a file name, as -a gives: never a path
+        if name in ("", ".", ".."):
+            name = "stdin" + _extension(what)
         parts.append(attachment_part(body, name, what, charset=attach_charset))
     for p in attachments:  # read and encode one at a time: only the encoded text stays
         data = read_attachment(p)

@@ -70,9 +70,16 @@ def send_mail(
     from pipemail import headers as fields
 
     account = _account(opts)
-    from_pair = message.addresses([sender])[0] if sender else None
+    from_pair = _one_address("-r", sender) if sender else None
     if from_pair is None and account.from_:
-        from_pair = message.addresses([account.from_])[0]
+        try:
+            from_pair = _one_address("from", account.from_)
+        except PipemailError as exc:  # a configuration error: the message is composed and kept all the same
+            from pipemail.errors import ConfigError
+
+            opts.config_error = opts.config_error or ConfigError(
+                "config file %s: account '%s': %s" % (account.config_path, account.name, exc)
+            )
     if from_pair is None:
         from_pair = ("", message.default_from())
     to_p, cc_p, bcc_p = message.addresses(to), message.addresses(cc), message.addresses(bcc)
@@ -155,6 +162,16 @@ def send_mail(
             return _refuse(msg, from_pair[1], rcpts, opts, account, exc)
         return _send_in_parts(plan, opts, account, max_size, from_pair[1], rcpts)
     return _deliver(msg, from_pair[1], rcpts, opts, account)
+
+
+def _one_address(what, value):
+    """The one ``(name, addr)`` of ``value``: a From that lists two must not lose the second silently."""
+    from pipemail.errors import DataError
+
+    pairs = message.addresses([value])
+    if len(pairs) != 1:
+        raise DataError("%s takes one address: %s" % (what, shown(value)))
+    return pairs[0]
 
 
 def _account(opts):

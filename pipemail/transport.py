@@ -125,12 +125,14 @@ def sendmail_path(url_path=None, env=None):
     return url_path or env.get("PIPEMAIL_SENDMAIL") or "/usr/sbin/sendmail"
 
 
-def deliver_sendmail(path, segments, sender, recipients, timeout=None):
+def deliver_sendmail(path, segments, sender, recipients, timeout=None, warn=None):
     """Hand the message to ``path -i -f sender -- recipients...`` on its standard input.
 
     ``timeout`` (seconds, None for none) bounds the whole run, writing the
     message included: a sendmail that does not read, or reads and hangs, is
     killed with its process group and the delivery is a TempFailError.
+    Its exit status judges the delivery; one that exits 0 without reading the
+    whole message (a wrapper that reads a line, say) is told to ``warn``.
     """
     import signal
     import subprocess
@@ -154,7 +156,7 @@ def deliver_sendmail(path, segments, sender, recipients, timeout=None):
     except ValueError:  # not the main thread: SIGPIPE is Python's default there (ignored) anyway
         old = None
     try:
-        err = _run_fed(proc, segments, timeout)
+        err, unread = _run_fed(proc, segments, timeout)
     except subprocess.TimeoutExpired:
         raise _fail(TempFailError, "%s did not finish within %g s; killed" % (path, timeout), recipients) from None
     except BaseException:  # interrupted: a sendmail left with half a message on a closed pipe could send it
@@ -169,6 +171,8 @@ def deliver_sendmail(path, segments, sender, recipients, timeout=None):
         why = lines[-1] if lines else "exit status %d" % status if status > 0 else "killed by signal %d" % -status
         cls = TempFailError if status == 75 else UnavailableError
         raise _fail(cls, "%s refused the message: %s" % (path, why), recipients)
+    if unread and warn is not None:
+        warn("%s exited 0 without reading the whole message: it may have sent it cut short" % path)
     return Report(recipients)
 
 
@@ -187,7 +191,9 @@ def _run_fed(proc, segments, timeout):
 
     The writes are non-blocking and the waits bounded, so that a program that
     never reads holds nothing up past the timeout; at the timeout its process
-    group is killed and TimeoutExpired raised.  Its stderr (the last 8 KB).
+    group is killed and TimeoutExpired raised.  Its stderr (the last 8 KB), and the
+    number of bytes it refused (a closed pipe; 0 when all were written, though what
+    was still in the pipe when it exited was not read either).
     """
     import selectors
     import subprocess
@@ -198,7 +204,7 @@ def _run_fed(proc, segments, timeout):
     os.set_blocking(stdin, False)
     chunks = (memoryview(seg) for seg in segments if seg)
     view = next(chunks, None)
-    err = b""
+    err, unread = b"", 0
     with selectors.DefaultSelector() as sel:
         if view is None:
             proc.stdin.close()
@@ -225,6 +231,7 @@ def _run_fed(proc, segments, timeout):
                     except BlockingIOError:
                         continue
                     except BrokenPipeError:  # it stopped reading: its exit status says why
+                        unread += len(view) + sum(len(c) for c in chunks)
                         n, view = 0, None
                     if view is not None:
                         view = view[n:] or next(chunks, None)
@@ -245,7 +252,7 @@ def _run_fed(proc, segments, timeout):
         _kill_group(proc)
         raise
     proc.stderr.close()
-    return err
+    return err, unread
 
 
 # -- SMTP --------------------------------------------------------------------------------
@@ -658,6 +665,11 @@ __all__ = [
     "deliver_stdout",
     "check_local",
     "mbox_append",
+    "LENGTH_HEADER",
+    "UNDELIVERED_HEADER",
+    "Kept",
+    "save_dead_letter",
+    "read_dead_letter",
 ]
 
 
@@ -763,7 +775,7 @@ def deliver_each(
             if check:
                 report = check_local(url, recipients, env)
             elif url.scheme == "sendmail":
-                report = deliver_sendmail(sendmail_path(url.path, env), segments, sender, recipients, timeout)
+                report = deliver_sendmail(sendmail_path(url.path, env), segments, sender, recipients, timeout, warn)
             elif url.scheme == "mbox":
                 report = deliver_mbox(url.path, segments, sender, recipients, warn)
             elif url.scheme == "maildir":
@@ -825,7 +837,7 @@ def check_local(url, recipients, env=None):
 #
 # Each kept message is one mbox message whose first header lines are pipemail's own:
 #     X-Pipemail-Length: N              the size of the message kept (before mboxrd quoting)
-#     X-Pipemail-Undelivered-To: a, b   the recipients it did not reach
+#     X-Pipemail-Undelivered-To: a, b   the recipients it did not reach (folded between them)
 # then the message as it was to be sent.  The length tells a message cut short by a
 # kill (SIGKILL cannot be held off) from a whole one.  Older dead letters have no length.
 
@@ -856,8 +868,11 @@ class Kept:
         headers = []
         if self.length is not None or not self.torn:
             headers.append((LENGTH_HEADER, str(len(self.body) if self.length is None else self.length)))
-        if self.undelivered:
-            headers.append((UNDELIVERED_HEADER, ", ".join(self.undelivered)))
+        if self.undelivered:  # folded between addresses: 300 of them made a 6,000-byte line
+            from pipemail import headers as fields
+
+            value = fields.address_list(UNDELIVERED_HEADER, [("", r) for r in self.undelivered])
+            headers.append((UNDELIVERED_HEADER, value))
         return mbox_bytes([self.body], self.sender, headers)
 
 
@@ -879,12 +894,16 @@ def read_dead_letter(path, fd=None):
         fields = {}
         while True:  # pipemail's own lines come first, right after the From_ line
             name, colon, rest = raw.partition(b":")
-            nl = rest.find(b"\n")
             key = name.decode("ascii", "replace").lower()
-            if not colon or nl < 0 or key not in (LENGTH_HEADER.lower(), UNDELIVERED_HEADER.lower()) or key in fields:
+            if not colon or key not in (LENGTH_HEADER.lower(), UNDELIVERED_HEADER.lower()) or key in fields:
                 break
-            fields[key] = rest[:nl].decode("utf-8", "surrogateescape").strip()
-            raw = rest[nl + 1 :]
+            end = rest.find(b"\n")
+            while end >= 0 and rest[end + 1 : end + 2] in (b" ", b"\t"):  # folded
+                end = rest.find(b"\n", end + 1)
+            if end < 0:
+                break
+            fields[key] = b" ".join(rest[:end].split()).decode("utf-8", "surrogateescape")
+            raw = rest[end + 1 :]
         length = fields.get(LENGTH_HEADER.lower())
         rcpts = [r.strip() for r in fields.get(UNDELIVERED_HEADER.lower(), "").split(",") if r.strip()]
         length = int(length) if length is not None and length.isdigit() else None

@@ -8,12 +8,14 @@ line ends, as a mailbox keeps it or as SMTP carried it) has:
   continuation (white space, then something);
 - an RFC 2047 encoded word over 75 characters;
 - a text/* part without a charset (or, with no Content-Type at all, 8-bit text: the
-  default is us-ascii);
+  default is us-ascii); 8-bit bytes in a part whose transfer encoding is 7bit (or not
+  given, which means 7bit);
 - no Date or no Message-ID;
 - anything Python's email parser calls a defect, with a strict policy
   (``email.policy.default.clone(raise_on_defect=True)``), in any part or any header.
-  Header fields in UTF-8 (RFC 6532, an international address sent with SMTPUTF8) are
-  allowed; bytes that are not UTF-8 are not.
+  Address fields in UTF-8 (RFC 6532, an international address sent with SMTPUTF8) are
+  allowed; raw UTF-8 in any other field (pymail encodes them as RFC 2047), and bytes
+  that are not UTF-8, are not.
 
 The tests apply it by themselves: tests/smtp_server.py to every message aiosmtpd receives
 (``smtp_server(lint=False)`` to opt out), and :func:`checking` to what ``pymail`` writes
@@ -26,6 +28,10 @@ from pathlib import Path
 
 FIELD = re.compile(rb"^[!-9;-~]+:")
 ENCODED_WORD = re.compile(rb"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+# the fields where RFC 6532 puts UTF-8 that cannot be encoded: an international address
+ADDRESS_FIELDS = frozenset(
+    b"from sender to cc bcc reply-to resent-from resent-sender resent-to resent-cc mail-followup-to".split()
+)
 # defects of a header in UTF-8 (RFC 6532) that Python's parser reports all the same
 UTF8_HEADER_DEFECTS = ("UndecodableBytesDefect", "NonASCIILocalPartDefect")
 
@@ -64,6 +70,10 @@ def lint(raw):
         elif part.get_content_maintype() == "text":  # RFC 2045's default, text/plain; charset=us-ascii
             data = part.get_payload(decode=True) or b""
             assert data.isascii(), "%s: 8-bit text without a Content-Type (whose default is us-ascii)" % where
+        cte = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+        if not part.is_multipart() and cte == "7bit":
+            data = part.get_payload(decode=True) or b""
+            assert data.isascii(), "%s: 8-bit bytes in a 7bit part (say 8bit, or encode them)" % where
         if n:
             _lint_header(_raw_head(part), where)
 
@@ -74,7 +84,10 @@ def _raw_head(part):
 
 
 def _lint_header(head, where):
+    field = b""
     for n, line in enumerate(head.split(b"\n"), 1):
+        if line[:1] not in (b" ", b"\t"):
+            field = line.split(b":", 1)[0].strip().lower()
         if line[:1] in (b" ", b"\t"):
             assert n > 1, "%s: the header starts with a continuation line" % where
             assert line.strip(), "%s: header line %d holds only white space" % (where, n)
@@ -95,6 +108,12 @@ def _lint_header(head, where):
             line.decode("utf-8")
         except UnicodeDecodeError:
             raise AssertionError("%s: header line %d is not ASCII or UTF-8: %r" % (where, n, line[:80])) from None
+        if not line.isascii():
+            assert field in ADDRESS_FIELDS, "%s: header line %d (%s) holds 8-bit text: encode it (RFC 2047)" % (
+                where,
+                n,
+                field.decode(),
+            )
 
 
 def mbox_messages(data):

@@ -47,6 +47,9 @@ def test_a_clean_message_passes_with_lf_or_crlf():
         (bad(b"To: b@example.org", b"To: pmtest"), "addr-spec local part with no domain"),
         (bad(b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=", b"Subject: Gr\xfc\xdfe"), "not ASCII or UTF-8"),
         (bad(b"From: a@example.org\n", b"From a@example.org\n"), "header line 3 is not 'Name: value'"),
+        (bad(b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=", b"Subject: Gr\xc3\xbc\xc3\x9fe"), "(subject) holds 8-bit text"),
+        (bad(b"Content-Transfer-Encoding: 8bit\n", b"Content-Transfer-Encoding: 7bit\n"), "8-bit bytes in a 7bit part"),
+        (bad(b"Content-Transfer-Encoding: 8bit\n", b""), "8-bit bytes in a 7bit part"),
     ],
 )
 def test_each_fault_is_caught_with_its_reason(raw, reason):

@@ -126,6 +126,22 @@ def test_a_sendmail_that_stops_reading_and_exits_is_judged_by_its_status(home, t
     assert b"X-Pipemail-Undelivered-To: to@example.org\n" in kept(home)
 
 
+def test_a_sendmail_that_exits_0_without_reading_the_whole_message_is_told(home, tmp_path):
+    sendmail = tmp_path / "sendmail"
+    sendmail.write_text("#!/bin/sh\nhead -c 10 > /dev/null\nexit 0\n")
+    sendmail.chmod(0o755)
+    code, _out, err, _t = pymail(
+        "--transport", "sendmail:%s" % sendmail, "to@example.org", input=b"x" * 500_000 + b"\n", home=home
+    )
+    assert code == 0 and kept(home) == b""  # its exit status judges: it took the message
+    assert err == "pymail: %s exited 0 without reading the whole message: it may have sent it cut short\n" % sendmail
+    reads_all = tmp_path / "reads-all"
+    reads_all.write_text("#!/bin/sh\ncat > /dev/null\n")
+    reads_all.chmod(0o755)
+    code, _out, err, _t = pymail("--transport", "sendmail:%s" % reads_all, "to@example.org", home=home)
+    assert (code, err) == (0, "")
+
+
 # -- 3. SMTP servers that stall ------------------------------------------------------------------
 
 
@@ -306,3 +322,21 @@ def test_check_and_stdout_keep_nothing_on_a_config_error(home, tmp_path):
     for args in (["--check"], ["--transport", "-"]):
         code, _out, _err, _t = pymail(*args, "to@example.org", home=home, env={"PIPEMAIL_CONFIG": str(cfg)})
         assert code == 78 and kept(home) == b""
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "-inf"])
+def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error(home, value):
+    code, out, err, _t = pymail("--timeout", value, "--transport", "smtp://127.0.0.1:1", "to@example.org", home=home)
+    assert (code, out) == (64, b"")
+    assert err == ("pymail: --timeout %s: give a number of seconds over 0 (see 'pymail --help')\n" % value)
+    assert kept(home) == b""
+
+
+def test_help_says_what_check_does_with_a_transport_other_than_smtp(home):
+    code, out, _err, _t = pymail("--help", home=home)
+    text = " ".join(out.decode().split())
+    assert code == 0
+    assert (
+        "--check Send nothing: over SMTP walk EHLO to RCPT TO for every recipient, then RSET; with another "
+        "transport check what can be checked without sending, and say what was not." in text
+    )

@@ -22,6 +22,16 @@ from pipemail.errors import (
 STDIO_NAMES = ("-", "/dev/stdout")
 
 
+def check_timeout(seconds):
+    """``--timeout``'s value, refused (UsageError) unless a finite number of seconds over 0:
+    sockets take neither 0 (non-blocking) nor a negative, NaN or infinite time."""
+    import math
+
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UsageError("--timeout %g: give a number of seconds over 0" % seconds)
+    return seconds
+
+
 def warn(prog, message):
     """One diagnostic line on stderr (taking a progress bar off its line first)."""
     progress = sys.modules.get("pipemail.progress")

@@ -5,7 +5,7 @@ import os
 import click
 
 from pipemail import __version__
-from pipemail.cli import Command, progress_bar, run, stdin_stream, stdout_stream, warn
+from pipemail.cli import Command, check_timeout, progress_bar, run, stdin_stream, stdout_stream, warn
 
 EPILOG = """\b
 Examples:
@@ -65,7 +65,12 @@ sendmail.  A message that cannot be delivered is appended to the dead letter
     "--timeout", type=float, default=30.0, show_default=True, metavar="SECONDS", help="Limit on every network wait."
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show the SMTP dialogue on standard error (AUTH redacted).")
-@click.option("--check", is_flag=True, help="Walk EHLO to RCPT TO for every recipient, then RSET: send nothing.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Send nothing: over SMTP walk EHLO to RCPT TO for every recipient, then RSET; "
+    "with another transport check what can be checked without sending, and say what was not.",
+)
 @click.option("--dead-letter", metavar="PATH", help="Where undelivered mail goes (default $DEAD or ~/dead.letter).")
 @click.option(
     "--resend", metavar="MBOX", help="Send the messages of a dead letter again, each to the recipients it missed."
@@ -107,6 +112,7 @@ def command(
     """Send standard input as a mail to RECIPIENTs."""
     from pipemail import sending
 
+    check_timeout(timeout)
     if debug:
         os.environ["PIPEMAIL_DEBUG"] = "1"
     log = (lambda line: click.echo(line, err=True)) if verbose else None
