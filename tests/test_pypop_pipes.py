@@ -159,3 +159,11 @@ def test_a_pop3_server_that_stalls_times_out_with_the_step(run, tmp_path, greeti
     r = run("pypop", "--timeout", "1", "--server", server, "--user", "me", "stat", env=env)
     srv.close()
     assert (r.returncode, r.stderr) == (75, "pypop: 127.0.0.1 timed out after 1 s during %s\n" % step)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error(run, tmp_path, value):
+    env = {"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state"), "PIPEMAIL_PASSWORD": "x"}
+    r = run("pypop", "--timeout", value, "--server", "pop3://127.0.0.1:1", "--user", "me", "stat", env=env)
+    assert (r.returncode, r.stdout) == (64, b"")
+    assert r.stderr == "pypop: --timeout %s: give a number of seconds over 0 (see 'pypop --help')\n" % value

@@ -5,7 +5,7 @@ import os
 import click
 
 from pipemail import __version__
-from pipemail.cli import Group, progress_bar, run, stdout_stream, warn
+from pipemail.cli import Group, check_timeout, progress_bar, run, stdout_stream, warn
 
 EPILOG = """\b
 Examples:
@@ -80,6 +80,7 @@ class Session:
 @click.pass_context
 def command(ctx, account, server, port, user, tls, tls_trust_file, timeout, verbose):
     """Fetch, list and delete mail over POP3."""
+    check_timeout(timeout)
     log = (lambda line: click.echo(line, err=True)) if verbose else None
     ctx.obj = Session(
         account=account,
