@@ -470,7 +470,7 @@ def _fail_kept(opts, keep, exc, segments, sender, undelivered):
     if keep:
         opts.warn(str(exc))
         exc.reported = True
-        _keep(opts, segments, sender, undelivered, str(exc))
+        _keep(opts, segments, sender, undelivered)
 
 
 def _read(path):
@@ -502,7 +502,7 @@ def _deliver(msg, envelope_from, rcpts, opts, account):
         raise
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM from cron's timeout: keep it all the same
         if keep:
-            _keep(opts, segments, envelope_from, rcpts, "interrupted")
+            _keep(opts, segments, envelope_from, rcpts)
         raise
     return _settle(report, segments, envelope_from, opts, keep)
 
@@ -529,7 +529,7 @@ def _settle(report, segments, envelope_from, opts, keep):
     for _addr, (_code, text) in report.refused.items():
         opts.warn(text)
     if report.refused and keep:
-        _keep(opts, segments, envelope_from, report.undelivered, None)
+        _keep(opts, segments, envelope_from, report.undelivered)
     if opts.check:
         for text in _checked(report):
             opts.warn(text)
@@ -560,12 +560,14 @@ def _send(opts, url, account, segments, sender, rcpts, stdout_mbox=False):
     return transport.deliver(url, segments, size, sender, rcpts, stdout_mbox=stdout_mbox, **options)
 
 
-def _keep(opts, segments, sender, undelivered, why):
+def _keep(opts, segments, sender, undelivered):
+    """Keep the message in the dead letter and say where; IOFailure when it cannot be kept
+    (why it was not delivered has been said already: the line says only what was lost)."""
     path = transport.dead_letter_path(opts.dead_letter, opts.env)
     try:
         transport.save_dead_letter(path, segments, sender, undelivered, opts.warn)
     except PipemailError as exc:
-        raise IOFailure("%s; and the message could not be kept: %s" % (why or "not delivered", exc)) from None
+        raise IOFailure("the message could not be kept: %s" % exc) from None
     opts.warn(
         "the message is kept in %s for %s (pymail --resend %s sends it again)"
         % (shown(path), ", ".join(undelivered), shown(path))

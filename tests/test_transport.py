@@ -340,3 +340,15 @@ def test_help_says_what_check_does_with_a_transport_other_than_smtp(home):
         "--check Send nothing: over SMTP walk EHLO to RCPT TO for every recipient, then RSET; with another "
         "transport check what can be checked without sending, and say what was not." in text
     )
+
+
+def test_a_dead_letter_that_cannot_be_written_is_said_once_after_the_reason(home):
+    dead = home / "no" / "such" / "dead.letter"
+    code, _out, err, _t = pymail(
+        "--transport", "smtp://127.0.0.1:1", "to@example.org", home=home, env={"DEAD": str(dead)}
+    )
+    assert code == 74
+    assert err.splitlines() == [
+        "pymail: cannot connect to 127.0.0.1 port 1: Connection refused",
+        "pymail: the message could not be kept: cannot write mailbox %s: No such file or directory" % dead,
+    ]
