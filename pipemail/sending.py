@@ -578,7 +578,7 @@ def resend(path, opts):
     """Send every message of the dead letter ``path`` to the recipients it missed; keep what fails again.
 
     The file stays locked from reading to its atomic rewrite, so that a pymail
-    failing meanwhile appends to the new file (mbox_append checks), not to a
+    failing meanwhile appends to the new file (mbox.lock checks), not to a
     file about to be replaced.  With ``check`` nothing is sent or rewritten.
     """
 

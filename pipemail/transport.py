@@ -9,6 +9,7 @@ as the PipemailError subclass of its exit code, with ``undelivered`` set.
 import os
 import socket
 
+from pipemail import mbox
 from pipemail.errors import (
     CantCreateError,
     ConfigError,
@@ -54,23 +55,9 @@ def _fail(cls, message, recipients):
 # -- local transports ---------------------------------------------------------------------
 
 
-def mbox_bytes(segments, sender, extra_headers=()):
-    """One mbox message (see :func:`pipemail.mbox.mbox_bytes`)."""
-    from pipemail import mbox
-
-    return mbox.mbox_bytes(segments, sender, extra_headers)
-
-
-def mbox_append(path, segments, sender, extra_headers=(), warn=None):
-    """Append one message to the mbox at ``path`` (created 0600), locked, never replacing what is
-    there, on its own ``From `` line (see :func:`pipemail.mbox.append`)."""
-    from pipemail import mbox
-
-    mbox.append(path, mbox.mbox_bytes(segments, sender, extra_headers), warn=warn)
-
-
 def deliver_mbox(path, segments, sender, recipients, warn=None):
-    mbox_append(path, segments, sender, warn=warn)
+    """Append the message to the mbox at ``path`` (see :func:`pipemail.mbox.append`)."""
+    mbox.append(path, mbox.mbox_bytes(segments, sender), warn=warn)
     return Report(recipients)
 
 
@@ -113,7 +100,7 @@ def deliver_maildir(path, segments, recipients):
 def deliver_stdout(stream, segments, recipients, sender=None):
     """Write the message to ``stream``; with ``sender``, as one message of an mbox (one of several)."""
     if sender is not None:
-        segments = [mbox_bytes(segments, sender)]
+        segments = [mbox.mbox_bytes(segments, sender)]
     for seg in segments:
         stream.write(seg)
     stream.flush()
@@ -664,7 +651,6 @@ __all__ = [
     "deliver_maildir",
     "deliver_stdout",
     "check_local",
-    "mbox_append",
     "LENGTH_HEADER",
     "UNDELIVERED_HEADER",
     "Kept",
@@ -873,7 +859,7 @@ class Kept:
 
             value = fields.address_list(UNDELIVERED_HEADER, [("", r) for r in self.undelivered])
             headers.append((UNDELIVERED_HEADER, value))
-        return mbox_bytes([self.body], self.sender, headers)
+        return mbox.mbox_bytes([self.body], self.sender, headers)
 
 
 def save_dead_letter(path, segments, sender, undelivered, warn=None):
@@ -881,8 +867,6 @@ def save_dead_letter(path, segments, sender, undelivered, warn=None):
     body = b"".join(segments)
     if body and not body.endswith(b"\n"):
         body += b"\n"  # as mbox_bytes ends it
-    from pipemail import mbox
-
     mbox.append(path, Kept(sender, body, list(undelivered)).mbox_bytes(), warn=warn)
 
 
@@ -912,10 +896,8 @@ def read_dead_letter(path, fd=None):
 
 
 def lock_mbox(path, warn=None):
-    """Open ``path`` and hold its locks (those mbox_append takes): a :class:`pipemail.mbox.Locked`
+    """Open ``path`` and hold its locks (those mbox.append takes): a :class:`pipemail.mbox.Locked`
     whose ``fd`` is read, and which is given back to :func:`pipemail.mbox.unlock`."""
-    from pipemail import mbox
-
     return mbox.lock(path, create=False, warn=warn)
 
 

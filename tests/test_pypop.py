@@ -10,7 +10,7 @@ import time
 import pop3server
 import pytest
 
-from pipemail import transport
+from pipemail import mbox, transport
 
 from conftest import command_path
 
@@ -254,7 +254,6 @@ def _state(pop, dovecot):
 
 def _record(box, before, items):
     """The pending record of a batch that writes ``items`` (``(uid, bytes)``) to ``box`` at ``before``."""
-    from pipemail import mbox
 
     return mbox.Pending.plan(str(box), os.stat(box), before, items)
 
@@ -290,13 +289,12 @@ def test_a_killed_runs_record_settles_its_own_mbox(pop, dovecot, tmp_path):
 
 
 def test_a_killed_runs_complete_batch_is_recorded_not_fetched_again(pop, dovecot, tmp_path):
-    from pipemail import transport
 
     seen_path, _lock, pending = _state(pop, dovecot)
     dovecot.put(dovecot.user, msg(1))
     uid = pop("uidl").stdout.split()[1].decode()
     box = tmp_path / "box"
-    data = transport.mbox_bytes([msg(1)], "MAILER-DAEMON")
+    data = mbox.mbox_bytes([msg(1)], "MAILER-DAEMON")
     box.write_bytes(b"")
     os.makedirs(os.path.dirname(pending), exist_ok=True)
     _record(box, 0, [(uid, data)]).save(pending)
