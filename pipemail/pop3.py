@@ -6,7 +6,7 @@ rules that make a fetch safe to kill at any moment: messages are stored in
 batches, flushed and fsynced, their UIDLs recorded, and only then deleted; the
 next run settles an mbox batch that a killed run left: it records the messages
 stored whole, and cuts away a torn one only when the file still ends with
-exactly its bytes (see pipemail.mbox.Pending).
+exactly its bytes (see pipemail.mailbox.Pending).
 """
 
 import os
@@ -316,10 +316,10 @@ def _append_fsync(path, lines):
 
 
 class MboxSink:
-    """Append to an mbox, locked (see pipemail.mbox), with a record that settles a killed run.
+    """Append to an mbox, locked (see pipemail.mailbox), with a record that settles a killed run.
 
     Before a batch is appended, ``pending`` records what it will write (a
-    :class:`pipemail.mbox.Pending`: the mbox's path, device and inode, the
+    :class:`pipemail.mailbox.Pending`: the mbox's path, device and inode, the
     offset before the batch, and each message's UID, end and block hashes).
     The next run, under the mailbox's lock, records the UIDs of the messages
     found there whole (not fetched twice), cuts a torn message away only when
@@ -337,17 +337,17 @@ class MboxSink:
         self._recover()
 
     def _recover(self):
-        from pipemail import mbox
+        from pipemail import mailbox
 
         try:
-            record = mbox.Pending.load(self.pending)
+            record = mailbox.Pending.load(self.pending)
         except (OSError, ValueError):
             record = None
             if self.warn:
                 self.warn("%s is not a pending record pypop can read: ignored" % shown(self.pending))
         if record is not None:  # settled even when its ids are recorded: a killed --all run's torn tail
             try:
-                locked = mbox.lock(record.path, create=False, warn=self.warn)
+                locked = mailbox.lock(record.path, create=False, warn=self.warn)
             except PipemailError:
                 whole = []
                 if self.warn:
@@ -359,7 +359,7 @@ class MboxSink:
                 try:
                     whole = record.settle(locked.fd, self.warn)
                 finally:
-                    mbox.unlock(locked)
+                    mailbox.unlock(locked)
             seen = read_seen(self.seen_path)
             whole = [uid for uid in whole if uid != "-" and not seen.get(uid)]  # "-": stored without a UID
             if whole:
@@ -370,10 +370,10 @@ class MboxSink:
             pass
 
     def store(self, messages, uids=()):
-        from pipemail import mbox
+        from pipemail import mailbox
 
         uids = list(uids) or ["-"] * len(messages)
-        locked = mbox.lock(self.path, warn=self.warn)
+        locked = mailbox.lock(self.path, warn=self.warn)
         try:
             fd = locked.fd
             if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/null, a FIFO: nothing could be trusted as stored
@@ -382,11 +382,11 @@ class MboxSink:
                     "fetch without --mbox writes to standard output)" % shown(self.path)
                 )
             before = os.lseek(fd, 0, os.SEEK_END)
-            datas = [mbox.mbox_bytes([raw], _sender(raw)) for raw in messages]
+            datas = [mailbox.mbox_bytes([raw], _sender(raw)) for raw in messages]
             if datas:
-                datas[0] = mbox.separator(fd, before) + datas[0]  # on its own From_ line after a torn tail
+                datas[0] = mailbox.separator(fd, before) + datas[0]  # on its own From_ line after a torn tail
             try:
-                record = mbox.Pending.plan(
+                record = mailbox.Pending.plan(
                     os.path.abspath(self.path), os.fstat(fd), before, zip(uids, datas, strict=True)
                 )
                 record.save(self.pending)
@@ -395,7 +395,7 @@ class MboxSink:
             try:
                 pos = before
                 for data in datas:  # each message its own write calls, cut at page boundaries
-                    mbox.write_at_end(fd, pos, data)
+                    mailbox.write_at_end(fd, pos, data)
                     pos += len(data)
                 os.fsync(fd)
             except BaseException as exc:  # a failed write, or SIGTERM: nothing half-written, nothing recorded
@@ -410,7 +410,7 @@ class MboxSink:
                     raise IOFailure("cannot write %s: %s" % (shown(self.path), describe_oserror(exc))) from None
                 raise
         finally:
-            mbox.unlock(locked)
+            mailbox.unlock(locked)
 
     def done(self):
         try:
@@ -529,7 +529,7 @@ class StreamSink:
         self.stream = stream
 
     def store(self, messages, uids=()):
-        from pipemail.mbox import mbox_bytes
+        from pipemail.mailbox import mbox_bytes
 
         try:
             for raw in messages:

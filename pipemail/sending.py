@@ -578,11 +578,11 @@ def resend(path, opts):
     """Send every message of the dead letter ``path`` to the recipients it missed; keep what fails again.
 
     The file stays locked from reading to its atomic rewrite, so that a pymail
-    failing meanwhile appends to the new file (mbox.lock checks), not to a
+    failing meanwhile appends to the new file (mailbox.lock checks), not to a
     file about to be replaced.  With ``check`` nothing is sent or rewritten.
     """
 
-    from pipemail import config, mbox
+    from pipemail import config, mailbox
     from pipemail.safefile import Output
 
     account = config.load(env=opts.env).account(opts.account)
@@ -637,7 +637,7 @@ def resend(path, opts):
             out.abort()
             raise
     finally:
-        mbox.unlock(locked)
+        mailbox.unlock(locked)
     if remaining:
         opts.warn("resend: %d message%s kept in %s" % (len(remaining), "" if len(remaining) == 1 else "s", shown(path)))
     else:

@@ -9,7 +9,7 @@ as the PipemailError subclass of its exit code, with ``undelivered`` set.
 import os
 import socket
 
-from pipemail import mbox
+from pipemail import mailbox
 from pipemail.errors import (
     CantCreateError,
     ConfigError,
@@ -56,8 +56,8 @@ def _fail(cls, message, recipients):
 
 
 def deliver_mbox(path, segments, sender, recipients, warn=None):
-    """Append the message to the mbox at ``path`` (see :func:`pipemail.mbox.append`)."""
-    mbox.append(path, mbox.mbox_bytes(segments, sender), warn=warn)
+    """Append the message to the mbox at ``path`` (see :func:`pipemail.mailbox.append`)."""
+    mailbox.append(path, mailbox.mbox_bytes(segments, sender), warn=warn)
     return Report(recipients)
 
 
@@ -100,7 +100,7 @@ def deliver_maildir(path, segments, recipients):
 def deliver_stdout(stream, segments, recipients, sender=None):
     """Write the message to ``stream``; with ``sender``, as one message of an mbox (one of several)."""
     if sender is not None:
-        segments = [mbox.mbox_bytes(segments, sender)]
+        segments = [mailbox.mbox_bytes(segments, sender)]
     for seg in segments:
         stream.write(seg)
     stream.flush()
@@ -859,7 +859,7 @@ class Kept:
 
             value = fields.address_list(UNDELIVERED_HEADER, [("", r) for r in self.undelivered])
             headers.append((UNDELIVERED_HEADER, value))
-        return mbox.mbox_bytes([self.body], self.sender, headers)
+        return mailbox.mbox_bytes([self.body], self.sender, headers)
 
 
 def save_dead_letter(path, segments, sender, undelivered, warn=None):
@@ -867,7 +867,7 @@ def save_dead_letter(path, segments, sender, undelivered, warn=None):
     body = b"".join(segments)
     if body and not body.endswith(b"\n"):
         body += b"\n"  # as mbox_bytes ends it
-    mbox.append(path, Kept(sender, body, list(undelivered)).mbox_bytes(), warn=warn)
+    mailbox.append(path, Kept(sender, body, list(undelivered)).mbox_bytes(), warn=warn)
 
 
 def read_dead_letter(path, fd=None):
@@ -896,9 +896,9 @@ def read_dead_letter(path, fd=None):
 
 
 def lock_mbox(path, warn=None):
-    """Open ``path`` and hold its locks (those mbox.append takes): a :class:`pipemail.mbox.Locked`
-    whose ``fd`` is read, and which is given back to :func:`pipemail.mbox.unlock`."""
-    return mbox.lock(path, create=False, warn=warn)
+    """Open ``path`` and hold its locks (those mailbox.append takes): a :class:`pipemail.mailbox.Locked`
+    whose ``fd`` is read, and which is given back to :func:`pipemail.mailbox.unlock`."""
+    return mailbox.lock(path, create=False, warn=warn)
 
 
 def read_mbox(path, fd=None):

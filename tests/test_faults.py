@@ -17,7 +17,7 @@ import pop3server
 import pytest
 from smtp_server import free_port
 
-from pipemail import config, mbox, pop3, transport
+from pipemail import config, mailbox, pop3, transport
 
 dovecot = pop3server.dovecot
 
@@ -80,7 +80,7 @@ def other_writer(kind, run, box, n, home):
         r = run("pymail", "--transport", "mbox:%s" % box, "-s", "other", "x@example.org", input=tag + b"\n", env=home)
         assert r.returncode == 0, r.stderr
         return tag, r.stderr
-    faults.fcntl_append(box, mbox.mbox_bytes([b"Subject: other\n\n" + tag + b"\n"], "procmail@example.org"))
+    faults.fcntl_append(box, mailbox.mbox_bytes([b"Subject: other\n\n" + tag + b"\n"], "procmail@example.org"))
     return tag, ""
 
 
@@ -125,7 +125,7 @@ def test_pypop_killed_before_its_batch_keeps_mail_another_writer_appended(run, p
     messages = [msg(n) for n in range(3)]
     put_all(dovecot, messages)
     box = tmp_path / "box"
-    box.write_bytes(mbox.mbox_bytes([b"Subject: old\n\nthere before\n"], "a@b"))
+    box.write_bytes(mailbox.mbox_bytes([b"Subject: old\n\nthere before\n"], "a@b"))
     kept = box.read_bytes()
     k = pop.killed("fetch", "--mbox", box, call="write", when=1, path=box)  # the record written, not a byte yet
     assert k.killed and box.read_bytes() == kept
@@ -159,7 +159,7 @@ def test_pypop_torn_message_followed_by_another_writer_is_left_and_fetched_again
     before = open(box, "rb").read()
     r = pop.run(run, "fetch", "--mbox", box)
     assert r.returncode == 0, r.stderr
-    first_end = len(mbox.mbox_bytes([messages[0]], "MAILER-DAEMON"))
+    first_end = len(mailbox.mbox_bytes([messages[0]], "MAILER-DAEMON"))
     assert r.stderr == (
         "pypop: %s holds %d bytes of a message torn by a killed run (from offset %d), followed by mail "
         "written since: left as it is; the message is fetched again\n" % (box, torn - first_end, first_end)
@@ -202,7 +202,7 @@ def test_pypop_torn_tail_of_its_own_is_cut_away(run, pop, dovecot, tmp_path):
     t0 = time.monotonic()
     r = pop.run(run, "fetch", "--mbox", box)
     assert time.monotonic() - t0 < 5  # the stale dot-lock cost nothing
-    first_end = len(mbox.mbox_bytes([messages[0]], "MAILER-DAEMON"))
+    first_end = len(mailbox.mbox_bytes([messages[0]], "MAILER-DAEMON"))
     assert r.returncode == 0 and r.stderr == (
         "pypop: broke the stale lock %s.lock (its owner, process %d, is gone)\n"
         "pypop: cut away %d bytes of a message torn by a killed run at the end of %s; it is fetched again\n"
@@ -410,7 +410,7 @@ def test_resend_keeps_a_dead_letter_message_torn_by_a_kill_and_sends_the_whole_o
     else:
         k = faults.run_killed("pymail", args, input=_big(1), env=env, call="write", when=2, path=dead)
         assert k.killed, k.stderr
-        assert os.path.getsize(dead) == mbox.CHUNK  # the first write done, the second one not
+        assert os.path.getsize(dead) == mailbox.CHUNK  # the first write done, the second one not
     r = run("pymail", "--transport", down, "-s", "whole", "b@example.org", input=b"whole\n", env=env)
     assert r.returncode == 75
     letters = transport.read_dead_letter(dead)
@@ -476,7 +476,7 @@ def test_mbox_transport_killed_at_random_points(run, tmp_path):
         if not k.killed:
             sent.append(b"killed %d" % round_)
         if rng.random() < 0.5:
-            faults.fcntl_append(box, mbox.mbox_bytes([b"Subject: plain %d\n\nx\n" % round_], "a@b"))
+            faults.fcntl_append(box, mailbox.mbox_bytes([b"Subject: plain %d\n\nx\n" % round_], "a@b"))
             sent.append(b"plain %d" % round_)
         r = run(
             "pymail",
@@ -593,7 +593,7 @@ def test_pypop_write_error_whose_undo_fails_too_says_the_write_error_and_the_nex
     torn = os.path.getsize(box)
     assert torn > 0 and os.path.exists(pop.state()[2])  # the pending record is kept for the next run
     r = pop.run(run, "fetch", "--mbox", box)
-    first_end = len(mbox.mbox_bytes([messages[0]], "MAILER-DAEMON"))
+    first_end = len(mailbox.mbox_bytes([messages[0]], "MAILER-DAEMON"))
     assert (r.returncode, r.stderr) == (
         0,
         "pypop: cut away %d bytes of a message torn by a killed run at the end of %s; it is fetched again\n"

@@ -10,7 +10,7 @@ import time
 import pop3server
 import pytest
 
-from pipemail import mbox, transport
+from pipemail import mailbox, transport
 
 from conftest import command_path
 
@@ -255,17 +255,17 @@ def _state(pop, dovecot):
 def _record(box, before, items):
     """The pending record of a batch that writes ``items`` (``(uid, bytes)``) to ``box`` at ``before``."""
 
-    return mbox.Pending.plan(str(box), os.stat(box), before, items)
+    return mailbox.Pending.plan(str(box), os.stat(box), before, items)
 
 
 def test_a_killed_runs_record_settles_its_own_mbox(pop, dovecot, tmp_path):
-    from pipemail import mbox
+    from pipemail import mailbox
 
     seen_path, _lock, pending = _state(pop, dovecot)
     os.makedirs(os.path.dirname(pending), exist_ok=True)
     a, b = tmp_path / "a.mbox", tmp_path / "b.mbox"
     kept = b"From x Thu Jan  1 00:00:00 1970\n\nkept\n\n"
-    torn = mbox.mbox_bytes([b"Subject: y\n\n" + b"y" * 9000 + b"\n"], "MAILER-DAEMON")
+    torn = mailbox.mbox_bytes([b"Subject: y\n\n" + b"y" * 9000 + b"\n"], "MAILER-DAEMON")
     a.write_bytes(kept)
     _record(a, len(kept), [("uid-a", torn)]).save(pending)
     with open(a, "ab") as f:
@@ -294,7 +294,7 @@ def test_a_killed_runs_complete_batch_is_recorded_not_fetched_again(pop, dovecot
     dovecot.put(dovecot.user, msg(1))
     uid = pop("uidl").stdout.split()[1].decode()
     box = tmp_path / "box"
-    data = mbox.mbox_bytes([msg(1)], "MAILER-DAEMON")
+    data = mailbox.mbox_bytes([msg(1)], "MAILER-DAEMON")
     box.write_bytes(b"")
     os.makedirs(os.path.dirname(pending), exist_ok=True)
     _record(box, 0, [(uid, data)]).save(pending)

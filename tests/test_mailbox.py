@@ -1,4 +1,4 @@
-"""pipemail.mbox: dot-locks (owner, stale, live), appends on their own From_ line, pypop's
+"""pipemail.mailbox: dot-locks (owner, stale, live), appends on their own From_ line, pypop's
 pending record settling a killed batch; and the commands that go through it."""
 
 import os
@@ -10,11 +10,11 @@ import faults
 import pytest
 from smtp_server import free_port
 
-from pipemail import mbox, transport
+from pipemail import mailbox, transport
 
 
 def _msg(n, size=0):
-    return mbox.mbox_bytes([b"Subject: %d\n\nbody %d\n" % (n, n) + b"z" * size + b"\n"], "a@example.org")
+    return mailbox.mbox_bytes([b"Subject: %d\n\nbody %d\n" % (n, n) + b"z" * size + b"\n"], "a@example.org")
 
 
 # -- dot-locks --------------------------------------------------------------------------------
@@ -22,7 +22,7 @@ def _msg(n, size=0):
 
 def test_the_dot_lock_names_its_owner_and_goes_with_the_unlock(tmp_path):
     box = tmp_path / "box"
-    locked = mbox.lock(box)
+    locked = mailbox.lock(box)
     try:
         boot = open("/proc/sys/kernel/random/boot_id", "rb").read()
         assert (tmp_path / "box.lock").read_bytes() == b"%d\n%s\n%s" % (
@@ -32,7 +32,7 @@ def test_the_dot_lock_names_its_owner_and_goes_with_the_unlock(tmp_path):
         )
         assert sorted(os.listdir(tmp_path)) == ["box", "box.lock"]  # the temporary name is gone
     finally:
-        mbox.unlock(locked)
+        mailbox.unlock(locked)
     assert sorted(os.listdir(tmp_path)) == ["box"]
 
 
@@ -42,7 +42,7 @@ def test_a_dot_lock_of_a_dead_process_is_broken_at_once_with_a_warning(tmp_path)
     (tmp_path / "box.lock").write_bytes(b"%d\n" % pid)  # liblockfile's form: the PID alone
     said = []
     t0 = time.monotonic()
-    mbox.append(box, _msg(1), warn=said.append)
+    mailbox.append(box, _msg(1), warn=said.append)
     assert time.monotonic() - t0 < 1
     assert said == ["broke the stale lock %s.lock (its owner, process %d, is gone)" % (box, pid)]
     assert box.read_bytes() == _msg(1)
@@ -56,7 +56,7 @@ def test_an_old_dot_lock_without_an_owner_is_broken_by_age(tmp_path):
     old = time.time() - 7 * 60
     os.utime(lock, (old, old))
     said = []
-    mbox.append(box, _msg(1), warn=said.append)
+    mailbox.append(box, _msg(1), warn=said.append)
     assert said == ["broke the stale lock %s (it is 7 minutes old)" % lock]
 
 
@@ -67,7 +67,7 @@ def test_a_live_dot_lock_is_waited_for_then_the_writer_goes_on_under_fcntl(tmp_p
         lock.write_bytes(b"%d\n" % owner.pid)  # alive
         said = []
         t0 = time.monotonic()
-        assert mbox.dotlock(str(lock), warn=said.append, wait=0.3) is None
+        assert mailbox.dotlock(str(lock), warn=said.append, wait=0.3) is None
         assert 0.3 <= time.monotonic() - t0 < 2
         assert said == ["%s is held by process %d; went on after 0.3 s under the fcntl lock alone" % (lock, owner.pid)]
         assert lock.read_bytes() == b"%d\n" % owner.pid  # never broken
@@ -76,7 +76,7 @@ def test_a_live_dot_lock_is_waited_for_then_the_writer_goes_on_under_fcntl(tmp_p
         owner.wait()
     young = tmp_path / "young.lock"
     young.write_bytes(b"")
-    assert mbox.stale(str(young)) == (None, None)  # no owner, but young: live
+    assert mailbox.stale(str(young)) == (None, None)  # no owner, but young: live
 
 
 def test_a_dot_lock_from_before_a_reboot_is_broken_though_its_pid_is_alive_again(tmp_path):
@@ -89,7 +89,7 @@ def test_a_dot_lock_from_before_a_reboot_is_broken_though_its_pid_is_alive_again
         lock.write_bytes(b"%d\n%s\n00000000-0000-0000-0000-000000000000\n" % (other.pid, socket.gethostname().encode()))
         said = []
         t0 = time.monotonic()
-        mbox.append(box, _msg(1), warn=said.append)
+        mailbox.append(box, _msg(1), warn=said.append)
         assert time.monotonic() - t0 < 1
         assert said == [
             "broke the stale lock %s (its owner, process %d, ran before the host was last started)" % (lock, other.pid)
@@ -97,7 +97,7 @@ def test_a_dot_lock_from_before_a_reboot_is_broken_though_its_pid_is_alive_again
         assert box.read_bytes() == _msg(1) and not lock.exists()
         ours = open("/proc/sys/kernel/random/boot_id", "rb").read()
         lock.write_bytes(b"%d\n%s\n%s" % (other.pid, socket.gethostname().encode(), ours))  # this boot's: live
-        assert mbox.stale(str(lock)) == (None, "process %d" % other.pid)
+        assert mailbox.stale(str(lock)) == (None, "process %d" % other.pid)
     finally:
         other.kill()
         other.wait()
@@ -106,8 +106,8 @@ def test_a_dot_lock_from_before_a_reboot_is_broken_though_its_pid_is_alive_again
 def test_a_dot_lock_from_another_host_is_judged_by_age_only(tmp_path):
     lock = tmp_path / "box.lock"
     lock.write_bytes(b"%d\nsome-other-host\n" % faults.dead_pid())
-    assert mbox.stale(str(lock))[0] is None
-    assert mbox.stale(str(lock), now=time.time() + 301)[0] == "it is 5 minutes old"
+    assert mailbox.stale(str(lock))[0] is None
+    assert mailbox.stale(str(lock), now=time.time() + 301)[0] == "it is 5 minutes old"
 
 
 def test_pymail_breaks_a_stale_dot_lock_of_the_dead_letter_at_once(run, tmp_path):
@@ -143,7 +143,7 @@ def test_pymail_breaks_a_stale_dot_lock_of_the_dead_letter_at_once(run, tmp_path
 def test_an_append_starts_on_its_own_from_line(tmp_path, before, sep):
     box = tmp_path / "box"
     box.write_bytes(before)
-    mbox.append(box, _msg(2))
+    mailbox.append(box, _msg(2))
     assert box.read_bytes() == before + sep + _msg(2)
 
 
@@ -189,11 +189,11 @@ def _batch(box, items, tear=None, then=b""):
     fd = os.open(box, os.O_RDWR | os.O_APPEND)
     try:
         datas = [d for _u, d in items]
-        datas[0] = mbox.separator(fd, before) + datas[0]
-        record = mbox.Pending.plan(
+        datas[0] = mailbox.separator(fd, before) + datas[0]
+        record = mailbox.Pending.plan(
             str(box), os.fstat(fd), before, [(u, d) for (u, _), d in zip(items, datas, strict=True)]
         )
-        record = mbox.Pending.parse(record.dump())  # what the next run reads
+        record = mailbox.Pending.parse(record.dump())  # what the next run reads
         data = b"".join(datas)
         os.write(fd, data if tear is None else data[:tear])
         os.write(fd, then)
@@ -311,7 +311,7 @@ def test_settle_leaves_bytes_that_do_not_verify(tmp_path):
 
 
 def test_chunks_end_at_page_boundaries():
-    pieces = list(mbox.chunks(4000, b"x" * 200_000))
+    pieces = list(mailbox.chunks(4000, b"x" * 200_000))
     assert [p for p, _ in pieces] == [4000, 65536, 131072, 196608]
     assert sum(len(b) for _, b in pieces) == 200_000
 
@@ -319,14 +319,14 @@ def test_chunks_end_at_page_boundaries():
 def test_a_dot_lock_naming_this_process_that_it_did_not_take_is_stale(tmp_path):
     lock = tmp_path / "box.lock"
     lock.write_bytes(b"%d\n" % os.getpid())  # a run before a reboot had the same PID
-    assert mbox.stale(str(lock))[0] == "it names this process, which did not take it"
+    assert mailbox.stale(str(lock))[0] == "it names this process, which did not take it"
     said = []
-    locked = mbox.lock(tmp_path / "box", warn=said.append)
+    locked = mailbox.lock(tmp_path / "box", warn=said.append)
     try:
         assert said == ["broke the stale lock %s (it names this process, which did not take it)" % lock]
-        assert mbox.stale(str(lock)) == (None, "process %d" % os.getpid())  # now it holds it: live
+        assert mailbox.stale(str(lock)) == (None, "process %d" % os.getpid())  # now it holds it: live
     finally:
-        mbox.unlock(locked)
+        mailbox.unlock(locked)
 
 
 def test_a_dead_letter_of_dev_null_takes_no_dot_lock_and_is_no_error(run, tmp_path):
