@@ -1,7 +1,14 @@
-"""Writing and locking mbox files: the one place that does both.
+"""The mailbox layer: the one place that writes (and, next, reads) mbox files and Maildirs.
 
-pypop's ``--mbox``, pymail's ``mbox:`` transport and dead letter, and
-``pymail --resend`` lock and append through this module:
+pypop's ``--mbox`` and ``--maildir``, pymail's ``mbox:`` and ``maildir:``
+transports, its dead letter and ``pymail --resend`` go through this module.
+Every message goes as a stream of byte chunks, read one at a time, never held
+whole:
+
+- :func:`mbox_chunks` frames a message for an mbox (``From `` line, mboxrd
+  quoting by :func:`quoted`, correct across chunk boundaries, final blank line).
+- :func:`deliver_maildir` writes a message to tmp/, flushes it to disk and
+  renames it into new/, leaving nothing in tmp/ when it fails.
 
 - :func:`lock` takes an fcntl lock on the mailbox, then a dot-lock
   (``PATH.lock``, created by link(2) from a file that already holds the
@@ -11,7 +18,7 @@ pypop's ``--mbox``, pymail's ``mbox:`` transport and dead letter, and
   broken at once, with a warning.  A live one is waited for :data:`WAIT`
   seconds; then the writer goes on under the fcntl lock alone, with a
   warning.
-- :func:`append` writes one message at the end, after the newlines needed
+- :func:`append` writes one message (bytes or chunks) at the end, after the newlines needed
   for its ``From `` line to follow a blank line (a file whose last append was
   cut short by a kill ends mid-line), and cuts its own bytes away again if
   the write fails; SIGTERM and SIGINT wait until it is written whole.
@@ -24,6 +31,7 @@ Reading mailboxes lives elsewhere (pipemail.mailbox_io, transport.read_mbox).
 """
 
 import os
+import re
 import stat
 
 from pipemail.errors import CantCreateError, IOFailure, describe_oserror, shown
@@ -39,37 +47,86 @@ _held = set()  # the dot-locks this process holds: one that names this PID and i
 # -- the bytes of a message ------------------------------------------------------------------
 
 
-def mbox_bytes(segments, sender, extra_headers=()):
-    """One mbox message: the ``From `` line, ``extra_headers``, the message mboxrd-quoted, a blank line."""
+_QUOTABLE = re.compile(rb"^(>*From )", re.MULTILINE)
+_MAY_BECOME_QUOTABLE = re.compile(rb">*(?:F(?:r(?:o(?:m)?)?)?)?")  # the start of a line that may yet be a From_
+
+
+def mbox_chunks(chunks, sender, extra_headers=()):
+    """One mbox message as a stream: the ``From `` line, ``extra_headers``, the message's
+    ``chunks`` mboxrd-quoted (:func:`quoted`), a blank line.  Chunks are read one at a time."""
     import time
 
-    out = [
-        b"From %s %s\n"
-        % (sender.encode("utf-8", "surrogateescape") or b"MAILER-DAEMON", time.asctime(time.gmtime()).encode())
-    ]
-    out.extend(b"%s: %s\n" % (n.encode(), v.encode("utf-8", "surrogateescape")) for n, v in extra_headers)
-    at_start = True
-    for seg in segments:
-        out.append(quote(seg, at_start))
-        at_start = seg.endswith(b"\n")
-    if not at_start:
-        out.append(b"\n")
-    out.append(b"\n")
-    return b"".join(out)
+    yield b"From %s %s\n" % (
+        sender.encode("utf-8", "surrogateescape") or b"MAILER-DAEMON",
+        time.asctime(time.gmtime()).encode(),
+    )
+    head = b"".join(b"%s: %s\n" % (n.encode(), v.encode("utf-8", "surrogateescape")) for n, v in extra_headers)
+    if head:
+        yield head
+    yield from quoted(chunks)
+    yield b"\n"
+
+
+def mbox_bytes(segments, sender, extra_headers=()):
+    """One mbox message in one buffer (see :func:`mbox_chunks`): for what is small."""
+    return b"".join(mbox_chunks(segments, sender, extra_headers))
+
+
+def quoted(chunks):
+    """A message given as byte ``chunks`` (cut anywhere), mboxrd-quoted: every line that starts
+    with ``From ``, after any number of ``>``, gets one ``>`` more.  Correct across chunk
+    boundaries: the start of a line that may still become such a line (``>>Fr``) is held back
+    until the next chunk decides.  The last chunk yielded ends with a newline (one is added
+    to a message without it)."""
+    carry = b""  # the start of a line, not yet known to be quotable or not
+    mid = False  # the next byte continues a line already yielded: it is no line start
+    last = b"\n"
+    for chunk in chunks:
+        if not chunk:
+            continue
+        if mid:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                yield chunk
+                last = chunk
+                continue
+            yield chunk[: nl + 1]
+            last, mid = b"\n", False
+            chunk = chunk[nl + 1 :]
+            if not chunk:
+                continue
+        data = carry + chunk if carry else chunk
+        carry = b""
+        cut = data.rfind(b"\n") + 1
+        body, tail = data[:cut], data[cut:]
+        if body:
+            yield _QUOTABLE.sub(rb">\1", body) if b"From " in body else body
+            last = body
+        if tail:
+            if _MAY_BECOME_QUOTABLE.fullmatch(tail):
+                carry = tail
+            else:
+                tail = _QUOTABLE.sub(rb">\1", tail)
+                yield tail
+                last, mid = tail, True
+    if carry:
+        yield carry
+        last = carry
+    if not last.endswith(b"\n"):
+        yield b"\n"
 
 
 def quote(seg, at_start=True):
-    """``From `` lines quoted one level more (mboxrd); ``seg`` may begin mid-line (``at_start`` false)."""
-    import re
-
+    """``From `` lines of one buffer quoted one level more (mboxrd); ``seg`` may begin mid-line
+    (``at_start`` false).  For a stream, :func:`quoted`."""
     if b"From " not in seg:  # nothing to quote: most messages (the regex costs 30 us a 10 KB message)
         return seg
     if at_start:
-        return re.sub(rb"(?m)^(>*From )", rb">\1", seg)
+        return _QUOTABLE.sub(rb">\1", seg)
     nl = seg.find(b"\n")
     if nl < 0:
         return seg
-    return seg[: nl + 1] + re.sub(rb"(?m)^(>*From )", rb">\1", seg[nl + 1 :])
+    return seg[: nl + 1] + _QUOTABLE.sub(rb">\1", seg[nl + 1 :])
 
 
 def separator(fd, end=None):
@@ -326,11 +383,15 @@ def write_at_end(fd, start, data):
 
 
 def append(path, data, *, warn=None):
-    """Append the mbox message ``data`` to ``path``, locked, on its own ``From `` line; flushed
-    to disk.  If writing fails its bytes are cut away again.  SIGTERM, SIGINT and SIGHUP wait
-    until the message is written whole: what is being kept (a dead letter) is not lost."""
+    """Append the mbox message ``data`` (bytes, or an iterable of byte chunks read one at a
+    time: :func:`mbox_chunks`) to ``path``, locked, on its own ``From `` line; flushed to disk.
+    If writing fails, or reading a chunk raises, its bytes are cut away again and the error
+    goes on.  SIGTERM, SIGINT and SIGHUP wait until the message is written whole: what is
+    being kept (a dead letter) is not lost."""
     import signal
 
+    if isinstance(data, bytes | bytearray | memoryview):
+        data = (data,)
     locked = lock(path, warn=warn)
     try:
         fd = locked.fd
@@ -338,25 +399,112 @@ def append(path, data, *, warn=None):
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/null, a FIFO: written, nothing to undo
                 try:
-                    write_at_end(fd, 0, data)
+                    for chunk in data:
+                        write_at_end(fd, 0, chunk)
                 except OSError as exc:
                     raise IOFailure("cannot write mailbox %s: %s" % (_shown(path), describe_oserror(exc))) from None
                 return
             end = os.lseek(fd, 0, os.SEEK_END)
-            data = separator(fd, end) + data
+            pos = end
             try:
-                write_at_end(fd, end, data)
+                first = separator(fd, end)
+                if first:
+                    write_at_end(fd, pos, first)
+                    pos += len(first)
+                for chunk in data:
+                    write_at_end(fd, pos, chunk)
+                    pos += len(chunk)
                 os.fsync(fd)
-            except OSError as exc:
+            except BaseException as exc:
                 try:
                     os.ftruncate(fd, end)  # nothing half-written
                 except OSError:
                     pass  # left torn: the next append still starts on its own From_ line
-                raise IOFailure("cannot write mailbox %s: %s" % (_shown(path), describe_oserror(exc))) from None
+                if isinstance(exc, OSError):
+                    raise IOFailure("cannot write mailbox %s: %s" % (_shown(path), describe_oserror(exc))) from None
+                raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
     finally:
         unlock(locked)
+
+
+# -- Maildir ---------------------------------------------------------------------------------
+
+_deliveries = 0  # this process's deliveries so far: the Q part of a Maildir name
+
+
+def maildir_name():
+    """A new Maildir file name: ``TIME.M<usec>P<pid>Q<n>.HOST``, unique on this host."""
+    import socket
+    import time
+
+    global _deliveries
+    _deliveries += 1
+    now = time.time()
+    host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+    return "%d.M%dP%dQ%d.%s" % (now, int(now * 1e6) % 1000000, os.getpid(), _deliveries, host)
+
+
+def make_maildir(top):
+    """Create ``top`` and its tmp/, new/ and cur/ as needed (CantCreateError when it cannot)."""
+    for sub in ("tmp", "new", "cur"):
+        try:
+            os.makedirs(os.path.join(top, sub), exist_ok=True)
+        except OSError as exc:
+            raise CantCreateError("cannot use Maildir %s: %s" % (_shown(top), describe_oserror(exc))) from None
+
+
+def deliver_maildir(top, chunks, *, sync_dir=True):
+    """Deliver one message, given as byte ``chunks`` read one at a time, into the Maildir
+    ``top``: written to tmp/, flushed to disk, renamed into new/ (and new/ itself flushed,
+    unless ``sync_dir`` is false: the caller does it once for several).  The path in new/.
+
+    Nothing is left in tmp/ when it fails, or when reading a chunk raises (the error goes on):
+    CantCreateError (73) when the file cannot be created, IOFailure (74) when writing fails
+    (a full disk)."""
+    make_maildir(top)
+    name = maildir_name()
+    tmp = os.path.join(top, "tmp", name)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except OSError as exc:
+        raise CantCreateError("cannot deliver to Maildir %s: %s" % (_shown(top), describe_oserror(exc))) from None
+    try:
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        new = os.path.join(top, "new", name)
+        os.rename(tmp, new)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise IOFailure("cannot deliver to Maildir %s: %s" % (_shown(top), describe_oserror(exc))) from None
+        raise
+    if sync_dir:
+        fsync_dir(os.path.join(top, "new"))
+    return new
+
+
+def fsync_dir(path):
+    """Flush a directory's entries to disk (a rename into it survives a crash); IOFailure if it fails."""
+    try:
+        dfd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as exc:
+        raise IOFailure("cannot flush %s to disk: %s" % (_shown(path), describe_oserror(exc))) from None
 
 
 # -- pypop's record of a batch being appended -------------------------------------------------
@@ -508,10 +656,16 @@ __all__ = [
     "Pending",
     "append",
     "chunks",
+    "deliver_maildir",
     "dotlock",
+    "fsync_dir",
     "lock",
+    "maildir_name",
+    "make_maildir",
     "mbox_bytes",
+    "mbox_chunks",
     "quote",
+    "quoted",
     "separator",
     "stale",
     "unlock",

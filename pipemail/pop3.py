@@ -423,23 +423,17 @@ class MaildirSink:
     durable = True
 
     def __init__(self, path):
+        from pipemail import mailbox
+
         self.path = path
-        for sub in ("tmp", "new", "cur"):
-            try:
-                os.makedirs(os.path.join(path, sub), exist_ok=True)
-            except OSError as exc:
-                raise CantCreateError("cannot use Maildir %s: %s" % (shown(path), describe_oserror(exc))) from None
+        mailbox.make_maildir(path)
 
     def store(self, messages, uids=()):
-        from pipemail.transport import deliver_maildir
+        from pipemail import mailbox
 
         for raw in messages:
-            deliver_maildir(self.path, [raw], [])
-        dfd = os.open(os.path.join(self.path, "new"), os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            mailbox.deliver_maildir(self.path, [raw], sync_dir=False)
+        mailbox.fsync_dir(os.path.join(self.path, "new"))
 
     def done(self):
         pass

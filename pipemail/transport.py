@@ -57,43 +57,13 @@ def _fail(cls, message, recipients):
 
 def deliver_mbox(path, segments, sender, recipients, warn=None):
     """Append the message to the mbox at ``path`` (see :func:`pipemail.mailbox.append`)."""
-    mailbox.append(path, mailbox.mbox_bytes(segments, sender), warn=warn)
+    mailbox.append(path, mailbox.mbox_chunks(segments, sender), warn=warn)
     return Report(recipients)
 
 
 def deliver_maildir(path, segments, recipients):
-    import time
-
-    for sub in ("tmp", "new", "cur"):
-        try:
-            os.makedirs(os.path.join(path, sub), exist_ok=True)
-        except OSError as exc:
-            raise CantCreateError(
-                "cannot use Maildir %s: %s" % (shown(os.fsdecode(path)), describe_oserror(exc))
-            ) from None
-    name = "%d.M%dP%d.%s" % (
-        time.time(),
-        int(time.time() * 1e6) % 1000000,
-        os.getpid(),
-        socket.gethostname().replace("/", "_"),
-    )
-    tmp = os.path.join(path, "tmp", name)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            for seg in segments:
-                f.write(seg)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, os.path.join(path, "new", name))
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise CantCreateError(
-            "cannot deliver to Maildir %s: %s" % (shown(os.fsdecode(path)), describe_oserror(exc))
-        ) from None
+    """Deliver the message into the Maildir at ``path`` (see :func:`pipemail.mailbox.deliver_maildir`)."""
+    mailbox.deliver_maildir(path, segments)
     return Report(recipients)
 
 

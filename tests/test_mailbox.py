@@ -345,3 +345,98 @@ def test_a_dead_letter_of_dev_null_takes_no_dot_lock_and_is_no_error(run, tmp_pa
         "pymail: the message is kept in /dev/null for a@example.org (pymail --resend /dev/null sends it again)\n"
     )
     assert not os.path.exists("/dev/null.lock")
+
+
+# -- streams: mboxrd quoting across chunk boundaries, appends and Maildir deliveries from chunks ----------
+
+
+def _cuts(data, size):
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+QUOTING_CASES = [
+    (b"From a\n", b">From a\n"),
+    (b">From a\n", b">>From a\n"),
+    (b">>>From a\nx\n", b">>>>From a\nx\n"),
+    (b"x From a\n", b"x From a\n"),
+    (b"From\n", b"From\n"),
+    (b">Fro\nm a\n", b">Fro\nm a\n"),
+    (b"a\nFrom b\n>From c\nFromage\nd", b"a\n>From b\n>>From c\nFromage\nd\n"),
+    (b"", b""),
+    (b"no newline", b"no newline\n"),
+    (b"line\n" * 3 + b"From the end", b"line\n" * 3 + b">From the end\n"),
+]
+
+
+@pytest.mark.parametrize(("message", "expected"), QUOTING_CASES)
+def test_quoted_is_the_same_whatever_the_chunks(message, expected):
+    for size in range(1, len(message) + 2):
+        assert b"".join(mailbox.quoted(_cuts(message, size))) == expected, size
+    assert mailbox.quote(message) + (b"" if message.endswith(b"\n") or not message else b"\n") == expected
+
+
+def test_quoted_at_every_offset_around_a_buffer():
+    """A From_ line starting at each offset around a 64 KiB chunk boundary is quoted once, exactly."""
+    for offset in range(65536 - 8, 65536 + 8):
+        filler = b"x" * (offset - 1) + b"\n"
+        message = filler + b">From here\nFrom there\n"
+        got = b"".join(mailbox.quoted(_cuts(message, 65536)))
+        assert got == filler + b">>From here\n>From there\n", offset
+
+
+def test_mbox_chunks_and_mbox_bytes_agree():
+    msg = b"Subject: x\n\nFrom me\nbody"
+    whole = mailbox.mbox_bytes([msg], "a@b")
+    streamed = b"".join(mailbox.mbox_chunks(_cuts(msg, 3), "a@b"))
+    assert whole[whole.index(b"\n") :] == streamed[streamed.index(b"\n") :]
+    assert whole.endswith(b"\n>From me\nbody\n\n")
+
+
+def test_append_takes_chunks_and_cuts_them_away_when_the_source_fails(tmp_path):
+    box = tmp_path / "box"
+    mailbox.append(str(box), mailbox.mbox_chunks([b"Subject: one\n\nbody\n"], "a@b"))
+    before = box.read_bytes()
+
+    def failing():
+        yield b"From x@y Thu Jan  1 00:00:00 1970\nSubject: two\n\n"
+        yield b"half of it"
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(mailbox.IOFailure):
+        mailbox.append(str(box), failing())
+    assert box.read_bytes() == before
+
+    class Gone(Exception):
+        pass
+
+    def interrupted():
+        yield b"From x@y Thu Jan  1 00:00:00 1970\n"
+        raise Gone
+
+    with pytest.raises(Gone):
+        mailbox.append(str(box), interrupted())
+    assert box.read_bytes() == before
+    assert not (tmp_path / "box.lock").exists()
+
+
+def test_deliver_maildir_from_chunks(tmp_path):
+    top = tmp_path / "Maildir"
+    path = mailbox.deliver_maildir(str(top), [b"Subject: x\n", b"\n", b"body\n"])
+    assert os.path.dirname(path) == str(top / "new")
+    assert open(path, "rb").read() == b"Subject: x\n\nbody\n"
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    other = mailbox.deliver_maildir(str(top), [b"two\n"])
+    assert other != path
+    assert sorted(os.listdir(top / "tmp")) == []
+
+
+def test_deliver_maildir_leaves_nothing_in_tmp_when_the_source_fails(tmp_path):
+    top = tmp_path / "Maildir"
+
+    def failing():
+        yield b"Subject: x\n\n"
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        mailbox.deliver_maildir(str(top), failing())
+    assert os.listdir(top / "tmp") == [] and os.listdir(top / "new") == []
