@@ -30,6 +30,7 @@ whole:
 Reading mailboxes lives elsewhere (pipemail.mailbox_io, transport.read_mbox).
 """
 
+import io
 import os
 import re
 import stat
@@ -140,6 +141,194 @@ def separator(fd, end=None):
     if tail.endswith(b"\n\n") or (tail == b"\n" and end == 1):
         return b""
     return b"\n" if tail.endswith(b"\n") else b"\n\n"
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+READ_BLOCK = 1 << 20  # an mbox is read this much at a time
+MAX_FROM_LINE = 1 << 16  # a From_ line longer than this is cut (the rest is dropped)
+_UNQUOTE = re.compile(rb"^>(>*From )", re.MULTILINE)
+
+
+def mbox_messages(stream, label="mbox"):
+    """The messages of the mbox ``stream`` (binary, read forward only), one at a time, as
+    ``(from_line, chunks)``: the ``From `` line without its newline, and the message's
+    bytes as an iterator of chunks of at most about :data:`READ_BLOCK` bytes, unquoted
+    one level (mboxrd: ``>From `` becomes ``From ``, ``>>From `` becomes ``>From ``).
+
+    The one rule for where a message ends, the one pipemail's writers keep: before a line
+    that starts with ``From `` and follows a blank line (or begins the file); that blank
+    line ends the message and is not part of it.  A ``From `` line that follows no blank
+    line is a line of the body (mboxo writers leave such lines unquoted).
+
+    ``chunks`` is valid until the next message is asked for (what is not read of it is
+    skipped then).  Memory stays bounded whatever the size of the mbox or of a line.  An
+    empty stream has no messages; one that does not begin with ``From `` is a DataError;
+    a read that fails is an IOFailure."""
+    reader = _MboxReader(stream, label)
+    reader.fill(5)
+    if not reader.buf:
+        return
+    if not reader.buf.startswith(b"From "):
+        from pipemail.errors import DataError
+
+        raise DataError("%s: not an mbox (it does not begin with a 'From ' line)" % label)
+    while True:
+        from_line = reader.from_line()
+        if from_line is None:
+            return
+        body = reader.body()
+        yield from_line, body
+        for _chunk in body:  # what the caller did not read
+            pass
+
+
+class _MboxReader:
+    """The state of :func:`mbox_messages`: ``buf`` holds bytes not yet given out, from a line start."""
+
+    def __init__(self, stream, label):
+        self.read = stream.read
+        self.label = label
+        self.buf = bytearray()
+        self.eof = False
+        self.at_separator = True  # buf begins with the From_ line of the next message
+
+    def fill(self, want=None):
+        """Read until ``buf`` holds ``want`` bytes (a block) or the stream ends; False if nothing more came."""
+        got = False
+        want = READ_BLOCK if want is None else want
+        while len(self.buf) < want and not self.eof:
+            try:
+                data = self.read(READ_BLOCK)
+            except OSError as exc:
+                raise IOFailure("cannot read %s: %s" % (self.label, describe_oserror(exc))) from None
+            if not data:
+                self.eof = True
+                break
+            self.buf += data
+            got = True
+        return got
+
+    def from_line(self):
+        """The next message's From_ line (None at the end), taken out of ``buf``."""
+        if not self.at_separator:
+            return None
+        while True:
+            nl = self.buf.find(b"\n", 0, MAX_FROM_LINE)
+            if nl >= 0 or len(self.buf) >= MAX_FROM_LINE or not self.fill(len(self.buf) + READ_BLOCK):
+                break
+        if not self.buf:
+            return None
+        if nl < 0:  # cut at MAX_FROM_LINE, or the file ends in it
+            line = bytes(self.buf[:MAX_FROM_LINE])
+            del self.buf[:MAX_FROM_LINE]
+            self._skip_line()
+            return line
+        line = bytes(self.buf[:nl])
+        del self.buf[: nl + 1]
+        return line
+
+    def _skip_line(self):
+        while True:
+            nl = self.buf.find(b"\n")
+            if nl >= 0:
+                del self.buf[: nl + 1]
+                return
+            self.buf.clear()
+            if not self.fill():
+                return
+
+    def body(self):
+        """The current message's bytes, unquoted, up to its end (see :func:`mbox_messages`)."""
+        self.at_separator = False
+        held = False  # a blank line read and not given out: the message's end, if a From_ line follows
+        mid = False  # buf begins inside a line already partly given out
+        need = None
+        while True:
+            self.fill(need)
+            need = None
+            buf = self.buf
+            if not buf:  # the end of the mbox: a held blank line was the last message's end
+                return
+            if mid:
+                nl = buf.find(b"\n")
+                cut = len(buf) if nl < 0 else nl + 1
+                piece = bytes(buf[:cut])
+                del buf[:cut]
+                mid = nl < 0
+                yield piece
+                continue
+            if held and buf.startswith(b"From "):
+                self.at_separator = True
+                return
+            if held:
+                if len(buf) < 5 and not self.eof and b"From "[: len(buf)] == bytes(buf):
+                    need = 5  # too little to tell yet
+                    continue
+                yield b"\n"
+                held = False
+            if buf.startswith(b"\nFrom "):  # a blank line, then the next message
+                del buf[:1]
+                self.at_separator = True
+                return
+            sep = buf.find(b"\n\nFrom ")
+            if sep >= 0:  # the message ends with its line before the blank one
+                piece = bytes(buf[: sep + 1])
+                del buf[: sep + 2]
+                self.at_separator = True
+                if piece:
+                    yield _unquoted(piece)
+                return
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:  # no whole line in a full block, or the end of the mbox
+                if not self.eof and len(buf) < READ_BLOCK:
+                    need = READ_BLOCK
+                    continue
+                if not self.eof and len(buf) < MAX_FROM_LINE and _MAY_BECOME_QUOTABLE.fullmatch(buf):
+                    need = len(buf) + READ_BLOCK  # ">>Fro": whether it is unquoted waits for more
+                    continue
+                piece = bytes(buf)
+                buf.clear()
+                mid = not self.eof
+                yield _unquoted(piece)
+                continue
+            if buf[cut - 1 : cut] == b"\n" and (cut == 1 or buf[cut - 2 : cut - 1] == b"\n"):
+                piece = bytes(buf[: cut - 1])  # the last whole line is blank: held
+                held = True
+            else:
+                piece = bytes(buf[:cut])
+            del buf[:cut]
+            if piece:
+                yield _unquoted(piece)
+
+
+def _unquoted(piece):
+    if b">" not in piece:
+        return piece
+    return _UNQUOTE.sub(rb"\1", piece)
+
+
+class ChunkStream(io.RawIOBase):
+    """A readable binary stream over an iterator of byte chunks (:func:`mbox_messages`'s, a message
+    being composed), for code that wants a file object; read forward only."""
+
+    def __init__(self, chunks):
+        self._chunks = iter(chunks)
+        self._left = b""
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        while not self._left:
+            try:
+                self._left = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._left))
+        b[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
 
 
 # -- locking ---------------------------------------------------------------------------------
@@ -653,6 +842,7 @@ def _shown(path):
 
 __all__ = [
     "Locked",
+    "ChunkStream",
     "Pending",
     "append",
     "chunks",
@@ -664,6 +854,7 @@ __all__ = [
     "make_maildir",
     "mbox_bytes",
     "mbox_chunks",
+    "mbox_messages",
     "quote",
     "quoted",
     "separator",

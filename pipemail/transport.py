@@ -872,33 +872,17 @@ def lock_mbox(path, warn=None):
 
 
 def read_mbox(path, fd=None):
-    """The messages of an mbox as ``(from_line, bytes)``, ``>From`` lines unquoted once (mboxrd)."""
-    import re
-
+    """The messages of an mbox as ``(from_line, bytes)`` (see :func:`pipemail.mailbox.mbox_messages`)."""
+    label = shown(os.fsdecode(path))
     try:
         if fd is not None:
-            with os.fdopen(os.dup(fd), "rb") as f:
-                f.seek(0)
-                data = f.read()
+            f = os.fdopen(os.dup(fd), "rb")
+            f.seek(0)
         else:
-            with open(path, "rb") as f:
-                data = f.read()
+            f = open(path, "rb")
     except OSError as exc:
         from pipemail.errors import NoInputError
 
-        raise NoInputError("cannot read %s: %s" % (shown(os.fsdecode(path)), describe_oserror(exc))) from None
-    out = []
-    starts = [
-        m.start()
-        for m in re.finditer(rb"(?m)^From ", data)
-        if m.start() == 0 or data[m.start() - 2 : m.start()] == b"\n\n"
-    ]
-    for i, start in enumerate(starts):
-        end = starts[i + 1] if i + 1 < len(starts) else len(data)
-        chunk = data[start:end]
-        nl = chunk.find(b"\n")
-        body = chunk[nl + 1 :]
-        if body.endswith(b"\n\n"):
-            body = body[:-1]
-        out.append((chunk[:nl], re.sub(rb"(?m)^>(>*From )", rb"\1", body)))
-    return out
+        raise NoInputError("cannot read %s: %s" % (label, describe_oserror(exc))) from None
+    with f:
+        return [(line, b"".join(chunks)) for line, chunks in mailbox.mbox_messages(f, label)]

@@ -440,3 +440,114 @@ def test_deliver_maildir_leaves_nothing_in_tmp_when_the_source_fails(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         mailbox.deliver_maildir(str(top), failing())
     assert os.listdir(top / "tmp") == [] and os.listdir(top / "new") == []
+
+
+# -- reading: one split rule, streamed ------------------------------------------------------------------------
+
+
+def _reference(data):
+    """The split rule by regex on the whole file: From_ at the start or after a blank line."""
+    import re
+
+    starts = [
+        m.start()
+        for m in re.finditer(rb"(?m)^From ", data)
+        if m.start() == 0 or data[m.start() - 2 : m.start()] == b"\n\n"
+    ]
+    out = []
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(data)
+        chunk = data[start:end]
+        nl = chunk.find(b"\n")
+        body = chunk[nl + 1 :] if nl >= 0 else b""
+        if body.endswith(b"\n\n") or (body == b"\n"):
+            body = body[:-1]
+        out.append((chunk[:nl] if nl >= 0 else chunk, re.sub(rb"(?m)^>(>*From )", rb"\1", body)))
+    return out
+
+
+def _read_all(data, block, monkeypatch):
+    import io
+
+    monkeypatch.setattr(mailbox, "READ_BLOCK", block)
+    return [(line, b"".join(chunks)) for line, chunks in mailbox.mbox_messages(io.BytesIO(data))]
+
+
+MBOXES = [
+    b"",
+    b"From a\n",
+    b"From a\nbody\n",
+    b"From a\nbody\n\nFrom b\nsecond\n",
+    b"From a\nx\nFrom inside\n\nFrom b\ny",
+    b"From a\n\n\nFrom b\n\n",
+    b"From a\n>From q\n>>From qq\n>Fromage\n\nFrom b\n\n\n\n",
+    b"From a\n\nFrom b\n\nFrom c\n",
+    b"From a\nFrom b\n",
+    b"From a\nline\n\n\nFrom b\nlast line without newline",
+    b"From a\n" + b"y" * 50 + b"\n\nFrom b\n" + b">" * 30 + b"From z\n",
+]
+
+
+@pytest.mark.parametrize("data", MBOXES)
+def test_mbox_messages_split_as_the_rule_says_whatever_the_block_size(data, monkeypatch):
+    expected = _reference(data)
+    for block in (1, 2, 3, 5, 7, 11, 64, 1 << 20):
+        assert _read_all(data, block, monkeypatch) == expected, block
+
+
+def test_mbox_messages_round_trip_what_append_wrote(tmp_path, monkeypatch):
+    import random
+
+    rng = random.Random(11)
+    box = tmp_path / "box"
+    sent = []
+    for n in range(40):
+        lines = [
+            rng.choice([b"", b"From x", b">From y", b">>From z", b"text", b"From", b".", b"x" * rng.randrange(200)])
+            for _ in range(rng.randrange(12))
+        ]
+        msg = b"Subject: %d\n\n" % n + b"\n".join(lines) + rng.choice([b"", b"\n", b"\n\n"])
+        sent.append(msg if msg.endswith(b"\n") else msg + b"\n")
+        mailbox.append(str(box), mailbox.mbox_chunks([msg], "s%d@x" % n))
+    for block in (3, 17, 4096):
+        got = _read_all(box.read_bytes(), block, monkeypatch)
+        assert [b for _l, b in got] == sent, block
+        assert [line.split()[1] for line, _b in got] == [b"s%d@x" % n for n in range(40)]
+
+
+def test_mbox_messages_is_streamed(tmp_path):
+    """A message of 64 MiB is read with the memory of a few blocks (the chunks, not the message)."""
+    import tracemalloc
+
+    box = tmp_path / "big"
+    with open(box, "wb") as f:
+        f.write(b"From a\nSubject: big\n\n")
+        line = b"A" * 76 + b"\n"
+        for _ in range(64):
+            f.write(line * ((1 << 20) // len(line)))
+        f.write(b"\nFrom b\nsmall\n")
+    tracemalloc.start()
+    try:
+        with open(box, "rb") as f:
+            sizes = [(line, sum(len(c) for c in chunks)) for line, chunks in mailbox.mbox_messages(f)]
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [line for line, _n in sizes] == [b"From a", b"From b"]
+    assert sizes[1][1] == len(b"small\n")
+    assert peak < 8 << 20
+
+
+def test_mbox_messages_refuses_what_is_no_mbox():
+    import io
+
+    with pytest.raises(mailbox.DataError if hasattr(mailbox, "DataError") else Exception, match="not an mbox"):
+        list(mailbox.mbox_messages(io.BytesIO(b"Subject: x\n\nbody\n"), "mail.eml"))
+
+
+def test_chunk_stream_reads_chunks_as_a_file():
+    import io
+
+    stream = io.BufferedReader(mailbox.ChunkStream([b"ab", b"", b"c\nd", b"e\n"]))
+    assert stream.readline() == b"abc\n"
+    assert stream.read() == b"de\n"
