@@ -690,14 +690,11 @@ def _decode_to_name(rd, header, base_fd, force, keep_paths, umask, ignore_chmod_
         _skip_body(rd, header)
         raise type(exc)(where + str(exc)) from None
     try:
-        decode_body(rd, header, out.write)
-        out.commit(archive_mode(header.mode, umask), ignore_chmod_errors=ignore_chmod_errors)
+        with out:
+            decode_body(rd, header, out.write)
+            out.commit(archive_mode(header.mode, umask), ignore_chmod_errors=ignore_chmod_errors)
     except CantCreateError as exc:
-        out.abort()
         raise CantCreateError(where + str(exc)) from None
-    except BaseException:
-        out.abort()
-        raise
     return label
 
 
@@ -837,12 +834,9 @@ def decode(in_file, out_file=None, mode=None, quiet=False):
             out = Output.to_path(out_file)
         else:
             out = Output.to_stream(out_file)
-        try:
+        with out:
             decode_body(rd, header, out.write, garbage)
             out.commit(mode & 0o777)
-        except BaseException:
-            out.abort()
-            raise
     except TruncatedError:
         raise Error("Truncated input file") from None
     except Error:
