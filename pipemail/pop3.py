@@ -13,6 +13,7 @@ import os
 import stat
 
 from pipemail.errors import (
+    EX_TEMPFAIL,
     CantCreateError,
     ConfigError,
     IOFailure,
@@ -451,7 +452,7 @@ class MdaSink:
                     % (self.command, unread, len(raw))
                 )
             if status != 0:
-                cls = TempFailError if status == 75 else UnavailableError
+                cls = TempFailError if status == EX_TEMPFAIL else UnavailableError
                 how = "exited %d" % status if status > 0 else "was killed by signal %d" % -status
                 raise cls("the MDA %r %s; the message stays on the server" % (self.command, how))
 

@@ -10,6 +10,8 @@ import os
 
 from pipemail import mailbox
 from pipemail.errors import (
+    EX_OK,
+    EX_TEMPFAIL,
     CantCreateError,
     ConfigError,
     DataError,
@@ -50,7 +52,7 @@ class Report:
 
     def exit_code(self):
         if not self.refused:
-            return 0
+            return EX_OK
         if any(code < 500 for code, _ in self.refused.values()):
             return TempFailError.exit_code
         return NoUserError.exit_code
@@ -136,7 +138,7 @@ def deliver_sendmail(path, segments, sender, recipients, timeout=None, warn=None
     if status != 0:
         lines = err.decode("utf-8", "replace").strip().splitlines()
         why = lines[-1] if lines else "exit status %d" % status if status > 0 else "killed by signal %d" % -status
-        cls = TempFailError if status == 75 else UnavailableError
+        cls = TempFailError if status == EX_TEMPFAIL else UnavailableError
         raise _fail(cls, "%s refused the message: %s" % (path, why), recipients)
     if unread and warn is not None:
         warn("%s exited 0 without reading the whole message: it may have sent it cut short" % path)
