@@ -26,6 +26,7 @@ from pipemail.errors import (
     shown,
 )
 from pipemail.lines import LineReader, strip_eol
+from pipemail.sharformat import MAGIC
 
 __all__ = [
     "Error",
@@ -230,8 +231,6 @@ def parse_header(line):
 # The header names that mean standard output (GNU's and busybox's uudecode).
 STDOUT_NAMES = (b"-", b"/dev/stdout")
 
-_PYSHAR_MAGIC = b"# pyshar archive "  # shar.MAGIC; not imported from there, which costs 10 ms of start-up
-
 
 def _find_header(rd):
     """The next block's header, or None; the pieces of pyshar archives are passed over (pyunshar's)."""
@@ -242,7 +241,7 @@ def _find_header(rd):
             return None
         if rd.overlong:
             continue
-        if line.startswith(_PYSHAR_MAGIC):
+        if line.startswith(MAGIC):  # a pyshar archive: passed over
             in_pyshar = True
             rd.pyshar_line = rd.pyshar_line or rd.lineno
         elif in_pyshar:
