@@ -206,3 +206,17 @@ def test_pop3_client_closes_its_socket_when_the_greeting_fails(listener):
     t.join(10)
     assert closed.is_set(), "the client kept the connection open after a failed greeting"
     assert "127.0.0.1" in str(info.value)
+
+
+# -- SMTP uses it: SMTPS and POP3S word a failed handshake alike ----------------------
+
+
+def test_smtps_handshake_failure_is_worded_as_for_pop3s(listener):
+    from pipemail.config import split_url
+    from pipemail.transport import smtp_deliveries
+
+    serve_once(listener, lambda conn: (conn.sendall(b"220 no TLS here\r\n" * 20), conn.recv(1)))
+    url = split_url("smtps://127.0.0.1:%d" % listener.getsockname()[1])
+    [(report, exc)] = smtp_deliveries(url, [([b"Subject: x\n\nhi\n"], 15)], "me@example.org", ["you@example.org"])
+    assert report is None and str(exc).startswith("TLS with 127.0.0.1 failed: ")
+    assert (exc.exit_code, exc.undelivered) == (75, ["you@example.org"])
