@@ -582,25 +582,3 @@ def _split_server(scheme, rest, bad):
             raise bad("port %r: use a number from 1 to 65535" % port_text)
         port = int(port_text)
     return URL(scheme, user=user, host=host, port=port)
-
-
-def is_loopback(host):
-    """Whether ``host`` names this machine: localhost, 127.0.0.0/8 or ::1
-    (brackets, a trailing dot, an IPv6 zone and IPv4-mapped addresses allowed).
-    Other names are not resolved: a name in DNS can point anywhere."""
-    if not host:
-        return False
-    host = host.strip()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if host.rstrip(".").lower() == "localhost":
-        return True
-    import ipaddress
-
-    try:
-        addr = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback

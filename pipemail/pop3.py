@@ -10,10 +10,10 @@ exactly its bytes (see pipemail.mailbox.Pending).
 """
 
 import os
-import socket
 import stat
 
 from pipemail.errors import (
+    EX_TEMPFAIL,
     CantCreateError,
     ConfigError,
     IOFailure,
@@ -24,7 +24,16 @@ from pipemail.errors import (
     describe_oserror,
     shown,
 )
-from pipemail.network import TIMED_OUT, UNTRUSTED, cert_subject, tls_context, why
+from pipemail.network import (
+    POP3_CLEARTEXT,
+    TIMED_OUT,
+    allow_cleartext,
+    cert_subject,
+    connect,
+    tls_context,
+    why,
+    wrap_tls,
+)
 
 BATCH = 100
 _TEMP_CODES = ("[IN-USE]", "[LOGIN-DELAY]", "[SYS/TEMP]")
@@ -34,8 +43,6 @@ class Client:
     """One POP3 session: ``+OK``/``-ERR`` replies, multi-line answers, a redacted transcript."""
 
     def __init__(self, url, *, timeout=30, log=None, tls="auto", trust_file=None, warn=None):
-        from pipemail.config import is_loopback
-
         self.url = url
         self.where = url.host
         self.log = log
@@ -45,46 +52,28 @@ class Client:
         self._context = None
         self._trust_file = trust_file
         self.step = "the greeting"  # what the session waits for, for the words of a timeout
-        try:
-            raw = socket.create_connection((url.host, url.port), timeout=timeout)
-        except OSError as exc:
-            raise TempFailError("cannot connect to %s port %d: %s" % (url.host, url.port, why(exc))) from None
-        self.sock = raw
-        try:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+        self.sock = connect(url.host, url.port, timeout)
         if log is not None:
             log("=== connected to %s port %d%s" % (url.host, url.port, " (TLS)" if url.scheme == "pop3s" else ""))
-        if url.scheme == "pop3s":
-            self._start_tls()
-        self.expect_ok("greeting")
-        self.capa = self.capabilities()
-        if url.scheme == "pop3":
-            if "STLS" in self.capa:
-                self.command("STLS")
-                self.expect_ok("STLS")
+        try:
+            if url.scheme == "pop3s":
                 self._start_tls()
-                self.capa = self.capabilities()
-            elif tls == "none":
-                if warn and not is_loopback(url.host):
-                    warn("%s does not offer STLS: logging in without TLS (--tls none)" % self.where)
-            elif not is_loopback(url.host):
-                raise UnavailableError(
-                    "%s does not offer STLS; not logging in in clear (use pop3s://, or --tls none to allow it)"
-                    % self.where
-                )
+            self.expect_ok("greeting")
+            self.capa = self.capabilities()
+            if url.scheme == "pop3":
+                if "STLS" in self.capa:
+                    self.command("STLS")
+                    self.expect_ok("STLS")
+                    self._start_tls()
+                    self.capa = self.capabilities()
+                else:
+                    allow_cleartext(POP3_CLEARTEXT, url.host, tls, self.where, warn)
+        except BaseException:  # a failed greeting, TLS or policy: the socket is not left open
+            self.sock.close()
+            raise
 
     def _start_tls(self):
-        import ssl
-
-        context = tls_context(self._trust_file)
-        try:
-            self.sock = context.wrap_socket(self.sock, server_hostname=self.url.host)
-        except ssl.SSLCertVerificationError as exc:
-            raise UnavailableError(UNTRUSTED % (self.where, exc.verify_message)) from None
-        except (OSError, ssl.SSLError) as exc:
-            raise TempFailError("TLS with %s failed: %s" % (self.where, exc)) from None
+        self.sock = wrap_tls(self.sock, tls_context(self._trust_file), self.url.host, self.where)
         if self.log is not None:
             self.log("=== TLS started (%s); certificate: %s" % (self.sock.version(), cert_subject(self.sock)))
 
@@ -463,7 +452,7 @@ class MdaSink:
                     % (self.command, unread, len(raw))
                 )
             if status != 0:
-                cls = TempFailError if status == 75 else UnavailableError
+                cls = TempFailError if status == EX_TEMPFAIL else UnavailableError
                 how = "exited %d" % status if status > 0 else "was killed by signal %d" % -status
                 raise cls("the MDA %r %s; the message stays on the server" % (self.command, how))
 

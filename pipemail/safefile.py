@@ -113,6 +113,10 @@ class Output:
     followed, an existing file is replaced), :meth:`in_directory` (a name taken
     from untrusted input: never follows a symlink, replaces only when asked) or
     :meth:`to_stream` (an already open stream such as stdout).
+
+    As a context manager it is committed when the block ends normally (unless
+    :meth:`commit`, with a mode, or :meth:`abort` was called in it) and aborted
+    when an exception leaves it: nothing half-written is left in place.
     """
 
     def __init__(self, file, label, *, dir_fd=None, temp=None, final=None, overwrite=True, owned=True):
@@ -213,6 +217,15 @@ class Output:
             os.close(dir_fd)
             raise CantCreateError("cannot create %s: no free temporary name" % label)
         return cls(os.fdopen(fd, "wb"), label, dir_fd=dir_fd, temp=temp, final=name, overwrite=overwrite)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
 
     # -- use ------------------------------------------------------------------
     def write(self, data):

@@ -3,7 +3,7 @@
 import os
 
 from pipemail import message, transport
-from pipemail.errors import DataError, IOFailure, PipemailError, UsageError, shown
+from pipemail.errors import EX_IOERR, EX_OK, EX_TEMPFAIL, DataError, IOFailure, PipemailError, UsageError, shown
 
 
 class Options:
@@ -396,7 +396,7 @@ def _send_parts(segments, total, opts, account, name, sender, rcpts):
         # what was not settled is kept, the part on its way included: sent twice, pyunshar takes it once
         for n in range(1, total + 1):
             if n not in results:
-                results[n] = (75, list(rcpts))
+                results[n] = (EX_TEMPFAIL, list(rcpts))
                 if keep:
                     keep_part(n, current[1] if current and current[0] == n else segments(n), rcpts)
             elif keep and results[n][1] and n not in kept and n not in lost:
@@ -432,9 +432,9 @@ def _send_parts(segments, total, opts, account, name, sender, rcpts):
     if interrupted is not None:
         raise interrupted
     if lost:
-        return 74
+        return EX_IOERR
     codes = [c for c, _u in failed.values() if c]
-    return 75 if 75 in codes else (codes[0] if codes else 0)
+    return EX_TEMPFAIL if EX_TEMPFAIL in codes else (codes[0] if codes else EX_OK)
 
 
 def _kib(size):
@@ -622,20 +622,17 @@ def resend(path, opts):
             if report.refused:
                 remaining.append(transport.Kept(sender, body, report.undelivered))
                 codes.append(report.exit_code())
-        code = 75 if 75 in codes else (codes[0] if codes else 0)  # as for one message: try-again wins
+        # as for one message: try-again wins
+        code = EX_TEMPFAIL if EX_TEMPFAIL in codes else (codes[0] if codes else EX_OK)
         if opts.check:
             return code
-        out = Output.to_path(path)
-        try:
+        with Output.to_path(path) as out:
             for letter in remaining:
                 out.write(letter.mbox_bytes())
             if out.replaces:
                 out.file.flush()
                 os.fsync(out.file.fileno())  # on disk before it replaces the dead letter
             out.commit(0o600)
-        except BaseException:
-            out.abort()
-            raise
     finally:
         mailbox.unlock(locked)
     if remaining:

@@ -35,26 +35,33 @@ import time
 from pipemail import __version__
 from pipemail.errors import NoInputError, UsageError, describe_oserror, shown
 from pipemail.progress import reader
+from pipemail.sharformat import (  # the format, written once (pyunshar reads it from there)
+    B64_CLOSE,
+    B64_OPEN,
+    COUNT_WIDTH,
+    DIR,
+    DIRMODE,
+    DONE,
+    FILE,
+    ID_LINE,
+    MORE,
+    PART_LINE,
+    PREFIXES,
+    PRELUDE,
+    TAIL,
+    TEXT_CLOSE,
+    TEXT_OPEN,
+    TRAILER,
+    quote,
+)
 
 MAX_TEXT_LINE = 900  # longer lines are sent base64: SMTP allows 998
 FORCED_TEXT_LINE = 64 << 10  # with -T
-DELIM = b"PYSHAR_EOF"
-MAGIC = b"# pyshar archive "
 _READ = 1 << 20
 _B64_LINE = 45
 
 _TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n"  # what a text file may hold
 _NOT_NUL = bytes(range(1, 256))
-
-
-def quote(name):
-    """``name`` (bytes) single-quoted for sh: nothing inside is expanded.
-
-    A newline is written as ``"$pm_nl"`` (set once in the prelude), so that
-    every step of an archive is one line and no line of a name can pass for
-    one of the archive's own (``exit 0``, say).
-    """
-    return b"'" + name.replace(b"'", b"'\\''").replace(b"\n", b"'\"$pm_nl\"'") + b"'"
 
 
 show = shown  # names in comments and messages: printable ASCII only
@@ -141,7 +148,6 @@ def _add(members, seen, name, path, st, ancestors, warn):
         warn("skipping %s: not a regular file or directory" % show(path))
 
 
-PREFIXES = b"XQJZ^|@`{}"  # line prefixes for text, in order of preference: harmless at a line start in mail
 _NOT_PREFIX = bytes(c for c in range(256) if c not in PREFIXES)
 
 
@@ -199,142 +205,6 @@ def _longest_line_over(chunk, run, limit):
 
 # -- the script -----------------------------------------------------------------------
 
-_OLD_DIR = r"""pm_dir() {
-  pm_show=$2
-  mkdir -p "./$1" 2>/dev/null || { pm_say "x - $2: cannot create directory"; : > "$pm_lock/failed"; }
-}
-"""
-_NEW_DIR = r"""pm_dir() {
-  pm_show=$2
-  if test -d "./$1"; then mkdir -p "$pm_lock/had/$1" && : > "$pm_lock/had/$1/.pm_had"; fi
-  mkdir -p "./$1" 2>/dev/null || { pm_say "x - $2: cannot create directory"; : > "$pm_lock/failed"; }
-}
-"""
-_OLD_DIRMODE = r"""pm_dirmode() {
-  chmod "$3" "./$1" 2>/dev/null
-  test "$4" = - || TZ=UTC0 touch -t "$4" "./$1" 2>/dev/null
-}
-"""
-_NEW_DIRMODE = r"""pm_dirmode() {
-  if test -f "$pm_lock/had/$1/.pm_had"; then
-    pm_say "x - $2/: existed before; its mode and time were left as they were"
-    return
-  fi
-  chmod "$3" "./$1" 2>/dev/null
-  test "$4" = - || TZ=UTC0 touch -t "$4" "./$1" 2>/dev/null
-}
-"""
-# A directory that existed before the archive is unpacked keeps its mode and
-# time: pm_dir marks it in the lock directory, which lasts until the last part
-# (a file .pm_had in a copy of its path there), and pm_dirmode leaves it alone.
-PRELUDE = r"""LC_ALL=C; export LC_ALL
-pm_nl='
-'
-pm_lock=_pyshar.$pm_id pm_force=%(force)s pm_skip= pm_n=
-test "x$1" = x-c && pm_force=1
-pm_say() { printf '%%s\n' "$*"; }
-pm_fail() { pm_say "x - $pm_show: $1"; : > "$pm_lock/bad"; }
-pm_ok() { test -n "$pm_n" && test -z "$pm_skip"; }
-pm_start() {
-  if test "$pm_part" = 1; then
-    if mkdir "$pm_lock" 2>/dev/null; then :; else
-      pm_say "pyshar: $pm_lock exists: another unpack is running or was interrupted; remove it and retry"
-      exit 1
-    fi
-  elif test "x$(cat "$pm_lock/seq" 2>/dev/null)" != "x$((pm_part - 1))"; then
-    pm_say "pyshar: please unpack part $((pm_part - 1)) of $pm_parts first"
-    exit 1
-  fi
-  pm_sha=
-  if command -v sha256sum >/dev/null 2>&1; then pm_sha=sha256sum
-  elif command -v shasum >/dev/null 2>&1; then pm_sha='shasum -a 256'; fi
-  pm_dec=
-  for pm_c in uudecode base64 openssl python3; do
-    if command -v $pm_c >/dev/null 2>&1; then pm_dec=$pm_c; break; fi
-  done
-}
-pm_dir() {
-  pm_show=$2
-  if test -d "./$1"; then mkdir -p "$pm_lock/had/$1" && : > "$pm_lock/had/$1/.pm_had"; fi
-  mkdir -p "./$1" 2>/dev/null || { pm_say "x - $2: cannot create directory"; : > "$pm_lock/failed"; }
-}
-pm_file() {
-  pm_n=$1 pm_show=$2 pm_skip=
-  rm -f "$pm_lock/bad" "$pm_lock/skip"
-  if test -z "$pm_force" && { test -f "./$pm_n" || test -h "./$pm_n"; }; then
-    pm_skip=1; : > "$pm_lock/skip"
-    pm_say "x - $pm_show: exists, kept (sh ARCHIVE -c overwrites)"
-    return
-  fi
-  case $pm_n in */*) mkdir -p "./${pm_n%%/*}" 2>/dev/null ;; esac
-  rm -f "./$pm_n" 2>/dev/null
-  : > "./$pm_n" || pm_fail 'cannot create'
-}
-pm_more() { pm_n=$1 pm_show=$2 pm_skip=; test -f "$pm_lock/skip" && pm_skip=1; }
-pm_unb64() {
-  if test "$1" = new; then pm_o=./$pm_n; else pm_o=$pm_lock/piece; fi
-  case $pm_dec in
-  uudecode) uudecode -o "$pm_o" ;;
-  base64) sed '1d;$d' | base64 -d > "$pm_o" ;;
-  openssl) sed '1d;$d' | openssl base64 -d > "$pm_o" ;;
-  python3) python3 -c 'import sys, binascii
-o = open(sys.argv[1], "wb")
-for l in sys.stdin.buffer:
-    if not l.startswith((b"begin", b"====")): o.write(binascii.a2b_base64(l))' "$pm_o" ;;
-  *) cat > /dev/null; pm_fail 'no base64 decoder here (uudecode, base64, openssl or python3)'; return ;;
-  esac || { pm_fail "$pm_dec failed"; return; }
-  test "$1" = new || cat "$pm_o" >> "./$pm_n" || pm_fail 'cannot write'
-}
-pm_done() {
-  test -n "$pm_n" && test -z "$pm_skip" || return
-  pm_r=ok
-  if test -f "$pm_lock/bad"; then pm_r=failed
-  elif test "$(($(wc -c < "./$pm_n")))" != "$1"; then pm_r="failed: size is not $1"
-  elif test -n "$pm_sha"; then
-    pm_h=$($pm_sha < "./$pm_n")
-    test "${pm_h%%%% *}" = "$2" || pm_r='failed: SHA-256 differs'
-  fi
-  chmod "$3" "./$pm_n" 2>/dev/null
-  test "$4" = - || TZ=UTC0 touch -t "$4" "./$pm_n" 2>/dev/null
-  pm_say "x - $pm_show: $pm_r"
-  test "$pm_r" = ok || : > "$pm_lock/failed"
-}
-pm_dirmode() {
-  if test -f "$pm_lock/had/$1/.pm_had"; then
-    pm_say "x - $2/: existed before; its mode and time were left as they were"
-    return
-  fi
-  chmod "$3" "./$1" 2>/dev/null
-  test "$4" = - || TZ=UTC0 touch -t "$4" "./$1" 2>/dev/null
-}
-pm_end() {
-  if test "$pm_part" -lt "$pm_parts"; then
-    echo "$pm_part" > "$pm_lock/seq"
-    pm_say "part $pm_part of $pm_parts done; unpack part $((pm_part + 1)) next"
-  elif test -f "$pm_lock/failed"; then
-    rm -rf "$pm_lock"
-    pm_say 'pyshar: some files did not unpack correctly (see above)'
-    exit 1
-  else
-    rm -rf "$pm_lock"
-  fi
-}
-pm_start
-"""
-
-# The preludes of earlier versions, which pyunshar still reads: pipemail 0.1.0's
-# pm_dir and pm_dirmode changed the mode and time of a directory that existed
-# before the archive was unpacked.
-OLD_PRELUDES = (PRELUDE.replace(_NEW_DIR, _OLD_DIR).replace(_NEW_DIRMODE, _OLD_DIRMODE),)
-
-# awk strips the X faster than sed (mawk: 0.21 s for 200 MB, sed 0.49 s)
-TEXT_OPEN = b"if pm_ok; then awk '{print substr($0, 2)}' >> \"./$pm_n\" <<'PYSHAR_EOF'\n"
-TEXT_CLOSE = b"PYSHAR_EOF\nfi\n"
-B64_OPEN = b"if pm_ok; then pm_unb64 %s <<'PYSHAR_EOF'\nbegin-base64 600 piece\n"
-B64_CLOSE = b"====\nPYSHAR_EOF\nfi\n"
-COUNT_WIDTH = 8  # room for the part count, written when the last part is known
-TRAILER = b"pm_end\nexit 0\n"
-
 
 class _Parts:
     """Where the archive goes: one stream, or parts PREFIX.NN under a size limit."""
@@ -379,12 +249,12 @@ class _Parts:
         head.append(b"# Unpack it with 'sh FILE' ('sh FILE -c' overwrites existing files),\n")
         head.append(b"# or read it without running anything: 'pyunshar FILE'.\n")
         start = sum(map(len, head))
-        line = MAGIC + b"%s part %d of " % (self.id, self.number)
+        line = PART_LINE % (self.id, self.number)
         self._patch(start + len(line))
         head.append(line + count + b"\n")
         if self.number == 1:
             head.append(self.listing)
-        line = b"pm_id=%s pm_part=%d pm_parts=" % (self.id, self.number)
+        line = ID_LINE % (self.id, self.number)
         start = sum(map(len, head))
         self._patch(start + len(line))
         head.append(line + count + b"\n")
@@ -479,7 +349,7 @@ class Writer:
             self.parts.write(self.current)
 
     def directory(self, m):
-        self.stmt(b"pm_dir %s %s\n" % (quote(m.name), quote(show(m.name).encode())))
+        self.stmt(DIR % (quote(m.name), quote(show(m.name).encode())))
 
     def file(self, m, on_text=None):
         shown = quote(show(m.name).encode())
@@ -493,15 +363,15 @@ class Writer:
             raise NoInputError("cannot read %s: %s" % (show(m.path), describe_oserror(exc))) from None
         if on_text is not None:
             on_text(m, kind)
-        self.stmt(b"# %s (%s)\npm_file %s %s\n" % (shown, kind.encode(), quote(m.name), shown))
-        self.current = b"pm_more %s %s\n" % (quote(m.name), shown)
+        self.stmt(b"# %s (%s)\n" % (shown, kind.encode()) + FILE % (quote(m.name), shown))
+        self.current = MORE % (quote(m.name), shown)
         digest = hashlib.sha256()
         with f:
             size = self._text(f, digest, prefix) if kind == "text" else self._binary(f, digest)
         if size != m.size:
             self.warn("%s changed size while being archived (%d bytes, not %d)" % (show(m.name), size, m.size))
         when = stamp(m.mtime).encode() if self.timestamps else b"-"
-        self.stmt(b"pm_done %d %s %04o %s\n" % (size, digest.hexdigest().encode(), m.mode, when))
+        self.stmt(DONE % (size, digest.hexdigest().encode(), m.mode, when))
         self.current = None
 
     def _text(self, f, digest, prefix=b"X"):
@@ -537,7 +407,7 @@ class Writer:
                 start = cut
         block.close()
         if rest:
-            self.stmt(b'if pm_ok; then printf %%s %s >> "./$pm_n"; fi\n' % quote(rest))
+            self.stmt(TAIL % quote(rest))
         return size
 
     def _binary(self, f, digest):
@@ -671,7 +541,7 @@ def write_archive(
                 w.file(m, on_member)
         for m in reversed([m for m in members if m.is_dir]):
             when = stamp(m.mtime).encode() if timestamps else b"-"
-            w.stmt(b"pm_dirmode %s %s %04o %s\n" % (quote(m.name), quote(show(m.name).encode()), m.mode, when))
+            w.stmt(DIRMODE % (quote(m.name), quote(show(m.name).encode()), m.mode, when))
         parts.end()
         names = parts.finish()
         if names and warn is not None:

@@ -7,10 +7,11 @@ as the PipemailError subclass of its exit code, with ``undelivered`` set.
 """
 
 import os
-import socket
 
 from pipemail import mailbox
 from pipemail.errors import (
+    EX_OK,
+    EX_TEMPFAIL,
     CantCreateError,
     ConfigError,
     DataError,
@@ -22,7 +23,18 @@ from pipemail.errors import (
     describe_oserror,
     shown,
 )
-from pipemail.network import TIMED_OUT, UNTRUSTED, cert_subject, tls_context, why
+from pipemail.network import (
+    CANNOT_CONNECT,
+    SMTP_CLEARTEXT,
+    TIMED_OUT,
+    UNTRUSTED,
+    allow_cleartext,
+    cert_subject,
+    connect,
+    tls_context,
+    why,
+    wrap_tls,
+)
 
 
 class Report:
@@ -40,7 +52,7 @@ class Report:
 
     def exit_code(self):
         if not self.refused:
-            return 0
+            return EX_OK
         if any(code < 500 for code, _ in self.refused.values()):
             return TempFailError.exit_code
         return NoUserError.exit_code
@@ -126,7 +138,7 @@ def deliver_sendmail(path, segments, sender, recipients, timeout=None, warn=None
     if status != 0:
         lines = err.decode("utf-8", "replace").strip().splitlines()
         why = lines[-1] if lines else "exit status %d" % status if status > 0 else "killed by signal %d" % -status
-        cls = TempFailError if status == 75 else UnavailableError
+        cls = TempFailError if status == EX_TEMPFAIL else UnavailableError
         raise _fail(cls, "%s refused the message: %s" % (path, why), recipients)
     if unread and warn is not None:
         warn("%s exited 0 without reading the whole message: it may have sent it cut short" % path)
@@ -225,10 +237,13 @@ def _smtp_classes():
         redact = False
         step = "connecting"  # what the session waits for, for the words of a timeout
         _rbuf = None  # what was read past the last reply line; made by _get_socket
+        implicit_tls = False  # smtps: TLS from the first byte, by ``self.context``
 
         def _get_socket(self, host, port, timeout):
             self.step = "connecting"
-            sock = super()._get_socket(host, port, timeout)
+            sock = connect(host, port, timeout)
+            if self.implicit_tls:
+                sock = wrap_tls(sock, self.context, self._host)
             self.step = "the greeting"
             self._rbuf = bytearray()
             return sock
@@ -341,7 +356,7 @@ def _smtp_classes():
             return self.getreply()
 
     class SSLClient(Client, smtplib.SMTP_SSL):
-        pass
+        implicit_tls = True
 
     return Client, SSLClient
 
@@ -393,8 +408,6 @@ def smtp_deliveries(
     import smtplib
     import ssl
 
-    from pipemail.config import is_loopback
-
     Client, SSLClient = _smtp_classes()
     host, port = url.host, url.port
     where = host
@@ -406,18 +419,13 @@ def smtp_deliveries(
 
     # certificates are loaded only when TLS is used (it costs 20 ms), but a bad trust file is said at once
     context = tls_context(trust_file) if trust_file or url.scheme == "smtps" else _LazyContext()
-    local = is_loopback(host)
     if log is not None:
         log("=== connecting to %s port %d%s" % (host, port, " (TLS)" if url.scheme == "smtps" else ""))
     try:
         client = SSLClient(timeout=timeout, context=context) if url.scheme == "smtps" else Client(timeout=timeout)
         client.log = log
         client._host = host  # smtplib checks the certificate against it (set by __init__ only)
-        code, msg = client.connect(host, port)
-        try:
-            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+        code, msg = client.connect(host, port)  # by network.connect and wrap_tls (_get_socket)
         if code != 220:
             raise smtplib.SMTPConnectError(code, msg)
     except smtplib.SMTPConnectError as exc:
@@ -426,14 +434,15 @@ def smtp_deliveries(
             _fail(cls, "%s refused the connection: %d %s" % (where, exc.smtp_code, _text(exc.smtp_error)), recipients)
         )
         return
-    except ssl.SSLCertVerificationError as exc:
-        yield from all_fail(_fail(UnavailableError, UNTRUSTED % (where, exc.verify_message), recipients))
+    except PipemailError as exc:  # no connection, or its TLS failed (network's words)
+        exc.undelivered = list(recipients)
+        yield from all_fail(exc)
         return
     except (OSError, smtplib.SMTPException) as exc:
         if _timed_out(exc) and client.step != "connecting":
             failure = _fail(TempFailError, TIMED_OUT % (where, timeout, client.step), recipients)
         else:
-            failure = _fail(TempFailError, "cannot connect to %s port %d: %s" % (host, port, why(exc)), recipients)
+            failure = _fail(TempFailError, CANNOT_CONNECT % (host, port, why(exc)), recipients)
         yield from all_fail(failure)
         return
 
@@ -451,7 +460,7 @@ def smtp_deliveries(
     failures = (PipemailError, OSError, smtplib.SMTPException)
     try:
         try:
-            _start(client, context, trust_file, url, recipients, user, password, auth, tls, local, log, warn)
+            _start(client, context, trust_file, url, recipients, user, password, auth, tls, log, warn)
         except failures as exc:
             yield from all_fail(session_failure(exc))
             return
@@ -493,7 +502,7 @@ def _reply_error(step, where, code, msg, recipients):
     return _fail(cls, "%s refused by %s: %d %s" % (step, where, code, _text(msg)), recipients)
 
 
-def _start(client, context, trust_file, url, recipients, user, password, auth, tls, local, log, warn):
+def _start(client, context, trust_file, url, recipients, user, password, auth, tls, log, warn):
     """EHLO, STARTTLS as the options say, EHLO again, AUTH."""
     where = url.host
     code, msg = client.ehlo()
@@ -511,15 +520,12 @@ def _start(client, context, trust_file, url, recipients, user, password, auth, t
             code, msg = client.ehlo()
             if code != 250:
                 raise _reply_error("EHLO", where, code, msg, recipients)
-        elif tls == "none":
-            if warn and not local:
-                warn("%s does not offer STARTTLS: sending in clear (--tls none)" % where)
-        elif not local:
-            raise _fail(
-                UnavailableError,
-                "%s does not offer STARTTLS; not sending in clear (use smtps://, or --tls none to allow it)" % where,
-                recipients,
-            )
+        else:
+            try:
+                allow_cleartext(SMTP_CLEARTEXT, url.host, tls, where, warn)
+            except UnavailableError as exc:
+                exc.undelivered = list(recipients)
+                raise
     elif log is not None:
         log("=== TLS (%s); certificate: %s" % (client.sock.version(), cert_subject(client.sock)))
     if user:

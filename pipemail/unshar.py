@@ -126,10 +126,12 @@ def _is_start(line):
 
 def _detect(head):
     """The format and PartInfo of an archive whose first bytes are ``head``, or None."""
-    m = re.search(rb"^# pyshar archive ([0-9a-f]{16}) part (\d+) of (\d+) *$", head, re.M)
-    if m:
-        number, total = int(m.group(2)), int(m.group(3))
-        return PartInfo("pyshar", m.group(1).decode(), number, total, number == total)
+    from pipemail import sharformat
+
+    found = sharformat.find_part_line(head)
+    if found:
+        archive_id, number, total = found
+        return PartInfo("pyshar", archive_id, number, total, number == total)
     from pipemail import unshar_gnu
 
     if unshar_gnu.detect(head):
@@ -543,27 +545,7 @@ class Lister:
         self.dirs = {}
 
 
-# -- pyshar's own format -------------------------------------------------------------------
-
-_Q = rb"""(?:'[^']*'|\\'|"\$pm_nl")+"""
-_QTOKEN = re.compile(rb"""'([^']*)'|(\\')|("\$pm_nl")""")
-_STMT = re.compile(
-    rb"(?P<cmd>pm_dir|pm_file|pm_more) (?P<name>" + _Q + rb") " + _Q + rb"\n"
-    rb"|pm_done (?P<size>\d+) (?P<sha>[0-9a-f]{64}) (?P<mode>[0-7]{4}) (?P<stamp>\d{12}\.\d\d|-)\n"
-    rb"|pm_dirmode (?P<dname>" + _Q + rb") " + _Q + rb" (?P<dmode>[0-7]{4}) (?P<dstamp>\d{12}\.\d\d|-)\n"
-    rb"|if pm_ok; then printf %s (?P<tail>" + _Q + rb') >> "./\$pm_n"; fi\n',
-)
-
-
-def _unquote(q):
-    """The bytes a quoted name from pyshar's :func:`~pipemail.shar.quote` stands for."""
-    out = []
-    pos = 0
-    while pos < len(q):
-        m = _QTOKEN.match(q, pos)
-        out.append(m.group(1) if m.group(1) is not None else b"'" if m.group(2) else b"\n")
-        pos = m.end()
-    return b"".join(out)
+# -- pyshar's own format (pipemail.sharformat: the templates, written once) --------------------
 
 
 def _mtime(stamp):
@@ -590,12 +572,6 @@ def _count_b64_lines(chunk):
     return chunk.count(b"\n")
 
 
-_B64_STARTS = (
-    b"if pm_ok; then pm_unb64 new <<'PYSHAR_EOF'\n",
-    b"if pm_ok; then pm_unb64 add <<'PYSHAR_EOF'\n",
-)
-
-
 class PysharParser:
     """Reads archives written by pyshar by their exact templates; anything else is refused."""
 
@@ -613,65 +589,62 @@ class PysharParser:
 
     def feed_reader(self, rd):
         """Read one part from ``rd``, positioned at its first line, through its ``exit 0``."""
-        from pipemail import shar
+        from pipemail import sharformat as fmt
 
         label = rd.label
         self.rd = rd
-        self._header(rd, shar)
+        self._header(rd, fmt)
         resume = self.open  # a file split across parts must be resumed first
         while True:
             self.sink.where = "%s:%d" % (label, rd.lineno + 1)
             stmt = self._statement(rd)
             if stmt is None:
-                raise self._error("truncated archive: no 'pm_end' line")
+                raise self._error("truncated archive: no '%s' line" % fmt.END.decode().rstrip())
             if stmt.startswith(b"#"):
                 continue
-            if resume is not None and not stmt.startswith(b"pm_more "):
+            if resume is not None and not stmt.startswith(fmt.MORE[:8]):
                 raise self._error("the part does not resume %s" % _show(resume))
-            if stmt == b"pm_end\n":
+            if stmt == fmt.END:
                 line = rd.readline()
-                if line.rstrip(b"\r\n") != b"exit 0":
-                    raise self._error("expected 'exit 0' after 'pm_end'")
+                if line.rstrip(b"\r\n") != fmt.EXIT.rstrip(b"\n"):
+                    raise self._error("expected '%s' after '%s'" % (fmt.EXIT.decode()[:-1], fmt.END.decode()[:-1]))
                 return
-            if stmt == shar.TEXT_OPEN:
+            if stmt == fmt.TEXT_OPEN:
                 self._need_file()
                 self._text_body(rd)
                 continue
-            if stmt in _B64_STARTS:
+            if stmt in (fmt.B64_START % b"new", fmt.B64_START % b"add"):
                 self._need_file()
                 self._b64_body(rd)
                 continue
-            m = _STMT.fullmatch(stmt)
-            if m is None:
+            parsed = fmt.statement(stmt)
+            if parsed is None:
                 raise self._error("unexpected shell command: %s" % _show(stmt[:80].rstrip(b"\n")))
-            cmd = m.group("cmd")
-            if cmd == b"pm_dir":
+            kind, fields = parsed
+            if kind is fmt.DIR:
                 self._no_file()
-                self.sink.directory(_unquote(m.group("name")))
-            elif cmd == b"pm_file":
+                self.sink.directory(fields[0])
+            elif kind is fmt.FILE:
                 self._no_file()
-                self.open = _unquote(m.group("name"))
+                self.open = fields[0]
                 self.sink.open_file(self.open)
-            elif cmd == b"pm_more":
-                name = _unquote(m.group("name"))
+            elif kind is fmt.MORE:
+                name = fields[0]
                 if name != self.open or resume is None:
                     raise self._error("continues %s, which is not the file in progress" % _show(name))
                 resume = None
-            elif m.group("size") is not None:
+            elif kind is fmt.DONE:
                 self._need_file()
-                self.sink.close_file(
-                    mode=int(m.group("mode"), 8),
-                    mtime=_mtime(m.group("stamp")),
-                    size=int(m.group("size")),
-                    sha256=m.group("sha").decode(),
-                )
+                size, sha256, mode, stamp = fields
+                self.sink.close_file(mode=mode, mtime=_mtime(stamp), size=size, sha256=sha256)
                 self.open = None
-            elif m.group("dname") is not None:
+            elif kind is fmt.DIRMODE:
                 self._no_file()
-                self.sink.directory(_unquote(m.group("dname")), int(m.group("dmode"), 8), _mtime(m.group("dstamp")))
-            else:
+                name, mode, stamp = fields
+                self.sink.directory(name, mode, _mtime(stamp))
+            else:  # fmt.TAIL
                 self._need_file()
-                self.sink.write(_unquote(m.group("tail")))
+                self.sink.write(fields[0])
 
     def finish(self):
         if self.open is not None:
@@ -688,19 +661,19 @@ class PysharParser:
         if self.open is not None:
             raise self._error("%s is not finished" % _show(self.open))
 
-    def _header(self, rd, shar):
+    def _header(self, rd, fmt):
         # Comments up to the pm_id line, then the prelude, exactly as pyshar writes it.
         while True:
             line = rd.readline()
             if not line:
                 raise self._error("truncated archive header")
-            if line.startswith(b"pm_id="):
-                if not re.fullmatch(rb"pm_id=[0-9a-f]{16} pm_part=\d+ pm_parts=\d+ *\n", line):
+            if line.startswith(fmt.ID_LINE[:6]):
+                if not fmt.is_id_line(line):
                     raise self._error("unexpected shell command: %s" % _show(line[:80].rstrip(b"\n")))
                 break
             if not (line.startswith(b"#") or line.startswith(b"---- Cut Here")):
                 raise self._error("unexpected line in the archive header: %s" % _show(line[:80].rstrip(b"\n")))
-        for text, force in ((t, f) for t in (shar.PRELUDE, *shar.OLD_PRELUDES) for f in ("", "1")):
+        for text, force in ((t, f) for t in (fmt.PRELUDE, *fmt.OLD_PRELUDES) for f in ("", "1")):
             prelude = (text % {"force": force}).encode()
             rd.fill(len(prelude))
             if bytes(rd.buf[rd.pos : rd.pos + len(prelude)]) == prelude:
@@ -758,11 +731,11 @@ class PysharParser:
             yield chunk, lines
 
     def _text_body(self, rd):
-        from pipemail.shar import PREFIXES
+        from pipemail.sharformat import PREFIXES, TEXT_CLOSE
 
         start = rd.lineno
         prefix = None
-        for chunk, lines in self._body(rd, b"PYSHAR_EOF\nfi\n"):
+        for chunk, lines in self._body(rd, TEXT_CLOSE):
             if prefix is None:
                 prefix = chunk[:1]
                 if not prefix or prefix not in PREFIXES:
@@ -779,12 +752,14 @@ class PysharParser:
             self.sink.write(data)
 
     def _b64_body(self, rd):
+        from pipemail.sharformat import B64_BEGIN, B64_CLOSE
+
         start = rd.lineno
         line = rd.readline()
-        if line != b"begin-base64 600 piece\n":
-            raise self._error("expected 'begin-base64 600 piece'")
+        if line != B64_BEGIN:
+            raise self._error("expected '%s'" % B64_BEGIN.decode().rstrip())
         pending = b""
-        for chunk, lines in self._body(rd, b"====\nPYSHAR_EOF\nfi\n", _count_b64_lines):
+        for chunk, lines in self._body(rd, B64_CLOSE, _count_b64_lines):
             if not pending and lines * 61 == len(chunk) and chunk[60::61] == b"\n" * lines:
                 # whole 60-character lines, as pyshar writes all but the last:
                 # decode as they are (a2b_base64 skips the newlines); a bad

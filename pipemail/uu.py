@@ -26,6 +26,7 @@ from pipemail.errors import (
     shown,
 )
 from pipemail.lines import LineReader, strip_eol
+from pipemail.sharformat import MAGIC
 
 __all__ = [
     "Error",
@@ -230,8 +231,6 @@ def parse_header(line):
 # The header names that mean standard output (GNU's and busybox's uudecode).
 STDOUT_NAMES = (b"-", b"/dev/stdout")
 
-_PYSHAR_MAGIC = b"# pyshar archive "  # shar.MAGIC; not imported from there, which costs 10 ms of start-up
-
 
 def _find_header(rd):
     """The next block's header, or None; the pieces of pyshar archives are passed over (pyunshar's)."""
@@ -242,7 +241,7 @@ def _find_header(rd):
             return None
         if rd.overlong:
             continue
-        if line.startswith(_PYSHAR_MAGIC):
+        if line.startswith(MAGIC):  # a pyshar archive: passed over
             in_pyshar = True
             rd.pyshar_line = rd.pyshar_line or rd.lineno
         elif in_pyshar:
@@ -690,14 +689,11 @@ def _decode_to_name(rd, header, base_fd, force, keep_paths, umask, ignore_chmod_
         _skip_body(rd, header)
         raise type(exc)(where + str(exc)) from None
     try:
-        decode_body(rd, header, out.write)
-        out.commit(archive_mode(header.mode, umask), ignore_chmod_errors=ignore_chmod_errors)
+        with out:
+            decode_body(rd, header, out.write)
+            out.commit(archive_mode(header.mode, umask), ignore_chmod_errors=ignore_chmod_errors)
     except CantCreateError as exc:
-        out.abort()
         raise CantCreateError(where + str(exc)) from None
-    except BaseException:
-        out.abort()
-        raise
     return label
 
 
@@ -837,12 +833,9 @@ def decode(in_file, out_file=None, mode=None, quiet=False):
             out = Output.to_path(out_file)
         else:
             out = Output.to_stream(out_file)
-        try:
+        with out:
             decode_body(rd, header, out.write, garbage)
             out.commit(mode & 0o777)
-        except BaseException:
-            out.abort()
-            raise
     except TruncatedError:
         raise Error("Truncated input file") from None
     except Error:

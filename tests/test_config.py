@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from pipemail import config
-from pipemail.config import Account, Config, is_loopback, load, password, redact_url, split_url
+from pipemail.config import Account, Config, load, password, redact_url, split_url
 from pipemail.errors import ConfigError, UsageError
 
 GMAIL = """\
@@ -699,27 +699,6 @@ def test_split_url_kinds():
         assert str(info.value) == "unknown POP URL %r: use pop3:// or pop3s://" % text
     with pytest.raises(ValueError):
         split_url("-", kind="imap")
-
-
-# -- loopback ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "host",
-    ["localhost", "LOCALHOST", "localhost.", "127.0.0.1", "127.1.2.3", "127.255.255.254", "::1", "[::1]",
-     "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1"],
-)  # fmt: skip
-def test_loopback(host):
-    assert is_loopback(host) is True
-
-
-@pytest.mark.parametrize(
-    "host",
-    ["", None, "mail.example.com", "localhost.example.com", "128.0.0.1", "10.0.0.1", "::", "::2", "0.0.0.0",
-     "::ffff:10.0.0.1", "2001:db8::1", "127.0.0.1.example.com"],
-)  # fmt: skip
-def test_not_loopback(host):
-    assert is_loopback(host) is False
 
 
 # -- start-up cost -----------------------------------------------------------------

@@ -282,12 +282,12 @@ def test_parts_out_of_order_refuse_under_sh(tmp_path):
 
 @given(name=st.binary(min_size=1, max_size=80).filter(lambda b: b"\0" not in b))
 def test_quoting_round_trips_and_keeps_every_name_on_one_line(name):
-    import re
+    from pipemail import sharformat
 
     quoted = shar.quote(name)
     assert b"\n" not in quoted
-    assert re.fullmatch(unshar._Q, quoted)
-    assert unshar._unquote(quoted) == name
+    assert sharformat.statement(sharformat.FILE % (quoted, quoted)) == (sharformat.FILE, (name,))
+    assert sharformat.unquote(quoted) == name
     p = subprocess.run(["dash", "-c", b"pm_nl='\n'; printf %s " + quoted], capture_output=True)
     assert p.stdout == name
 

@@ -198,14 +198,14 @@ def test_sh_running_a_pyshar_archive_keeps_an_existing_directory_too(run, tmp_pa
 def test_archives_in_the_format_of_pipemail_0_1_0_still_extract(run, tmp_path):
     import hashlib
 
-    from pipemail import shar
+    from pipemail import sharformat
 
-    old = shar.OLD_PRELUDES[0]
+    old = sharformat.OLD_PRELUDES[0]
     assert hashlib.sha256(old.encode()).hexdigest() == (
         "d0d51ae34e381a63ce96521b37ddcb4c06b254f7e1573b5a750353a783170d85"  # pipemail 0.1.0's PRELUDE
     )
     archive = archive_of(run, tmp_path, {"d": None, "d/f": b"x\n"}, dir_mode=0o750)
-    new_prelude = (shar.PRELUDE % {"force": ""}).encode()
+    new_prelude = (sharformat.PRELUDE % {"force": ""}).encode()
     assert new_prelude in archive
     archive = archive.replace(new_prelude, (old % {"force": ""}).encode())
     out = tmp_path / "out"

@@ -21,8 +21,20 @@ a protected password key, or ~/.netrc; never from the command line."""
 
 
 class Session:
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
+    """The group's options, shared by every subcommand; ``url`` and ``user_name`` are known once connected."""
+
+    def __init__(self, *, account, server, port, user, tls, tls_trust_file, timeout, log, verbose):
+        self.account = account
+        self.server = server
+        self.port = port
+        self.user = user
+        self.tls = tls
+        self.tls_trust_file = tls_trust_file
+        self.timeout = timeout
+        self.log = log
+        self.verbose = verbose
+        self.url = None  # set by connect()
+        self.user_name = None  # set by connect()
 
     def connect(self):
         from pipemail import config, pop3

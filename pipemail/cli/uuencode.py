@@ -64,13 +64,9 @@ def command(base64, outfile, operands):
             return 0
         from pipemail.safefile import Output
 
-        out = Output.to_path(outfile)
-        try:
+        with Output.to_path(outfile) as out:
             uu.encode_stream(src, out, name, mode, base64=base64)
             out.commit(0o666 & ~_umask())
-        except BaseException:
-            out.abort()
-            raise
         return 0
     finally:
         if bar is not None:
