@@ -221,6 +221,9 @@ class Stats:
         self.long_line = False  # a line over 998 bytes
         self.lone_dot = False  # a line holding a single '.'
         self.ends_nl = True  # empty, or ending with a newline
+        # False when the pass stopped at a NUL byte (binary: nothing more is needed of it);
+        # size, newlines, dots and the rest then tell only what came before
+        self.complete = True
 
     @property
     def seven_bit_safe(self):
@@ -247,7 +250,9 @@ def scan(src):
         st.newlines += chunk.count(b"\n")
         st.dots += chunk.count(b"\n.") + (last == b"\n" and chunk[:1] == b".")
         st.lone_dot = st.lone_dot or b"\n.\n" in chunk or b"\n.\n" in tail + chunk[:2]
-        st.nul = st.nul or b"\0" in chunk
+        if b"\0" in chunk:  # binary: never 7bit, QP or text; the pass stops here
+            st.nul, st.complete, st.ascii, st.utf8 = True, False, False, False
+            break
         st.cr = st.cr or b"\r" in chunk
         if st.ascii and not chunk.isascii():
             st.ascii = False
@@ -259,13 +264,9 @@ def scan(src):
                 st.utf8 = False
         st.suspect = st.suspect or bool(chunk.translate(None, _NOT_SUSPECT))
         if not st.long_line:
-            first = chunk.find(b"\n")
-            if first < 0:
-                run += n
-            else:
-                st.long_line = run + first > 998 or max(map(len, chunk[first + 1 :].split(b"\n"))) > 998
-                run = n - chunk.rfind(b"\n") - 1
-            st.long_line = st.long_line or run > 998
+            st.long_line = _line_over(chunk, run, 998)
+            nl = chunk.rfind(b"\n")
+            run = run + n if nl < 0 else n - nl - 1
         tail = (tail + chunk[-2:])[-2:]
         last = chunk[-1:]
     if decoder is not None and st.utf8:
@@ -274,8 +275,28 @@ def scan(src):
         except UnicodeDecodeError:
             st.utf8 = False
     st.ends_nl = st.size == 0 or last == b"\n"
+    if not st.complete:
+        st.ends_nl, st.size = False, src.size
     src.stats = st
     return st
+
+
+def _line_over(chunk, run, limit):
+    """Whether ``chunk`` (after ``run`` bytes of an open line) has a line over ``limit`` bytes:
+    from newline to the last newline within ``limit`` bytes, a step per ``limit`` bytes."""
+    n, rfind = len(chunk), chunk.rfind
+    first = chunk.find(b"\n")
+    if first < 0:
+        return run + n > limit
+    if run + first > limit:
+        return True
+    pos = first + 1
+    while n - pos > limit:
+        j = rfind(b"\n", pos, pos + limit + 1)
+        if j < 0:
+            return True
+        pos = j + 1
+    return False
 
 
 def _decodes(src, charset):
@@ -363,6 +384,8 @@ class Raw(Body):
 
     def sizes(self):
         st = scan(self.src)
+        if not st.complete:
+            return Body.sizes(self)
         ended = 0 if st.ends_nl else 1
         return st.size + ended, st.newlines + ended, st.dots
 
