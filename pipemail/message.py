@@ -18,7 +18,7 @@ import re
 import stat
 
 from pipemail import __version__
-from pipemail.errors import DataError, IOFailure, NoInputError, describe_oserror, shown
+from pipemail.errors import ChangedError, DataError, IOFailure, NoInputError, describe_oserror, shown
 
 _FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322: printable ASCII but colon
 _B64_LINE = 57  # bytes per 76-character base64 line
@@ -164,7 +164,7 @@ class FileData:
     def check(self):
         st = os.fstat(self.fd)
         if (st.st_size, st.st_mtime_ns) != self.stamp:
-            raise IOFailure(
+            raise ChangedError(
                 "%s changed while pymail was sending it (it was %d bytes when opened, now %d, "
                 "or its modification time changed): not sent as a different message"
                 % (self.label, self.stamp[0], st.st_size)

@@ -3,7 +3,7 @@
 import os
 
 from pipemail import message, transport
-from pipemail.errors import DataError, IOFailure, PipemailError, UsageError, shown
+from pipemail.errors import ChangedError, DataError, IOFailure, PipemailError, UsageError, shown
 
 
 class Options:
@@ -519,7 +519,10 @@ def _deliver(msg, envelope_from, rcpts, opts, account):
         raise
     keep = _keeps(opts, url)
     try:
-        report = _send(opts, url, account, segments, envelope_from, rcpts, size=msg.size())
+        size = msg.size() if url.scheme in ("smtp", "smtps") else None  # SIZE: a pass over QP text, else none
+        report = _send(opts, url, account, segments, envelope_from, rcpts, size=size)
+    except ChangedError:  # an attachment changed under pymail: no dead letter of a message never given
+        raise
     except PipemailError as exc:
         _fail_kept(opts, keep, exc, segments, envelope_from, rcpts if exc.undelivered is None else exc.undelivered)
         raise
@@ -578,8 +581,9 @@ def _options(opts, account, addresses):
 
 def _send(opts, url, account, segments, sender, rcpts, stdout_mbox=False, size=None):
     """One delivery by ``url`` with the options of the command line (``stdout_mbox``: one of several to -);
-    ``size`` the message's CRLF size, counted on a pass over ``segments`` when not given."""
-    if size is None:
+    ``size`` the message's CRLF size, which only SMTP uses (SIZE): counted on a pass over ``segments``
+    when not given."""
+    if size is None and url.scheme in ("smtp", "smtps"):
         size = message.crlf_size(segments)
     options = _options(opts, account, rcpts + [sender])
     return transport.deliver(url, segments, size, sender, rcpts, stdout_mbox=stdout_mbox, **options)
