@@ -277,3 +277,48 @@ def test_an_attachment_that_changes_while_it_is_sent_is_74_and_no_dead_letter(ru
     )
     assert not (tmp_path / "dead.letter").exists()
     assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_t_standard_input_of_100mb_in_bounded_memory(inputs, tmp_path):
+    peaks = {}
+    for label in ("small", "big"):  # -t: the headers read from the spool, the body's CRLF made LF as it is read
+        d = tmp_path / label
+        d.mkdir()
+        text = inputs[label, "text"].read_bytes()
+        (d / "in.eml").write_bytes(b"To: you@example.org\r\nSubject: big -t\r\n\r\n" + text.replace(b"\n", b"\r\n"))
+        where = d / "Maildir"
+        p = peak("pymail", "-t", "--transport", "maildir:%s" % where, stdin=d / "in.eml", env=env_for(d))
+        assert (p.returncode, p.stderr) == (0, ""), p
+        (msg,) = messages(where, "maildir")
+        head, _sep, body = msg.partition(b"\n\n")
+        assert head.startswith(b"To: you@example.org\nSubject: big -t\n") and body == text
+        peaks[label] = p.mb
+    assert peaks["big"] < LIMIT_MB and peaks["big"] - peaks["small"] < SLACK_MB, peaks
+
+
+@pytest.mark.parametrize("args", [[], ["--max-size", "4M"]])
+def test_over_smtp_in_bounded_memory(inputs, tmp_path, smtp_server, args):
+    server = smtp_server(size=300 << 20, lint=False)  # aiosmtpd's 32 MiB limit raised
+    peaks = {}
+    for label in ("small", "big"):
+        (tmp_path / label).mkdir()
+        server.messages.clear()
+        src = inputs[label, "binary"]
+        p = peak("pymail", "--transport", server.url, *args, "-a", src, "me@example.org", env=env_for(tmp_path / label))
+        assert (p.returncode, p.stderr) == (0, ""), p
+        assert os.listdir(tmp_path / label / "tmp") == []
+        if args:
+            dest = tmp_path / label / "out"
+            box = tmp_path / label / "got.mbox"
+            with open(box, "wb") as f:
+                for _sender, _rcpts, data in server.messages:
+                    f.write(b"From x Thu Jan  1 00:00:00 1970\n" + data.replace(b"\r\n", b"\n") + b"\n")
+            r = subprocess.run(command_path("pyunshar") + ["-d", str(dest), str(box)], capture_output=True, timeout=300)
+            assert r.returncode == 0, r.stderr
+            assert (dest / src.name).read_bytes() == src.read_bytes()
+        else:
+            ((_sender, _rcpts, data),) = server.messages
+            assert attachment(data.replace(b"\r\n", b"\n"), src.name) == src.read_bytes()
+        peaks[label] = p.mb
+    print("peak RSS (MB) smtp %s: %r" % (args, peaks))
+    assert peaks["big"] < LIMIT_MB and peaks["big"] - peaks["small"] < SLACK_MB, peaks
