@@ -628,11 +628,6 @@ def open_attachment(path):
     return FileData(f, label, path=path)
 
 
-def read_attachment(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
 # -- the whole message -----------------------------------------------------------------
 
 
