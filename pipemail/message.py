@@ -609,22 +609,28 @@ def attachment_part(data, filename, mime=None, *, seven_bit=False, charset=None)
     )
 
 
-def open_attachment(path):
-    """The attachment at ``path`` opened and held (a :class:`FileData`); NoInputError (66) when it cannot be."""
+def open_attachment(path, env=None):
+    """The attachment at ``path`` opened and held (a :class:`FileData`); NoInputError (66) when it cannot be.
+
+    A file that is not a regular one (a pipe, ``<(command)``, a device) is read once into a
+    private spool file (see :mod:`pipemail.spool`) and attached from there."""
     label = shown(os.fsdecode(path))
     try:
         f = open(path, "rb")
     except OSError as exc:
         raise NoInputError("cannot attach %s: %s" % (label, describe_oserror(exc))) from None
     try:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            import errno
-
-            f.read(1)  # a directory says so (EISDIR); a FIFO or device is read whole
-            raise OSError(errno.EINVAL, "Invalid argument")
+        mode = os.fstat(f.fileno()).st_mode
+        if stat.S_ISDIR(mode):
+            f.read(1)  # says so (EISDIR)
     except OSError as exc:
         f.close()
         raise NoInputError("cannot attach %s: %s" % (label, describe_oserror(exc))) from None
+    if not stat.S_ISREG(mode):
+        from pipemail import spool
+
+        with f:
+            f = spool.spool(spool.read_chunks(f), env, label)
     return FileData(f, label, path=path)
 
 

@@ -322,3 +322,20 @@ def test_over_smtp_in_bounded_memory(inputs, tmp_path, smtp_server, args):
         peaks[label] = p.mb
     print("peak RSS (MB) smtp %s: %r" % (args, peaks))
     assert peaks["big"] < LIMIT_MB and peaks["big"] - peaks["small"] < SLACK_MB, peaks
+
+
+def test_an_attachment_from_a_pipe_is_spooled_and_attached_whole(tmp_path):
+    env = {**os.environ, **env_for(tmp_path)}
+    env.pop("PIPEMAIL_DEBUG", None)
+    data = os.urandom(3 << 20)
+    (tmp_path / "data").write_bytes(data)
+    line = '%s --transport maildir:%s -a <(cat "$1") me@x </dev/null' % (
+        " ".join(command_path("pymail")),
+        tmp_path / "M",
+    )
+    r = subprocess.run(["bash", "-c", line, "bash", str(tmp_path / "data")], capture_output=True, env=env, timeout=120)
+    assert (r.returncode, r.stderr) == (0, b"")
+    ((msg,),) = [messages(tmp_path / "M", "maildir")]
+    name = re.search(rb'filename="(\d+)"', msg).group(1).decode()
+    assert attachment(msg, name) == data
+    assert os.listdir(tmp_path / "tmp") == []
