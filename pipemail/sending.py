@@ -320,10 +320,13 @@ def _send_in_parts(plan, opts, account, max_size, sender, rcpts):
 
     with spool.spool_dir(opts.env) as tmp:
         # An archive is 7-bit text: parts go as they are (7bit), sized for CRLF line ends, when
-        # every one then fits (always, for binary files: base64 lines are long); else (long runs
-        # of short lines, names that are not ASCII) the archive is written again in parts sized
-        # for base64.
-        for limit, seven_bit in ((plan.room * 64 // 66, True), (plan.room * 57 // 78, False)):
+        # every one then fits (always, for binary files: base64 lines are long); else (a text
+        # file of long runs of short lines) the archive is written again in parts sized for
+        # base64.  Names that are not ASCII are never 7bit: written once, for base64.
+        tries = [(plan.room * 64 // 66, True), (plan.room * 57 // 78, False)]
+        if not all(m.name.isascii() and b"\r" not in m.name for m in plan.members):
+            tries = tries[1:]  # names that are not ASCII: never 7bit, so written once, for base64
+        for limit, seven_bit in tries:
             for old in os.listdir(tmp):
                 os.unlink(os.path.join(tmp, old))
             packing = _bar(opts, "packing %s" % plan.name, sum(m.size for m in plan.members), "bytes")
