@@ -74,6 +74,11 @@ class IOFailure(PipemailError):
     exit_code = EX_IOERR
 
 
+class ChangedError(IOFailure):
+    """A file changed (size or modification time) while pymail held it open to send it: what went
+    out would not be what was given, so nothing is sent or kept as if it were."""
+
+
 class TempFailError(PipemailError):
     """Try again later: connection refused, timeout, 4xx reply."""
 

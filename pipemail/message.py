@@ -1,19 +1,24 @@
-"""Composing a mail from a body and attachments, as bytes, without surprises.
+"""Composing a mail from a body and attachments, as a stream, without surprises.
 
-The message is built by hand rather than with ``email.message.EmailMessage``:
-each attachment is read and base64-encoded once and the message is a list of
-byte segments, each ending at a line end, that a transport writes or sends in
-turn (``EmailMessage.as_bytes`` peaks at about five times an attachment).
-Lines end in ``\\n`` here; the SMTP transport sends ``\\r\\n``.
+The message is built by hand rather than with ``email.message.EmailMessage``
+(whose ``as_bytes`` peaks at about five times an attachment): it is fixed once
+(Date, Message-ID, boundaries, which encoding each part takes) and then made
+while it is read, as often as it is read (the SMTP SIZE pass, the delivery, the
+dead letter), from sources held open: stdin's spool file and the attachments.
+base64 is made from whole 57-byte groups a chunk at a time, quoted-printable line
+by line; sizes are computed without making the message (base64 from the file's
+size, the rest counted on a pass).  Memory stays bounded at any size.  Lines end
+in ``\\n`` here; the SMTP transport sends ``\\r\\n``.
 """
 
 import binascii
 import codecs
 import os
 import re
+import stat
 
 from pipemail import __version__
-from pipemail.errors import DataError, NoInputError, describe_oserror, shown
+from pipemail.errors import ChangedError, DataError, IOFailure, NoInputError, describe_oserror, shown
 
 _FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322: printable ASCII but colon
 _B64_LINE = 57  # bytes per 76-character base64 line
@@ -113,73 +118,393 @@ def needs_smtputf8(addrs):
     return any(not addr.isascii() for addr in addrs)
 
 
+# -- sources: the bytes a part is made of, read as often as needed -------------------------
+
+CHUNK = 1 << 20  # bytes read at a time from a source
+_B64_GROUPS = 16384  # 57-byte groups per base64 chunk: 933,888 bytes in, 1,261,568 out
+_HEAD = 1 << 16  # what libmagic is shown of a file: its start
+
+
+class Data:
+    """Bytes in memory as a source: re-iterable chunks, ``size``, ``head()``."""
+
+    def __init__(self, data):
+        self.data = bytes(data)
+        self.size = len(self.data)
+        self.stats = None  # the scan's Stats, once made
+
+    def __iter__(self):
+        for i in range(0, self.size, CHUNK):
+            yield self.data[i : i + CHUNK]
+
+    def head(self, n=_HEAD):
+        return self.data[:n]
+
+    def tail(self, start):
+        return Data(self.data[start:])
+
+
+class FileData:
+    """The bytes of a file held open, from ``start`` on, read in chunks each time they are
+    iterated (pread: no shared offset).  The file must not change while pymail holds it: a
+    size or modification time other than at opening is an IOFailure when it is read (the
+    message is fixed once; a dead letter must keep what went out)."""
+
+    def __init__(self, f, label, start=0, path=None):
+        self.file = f  # kept: the descriptor lives as long as this source
+        self.fd = f.fileno()
+        self.label = label
+        self.path = path
+        st = os.fstat(self.fd)
+        self.stamp = (st.st_size, st.st_mtime_ns)
+        self.start = start
+        self.size = st.st_size - start
+        self.stats = None
+
+    def check(self):
+        st = os.fstat(self.fd)
+        if (st.st_size, st.st_mtime_ns) != self.stamp:
+            raise ChangedError(
+                "%s changed while pymail was sending it (it was %d bytes when opened, now %d, "
+                "or its modification time changed): not sent as a different message"
+                % (self.label, self.stamp[0], st.st_size)
+            )
+
+    def _read(self, n, pos):
+        try:
+            return os.pread(self.fd, n, pos)
+        except OSError as exc:
+            raise IOFailure("cannot read %s: %s" % (self.label, describe_oserror(exc))) from None
+
+    def __iter__(self):
+        self.check()
+        pos, end = self.start, self.start + self.size
+        while pos < end:
+            data = self._read(min(CHUNK, end - pos), pos)
+            if not data:
+                self.check()
+                raise IOFailure("cannot read %s: it is shorter than it was" % self.label)
+            pos += len(data)
+            yield data
+        self.check()
+
+    def head(self, n=_HEAD):
+        return self._read(min(n, self.size), self.start)
+
+    def close(self):
+        self.file.close()
+
+    def tail(self, start):
+        tail = FileData.__new__(FileData)
+        tail.__dict__.update(self.__dict__)
+        tail.start, tail.size, tail.stats = self.start + start, self.size - start, None
+        return tail
+
+
+def source(data):
+    """A source for ``data``: bytes are wrapped (:class:`Data`), a source is itself."""
+    return Data(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+
+
+class Stats:
+    """What one pass over a source tells: its size, its lines, and which bytes it holds."""
+
+    def __init__(self):
+        self.size = 0
+        self.newlines = 0
+        self.dots = 0  # lines that start with '.' (SMTP doubles the dot)
+        self.nul = False
+        self.cr = False
+        self.ascii = True
+        self.utf8 = True
+        self.suspect = False  # control bytes that text does not hold
+        self.long_line = False  # a line over 998 bytes
+        self.lone_dot = False  # a line holding a single '.'
+        self.ends_nl = True  # empty, or ending with a newline
+        # False when the pass stopped at a NUL byte (binary: nothing more is needed of it);
+        # size, newlines, dots and the rest then tell only what came before
+        self.complete = True
+
+    @property
+    def seven_bit_safe(self):
+        """Whether the bytes go as they are (7bit): ASCII lines of at most 998 bytes without CR,
+        NUL or a lone '.', ending with a newline (else QP ends it with a soft line break)."""
+        ok = self.ascii and not (self.cr or self.nul or self.lone_dot or self.long_line)
+        return ok and self.ends_nl
+
+
+def scan(src):
+    """The :class:`Stats` of ``src`` (one pass, made once per source)."""
+    if src.stats is not None:
+        return src.stats
+    st = Stats()
+    decoder = None
+    run = 0  # the length of the line the previous chunk left open
+    last = b"\n"  # the last byte so far: a line start before the first
+    tail = b"\n"  # the last two bytes so far
+    for chunk in src:
+        if not chunk:
+            continue
+        n = len(chunk)
+        st.size += n
+        st.newlines += chunk.count(b"\n")
+        st.dots += chunk.count(b"\n.") + (last == b"\n" and chunk[:1] == b".")
+        st.lone_dot = st.lone_dot or b"\n.\n" in chunk or b"\n.\n" in tail + chunk[:2]
+        if b"\0" in chunk:  # binary: never 7bit, QP or text; the pass stops here
+            st.nul, st.complete, st.ascii, st.utf8 = True, False, False, False
+            break
+        st.cr = st.cr or b"\r" in chunk
+        if st.ascii and not chunk.isascii():
+            st.ascii = False
+            decoder = codecs.getincrementaldecoder("utf-8")()
+        if decoder is not None and st.utf8:
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError:
+                st.utf8 = False
+        st.suspect = st.suspect or bool(chunk.translate(None, _NOT_SUSPECT))
+        if not st.long_line:
+            st.long_line = _line_over(chunk, run, 998)
+            nl = chunk.rfind(b"\n")
+            run = run + n if nl < 0 else n - nl - 1
+        tail = (tail + chunk[-2:])[-2:]
+        last = chunk[-1:]
+    if decoder is not None and st.utf8:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            st.utf8 = False
+    st.ends_nl = st.size == 0 or last == b"\n"
+    if not st.complete:
+        st.ends_nl, st.size = False, src.size
+    src.stats = st
+    return st
+
+
+def _line_over(chunk, run, limit):
+    """Whether ``chunk`` (after ``run`` bytes of an open line) has a line over ``limit`` bytes:
+    from newline to the last newline within ``limit`` bytes, a step per ``limit`` bytes."""
+    n, rfind = len(chunk), chunk.rfind
+    first = chunk.find(b"\n")
+    if first < 0:
+        return run + n > limit
+    if run + first > limit:
+        return True
+    pos = first + 1
+    while n - pos > limit:
+        j = rfind(b"\n", pos, pos + limit + 1)
+        if j < 0:
+            return True
+        pos = j + 1
+    return False
+
+
+def _decodes(src, charset):
+    """Whether all of ``src`` decodes in ``charset`` (a pass)."""
+    decoder = codecs.getincrementaldecoder(charset)()
+    try:
+        for chunk in src:
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 # -- the body ---------------------------------------------------------------------
 
 
+def is_blank(data):
+    """Whether ``data`` (bytes or a source) holds nothing but white space (a pass)."""
+    return not any(chunk.strip() for chunk in source(data))
+
+
 def _is_7bit_safe(data):
-    if data and not data.endswith(b"\n"):
-        return False  # QP ends it with a soft line break: not a byte is added
-    if not data.isascii() or b"\r" in data or b"\0" in data:
-        return False
-    if data.startswith(b".\n") or b"\n.\n" in data or data == b"." or data.endswith(b"\n."):
-        return False
-    return all(len(line) <= 998 for line in data.split(b"\n"))
+    return scan(source(data)).seven_bit_safe
+
+
+def _qp_line(line):
+    enc = binascii.b2a_qp(line, quotetabs=False, istext=False, header=False)
+    if enc == b".":
+        return b"=2E"
+    if enc.startswith(b"From "):
+        return b"=46" + enc[1:]
+    return enc
 
 
 def quoted_printable(data):
     """QP text that brings every byte back: CR, 8-bit, long lines, a lone '.'."""
-    out = []
-    lines = data.split(b"\n")
-    for line in lines:
-        enc = binascii.b2a_qp(line, quotetabs=False, istext=False, header=False)
-        if enc == b".":
-            enc = b"=2E"
-        elif enc.startswith(b"From "):
-            enc = b"=46" + enc[1:]
-        out.append(enc)
-    text = b"\n".join(out)
-    if data and not data.endswith(b"\n"):
-        text += b"=\n"  # a soft line break: the body ends without a newline, the message with one
-    return text
+    return b"".join(QuotedPrintable(source(data)))
+
+
+def base64_lines(data):
+    """``data`` as base64 lines of 76 characters."""
+    return b"".join(Base64(source(data)))
+
+
+class Body:
+    """A part's body as re-iterable chunks (lines end in \\n, the last one included), with its
+    sizes: ``size`` (bytes), ``newlines`` and ``dots`` (lines starting with '.'), counted by a
+    pass when not known otherwise."""
+
+    _sizes = None
+
+    def sizes(self):
+        if self._sizes is None:
+            self._sizes = _count(self)
+        return self._sizes
+
+
+def _count(chunks):
+    size = newlines = dots = 0
+    last = b"\n"
+    for chunk in chunks:
+        if chunk:
+            size += len(chunk)
+            newlines += chunk.count(b"\n")
+            dots += chunk.count(b"\n.") + (last == b"\n" and chunk[:1] == b".")
+            last = chunk[-1:]
+    return size, newlines, dots
+
+
+class Raw(Body):
+    """The bytes as they are (7bit), a newline added where they lack a final one."""
+
+    def __init__(self, src):
+        self.src = src
+
+    def __iter__(self):
+        last = b"\n"
+        for chunk in self.src:
+            if chunk:
+                last = chunk[-1:]
+                yield chunk
+        if last != b"\n":
+            yield b"\n"
+
+    def sizes(self):
+        st = scan(self.src)
+        if not st.complete:
+            return Body.sizes(self)
+        ended = 0 if st.ends_nl else 1
+        return st.size + ended, st.newlines + ended, st.dots
+
+
+class Base64(Body):
+    """base64 lines of 76 characters, made from whole 57-byte groups of the source a chunk at a time."""
+
+    def __init__(self, src):
+        self.src = src
+
+    def __iter__(self):
+        from pipemail.uu import splitter
+
+        step = _B64_LINE * _B64_GROUPS
+        rest = b""
+        for chunk in self.src:
+            data = rest + chunk if rest else chunk
+            whole = len(data) - len(data) % _B64_LINE
+            rest = data[whole:]
+            for i in range(0, whole, step):
+                piece = data[i : min(i + step, whole)]
+                text = binascii.b2a_base64(piece, newline=False)
+                yield b"\n".join(splitter(len(piece) // _B64_LINE, 76).unpack(text)) + b"\n"
+        if rest:
+            yield binascii.b2a_base64(rest)
+
+    def sizes(self):
+        n = self.src.size
+        lines = -(-n // _B64_LINE)
+        return 4 * (-(-n // 3)) + lines, lines, 0  # no '.' in base64
+
+
+class QuotedPrintable(Body):
+    """Quoted-printable, line by line, as :func:`quoted_printable` gives it."""
+
+    def __init__(self, src):
+        self.src = src
+
+    def __iter__(self):
+        rest = b""
+        any_data = False
+        for chunk in self.src:
+            if not chunk:
+                continue
+            any_data = True
+            data = rest + chunk if rest else chunk
+            end = data.rfind(b"\n")
+            if end < 0:
+                rest = data
+                continue
+            rest = data[end + 1 :]
+            yield b"\n".join(map(_qp_line, data[:end].split(b"\n"))) + b"\n"
+        if rest:
+            yield _qp_line(rest) + b"=\n"  # a soft line break: the body ends without a newline, the message with one
+        elif not any_data:
+            return
+
+
+class LineEnds(Body):
+    """The source with CRLF made LF (``-t``), a newline added where it lacks a final one."""
+
+    def __init__(self, src):
+        self.src = src
+
+    def __iter__(self):
+        carry = b""
+        last = b"\n"
+        for chunk in self.src:
+            if not chunk:
+                continue
+            data = carry + chunk if carry else chunk
+            carry = b""
+            if data.endswith(b"\r"):
+                carry, data = b"\r", data[:-1]
+            out = data.replace(b"\r\n", b"\n")
+            if out:
+                last = out[-1:]
+                yield out
+        if carry:
+            last = carry
+            yield carry
+        if last != b"\n":
+            yield b"\n"
 
 
 def classify_body(data):
-    """``("text", charset)`` or ``("binary", mime_type)`` for stdin."""
-    if b"\0" in data:
-        return "binary", _mime_type(data)
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    else:
+    """``("text", charset)`` or ``("binary", mime_type)`` for stdin (bytes or a source)."""
+    src = source(data)
+    st = scan(src)
+    head = src.head()
+    if st.nul:
+        return "binary", _mime_type(head)
+    if st.utf8:
         # Valid UTF-8 is text, unless it holds control bytes or starts like a
         # binary format, and python-magic then says it is not text (libmagic
         # costs 20 ms to load, so only then).
-        charset = "us-ascii" if data.isascii() else "utf-8"
-        if not data.translate(None, _NOT_SUSPECT) and not data.startswith(_BINARY_STARTS):
+        charset = "us-ascii" if st.ascii else "utf-8"
+        if not st.suspect and not head.startswith(_BINARY_STARTS):
             return "text", charset
-        kind = _mime_type(data)
+        kind = _mime_type(head)
         if kind.startswith("text/") or kind in _TEXTUAL:
             return "text", charset
         return "binary", kind
-    charset = _magic_charset(data)
+    charset = _magic_charset(src)
     if charset:
         return "text", charset
-    return "binary", _mime_type(data)
+    return "binary", _mime_type(head)
 
 
-def _magic_charset(data):
-    """The charset libmagic names for ``data``, when Python knows it and the bytes decode in it."""
-    charset = _magic(data, mime_encoding=True)
+def _magic_charset(src):
+    """The charset libmagic names for the head of ``src``, when Python knows it and all the bytes decode in it."""
+    charset = _magic(src.head(), mime_encoding=True)
     if charset and charset not in ("binary", "unknown-8bit"):
         try:
-            import codecs
-
             codecs.lookup(charset)
-            data.decode(charset)
+        except LookupError:
+            return None
+        if _decodes(src, charset):
             return charset
-        except (LookupError, UnicodeDecodeError):
-            pass
     return None
 
 
@@ -187,22 +512,20 @@ def text_charset(data, given=None):
     """The charset of a text attachment, from its bytes: ``us-ascii`` (7-bit), ``utf-8``,
     else ``given`` (--attach-charset) unless a byte order mark says UTF-16 or UTF-32, else
     libmagic's, else ``unknown-8bit`` (RFC 1428, as mutt says when it cannot tell)."""
-    if b"\0" not in data:  # NUL bytes: UTF-16 or UTF-32, which libmagic tells
-        if data.isascii():
+    src = source(data)
+    st = scan(src)
+    if not st.nul:  # NUL bytes: UTF-16 or UTF-32, which libmagic tells
+        if st.ascii:
             return "us-ascii"
-        try:
-            data.decode("utf-8")
+        if st.utf8:
             return "utf-8"
-        except UnicodeDecodeError:
-            pass
-    if given and data.startswith(_BOMS):  # UTF-16 or UTF-32 that says so: not the 8-bit text --attach-charset names
+    if given and src.head(4).startswith(_BOMS):  # UTF-16 or UTF-32 that says so: not what --attach-charset names
         given = None
-    return given or _magic_charset(data) or "unknown-8bit"
+    return given or _magic_charset(src) or "unknown-8bit"
 
 
 def charset_name(text):
     """The MIME name of a charset the user gives (``latin1`` -> ``iso-8859-1``); UsageError if unknown."""
-    import codecs
     import email.charset
 
     from pipemail.errors import UsageError
@@ -231,8 +554,8 @@ def _magic(data, **kw):
         return None
 
 
-def _mime_type(data, name=None):
-    kind = _magic(data, mime=True)
+def _mime_type(head, name=None):
+    kind = _magic(head, mime=True)
     if not kind or kind in ("application/x-empty", "inode/x-empty") or "/" not in kind:
         kind = None
     if kind is None and name:
@@ -251,14 +574,13 @@ def _extension(mime):
 class Part:
     def __init__(self, headers, body):
         self.headers = headers  # [(name, value)]
-        self.body = body  # bytes, lines ending in \n except perhaps the last
+        self.body = body  # a Body: re-iterable chunks ending in \n, with its sizes
 
 
 def text_part(data, charset):
-    if _is_7bit_safe(data):
-        cte, body = "7bit", data
-    else:
-        cte, body = "quoted-printable", quoted_printable(data)
+    src = source(data)
+    body = Raw(src) if scan(src).seven_bit_safe else QuotedPrintable(src)
+    cte = "7bit" if isinstance(body, Raw) else "quoted-printable"
     from pipemail import headers
 
     content_type = headers.mime("Content-Type", "text/plain", [("charset", charset)])
@@ -266,69 +588,73 @@ def text_part(data, charset):
 
 
 def attachment_part(data, filename, mime=None, *, seven_bit=False, charset=None):
-    """An attachment, base64; as it is (7bit) when ``seven_bit`` and the data is 7-bit safe.
+    """An attachment (bytes or a source), base64; as it is (7bit) when ``seven_bit`` and the data is 7-bit safe.
 
     A text/* part says its charset: the one its bytes tell (:func:`text_charset`), with
-    ``charset`` for 8-bit text that is not UTF-8; its bytes go unchanged."""
+    ``charset`` for 8-bit text that is not UTF-8; its bytes go unchanged.  The MIME type
+    is libmagic's for the head of the data."""
     from pipemail import headers
 
-    mime = mime or _mime_type(data, filename)
-    cte = "7bit" if seven_bit and _is_7bit_safe(data) else "base64"
-    params = [("charset", text_charset(data, charset))] if mime.startswith("text/") else []
+    src = source(data)
+    mime = mime or _mime_type(src.head(), filename)
+    cte = "7bit" if seven_bit and scan(src).seven_bit_safe else "base64"
+    params = [("charset", text_charset(src, charset))] if mime.startswith("text/") else []
     return Part(
         [
             ("Content-Type", headers.mime("Content-Type", mime, params + [("name", filename)])),
             ("Content-Disposition", headers.mime("Content-Disposition", "attachment", [("filename", filename)])),
             ("Content-Transfer-Encoding", cte),
         ],
-        data if cte == "7bit" else base64_lines(data),
+        Raw(src) if cte == "7bit" else Base64(src),
     )
 
 
-def base64_lines(data):
-    """``data`` as base64 lines of 76 characters in one buffer, framed a thousand lines at a time."""
-    from pipemail.uu import splitter
+def open_attachment(path, env=None):
+    """The attachment at ``path`` opened and held (a :class:`FileData`); NoInputError (66) when it cannot be.
 
-    out = bytearray()
-    step = _B64_LINE * 1024
-    view = memoryview(data)
-    for i in range(0, len(data), step):
-        chunk = view[i : i + step]
-        whole = len(chunk) - len(chunk) % _B64_LINE
-        if whole:
-            text = binascii.b2a_base64(chunk[:whole], newline=False)
-            out += b"\n".join(splitter(whole // _B64_LINE, 76).unpack(text))
-            out += b"\n"
-        if whole < len(chunk):
-            out += binascii.b2a_base64(chunk[whole:])
-    return out
-
-
-def open_attachment(path):
+    A file that is not a regular one (a pipe, ``<(command)``, a device) is read once into a
+    private spool file (see :mod:`pipemail.spool`) and attached from there."""
+    label = shown(os.fsdecode(path))
     try:
-        return open(path, "rb")
+        f = open(path, "rb")
     except OSError as exc:
-        raise NoInputError("cannot attach %s: %s" % (shown(os.fsdecode(path)), describe_oserror(exc))) from None
+        raise NoInputError("cannot attach %s: %s" % (label, describe_oserror(exc))) from None
+    try:
+        mode = os.fstat(f.fileno()).st_mode
+        if stat.S_ISDIR(mode):
+            f.read(1)  # says so (EISDIR)
+    except OSError as exc:
+        f.close()
+        raise NoInputError("cannot attach %s: %s" % (label, describe_oserror(exc))) from None
+    if not stat.S_ISREG(mode):
+        from pipemail import spool
 
-
-def read_attachment(path):
-    with open_attachment(path) as f:
-        try:
-            return f.read()
-        except OSError as exc:
-            raise NoInputError("cannot attach %s: %s" % (shown(os.fsdecode(path)), describe_oserror(exc))) from None
+        with f:
+            f = spool.spool(spool.read_chunks(f), env, label)
+    return FileData(f, label, path=path)
 
 
 # -- the whole message -----------------------------------------------------------------
 
 
+class Chunks:
+    """Re-iterable chunks made by calling ``make()`` each time they are iterated."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __iter__(self):
+        return iter(self.make())
+
+
 class Message:
-    """Header fields and MIME parts; ``segments()`` gives the bytes in order."""
+    """Header fields and MIME parts, fixed once; ``segments()`` gives the bytes in order as
+    re-iterable chunks (cut anywhere, lines ending in \\n), made while they are read."""
 
     def __init__(self, headers, parts=None, raw_body=None):
         self.headers = headers
         self.parts = parts or []
-        self.raw_body = raw_body  # -t: the body as given, after the headers
+        self.raw_body = raw_body  # -t: the body as given, after the headers (a Body)
         self.boundary = None
 
     def header(self, name):
@@ -352,44 +678,67 @@ class Message:
     def remove_header(self, name):
         self.headers = [(n, v) for n, v in self.headers if n.lower() != name.lower()]
 
-    def segments(self):
-        """The message as byte segments, each ending with a newline (lines end in \\n)."""
+    def _pieces(self):
+        """The message as bytes of its own (headers, framing) and :class:`Body` objects, in order."""
         head = "".join("%s: %s\n" % (n, v) for n, v in self.headers).encode("utf-8", "surrogateescape")
         if self.raw_body is not None:
-            yield head + b"\n"
-            if self.raw_body:
-                yield self.raw_body if self.raw_body.endswith(b"\n") else self.raw_body + b"\n"
-            return
+            return [head + b"\n", self.raw_body]
         if self.boundary is None:  # one part: its headers are the message's
             part = self.parts[0]
-            yield head + _part_head(part) + b"\n"
-            yield _ended(part.body)
-            return
+            return [head + _part_head(part) + b"\n", part.body]
         b = self.boundary.encode()
-        yield head + b"\nThis is a MIME message with attachments.\n"
+        out = [head + b"\nThis is a MIME message with attachments.\n"]
         for part in self.parts:
-            yield b"\n--" + b + b"\n" + _part_head(part) + b"\n"
-            yield _ended(part.body)
-        yield b"\n--" + b + b"--\n"
+            out += [b"\n--" + b + b"\n" + _part_head(part) + b"\n", part.body]
+        out.append(b"\n--" + b + b"--\n")
+        return out
+
+    def segments(self):
+        """The message as re-iterable chunks (lines end in \\n)."""
+        pieces = self._pieces()
+
+        def make():
+            for piece in pieces:
+                if isinstance(piece, bytes):
+                    yield piece
+                else:
+                    yield from piece
+
+        return Chunks(make)
 
     def as_bytes(self):
         return b"".join(self.segments())
 
+    def sizes(self):
+        """``(bytes, newlines, dots)`` of the message (LF line ends), without making it: base64 parts
+        from their sources' sizes, the others from a counting pass (once)."""
+        total = [0, 0, 0]
+        for piece in self._pieces():
+            if isinstance(piece, bytes):
+                got = (len(piece), piece.count(b"\n"), piece.count(b"\n.") + piece.startswith(b"."))
+            else:
+                got = piece.sizes()
+            total = [a + b for a, b in zip(total, got, strict=True)]
+        return tuple(total)
+
     def size(self):
-        return crlf_size(self.segments())
+        """The size with CRLF line ends, as SMTP's SIZE counts it."""
+        size, newlines, _dots = self.sizes()
+        return size + newlines
+
+    def wire_size(self):
+        """The size in SMTP DATA: CRLF line ends, and a dot doubled where a line starts with one."""
+        size, newlines, dots = self.sizes()
+        return size + newlines + dots
 
 
 def crlf_size(segments):
-    """The size of a message's ``segments`` with CRLF line ends, as SMTP carries it."""
+    """The size of a message's ``segments`` (chunks) with CRLF line ends, as SMTP carries it."""
     return sum(len(s) + s.count(b"\n") for s in segments)
 
 
 def _part_head(part):
     return "".join("%s: %s\n" % (n, v) for n, v in part.headers).encode("ascii")
-
-
-def _ended(body):
-    return body if body.endswith(b"\n") or not body else body + b"\n"
 
 
 def fqdn():
@@ -436,11 +785,13 @@ def compose(
     message_id=None,
     attach_charset=None,
 ):
-    """A :class:`Message` for ``body`` (bytes from stdin) and ``attachments`` (paths).
+    """A :class:`Message` for ``body`` (stdin: bytes or a source such as its spool's
+    :class:`FileData`) and ``attachments`` (paths, or sources from :func:`open_attachment`).
 
     Binary stdin is attached instead of sent as a broken body.  Every
     attachment is opened before anything is composed (a missing one is a
-    NoInputError, 66), then read and encoded one at a time.  Every header is
+    NoInputError, 66) and held open; its MIME type is libmagic's for its head,
+    and it is read and encoded while the message is read.  Every header is
     encoded and folded (:mod:`pipemail.headers`); ``extra_headers`` (from -H,
     checked by :func:`parse_header_option`) replace pymail's own of the same name
     (Date, Message-ID), never add a second one.
@@ -449,22 +800,22 @@ def compose(
 
     from pipemail import headers
 
-    for p in attachments:  # every attachment readable before anything is composed (66)
-        with open_attachment(p):
-            pass
+    # every attachment opened before anything is composed (66), and held open while it is sent
+    opened = [p if isinstance(p, FileData) else open_attachment(p) for p in attachments]
+    body = source(body)
     parts = []
     kind, what = classify_body(body)
     if kind == "text":
-        if body or not attachments:
+        if body.size or not attachments:
             parts.append(text_part(body, what))
     else:
         name = os.path.basename(stdin_name or "")  # a file name, as -a gives: never a path
         if name in ("", ".", ".."):
             name = "stdin" + _extension(what)
         parts.append(attachment_part(body, name, what, charset=attach_charset))
-    for p in attachments:  # read and encode one at a time: only the encoded text stays
-        data = read_attachment(p)
-        parts.append(attachment_part(data, os.path.basename(os.fsdecode(p)), charset=attach_charset))
+    for p, src in zip(attachments, opened, strict=True):
+        path = src.path if isinstance(p, FileData) else p
+        parts.append(attachment_part(src, os.path.basename(os.fsdecode(path)), charset=attach_charset))
     fields = [
         ("Date", date or formatdate(localtime=True)),
         ("Message-ID", message_id or make_msgid(domain=fqdn())),
@@ -492,14 +843,23 @@ def compose(
 
 
 def from_stdin_message(data):
-    """``-t``: stdin is a whole message; its header fields (bytes kept as they are) and its body.
+    """``-t``: stdin (bytes or a source) is a whole message; its header fields (bytes kept as
+    they are) and its body, whose CRLF line ends become LF as it is read.
 
     A header line over 998 bytes, which a server would refuse, is folded at its white
     space (:func:`pipemail.headers.fold_given`); one without any is a DataError."""
     from pipemail import headers
 
-    sep = re.search(rb"\r?\n\r?\n", data)
-    head, body = (data[: sep.start()], data[sep.end() :]) if sep else (data, b"")
+    src = source(data)
+    held = b""
+    sep = None
+    for chunk in src:  # the header block, read up to its blank line
+        held += chunk
+        sep = re.search(rb"\r?\n\r?\n", held)
+        if sep:
+            break
+    head, body = (held[: sep.start()], src.tail(sep.end())) if sep else (held, Data(b""))
+    del held
     fields = []
     for line in head.replace(b"\r\n", b"\n").split(b"\n"):
         text = line.decode("utf-8", "surrogateescape")
@@ -512,4 +872,4 @@ def from_stdin_message(data):
             raise DataError("-t: not a header line in the message: %s" % shown(line[:80]))
         fields.append((name.strip(), value.strip()))
     fields = [(name, headers.fold_given(name, value)) for name, value in fields]
-    return Message(fields, raw_body=body.replace(b"\r\n", b"\n"))
+    return Message(fields, raw_body=LineEnds(body))

@@ -3,7 +3,17 @@
 import os
 
 from pipemail import message, transport
-from pipemail.errors import EX_IOERR, EX_OK, EX_TEMPFAIL, DataError, IOFailure, PipemailError, UsageError, shown
+from pipemail.errors import (
+    EX_IOERR,
+    EX_OK,
+    EX_TEMPFAIL,
+    ChangedError,
+    DataError,
+    IOFailure,
+    PipemailError,
+    UsageError,
+    shown,
+)
 
 
 class Options:
@@ -64,7 +74,10 @@ def send_mail(
     max_size=None,
     attach_charset=None,
 ):
-    """Send ``body`` (stdin's bytes); the exit code."""
+    """Send ``body`` (stdin: bytes, or its spool as a :class:`pipemail.message.FileData`); the exit code.
+
+    The attachments are opened first and held open until the end: what is sent, and
+    kept when it fails, is what was opened (a file that changes meanwhile is an IOFailure)."""
     from email.utils import formatdate, getaddresses, make_msgid, parseaddr
 
     from pipemail import headers as fields
@@ -112,6 +125,7 @@ def send_mail(
         for name, value in extra:
             msg.add_header(name, fields.field_value(name, value))
     else:
+        attach = [message.open_attachment(p) for p in attach]  # 66 before anything else; held open
         qualify = _qualifier(opts, account, [a for _, a in [from_pair] + to_p + cc_p + bcc_p])
         from_pair = (from_pair[0], qualify(from_pair[1]))
         to_p, cc_p, bcc_p = ([(n, qualify(a)) for n, a in pairs] for pairs in (to_p, cc_p, bcc_p))
@@ -239,26 +253,31 @@ _PART_OVERHEAD = 8192  # headers, MIME framing and the part's own header lines, 
 class _Plan:
     """What --max-size sends: the attachments that ride in the first mail, and the archive's members."""
 
-    def __init__(self, compose, subject, riding, members, name, room):
+    def __init__(self, compose, subject, riding, packed, members, name, room):
         self.compose = compose  # compose(files, subject) -> Message, with the body and the envelope's headers
         self.subject = subject
         self.riding = riding
+        self.packed = packed  # the attachments in the archive, held open (FileData)
         self.members = members
         self.name = name
         self.room = room  # bytes left in a mail for its archive part
 
-    def part_mail(self, n, total, data, part_name, seven_bit):
+    def part_mail(self, n, total, part, part_name, seven_bit):
+        """Part mail ``n`` of ``total``, its archive part the source ``part``."""
         tag = "[part %0*d/%d]" % (max(2, len(str(total))), n, total)
         part_subject = "%s %s" % (self.subject, tag) if self.subject else tag
         msg = self.compose(self.riding, part_subject, n == 1)
-        msg.parts.append(message.attachment_part(data, part_name, "application/x-shar", seven_bit=seven_bit))
+        msg.parts.append(message.attachment_part(part, part_name, "application/x-shar", seven_bit=seven_bit))
         if msg.boundary is None:
             msg.make_mixed()
         return msg
 
 
 def _plan_parts(body, max_size, *, subject, sender, to, cc, extra, attach, stdin_name, attach_charset=None):
-    """Which attachments ride in the first mail and which go in the archive; UsageError when no part fits."""
+    """Which attachments ride in the first mail and which go in the archive; UsageError when no part fits.
+
+    ``attach``: the attachments, held open.  Sizes are computed, not made: composing costs
+    no pass over an attachment (base64 sizes come from the file's size)."""
     from pipemail import shar
 
     def compose(files, part_subject, first=True):
@@ -277,11 +296,11 @@ def _plan_parts(body, max_size, *, subject, sender, to, cc, extra, attach, stdin
         )
 
     riding, packed = [], []
-    for path in attach:  # the attachments that fit ride in the first mail, with room for a part
-        if compose(riding + [path], subject).size() <= max_size // 2:
-            riding.append(path)
+    for src in attach:  # the attachments that fit ride in the first mail, with room for a part
+        if compose(riding + [src], subject).size() <= max_size // 2:
+            riding.append(src)
         else:
-            packed.append(path)
+            packed.append(src)
     first = compose(riding, subject).size()
     room = max_size - first - _PART_OVERHEAD
     if room * 57 // 78 < 16 * 1024:
@@ -290,23 +309,34 @@ def _plan_parts(body, max_size, *, subject, sender, to, cc, extra, attach, stdin
             "--max-size %s leaves too little room for archive parts: give at least %dK"
             % (_kib(max_size), -(-need // 1024))
         )
-    name = os.path.basename(os.fsdecode(packed[0])) or "parts"
-    # members named as the attachments are: by their base names
-    members = [shar.Member(os.fsencode(os.path.basename(os.fsdecode(p))), os.fsencode(p), os.stat(p)) for p in packed]
-    return _Plan(compose, subject, riding, members, name, room)
+    name = os.path.basename(os.fsdecode(packed[0].path)) or "parts"
+    # members named as the attachments are: by their base names; read through the descriptors
+    # held open (/dev/fd/N), so that the archive holds the files that were opened
+    members = []
+    for src in packed:
+        base = os.fsencode(os.path.basename(os.fsdecode(src.path)))
+        fd_path = b"/dev/fd/%d" % src.fd
+        where = fd_path if os.path.exists(fd_path) else os.fsencode(src.path)
+        members.append(shar.Member(base, where, os.fstat(src.fd)))
+    return _Plan(compose, subject, riding, packed, members, name, room)
 
 
 def _send_in_parts(plan, opts, account, max_size, sender, rcpts):
-    """--max-size: the archive split into mails of at most max_size, all over one session; the exit code."""
-    import tempfile
+    """--max-size: the archive split into mails of at most max_size, all over one session; the exit code.
 
-    from pipemail import shar
+    The archive is written part by part into a private spool directory in $TMPDIR (removed on
+    every exit), and each mail is made from its part file while it is sent."""
+    from pipemail import shar, spool
 
-    with tempfile.TemporaryDirectory(prefix="pymail-") as tmp:
+    with spool.spool_dir(opts.env) as tmp:
         # An archive is 7-bit text: parts go as they are (7bit), sized for CRLF line ends, when
-        # every one then fits; else (long runs of short lines, names that are not ASCII) the
-        # archive is written again in parts sized for base64.
-        for limit, seven_bit in ((plan.room * 64 // 66, True), (plan.room * 57 // 78, False)):
+        # every one then fits (always, for binary files: base64 lines are long); else (a text
+        # file of long runs of short lines) the archive is written again in parts sized for
+        # base64.  Names that are not ASCII are never 7bit: written once, for base64.
+        tries = [(plan.room * 64 // 66, True), (plan.room * 57 // 78, False)]
+        if not all(m.name.isascii() and b"\r" not in m.name for m in plan.members):
+            tries = tries[1:]  # names that are not ASCII: never 7bit, so written once, for base64
+        for limit, seven_bit in tries:
             for old in os.listdir(tmp):
                 os.unlink(os.path.join(tmp, old))
             packing = _bar(opts, "packing %s" % plan.name, sum(m.size for m in plan.members), "bytes")
@@ -314,22 +344,34 @@ def _send_in_parts(plan, opts, account, max_size, sender, rcpts):
                 parts = shar.write_archive(
                     plan.members, prefix=os.fsencode(os.path.join(tmp, plan.name)), limit=limit, advance=packing
                 )
+            except OSError as exc:  # a full $TMPDIR
+                from pipemail.errors import describe_oserror
+
+                raise IOFailure(
+                    "cannot write the archive in %s: %s" % (shown(spool.tmpdir(opts.env)), describe_oserror(exc))
+                ) from None
             finally:
                 if packing is not None:
                     packing.close()
+            for src in plan.packed:  # what was archived is what was opened
+                src.check()
+            stats = {}
 
-            def segments(n, parts=parts, seven_bit=seven_bit):
-                part = parts[n - 1]
-                msg = plan.part_mail(n, len(parts), _read(part), os.path.basename(os.fsdecode(part)), seven_bit)
-                return list(msg.segments())
+            def mail(n, parts=parts, seven_bit=seven_bit, stats=stats):
+                path = parts[n - 1]
+                part = message.FileData(open(path, "rb"), shown(os.fsdecode(path)))
+                part.stats = stats.get(n)
+                msg = plan.part_mail(n, len(parts), part, os.path.basename(os.fsdecode(path)), seven_bit)
+                stats[n] = part.stats  # counted once (7bit), not again for the send and the dead letter
+                return msg
 
-            if not seven_bit or all(_wire_size(segments(n)) <= max_size for n in range(1, len(parts) + 1)):
+            if not seven_bit or all(mail(n).wire_size() <= max_size for n in range(1, len(parts) + 1)):
                 break
-        return _send_parts(segments, len(parts), opts, account, plan.name, sender, rcpts)
+        return _send_parts(mail, len(parts), opts, account, plan.name, sender, rcpts)
 
 
-def _send_parts(segments, total, opts, account, name, sender, rcpts):
-    """Send part mails 1..total (``segments(n)`` composes one), keep what fails, and say what went out."""
+def _send_parts(mail, total, opts, account, name, sender, rcpts):
+    """Send part mails 1..total (``mail(n)`` composes one), keep what fails, and say what went out."""
     try:
         url, failure = _resolve(opts, account), None
     except PipemailError as exc:  # every part fails, and is kept, as when a session fails
@@ -340,6 +382,9 @@ def _send_parts(segments, total, opts, account, name, sender, rcpts):
     results = {}  # n: (exit code, the recipients it did not reach)
     kept, lost = set(), []
     said = set()
+
+    def segments(n):
+        return mail(n).segments()
 
     def say(text):  # what holds for every part (a session that failed, a refused recipient) is said once
         if text not in said:
@@ -358,9 +403,10 @@ def _send_parts(segments, total, opts, account, name, sender, rcpts):
 
     def mails():
         for n in range(1, total + 1):
-            seg = segments(n)
+            msg = mail(n)
+            seg = msg.segments()
             current[:] = [n, seg]
-            yield seg, message.crlf_size(seg)
+            yield seg, msg.size()
 
     current = []
     sending = _bar(opts, "sending %s" % name, total, "parts")
@@ -461,7 +507,7 @@ def _refuse(msg, sender, rcpts, opts, account, exc):
         url = _resolve(opts, account)
     except PipemailError:  # the refusal is said; a wrong configuration shows when it is sent again
         url = None
-    _fail_kept(opts, _keeps(opts, url), exc, list(msg.segments()), sender, rcpts)
+    _fail_kept(opts, _keeps(opts, url), exc, msg.segments(), sender, rcpts)
     raise exc
 
 
@@ -473,22 +519,12 @@ def _fail_kept(opts, keep, exc, segments, sender, undelivered):
         _keep(opts, segments, sender, undelivered)
 
 
-def _read(path):
-    with open(os.fsdecode(path), "rb") as f:
-        return f.read()
-
-
-def _wire_size(segments):
-    """A message's size in SMTP DATA: CRLF line ends, and a dot doubled where a line starts with one."""
-    return message.crlf_size(segments) + sum(s.count(b"\n.") for s in segments)
-
-
 def _bar(opts, label, total, unit):
     return opts.progress(label, total, unit) if opts.progress is not None and opts.log is None else None
 
 
 def _deliver(msg, envelope_from, rcpts, opts, account):
-    segments = list(msg.segments())
+    segments = msg.segments()  # made while it is read, each time
     try:  # the configuration is wrong, or the transport: stdin is read, the message composed: it is kept
         url = _resolve(opts, account)
     except PipemailError as exc:
@@ -496,7 +532,10 @@ def _deliver(msg, envelope_from, rcpts, opts, account):
         raise
     keep = _keeps(opts, url)
     try:
-        report = _send(opts, url, account, segments, envelope_from, rcpts)
+        size = msg.size() if url.scheme in ("smtp", "smtps") else None  # SIZE: a pass over QP text, else none
+        report = _send(opts, url, account, segments, envelope_from, rcpts, size=size)
+    except ChangedError:  # an attachment changed under pymail: no dead letter of a message never given
+        raise
     except PipemailError as exc:
         _fail_kept(opts, keep, exc, segments, envelope_from, rcpts if exc.undelivered is None else exc.undelivered)
         raise
@@ -553,9 +592,12 @@ def _options(opts, account, addresses):
     }
 
 
-def _send(opts, url, account, segments, sender, rcpts, stdout_mbox=False):
-    """One delivery by ``url`` with the options of the command line (``stdout_mbox``: one of several to -)."""
-    size = message.crlf_size(segments)
+def _send(opts, url, account, segments, sender, rcpts, stdout_mbox=False, size=None):
+    """One delivery by ``url`` with the options of the command line (``stdout_mbox``: one of several to -);
+    ``size`` the message's CRLF size, which only SMTP uses (SIZE): counted on a pass over ``segments``
+    when not given."""
+    if size is None and url.scheme in ("smtp", "smtps"):
+        size = message.crlf_size(segments)
     options = _options(opts, account, rcpts + [sender])
     return transport.deliver(url, segments, size, sender, rcpts, stdout_mbox=stdout_mbox, **options)
 

@@ -731,8 +731,7 @@ def deliver_each(
             warn=warn,
         )
         return
-    for segments, _size in messages:
-        segments = list(segments)
+    for segments, _size in messages:  # re-iterable chunks: never gathered into a list
         try:
             if check:
                 report = check_local(url, recipients, env)

@@ -110,7 +110,7 @@ def command(
     recipients,
 ):
     """Send standard input as a mail to RECIPIENTs."""
-    from pipemail import sending
+    from pipemail import message, sending
 
     check_timeout(timeout)
     if debug:
@@ -154,7 +154,7 @@ def command(
             )
         return sending.resend(resend, options)
     body = _read_body(stdin_stream())
-    if skip_empty and not body.strip():
+    if skip_empty and message.is_blank(body):
         return 0
     options.stdout = stdout_stream()
     return sending.send_mail(
@@ -183,14 +183,17 @@ def _size(text):
 
 
 def _read_body(stream):
-    if stream.isatty():  # mailx: up to a line holding a single '.', or end of file
-        lines = []
-        for line in iter(stream.readline, b""):
-            if line.rstrip(b"\r\n") == b".":
-                break
-            lines.append(line)
-        return b"".join(lines)
-    return stream.read()
+    """Standard input spooled to a private file in $TMPDIR (see pipemail.spool), as a message source."""
+    from pipemail import message, spool
+
+    # a terminal as mailx reads it: up to a line holding a single '.', or end of file
+    chunks = iter(lambda: _line(stream), b"") if stream.isatty() else spool.read_chunks(stream)
+    return message.FileData(spool.spool(chunks), "standard input")
+
+
+def _line(stream):
+    line = stream.readline()
+    return b"" if line.rstrip(b"\r\n") == b"." else line
 
 
 def main():
