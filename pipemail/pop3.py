@@ -28,7 +28,8 @@ from pipemail.errors import (
 from pipemail.network import TIMED_OUT, UNTRUSTED, cert_subject, tls_context, why
 
 BATCH = 100
-RECV = 1 << 18  # bytes asked of the socket at a time: the most held of a message being read
+RECV = 1 << 18  # bytes asked of the socket at a time
+GATHER = 1 << 16  # a message's chunks are at least this long (TLS gives a record a read): fewer, faster
 _TEMP_CODES = ("[IN-USE]", "[LOGIN-DELAY]", "[SYS/TEMP]")
 
 
@@ -189,13 +190,15 @@ class Client:
             self._fill()
 
     def data_chunks(self):
-        """The data of a multi-line answer as a stream: chunks of at most about ``recv_size``
-        bytes, dot-unstuffed, CRLF made LF, correct wherever the reads cut it (a line's
-        leading dot, a CRLF or the final ``.`` line split across reads).  The generator
-        ends once the final ``.`` line is read; it must be read to its end before the next
-        reply."""
+        """The data of a multi-line answer as a stream: chunks of GATHER to about twice
+        ``recv_size`` bytes (the last may be shorter), dot-unstuffed, CRLF made LF, correct
+        wherever the reads cut it (a line's leading dot, a CRLF or the final ``.`` line split
+        across reads).  The generator ends once the final ``.`` line is read; it must be read
+        to its end before the next reply."""
         buf = self.buf
+        gather = min(GATHER, self.recv_size)
         start = True  # buf[0] begins a line
+        searched = 0  # buf[:searched] holds no end of the data
         while True:
             if start:
                 if len(buf) < 3 and b".\r\n".startswith(buf):  # too little yet to tell
@@ -207,12 +210,17 @@ class Client:
                 if buf.startswith(b".."):
                     del buf[:1]
                 start = False
-            end = buf.find(b"\r\n.\r\n")
+            end = buf.find(b"\r\n.\r\n", max(searched - 4, 0))
             if end >= 0:
                 piece = bytes(buf[: end + 2])
                 del buf[: end + 5]
                 yield _unstuffed(piece)
                 return
+            if len(buf) < gather:  # the data goes on: more comes
+                searched = len(buf)
+                self._fill()
+                continue
+            searched = 0
             nl = buf.rfind(b"\r\n")
             if nl >= 0:  # whole lines: the next line's start waits in buf for the next read
                 cut, start = nl + 2, True
