@@ -571,6 +571,23 @@ def write_at_end(fd, start, data):
             piece = piece[os.write(fd, piece) :]
 
 
+def write_chunks_at_end(fd, start, data):
+    """Write the byte chunks ``data`` (an iterable, read one chunk at a time) at the end of
+    ``fd`` (opened O_APPEND, whose size is ``start``): the same write calls as
+    :func:`write_at_end` of their concatenation, holding at most about CHUNK bytes.
+    Returns the offset where they end."""
+    pos, buf = start, bytearray()
+    for chunk in data:
+        buf += chunk
+        while len(buf) > CHUNK:  # the next piece ends before the data does: at a multiple of PAGE
+            stop = (pos + CHUNK) // PAGE * PAGE
+            write_at_end(fd, pos, memoryview(buf)[: stop - pos])
+            del buf[: stop - pos]
+            pos = stop
+    write_at_end(fd, pos, buf)
+    return pos + len(buf)
+
+
 def append(path, data, *, warn=None):
     """Append the mbox message ``data`` (bytes, or an iterable of byte chunks read one at a
     time: :func:`mbox_chunks`) to ``path``, locked, on its own ``From `` line; flushed to disk.
@@ -705,6 +722,30 @@ def _hash(data):
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
+def _block_hashes(start, data):
+    """``(end, hashes)`` of the byte chunks ``data`` written at ``start``: one hash a block of
+    :func:`blocks`, computed as the chunks come."""
+    import hashlib
+
+    hashes, pos = [], start
+    h, stop = None, (start // PAGE + 1) * PAGE
+    for chunk in data:
+        view = memoryview(chunk)
+        while view:
+            if h is None:
+                h = hashlib.blake2b(digest_size=8)
+            take = min(len(view), stop - pos)
+            h.update(view[:take])
+            view = view[take:]
+            pos += take
+            if pos == stop:
+                hashes.append(h.hexdigest())
+                h, stop = None, stop + PAGE
+    if h is not None:
+        hashes.append(h.hexdigest())
+    return pos, hashes
+
+
 def blocks(start, end):
     """The blocks ``(from, to)`` that bytes ``start``..``end`` are hashed in: cut at multiples of PAGE."""
     pos = start
@@ -734,11 +775,13 @@ class Pending:
 
     @classmethod
     def plan(cls, path, st, before, items):
-        """The record for writing ``items`` (``(uid, bytes)``, each message's bytes) at ``before``."""
+        """The record for writing ``items`` at ``before``: ``(uid, data)``, each message's bytes,
+        or an iterable of its byte chunks (cut anywhere, read one at a time)."""
         entries, pos = [], before
         for uid, data in items:
-            end = pos + len(data)
-            hashes = [_hash(data[a - pos : b - pos]) for a, b in blocks(pos, end)]
+            if isinstance(data, bytes | bytearray | memoryview):
+                data = (data,)
+            end, hashes = _block_hashes(pos, data)
             entries.append((uid, end, hashes))
             pos = end
         return cls(path, st.st_dev, st.st_ino, before, entries)
@@ -861,4 +904,5 @@ __all__ = [
     "stale",
     "unlock",
     "write_at_end",
+    "write_chunks_at_end",
 ]

@@ -1,7 +1,8 @@
 """POP3 retrieval and delivery that loses nothing.
 
 A small POP3 client of its own (the transcript is redacted, RETR is pipelined
-when the server offers PIPELINING, and reading is in bulk), and the delivery
+when the server offers PIPELINING, and each message is read as a stream of
+chunks, dot-unstuffed and with LF line ends, never held whole), and the delivery
 rules that make a fetch safe to kill at any moment: messages are stored in
 batches, flushed and fsynced, their UIDLs recorded, and only then deleted; the
 next run settles an mbox batch that a killed run left: it records the messages
@@ -36,11 +37,19 @@ from pipemail.network import (
 )
 
 BATCH = 100
+RECV = 1 << 18  # bytes asked of the socket at a time
+GATHER = 1 << 16  # a message's chunks are at least this long (TLS gives a record a read): fewer, faster
 _TEMP_CODES = ("[IN-USE]", "[LOGIN-DELAY]", "[SYS/TEMP]")
 
 
 class Client:
-    """One POP3 session: ``+OK``/``-ERR`` replies, multi-line answers, a redacted transcript."""
+    """One POP3 session: ``+OK``/``-ERR`` replies, multi-line answers, a redacted transcript.
+
+    A context manager: the connection is closed when the ``with`` block ends, however it
+    ends; a session that fails before it is set up (the greeting, STLS, TLS) closes it too.
+    """
+
+    recv_size = RECV
 
     def __init__(self, url, *, timeout=30, log=None, tls="auto", trust_file=None, warn=None):
         self.url = url
@@ -53,24 +62,35 @@ class Client:
         self._trust_file = trust_file
         self.step = "the greeting"  # what the session waits for, for the words of a timeout
         self.sock = connect(url.host, url.port, timeout)
+        try:
+            self._setup(tls, warn)
+        except BaseException:
+            self.close()  # a failed greeting, STLS, TLS or policy does not leak the socket
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _setup(self, tls, warn):
+        url, log = self.url, self.log
         if log is not None:
             log("=== connected to %s port %d%s" % (url.host, url.port, " (TLS)" if url.scheme == "pop3s" else ""))
-        try:
-            if url.scheme == "pop3s":
+        if url.scheme == "pop3s":
+            self._start_tls()
+        self.expect_ok("greeting")
+        self.capa = self.capabilities()
+        if url.scheme == "pop3":
+            if "STLS" in self.capa:
+                self.command("STLS")
+                self.expect_ok("STLS")
                 self._start_tls()
-            self.expect_ok("greeting")
-            self.capa = self.capabilities()
-            if url.scheme == "pop3":
-                if "STLS" in self.capa:
-                    self.command("STLS")
-                    self.expect_ok("STLS")
-                    self._start_tls()
-                    self.capa = self.capabilities()
-                else:
-                    allow_cleartext(POP3_CLEARTEXT, url.host, tls, self.where, warn)
-        except BaseException:  # a failed greeting, TLS or policy: the socket is not left open
-            self.sock.close()
-            raise
+                self.capa = self.capabilities()
+            else:
+                allow_cleartext(POP3_CLEARTEXT, url.host, tls, self.where, warn)
 
     def _start_tls(self):
         self.sock = wrap_tls(self.sock, tls_context(self._trust_file), self.url.host, self.where)
@@ -80,7 +100,7 @@ class Client:
     # -- the wire --
     def _fill(self):
         try:
-            data = self.sock.recv(1 << 18)
+            data = self.sock.recv(self.recv_size)
         except TimeoutError:
             raise TempFailError(self._timed_out()) from None
         except OSError as exc:
@@ -154,6 +174,49 @@ class Client:
             searched = len(self.buf)
             self._fill()
 
+    def data_chunks(self):
+        """The data of a multi-line answer as a stream: chunks of GATHER to about twice
+        ``recv_size`` bytes (the last may be shorter), dot-unstuffed, CRLF made LF, correct
+        wherever the reads cut it (a line's leading dot, a CRLF or the final ``.`` line split
+        across reads).  The generator ends once the final ``.`` line is read; it must be read
+        to its end before the next reply."""
+        buf = self.buf
+        gather = min(GATHER, self.recv_size)
+        start = True  # buf[0] begins a line
+        searched = 0  # buf[:searched] holds no end of the data
+        while True:
+            if start:
+                if len(buf) < 3 and b".\r\n".startswith(buf):  # too little yet to tell
+                    self._fill()
+                    continue
+                if buf.startswith(b".\r\n"):
+                    del buf[:3]
+                    return
+                if buf.startswith(b".."):
+                    del buf[:1]
+                start = False
+            end = buf.find(b"\r\n.\r\n", max(searched - 4, 0))
+            if end >= 0:
+                piece = bytes(buf[: end + 2])
+                del buf[: end + 5]
+                yield _unstuffed(piece)
+                return
+            if len(buf) < gather:  # the data goes on: more comes
+                searched = len(buf)
+                self._fill()
+                continue
+            searched = 0
+            nl = buf.rfind(b"\r\n")
+            if nl >= 0:  # whole lines: the next line's start waits in buf for the next read
+                cut, start = nl + 2, True
+            else:  # within a long line: all but a last byte that may be a CR
+                cut = len(buf) - 1
+            if cut > 0:
+                piece = bytes(buf[:cut])
+                del buf[:cut]
+                yield _unstuffed(piece)
+            self._fill()
+
     # -- commands --
     def capabilities(self):
         self.command("CAPA")
@@ -219,12 +282,16 @@ class Client:
             yield n
 
     def retr_many(self, numbers):
-        """Yield ``(n, bytes)``, RETRs pipelined when the server allows."""
+        """Yield ``(n, chunks)``, RETRs pipelined when the server allows: ``chunks`` streams the
+        message (see :meth:`data_chunks`), to be read before the next one is asked for (what
+        is left of it is read and dropped then)."""
         for n in self._pipelined("RETR", numbers):
-            data = self.multiline()
+            counted = _Counted(self.data_chunks())
+            yield n, counted
+            for _chunk in counted:
+                pass
             if self.log is not None:
-                self.log("S: <message %d, %d bytes>" % (n, len(data)))
-            yield n, data
+                self.log("S: <message %d, %d bytes>" % (n, counted.size))
 
     def dele_many(self, numbers):
         for _n in self._pipelined("DELE", numbers):
@@ -240,6 +307,29 @@ class Client:
             self.sock.close()
         except OSError:
             pass
+
+
+def _unstuffed(piece):
+    """Wire bytes that begin where no line does or after an unstuffed first dot: LF line ends."""
+    if b"\r\n." in piece:
+        piece = piece.replace(b"\r\n..", b"\r\n.")
+    return piece.replace(b"\r\n", b"\n")
+
+
+class _Counted:
+    """An iterator of byte chunks that counts the bytes it gave (``size``)."""
+
+    def __init__(self, chunks):
+        self._chunks = chunks
+        self.size = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        chunk = next(self._chunks)
+        self.size += len(chunk)
+        return chunk
 
 
 def _error(step, where, reply, auth):
@@ -358,48 +448,59 @@ class MboxSink:
         except FileNotFoundError:
             pass
 
-    def store(self, messages, uids=()):
+    def store(self, items):
+        """Store ``items``, ``(uid, chunks)`` each message as it is read: all of them are
+        received first (into memory up to :data:`MEMORY` bytes, the rest into a spool
+        file), so that the record can name their bytes before the first is appended."""
         from pipemail import mailbox
 
-        uids = list(uids) or ["-"] * len(messages)
-        locked = mailbox.lock(self.path, warn=self.warn)
+        with Spool() as spool:
+            held = [(uid, spool.add(_framed(chunks))) for uid, chunks in items]
+            locked = mailbox.lock(self.path, warn=self.warn)
+            try:
+                self._append(locked.fd, spool, held)
+            finally:
+                mailbox.unlock(locked)
+
+    def _append(self, fd, spool, held):
+        from pipemail import mailbox
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/null, a FIFO: nothing could be trusted as stored
+            raise CantCreateError(
+                "cannot write mailbox %s: not a regular file (a device or pipe cannot be flushed to disk; "
+                "fetch without --mbox writes to standard output)" % shown(self.path)
+            )
+        before = os.lseek(fd, 0, os.SEEK_END)
+        first = mailbox.separator(fd, before)  # on its own From_ line after a torn tail
+
+        def data(i):
+            if i == 0 and first:
+                yield first
+            yield from spool.chunks(held[i][1])
+
         try:
-            fd = locked.fd
-            if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/null, a FIFO: nothing could be trusted as stored
-                raise CantCreateError(
-                    "cannot write mailbox %s: not a regular file (a device or pipe cannot be flushed to disk; "
-                    "fetch without --mbox writes to standard output)" % shown(self.path)
-                )
-            before = os.lseek(fd, 0, os.SEEK_END)
-            datas = [mailbox.mbox_bytes([raw], _sender(raw)) for raw in messages]
-            if datas:
-                datas[0] = mailbox.separator(fd, before) + datas[0]  # on its own From_ line after a torn tail
+            record = mailbox.Pending.plan(
+                os.path.abspath(self.path), os.fstat(fd), before, [(uid, data(i)) for i, (uid, _h) in enumerate(held)]
+            )
+            record.save(self.pending)
+        except OSError as exc:
+            raise IOFailure("cannot write %s: %s" % (shown(self.pending), describe_oserror(exc))) from None
+        try:
+            pos = before
+            for i in range(len(held)):  # each message its own write calls, cut at page boundaries
+                pos = mailbox.write_chunks_at_end(fd, pos, data(i))
+            os.fsync(fd)
+        except BaseException as exc:  # a failed write, or SIGTERM: nothing half-written, nothing recorded
             try:
-                record = mailbox.Pending.plan(
-                    os.path.abspath(self.path), os.fstat(fd), before, zip(uids, datas, strict=True)
-                )
-                record.save(self.pending)
-            except OSError as exc:
-                raise IOFailure("cannot write %s: %s" % (shown(self.pending), describe_oserror(exc))) from None
-            try:
-                pos = before
-                for data in datas:  # each message its own write calls, cut at page boundaries
-                    mailbox.write_at_end(fd, pos, data)
-                    pos += len(data)
+                os.ftruncate(fd, before)
                 os.fsync(fd)
-            except BaseException as exc:  # a failed write, or SIGTERM: nothing half-written, nothing recorded
-                try:
-                    os.ftruncate(fd, before)
-                    os.fsync(fd)
-                except OSError:
-                    pass  # the pending record stays: the next run cuts these bytes away, as after a kill
-                else:
-                    self.done()
-                if isinstance(exc, OSError):
-                    raise IOFailure("cannot write %s: %s" % (shown(self.path), describe_oserror(exc))) from None
-                raise
-        finally:
-            mailbox.unlock(locked)
+            except OSError:
+                pass  # the pending record stays: the next run cuts these bytes away, as after a kill
+            else:
+                self.done()
+            if isinstance(exc, OSError):
+                raise IOFailure("cannot write %s: %s" % (shown(self.path), describe_oserror(exc))) from None
+            raise
 
     def done(self):
         try:
@@ -417,11 +518,12 @@ class MaildirSink:
         self.path = path
         mailbox.make_maildir(path)
 
-    def store(self, messages, uids=()):
+    def store(self, items):
+        """Each message streamed into tmp/, flushed, renamed into new/; new/ flushed once a batch."""
         from pipemail import mailbox
 
-        for raw in messages:
-            mailbox.deliver_maildir(self.path, [raw], sync_dir=False)
+        for _uid, chunks in items:
+            mailbox.deliver_maildir(self.path, chunks, sync_dir=False)
         mailbox.fsync_dir(os.path.join(self.path, "new"))
 
     def done(self):
@@ -443,13 +545,12 @@ class MdaSink:
         self.command = command
         self.warn = warn
 
-    def store(self, messages, uids=()):
-        for raw in messages:
-            status, unread = feed_command(self.command, raw)
+    def store(self, items):
+        for _uid, chunks in items:
+            status, unread, size = feed_command(self.command, chunks)
             if unread and self.warn is not None:
                 self.warn(
-                    "the MDA %r did not read the whole message (%d of %d bytes unread)"
-                    % (self.command, unread, len(raw))
+                    "the MDA %r did not read the whole message (%d of %d bytes unread)" % (self.command, unread, size)
                 )
             if status != 0:
                 cls = TempFailError if status == EX_TEMPFAIL else UnavailableError
@@ -461,11 +562,14 @@ class MdaSink:
 
 
 def feed_command(command, data):
-    """Run ``/bin/sh -c command`` with ``data`` on its standard input: (exit status, bytes it left unread).
+    """Run ``/bin/sh -c command`` with ``data`` (bytes, or byte chunks read one at a time) on its
+    standard input: (exit status, bytes it left unread, bytes in all).
 
     pypop holds the read end of the pipe too, so a command that exits early
-    raises no SIGPIPE or EPIPE: the writes stop when it is gone, and what is
-    left in the pipe is counted once it has exited.
+    raises no SIGPIPE or EPIPE: the writes stop when it is gone (the rest of
+    ``data`` is still read, and counted), and what is left in the pipe is
+    counted once it has exited.  When reading ``data`` fails, the command is
+    killed before its input ends: it never takes a torn message for a whole one.
     """
     import fcntl
     import select
@@ -480,21 +584,29 @@ def feed_command(command, data):
         os.close(r)
         os.close(w)
         raise ConfigError("cannot run /bin/sh for the MDA %r: %s" % (command, describe_oserror(exc))) from None
+    if isinstance(data, bytes | bytearray | memoryview):
+        data = (data,)
     try:
         os.set_blocking(w, False)
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(w, view[: 1 << 16]) :]
-            except BlockingIOError:
-                if proc.poll() is not None:
-                    break  # gone without reading the rest
-                select.select([], [w], [], 0.05)
+        size = unwritten = 0
+        gone = False
+        for chunk in data:
+            size += len(chunk)
+            view = memoryview(chunk)
+            while view and not gone:
+                try:
+                    view = view[os.write(w, view[: 1 << 16]) :]
+                except BlockingIOError:
+                    if proc.poll() is not None:
+                        gone = True  # gone without reading the rest
+                        break
+                    select.select([], [w], [], 0.05)
+            unwritten += len(view)
         os.close(w)
         w = None
         status = proc.wait()
         (left,) = struct.unpack("i", fcntl.ioctl(r, termios.FIONREAD, b"\0" * 4))
-        return status, len(view) + left
+        return status, unwritten + left, size
     except BaseException:
         proc.kill()
         proc.wait()
@@ -511,12 +623,11 @@ class StreamSink:
     def __init__(self, stream):
         self.stream = stream
 
-    def store(self, messages, uids=()):
-        from pipemail.mailbox import mbox_bytes
-
+    def store(self, items):
         try:
-            for raw in messages:
-                self.stream.write(mbox_bytes([raw], _sender(raw)))
+            for _uid, chunks in items:
+                for piece in _framed(chunks):
+                    self.stream.write(piece)
             self.stream.flush()
         except BrokenPipeError:  # the reader is gone (pypop fetch | head): this batch is not recorded
             raise IOFailure(
@@ -526,6 +637,29 @@ class StreamSink:
 
     def done(self):
         pass
+
+
+HEAD_PEEK = 1 << 20  # bytes of a message read ahead for its Return-Path
+
+
+def _framed(chunks):
+    """A message's chunks framed for an mbox (:func:`pipemail.mailbox.mbox_chunks`), the ``From ``
+    line naming the Return-Path of its header, found in at most HEAD_PEEK bytes read ahead."""
+    from pipemail.mailbox import mbox_chunks
+
+    chunks = iter(chunks)
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if b"\n\n" in head or len(head) >= HEAD_PEEK:
+            break
+    return mbox_chunks(_chain(head, chunks), _sender(head))
+
+
+def _chain(first, rest):
+    if first:
+        yield first
+    yield from rest
 
 
 def _sender(raw):
@@ -540,7 +674,89 @@ def _sender(raw):
     return m.group(1).decode("utf-8", "replace") if m and m.group(1) else "MAILER-DAEMON"
 
 
-BATCH_BYTES = 32 << 20  # a batch is held in memory until it is stored: bounded in bytes too
+BATCH_BYTES = 32 << 20  # a batch is held (see Spool) until it is stored: bounded in bytes too
+MEMORY = 4 << 20  # bytes of a batch held in memory in all: the rest goes to a spool file
+SPOOL_BLOCK = 1 << 20  # a spool file is read back this much at a time
+
+
+class Spool:
+    """The messages of a batch, held until they are stored: in memory up to ``memory``
+    bytes in all, the rest in one private temporary file in ``$TMPDIR`` (default /tmp;
+    mode 0600, and unlinked from the start (O_TMPFILE): it is gone on every exit, even a
+    kill).  :meth:`add` takes a message's chunks and gives a handle; :meth:`chunks` reads
+    the message again from it, as often as needed.  A spool file that cannot be created
+    or written (a full disk) is an IOFailure (74)."""
+
+    def __init__(self, memory=None):
+        self.memory = MEMORY if memory is None else memory
+        self.held = 0  # bytes held in memory
+        self.dir = os.environ.get("TMPDIR") or "/tmp"
+        self.file = None
+        self.end = 0  # bytes in the file
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def add(self, chunks):
+        pieces, size = [], 0
+        chunks = iter(chunks)
+        for chunk in chunks:
+            if self.held + size + len(chunk) > self.memory:  # this message goes to the file
+                start = self.end
+                for piece in pieces:
+                    self._write(piece)
+                self._write(chunk)
+                for chunk in chunks:
+                    self._write(chunk)
+                return (start, self.end - start)
+            pieces.append(chunk)
+            size += len(chunk)
+        self.held += size
+        return pieces
+
+    def chunks(self, handle):
+        if isinstance(handle, list):
+            yield from handle
+            return
+        start, length = handle
+        pos, end = start, start + length
+        while pos < end:
+            try:
+                data = os.pread(self.file.fileno(), min(SPOOL_BLOCK, end - pos), pos)
+            except OSError as exc:
+                raise IOFailure(
+                    "cannot read the spool file in %s: %s" % (shown(self.dir), describe_oserror(exc))
+                ) from None
+            if not data:
+                raise IOFailure("cannot read the spool file in %s: it was cut short" % shown(self.dir))
+            yield data
+            pos += len(data)
+
+    def _write(self, chunk):
+        import tempfile
+
+        try:
+            if self.file is None:
+                self.file = tempfile.TemporaryFile(dir=self.dir, prefix="pypop-", buffering=0)
+            view, pos = memoryview(chunk), self.end
+            while view:
+                n = os.pwrite(self.file.fileno(), view, pos)
+                view, pos = view[n:], pos + n
+            self.end = pos
+        except OSError as exc:
+            raise IOFailure(
+                "cannot %s a spool file in %s: %s"
+                % ("write" if self.file is not None else "create", shown(self.dir), describe_oserror(exc))
+            ) from None
 
 
 def _batches(todo, sizes):
@@ -555,6 +771,17 @@ def _batches(todo, sizes):
         total += size
     if batch:
         yield batch
+
+
+def _advancing(chunks, advance, size):
+    """``chunks``, advancing the progress bar by their bytes, and at their end to ``size`` (LIST's)."""
+    got = 0
+    for chunk in chunks:
+        got += len(chunk)
+        advance(len(chunk))
+        yield chunk
+    if size > got:
+        advance(size - got)
 
 
 def fetch(
@@ -589,12 +816,13 @@ def fetch(
     mark = "" if sink.durable else " -"
     advance = progress(len(todo), sum(sizes.get(n, 0) for n, _uid in todo)) if progress and todo else None
     for batch in _batches(todo, sizes):
-        messages = []
-        for n, data in client.retr_many([n for n, _ in batch]):
-            messages.append(data)
-            if advance is not None:
-                advance(sizes.get(n, len(data)))
-        sink.store(messages, [uid for _n, uid in batch])  # appended, flushed, fsynced
+        uids = dict(batch)
+
+        def items(batch=batch, uids=uids):
+            for n, chunks in client.retr_many([n for n, _ in batch]):
+                yield uids[n], chunks if advance is None else _advancing(chunks, advance, sizes.get(n, 0))
+
+        sink.store(items())  # appended, flushed, fsynced
         _append_fsync(seen_path, [uid + mark for _n, uid in batch])  # then recorded
         sink.done()
         if delete:

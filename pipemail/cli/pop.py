@@ -111,9 +111,9 @@ def command(ctx, account, server, port, user, tls, tls_trust_file, timeout, verb
 @click.pass_obj
 def stat_cmd(s):
     """Say how many messages there are and their total size."""
-    client = s.connect()
-    count, size = client.stat()
-    client.quit()
+    with s.connect() as client:
+        count, size = client.stat()
+        client.quit()
     click.echo("%d messages, %d bytes" % (count, size))
     return 0
 
@@ -122,10 +122,10 @@ def stat_cmd(s):
 @click.pass_obj
 def list_cmd(s):
     """List message numbers and sizes."""
-    client = s.connect()
-    for n, size in client.list():
-        click.echo("%d %d" % (n, size))
-    client.quit()
+    with s.connect() as client:
+        for n, size in client.list():
+            click.echo("%d %d" % (n, size))
+        client.quit()
     return 0
 
 
@@ -133,10 +133,10 @@ def list_cmd(s):
 @click.pass_obj
 def uidl_cmd(s):
     """List message numbers and unique ids."""
-    client = s.connect()
-    for n, uid in client.uidl():
-        click.echo("%d %s" % (n, uid))
-    client.quit()
+    with s.connect() as client:
+        for n, uid in client.uidl():
+            click.echo("%d %s" % (n, uid))
+        client.quit()
     return 0
 
 
@@ -147,15 +147,17 @@ def retr_cmd(s, numbers):
     """Write messages N... to standard output (as an mbox when more than one)."""
     from pipemail.pop3 import StreamSink
 
-    client = s.connect()
     out = stdout_stream()
-    messages = [data for _n, data in client.retr_many(numbers)]
-    client.quit()
-    if len(messages) == 1:
-        out.write(messages[0])
-        out.flush()
-    else:
-        StreamSink(out).store(messages)
+    with s.connect() as client:
+        messages = client.retr_many(numbers)
+        if len(numbers) == 1:
+            for _n, chunks in messages:
+                for chunk in chunks:
+                    out.write(chunk)
+            out.flush()
+        else:
+            StreamSink(out).store(("-", chunks) for _n, chunks in messages)
+        client.quit()
     return 0
 
 
@@ -164,9 +166,9 @@ def retr_cmd(s, numbers):
 @click.pass_obj
 def dele_cmd(s, numbers):
     """Delete messages N... (at the end of the session)."""
-    client = s.connect()
-    client.dele_many(numbers)
-    client.quit()
+    with s.connect() as client:
+        client.dele_many(numbers)
+        client.quit()
     return 0
 
 
@@ -194,8 +196,7 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size):
     if delete and not (mbox or maildir or mda):
         raise UsageError("--delete to standard output is refused: a pipe cannot be flushed to disk")
     size = parse_size(max_size) if max_size is not None else None
-    client = s.connect()
-    try:
+    with s.connect() as client:
         state, lock_path, pending = pop3.state_paths(s.user_name, s.url)
         if s.log:  # named after the user, host and port as given: spelled otherwise, all is new
             s.log("=== UIDL file (what was fetched): %s" % shown(state))
@@ -238,9 +239,6 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size):
             client.quit()
         finally:
             os.close(fd)
-    except BaseException:
-        client.close()
-        raise
     if s.verbose or _stderr_is_tty():
         warn("pypop", "%d message%s fetched" % (stored, "" if stored == 1 else "s"))
     return 0
