@@ -48,7 +48,7 @@ _held = set()  # the dot-locks this process holds: one that names this PID and i
 # -- the bytes of a message ------------------------------------------------------------------
 
 
-_QUOTABLE = re.compile(rb"^(>*From )", re.MULTILINE)
+_QUOTABLE = re.compile(rb"^(?=>*From )", re.MULTILINE)  # a place to put one more ">" (a literal: no template)
 _MAY_BECOME_QUOTABLE = re.compile(rb">*(?:F(?:r(?:o(?:m)?)?)?)?")  # the start of a line that may yet be a From_
 
 
@@ -101,13 +101,13 @@ def quoted(chunks):
         cut = data.rfind(b"\n") + 1
         body, tail = data[:cut], data[cut:]
         if body:
-            yield _QUOTABLE.sub(rb">\1", body) if b"From " in body else body
+            yield _QUOTABLE.sub(b">", body) if b"From " in body else body
             last = body
         if tail:
             if _MAY_BECOME_QUOTABLE.fullmatch(tail):
                 carry = tail
             else:
-                tail = _QUOTABLE.sub(rb">\1", tail)
+                tail = _QUOTABLE.sub(b">", tail)
                 yield tail
                 last, mid = tail, True
     if carry:
@@ -123,11 +123,11 @@ def quote(seg, at_start=True):
     if b"From " not in seg:  # nothing to quote: most messages (the regex costs 30 us a 10 KB message)
         return seg
     if at_start:
-        return _QUOTABLE.sub(rb">\1", seg)
+        return _QUOTABLE.sub(b">", seg)
     nl = seg.find(b"\n")
     if nl < 0:
         return seg
-    return seg[: nl + 1] + _QUOTABLE.sub(rb">\1", seg[nl + 1 :])
+    return seg[: nl + 1] + _QUOTABLE.sub(b">", seg[nl + 1 :])
 
 
 def separator(fd, end=None):
@@ -147,7 +147,7 @@ def separator(fd, end=None):
 
 READ_BLOCK = 1 << 20  # an mbox is read this much at a time
 MAX_FROM_LINE = 1 << 16  # a From_ line longer than this is cut (the rest is dropped)
-_UNQUOTE = re.compile(rb"^>(>*From )", re.MULTILINE)
+_UNQUOTE = re.compile(rb"^>(?=>*From )", re.MULTILINE)
 
 
 def mbox_messages(stream, label="mbox"):
@@ -305,7 +305,7 @@ class _MboxReader:
 def _unquoted(piece):
     if b">" not in piece:
         return piece
-    return _UNQUOTE.sub(rb"\1", piece)
+    return _UNQUOTE.sub(b"", piece)
 
 
 class ChunkStream(io.RawIOBase):
