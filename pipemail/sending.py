@@ -645,7 +645,7 @@ def _resend_each(letters, opts, url, account, out, path):
         nonlocal remaining
         remaining += 1
         if out is not None:
-            for chunk in letter.mbox_chunks():
+            for chunk in transport.gathered(letter.mbox_chunks()):
                 out.write(chunk)
 
     for number, (letter, last) in enumerate(letters, 1):

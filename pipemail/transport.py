@@ -905,7 +905,8 @@ def save_dead_letter(path, segments, sender, undelivered, warn=None):
             ends = seg[-1:] == b"\n"
     length = size if ends else size + 1  # a newline is added, as mbox_chunks ends it
     kept = Kept(sender, segments, list(undelivered), length, size=size, headed=True)
-    mailbox.append(path, kept.mbox_chunks(), warn=warn)
+    # gathered into blocks: small chunks are not each a write (a kill tears the file at a block's end)
+    mailbox.append(path, gathered(kept.mbox_chunks(), mailbox.CHUNK), warn=warn)
 
 
 class FileChunks:
