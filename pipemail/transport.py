@@ -78,7 +78,7 @@ def deliver_stdout(stream, segments, recipients, sender=None):
     return Report(recipients)
 
 
-WRITE_SIZE = 1 << 18  # bytes gathered for one write to a socket or a pipe
+WRITE_SIZE = 1 << 16  # bytes gathered for one write to a socket or a pipe
 
 
 def gathered(chunks, size=WRITE_SIZE):
@@ -86,6 +86,9 @@ def gathered(chunks, size=WRITE_SIZE):
     (the last one shorter), so that each write is a big one whatever the cuts."""
     buf = bytearray()
     for chunk in chunks:
+        if not buf and len(chunk) >= size:  # big enough as it is: not copied
+            yield chunk
+            continue
         buf += chunk
         if len(buf) >= size:
             yield buf
@@ -102,9 +105,9 @@ def smtp_data(chunks, size=WRITE_SIZE):
     split as ``\n`` | ``.`` is stuffed as one that is not."""
     at_start = True  # the next byte begins a line
     for raw in gathered(chunks, size):
-        out = raw.replace(b"\n", b"\r\n").replace(b"\n.", b"\n..")
+        out = raw.replace(b"\n", b"\r\n").replace(b"\r\n.", b"\r\n..")
         if at_start and raw[:1] == b".":
-            out[:0] = b"."
+            out = b"." + out
         at_start = raw[-1:] == b"\n"
         if len(out) < size:  # the last one: the end marker goes with it, one write, no wait on a delayed ACK
             out += b".\r\n" if at_start else b"\r\n.\r\n"

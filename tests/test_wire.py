@@ -30,7 +30,7 @@ from pipemail import config, mailbox, message, transport
 from conftest import command_path
 
 TESTS = Path(__file__).parent
-W = 1 << 18  # transport.WRITE_SIZE: lines start around the end of the first write
+W = 1 << 16  # transport.WRITE_SIZE: lines start around the end of the first write
 SENDER, RCPTS = "a@example.org", ["b@example.org"]
 
 
