@@ -582,34 +582,25 @@ def resend(path, opts):
     file about to be replaced.  With ``check`` nothing is sent or rewritten.
     Nothing is held whole: the dead letter is read as a stream, each message
     spooled to a private file in $TMPDIR (mode 0600, without a name: gone on
-    any exit) and sent from it, and what remains is written to the new dead
-    letter as it is settled.
+    any exit, a kill included) and sent from it; what remains goes to another
+    such file as it is settled, and is copied to the new dead letter at the end.
     """
 
     from pipemail import config, mailbox
-    from pipemail.safefile import Output
 
     account = config.load(env=opts.env).account(opts.account)
     url = transport.resolve(opts.transport, account, opts.env)
     label = shown(os.fsdecode(path))
     locked = transport.lock_mbox(path, opts.warn)
     try:
-        out = None if opts.check else Output.to_path(path)
-        try:
-            with _spool_file(opts.env) as spool, os.fdopen(os.dup(locked.fd), "rb") as stream:
+        # two nameless files in $TMPDIR: the message being sent, and what remains (a kill leaves neither)
+        with _spool_file(opts.env) as spool, _spool_file(opts.env) as kept:
+            with os.fdopen(os.dup(locked.fd), "rb") as stream:
                 stream.seek(0)
-                remaining, code = _resend_each(
-                    transport.dead_letters(stream, spool.fileno(), label), opts, url, account, out, path
-                )
-            if out is not None:
-                if out.replaces:
-                    out.file.flush()
-                    os.fsync(out.file.fileno())  # on disk before it replaces the dead letter
-                out.commit(0o600)
-        except BaseException:
-            if out is not None:
-                out.abort()
-            raise
+                letters = transport.dead_letters(stream, spool.fileno(), label)
+                remaining, code = _resend_each(letters, opts, url, account, kept, path)
+            if not opts.check:
+                _rewrite(path, kept)
     finally:
         mailbox.unlock(locked)
     if remaining:
@@ -634,9 +625,36 @@ def _spool_file(env):
         raise IOFailure("cannot make a spool file in %s: %s" % (shown(where), describe_oserror(exc))) from None
 
 
-def _resend_each(letters, opts, url, account, out, path):
-    """Send each ``(Kept, last)`` of ``letters``; what remains goes to ``out`` (None: --check) as it is
-    settled.  ``(how many remain, the exit code)``."""
+def _rewrite(path, kept):
+    """Replace the dead letter ``path`` atomically by the spool file ``kept`` (what remains)."""
+    from pipemail.safefile import Output
+
+    out = Output.to_path(path)
+    try:
+        kept.seek(0)
+        while block := _read_spool(kept, path):
+            out.write(block)
+        if out.replaces:
+            out.file.flush()
+            os.fsync(out.file.fileno())  # on disk before it replaces the dead letter
+        out.commit(0o600)
+    except BaseException:
+        out.abort()
+        raise
+
+
+def _read_spool(f, path):
+    try:
+        return f.read(1 << 20)
+    except OSError as exc:
+        from pipemail.errors import describe_oserror
+
+        raise IOFailure("cannot read back what remains of %s: %s" % (shown(path), describe_oserror(exc))) from None
+
+
+def _resend_each(letters, opts, url, account, kept, path):
+    """Send each ``(Kept, last)`` of ``letters``; what remains is written to the file ``kept`` as it is
+    settled (not with --check).  ``(how many remain, the exit code)``."""
     remaining = 0
     codes = []
     several = None  # to -: each message as one of an mbox when the dead letter holds more than one
@@ -644,9 +662,16 @@ def _resend_each(letters, opts, url, account, out, path):
     def keep(letter):
         nonlocal remaining
         remaining += 1
-        if out is not None:
+        if opts.check:
+            return
+        try:
             for chunk in transport.gathered(letter.mbox_chunks()):
-                out.write(chunk)
+                kept.write(chunk)
+            kept.flush()  # a full disk is said here, of this file
+        except OSError as exc:
+            from pipemail.errors import describe_oserror
+
+            raise IOFailure("cannot spool what remains of %s: %s" % (shown(path), describe_oserror(exc))) from None
 
     for number, (letter, last) in enumerate(letters, 1):
         if several is None:

@@ -57,13 +57,13 @@ def _fail(cls, message, recipients):
 
 def deliver_mbox(path, segments, sender, recipients, warn=None):
     """Append the message to the mbox at ``path`` (see :func:`pipemail.mailbox.append`)."""
-    mailbox.append(path, mailbox.mbox_chunks(segments, sender), warn=warn)
+    mailbox.append(path, gathered(mailbox.mbox_chunks(segments, sender), mailbox.CHUNK), warn=warn)
     return Report(recipients)
 
 
 def deliver_maildir(path, segments, recipients):
     """Deliver the message into the Maildir at ``path`` (see :func:`pipemail.mailbox.deliver_maildir`)."""
-    mailbox.deliver_maildir(path, segments)
+    mailbox.deliver_maildir(path, gathered(segments, mailbox.CHUNK))
     return Report(recipients)
 
 

@@ -335,3 +335,52 @@ def test_resend_with_a_missing_tmpdir_says_so_in_one_line_and_74(run, tmp_path):
         "pymail: cannot make a spool file in %s: No such file or directory\n" % gone,
     )
     assert dead.read_bytes() == before and not top.exists()
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_resend_spools_in_tmpdir_without_a_name_so_a_kill_leaves_nothing(smtp_server, tmp_path, sig):
+    """While --resend sends, its spool is an open file in $TMPDIR with no name there (mode 600);
+    killed then, by SIGTERM or SIGKILL, it leaves nothing in $TMPDIR and the dead letter as it was."""
+    import signal
+    import stat
+    import time
+
+    dead, before = _a_dead_letter(tmp_path, 1)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    srv = smtp_server(size=64 << 20, lint=False)
+    srv.data_delay = 30  # the end of DATA is not answered: pymail waits in the middle of sending
+    env = dict(os.environ, HOME=str(tmp_path), TMPDIR=str(spool))
+    env.pop("PIPEMAIL_DEBUG", None)
+    proc = subprocess.Popen(
+        command_path("pymail") + ["--transport", srv.url, "--timeout", "60", "--resend", str(dead)],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while srv.data_commands == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.data_commands == 1
+        fds = "/proc/%d/fd" % proc.pid
+        held = [os.readlink(os.path.join(fds, fd)) for fd in os.listdir(fds)]
+        # the message being sent, and what remains (nothing yet): open, in $TMPDIR, with no name there
+        spooled = [fd for fd in os.listdir(fds) if os.readlink(os.path.join(fds, fd)).startswith(str(spool) + "/")]
+        assert len(spooled) == 2, held
+        assert all(os.readlink(os.path.join(fds, fd)).endswith(" (deleted)") for fd in spooled), held
+        sts = [os.stat(os.path.join(fds, fd)) for fd in spooled]
+        assert sorted((stat.S_IMODE(st.st_mode), st.st_size) for st in sts) == [
+            (0o600, 0),
+            (0o600, Generated(1).size() + 1),
+        ]
+        assert os.listdir(spool) == []
+        proc.send_signal(getattr(signal, sig))
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (-signal.SIGKILL, 143, -signal.SIGTERM), proc.stderr.read()
+    assert os.listdir(spool) == [] and dead.read_bytes() == before
+    left = ["dead.letter", "spool"] if sig == "SIGTERM" else ["dead.letter", "dead.letter.lock", "spool"]
+    assert sorted(os.listdir(tmp_path)) == left  # a kill leaves its dot-lock, broken as stale by the next
