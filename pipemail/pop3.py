@@ -13,6 +13,7 @@ exactly its bytes (see pipemail.mailbox.Pending).
 import os
 import stat
 
+from pipemail import spool
 from pipemail.errors import (
     EX_TEMPFAIL,
     CantCreateError,
@@ -690,7 +691,7 @@ class Spool:
     def __init__(self, memory=None):
         self.memory = MEMORY if memory is None else memory
         self.held = 0  # bytes held in memory
-        self.dir = os.environ.get("TMPDIR") or "/tmp"
+        self.dir = spool.tmpdir()
         self.file = None
         self.end = 0  # bytes in the file
 
@@ -742,21 +743,16 @@ class Spool:
             pos += len(data)
 
     def _write(self, chunk):
-        import tempfile
-
+        if self.file is None:
+            self.file = spool.spool_file(prefix="pypop-", buffering=0)
         try:
-            if self.file is None:
-                self.file = tempfile.TemporaryFile(dir=self.dir, prefix="pypop-", buffering=0)
             view, pos = memoryview(chunk), self.end
             while view:
                 n = os.pwrite(self.file.fileno(), view, pos)
                 view, pos = view[n:], pos + n
             self.end = pos
         except OSError as exc:
-            raise IOFailure(
-                "cannot %s a spool file in %s: %s"
-                % ("write" if self.file is not None else "create", shown(self.dir), describe_oserror(exc))
-            ) from None
+            raise IOFailure("cannot write a spool file in %s: %s" % (shown(self.dir), describe_oserror(exc))) from None
 
 
 def _batches(todo, sizes):

@@ -622,63 +622,116 @@ def resend(path, opts):
     The file stays locked from reading to its atomic rewrite, so that a pymail
     failing meanwhile appends to the new file (mailbox.lock checks), not to a
     file about to be replaced.  With ``check`` nothing is sent or rewritten.
+    Nothing is held whole: the dead letter is read as a stream, each message
+    spooled to a private file in $TMPDIR (mode 0600, without a name: gone on
+    any exit, a kill included) and sent from it; what remains goes to another
+    such file as it is settled, and is copied to the new dead letter at the end.
     """
 
-    from pipemail import config, mailbox
-    from pipemail.safefile import Output
+    from pipemail import config, mailbox, spool
 
     account = config.load(env=opts.env).account(opts.account)
     url = transport.resolve(opts.transport, account, opts.env)
+    label = shown(os.fsdecode(path))
     locked = transport.lock_mbox(path, opts.warn)
     try:
-        remaining = []
-        codes = []
-        kept = transport.read_dead_letter(path, locked.fd)
-        for number, letter in enumerate(kept, 1):
-            sender, body, rcpts = letter.sender, letter.body, letter.undelivered
-            if letter.torn:  # sending it would send a message cut in two
-                opts.warn(
-                    "message %d in %s was cut short while it was kept (%d of %s bytes; a killed run?): "
-                    "kept as it is, not sent"
-                    % (number, shown(path), len(body), letter.length if letter.length is not None else "?")
-                )
-                remaining.append(letter)
-                codes.append(DataError.exit_code)
-                continue
-            if not rcpts:
-                opts.warn("a message in %s names no undelivered recipients; kept as it is" % shown(path))
-                remaining.append(letter)
-                continue
-            try:  # bare names kept for want of a domain go out with the one set since
-                qualify = _domain_qualifier(url, account, [sender] + rcpts)
-                report = _send(
-                    opts, url, account, [body], qualify(sender), [qualify(r) for r in rcpts], stdout_mbox=len(kept) > 1
-                )
-            except PipemailError as exc:
-                opts.warn(str(exc))
-                remaining.append(transport.Kept(sender, body, rcpts if exc.undelivered is None else exc.undelivered))
-                codes.append(exc.exit_code)
-                continue
-            for _addr, (_c, text) in report.refused.items():
-                opts.warn(text)
-            if report.refused:
-                remaining.append(transport.Kept(sender, body, report.undelivered))
-                codes.append(report.exit_code())
-        # as for one message: try-again wins
-        code = EX_TEMPFAIL if EX_TEMPFAIL in codes else (codes[0] if codes else EX_OK)
-        if opts.check:
-            return code
-        with Output.to_path(path) as out:
-            for letter in remaining:
-                out.write(letter.mbox_bytes())
-            if out.replaces:
-                out.file.flush()
-                os.fsync(out.file.fileno())  # on disk before it replaces the dead letter
-            out.commit(0o600)
+        # two nameless files in $TMPDIR: the message being sent, and what remains (a kill leaves neither)
+        with spool.spool_file(opts.env) as sending, spool.spool_file(opts.env) as kept:
+            with os.fdopen(os.dup(locked.fd), "rb") as stream:
+                stream.seek(0)
+                letters = transport.dead_letters(stream, sending.fileno(), label)
+                remaining, code = _resend_each(letters, opts, url, account, kept, path)
+            if not opts.check:
+                _rewrite(path, kept)
     finally:
         mailbox.unlock(locked)
     if remaining:
-        opts.warn("resend: %d message%s kept in %s" % (len(remaining), "" if len(remaining) == 1 else "s", shown(path)))
+        opts.warn("resend: %d message%s kept in %s" % (remaining, "" if remaining == 1 else "s", shown(path)))
     else:
         opts.warn("resend: all messages went out (%s)" % shown(path))
     return code
+
+
+def _rewrite(path, kept):
+    """Replace the dead letter ``path`` atomically by the spool file ``kept`` (what remains)."""
+    from pipemail.safefile import Output
+
+    with Output.to_path(path) as out:
+        kept.seek(0)
+        while block := _read_spool(kept, path):
+            out.write(block)
+        if out.replaces:
+            out.file.flush()
+            os.fsync(out.file.fileno())  # on disk before it replaces the dead letter
+        out.commit(0o600)
+
+
+def _read_spool(f, path):
+    try:
+        return f.read(1 << 20)
+    except OSError as exc:
+        from pipemail.errors import describe_oserror
+
+        raise IOFailure("cannot read back what remains of %s: %s" % (shown(path), describe_oserror(exc))) from None
+
+
+def _resend_each(letters, opts, url, account, kept, path):
+    """Send each ``(Kept, last)`` of ``letters``; what remains is written to the file ``kept`` as it is
+    settled (not with --check).  ``(how many remain, the exit code)``."""
+    remaining = 0
+    codes = []
+    several = None  # to -: each message as one of an mbox when the dead letter holds more than one
+
+    def keep(letter):
+        nonlocal remaining
+        remaining += 1
+        if opts.check:
+            return
+        try:
+            for chunk in transport.gathered(letter.mbox_chunks()):
+                kept.write(chunk)
+            kept.flush()  # a full disk is said here, of this file
+        except OSError as exc:
+            from pipemail.errors import describe_oserror
+
+            raise IOFailure("cannot spool what remains of %s: %s" % (shown(path), describe_oserror(exc))) from None
+
+    for number, (letter, last) in enumerate(letters, 1):
+        if several is None:
+            several = not last
+        sender, rcpts = letter.sender, letter.undelivered
+        if letter.torn:  # sending it would send a message cut in two
+            opts.warn(
+                "message %d in %s was cut short while it was kept (%d of %s bytes; a killed run?): "
+                "kept as it is, not sent"
+                % (number, shown(path), letter.size, letter.length if letter.length is not None else "?")
+            )
+            keep(letter)
+            codes.append(DataError.exit_code)
+            continue
+        if not rcpts:
+            opts.warn("a message in %s names no undelivered recipients; kept as it is" % shown(path))
+            keep(letter)
+            continue
+        try:  # bare names kept for want of a domain go out with the one set since
+            qualify = _domain_qualifier(url, account, [sender] + rcpts)
+            report = _send(
+                opts, url, account, letter.segments, qualify(sender), [qualify(r) for r in rcpts], stdout_mbox=several
+            )
+        except PipemailError as exc:
+            opts.warn(str(exc))
+            keep(_again(letter, rcpts if exc.undelivered is None else exc.undelivered))
+            codes.append(exc.exit_code)
+            continue
+        for _addr, (_c, text) in report.refused.items():
+            opts.warn(text)
+        if report.refused:
+            keep(_again(letter, report.undelivered))
+            codes.append(report.exit_code())
+    code = 75 if 75 in codes else (codes[0] if codes else 0)  # as for one message: try-again wins
+    return remaining, code
+
+
+def _again(letter, undelivered):
+    """``letter`` kept again for ``undelivered``, with the length it has (it was whole: it was sent)."""
+    return transport.Kept(letter.sender, letter.segments, list(undelivered), size=letter.size, headed=letter.headed)

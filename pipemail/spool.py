@@ -22,13 +22,13 @@ def tmpdir(env=None):
     return env.get("TMPDIR") or "/tmp"
 
 
-def spool_file(env=None):
+def spool_file(env=None, prefix="pymail-", buffering=-1):
     """A private spool file (mode 0600, no name), open for reading and writing; IOFailure when it cannot be made."""
     import tempfile
 
     where = tmpdir(env)
     try:
-        return tempfile.TemporaryFile(prefix="pymail-", dir=where)
+        return tempfile.TemporaryFile(prefix=prefix, dir=where, buffering=buffering)
     except OSError as exc:
         raise IOFailure("cannot make a spool file in %s: %s" % (shown(where), describe_oserror(exc))) from None
 

@@ -69,24 +69,64 @@ def _fail(cls, message, recipients):
 
 def deliver_mbox(path, segments, sender, recipients, warn=None):
     """Append the message to the mbox at ``path`` (see :func:`pipemail.mailbox.append`)."""
-    mailbox.append(path, mailbox.mbox_chunks(segments, sender), warn=warn)
+    mailbox.append(path, gathered(mailbox.mbox_chunks(segments, sender), mailbox.CHUNK), warn=warn)
     return Report(recipients)
 
 
 def deliver_maildir(path, segments, recipients):
     """Deliver the message into the Maildir at ``path`` (see :func:`pipemail.mailbox.deliver_maildir`)."""
-    mailbox.deliver_maildir(path, segments)
+    mailbox.deliver_maildir(path, gathered(segments, mailbox.CHUNK))
     return Report(recipients)
 
 
 def deliver_stdout(stream, segments, recipients, sender=None):
-    """Write the message to ``stream``; with ``sender``, as one message of an mbox (one of several)."""
+    """Write the message to ``stream``; with ``sender``, as one message of an mbox (one of several).
+    Written chunk by chunk (the stream's own buffer gathers small ones)."""
     if sender is not None:
-        segments = [mailbox.mbox_bytes(segments, sender)]
+        segments = mailbox.mbox_chunks(segments, sender)
     for seg in segments:
         stream.write(seg)
     stream.flush()
     return Report(recipients)
+
+
+WRITE_SIZE = 1 << 16  # bytes gathered for one write to a socket or a pipe
+
+
+def gathered(chunks, size=WRITE_SIZE):
+    """``chunks`` (cut anywhere, some tiny) gathered into buffers of about ``size`` bytes or more
+    (the last one shorter), so that each write is a big one whatever the cuts."""
+    buf = bytearray()
+    for chunk in chunks:
+        if not buf and len(chunk) >= size:  # big enough as it is: not copied
+            yield chunk
+            continue
+        buf += chunk
+        if len(buf) >= size:
+            yield buf
+            buf = bytearray()
+    if buf:
+        yield buf
+
+
+def smtp_data(chunks, size=WRITE_SIZE):
+    """What SMTP DATA sends for the message ``chunks`` (LF line ends, cut anywhere): CRLF line
+    ends, a dot doubled at the start of a line (RFC 5321 4.5.2), and the end marker ``.``,
+    with a CRLF before it for a message that does not end with a newline.  Done on the
+    stream, correct across chunk boundaries, in buffers of about ``size`` bytes: a line
+    split as ``\n`` | ``.`` is stuffed as one that is not."""
+    at_start = True  # the next byte begins a line
+    for raw in gathered(chunks, size):
+        out = raw.replace(b"\n", b"\r\n").replace(b"\r\n.", b"\r\n..")
+        if at_start and raw[:1] == b".":
+            out = b"." + out
+        at_start = raw[-1:] == b"\n"
+        if len(out) < size:  # the last one: the end marker goes with it, one write, no wait on a delayed ACK
+            out += b".\r\n" if at_start else b"\r\n.\r\n"
+            yield out
+            return
+        yield out
+    yield b".\r\n" if at_start else b"\r\n.\r\n"
 
 
 def sendmail_path(url_path=None, env=None):
@@ -171,7 +211,7 @@ def _run_fed(proc, segments, timeout):
     deadline = None if timeout is None else time.monotonic() + timeout
     stdin, stderr = proc.stdin.fileno(), proc.stderr.fileno()
     os.set_blocking(stdin, False)
-    chunks = (memoryview(seg) for seg in segments if seg)
+    chunks = (memoryview(buf) for buf in gathered(segments))  # read one at a time, in big writes
     view = next(chunks, None)
     err, unread = b"", 0
     with selectors.DefaultSelector() as sel:
@@ -196,7 +236,7 @@ def _run_fed(proc, segments, timeout):
             for key, _events in ready:
                 if key.fd == stdin:
                     try:
-                        n = os.write(stdin, view[: 1 << 16])
+                        n = os.write(stdin, view[:WRITE_SIZE])
                     except BlockingIOError:
                         continue
                     except BrokenPipeError:  # it stopped reading: its exit status says why
@@ -330,26 +370,13 @@ def _smtp_classes():
                 self._rbuf += data
 
         def data_stream(self, segments):
-            """DATA with the message streamed: CRLF line ends, dot-stuffed, in 1 MB writes."""
+            """DATA with the message streamed from its chunks (see :func:`smtp_data`)."""
             self.putcmd("data")
             code, msg = self.getreply()
             if code != 354:
                 return code, msg
-            at_start = True
-            pending = b""
-            for seg in segments:
-                for i in range(0, len(seg), 1 << 20):
-                    piece = seg[i : i + (1 << 20)]
-                    out = piece.replace(b"\n", b"\r\n")
-                    if at_start and out.startswith(b"."):
-                        out = b"." + out
-                    out = out.replace(b"\r\n.", b"\r\n..")
-                    if pending:
-                        self.sock.sendall(pending)
-                    pending = out
-                    at_start = piece.endswith(b"\n")
-            # the end marker goes out with the last piece: one write, no wait on a delayed ACK
-            self.sock.sendall(pending + (b".\r\n" if at_start else b"\r\n.\r\n"))
+            for buf in smtp_data(segments):
+                self.sock.sendall(buf)
             if self.log is not None:
                 self.log("C: <the message>")
                 self.log("C: .")
@@ -630,8 +657,12 @@ __all__ = [
     "LENGTH_HEADER",
     "UNDELIVERED_HEADER",
     "Kept",
+    "FileChunks",
     "save_dead_letter",
+    "dead_letters",
     "read_dead_letter",
+    "smtp_data",
+    "gathered",
 ]
 
 
@@ -807,66 +838,199 @@ UNDELIVERED_HEADER = "X-Pipemail-Undelivered-To"
 
 
 class Kept:
-    """A message of a dead letter: ``sender``, ``body`` (the message), ``undelivered`` (recipients)
-    and ``length`` (the size it was kept with; None in dead letters older than the header)."""
+    """A message of a dead letter, never held whole: ``sender``, ``segments`` (its bytes as
+    re-iterable chunks: the message being sent, or a spool file's :class:`FileChunks`),
+    ``undelivered`` (recipients), ``length`` (the size it was kept with; None in dead letters
+    older than the header), ``size`` (the bytes ``segments`` holds; counted when not given)
+    and ``headed`` (whether it holds a blank line, the end of its header block: how a
+    message of an older dead letter is told torn; looked for when not given)."""
 
-    def __init__(self, sender, body, undelivered, length=None):
+    def __init__(self, sender, segments, undelivered, length=None, size=None, headed=None):
         self.sender = sender
-        self.body = body
+        self.segments = segments
         self.undelivered = undelivered
         self.length = length
+        if size is None or headed is None:
+            counted, blank = _scan(segments)
+            size = counted if size is None else size
+            headed = blank if headed is None else headed
+        self.size = size
+        self.headed = headed
 
     @property
     def torn(self):
         """Whether a kill cut the message short while it was being kept."""
         if self.length is not None:
-            return self.length != len(self.body)
-        return bool(self.body) and b"\n\n" not in self.body  # no end to its header block
+            return self.length != self.size
+        return bool(self.size) and not self.headed  # no end to its header block
 
-    def mbox_bytes(self):
-        """The message as the dead letter holds it (a torn one keeps the length it was meant to have,
-        or its lack of one)."""
+    def mbox_chunks(self):
+        """The message as the dead letter holds it, as a stream of chunks (a torn one keeps the
+        length it was meant to have, or its lack of one).  ``segments`` is read once more; if it
+        does not give ``size`` bytes again (a file changed meanwhile), IOFailure is raised
+        at its end, and :func:`pipemail.mailbox.append` cuts what it wrote away."""
         headers = []
         if self.length is not None or not self.torn:
-            headers.append((LENGTH_HEADER, str(len(self.body) if self.length is None else self.length)))
+            headers.append((LENGTH_HEADER, str(self.size if self.length is None else self.length)))
         if self.undelivered:  # folded between addresses: 300 of them made a 6,000-byte line
             from pipemail import headers as fields
 
             value = fields.address_list(UNDELIVERED_HEADER, [("", r) for r in self.undelivered])
             headers.append((UNDELIVERED_HEADER, value))
-        return mailbox.mbox_bytes([self.body], self.sender, headers)
+        return mailbox.mbox_chunks(self._counted(), self.sender, headers)
+
+    def _counted(self):
+        total = 0
+        for seg in self.segments:
+            total += len(seg)
+            yield seg
+        if total != self.size:
+            from pipemail.errors import IOFailure
+
+            raise IOFailure("the message changed while it was kept (%d bytes, then %d)" % (self.size, total))
+
+
+def _scan(segments):
+    """One pass over ``segments``, counting, not holding: its size, and whether it holds a blank line."""
+    size, blank, last = 0, False, b""
+    for seg in segments:
+        if not seg:
+            continue
+        if not blank and (b"\n\n" in seg or (last == b"\n" and seg[:1] == b"\n")):
+            blank = True
+        size += len(seg)
+        last = bytes(seg[-1:])
+    return size, blank
 
 
 def save_dead_letter(path, segments, sender, undelivered, warn=None):
-    """Append the message ``segments`` to the dead letter ``path``, for the recipients ``undelivered``."""
-    body = b"".join(segments)
-    if body and not body.endswith(b"\n"):
-        body += b"\n"  # as mbox_bytes ends it
-    mailbox.append(path, Kept(sender, body, list(undelivered)).mbox_bytes(), warn=warn)
+    """Append the message ``segments`` (re-iterable chunks) to the dead letter ``path``, for the
+    recipients ``undelivered``: a pass that counts its length (X-Pipemail-Length), then one that
+    writes it, chunk by chunk; nothing is held whole, nothing half-written is left."""
+    size, ends = 0, True
+    for seg in segments:
+        if seg:
+            size += len(seg)
+            ends = seg[-1:] == b"\n"
+    length = size if ends else size + 1  # a newline is added, as mbox_chunks ends it
+    kept = Kept(sender, segments, list(undelivered), length, size=size, headed=True)
+    # gathered into blocks: small chunks are not each a write (a kill tears the file at a block's end)
+    mailbox.append(path, gathered(kept.mbox_chunks(), mailbox.CHUNK), warn=warn)
+
+
+class FileChunks:
+    """The bytes ``start`` to ``start + length`` of the open file ``fd`` as re-iterable chunks
+    of at most :data:`BLOCK` bytes, read when iterated (os.pread: the file offset is left alone).
+    A file that turns out shorter is an IOFailure (``label`` names it)."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, fd, start, length, label="the spool file"):
+        self.fd = fd
+        self.start = start
+        self.length = length
+        self.label = label
+
+    def __iter__(self):
+        from pipemail.errors import IOFailure
+
+        pos, end = self.start, self.start + self.length
+        while pos < end:
+            try:
+                data = os.pread(self.fd, min(self.BLOCK, end - pos), pos)
+            except OSError as exc:
+                raise IOFailure("cannot read %s: %s" % (self.label, describe_oserror(exc))) from None
+            if not data:
+                raise IOFailure("cannot read %s: it is shorter than it was" % self.label)
+            pos += len(data)
+            yield data
+
+
+HEAD_LIMIT = 1 << 20  # pipemail's own lines are looked for in at most this much of a message's start
+
+
+def _pipemail_lines(chunks):
+    """``(length, undelivered, rest)`` of a dead letter's message given as ``chunks``: pipemail's
+    own header lines taken from its start; ``rest`` the message's chunks after them (an iterator
+    that reads ``chunks`` on)."""
+    chunks = iter(chunks)
+    head = bytearray()
+    for chunk in chunks:
+        head += chunk
+        if b"\n\n" in head or len(head) >= HEAD_LIMIT:
+            break
+    raw = bytes(head)
+    del head
+    fields = {}
+    while True:  # pipemail's own lines come first, right after the From_ line
+        name, colon, rest = raw.partition(b":")
+        key = name.decode("ascii", "replace").lower()
+        if not colon or key not in (LENGTH_HEADER.lower(), UNDELIVERED_HEADER.lower()) or key in fields:
+            break
+        end = rest.find(b"\n")
+        while end >= 0 and rest[end + 1 : end + 2] in (b" ", b"\t"):  # folded
+            end = rest.find(b"\n", end + 1)
+        if end < 0:
+            break
+        fields[key] = b" ".join(rest[:end].split()).decode("utf-8", "surrogateescape")
+        raw = rest[end + 1 :]
+    length = fields.get(LENGTH_HEADER.lower())
+    rcpts = [r.strip() for r in fields.get(UNDELIVERED_HEADER.lower(), "").split(",") if r.strip()]
+    length = int(length) if length is not None and length.isdigit() else None
+
+    def rest_chunks():
+        if raw:
+            yield raw
+        yield from chunks
+
+    return length, rcpts, rest_chunks()
+
+
+def _sender(from_line):
+    return from_line[5:].split(b" ", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def dead_letters(stream, spool, label="dead.letter"):
+    """The messages of the dead letter ``stream`` (binary, read forward), one at a time, as
+    ``(Kept, last)``: each message is written to the open file ``spool`` (its fd; truncated
+    for each) and its Kept reads it from there (:class:`FileChunks`), so that nothing is held
+    whole; ``last`` tells whether it is the dead letter's last message.  A Kept is valid
+    until the next one is asked for.  IOFailure when the spool cannot be written (a full disk)."""
+    from pipemail.errors import IOFailure
+
+    messages = mailbox.mbox_messages(stream, label)
+    item = next(messages, None)
+    while item is not None:
+        from_line, chunks = item
+        length, rcpts, rest = _pipemail_lines(chunks)
+        size, blank, last = 0, False, b""
+        try:
+            os.ftruncate(spool, 0)
+            for chunk in rest:
+                if not chunk:
+                    continue
+                if not blank and (b"\n\n" in chunk or (last == b"\n" and chunk[:1] == b"\n")):
+                    blank = True
+                view = memoryview(chunk)
+                while view:
+                    n = os.pwrite(spool, view, size)
+                    size += n
+                    view = view[n:]
+                last = chunk[-1:]
+        except OSError as exc:
+            raise IOFailure("cannot spool a message of %s: %s" % (label, describe_oserror(exc))) from None
+        kept = Kept(_sender(from_line), FileChunks(spool, 0, size), rcpts, length, size=size, headed=blank)
+        item = next(messages, None)
+        yield kept, item is None
 
 
 def read_dead_letter(path, fd=None):
-    """The :class:`Kept` messages of the dead letter ``path`` (read through ``fd`` when given)."""
+    """The :class:`Kept` messages of the dead letter ``path`` (read through ``fd`` when given), each
+    held in memory: for small dead letters (the tests); pymail --resend uses :func:`dead_letters`."""
     out = []
     for from_line, raw in read_mbox(path, fd):
-        sender = from_line[5:].split(b" ", 1)[0].decode("utf-8", "surrogateescape")
-        fields = {}
-        while True:  # pipemail's own lines come first, right after the From_ line
-            name, colon, rest = raw.partition(b":")
-            key = name.decode("ascii", "replace").lower()
-            if not colon or key not in (LENGTH_HEADER.lower(), UNDELIVERED_HEADER.lower()) or key in fields:
-                break
-            end = rest.find(b"\n")
-            while end >= 0 and rest[end + 1 : end + 2] in (b" ", b"\t"):  # folded
-                end = rest.find(b"\n", end + 1)
-            if end < 0:
-                break
-            fields[key] = b" ".join(rest[:end].split()).decode("utf-8", "surrogateescape")
-            raw = rest[end + 1 :]
-        length = fields.get(LENGTH_HEADER.lower())
-        rcpts = [r.strip() for r in fields.get(UNDELIVERED_HEADER.lower(), "").split(",") if r.strip()]
-        length = int(length) if length is not None and length.isdigit() else None
-        out.append(Kept(sender, raw, rcpts, length))
+        length, rcpts, rest = _pipemail_lines([raw])
+        out.append(Kept(_sender(from_line), list(rest), rcpts, length))
     return out
 
 
@@ -877,7 +1041,8 @@ def lock_mbox(path, warn=None):
 
 
 def read_mbox(path, fd=None):
-    """The messages of an mbox as ``(from_line, bytes)`` (see :func:`pipemail.mailbox.mbox_messages`)."""
+    """The messages of an mbox as ``(from_line, bytes)``, each held in memory: for small mailboxes
+    (the tests); a stream is :func:`pipemail.mailbox.mbox_messages`."""
     label = shown(os.fsdecode(path))
     try:
         if fd is not None:

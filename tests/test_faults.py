@@ -421,12 +421,12 @@ def test_resend_keeps_a_dead_letter_message_torn_by_a_kill_and_sends_the_whole_o
     assert r.returncode == 65, r.stderr
     assert r.stderr.splitlines()[0] == (
         "pymail: message %d in %s was cut short while it was kept (%d of %s bytes; a killed run?): "
-        "kept as it is, not sent" % (len(sent_before) + 1, dead, len(torn.body), torn.length or "?")
+        "kept as it is, not sent" % (len(sent_before) + 1, dead, torn.size, torn.length or "?")
     )
     assert [rc for _f, rc, _raw in srv.messages] == sent_before + [["b@example.org"]]  # the whole ones
     assert srv.messages[-1][2].replace(b"\r\n", b"\n").endswith(b"\nwhole\n")
     [left] = transport.read_dead_letter(dead)
-    assert left.torn and (left.body, left.length) == (torn.body, torn.length)
+    assert left.torn and (left.segments, left.length) == (torn.segments, torn.length)
     r = run("pymail", "--transport", srv.url, "--resend", dead, env=env)  # again: still kept, still not sent
     assert r.returncode == 65 and len(srv.messages) == len(sent_before) + 1
     assert len(transport.read_dead_letter(dead)) == 1

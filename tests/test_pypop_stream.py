@@ -212,7 +212,7 @@ def test_spool_in_an_unwritable_tmpdir_is_74(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path / "missing"))
     with pop3.Spool(memory=1) as spool, pytest.raises(pop3.IOFailure) as e:
         spool.add([b"xy"])
-    assert str(e.value) == "cannot create a spool file in %s: No such file or directory" % (tmp_path / "missing")
+    assert str(e.value) == "cannot make a spool file in %s: No such file or directory" % (tmp_path / "missing")
     assert e.value.exit_code == 74
 
 
