@@ -728,7 +728,7 @@ def _resend_each(letters, opts, url, account, kept, path):
         if report.refused:
             keep(_again(letter, report.undelivered))
             codes.append(report.exit_code())
-    code = 75 if 75 in codes else (codes[0] if codes else 0)  # as for one message: try-again wins
+    code = EX_TEMPFAIL if EX_TEMPFAIL in codes else (codes[0] if codes else EX_OK)  # as for one message: try-again wins
     return remaining, code
 
 
