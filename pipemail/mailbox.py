@@ -909,13 +909,15 @@ def iter_messages(inputs):
 
     ``inputs``: a list of paths (str, bytes, os.PathLike) and ``(label, binary stream)``
     pairs (standard input).  A directory with ``cur/`` and ``new/`` is a Maildir (see
-    :func:`maildir_messages`); any other directory is refused.  A file or stream is an mbox,
-    one message or a plain text as :func:`classify` says from its first :data:`HEAD_SIZE`
-    bytes; an mbox is read forward only, as a stream (:func:`mbox_messages`), and so is a
-    message.  A plain text that cannot seek (a pipe) is copied to an anonymous temporary
-    file first, so that its reader may seek; a seekable stream is read from its position.
-    Raises NoInputError for an input that is missing, unreadable, or a directory that is
-    no Maildir (when the iteration reaches it), IOFailure when reading an mbox fails.
+    :func:`maildir_messages`); any other directory is refused.  A file or stream is an
+    mbox, one message or a plain text as :func:`classify` says from its first
+    :data:`HEAD_SIZE` bytes.  An mbox is read forward only, as a stream
+    (:func:`mbox_messages`; with LF line ends when every line of its first HEAD_SIZE
+    bytes ends in CRLF), and so is a message.  A plain text that cannot seek (a pipe) is
+    copied to an anonymous temporary file first, so that its reader may seek; a seekable
+    stream is read from its position.  Raises NoInputError for an input that is missing,
+    unreadable, or a directory that is no Maildir (when the iteration reaches it),
+    IOFailure when reading an mbox fails.
     """
     if isinstance(inputs, (str, bytes, os.PathLike)):
         inputs = [inputs]
@@ -1058,6 +1060,9 @@ def _stream_messages(label, stream):
     else:
         whole = io.BufferedReader(Prefixed(head, stream), 1 << 16)
     if kind == "mbox":
+        if _crlf_lines(head[: head.rfind(b"\n") + 1]):
+            # saved by a Windows client: its blank lines are CRLF ones
+            whole = io.BufferedReader(CRLFToLF(whole), SPOOL_CHUNK)
         for number, (_from_line, chunks) in enumerate(mbox_messages(whole, label), 1):
             yield MailInput("message", label, io.BufferedReader(ChunkStream(chunks), SPOOL_CHUNK), number)
     elif kind == "message":
@@ -1071,10 +1076,15 @@ def _stream_messages(label, stream):
 
 def _lf_text(head, stream):
     """``stream`` itself, or read with LF line ends when every line in ``head`` ends in CRLF."""
-    lines = head.count(b"\n")
-    if lines and head.count(b"\r\n") == lines:
+    if _crlf_lines(head):
         return io.BufferedReader(CRLFToLF(stream))
     return stream
+
+
+def _crlf_lines(data):
+    """Whether ``data`` has lines and every one of them ends in CRLF."""
+    lines = data.count(b"\n")
+    return lines > 0 and data.count(b"\r\n") == lines
 
 
 def _spool(label, stream):

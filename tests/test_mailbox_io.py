@@ -328,10 +328,9 @@ def test_mboxrd_unquoting_and_separators(tmp_path):
 def test_mbox_with_crlf_lines(tmp_path):
     raw = b"From a Mon Jan  1 00:00:00 2024\r\nSubject: x\r\n\r\n>From x\r\n\r\nFrom b\r\nSubject: y\r\n\r\nb\r\n"
     path = write(tmp_path / "crlf", raw)
-    # Every line CRLF: read as LF lines.  The one split rule (pipemail.mailbox.mbox_messages)
-    # wants a From_ line after an LF blank line: a CRLF blank line does not end a message.
     assert texts([path]) == [
-        ("%s: message 1, part 1" % path, b"From x\n\nFrom b\nSubject: y\n\nb\n"),
+        ("%s: message 1, part 1" % path, b"From x\n"),  # every line CRLF: read as LF lines
+        ("%s: message 2, part 1" % path, b"b\n"),
     ]
 
 
