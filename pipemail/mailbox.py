@@ -27,7 +27,14 @@ whole:
   later by removing exactly its own torn bytes, and only when the file still
   ends with them.
 
-Reading mailboxes lives elsewhere (pipemail.mailbox_io, transport.read_mbox).
+Reading, as streams too:
+
+- :func:`mbox_messages` splits an mbox read forward only (standard input included) into
+  messages, each an iterator of chunks, with the one split rule and mboxrd unquoting.
+- :func:`maildir_messages` opens the messages of a Maildir one at a time, in delivery order.
+- :func:`iter_messages` turns what a user names (mbox files, Maildirs, single messages,
+  other files, standard input) into :class:`MailInput` items, each a message or a text that
+  is no mail, as a stream; :func:`classify` tells which an input is from its first bytes.
 """
 
 import io
@@ -35,7 +42,7 @@ import os
 import re
 import stat
 
-from pipemail.errors import CantCreateError, IOFailure, describe_oserror, shown
+from pipemail.errors import CantCreateError, IOFailure, NoInputError, describe_oserror, shown
 
 STALE_AFTER = 300  # seconds: a dot-lock this old whose owner cannot be checked is stale (liblockfile)
 WAIT = 10.0  # seconds a live dot-lock is waited for
@@ -322,7 +329,7 @@ class ChunkStream(io.RawIOBase):
     def readinto(self, b):
         while not self._left:
             try:
-                self._left = next(self._chunks)
+                self._left = memoryview(next(self._chunks))  # sliced without copying
             except StopIteration:
                 return 0
         n = min(len(b), len(self._left))
@@ -906,3 +913,273 @@ __all__ = [
     "write_at_end",
     "write_chunks_at_end",
 ]
+
+
+# -- iterating inputs ------------------------------------------------------------------------
+
+#: How much of an input is looked at to tell an mbox, a message and a plain text apart.
+HEAD_SIZE = 64 * 1024
+#: Chunk size for reading inputs and copying a non-seekable plain text to a temporary file.
+SPOOL_CHUNK = 1 << 20
+
+# A header field (RFC 5322 ftext, then ":"; obsolete syntax allows blanks before the colon).
+_HEADER_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
+
+
+class MailInput:
+    """One item of :func:`iter_messages`: a message, or a text that is no mail.
+
+    ``kind`` is ``"message"`` or ``"text"``; ``label`` names the input (a path, ``stdin``);
+    ``number`` is the message's number in its mbox (1, 2, ...), None for a message that
+    is a file of its own (a Maildir's, an ``.eml``); ``stream`` a readable binary stream,
+    valid until the iteration goes on.  A text from a file is the open file itself, at
+    its start; a text whose first lines all end in CRLF is read with LF line ends.
+    """
+
+    __slots__ = ("kind", "label", "number", "stream")
+
+    def __init__(self, kind, label, stream, number=None):
+        self.kind = kind
+        self.label = label
+        self.stream = stream
+        self.number = number
+
+    def __repr__(self):
+        return "MailInput(%r, %r, number=%r)" % (self.kind, self.label, self.number)
+
+
+def iter_messages(inputs):
+    """The messages and texts of ``inputs``, one :class:`MailInput` at a time, as streams.
+
+    ``inputs``: a list of paths (str, bytes, os.PathLike) and ``(label, binary stream)``
+    pairs (standard input).  A directory with ``cur/`` and ``new/`` is a Maildir (see
+    :func:`maildir_messages`); any other directory is refused.  A file or stream is an
+    mbox, one message or a plain text as :func:`classify` says from its first
+    :data:`HEAD_SIZE` bytes.  An mbox is read forward only, as a stream
+    (:func:`mbox_messages`; with LF line ends when every line of its first HEAD_SIZE
+    bytes ends in CRLF), and so is a message.  A plain text that cannot seek (a pipe) is
+    copied to an anonymous temporary file first, so that its reader may seek; a seekable
+    stream is read from its position.  Raises NoInputError for an input that is missing,
+    unreadable, or a directory that is no Maildir (when the iteration reaches it),
+    IOFailure when reading an mbox fails.
+    """
+    if isinstance(inputs, (str, bytes, os.PathLike)):
+        inputs = [inputs]
+    for item in inputs:
+        if isinstance(item, tuple):
+            label, stream = item
+            yield from _stream_messages(label, stream)
+            continue
+        name = os.fsdecode(os.fspath(item))
+        if os.path.isdir(name):
+            if os.path.isdir(os.path.join(name, "cur")) and os.path.isdir(os.path.join(name, "new")):
+                for path, f in maildir_messages(name):
+                    yield MailInput("message", path, f)
+                continue
+            raise NoInputError("%s: is a directory, not a Maildir" % name)
+        try:
+            f = open(name, "rb")
+        except OSError as exc:
+            raise NoInputError("cannot open %s: %s" % (name, describe_oserror(exc))) from None
+        with f:
+            yield from _stream_messages(name, f)
+
+
+def maildir_messages(top):
+    """``(path, open binary file)`` for each message of the Maildir ``top``, one open at a time.
+
+    Every message in ``new/`` and ``cur/``, ordered by file name (Maildir names begin with the
+    delivery time, so this is delivery order, and a message moved from ``new/`` to ``cur/``
+    keeps its place), ties broken new before cur.  Names starting with ``.``, ``tmp/``
+    (deliveries in progress) and anything that is not a regular file are skipped, and so is a
+    message gone since the listing.  Each file is closed when the iteration goes on."""
+    import stat as stat_
+
+    entries = []
+    for order, sub in enumerate(("new", "cur")):
+        directory = os.path.join(top, sub)
+        try:
+            names = os.listdir(directory)
+        except OSError as exc:
+            raise NoInputError("cannot read %s: %s" % (directory, describe_oserror(exc))) from None
+        entries.extend((name, order, sub) for name in names if not name.startswith("."))
+    entries.sort()
+    for name, _order, sub in entries:
+        path = os.path.join(top, sub, name)
+        try:
+            if not stat_.S_ISREG(os.stat(path).st_mode):
+                continue
+            f = open(path, "rb")
+        except FileNotFoundError:
+            continue  # moved or deleted by a mail reader since the listing
+        except OSError as exc:
+            raise NoInputError("cannot open %s: %s" % (path, describe_oserror(exc))) from None
+        with f:
+            yield path, f
+
+
+def classify(head, complete=False):
+    """``"mbox"``, ``"message"`` or ``"plain"``: what an input starting with ``head`` is.
+
+    An mbox begins with ``From ``; a message with an RFC 5322 header block (every line a
+    ``Name: value`` field with a valid field name, or a continuation line, ended by a blank
+    line, or by the end of the input when ``complete`` says that ``head`` is all of it).
+    """
+    if head.startswith(b"From "):
+        return "mbox"
+    lines = head.split(b"\n")
+    if not complete:
+        lines.pop()  # cut anywhere: an unfinished line proves nothing
+    fields = 0
+    for line in lines:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            return "message" if fields else "plain"
+        if line[:1] in (b" ", b"\t"):
+            if not fields:
+                return "plain"
+        elif _HEADER_FIELD.match(line):
+            fields += 1
+        else:
+            return "plain"
+    # No blank line: a message only if the input ends with its header block.
+    return "message" if complete and fields else "plain"
+
+
+class Prefixed(io.RawIOBase):
+    """A readable stream that gives ``head`` first, then the rest of ``stream``."""
+
+    def __init__(self, head, stream):
+        self._head = memoryview(head)
+        self._read = stream.read
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._read(len(b))
+        if not data:
+            return 0
+        n = len(data)  # a raw stream may give fewer bytes, never more
+        b[:n] = data
+        return n
+
+
+def _read_head(label, stream):
+    chunks = []
+    got = 0
+    try:
+        while got < HEAD_SIZE:
+            chunk = stream.read(HEAD_SIZE - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+    except OSError as exc:
+        raise NoInputError("cannot read %s: %s" % (label, describe_oserror(exc))) from None
+    return b"".join(chunks)
+
+
+def _stream_messages(label, stream):
+    start = None
+    try:
+        if stream.seekable():
+            start = stream.tell()
+    except (AttributeError, OSError, ValueError):
+        start = None
+    head = _read_head(label, stream)
+    kind = classify(head, complete=len(head) < HEAD_SIZE)
+    if start is not None:
+        try:
+            stream.seek(start)
+        except OSError as exc:
+            raise NoInputError("cannot read %s: %s" % (label, describe_oserror(exc))) from None
+        whole = stream
+    else:
+        whole = io.BufferedReader(Prefixed(head, stream), 1 << 16)
+    if kind == "mbox":
+        if _crlf_lines(head[: head.rfind(b"\n") + 1]):
+            # saved by a Windows client: its blank lines are CRLF ones
+            whole = io.BufferedReader(CRLFToLF(whole), SPOOL_CHUNK)
+        for number, (_from_line, chunks) in enumerate(mbox_messages(whole, label), 1):
+            yield MailInput("message", label, io.BufferedReader(ChunkStream(chunks), SPOOL_CHUNK), number)
+    elif kind == "message":
+        yield MailInput("message", label, whole)
+    elif start is not None:
+        yield MailInput("text", label, _lf_text(head, stream))
+    else:
+        with _spool(label, whole) as spooled:
+            yield MailInput("text", label, _lf_text(head, spooled))
+
+
+def _lf_text(head, stream):
+    """``stream`` itself, or read with LF line ends when every line in ``head`` ends in CRLF."""
+    if _crlf_lines(head):
+        return io.BufferedReader(CRLFToLF(stream))
+    return stream
+
+
+def _crlf_lines(data):
+    """Whether ``data`` has lines and every one of them ends in CRLF."""
+    lines = data.count(b"\n")
+    return lines > 0 and data.count(b"\r\n") == lines
+
+
+def _spool(label, stream):
+    """Copy a plain text that cannot seek to an anonymous temporary file, at its start."""
+    import tempfile
+
+    try:
+        spooled = tempfile.TemporaryFile()
+    except OSError as exc:
+        raise IOFailure("cannot create a temporary file for %s: %s" % (label, describe_oserror(exc))) from None
+    try:
+        while True:
+            try:
+                chunk = stream.read(SPOOL_CHUNK)
+            except OSError as exc:
+                raise NoInputError("cannot read %s: %s" % (label, describe_oserror(exc))) from None
+            if not chunk:
+                break
+            try:
+                spooled.write(chunk)
+            except OSError as exc:
+                raise IOFailure("cannot copy %s to a temporary file: %s" % (label, describe_oserror(exc))) from None
+        spooled.seek(0)
+    except BaseException:
+        spooled.close()
+        raise
+    return spooled
+
+
+class CRLFToLF(io.RawIOBase):
+    """A stream of CRLF lines read with LF line ends (a lone CR is kept)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._out = b""  # converted, not yet read
+        self._cr = False  # a CR held back: the next read says whether an LF follows
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        while not self._out:
+            data = self._stream.read(SPOOL_CHUNK)
+            if not data:
+                self._out, self._cr = (b"\r" if self._cr else b""), False
+                break
+            if self._cr:
+                data = b"\r" + data
+            self._cr = data.endswith(b"\r")
+            self._out = memoryview((data[:-1] if self._cr else data).replace(b"\r\n", b"\n"))
+        n = min(len(b), len(self._out))
+        b[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n

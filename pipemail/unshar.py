@@ -17,12 +17,72 @@ import re
 from pipemail.errors import (
     CantCreateError,
     DataError,
+    IOFailure,
     PipemailError,
     describe_oserror,
 )
 from pipemail.unshar_api import ArchiveError, PartInfo
 
-_SPOOL = 8 << 20
+#: Parts are copied to the spool this much at a time.
+SPOOL_CHUNK = 1 << 20
+
+
+class SpoolError(IOFailure):
+    """The spool directory cannot be created or written (a full disk): the whole run stops."""
+
+
+class Spool:
+    """A private directory for the archive parts that wait for their siblings.
+
+    Created when the first part needs it, on the target's file system: inside the target
+    directory ``directory`` when it exists, else in its nearest existing parent (where it
+    will be created), so that no copy crosses file systems; in ``$TMPDIR`` when there is no
+    target (``directory`` None: listing).  Named ``.pyunshar-XXXXXXXX``, mode 0700, its
+    files 0600, one per part.  :meth:`remove` takes it away with everything in it; the
+    caller does so on every exit.
+    """
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.path = None
+        self.count = 0
+
+    def _anchor(self):
+        if self.directory is None:
+            import tempfile
+
+            return tempfile.gettempdir()
+        here = os.path.abspath(self.directory)
+        while not os.path.isdir(here) and os.path.dirname(here) != here:
+            here = os.path.dirname(here)
+        return here
+
+    def new(self, label):
+        """A new file (open for writing, 0600) in the spool, and its path."""
+        import tempfile
+
+        if self.path is None:
+            anchor = self._anchor()
+            try:
+                self.path = tempfile.mkdtemp(prefix=".pyunshar-", dir=anchor)
+            except OSError as exc:
+                raise SpoolError(
+                    "cannot create a spool directory for archive parts in %s: %s" % (anchor, describe_oserror(exc))
+                ) from None
+        self.count += 1
+        path = os.path.join(self.path, "part%d" % self.count)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise SpoolError("cannot spool %s: %s" % (label, describe_oserror(exc))) from None
+        return io.FileIO(fd, "wb"), path
+
+    def remove(self):
+        if self.path is not None:
+            import shutil
+
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
 
 
 # -- finding archives in a text --------------------------------------------------------
@@ -139,20 +199,84 @@ def _detect(head):
     return None
 
 
-def find_parts(label, stream, on_error, immediate=None, found_flag=None):
+class _Spooled:
+    """Where one part is being copied: a file of the :class:`Spool` (or an anonymous temporary
+    file without one); ``write`` raises SpoolError when the disk is full."""
+
+    def __init__(self, spool, label):
+        self.spool = spool
+        self.f = None  # created at the first flush: a script that is no archive part never gets a file
+        self.path = None
+        self.label = label
+        self.size = 0
+        self.pending = []
+        self.held = 0
+
+    def _open(self):
+        if self.spool is not None:
+            self.f, self.path = self.spool.new(self.label)
+            return
+        import tempfile
+
+        try:
+            self.f = tempfile.TemporaryFile(buffering=0)
+        except OSError as exc:
+            raise SpoolError("cannot spool %s: %s" % (self.label, describe_oserror(exc))) from None
+
+    def write(self, data):
+        self.pending.append(bytes(data))
+        self.held += len(data)
+        if self.held >= SPOOL_CHUNK:
+            self.flush()
+
+    def flush(self):
+        data = b"".join(self.pending)
+        self.pending, self.held = [], 0
+        if self.f is None:
+            self._open()
+        try:
+            view = memoryview(data)
+            while view:
+                n = self.f.write(view)
+                view = view[n:]
+        except OSError as exc:
+            self.close()
+            raise SpoolError("cannot spool %s: %s" % (self.label, describe_oserror(exc))) from None
+        self.size += len(data)
+
+    def text(self):
+        """The part, to be read again (the file is closed; the reader opens it when read)."""
+        self.flush()
+        if self.path is None:
+            self.f.seek(0)
+            return self.f
+        self.f.close()
+        return _Slice(self.path, 0, self.size)  # unbuffered: no buffer held per waiting part
+
+    def close(self):
+        self.pending = []
+        if self.f is not None:
+            self.f.close()
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+def find_parts(label, stream, on_error, immediate=None, found_flag=None, spool=None):
     """Yield the archive :class:`Part` objects in one text ``stream``.
 
     Lines before an archive (mail headers, text) are skipped; an archive runs
     from its ``#!/bin/sh`` (or first comment) line to the line ``exit 0``.
     A part of a plain file is read again from the file later; any other is
-    spooled to a temporary file.  A script that is not a known archive is
+    copied to a file of ``spool`` (a :class:`Spool`; without one, an anonymous
+    temporary file), never held in memory.  A script that is not a known archive is
     reported through ``on_error``.  ``immediate(info)`` may return a function
     that takes the reader, positioned at the archive's first line, and reads
     the archive itself (a whole archive in one part: no need to wait for
     others), in one pass.
     """
-    import tempfile
-
     from pipemail.lines import LineReader
 
     path = getattr(stream, "name", None)
@@ -167,8 +291,8 @@ def find_parts(label, stream, on_error, immediate=None, found_flag=None):
         if rd.overlong or not _is_start(line):
             continue
         start = rd.lineno
-        spool = None if seekable else tempfile.SpooledTemporaryFile(_SPOOL)
-        write = spool.write if spool is not None else (lambda data: None)
+        spooled = None if seekable else _Spooled(spool, label)
+        write = spooled.write if spooled is not None else (lambda data: None)
         write(line)
         head = [line]
         size = len(line)
@@ -194,14 +318,14 @@ def find_parts(label, stream, on_error, immediate=None, found_flag=None):
             rd.consumed -= len(back)
             rd.pos = 0
             rd.lineno = start - 1
-            if spool is not None:
-                spool.close()
+            if spooled is not None:
+                spooled.close()
             found = True
             reader(rd)
             continue
         if info is None:
-            if spool is not None:
-                spool.close()
+            if spooled is not None:
+                spooled.close()
             if not ended and line:
                 continue  # a script in the text, not an archive; the scan goes on after it
             on_error(
@@ -225,8 +349,8 @@ def find_parts(label, stream, on_error, immediate=None, found_flag=None):
 
                 info = unshar_gnu.part_info(b"".join(head) + b"\n" + tail[0])
         if not ended:
-            if spool is not None:
-                spool.close()
+            if spooled is not None:
+                spooled.close()
             on_error(
                 ArchiveError(
                     "%s:%d: truncated archive: no 'exit 0' line after the one beginning on line %d"
@@ -236,11 +360,8 @@ def find_parts(label, stream, on_error, immediate=None, found_flag=None):
             found = True
             continue
         found = True
-        if spool is not None:
-            spool.seek(0)
-            text = spool
-        else:
-            text = io.BufferedReader(_Slice(path, start_at, rd.consumed + rd.pos), 1 << 20)
+        # unbuffered (a _Slice of the file): no buffer held per waiting part
+        text = spooled.text() if spooled is not None else _Slice(path, start_at, rd.consumed + rd.pos)
         yield Part(info, label, start, text)
     if found_flag is not None and found:
         found_flag.append(label)
@@ -846,12 +967,15 @@ def unshar(
         return read
 
     parts = []
+    spool = Spool(None if list_only else directory)
     try:
         for item in inputs:  # one at a time: an unreadable input does not stop the others
             found = []
             try:
                 for label, stream in iter_texts([item]):
-                    parts.extend(find_parts(label, stream, fail, immediate, found))
+                    parts.extend(find_parts(label, stream, fail, immediate, found, spool))
+            except SpoolError:
+                raise  # a full disk: nothing more can be kept
             except PipemailError as exc:
                 fail(exc)
                 continue
@@ -862,10 +986,10 @@ def unshar(
                     )
                 )
         archives = group_parts(parts, fail)
-    except BaseException:
-        sink.close()
-        raise
-    try:
+        needed = {id(part) for archive in archives for part in archive}
+        for part in parts:  # duplicates and parts of incomplete archives: not needed any more
+            if id(part) not in needed:
+                part.text.close()
         for archive in archives:
             fmt = archive[0].info.format
             parser = _parser(fmt, sink)
@@ -874,15 +998,19 @@ def unshar(
                 for part in archive:
                     sink.where = "%s:%d" % (part.label, part.lineno)
                     parser.feed_part(part.label, part.lineno, part.text)
+                    part.text.close()
                 parser.finish()
             except DataError as exc:
                 sink.abort_file()
                 fail(exc)
     finally:
-        sink.close()
-        for part in parts:
-            part.text.close()
+        try:
+            sink.close()
+        finally:
+            for part in parts:
+                part.text.close()
+            spool.remove()  # on every exit: success, error, Ctrl-C, SIGTERM (which unwinds)
     return errors
 
 
-__all__ = ["Extractor", "Lister", "PysharParser", "find_parts", "group_parts", "unshar"]
+__all__ = ["Extractor", "Lister", "PysharParser", "Spool", "SpoolError", "find_parts", "group_parts", "unshar"]

@@ -551,3 +551,74 @@ def test_chunk_stream_reads_chunks_as_a_file():
     stream = io.BufferedReader(mailbox.ChunkStream([b"ab", b"", b"c\nd", b"e\n"]))
     assert stream.readline() == b"abc\n"
     assert stream.read() == b"de\n"
+
+
+# -- iterating inputs (pyunshar's) -------------------------------------------------------------
+
+
+def test_iter_messages_kinds_labels_and_numbers(tmp_path):
+
+    from pipemail.mailbox import iter_messages
+
+    box = tmp_path / "box"
+    box.write_bytes(b"From a x\nSubject: 1\n\none\n\nFrom b x\nSubject: 2\n\ntwo\nFrom c in the body\n")
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(b"Subject: s\n\nbody\n")
+    plain = tmp_path / "p"
+    plain.write_bytes(b"#!/bin/sh\r\nexit 0\r\n")
+    got = [(i.kind, i.label, i.number, i.stream.read()) for i in iter_messages([box, eml, plain])]
+    assert got == [
+        ("message", str(box), 1, b"Subject: 1\n\none\n"),
+        ("message", str(box), 2, b"Subject: 2\n\ntwo\nFrom c in the body\n"),
+        ("message", str(eml), None, b"Subject: s\n\nbody\n"),
+        ("text", str(plain), None, b"#!/bin/sh\nexit 0\n"),  # CRLF lines read as LF
+    ]
+    r, w = os.pipe()
+    os.write(w, b"From a x\r\nSubject: 1\r\n\r\none\r\n\r\nFrom b x\r\nSubject: 2\r\n\r\ntwo\r\n")
+    os.close(w)
+    with open(r, "rb") as pipe:
+        got = [(i.label, i.number, i.stream.read()) for i in iter_messages([("stdin", pipe)])]
+    assert got == [("stdin", 1, b"Subject: 1\n\none\n"), ("stdin", 2, b"Subject: 2\n\ntwo\n")]
+
+
+def test_maildir_messages_in_delivery_order_opened_one_at_a_time(tmp_path):
+    from pipemail.mailbox import maildir_messages
+
+    top = tmp_path / "Maildir"
+    for sub in ("tmp", "new", "cur"):
+        (top / sub).mkdir(parents=True)
+    (top / "cur" / "2:2,S").write_bytes(b"second\n")
+    (top / "new" / "1").write_bytes(b"first\n")
+    (top / "new" / "3").write_bytes(b"third\n")
+    (top / "new" / ".hidden").write_bytes(b"no\n")
+    (top / "tmp" / "0").write_bytes(b"in progress\n")
+    (top / "cur" / "4").mkdir()
+    seen = []
+    for path, f in maildir_messages(str(top)):
+        seen.append((os.path.relpath(path, top), f.read()))
+        previous = f
+    assert previous.closed
+    assert seen == [("new/1", b"first\n"), ("cur/2:2,S", b"second\n"), ("new/3", b"third\n")]
+
+
+def test_prefixed_and_crlf_to_lf_streams():
+    import io as io_
+
+    from pipemail.mailbox import CRLFToLF, Prefixed
+
+    assert io_.BufferedReader(Prefixed(b"head ", io_.BytesIO(b"rest"))).read() == b"head rest"
+    data = b"a\r\nb\r" + b"\nc\r\r\n\r"
+    for step in (1, 2, 3, 100):
+        chunks = [data[i : i + step] for i in range(0, len(data), step)]
+
+        class Reads(io_.RawIOBase):
+            def __init__(self, chunks):
+                self.chunks = chunks
+
+            def readable(self):
+                return True
+
+            def read(self, n=-1):
+                return self.chunks.pop(0) if self.chunks else b""
+
+        assert io_.BufferedReader(CRLFToLF(Reads(chunks))).read() == b"a\nb\nc\r\n\r"

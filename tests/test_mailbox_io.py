@@ -313,10 +313,15 @@ def test_mboxrd_unquoting_and_separators(tmp_path):
         b"\n"
     )
     path = write(tmp_path / "rd", raw)
+    # The one split rule (pipemail.mailbox): a From_ line ends a message only after a blank
+    # line, so the third From line is a line of message 2 (the stdlib split before it).
     assert texts([path]) == [
         ("%s: message 1, part 1" % path, b">From two\nFrom one\nFrom-less\n \n"),
-        ("%s: message 2, part 1" % path, b"no blank line before the next\n"),
-        ("%s: message 3, part 1" % path, b"#!/bin/sh\nno headers at all\n\n"),
+        (
+            "%s: message 2, part 1" % path,
+            b"no blank line before the next\nFrom c@example.com Mon Jan  1 00:00:02 2024\n"
+            b"#!/bin/sh\nno headers at all\n\n",
+        ),
     ]
 
 
@@ -617,3 +622,76 @@ def test_a_plain_text_of_crlf_lines_is_read_with_lf_lines_and_a_mixed_one_as_it_
     mixed = b"#!/bin/sh\nXa text line that had CRLF\r\nexit 0\n"
     a, b = write(tmp_path / "a", crlf), write(tmp_path / "b", mixed)
     assert texts([a, b]) == [(str(a), crlf.replace(b"\r\n", b"\n")), (str(b), mixed)]
+
+
+# -- streams (issue 11) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 8, 64, 4096])
+@pytest.mark.parametrize("crlf", [False, True])
+def test_mime_walk_is_the_same_whatever_the_reads_and_block_size(monkeypatch, block, crlf):
+    """Boundaries, held line ends, base64 quads and QP lines cut at every place a small block puts them."""
+    from pipemail import mailbox_io
+
+    monkeypatch.setattr(mailbox_io, "BLOCK", block, raising=False)
+    raw = mixed_message().as_bytes()
+    if crlf:
+        raw = raw.replace(b"\n", b"\r\n")
+    for step in (1, 3, 7, 64):
+        assert texts([("stdin", Trickle(raw, step=step))]) == labelled("stdin: ", MIXED_PARTS)
+
+
+def big_eml(path, size):
+    import binascii
+
+    with open(path, "wb") as f:
+        f.write(
+            b'Subject: big\nContent-Type: multipart/mixed; boundary="zz"\n\n--zz\n'
+            b"Content-Type: application/octet-stream; name=big.bin\nContent-Transfer-Encoding: base64\n\n"
+        )
+        block = bytes(range(256)) * 228  # 57 * 1024 bytes: whole base64 lines
+        for _ in range(size // len(block)):
+            f.write(b"".join(binascii.b2a_base64(block[i : i + 57]) for i in range(0, len(block), 57)))
+        f.write(b"--zz--\n")
+    return len(block) * (size // len(block))
+
+
+def test_messages_in_files_and_maildirs_are_read_as_streams(tmp_path):
+    """A 16 MB attachment in an .eml and in a Maildir: decoded while read, never held whole."""
+    top = tmp_path / "Maildir"
+    for sub in ("tmp", "new", "cur"):
+        (top / sub).mkdir(parents=True)
+    want = big_eml(top / "new" / "1700000000.M1P1.host", 16 << 20)
+    shutil_copy = tmp_path / "big.eml"
+    os.link(top / "new" / "1700000000.M1P1.host", shutil_copy)
+    for source in (shutil_copy, top):
+        tracemalloc.start()
+        try:
+            got = []
+            for label, stream in iter_texts([source]):
+                size = 0
+                while chunk := stream.read(1 << 16):
+                    size += len(chunk)
+                got.append((label.rsplit(": ", 1)[1], size))
+            _current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert got == [("part 1 (big.bin)", want)]
+        assert peak < 4 << 20, (source, peak)
+
+
+def test_an_mbox_on_a_pipe_is_read_as_it_comes_not_copied(tmp_path, monkeypatch):
+    """No temporary file: an mbox (a 4 GB one too) is read forward only."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    path = tmp_path / "m"
+    box = mailbox.mbox(path)
+    box.add(plain_message("one", "first\n"))
+    box.add(mixed_message())
+    box.close()
+    stream, thread = pipe_stream(path.read_bytes())
+    with stream:
+        got = texts([("-", stream)])
+    thread.join()
+    assert got == [("-: message 1, part 1", b"first\n")] + labelled("-: message 2, ", MIXED_PARTS)

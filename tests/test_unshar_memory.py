@@ -1,0 +1,190 @@
+"""pyunshar in bounded memory: parts from a Maildir, an mbox on stdin (a file, a pipe), one big
+message; the spool directory on the target's file system, removed on every exit; a full disk."""
+
+import os
+import random
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import time
+
+import pytest
+import sharmail
+from peak import LIMIT_MB, peak
+
+from conftest import command_path
+
+BLOCK = os.urandom(1 << 20)
+
+
+def make_case(top, mb):
+    """A file of ``mb`` MiB, its pyshar -L 4000 parts mailed (shuffled, one duplicate) into a
+    Maildir and an mbox, and the whole archive as one message."""
+    top.mkdir()
+    data = top / "backup.bin"
+    with open(data, "wb") as f:
+        for i in range(mb):
+            f.write(BLOCK[i:] + BLOCK[:i])  # no two blocks alike
+    src = top / "src"
+    src.mkdir()
+    subprocess.run(
+        command_path("pyshar") + ["-L", "4000", "-o", str(src / "part"), data.name],
+        cwd=top,
+        check=True,
+        capture_output=True,
+    )
+    parts = sorted(str(p) for p in src.iterdir())
+    assert len(parts) > 1
+    shuffled = parts[:]
+    random.Random(mb).shuffle(shuffled)
+    shuffled.insert(1, parts[-1])  # a duplicate
+    sharmail.write_maildir(str(top / "Maildir"), shuffled)
+    sharmail.write_mbox(str(top / "parts.mbox"), shuffled)
+    whole = top / "whole.shar"
+    with open(whole, "wb") as out:
+        subprocess.run(command_path("pyshar") + [data.name], cwd=top, stdout=out, check=True, stderr=subprocess.DEVNULL)
+    sharmail.write_mbox(str(top / "whole.mbox"), [str(whole)])
+    (top / "incomplete").mkdir()
+    sharmail.write_maildir(str(top / "incomplete" / "Maildir"), parts[:1] + parts[2:])
+    return top
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    top = tmp_path_factory.mktemp("unshar-memory")
+    return {mb: make_case(top / ("%dM" % mb), mb) for mb in (10, 100)}
+
+
+def pipe_argv(mbox, out):
+    """cat MBOX | pyunshar -d OUT, through sh: pyunshar reads a pipe."""
+    pyunshar = " ".join(shlex.quote(a) for a in command_path("pyunshar"))
+    return ["sh", "-c", "cat %s | %s -d %s" % (shlex.quote(str(mbox)), pyunshar, shlex.quote(str(out)))]
+
+
+def run_case(case, how):
+    out = case / ("out-" + how)
+    shutil.rmtree(out, ignore_errors=True)
+    if how == "maildir":
+        p = peak("pyunshar", "-d", out, case / "Maildir")
+    elif how == "stdin":
+        p = peak("pyunshar", "-d", out, stdin=case / "parts.mbox")
+    elif how == "pipe":
+        p = peak(pipe_argv(case / "parts.mbox", out))
+    else:  # one message holding the whole archive, on stdin
+        p = peak("pyunshar", "-d", out, stdin=case / "whole.mbox")
+    return p, out
+
+
+def same_file(a, b):
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+@pytest.mark.parametrize("how", ["maildir", "stdin", "pipe", "whole"])
+def test_reassembly_memory_stays_flat(cases, how):
+    small, small_out = run_case(cases[10], how)
+    big, big_out = run_case(cases[100], how)
+    for p, out, case in ((small, small_out, cases[10]), (big, big_out, cases[100])):
+        assert p.returncode == 0, p
+        assert p.stderr == ""
+        assert sorted(os.listdir(out)) == ["backup.bin"]  # the restored file, no spool left
+        assert same_file(out / "backup.bin", case / "backup.bin")
+    assert big.mb < LIMIT_MB, big
+    assert big.mb - small.mb < 8, (small, big)
+
+
+def test_a_missing_part_leaves_nothing_behind_spool_included(cases):
+    case = cases[10]
+    out = case / "out-missing"
+    p = peak("pyunshar", "-d", out, case / "incomplete" / "Maildir")
+    assert p.returncode == 65, p
+    assert "part 2 of " in p.stderr and "is missing; nothing of this archive was extracted" in p.stderr
+    assert os.listdir(out) == [] if out.exists() else True
+    assert not [n for n in os.listdir(case) if n.startswith(".pyunshar-")]
+
+
+def wait_for(predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def spool_dirs(out):
+    return [out / n for n in os.listdir(out) if n.startswith(".pyunshar-")] if out.exists() else []
+
+
+@pytest.mark.parametrize("ending", ["complete", "SIGTERM", "SIGINT"])
+def test_spool_is_private_on_the_target_and_removed_on_every_exit(cases, tmp_path, ending):
+    """The parts of the Maildir wait in DIR/.pyunshar-XXXXXXXX (0700, files 0600) while pyunshar
+    blocks on a FIFO given after it; then the run ends, or is stopped: the spool goes."""
+    case = cases[10]
+    out = tmp_path / "out"
+    out.mkdir()
+    fifo = tmp_path / "more"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        command_path("pyunshar") + ["-d", str(out), str(case / "Maildir"), str(fifo)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        [spool] = wait_for(lambda: spool_dirs(out))
+        names = wait_for(lambda: len(os.listdir(spool)) >= 3 and os.listdir(spool))
+        assert stat.S_IMODE(os.stat(spool).st_mode) == 0o700
+        assert os.stat(spool).st_dev == os.stat(out).st_dev
+        for name in names:
+            st = os.stat(spool / name)
+            assert stat.S_IMODE(st.st_mode) == 0o600 and stat.S_ISREG(st.st_mode)
+        if ending == "complete":
+            with open(fifo, "wb"):
+                pass  # an empty input: no archive in it, the Maildir's archive is complete
+            err = proc.communicate(timeout=60)[1]
+            assert proc.returncode == 65  # "more: no shell archive found"
+            assert err == b"pyunshar: %s: no shell archive found\n" % bytes(fifo)
+            assert same_file(out / "backup.bin", case / "backup.bin")
+            assert sorted(os.listdir(out)) == ["backup.bin"]
+        else:
+            proc.send_signal(getattr(signal, ending))  # interrupts the open of the FIFO
+            err = proc.communicate(timeout=60)[1]
+            assert proc.returncode in (130, 143, 128 + getattr(signal, ending)), err
+            assert os.listdir(out) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_full_disk_while_spooling_is_one_line_74_and_leaves_nothing(cases, tmp_path):
+    """DIR on a 1 MB tmpfs in a private mount namespace: the first part does not fit."""
+    case = cases[10]
+    target = tmp_path / "small"
+    target.mkdir()
+    pyunshar = " ".join(shlex.quote(a) for a in command_path("pyunshar"))
+    script = 'mount -t tmpfs -o size=1m tmpfs %s && %s -d %s %s; echo "rc=$?"; ls -A %s' % (
+        shlex.quote(str(target)),
+        pyunshar,
+        shlex.quote(str(target)),
+        shlex.quote(str(case / "Maildir")),
+        shlex.quote(str(target)),
+    )
+    proc = subprocess.run(
+        [shutil.which("unshare") or "unshare", "--mount", "sh", "-c", script],
+        capture_output=True,
+        timeout=120,
+    )
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("pyunshar: cannot spool %s/new/" % (case / "Maildir"))
+    assert lines[0].endswith(": No space left on device")
+    assert proc.stdout.decode() == "rc=74\n"  # and ls -A printed nothing: no spool, no file
