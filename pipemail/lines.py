@@ -97,6 +97,27 @@ class LineReader(Buffer):
         self.lineno -= 1
 
 
+def line_over(chunk, run, limit):
+    """Whether ``chunk`` (after ``run`` bytes of an open line) has a line over ``limit``.
+
+    Jumps from newline to the last newline within ``limit`` bytes, so it
+    takes one step per ``limit`` bytes, not one per line.
+    """
+    pos, n, rfind = 0, len(chunk), chunk.rfind
+    first = chunk.find(b"\n")
+    if first < 0:
+        return run + n > limit
+    if run + first > limit:
+        return True
+    pos = first + 1
+    while n - pos > limit:
+        j = rfind(b"\n", pos, pos + limit + 1)
+        if j < 0:
+            return True
+        pos = j + 1
+    return False
+
+
 def strip_eol(line):
     """``line`` without its LF or CRLF."""
     if line.endswith(b"\n"):

@@ -19,6 +19,7 @@ import stat
 
 from pipemail import __version__
 from pipemail.errors import ChangedError, DataError, IOFailure, NoInputError, describe_oserror, shown
+from pipemail.lines import line_over
 
 _FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322: printable ASCII but colon
 _B64_LINE = 57  # bytes per 76-character base64 line
@@ -264,7 +265,7 @@ def scan(src):
                 st.utf8 = False
         st.suspect = st.suspect or bool(chunk.translate(None, _NOT_SUSPECT))
         if not st.long_line:
-            st.long_line = _line_over(chunk, run, 998)
+            st.long_line = line_over(chunk, run, 998)
             nl = chunk.rfind(b"\n")
             run = run + n if nl < 0 else n - nl - 1
         tail = (tail + chunk[-2:])[-2:]
@@ -279,24 +280,6 @@ def scan(src):
         st.ends_nl, st.size = False, src.size
     src.stats = st
     return st
-
-
-def _line_over(chunk, run, limit):
-    """Whether ``chunk`` (after ``run`` bytes of an open line) has a line over ``limit`` bytes:
-    from newline to the last newline within ``limit`` bytes, a step per ``limit`` bytes."""
-    n, rfind = len(chunk), chunk.rfind
-    first = chunk.find(b"\n")
-    if first < 0:
-        return run + n > limit
-    if run + first > limit:
-        return True
-    pos = first + 1
-    while n - pos > limit:
-        j = rfind(b"\n", pos, pos + limit + 1)
-        if j < 0:
-            return True
-        pos = j + 1
-    return False
 
 
 def _decodes(src, charset):

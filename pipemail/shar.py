@@ -34,6 +34,7 @@ import time
 
 from pipemail import __version__
 from pipemail.errors import NoInputError, UsageError, describe_oserror, shown
+from pipemail.lines import line_over
 from pipemail.progress import reader
 from pipemail.sharformat import (  # the format, written once (pyunshar reads it from there)
     B64_CLOSE,
@@ -173,34 +174,13 @@ def classify(path, force_text=False, force_binary=False, max_line=MAX_TEXT_LINE)
                 return "text", prefix or PREFIXES[:1]
             if chunk.translate(None, allowed):
                 return "binary", None
-            if _longest_line_over(chunk, run, max_line):
+            if line_over(chunk, run, max_line):
                 return "binary", None
             if prefix is None:
                 present = set(chunk.translate(None, _NOT_PREFIX))
                 prefix = next((bytes((c,)) for c in PREFIXES if c not in present), PREFIXES[:1])
             nl = chunk.rfind(b"\n")
             run = run + len(chunk) if nl < 0 else len(chunk) - nl - 1
-
-
-def _longest_line_over(chunk, run, limit):
-    """Whether ``chunk`` (after ``run`` bytes of an open line) has a line over ``limit``.
-
-    Jumps from newline to the last newline within ``limit`` bytes, so it
-    takes one step per ``limit`` bytes, not one per line.
-    """
-    pos, n, rfind = 0, len(chunk), chunk.rfind
-    first = chunk.find(b"\n")
-    if first < 0:
-        return run + n > limit
-    if run + first > limit:
-        return True
-    pos = first + 1
-    while n - pos > limit:
-        j = rfind(b"\n", pos, pos + limit + 1)
-        if j < 0:
-            return True
-        pos = j + 1
-    return False
 
 
 # -- the script -----------------------------------------------------------------------
