@@ -306,3 +306,13 @@ def test_the_pyshar_line_pyuudecode_passes_over_is_the_one_pyshar_writes():
     from pipemail import sharformat
 
     assert uu.MAGIC is sharformat.MAGIC  # one definition, imported by both (pipemail.shar writes it)
+
+
+def test_the_splitter_cache_stays_bounded():
+    """Every odd-sized last step asks for a new splitter: the cache must not keep them all
+    (it grew by 10 MB over a 400 MB --max-size attachment)."""
+    from pipemail import uu as uumod
+
+    for n in range(1, 600):
+        assert uumod.splitter(n, 60).size == 60 * n
+    assert len(uumod._structs) <= uumod.SPLITTERS_KEPT
