@@ -39,6 +39,17 @@ class Buffer:
             self.buf += data
         return len(self.buf) > start
 
+    def skip_line(self):
+        """Drop the rest of the current line, its newline included (the end of input ends it too)."""
+        while True:
+            end = self.buf.find(b"\n", self.pos)
+            if end >= 0:
+                self.pos = end + 1
+                return
+            self.pos = len(self.buf)
+            if not self.fill(self._FILL):
+                return
+
 
 class LineReader(Buffer):
     """Lines of a binary stream, with bulk access for the decoders' fast paths.
@@ -71,7 +82,7 @@ class LineReader(Buffer):
             if len(self.buf) - self.pos >= MAX_LINE:
                 line = bytes(self.buf[self.pos : self.pos + MAX_LINE])
                 self.overlong = True
-                self._skip_rest()
+                self.skip_line()
                 break
             if not self.fill(len(self.buf) - self.pos + self._FILL):
                 line = bytes(self.buf[self.pos :])
@@ -80,16 +91,6 @@ class LineReader(Buffer):
         if line:
             self.lineno += 1
         return line
-
-    def _skip_rest(self):
-        while True:
-            end = self.buf.find(b"\n", self.pos)
-            if end >= 0:
-                self.pos = end + 1
-                return
-            self.pos = len(self.buf)
-            if not self.fill(self._FILL):
-                return
 
     def unread(self, line):
         """Give back the line just read; the next readline returns it again."""

@@ -295,18 +295,7 @@ def _take_line(src):
     line = _line_at(src, MAX_BOUNDARY_LINE)
     src.pos += len(line)
     if len(line) >= MAX_BOUNDARY_LINE and not line.endswith(b"\n"):  # pragma: no cover - boundaries are short
-        _body_skip_line(src)
-
-
-def _body_skip_line(src):
-    while True:
-        end = src.buf.find(b"\n", src.pos)
-        if end >= 0:
-            src.pos = end + 1
-            return
-        src.pos = len(src.buf)
-        if not src.fill(BLOCK):
-            return
+        src.skip_line()
 
 
 def _is_boundary(line, bounds):
