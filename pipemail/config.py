@@ -45,8 +45,14 @@ ACCOUNT_KEYS = {
     "tls": "tls",
     "tls_trust_file": "tls_trust_file",
     "domain": "domain",
+    "aliases": "aliases",
+    "proxy": "proxy",
 }
-TOP_KEYS = ("default", "accounts")
+TOP_KEYS = ("default", "accounts", "queue")
+
+# Read when the user has no file of their own (root, cron, daemons: pysendmail);
+# $PIPEMAIL_SYSTEM_CONFIG names another (tests, a chroot).
+SYSTEM_PATH = "/etc/pipemail/config.toml"
 
 DEFAULT_PORTS = {"smtp": 587, "smtps": 465, "pop3": 110, "pop3s": 995}
 TRANSPORT_SCHEMES = ("smtp", "smtps", "sendmail", "mbox", "maildir", "-")
@@ -74,6 +80,8 @@ class Account:
         "tls",
         "tls_trust_file",
         "domain",
+        "aliases",
+        "proxy",
         "mode_ok",
         "config_path",
     )
@@ -91,6 +99,8 @@ class Account:
         tls="auto",
         tls_trust_file=None,
         domain=None,
+        aliases=None,
+        proxy=None,
         mode_ok=True,
         config_path=None,
     ):
@@ -105,6 +115,8 @@ class Account:
         self.tls = tls
         self.tls_trust_file = tls_trust_file
         self.domain = domain  # qualifies bare local names (root) for SMTP
+        self.aliases = aliases  # pysendmail: local names -> addresses (None: /etc/aliases)
+        self.proxy = proxy  # socks5://, socks5h://, http:// (CONNECT) for SMTP and POP3
         self.mode_ok = mode_ok
         self.config_path = config_path
 
@@ -128,15 +140,19 @@ class Account:
 
 class Config:
     """The parsed file: ``path`` (str), ``found`` (whether it existed), ``default``
-    (the top-level ``default`` key or None), ``accounts`` (name -> Account) and
-    ``mode_ok`` (no group or other bits on the file)."""
+    (the top-level ``default`` key or None), ``accounts`` (name -> Account),
+    ``mode_ok`` (no group or other bits on the file), ``queue`` (the top-level
+    ``queue`` key, pysendmail's queue directory, or None) and ``system`` (whether
+    it is the system-wide file, read because the user has none)."""
 
-    def __init__(self, path, accounts=None, default=None, found=True, mode_ok=True):
+    def __init__(self, path, accounts=None, default=None, found=True, mode_ok=True, queue=None, system=False):
         self.path = path
         self.accounts = dict(accounts or {})
         self.default = default
         self.found = found
         self.mode_ok = mode_ok
+        self.queue = queue
+        self.system = system
 
     def __repr__(self):
         return "Config(path=%r, default=%r, accounts=%r)" % (self.path, self.default, sorted(self.accounts))
@@ -164,27 +180,41 @@ class Config:
         return Account()
 
 
+def system_path(env=None):
+    """The system-wide file: ``$PIPEMAIL_SYSTEM_CONFIG`` or /etc/pipemail/config.toml."""
+    env = os.environ if env is None else env
+    return env.get("PIPEMAIL_SYSTEM_CONFIG") or SYSTEM_PATH
+
+
 def default_path(env=None):
-    """The file :func:`load` reads without a path: ``$PIPEMAIL_CONFIG`` or the
-    default location, and whether it was named (so that it must exist)."""
+    """The file :func:`load` reads without a path: ``$PIPEMAIL_CONFIG``, else the user's
+    (``~/.config/pipemail/config.toml``) unless it is missing and the system-wide one
+    exists; and whether it was named (so that it must exist)."""
     env = os.environ if env is None else env
     named = env.get("PIPEMAIL_CONFIG")
     if named:
         return named, True
-    return os.path.expanduser(DEFAULT_PATH), False
+    mine = os.path.expanduser(DEFAULT_PATH)
+    if not os.path.lexists(mine) and os.path.lexists(system_path(env)):
+        return system_path(env), False
+    return mine, False
 
 
 def load(path=None, env=None):
     """Read the configuration: ``path``, else ``$PIPEMAIL_CONFIG`` (from ``env``,
-    default ``os.environ``), else ``~/.config/pipemail/config.toml``.
+    default ``os.environ``), else ``~/.config/pipemail/config.toml``, else (the user
+    has none) the system-wide file, :func:`system_path`.
 
     A missing file at the default location is an empty Config; a missing file that
     was named, a TOML syntax error, an unknown key or a bad value is a ConfigError.
+    A ``password`` key is taken only from a file without group or other permission
+    bits, and from the system-wide file only when root owns it too.
     """
     if path is not None:
         path, named = os.fspath(path), True
     else:
         path, named = default_path(env)
+    system = not named and path == system_path(env)
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
@@ -192,10 +222,10 @@ def load(path=None, env=None):
     except FileNotFoundError as exc:
         if named:
             raise ConfigError("config file %s: %s" % (path, describe_oserror(exc)))
-        return Config(path, found=False)
+        return Config(path, found=False, system=system)
     except OSError as exc:
         raise ConfigError("config file %s: %s" % (path, describe_oserror(exc)))
-    mode_ok = not st.st_mode & (stat.S_IRWXG | stat.S_IRWXO)
+    mode_ok = not st.st_mode & (stat.S_IRWXG | stat.S_IRWXO) and (not system or st.st_uid == 0)
 
     import tomllib
 
@@ -208,10 +238,10 @@ def load(path=None, env=None):
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("config file %s: %s" % (path, exc))
-    return _build(path, doc, mode_ok)
+    return _build(path, doc, mode_ok, system)
 
 
-def _build(path, doc, mode_ok):
+def _build(path, doc, mode_ok, system=False):
     where = "config file %s" % path
     for key in doc:
         if key not in TOP_KEYS:
@@ -233,7 +263,12 @@ def _build(path, doc, mode_ok):
     if default is not None and default not in accounts:
         known = ", ".join(sorted(accounts)) or "none"
         raise ConfigError("%s: default account %r is not defined; accounts: %s" % (where, default, known))
-    return Config(path, accounts, default, found=True, mode_ok=mode_ok)
+    queue = doc.get("queue")
+    if queue is not None:
+        if not isinstance(queue, str) or not queue:
+            raise ConfigError('%s: \'queue\' must be a directory, as queue = "/var/spool/pipemail"' % where)
+        queue = os.path.expanduser(queue)
+    return Config(path, accounts, default, found=True, mode_ok=mode_ok, queue=queue, system=system)
 
 
 def _account(where, path, name, table, mode_ok):
@@ -258,8 +293,9 @@ def _account(where, path, name, table, mode_ok):
         tls = values["tls"] = tls.lower()
         if tls not in TLS_MODES:
             raise ConfigError("%s: account %r: tls %r: use %s" % (where, name, table["tls"], _alternatives(TLS_MODES)))
-    if values.get("tls_trust_file") is not None:
-        values["tls_trust_file"] = os.path.expanduser(values["tls_trust_file"])
+    for key in ("tls_trust_file", "aliases"):
+        if values.get(key) is not None:
+            values[key] = os.path.expanduser(values[key])
     domain = values.get("domain")
     if domain is not None:
         import re

@@ -20,6 +20,10 @@ settings.register_profile(
 settings.register_profile("dev", deadline=None, max_examples=300)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# No test reads the machine's /etc/pipemail/config.toml: a test that wants a
+# system-wide file names its own.
+os.environ["PIPEMAIL_SYSTEM_CONFIG"] = "/nonexistent/pipemail-tests/config.toml"
+
 
 def command_path(name):
     """The installed console script beside this interpreter, else the bin/ launcher."""

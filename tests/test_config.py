@@ -186,7 +186,7 @@ def test_unknown_account_key_is_an_error(tmp_path):
         load(path)
     assert str(info.value) == (
         "config file %s: unknown key 'usr' in account 'work' "
-        "(keys: auth, domain, from, password, password_command, pop, tls, tls_trust_file, transport, user)" % path
+        "(keys: aliases, auth, domain, from, password, password_command, pop, proxy, tls, tls_trust_file, transport, user)" % path
     )
 
 
@@ -195,7 +195,7 @@ def test_unknown_top_level_key_is_an_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(path)
     assert str(info.value) == (
-        "config file %s: unknown key 'defualt' (top-level keys: default, accounts; "
+        "config file %s: unknown key 'defualt' (top-level keys: default, accounts, queue; "
         "accounts go in [accounts.NAME])" % path
     )
 
@@ -713,3 +713,59 @@ def test_no_heavy_imports_at_module_level():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- the system-wide file (pysendmail's, for root, cron and daemons) ------------------
+
+SYSTEM = """\
+queue = "/var/spool/pipemail-test"
+[accounts.relay]
+from = "alerts@example.com"
+transport = "smtp://mail.example.com"
+domain = "example.com"
+aliases = "~/aliases"
+proxy = "socks5h://127.0.0.1:1080"
+password = "s3cret"
+"""
+
+
+def test_system_file_is_read_when_the_user_has_none(home, tmp_path):
+    sysfile = write(tmp_path / "etc/config.toml", SYSTEM)
+    cfg = load(env={"PIPEMAIL_SYSTEM_CONFIG": str(sysfile)})
+    assert cfg.path == str(sysfile) and cfg.system
+    assert cfg.queue == "/var/spool/pipemail-test"
+    acct = cfg.account()
+    assert acct.aliases == str(home / "aliases")
+    assert acct.proxy == "socks5h://127.0.0.1:1080"
+    # owned by the user running the tests: root in CI, where the password key is allowed
+    assert acct.mode_ok == (os.getuid() == 0)
+
+
+def test_user_file_wins_over_the_system_file(home, tmp_path):
+    sysfile = write(tmp_path / "etc/config.toml", SYSTEM)
+    mine = write(home / ".config/pipemail/config.toml", GMAIL)
+    cfg = load(env={"PIPEMAIL_SYSTEM_CONFIG": str(sysfile)})
+    assert cfg.path == str(mine) and not cfg.system and cfg.queue is None
+
+
+def test_system_file_readable_by_others_refuses_its_password(home, tmp_path):
+    sysfile = write(tmp_path / "etc/config.toml", SYSTEM, mode=0o644)
+    acct = load(env={"PIPEMAIL_SYSTEM_CONFIG": str(sysfile)}).account()
+    with pytest.raises(ConfigError, match="readable by others: chmod 600"):
+        password(acct, "u", "mail.example.com", env={})
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="chown to another owner needs root")
+def test_system_file_not_owned_by_root_refuses_its_password(home, tmp_path):
+    sysfile = write(tmp_path / "etc/config.toml", SYSTEM)
+    os.chown(sysfile, 65534, 65534)
+    acct = load(env={"PIPEMAIL_SYSTEM_CONFIG": str(sysfile)}).account()
+    assert not acct.mode_ok
+    with pytest.raises(ConfigError):
+        password(acct, "u", "mail.example.com", env={})
+
+
+def test_queue_must_be_a_string(tmp_path):
+    path = write(tmp_path / "c.toml", "queue = 3\n")
+    with pytest.raises(ConfigError, match="'queue' must be a directory"):
+        load(path)
