@@ -266,7 +266,7 @@ def _build(path, doc, mode_ok, system=False):
     queue = doc.get("queue")
     if queue is not None:
         if not isinstance(queue, str) or not queue:
-            raise ConfigError('%s: \'queue\' must be a directory, as queue = "/var/spool/pipemail"' % where)
+            raise ConfigError("%s: 'queue' must be a directory, as queue = \"/var/spool/pipemail\"" % where)
         queue = os.path.expanduser(queue)
     return Config(path, accounts, default, found=True, mode_ok=mode_ok, queue=queue, system=system)
 

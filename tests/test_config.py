@@ -186,7 +186,8 @@ def test_unknown_account_key_is_an_error(tmp_path):
         load(path)
     assert str(info.value) == (
         "config file %s: unknown key 'usr' in account 'work' "
-        "(keys: aliases, auth, domain, from, password, password_command, pop, proxy, tls, tls_trust_file, transport, user)" % path
+        "(keys: aliases, auth, domain, from, password, password_command, pop, proxy, "
+        "tls, tls_trust_file, transport, user)" % path
     )
 
 
