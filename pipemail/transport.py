@@ -449,7 +449,14 @@ def smtp_deliveries(
     if log is not None:
         log("=== connecting to %s port %d%s" % (host, port, " (TLS)" if url.scheme == "smtps" else ""))
     try:
-        client = SSLClient(timeout=timeout, context=context) if url.scheme == "smtps" else Client(timeout=timeout)
+        from pipemail.message import fqdn
+
+        name = fqdn()  # EHLO with this machine's name, not smtplib's getfqdn() (localhost on many hosts)
+        client = (
+            SSLClient(timeout=timeout, context=context, local_hostname=name)
+            if url.scheme == "smtps"
+            else Client(timeout=timeout, local_hostname=name)
+        )
         client.log = log
         client._host = host  # smtplib checks the certificate against it (set by __init__ only)
         code, msg = client.connect(host, port)  # by network.connect and wrap_tls (_get_socket)

@@ -34,6 +34,7 @@ class Server:
         self.ca_file = None
         self.lint = True
         self.lint_failures = []  # (envelope recipients, what the lint said)
+        self.ehlo_names = []  # the name each EHLO gave
 
     def check(self, envelope):
         """The lint of a received message; a failure is recorded, and fails the test at teardown."""
@@ -51,6 +52,11 @@ class Server:
         return "smtp://%s:%d" % (self.host, self.port)
 
     # aiosmtpd handler hooks
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.ehlo_names.append(hostname)
+        session.host_name = hostname
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.rcpt_replies.get(address)
         if reply:

@@ -352,3 +352,18 @@ def test_a_dead_letter_that_cannot_be_written_is_said_once_after_the_reason(home
         "pymail: cannot connect to 127.0.0.1 port 1: Connection refused",
         "pymail: the message could not be kept: cannot write mailbox %s: No such file or directory" % dead,
     ]
+
+
+def test_ehlo_gives_this_machines_name_as_hostname_says(smtp_server, home):
+    # not smtplib's getfqdn(), which says "localhost" where /etc/hosts reads "127.0.0.1 localhost NAME"
+    import subprocess
+
+    from pipemail.message import fqdn
+
+    srv = smtp_server()
+    code, _out, err, _t = pymail("--transport", smtp_url(srv), "to@example.org", home=home)
+    assert code == 0, err
+    assert srv.ehlo_names == [fqdn()]
+    name = subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
+    assert fqdn() == name or fqdn().split(".")[0] == name.split(".")[0]
+    assert fqdn().split(".")[0] != "localhost"
