@@ -72,9 +72,12 @@ def is_loopback(host):
     return addr.is_loopback
 
 
-def connect(host, port, timeout):
+def connect(host, port, timeout, proxy=None):
     """A TCP socket to ``host``:``port`` with ``timeout`` on every wait and TCP_NODELAY set
-    (commands go out at once); TempFailError ``cannot connect to HOST port N: why`` if it cannot be made."""
+    (commands go out at once); TempFailError ``cannot connect to HOST port N: why`` if it cannot be made.
+    ``proxy``: a proxy URL to go through (socks5://, socks5h://, http:// for CONNECT)."""
+    if proxy:
+        raise NotImplementedError("proxies: issue 12, being written")
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:

@@ -34,6 +34,7 @@ class Options:
         stdout=None,
         env=None,
         progress=None,
+        proxy=None,
     ):
         self.account = account
         self.transport = transport
@@ -48,6 +49,7 @@ class Options:
         self.stdout = stdout
         self.env = os.environ if env is None else env
         self.progress = progress  # progress(label, total, unit) -> a bar to advance, or None
+        self.proxy = proxy  # --proxy URL (socks5://, socks5h://, http://); else the account's ``proxy``
         # A ConfigError met reading the configuration: raised when the message is to go out, so that
         # the message (composed without the account) is kept in the dead letter like any other failure.
         self.config_error = None
@@ -589,6 +591,7 @@ def _options(opts, account, addresses):
         "warn": opts.warn,
         "stdout": opts.stdout,
         "env": opts.env,
+        "proxy": opts.proxy,
     }
 
 

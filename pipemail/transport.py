@@ -278,10 +278,11 @@ def _smtp_classes():
         step = "connecting"  # what the session waits for, for the words of a timeout
         _rbuf = None  # what was read past the last reply line; made by _get_socket
         implicit_tls = False  # smtps: TLS from the first byte, by ``self.context``
+        proxy = None  # a proxy URL to connect through (network.connect)
 
         def _get_socket(self, host, port, timeout):
             self.step = "connecting"
-            sock = connect(host, port, timeout)
+            sock = connect(host, port, timeout, proxy=self.proxy)
             if self.implicit_tls:
                 sock = wrap_tls(sock, self.context, self._host)
             self.step = "the greeting"
@@ -424,8 +425,10 @@ def smtp_deliveries(
     check=False,
     smtputf8=False,
     warn=None,
+    proxy=None,
 ):
-    """Deliver each of ``messages`` (``(segments, size)`` pairs) over one SMTP session.
+    """Deliver each of ``messages`` (``(segments, size)`` pairs) over one SMTP session
+    (through ``proxy``, a proxy URL, when given).
 
     Yields ``(Report, None)`` or ``(None, exception)`` for each message, in
     order.  A message the server refuses leaves the session usable for the
@@ -458,6 +461,7 @@ def smtp_deliveries(
             else Client(timeout=timeout, local_hostname=name)
         )
         client.log = log
+        client.proxy = proxy
         client._host = host  # smtplib checks the certificate against it (set by __init__ only)
         code, msg = client.connect(host, port)  # by network.connect and wrap_tls (_get_socket)
         if code != 220:
@@ -737,6 +741,7 @@ def deliver_each(
     stdout=None,
     stdout_mbox=False,
     env=None,
+    proxy=None,
 ):
     """Deliver each of ``messages`` (``(segments, size)`` pairs) by ``url``, the same envelope for all.
 
@@ -767,6 +772,7 @@ def deliver_each(
             check=check,
             smtputf8=smtputf8,
             warn=warn,
+            proxy=proxy or (account.proxy if account is not None else None),
         )
         return
     for segments, _size in messages:  # re-iterable chunks: never gathered into a list
