@@ -23,7 +23,7 @@ functions that need them: pipelines pay the start-up on every call.
 import os
 import stat
 
-from pipemail.errors import ConfigError, UsageError, describe_oserror
+from pipemail.errors import ConfigError, PasswordCommandError, UsageError, describe_oserror
 
 DEFAULT_PATH = "~/.config/pipemail/config.toml"
 
@@ -353,7 +353,7 @@ def run_password_command(command, env=None, account=None, timeout=None):
 
     Standard input is /dev/null (it may be the message being sent).  A command that
     fails, is killed, runs longer than ``timeout`` (default PASSWORD_COMMAND_TIMEOUT
-    seconds) or prints nothing is a ConfigError naming its exit status and the first
+    seconds) or prints nothing is a PasswordCommandError (a ConfigError, 78) naming its exit status and the first
     line of its standard error.
     """
     import signal
@@ -371,7 +371,7 @@ def run_password_command(command, env=None, account=None, timeout=None):
             start_new_session=True,  # so that a timeout kills the whole command
         )
     except OSError as exc:
-        raise ConfigError("%s: cannot run /bin/sh: %s" % (what, describe_oserror(exc)))
+        raise PasswordCommandError("%s: cannot run /bin/sh: %s" % (what, describe_oserror(exc)))
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -380,7 +380,7 @@ def run_password_command(command, env=None, account=None, timeout=None):
         except OSError:  # pragma: no cover - already gone
             proc.kill()
         proc.communicate()
-        raise ConfigError("%s did not finish within %g seconds" % (what, timeout))
+        raise PasswordCommandError("%s did not finish within %g seconds" % (what, timeout))
     except BaseException:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -394,14 +394,14 @@ def run_password_command(command, env=None, account=None, timeout=None):
             status = "was killed by signal %d" % -proc.returncode
         else:
             status = "failed with exit status %d" % proc.returncode
-        raise ConfigError("%s %s%s" % (what, status, ": " + first_err if first_err else ""))
+        raise PasswordCommandError("%s %s%s" % (what, status, ": " + first_err if first_err else ""))
     line = _first_line(out)
     if not line:
-        raise ConfigError("%s printed no password" % what)
+        raise PasswordCommandError("%s printed no password" % what)
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError("%s printed a password that is not valid UTF-8" % what)
+        raise PasswordCommandError("%s printed a password that is not valid UTF-8" % what)
 
 
 def _first_line(data):

@@ -97,6 +97,12 @@ class ConfigError(PipemailError):
     exit_code = EX_CONFIG
 
 
+class PasswordCommandError(ConfigError):
+    """The account's password_command failed, was killed, timed out or printed nothing: pymail
+    exits 78 as for any configuration error, pysendmail queues the message (the command may work
+    on the next try: a keyring not yet unlocked, a secret store down)."""
+
+
 def describe_oserror(exc):
     """The strerror of an OSError, without Python's ``[Errno N]`` decoration."""
     return exc.strerror or str(exc)
