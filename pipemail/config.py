@@ -48,7 +48,7 @@ ACCOUNT_KEYS = {
     "aliases": "aliases",
     "proxy": "proxy",
 }
-TOP_KEYS = ("default", "accounts", "queue")
+TOP_KEYS = ("default", "accounts", "queue", "queue_lifetime")
 
 # Read when the user has no file of their own (root, cron, daemons: pysendmail);
 # $PIPEMAIL_SYSTEM_CONFIG names another (tests, a chroot).
@@ -142,16 +142,29 @@ class Config:
     """The parsed file: ``path`` (str), ``found`` (whether it existed), ``default``
     (the top-level ``default`` key or None), ``accounts`` (name -> Account),
     ``mode_ok`` (no group or other bits on the file), ``queue`` (the top-level
-    ``queue`` key, pysendmail's queue directory, or None) and ``system`` (whether
-    it is the system-wide file, read because the user has none)."""
+    ``queue`` key, pysendmail's queue directory, or None), ``queue_lifetime`` (the
+    top-level ``queue_lifetime`` key in seconds, or None: how long a message may wait
+    in the queue, queue.LIFETIME when not set) and ``system`` (whether it is the
+    system-wide file, read because the user has none)."""
 
-    def __init__(self, path, accounts=None, default=None, found=True, mode_ok=True, queue=None, system=False):
+    def __init__(
+        self,
+        path,
+        accounts=None,
+        default=None,
+        found=True,
+        mode_ok=True,
+        queue=None,
+        system=False,
+        queue_lifetime=None,
+    ):
         self.path = path
         self.accounts = dict(accounts or {})
         self.default = default
         self.found = found
         self.mode_ok = mode_ok
         self.queue = queue
+        self.queue_lifetime = queue_lifetime
         self.system = system
 
     def __repr__(self):
@@ -268,7 +281,36 @@ def _build(path, doc, mode_ok, system=False):
         if not isinstance(queue, str) or not queue:
             raise ConfigError("%s: 'queue' must be a directory, as queue = \"/var/spool/pipemail\"" % where)
         queue = os.path.expanduser(queue)
-    return Config(path, accounts, default, found=True, mode_ok=mode_ok, queue=queue, system=system)
+    lifetime = doc.get("queue_lifetime")
+    if lifetime is not None:
+        lifetime = parse_duration(lifetime, "%s: 'queue_lifetime'" % where)
+    return Config(
+        path, accounts, default, found=True, mode_ok=mode_ok, queue=queue, system=system, queue_lifetime=lifetime
+    )
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value, what="a duration"):
+    """Seconds (an int) from ``value``: a whole number of seconds (a TOML integer or digits),
+    or digits with one unit ``s``, ``m``, ``h``, ``d`` ("5d", "12h", "90m"); more than zero.
+    ConfigError (78) naming ``what`` otherwise."""
+    seconds = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        unit = _DURATION_UNITS.get(text[-1:]) if text else None
+        digits = text[:-1] if unit else text
+        if digits.isascii() and digits.isdigit():
+            seconds = int(digits) * (unit or 1)
+    if seconds is None or seconds <= 0:
+        raise ConfigError(
+            '%s must be a time more than zero: seconds, or a number with s, m, h or d, as "5d", "12h", "90m"; got %r'
+            % (what, value)
+        )
+    return seconds
 
 
 def _account(where, path, name, table, mode_ok):
