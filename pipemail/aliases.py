@@ -9,8 +9,6 @@ another; a loop stops at the name met a second time (kept as it is, with a warni
 warning names each, and they are dropped.
 """
 
-import os
-
 from pipemail.errors import ConfigError, describe_oserror, shown
 
 DEFAULT_PATH = "/etc/aliases"

@@ -346,15 +346,13 @@ def rewrite(msg, req, account, ctx):
     who = local_part(from_addr) if from_value is not None else None
     if from_value is None or who is not None:  # no From, or a local one: the account's address
         local = who or local_part(req.sender or "") or ctx.user
-        display = req.full_name or name or local
+        display = name or req.full_name or local
         display = "%s (%s)" % (display, host_name())
         addr = mine or _qualify(local, domain, account, ctx, "sender")
         value = headers.address_list("From", [(display, addr)])
         msg.remove_header("From")
         msg.headers.insert(0, ("From", value))
-        ctx.verbose(
-            "From: %s -> %s" % ("(none)" if from_value is None else shown(from_value), value.replace("\n", ""))
-        )
+        ctx.verbose("From: %s -> %s" % ("(none)" if from_value is None else shown(from_value), value.replace("\n", "")))
     if given and local_part(given) is None and (mine is None or _same_domain(given, domain)):
         sender = given
     else:
@@ -429,7 +427,7 @@ def load_account(req, env):
     account = cfg.account(req.account)
     if account.transport is None:
         raise ConfigError(
-            "pysendmail sends through an account with a transport: set transport = \"smtp://HOST\" "
+            'pysendmail sends through an account with a transport: set transport = "smtp://HOST" '
             "in %s (see pipemail.conf(5))" % cfg.path
         )
     return cfg, account
