@@ -225,7 +225,7 @@ def parse(data):
         body_at = len(held)
     del held
     fields = [(name, headers.fold_given(name, value)) for name, value in fields]
-    body = src.tail(body_at) if hasattr(src, "tail") else message.Data(b"")
+    body = src.tail(body_at)
     return message.Message(fields, raw_body=message.LineEnds(body))
 
 

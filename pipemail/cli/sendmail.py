@@ -11,6 +11,7 @@ import sys
 
 from pipemail import __version__
 from pipemail.cli import error_code, leave, warn
+from pipemail.errors import EX_USAGE
 
 PROG = "pysendmail"
 
@@ -192,7 +193,7 @@ def main(argv=None):
         code = command(argv, name)
     except Refused as exc:
         warn(prog, str(exc))
-        code = 64
+        code = EX_USAGE
     except (Exception, KeyboardInterrupt) as exc:
         code = error_code(prog, exc)
     leave(code)
