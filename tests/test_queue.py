@@ -302,3 +302,270 @@ def test_a_drop_removed_by_another_run_after_listing_is_skipped(tmp_path):
     assert first.name == a
     os.unlink(os.path.join(q.maildrop, b))  # another run took it meanwhile
     assert list(it) == []
+
+
+# -- queue runs against a real SMTP server (aiosmtpd) --------------------------------------
+
+DEAD_SENDER = "a@example.com"
+
+
+def message(n, sender="a@example.com", to="b@example.com"):
+    return (
+        "From: %s\nTo: %s\nSubject: message %d\nDate: Thu, 03 Dec 2026 12:00:00 +0000\n"
+        "Message-ID: <%d.queue@example.com>\n\nbody %d\n.a line with a dot\n" % (sender, to, n, n, n)
+    ).encode()
+
+
+def crlf(raw):
+    return raw.replace(b"\n", b"\r\n")
+
+
+def deliverer(url, timeout=10):
+    """What pysendmail gives queue.run: one SMTP session for the batch, each message its envelope."""
+    from pipemail import transport
+    from pipemail.config import split_url
+
+    where = split_url(url, kind="transport")
+
+    def deliver(items):
+        return transport.deliver_each(where, items, None, None, timeout=timeout)
+
+    return deliver
+
+
+def down_url():
+    from smtp_server import free_port
+
+    return "smtp://127.0.0.1:%d" % free_port()
+
+
+class Run:
+    """queue.run with its say and warn lines kept."""
+
+    def __init__(self, q, url, env=None):
+        self.q, self.url, self.env = q, url, env
+        self.said, self.warned = [], []
+
+    def __call__(self, due_only=False, now=None, lifetime=queue.LIFETIME, url=None):
+        return queue.run(
+            self.q,
+            deliverer(url or self.url),
+            due_only=due_only,
+            now=now,
+            lifetime=lifetime,
+            say=self.said.append,
+            warn=self.warned.append,
+            env=self.env,
+        )
+
+
+def envelope(q, qid, where=None):
+    return json.loads(open(os.path.join(where or q.q, qid + ".env"), "rb").read())
+
+
+@pytest.fixture
+def dead(tmp_path):
+    return str(tmp_path / "dead.letter")
+
+
+def test_server_down_then_up_each_delivered_once(tmp_path, smtp_server, dead):
+    q = Queue(tmp_path / "queue").ensure()
+    ids = [
+        q.add([message(1)], "a@example.com", ["b@example.com"], now=1000.0),
+        q.add([message(2)], "c@example.com", ["d@example.com", "e@example.com"], now=1000.0),
+        q.add([message(3)], "", ["f@example.com"], now=1000.0),
+    ]
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(due_only=True, now=1001.0) == 75
+    assert run.said == [] and run.warned == []
+    for qid in ids:
+        env = envelope(q, qid)
+        assert (env["tries"], env["due"]) == (1, 1301.0)
+        assert env["answer"].startswith("cannot connect to 127.0.0.1 port ")
+        assert env["answer"].endswith(": Connection refused")
+    srv = smtp_server()
+    run.url = srv.url
+    assert run(due_only=True, now=1100.0) == 0  # not due yet (--run-queue)
+    assert srv.messages == [] and srv.ehlo_names == []
+    assert run(due_only=True, now=1301.0) == 0
+    assert srv.messages == [
+        ("a@example.com", ["b@example.com"], crlf(message(1))),
+        ("c@example.com", ["d@example.com", "e@example.com"], crlf(message(2))),
+        ("<>", ["f@example.com"], crlf(message(3))),
+    ]
+    assert len(srv.ehlo_names) == 1  # one session for all
+    assert run.said == [
+        "%s: sent to b@example.com" % ids[0],
+        "%s: sent to d@example.com, e@example.com" % ids[1],
+        "%s: sent to f@example.com" % ids[2],
+    ]
+    assert names(q.q) == [] and names(q.failed) == [] and not os.path.exists(dead)
+    assert run(due_only=False, now=1400.0) == 0
+    assert len(srv.messages) == 3
+
+
+def test_q_sends_everything_now_and_backoff_doubles(tmp_path, smtp_server, dead):
+    assert [queue.backoff(n) for n in range(1, 10)] == [300, 600, 1200, 2400, 4800, 9600, 10800, 10800, 10800]
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "a@example.com", ["b@example.com"], answer="421 4.3.2 busy", now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    t, dues = 1.0, []
+    for _ in range(8):
+        assert run(due_only=False, now=t) == 75  # -q: tried whatever its due time
+        env = envelope(q, qid)
+        dues.append(env["due"] - t)
+        t += 1.0
+    assert dues == [600, 1200, 2400, 4800, 9600, 10800, 10800, 10800]
+    assert envelope(q, qid)["tries"] == 9
+    srv = smtp_server()
+    run.url = srv.url
+    assert run(due_only=True, now=t) == 0 and srv.messages == []  # --run-queue: not due
+    assert run(due_only=False, now=t) == 0
+    assert [m[1] for m in srv.messages] == [["b@example.com"]]
+
+
+def test_mixed_answers_only_4xx_stay_queued(tmp_path, smtp_server, dead):
+    from pipemail import transport
+
+    srv = smtp_server()
+    srv.rcpt_replies = {"t@example.com": "451 4.3.0 try later", "p@example.com": "550 5.1.1 no such user"}
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "a@example.com", ["ok@example.com", "t@example.com", "p@example.com"], now=0.0)
+    run = Run(q, srv.url, {"DEAD": dead})
+    assert run(now=10.0) == 75
+    assert srv.messages == [("a@example.com", ["ok@example.com"], crlf(message(1)))]
+    failed = os.path.join(q.failed, qid + ".msg")
+    assert run.said == [
+        "%s: failed for p@example.com: RCPT TO:<p@example.com> refused by 127.0.0.1: 550 5.1.1 no such user; "
+        "kept in %s and %s" % (qid, failed, dead)
+    ]
+    env = envelope(q, qid)
+    assert (env["recipients"], env["delivered"], env["tries"], env["due"]) == (
+        ["t@example.com"],
+        ["ok@example.com"],
+        1,
+        310.0,
+    )
+    assert env["answer"] == "RCPT TO:<t@example.com> refused by 127.0.0.1: 451 4.3.0 try later"
+    fenv = envelope(q, qid, q.failed)
+    assert fenv["recipients"] == ["p@example.com"] and "550 5.1.1" in fenv["answer"]
+    assert open(failed, "rb").read() == message(1)
+    (kept,) = transport.read_dead_letter(dead)
+    assert (kept.sender, kept.undelivered, b"".join(kept.segments)) == ("a@example.com", ["p@example.com"], message(1))
+    srv.rcpt_replies = {}
+    run.said.clear()
+    assert run(now=20.0) == 0
+    assert srv.messages[1] == ("a@example.com", ["t@example.com"], crlf(message(1)))
+    assert run.said == ["%s: sent to ok@example.com, t@example.com" % qid]
+    assert names(q.q) == []
+
+
+def test_5xx_to_data_fails_at_once(tmp_path, smtp_server, dead):
+    from pipemail import transport
+
+    srv = smtp_server()
+    srv.data_reply = "554 5.6.0 rejected as spam"
+    q = Queue(tmp_path / "queue").ensure()
+    a = q.add([message(1)], "a@example.com", ["b@example.com", "c@example.com"], now=0.0)
+    srv2 = q.add([message(2)], "x@example.com", ["y@example.com"], now=0.0)
+    run = Run(q, srv.url, {"DEAD": dead})
+    assert run(now=1.0) == 0
+    answer = "the message (DATA) refused by 127.0.0.1: 554 5.6.0 rejected as spam"
+    assert run.said == [
+        "%s: failed for b@example.com, c@example.com: %s; kept in %s and %s"
+        % (a, answer, os.path.join(q.failed, a + ".msg"), dead),
+        "%s: failed for y@example.com: %s; kept in %s and %s"
+        % (srv2, answer, os.path.join(q.failed, srv2 + ".msg"), dead),
+    ]
+    assert names(q.q) == [] and names(q.failed) == sorted([a + ".env", a + ".msg", srv2 + ".env", srv2 + ".msg"])
+    kept = transport.read_dead_letter(dead)
+    assert [(k.sender, k.undelivered, b"".join(k.segments)) for k in kept] == [
+        ("a@example.com", ["b@example.com", "c@example.com"], message(1)),
+        ("x@example.com", ["y@example.com"], message(2)),
+    ]
+    assert b"X-Pipemail-Undelivered-To: b@example.com, c@example.com\n" in open(dead, "rb").read()
+
+
+def test_lifetime_moves_to_failed_and_the_dead_letter(tmp_path, dead):
+    from pipemail import transport
+
+    q = Queue(tmp_path / "queue").ensure()
+    young = q.add([message(1)], "a@example.com", ["b@example.com"], now=1000.0)
+    old = q.add([message(2)], "a@example.com", ["c@example.com"], now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(due_only=True, now=3600.0, lifetime=3600) == 75
+    failed = envelope(q, old, q.failed)
+    assert failed["answer"].startswith("cannot connect to 127.0.0.1")
+    assert failed["answer"].endswith(": Connection refused (given up after 1h00m in the queue)")
+    assert run.said == [
+        "%s: failed for c@example.com: %s; kept in %s and %s"
+        % (old, failed["answer"], os.path.join(q.failed, old + ".msg"), dead)
+    ]
+    assert names(q.q) == [young + ".env", young + ".msg"]
+    (kept,) = transport.read_dead_letter(dead)
+    assert (kept.undelivered, b"".join(kept.segments)) == (["c@example.com"], message(2))
+
+
+def test_lifetime_default_is_five_days(tmp_path, dead):
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "a@example.com", ["b@example.com"], now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(now=5 * 86400 - 1.0) == 75 and names(q.failed) == []
+    assert run(due_only=True, now=5 * 86400.0) == 0  # past its lifetime: tried though not due, then failed
+    assert names(q.failed) == [qid + ".env", qid + ".msg"]
+    assert "(given up after 5d00h in the queue)" in run.said[0]
+
+
+@pytest.fixture
+def pmtest_dead_letter():
+    """/home/pmtest/dead.letter, put back as it was after the test."""
+    pw = pwd.getpwnam("pmtest")
+    path = os.path.join(pw.pw_dir, "dead.letter")
+    saved = open(path, "rb").read() if os.path.exists(path) else None
+    if saved is not None:
+        os.unlink(path)
+    yield path, pw
+    if os.path.exists(path):
+        os.unlink(path)
+    if saved is not None:
+        with open(path, "wb") as f:
+            f.write(saved)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def test_dead_letter_of_another_user_is_written_as_that_user(tmp_path, dead, pmtest_dead_letter):
+    from pipemail import transport
+
+    path, pw = pmtest_dead_letter
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "pmtest@example.com", ["b@example.com"], owner=pw.pw_uid, now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(now=10.0, lifetime=5) == 0
+    st = os.stat(path)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (pw.pw_uid, pw.pw_gid, 0o600)
+    (kept,) = transport.read_dead_letter(path)
+    assert (kept.sender, kept.undelivered, b"".join(kept.segments)) == (
+        "pmtest@example.com",
+        ["b@example.com"],
+        message(1),
+    )
+    assert run.said[0].endswith("kept in %s and %s" % (os.path.join(q.failed, qid + ".msg"), path))
+    assert not os.path.exists(dead)  # root's own dead letter is not used for it
+
+
+def test_dead_letter_of_another_user_never_written_by_root(tmp_path, dead, pmtest_dead_letter):
+    """A dead.letter in pmtest's home that only root could write: the run, writing as pmtest, cannot."""
+    path, pw = pmtest_dead_letter
+    with open(path, "wb") as f:
+        f.write(b"")
+    os.chmod(path, 0o600)  # root's, 0600
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "pmtest@example.com", ["b@example.com"], owner=pw.pw_uid, now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(now=10.0, lifetime=5) == 0
+    assert open(path, "rb").read() == b""
+    failed = os.path.join(q.failed, qid + ".msg")
+    assert run.said[0].endswith(
+        "; kept in %s (not in a dead letter: cannot write mailbox %s: Permission denied)" % (failed, path)
+    ), run.said
+    assert open(failed, "rb").read() == message(1)
