@@ -24,12 +24,14 @@ class PipemailError(Exception):
     ``reported``: the command already said it (a warn line before keeping the
     message), so the one-line report at exit is skipped.  ``undelivered``: for a
     delivery that failed, the recipients it did not reach (None: not a delivery,
-    or all of them).
+    or all of them).  ``smtp_code``: for a delivery a server's reply stopped, that
+    reply's code (a 4xx: try again; a 5xx: refused for good), else None.
     """
 
     exit_code = EX_SOFTWARE
     reported = False
     undelivered = None
+    smtp_code = None
 
 
 class UsageError(PipemailError):

@@ -60,10 +60,15 @@ import stat
 import time
 
 from pipemail.errors import (
+    EX_OK,
+    EX_TEMPFAIL,
     CantCreateError,
     ConfigError,
     DataError,
     IOFailure,
+    NoPermError,
+    NoUserError,
+    PipemailError,
     describe_oserror,
     shown,
 )
@@ -101,9 +106,14 @@ def backoff(tries):
     return min(FIRST_RETRY * 2 ** max(tries - 1, 0), MAX_RETRY)
 
 
+_last_micro = 0
+
+
 def new_id(now=None):
-    """A queue ID: sortable by time, unique across processes."""
-    micro = int((time.time() if now is None else now) * 1_000_000)
+    """A queue ID: sortable by time (within a process, in the order made), unique across processes."""
+    global _last_micro
+    micro = max(int((time.time() if now is None else now) * 1_000_000), _last_micro + 1)
+    _last_micro = micro
     return "%013X-%d-%s" % (micro, os.getpid(), os.urandom(3).hex().upper())
 
 
@@ -456,6 +466,376 @@ class Queue:
                 drop.close()
 
 
+# -- the queue run ----------------------------------------------------------------------------
+
+
+def run(q, deliver, *, due_only, now=None, lifetime=LIFETIME, say, warn, env=None, batch=BATCH):
+    """Send the queue ``q``; EX_OK, or EX_TEMPFAIL when some message tried stays queued.
+
+    ``deliver(items)`` sends a list of :class:`Item` (each its own envelope, one SMTP session
+    for them all) and yields ``(Report, None)`` or ``(None, exception)`` for each, in order.
+    ``due_only`` (``--run-queue``): only what is due by its backoff, and what has outlived
+    ``lifetime`` (seconds; None for :data:`LIFETIME`); else (``-q``) everything now.  ``say(line)``
+    once for each message that leaves the queue, sent or failed; ``warn(line)`` for what the
+    run skips.  ``env``: the environment whose $DEAD names the dead letter of a message the
+    running user queued (another user's goes to ~user/dead.letter, written as that user).
+    ``now`` is the time the run takes as the present (the tests').  Messages queued while it
+    runs are looked for again at its end and sent too."""
+    now = time.time() if now is None else now
+    lifetime = LIFETIME if lifetime is None else lifetime
+    _clean(q, time.time())
+    handled = set()
+    deferred = False
+    for _round in range(100):  # messages keep arriving: a run still ends
+        try:
+            qids = sorted(n[:-4] for n in os.listdir(q.q) if n.endswith(".msg") and n[:-4] not in handled)
+        except OSError as exc:
+            raise IOFailure("cannot read the queue %s: %s" % (shown(q.q), describe_oserror(exc))) from None
+        if not qids:
+            break
+        for start in range(0, len(qids), batch):
+            items = []
+            try:
+                for qid in qids[start : start + batch]:
+                    handled.add(qid)
+                    item = _take(q, qid, now, due_only, lifetime, warn)
+                    if item is not None:
+                        items.append(item)
+                if items:
+                    deferred |= _send(q, items, deliver, now, lifetime, say, warn, env)
+            finally:
+                for item in items:
+                    item.close()
+    return EX_TEMPFAIL if deferred else EX_OK
+
+
+def _clean(q, now):
+    """Remove what kills left: files in tmp/ older than a day, and envelopes without a message."""
+    try:
+        for name in os.listdir(q.tmp):
+            _remove_stale(os.path.join(q.tmp, name), now)
+        present = set(os.listdir(q.q))
+    except OSError as exc:
+        raise IOFailure("cannot read the queue %s: %s" % (shown(q.path), describe_oserror(exc))) from None
+    for name in present:
+        if name.endswith(".env") and name[:-4] + ".msg" not in present:
+            _remove_stale(os.path.join(q.q, name), now)
+
+
+def _take(q, qid, now, due_only, lifetime, warn):
+    """The message ``qid`` open and locked as an :class:`Item`, or None: gone, held by another run,
+    not due, or without a readable envelope."""
+    import fcntl
+
+    path = os.path.join(q.q, qid + ".msg")
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | os.O_NONBLOCK | _O_CLOEXEC)
+    except FileNotFoundError:
+        return None  # sent by another run meanwhile
+    except OSError as exc:
+        _warn(warn, "%s: cannot read %s: %s; left in the queue" % (qid, shown(path), describe_oserror(exc)))
+        return None
+    item = None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None  # another run is sending it
+        st = os.fstat(fd)
+        if st.st_nlink == 0 or not stat.S_ISREG(st.st_mode):
+            return None  # another run sent it and removed it after we opened it
+        try:
+            envelope = read_envelope(os.path.join(q.q, qid + ".env"))
+        except (DataError, OSError) as exc:
+            why = describe_oserror(exc) if isinstance(exc, OSError) else str(exc)
+            _warn(warn, "%s: no usable envelope (%s); left in the queue" % (qid, why))
+            return None
+        if due_only and envelope.due > now and now - envelope.queued < lifetime:
+            return None
+        item = Item(qid, fd, st.st_size, envelope, "the queued message %s" % qid)
+        return item
+    finally:
+        if item is None:
+            os.close(fd)
+
+
+def read_envelope(path):
+    """The :class:`Envelope` in the file ``path``; OSError, or DataError when it is no envelope."""
+    with open(path, "rb") as f:
+        data = f.read(1 << 20)
+    return Envelope.parse(data, shown(path))
+
+
+def permanent(exc):
+    """Whether the failure ``exc`` of a delivery is for good: a 5xx reply, a refused recipient,
+    a malformed message.  Anything else (no connection, a timeout, TLS, AUTH, a failing
+    password_command, a 4xx) is tried again until the message's lifetime ends."""
+    if isinstance(exc, (DataError, NoUserError)):
+        return True
+    return isinstance(exc, PipemailError) and exc.smtp_code is not None and exc.smtp_code >= 500
+
+
+def _send(q, items, deliver, now, lifetime, say, warn, env):
+    """Deliver ``items`` and settle each by its answer; whether some stay queued."""
+    deferred = False
+    failure = None
+    try:
+        results = iter(deliver(items))
+    except PipemailError as err:  # it could not even start (a bad configuration)
+        failure = err
+    for item in items:
+        report = exc = None
+        if failure is None:
+            try:
+                report, exc = next(results)
+            except StopIteration:
+                failure = PipemailError("the delivery gave no answer for the message")
+            except PipemailError as err:  # the delivery failed as a whole
+                failure = err
+        if failure is not None:
+            report, exc = None, failure
+        deferred |= _settle(q, item, report, exc, now, lifetime, say, warn, env)
+    return deferred
+
+
+def _settle(q, item, report, exc, now, lifetime, say, warn, env):
+    """Act on the answer for ``item``: remove it, requeue it with its backoff, or fail it
+    (failed/ and the owner's dead letter) for the recipients refused for good.  Whether it stays."""
+    envelope = item.envelope
+    temp, perm, accepted = {}, {}, []
+    if exc is not None:
+        answer = str(exc)
+        for r in item.recipients:
+            (perm if permanent(exc) else temp)[r] = answer
+    else:
+        accepted = [r for r in report.accepted if r in item.recipients]
+        for r, (code, text) in report.refused.items():
+            (temp if code < 500 else perm)[r] = text
+    delivered = envelope.delivered + accepted
+    remaining = [r for r in item.recipients if r in temp]
+    if remaining and now - envelope.queued >= lifetime:
+        for r in remaining:
+            perm[r] = "%s (given up after %s in the queue)" % (temp[r], _age(now - envelope.queued))
+        remaining = []
+    said = []
+    if perm:
+        said.append(_fail_for(q, item, perm, delivered, now, warn, env))
+    if remaining:
+        envelope.recipients = remaining
+        envelope.delivered = delivered
+        envelope.tries += 1
+        envelope.due = now + backoff(envelope.tries)
+        envelope.answer = _answers([temp[r] for r in remaining])
+        q._rewrite_env(item.qid, envelope)
+        for line in said:
+            say(line)
+        return True
+    for name in (item.qid + ".msg", item.qid + ".env"):  # the message first: a run that lists sees it gone
+        _unlink(os.path.join(q.q, name))
+    _fsync_dir(q.q)
+    if delivered:
+        said.insert(0, "%s: sent to %s" % (item.qid, ", ".join(delivered)))
+    if said:
+        say("; ".join([said[0]] + [line.split(": ", 1)[1] for line in said[1:]]))
+    return False
+
+
+def _answers(texts):
+    seen = []
+    for t in texts:
+        if t not in seen:
+            seen.append(t)
+    return "; ".join(seen)
+
+
+def _fail_for(q, item, perm, delivered, now, warn, env):
+    """Give up on ``item`` for the recipients ``perm`` (address -> answer): append it to its owner's
+    dead letter, then link it into failed/ with its envelope; the line to say."""
+    rcpts = list(perm)
+    answer = _answers(perm.values())
+    path, why = dead_letter(item, rcpts, env)
+    envelope = item.envelope
+    failed = Envelope(
+        envelope.sender, rcpts, envelope.owner, envelope.queued, envelope.tries + 1, now, answer, delivered
+    )
+    name, n = item.qid, 1
+    while os.path.lexists(os.path.join(q.failed, name + ".msg")) or os.path.lexists(
+        os.path.join(q.failed, name + ".env")
+    ):
+        name, n = "%s.%d" % (item.qid, n), n + 1
+    where = os.path.join(q.failed, name + ".msg")
+    q._rewrite_env(name, failed, where=q.failed)
+    try:
+        os.link(os.path.join(q.q, item.qid + ".msg"), where)
+        _fsync_dir(q.failed)
+    except OSError as exc:
+        raise IOFailure("cannot move %s to %s: %s" % (item.qid, shown(q.failed), describe_oserror(exc))) from None
+    kept = "kept in %s and %s" % (shown(where), shown(path)) if path else "kept in %s (%s)" % (shown(where), why)
+    return "%s: failed for %s: %s; %s" % (item.qid, ", ".join(rcpts), answer, kept)
+
+
+def dead_letter(item, undelivered, env=None):
+    """Append ``item`` to its owner's dead letter for ``undelivered``; ``(path, None)``, or
+    ``(None, why)`` when it could not be written.  The running user's own message goes to
+    $DEAD (in ``env``) or ~/dead.letter; another user's, when running as root, to that user's
+    ~/dead.letter, written by a child process that has become that user (groups, gid, uid)
+    before it opens anything: root never writes in a user's home."""
+    from pipemail import transport
+
+    owner = item.envelope.owner
+    if owner == os.geteuid():
+        path = transport.dead_letter_path(None, env)
+        try:
+            transport.save_dead_letter(path, item.segments, item.sender, undelivered)
+        except PipemailError as exc:
+            return None, "not in a dead letter: %s" % exc
+        return path, None
+    if os.geteuid() != 0:
+        return None, "not in a dead letter: it was queued by uid %d, and only root writes as another user" % owner
+    import pwd
+
+    try:
+        pw = pwd.getpwuid(owner)
+    except KeyError:
+        return None, "not in a dead letter: uid %d has no account" % owner
+    path = os.path.join(pw.pw_dir, "dead.letter")
+    groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child, as the owner (its coverage is not collected)
+        status = 1
+        try:
+            os.close(r)
+            os.setgroups(groups)
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+            transport.save_dead_letter(path, item.segments, item.sender, undelivered)
+            status = 0
+        except BaseException as exc:  # everything is said through the pipe, nothing printed
+            try:
+                os.write(w, str(exc).encode("utf-8", "replace")[:4000])
+            except BaseException:
+                pass
+        finally:
+            os._exit(status)
+    os.close(w)
+    said = b""
+    while True:
+        data = os.read(r, 4096)
+        if not data:
+            break
+        said += data
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return None, "not in a dead letter: %s" % (said.decode("utf-8", "replace") or "the writer failed")
+    return path, None
+
+
+# -- listing (-bp, mailq) -------------------------------------------------------------------
+
+
+class Entry:
+    """One line of the listing: ``qid``, ``state`` ("queued", "failed" or "dropped"), ``age``
+    (seconds), ``size`` (bytes), ``sender``, ``recipients``, ``tries``, ``answer`` (the last
+    one, or None).  A drop has only its size and age (its envelope is worked out when the queue
+    run takes it): sender None, recipients [], tries 0."""
+
+    def __init__(self, qid, state, age, size, sender=None, recipients=(), tries=0, answer=None):
+        self.qid = qid
+        self.state = state
+        self.age = age
+        self.size = size
+        self.sender = sender
+        self.recipients = list(recipients)
+        self.tries = tries
+        self.answer = answer
+
+    def __repr__(self):
+        return "Entry(%r, %r)" % (self.qid, self.state)
+
+
+def listing(q, now=None):
+    """What the queue ``q`` holds: queued, then failed, then dropped (the maildrop, when it can
+    be read: root) messages, each oldest first, as :class:`Entry`.  NoPermError when the
+    queue cannot be read (the system queue, for a user)."""
+    now = time.time() if now is None else now
+    entries = []
+    for state, where in (("queued", q.q), ("failed", q.failed)):
+        try:
+            found = sorted(os.listdir(where))
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            raise NoPermError("cannot list the queue %s: Permission denied (only its owner can)" % shown(q.path))
+        except OSError as exc:
+            raise IOFailure("cannot list the queue %s: %s" % (shown(q.path), describe_oserror(exc))) from None
+        for name in found:
+            if not name.endswith(".msg"):
+                continue
+            qid = name[:-4]
+            try:
+                size = os.stat(os.path.join(where, name)).st_size
+                envelope = read_envelope(os.path.join(where, qid + ".env"))
+            except (OSError, DataError):
+                continue  # sent meanwhile, or torn: nothing to list
+            entries.append(
+                Entry(
+                    qid,
+                    state,
+                    max(now - envelope.queued, 0),
+                    size,
+                    envelope.sender,
+                    envelope.recipients,
+                    envelope.tries,
+                    envelope.answer,
+                )
+            )
+    try:
+        dropped = sorted(n for n in os.listdir(q.maildrop) if not n.startswith("."))
+    except OSError:
+        dropped = []
+    for name in dropped:
+        try:
+            st = os.lstat(os.path.join(q.maildrop, name))
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            entries.append(Entry(name, "dropped", max(now - st.st_mtime, 0), st.st_size))
+    return entries
+
+
+def _age(seconds):
+    seconds = int(seconds)
+    if seconds < 60:
+        return "%ds" % seconds
+    if seconds < 3600:
+        return "%dm" % (seconds // 60)
+    if seconds < 86400:
+        return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60)
+    return "%dd%02dh" % (seconds // 86400, seconds % 86400 // 3600)
+
+
+def format_listing(entries, now=None):
+    """The lines ``pysendmail -bp`` (mailq) prints for ``entries``: a heading, then for each
+    message its ID, state, age, size in bytes, tries and ``sender -> recipients``, with the
+    last answer on a line of its own below it; "mail queue is empty" when there is none."""
+    if not entries:
+        return ["mail queue is empty"]
+    width = max(len(e.qid) for e in entries)
+    lines = ["%-*s  %-7s  %6s  %9s  %5s  %s" % (width, "ID", "STATE", "AGE", "SIZE", "TRIES", "SENDER -> RECIPIENTS")]
+    for e in entries:
+        who = "(sender and recipients when the queue run takes it)"
+        if e.state != "dropped":
+            who = "%s -> %s" % (e.sender or "<>", ", ".join(e.recipients))
+        lines.append("%-*s  %-7s  %6s  %9d  %5d  %s" % (width, e.qid, e.state, _age(e.age), e.size, e.tries, who))
+        if e.answer:
+            lines.append("%*s  last answer: %s" % (width, "", " ".join(e.answer.split())))
+    counts = [(n, s) for s in ("queued", "failed", "dropped") if (n := sum(e.state == s for e in entries))]
+    lines.append("-- %s" % ", ".join("%d %s" % c for c in counts))
+    return lines
+
+
 def _chained(*iterables):
     for it in iterables:
         yield from it
@@ -525,7 +905,14 @@ __all__ = [
     "Item",
     "Drop",
     "Envelope",
+    "Entry",
     "default_dir",
     "backoff",
     "new_id",
+    "run",
+    "permanent",
+    "dead_letter",
+    "read_envelope",
+    "listing",
+    "format_listing",
 ]

@@ -302,3 +302,608 @@ def test_a_drop_removed_by_another_run_after_listing_is_skipped(tmp_path):
     assert first.name == a
     os.unlink(os.path.join(q.maildrop, b))  # another run took it meanwhile
     assert list(it) == []
+
+
+# -- queue runs against a real SMTP server (aiosmtpd) --------------------------------------
+
+DEAD_SENDER = "a@example.com"
+
+
+def message(n, sender="a@example.com", to="b@example.com"):
+    return (
+        "From: %s\nTo: %s\nSubject: message %d\nDate: Thu, 03 Dec 2026 12:00:00 +0000\n"
+        "Message-ID: <%d.queue@example.com>\n\nbody %d\n.a line with a dot\n" % (sender, to, n, n, n)
+    ).encode()
+
+
+def crlf(raw):
+    return raw.replace(b"\n", b"\r\n")
+
+
+def deliverer(url, timeout=10):
+    """What pysendmail gives queue.run: one SMTP session for the batch, each message its envelope."""
+    from pipemail import transport
+    from pipemail.config import split_url
+
+    where = split_url(url, kind="transport")
+
+    def deliver(items):
+        return transport.deliver_each(where, items, None, None, timeout=timeout)
+
+    return deliver
+
+
+def down_url():
+    from smtp_server import free_port
+
+    return "smtp://127.0.0.1:%d" % free_port()
+
+
+class Run:
+    """queue.run with its say and warn lines kept."""
+
+    def __init__(self, q, url, env=None):
+        self.q, self.url, self.env = q, url, env
+        self.said, self.warned = [], []
+
+    def __call__(self, due_only=False, now=None, lifetime=queue.LIFETIME, url=None):
+        return queue.run(
+            self.q,
+            deliverer(url or self.url),
+            due_only=due_only,
+            now=now,
+            lifetime=lifetime,
+            say=self.said.append,
+            warn=self.warned.append,
+            env=self.env,
+        )
+
+
+def envelope(q, qid, where=None):
+    return json.loads(open(os.path.join(where or q.q, qid + ".env"), "rb").read())
+
+
+@pytest.fixture
+def dead(tmp_path):
+    return str(tmp_path / "dead.letter")
+
+
+def test_server_down_then_up_each_delivered_once(tmp_path, smtp_server, dead):
+    q = Queue(tmp_path / "queue").ensure()
+    ids = [
+        q.add([message(1)], "a@example.com", ["b@example.com"], now=1000.0),
+        q.add([message(2)], "c@example.com", ["d@example.com", "e@example.com"], now=1000.0),
+        q.add([message(3)], "", ["f@example.com"], now=1000.0),
+    ]
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(due_only=True, now=1001.0) == 75
+    assert run.said == [] and run.warned == []
+    for qid in ids:
+        env = envelope(q, qid)
+        assert (env["tries"], env["due"]) == (1, 1301.0)
+        assert env["answer"].startswith("cannot connect to 127.0.0.1 port ")
+        assert env["answer"].endswith(": Connection refused")
+    srv = smtp_server()
+    run.url = srv.url
+    assert run(due_only=True, now=1100.0) == 0  # not due yet (--run-queue)
+    assert srv.messages == [] and srv.ehlo_names == []
+    assert run(due_only=True, now=1301.0) == 0
+    assert srv.messages == [
+        ("a@example.com", ["b@example.com"], crlf(message(1))),
+        ("c@example.com", ["d@example.com", "e@example.com"], crlf(message(2))),
+        ("<>", ["f@example.com"], crlf(message(3))),
+    ]
+    assert len(srv.ehlo_names) == 1  # one session for all
+    assert run.said == [
+        "%s: sent to b@example.com" % ids[0],
+        "%s: sent to d@example.com, e@example.com" % ids[1],
+        "%s: sent to f@example.com" % ids[2],
+    ]
+    assert names(q.q) == [] and names(q.failed) == [] and not os.path.exists(dead)
+    assert run(due_only=False, now=1400.0) == 0
+    assert len(srv.messages) == 3
+
+
+def test_q_sends_everything_now_and_backoff_doubles(tmp_path, smtp_server, dead):
+    assert [queue.backoff(n) for n in range(1, 10)] == [300, 600, 1200, 2400, 4800, 9600, 10800, 10800, 10800]
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "a@example.com", ["b@example.com"], answer="421 4.3.2 busy", now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    t, dues = 1.0, []
+    for _ in range(8):
+        assert run(due_only=False, now=t) == 75  # -q: tried whatever its due time
+        env = envelope(q, qid)
+        dues.append(env["due"] - t)
+        t += 1.0
+    assert dues == [600, 1200, 2400, 4800, 9600, 10800, 10800, 10800]
+    assert envelope(q, qid)["tries"] == 9
+    srv = smtp_server()
+    run.url = srv.url
+    assert run(due_only=True, now=t) == 0 and srv.messages == []  # --run-queue: not due
+    assert run(due_only=False, now=t) == 0
+    assert [m[1] for m in srv.messages] == [["b@example.com"]]
+
+
+def test_mixed_answers_only_4xx_stay_queued(tmp_path, smtp_server, dead):
+    from pipemail import transport
+
+    srv = smtp_server()
+    srv.rcpt_replies = {"t@example.com": "451 4.3.0 try later", "p@example.com": "550 5.1.1 no such user"}
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "a@example.com", ["ok@example.com", "t@example.com", "p@example.com"], now=0.0)
+    run = Run(q, srv.url, {"DEAD": dead})
+    assert run(now=10.0) == 75
+    assert srv.messages == [("a@example.com", ["ok@example.com"], crlf(message(1)))]
+    failed = os.path.join(q.failed, qid + ".msg")
+    assert run.said == [
+        "%s: failed for p@example.com: RCPT TO:<p@example.com> refused by 127.0.0.1: 550 5.1.1 no such user; "
+        "kept in %s and %s" % (qid, failed, dead)
+    ]
+    env = envelope(q, qid)
+    assert (env["recipients"], env["delivered"], env["tries"], env["due"]) == (
+        ["t@example.com"],
+        ["ok@example.com"],
+        1,
+        310.0,
+    )
+    assert env["answer"] == "RCPT TO:<t@example.com> refused by 127.0.0.1: 451 4.3.0 try later"
+    fenv = envelope(q, qid, q.failed)
+    assert fenv["recipients"] == ["p@example.com"] and "550 5.1.1" in fenv["answer"]
+    assert open(failed, "rb").read() == message(1)
+    (kept,) = transport.read_dead_letter(dead)
+    assert (kept.sender, kept.undelivered, b"".join(kept.segments)) == ("a@example.com", ["p@example.com"], message(1))
+    srv.rcpt_replies = {}
+    run.said.clear()
+    assert run(now=20.0) == 0
+    assert srv.messages[1] == ("a@example.com", ["t@example.com"], crlf(message(1)))
+    assert run.said == ["%s: sent to ok@example.com, t@example.com" % qid]
+    assert names(q.q) == []
+
+
+def test_5xx_to_data_fails_at_once(tmp_path, smtp_server, dead):
+    from pipemail import transport
+
+    srv = smtp_server()
+    srv.data_reply = "554 5.6.0 rejected as spam"
+    q = Queue(tmp_path / "queue").ensure()
+    a = q.add([message(1)], "a@example.com", ["b@example.com", "c@example.com"], now=0.0)
+    srv2 = q.add([message(2)], "x@example.com", ["y@example.com"], now=0.0)
+    run = Run(q, srv.url, {"DEAD": dead})
+    assert run(now=1.0) == 0
+    answer = "the message (DATA) refused by 127.0.0.1: 554 5.6.0 rejected as spam"
+    assert run.said == [
+        "%s: failed for b@example.com, c@example.com: %s; kept in %s and %s"
+        % (a, answer, os.path.join(q.failed, a + ".msg"), dead),
+        "%s: failed for y@example.com: %s; kept in %s and %s"
+        % (srv2, answer, os.path.join(q.failed, srv2 + ".msg"), dead),
+    ]
+    assert names(q.q) == [] and names(q.failed) == sorted([a + ".env", a + ".msg", srv2 + ".env", srv2 + ".msg"])
+    kept = transport.read_dead_letter(dead)
+    assert [(k.sender, k.undelivered, b"".join(k.segments)) for k in kept] == [
+        ("a@example.com", ["b@example.com", "c@example.com"], message(1)),
+        ("x@example.com", ["y@example.com"], message(2)),
+    ]
+    assert b"X-Pipemail-Undelivered-To: b@example.com, c@example.com\n" in open(dead, "rb").read()
+
+
+def test_lifetime_moves_to_failed_and_the_dead_letter(tmp_path, dead):
+    from pipemail import transport
+
+    q = Queue(tmp_path / "queue").ensure()
+    young = q.add([message(1)], "a@example.com", ["b@example.com"], now=1000.0)
+    old = q.add([message(2)], "a@example.com", ["c@example.com"], now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(due_only=True, now=3600.0, lifetime=3600) == 75
+    failed = envelope(q, old, q.failed)
+    assert failed["answer"].startswith("cannot connect to 127.0.0.1")
+    assert failed["answer"].endswith(": Connection refused (given up after 1h00m in the queue)")
+    assert run.said == [
+        "%s: failed for c@example.com: %s; kept in %s and %s"
+        % (old, failed["answer"], os.path.join(q.failed, old + ".msg"), dead)
+    ]
+    assert names(q.q) == [young + ".env", young + ".msg"]
+    (kept,) = transport.read_dead_letter(dead)
+    assert (kept.undelivered, b"".join(kept.segments)) == (["c@example.com"], message(2))
+
+
+def test_lifetime_default_is_five_days(tmp_path, dead):
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "a@example.com", ["b@example.com"], now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(now=5 * 86400 - 1.0) == 75 and names(q.failed) == []
+    assert run(due_only=True, now=5 * 86400.0) == 0  # past its lifetime: tried though not due, then failed
+    assert names(q.failed) == [qid + ".env", qid + ".msg"]
+    assert "(given up after 5d00h in the queue)" in run.said[0]
+
+
+@pytest.fixture
+def pmtest_dead_letter():
+    """/home/pmtest/dead.letter, put back as it was after the test."""
+    pw = pwd.getpwnam("pmtest")
+    path = os.path.join(pw.pw_dir, "dead.letter")
+    saved = open(path, "rb").read() if os.path.exists(path) else None
+    if saved is not None:
+        os.unlink(path)
+    yield path, pw
+    if os.path.exists(path):
+        os.unlink(path)
+    if saved is not None:
+        with open(path, "wb") as f:
+            f.write(saved)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def test_dead_letter_of_another_user_is_written_as_that_user(tmp_path, dead, pmtest_dead_letter):
+    from pipemail import transport
+
+    path, pw = pmtest_dead_letter
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "pmtest@example.com", ["b@example.com"], owner=pw.pw_uid, now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(now=10.0, lifetime=5) == 0
+    st = os.stat(path)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (pw.pw_uid, pw.pw_gid, 0o600)
+    (kept,) = transport.read_dead_letter(path)
+    assert (kept.sender, kept.undelivered, b"".join(kept.segments)) == (
+        "pmtest@example.com",
+        ["b@example.com"],
+        message(1),
+    )
+    assert run.said[0].endswith("kept in %s and %s" % (os.path.join(q.failed, qid + ".msg"), path))
+    assert not os.path.exists(dead)  # root's own dead letter is not used for it
+
+
+def test_dead_letter_of_another_user_never_written_by_root(tmp_path, dead, pmtest_dead_letter):
+    """A dead.letter in pmtest's home that only root could write: the run, writing as pmtest, cannot."""
+    path, pw = pmtest_dead_letter
+    with open(path, "wb") as f:
+        f.write(b"")
+    os.chmod(path, 0o600)  # root's, 0600
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "pmtest@example.com", ["b@example.com"], owner=pw.pw_uid, now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(now=10.0, lifetime=5) == 0
+    assert open(path, "rb").read() == b""
+    failed = os.path.join(q.failed, qid + ".msg")
+    assert run.said[0].endswith(
+        "; kept in %s (not in a dead letter: cannot write mailbox %s: Permission denied)" % (failed, path)
+    ), run.said
+    assert open(failed, "rb").read() == message(1)
+
+
+# -- concurrency, kills, leftovers ---------------------------------------------------------
+
+RUNNER = """
+import sys
+from pipemail import queue, transport
+from pipemail.config import split_url
+
+where = split_url(sys.argv[2], kind="transport")
+
+
+def deliver(items):
+    return transport.deliver_each(where, items, None, None, timeout=20)
+
+
+def warn(line):
+    print("warn: " + line, file=sys.stderr, flush=True)
+
+
+batch = int(sys.argv[3]) if len(sys.argv) > 3 else queue.BATCH
+q = queue.Queue(sys.argv[1])
+sys.exit(queue.run(q, deliver, due_only=False, say=lambda s: print(s, flush=True), warn=warn, batch=batch))
+"""
+
+ADDER = """
+import sys
+from pipemail.queue import Queue
+
+n = int(sys.argv[2])
+raw = (
+    "From: a@example.com\\nTo: b@example.com\\nSubject: message %d\\nDate: Thu, 03 Dec 2026 12:00:00 +0000\\n"
+    "Message-ID: <%d.queue@example.com>\\n\\nbody %d\\n.a line with a dot\\n" % (n, n, n)
+).encode()
+print(Queue(sys.argv[1]).add([raw], "a@example.com", ["b%d@example.com" % n]))
+"""
+
+
+def start_run(q, url, batch=queue.BATCH):
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-c", RUNNER, q.path, url, str(batch)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def message_ids(srv):
+    import re
+
+    return sorted(int(re.search(rb"Message-ID: <(\d+)\.", raw).group(1)) for _, _, raw in srv.messages)
+
+
+@pytest.mark.parametrize("batch", [queue.BATCH, 1])
+def test_two_runs_at_once_send_each_message_once(tmp_path, smtp_server, batch):
+    """Batches of 100 (the first run locks all, the other skips them) and of 1 (the runs take
+    turns message by message: one opens a message the other is sending, or has just sent)."""
+    srv = smtp_server()
+    srv.data_delay = 0.01  # each message takes a while: the two runs overlap
+    q = Queue(tmp_path / "queue").ensure()
+    ids = [q.add([message(n)], "a@example.com", ["b%d@example.com" % n]) for n in range(30)]
+    runs = [start_run(q, srv.url, batch), start_run(q, srv.url, batch)]
+    outs = [p.communicate(timeout=60) for p in runs]
+    if batch == 1:
+        assert all(out for out, _ in outs), "the two runs did not overlap: %r" % (outs,)
+    assert [p.returncode for p in runs] == [0, 0], outs
+    assert [err for _, err in outs] == ["", ""]
+    said = [line for out, _ in outs for line in out.splitlines()]
+    assert sorted(said) == sorted("%s: sent to b%d@example.com" % (qid, n) for n, qid in enumerate(ids))
+    assert message_ids(srv) == list(range(30))
+    assert names(q.q) == []
+
+
+def test_messages_added_during_a_run_are_never_lost(tmp_path, smtp_server):
+    import subprocess
+    import sys
+
+    srv = smtp_server()
+    srv.data_delay = 0.03
+    q = Queue(tmp_path / "queue").ensure()
+    for n in range(10):
+        q.add([message(n)], "a@example.com", ["b%d@example.com" % n])
+    run = start_run(q, srv.url)
+    adders = [
+        subprocess.Popen([sys.executable, "-c", ADDER, q.path, str(n)], stdout=subprocess.PIPE, text=True)
+        for n in range(10, 40)
+    ]
+    added = [p.communicate(timeout=60)[0].strip() for p in adders]
+    assert [p.returncode for p in adders] == [0] * 30 and all(added)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0 and err == ""
+    again = Run(q, srv.url)
+    assert again() == 0
+    assert message_ids(srv) == list(range(40))  # each once: the run, or the one after it
+    said = out.splitlines() + again.said
+    assert len(said) == 40 and len({line.split(":")[0] for line in said}) == 40
+    assert names(q.q) == [] and names(q.tmp) == []
+
+
+class HoldingRelay:
+    """A TCP relay to the SMTP server that, once the client has begun the message after DATA,
+    passes on half of what it sent and then nothing more: the server saw DATA and part of the
+    message, never the final dot.  ``mid_data`` is set then; :meth:`close` hangs up on it."""
+
+    def __init__(self, port):
+        import socket
+        import threading
+
+        self.target = port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.url = "smtp://127.0.0.1:%d" % self.port
+        self.mid_data = threading.Event()
+        self.conns = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import socket
+        import threading
+
+        try:
+            client, _ = self.sock.accept()
+        except OSError:
+            return
+        server = socket.create_connection(("127.0.0.1", self.target))
+        self.conns += [client, server]
+
+        def back():
+            try:
+                while data := server.recv(65536):
+                    client.sendall(data)
+            except OSError:
+                pass
+
+        threading.Thread(target=back, daemon=True).start()
+        seen = b""
+        try:
+            while data := client.recv(65536):
+                if b"\r\nDATA\r\n" in seen or seen.startswith(b"DATA\r\n"):
+                    body = data[: len(data) // 2]
+                    assert b"\r\n.\r\n" not in body
+                    server.sendall(body)
+                    self.mid_data.set()
+                    while client.recv(65536):  # the rest is never passed on
+                        pass
+                    return
+                seen += data
+                server.sendall(data)
+        except OSError:
+            pass
+
+    def close(self):
+        import socket
+
+        for s in self.conns + [self.sock]:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_kill_9_mid_data_keeps_the_message_and_it_is_sent_once_later(tmp_path, smtp_server):
+    import signal
+
+    srv = smtp_server()
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1) * 1], "a@example.com", ["b@example.com"])
+    relay = HoldingRelay(srv.port)
+    run = start_run(q, relay.url)
+    try:
+        assert relay.mid_data.wait(30), "the run never reached DATA"
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(30)
+    finally:
+        relay.close()
+    assert run.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while srv.data_commands < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert srv.data_commands == 1 and srv.messages == []  # the server saw DATA, never the final dot
+    assert names(q.q) == [qid + ".env", qid + ".msg"]
+    assert envelope(q, qid)["tries"] == 0
+    again = Run(q, srv.url)
+    assert again() == 0
+    assert srv.messages == [("a@example.com", ["b@example.com"], crlf(message(1)))]
+    assert again.said == ["%s: sent to b@example.com" % qid]
+    assert again() == 0 and len(srv.messages) == 1
+
+
+def test_a_message_locked_by_another_run_is_skipped_not_waited_for(tmp_path, smtp_server):
+    import fcntl
+
+    srv = smtp_server()
+    q = Queue(tmp_path / "queue").ensure()
+    held = q.add([message(1)], "a@example.com", ["b@example.com"])
+    free = q.add([message(2)], "a@example.com", ["c@example.com"])
+    fd = os.open(os.path.join(q.q, held + ".msg"), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        run = Run(q, srv.url)
+        start = time.monotonic()
+        assert run() == 0
+        assert time.monotonic() - start < 5
+        assert run.said == ["%s: sent to c@example.com" % free]
+        assert names(q.q) == [held + ".env", held + ".msg"]
+    finally:
+        os.close(fd)
+    assert run() == 0 and message_ids(srv) == [1, 2]
+
+
+def test_leftovers_of_kills_are_ignored_and_cleaned_when_stale(tmp_path, smtp_server):
+    srv = smtp_server()
+    q = Queue(tmp_path / "queue").ensure()
+    old = time.time() - 2 * 86400
+    for where, name in [
+        (q.tmp, "stale.msg"),
+        (q.tmp, "fresh.msg"),
+        (q.q, "0000000000001-1-AAAAAA.env"),  # an envelope whose message was never renamed in
+        (q.q, "0000000000002-1-BBBBBB.env"),
+    ]:
+        with open(os.path.join(where, name), "wb") as f:
+            f.write(b'{"torn')
+    os.utime(os.path.join(q.tmp, "stale.msg"), (old, old))
+    os.utime(os.path.join(q.q, "0000000000001-1-AAAAAA.env"), (old, old))
+    with open(os.path.join(q.q, "0000000000003-1-CCCCCC.msg"), "wb") as f:
+        f.write(message(3))  # a message whose envelope is torn
+    with open(os.path.join(q.q, "0000000000003-1-CCCCCC.env"), "wb") as f:
+        f.write(b'{"sender": "a@exa')
+    good = q.add([message(1)], "a@example.com", ["b@example.com"])
+    run = Run(q, srv.url)
+    assert run() == 0
+    assert run.said == ["%s: sent to b@example.com" % good]
+    assert run.warned == [
+        "0000000000003-1-CCCCCC: no usable envelope (%s is not a queue envelope: "
+        "Unterminated string starting at: line 1 column 12 (char 11)); left in the queue"
+        % os.path.join(q.q, "0000000000003-1-CCCCCC.env")
+    ]
+    assert names(q.tmp) == ["fresh.msg"]
+    assert names(q.q) == ["0000000000002-1-BBBBBB.env", "0000000000003-1-CCCCCC.env", "0000000000003-1-CCCCCC.msg"]
+    assert message_ids(srv) == [1]
+
+
+def test_a_failing_session_gives_each_message_its_own_recipients(smtp_server):
+    """transport: messages with different envelopes in one session; a refused connection
+    fails each with its own recipients, per-recipient 4xx and 5xx stay in each Report."""
+    from pipemail import transport
+    from pipemail.config import split_url
+    from pipemail.errors import TempFailError
+
+    msgs = [
+        transport.Outgoing([message(1)], len(message(1)), "a@example.com", ["b@example.com"]),
+        transport.Outgoing([message(2)], len(message(2)), "c@example.com", ["d@example.com", "e@example.com"]),
+    ]
+    results = list(transport.deliver_each(split_url(down_url()), msgs, None, None))
+    assert [(r, type(e), e.undelivered, e.smtp_code) for r, e in results] == [
+        (None, TempFailError, ["b@example.com"], None),
+        (None, TempFailError, ["d@example.com", "e@example.com"], None),
+    ]
+    srv = smtp_server()
+    srv.rcpt_replies = {"e@example.com": "452 4.2.2 mailbox full", "b@example.com": "550 5.1.1 unknown"}
+    msgs.append(transport.Outgoing([message(3)], len(message(3)), "", ["f@example.com"]))
+    results = list(transport.deliver_each(split_url(srv.url), msgs, None, None))
+    assert [(r.accepted, r.refused, e) for r, e in results] == [
+        ([], {"b@example.com": (550, "RCPT TO:<b@example.com> refused by 127.0.0.1: 550 5.1.1 unknown")}, None),
+        (
+            ["d@example.com"],
+            {"e@example.com": (452, "RCPT TO:<e@example.com> refused by 127.0.0.1: 452 4.2.2 mailbox full")},
+            None,
+        ),
+        (["f@example.com"], {}, None),
+    ]
+    assert srv.messages == [
+        ("c@example.com", ["d@example.com"], crlf(message(2))),
+        ("<>", ["f@example.com"], crlf(message(3))),
+    ]
+    assert len(srv.ehlo_names) == 1
+    srv.data_reply = "451 4.3.0 local problem"
+    ((report, exc),) = transport.deliver_each(split_url(srv.url), msgs[2:], None, None)
+    assert (report, exc.smtp_code, exc.undelivered) == (None, 451, ["f@example.com"])
+    assert not queue.permanent(exc)
+    srv.data_reply = "554 5.7.1 no"
+    ((report, exc),) = transport.deliver_each(split_url(srv.url), msgs[2:], None, None)
+    assert (exc.smtp_code, exc.exit_code) == (554, 69) and queue.permanent(exc)
+
+
+# -- listing (-bp, mailq) ------------------------------------------------------------------
+
+
+def test_listing_empty(tmp_path):
+    q = Queue(tmp_path / "queue").ensure(system=True)
+    assert queue.listing(q) == []
+    assert queue.format_listing([]) == ["mail queue is empty"]
+
+
+def test_listing_queued_failed_and_dropped(tmp_path, dead):
+    q = Queue(tmp_path / "queue").ensure(system=True)
+    a = q.add([message(1)], "a@example.com", ["b@example.com", "c@example.com"], answer="421 4.7.0 busy", now=1400.0)
+    b = q.add([message(2)], "", ["d@example.com"], now=2000.0)
+    c = q.add([message(3)], "x@example.com", ["y@example.com"], now=0.0)
+    Run(q, down_url(), {"DEAD": dead})(due_only=True, now=1500.0, lifetime=1000)  # fails c only
+    answer = envelope(q, c, q.failed)["answer"]
+    d = q.drop([message(4)], {"recipients": ["root"]})
+    os.utime(os.path.join(q.maildrop, d), (9000.0, 9000.0))
+    entries = queue.listing(q, now=10000.0)
+    got = [(e.qid, e.state, e.age, e.size, e.sender, e.recipients, e.tries, e.answer) for e in entries]
+    size = len(message(1))
+    assert got == [
+        (a, "queued", 8600.0, size, "a@example.com", ["b@example.com", "c@example.com"], 1, "421 4.7.0 busy"),
+        (b, "queued", 8000.0, size, "", ["d@example.com"], 0, None),
+        (c, "failed", 10000.0, size, "x@example.com", ["y@example.com"], 1, answer),
+        (d, "dropped", 1000.0, os.path.getsize(os.path.join(q.maildrop, d)), None, [], 0, None),
+    ]
+    w = len(a)
+    assert queue.format_listing(entries) == [
+        "%-*s  STATE       AGE       SIZE  TRIES  SENDER -> RECIPIENTS" % (w, "ID"),
+        "%s  queued    2h23m  %9d      1  a@example.com -> b@example.com, c@example.com" % (a, size),
+        "%s  last answer: 421 4.7.0 busy" % (" " * w),
+        "%s  queued    2h13m  %9d      0  <> -> d@example.com" % (b, size),
+        "%s  failed    2h46m  %9d      1  x@example.com -> y@example.com" % (c, size),
+        "%s  last answer: %s" % (" " * w, answer),
+        "%-*s  dropped     16m  %9d      0  (sender and recipients when the queue run takes it)"
+        % (w, d, os.path.getsize(os.path.join(q.maildrop, d))),
+        "-- 2 queued, 1 failed, 1 dropped",
+    ]
+
+
+def test_listing_a_queue_one_cannot_read(public_dir):
+    q = Queue(os.path.join(public_dir, "spool")).ensure(system=True)
+    q.add([message(1)], "a@example.com", ["b@example.com"])
+    code, out = as_user(lambda: queue.listing(Queue(q.path)) and None)
+    assert code == 1
+    assert out == "error: NoPermError: cannot list the queue %s: Permission denied (only its owner can)" % q.path
