@@ -586,24 +586,13 @@ def accept_drops(q, req_account, ctx, cfg=None):
 
 
 def deliverer(account, req, ctx):
-    """queue.run's ``deliver(batch)``: each queue.Item sent with its own envelope."""
+    """queue.run's ``deliver(batch)``: the queue.Items of ``batch``, each with its own envelope,
+    over one SMTP session (one login, one password lookup)."""
 
     def deliver(batch):
         url = transport.resolve(None, account, ctx.env)
-        for item in batch:
-            try:
-                report = transport.deliver(
-                    url,
-                    item.segments,
-                    item.size if url.scheme in ("smtp", "smtps") else None,
-                    item.sender,
-                    list(item.recipients),
-                    **_options(account, req, ctx, list(item.recipients) + [item.sender]),
-                )
-            except PipemailError as exc:
-                yield None, exc
-                continue
-            yield report, None
+        addrs = [a for item in batch for a in [item.sender, *item.recipients]]
+        return transport.deliver_each(url, batch, None, None, **_options(account, req, ctx, addrs))
 
     return deliver
 
@@ -617,7 +606,22 @@ def run_queue(req, ctx, *, due_only, say):
     q = user_queue(cfg, ctx.env)
     if os.geteuid() == 0:
         accept_drops(q, req.account, ctx, cfg)
-    return queue.run(q, deliverer(account, req, ctx), due_only=due_only, say=say, warn=ctx.warn)
+    code = queue.run(
+        q,
+        deliverer(account, req, ctx),
+        due_only=due_only,
+        lifetime=cfg.queue_lifetime,
+        say=say,
+        warn=ctx.warn,
+        env=ctx.env,
+    )
+    if code != EX_OK and not due_only:  # -q by hand: why nothing was said of what stays
+        left = sum(e.state == "queued" for e in queue.listing(q))
+        ctx.warn(
+            "%d message%s stay%s queued in %s (pysendmail -bp shows the server's last answer)"
+            % (left, "" if left == 1 else "s", "s" if left == 1 else "", shown(q.path))
+        )
+    return code
 
 
 def listing(req, ctx):
