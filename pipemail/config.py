@@ -348,6 +348,20 @@ def password(account, user, host, env=None):
     return entry[1] if entry else None
 
 
+def proxy(account, given=None):
+    """The proxy URL to go through, or None: ``given`` (``--proxy``; "" for none) when it
+    is not None, else the account's ``proxy`` key.  A key that holds the proxy's password
+    is taken only from a file without group or other permission bits, as a ``password``
+    key is (ConfigError otherwise)."""
+    if given is not None:
+        return given or None
+    url = account.proxy if account is not None else None
+    if url and not account.mode_ok and split_proxy(url).password is not None:
+        path = account.config_path
+        raise ConfigError("%s holds a password and is readable by others: chmod 600 %s" % (path, path))
+    return url
+
+
 def run_password_command(command, env=None, account=None, timeout=None):
     """The first line of what ``/bin/sh -c command`` prints, without its newline.
 

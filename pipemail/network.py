@@ -278,15 +278,21 @@ SMTP_CLEARTEXT = Cleartext("STARTTLS", "smtps", "sending in clear", "sending")
 POP3_CLEARTEXT = Cleartext("STLS", "pop3s", "logging in without TLS", "logging in")
 
 
-def allow_cleartext(words, host, tls, where=None, warn=None):
+def allow_cleartext(words, host, tls, where=None, warn=None, proxy=None):
     """The server at ``host`` does not offer ``words.command``: go on in clear, or refuse.
 
     ``tls="auto"`` (the default) allows it only on a loopback host; ``tls="none"``
     allows it anywhere, with a warning (``warn``) off loopback.  A refusal is
-    UnavailableError (the server will not change its mind by itself).
+    UnavailableError (the server will not change its mind by itself).  Through
+    ``proxy`` (a proxy URL) the host counts as loopback only when the proxy is on
+    loopback too: else what goes in clear crosses the network to the proxy.
     """
     where = where or host
     local = is_loopback(host)
+    if local and proxy:
+        from pipemail.config import split_proxy
+
+        local = is_loopback(split_proxy(proxy).host)
     if tls == "none":
         if warn and not local:
             warn("%s does not offer %s: %s (--tls none)" % (where, words.command, words.going_on))

@@ -96,7 +96,7 @@ class Client:
                 self._start_tls()
                 self.capa = self.capabilities()
             else:
-                allow_cleartext(POP3_CLEARTEXT, url.host, tls, self.where, warn)
+                allow_cleartext(POP3_CLEARTEXT, url.host, tls, self.where, warn, proxy=self.proxy)
 
     def _start_tls(self):
         self.sock = wrap_tls(self.sock, tls_context(self._trust_file), self.url.host, self.where)

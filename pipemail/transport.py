@@ -564,7 +564,7 @@ def _start(client, context, trust_file, url, recipients, user, password, auth, t
                 raise _reply_error("EHLO", where, code, msg, recipients)
         else:
             try:
-                allow_cleartext(SMTP_CLEARTEXT, url.host, tls, where, warn)
+                allow_cleartext(SMTP_CLEARTEXT, url.host, tls, where, warn, proxy=client.proxy)
             except UnavailableError as exc:
                 exc.undelivered = list(recipients)
                 raise
@@ -761,6 +761,9 @@ def deliver_each(
     if url.scheme in ("smtp", "smtps"):
         try:
             options = _smtp_options(url, account, user, tls, trust_file, env)
+            from pipemail import config
+
+            proxy = config.proxy(account, proxy)
         except PipemailError as exc:
             exc.undelivered = list(recipients)
             for _message in messages:
@@ -777,7 +780,7 @@ def deliver_each(
             check=check,
             smtputf8=smtputf8,
             warn=warn,
-            proxy=proxy if proxy is not None else (account.proxy if account is not None else None),
+            proxy=proxy,
         )
         return
     for segments, _size in messages:  # re-iterable chunks: never gathered into a list

@@ -163,11 +163,12 @@ def peers(srv):
 def mail(run, tmp_path):
     """mail(server_url, *options, env=None) -> Result of ``pymail -s proxied OPTIONS... rcpt@example.org``."""
 
-    def _mail(transport, *args, env=None, config=None):
+    def _mail(transport, *args, env=None, config=None, mode=0o600):
         e = {"HOME": str(tmp_path)}
         if config is not None:
             path = tmp_path / "config.toml"
             path.write_text(config)
+            path.chmod(mode)
             e["PIPEMAIL_CONFIG"] = str(path)
         e.update(env or {})
         return run("pymail", "--transport", transport, *args, "-s", "proxied", "rcpt@example.org", input=BODY, env=e)
@@ -304,10 +305,11 @@ def pop(run, dovecot, tmp_path):
         "PIPEMAIL_PASSWORD": dovecot.password,
     }
 
-    def _pop(*args, server=None, config=None):
+    def _pop(*args, server=None, config=None, mode=0o600):
         e = dict(env)
         if config is not None:
             (tmp_path / "config.toml").write_text(config)
+            (tmp_path / "config.toml").chmod(mode)
             e["PIPEMAIL_CONFIG"] = str(tmp_path / "config.toml")
         srv = server or "pop3://localhost:%d" % dovecot.port
         return run("pypop", "--server", srv, "--user", dovecot.user, "--tls-trust-file", dovecot.ca_file, *args, env=e)
@@ -554,3 +556,44 @@ def test_an_http_answer_and_the_greeting_in_one_segment():
             assert sock.recv(100) == b"220 mail ESMTP\r\n"
         t.join(5)
     assert got[0].startswith(b"CONNECT mail.example.org:587 HTTP/1.1\r\n")
+
+
+def test_a_loopback_server_behind_a_remote_proxy_is_not_loopback():
+    """What goes in clear to a 'localhost' through a proxy elsewhere crosses the network: tls auto refuses it."""
+    from pipemail import network
+    from pipemail.errors import UnavailableError
+
+    network.allow_cleartext(network.SMTP_CLEARTEXT, "localhost", "auto", proxy="socks5h://127.0.0.1:1080")
+    with pytest.raises(UnavailableError) as info:
+        network.allow_cleartext(network.SMTP_CLEARTEXT, "localhost", "auto", proxy="socks5h://proxy.example.net:1080")
+    assert (
+        str(info.value)
+        == "localhost does not offer STARTTLS; not sending in clear (use smtps://, or --tls none to allow it)"
+    )
+    warned = []
+    network.allow_cleartext(
+        network.POP3_CLEARTEXT, "127.0.0.1", "none", warn=warned.append, proxy="http://u:pw@proxy.example.net:3128"
+    )
+    assert warned == ["127.0.0.1 does not offer STLS: logging in without TLS (--tls none)"]
+
+
+def test_a_proxy_password_in_a_file_others_can_read(mail, pop, smtp_server, microsocks_auth, tmp_path):
+    srv = smtp_server()
+    config = '[accounts.a]\nproxy = "%s"\n' % microsocks_auth.url("socks5", "alice:%s@" % SECRET)
+    path = tmp_path / "config.toml"
+    r = mail(srv.url, config=config, mode=0o644)
+    assert r.returncode == 78
+    assert r.stderr.splitlines()[0] == "pymail: %s holds a password and is readable by others: chmod 600 %s" % (
+        path,
+        path,
+    )
+    assert BODY in dead_letter(tmp_path) and srv.messages == []
+    r = pop("stat", config=config, mode=0o640)
+    assert (r.returncode, r.stderr) == (
+        78,
+        "pypop: %s holds a password and is readable by others: chmod 600 %s\n" % (path, path),
+    )
+    r = mail(srv.url, config=config.replace(":%s@" % SECRET, "@"), mode=0o644)  # no password: any mode
+    assert r.returncode == 77 and "the proxy wants a user name and password" not in r.stderr
+    assert mail(srv.url, config=config, mode=0o600).returncode == 0
+    assert len(srv.messages) == 1

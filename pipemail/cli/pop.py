@@ -66,7 +66,7 @@ class Session:
             tls=self.tls or account.tls or "auto",
             trust_file=self.tls_trust_file or account.tls_trust_file,
             warn=lambda m: warn("pypop", m),
-            proxy=self.proxy if self.proxy is not None else account.proxy,
+            proxy=config.proxy(account, self.proxy),
         )
         try:
             client.login(user, password)
