@@ -142,7 +142,7 @@ def through_proxy(host, port, timeout, proxy):
     try:
         sock = socket.create_connection((p.host, p.port), timeout=timeout)
     except OSError as exc:
-        if getattr(exc, "errno", None) == errno.ECONNREFUSED:
+        if exc.errno == errno.ECONNREFUSED:
             raise failure("connection refused by the proxy") from None
         if isinstance(exc, socket.timeout | TimeoutError):
             raise failure("the proxy did not answer within %g s" % timeout) from None
