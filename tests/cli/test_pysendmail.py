@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from smtp_server import free_port
+from test_proxy import MICROSOCKS_OUT, microsocks, peers  # noqa: F401 (microsocks: a fixture)
 
 from pipemail.message import fqdn
 
@@ -667,3 +668,32 @@ def test_a_user_without_a_config_drops_into_the_maildrop_and_root_q_sends_it(run
     assert [p.name for p in top.glob("read-by-*")] == ["read-by-0"] and srv.logins[0][2] is True
     assert header_bytes(raw, "From") == [b'From: "%s (%s)" <alerts@example.com>' % (user.encode(), HOST.encode())]
     assert os.listdir(queue_dir / "maildrop") == [] and os.listdir(queue_dir / "q") == []
+
+
+# -- through a proxy ------------------------------------------------------------------------
+
+
+def test_through_a_real_socks5_proxy(run, setup, microsocks):  # noqa: F811 (the fixture)
+    seen = peers(setup.srv)
+    r = sendmail(run, setup, "--proxy", microsocks.url("socks5h"), "-i", "root", input=b"Subject: p\n\nbody\n")
+    assert (r.returncode, r.stderr) == (0, "")
+    ((mail_from, rcpts, _raw),) = setup.srv.messages
+    assert (mail_from, rcpts) == ("alerts@example.com", ["admin@example.org"])
+    assert seen == [MICROSOCKS_OUT]  # the server saw the proxy, not us
+
+
+def test_a_proxy_that_is_down_queues(run, setup):
+    proxy = "socks5://127.0.0.1:%d" % free_port()
+    r = sendmail(run, setup, "--proxy", proxy, "-i", "root", input=b"Subject: p\n\nbody\n")
+    assert r.returncode == 0
+    (env,) = setup.queued()
+    assert env["answer"].startswith(
+        "cannot connect to 127.0.0.1 port %d through proxy %s: " % (setup.srv.port, proxy)
+    ), env["answer"]
+    assert "pysendmail: queued as " in r.stderr and setup.srv.messages == []
+
+
+def test_a_bad_proxy_url_is_64(run, setup):
+    r = sendmail(run, setup, "--proxy", "ftp://127.0.0.1:21", "-i", "root", input=b"Subject: p\n\nbody\n")
+    assert r.returncode == 64 and r.stderr.startswith("pysendmail: unknown proxy URL 'ftp://127.0.0.1:21'")
+    assert setup.srv.messages == [] and setup.queued() == []
