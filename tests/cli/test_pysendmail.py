@@ -697,3 +697,22 @@ def test_a_bad_proxy_url_is_64(run, setup):
     r = sendmail(run, setup, "--proxy", "ftp://127.0.0.1:21", "-i", "root", input=b"Subject: p\n\nbody\n")
     assert r.returncode == 64 and r.stderr.startswith("pysendmail: unknown proxy URL 'ftp://127.0.0.1:21'")
     assert setup.srv.messages == [] and setup.queued() == []
+
+
+def test_run_queue_sends_only_what_is_due_and_says_it_to_syslog_not_stderr(run, tmp_path, smtp_server):
+    port = free_port()
+    s = Setup(tmp_path, "smtp://127.0.0.1:%d" % port)
+    for n in range(2):
+        assert sendmail(run, s, "-i", "root", input=b"Subject: n%d\n\nbody\n" % n).returncode == 0
+    srv = smtp_server()
+    s.config.write_text(s.config.read_text().replace("127.0.0.1:%d" % port, "127.0.0.1:%d" % srv.port))
+    r = sendmail(run, s, "--run-queue")
+    assert (r.returncode, r.stderr, srv.messages) == (0, "", [])  # neither is due: 5 minutes after the try
+    first = sorted((s.queue / "q").glob("*.env"))[0]
+    env = json.loads(first.read_text())
+    env["due"] = 0
+    first.write_text(json.dumps(env))
+    r = sendmail(run, s, "--run-queue")
+    assert (r.returncode, r.stderr) == (0, "")  # said to syslog: standard error is no terminal
+    ((_m, _r, raw),) = srv.messages
+    assert b"Subject: n0" in raw and len(s.queued()) == 1
