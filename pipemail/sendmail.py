@@ -454,7 +454,7 @@ def submit(stream, req, ctx):
         try:
             cfg, account = load_account(req, ctx.env)
             msg, sender, rcpts = prepare(data, req, account, ctx)
-        except (ConfigError, DataError) as exc:
+        except (ConfigError, DataError, UsageError) as exc:  # not sent, and not lost
             _keep_raw(data, req, ctx, exc)
             raise
         return _send_now(cfg, account, msg, sender, rcpts, req, ctx)
@@ -468,10 +468,9 @@ def _drop(spooled, req, ctx):
     try:
         name = q.drop(chunks, req.as_drop(ctx.user))
     except PipemailError as exc:
-        _keep_raw(message.FileData(spooled, "standard input"), req, ctx, exc)
-        raise TempFailError(
-            "cannot drop the message into %s (%s): root's pysendmail -bi makes it" % (shown(q.path), exc)
-        ) from None
+        failure = TempFailError("%s (root's newaliases, or pysendmail -bi, makes the maildrop)" % exc)
+        _keep_raw(message.FileData(spooled, "standard input"), req, ctx, failure)
+        raise failure from None
     ctx.warn(
         "dropped as %s into %s/maildrop: root's queue run (pysendmail -q, or --run-queue) sends it"
         % (name, shown(q.path))
@@ -483,7 +482,16 @@ def _keep_raw(data, req, ctx, exc):
     """A message that cannot be taken (a configuration error, a malformed one): said, and kept as it
     came in the caller's dead letter, for the recipients it named."""
     path = transport.dead_letter_path(None, ctx.env)
-    rcpts = list(req.recipients) or ["(the message's To, Cc and Bcc)"]
+    rcpts = list(req.recipients)
+    if req.read_recipients:
+        try:
+            from email.utils import getaddresses
+
+            msg = parse(data)
+            rcpts += [a for _n, a in getaddresses([_unfold(v) for h in ("To", "Cc", "Bcc") for v in _all(msg, h)]) if a]
+        except PipemailError:
+            pass
+    rcpts = rcpts or [ctx.user]  # none to be found: the sender's own name, as sendmail returns it
     ctx.warn(str(exc))
     exc.reported = True
     try:
@@ -516,6 +524,9 @@ def _send_now(cfg, account, msg, sender, rcpts, req, ctx):
         return _queue(cfg, segments, sender, exc.undelivered or rcpts, str(exc), ctx)
     except PipemailError as exc:
         _keep(segments, sender, rcpts if exc.undelivered is None else exc.undelivered, ctx, exc)
+        raise
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (a caller's timeout): queued, not lost
+        _queue(cfg, segments, sender, rcpts, "interrupted while it was being sent", ctx)
         raise
     temporary = {a: t for a, (c, t) in report.refused.items() if c < 500}
     permanent = {a: t for a, (c, t) in report.refused.items() if c >= 500}
@@ -602,6 +613,13 @@ def run_queue(req, ctx, *, due_only, say):
     send what is queued; the exit code of queue.run."""
     from pipemail import queue
 
+    if must_drop(ctx.env, ctx.uid):
+        from pipemail.errors import NoPermError
+
+        raise NoPermError(
+            "the system queue is root's: its queue run (pysendmail --run-queue in root's crontab, "
+            "or sudo pysendmail -q) sends what you drop"
+        )
     cfg, account = load_account(req, ctx.env)
     q = user_queue(cfg, ctx.env)
     if os.geteuid() == 0:

@@ -316,10 +316,15 @@ def test_refused_options_are_one_line_and_64_and_nothing_is_sent(run, setup, arg
     assert setup.srv.messages == [] and setup.queued() == [] and setup.dead_letter() == b""
 
 
-def test_no_recipients_is_64(run, setup):
-    r = sendmail(run, setup, "-i", input=b"Subject: x\n\nbody\n")
+def test_no_recipients_is_64_and_the_message_kept(run, setup):
+    r = sendmail(run, setup, "-t", "-i", input=b"Subject: x\n\nbody\n")
     assert r.returncode == 64
-    assert r.stderr.startswith("pysendmail: no recipients: give RECIPIENT operands")
+    assert r.stderr.splitlines() == [
+        "pysendmail: no recipients: give RECIPIENT operands, or -t with To, Cc or Bcc in the message",
+        "pysendmail: the message is kept in %s/dead.letter" % setup.home,
+    ]
+    dead = setup.dead_letter()
+    assert b"X-Pipemail-Undelivered-To: root\n" in dead and dead.endswith(b"Subject: x\n\nbody\n\n")
 
 
 def test_help_and_version(run, setup):
@@ -716,3 +721,43 @@ def test_run_queue_sends_only_what_is_due_and_says_it_to_syslog_not_stderr(run, 
     assert (r.returncode, r.stderr) == (0, "")  # said to syslog: standard error is no terminal
     ((_m, _r, raw),) = srv.messages
     assert b"Subject: n0" in raw and len(s.queued()) == 1
+
+
+def test_sigterm_while_sending_queues_the_message(setup):
+    import signal
+    import time
+
+    setup.srv.data_delay = 3
+    env = {**os.environ, **setup.env()}
+    env.pop("PIPEMAIL_DEBUG", None)
+    p = subprocess.Popen(
+        command_path("pysendmail") + ["-i", "root"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    p.stdin.write(b"Subject: slow\n\nbody\n")
+    p.stdin.close()
+    deadline = time.monotonic() + 20
+    while setup.srv.data_commands < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # in DATA, waiting for the server's answer to the final dot
+    p.send_signal(signal.SIGTERM)
+    err = p.stderr.read().decode()
+    assert p.wait(20) == 128 + signal.SIGTERM
+    (env_,) = setup.queued()
+    assert (env_["recipients"], env_["answer"]) == (["admin@example.org"], "interrupted while it was being sent")
+    assert "pysendmail: queued as " in err
+
+
+def test_q_by_a_user_of_the_system_file_is_77(run, system_queue, monkeypatch):
+    import unprivileged
+
+    with unprivileged.user_dir() as home:
+        monkeypatch.setenv("HOME", home)
+        code, out, err = unprivileged.run("sendmail", "-q", cwd=home, umask=0o022)
+    assert (code, out) == (77, b"")
+    assert err == (
+        "pysendmail: the system queue is root's: its queue run (pysendmail --run-queue in root's crontab, "
+        "or sudo pysendmail -q) sends what you drop\n"
+    )
