@@ -232,21 +232,31 @@ def parse(data):
 # -- addresses --------------------------------------------------------------------------------
 
 
+_HOST = []  # the names of this host, looked up once (getfqdn may ask the resolver)
+
+
+def _names():
+    if not _HOST:
+        import socket
+
+        full = message.fqdn()
+        try:
+            plain = socket.gethostname()
+        except OSError:
+            plain = full
+        _HOST.append((full, plain))
+    return _HOST[0]
+
+
 def host_name():
     """This host's short name, as ``hostname -s`` gives it (what a From line is told apart by)."""
-    return message.fqdn().split(".")[0]
+    return _names()[0].split(".")[0]
 
 
 def local_domains():
     """The domains that mean this host: its names and localhost."""
-    import socket
-
-    names = {message.fqdn().lower(), host_name().lower(), *LOCAL_HOSTS}
-    try:
-        names.add(socket.gethostname().lower())
-    except OSError:
-        pass
-    return names
+    full, plain = _names()
+    return {full.lower(), plain.lower(), host_name().lower(), *LOCAL_HOSTS}
 
 
 def local_part(addr):
