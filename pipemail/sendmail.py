@@ -352,11 +352,12 @@ def rewrite(msg, req, account, ctx):
     domain = _domain(account)
     from_value = _unfold(msg.header("From"))
     name, from_addr = parseaddr(from_value) if from_value is not None else ("", "")
-    given = req.sender or from_addr  # -f ADDR, else From's
+    given = _sender_option(req.sender) or from_addr  # -f ADDR, else From's
+    full_name = message.check_value("-F", req.full_name) if req.full_name else None
     who = local_part(from_addr) if from_value is not None else None
     if from_value is None or who is not None:  # no From, or a local one: the account's address
-        local = who or local_part(req.sender or "") or ctx.user
-        display = name or req.full_name or local
+        local = who or local_part(_sender_option(req.sender) or "") or ctx.user
+        display = name or full_name or local
         display = "%s (%s)" % (display, host_name())
         addr = mine or _qualify(local, domain, account, ctx, "sender")
         value = headers.address_list("From", [(display, addr)])
@@ -388,6 +389,17 @@ def rewrite(msg, req, account, ctx):
         msg.add_header("Message-ID", make_msgid(domain=message.fqdn()))
         ctx.verbose("Message-ID: added")
     return sender
+
+
+def _sender_option(value):
+    """The address of -f/-r, checked (DataError for what is not one address); None for none or
+    the null sender (``<>``, which a message from the account cannot use)."""
+    if not value or value.strip() in ("<>", ""):
+        return None
+    pairs = message.addresses([value])
+    if len(pairs) != 1:
+        raise DataError("-f takes one address: %s" % shown(value))
+    return pairs[0][1]
 
 
 def _same_domain(addr, domain):

@@ -191,3 +191,16 @@ def test_modes_and_names():
 def test_the_rest_is_refused(argv):
     with pytest.raises(Refused):
         parse_args(argv)
+
+
+def test_dash_f_and_dash_capital_f_cannot_inject_a_header():
+    with pytest.raises(DataError, match="-F holds a line break"):
+        rewritten(b"Subject: x\n\nb\n", sendmail.Request(["x@example.org"], full_name="x\nBcc: y@example.org"))
+    with pytest.raises(DataError, match="line break"):
+        rewritten(b"Subject: x\n\nb\n", sendmail.Request(["x@example.org"], sender="a@example.com\nRCPT TO:<z@x>"))
+
+
+@pytest.mark.parametrize("null", ["<>", ""])
+def test_the_null_sender_is_the_accounts_address(null):
+    _msg, sender, _ = rewritten(b"Subject: x\n\nb\n", sendmail.Request(["x@example.org"], sender=null))
+    assert sender == "alerts@example.com"
