@@ -24,12 +24,14 @@ class PipemailError(Exception):
     ``reported``: the command already said it (a warn line before keeping the
     message), so the one-line report at exit is skipped.  ``undelivered``: for a
     delivery that failed, the recipients it did not reach (None: not a delivery,
-    or all of them).
+    or all of them).  ``smtp_code``: for a delivery a server's reply stopped, that
+    reply's code (a 4xx: try again; a 5xx: refused for good), else None.
     """
 
     exit_code = EX_SOFTWARE
     reported = False
     undelivered = None
+    smtp_code = None
 
 
 class UsageError(PipemailError):
@@ -95,6 +97,12 @@ class ConfigError(PipemailError):
     """Configuration missing or wrong."""
 
     exit_code = EX_CONFIG
+
+
+class PasswordCommandError(ConfigError):
+    """The account's password_command failed, was killed, timed out or printed nothing: pymail
+    exits 78 as for any configuration error, pysendmail queues the message (the command may work
+    on the next try: a keyring not yet unlocked, a secret store down)."""
 
 
 def describe_oserror(exc):

@@ -31,6 +31,7 @@ from pipemail.network import (
     allow_cleartext,
     cert_subject,
     connect,
+    proxy_words,
     tls_context,
     why,
     wrap_tls,
@@ -58,10 +59,44 @@ class Report:
         return NoUserError.exit_code
 
 
-def _fail(cls, message, recipients):
+def _fail(cls, message, recipients, smtp_code=None):
     exc = cls(message)
-    exc.undelivered = list(recipients)
+    exc.undelivered = list(recipients or ())
+    exc.smtp_code = smtp_code
     return exc
+
+
+class Outgoing:
+    """A message with its own envelope, for :func:`deliver_each` and :func:`smtp_deliveries`:
+    ``segments`` (re-iterable byte chunks), ``size``, ``sender``, ``recipients``.  Any object
+    with these four attributes will do (queue.Item is one)."""
+
+    def __init__(self, segments, size, sender, recipients):
+        self.segments = segments
+        self.size = size
+        self.sender = sender
+        self.recipients = list(recipients)
+
+
+def _envelope(message, sender, recipients):
+    """``(segments, size, sender, recipients)`` of one of the ``messages`` given to a delivery:
+    a ``(segments, size)`` pair takes the call's envelope, an :class:`Outgoing` has its own."""
+    if isinstance(message, tuple):
+        segments, size = message
+        return segments, size, sender, recipients
+    return message.segments, message.size, message.sender, message.recipients
+
+
+def _undelivered_for(exc, recipients, call_recipients):
+    """``exc`` for a message sent to ``recipients``: itself when they are the call's, else a copy
+    whose ``undelivered`` names them (one failure, each message its own recipients)."""
+    if recipients is call_recipients:
+        return exc
+    import copy
+
+    other = copy.copy(exc)
+    other.undelivered = list(recipients)
+    return other
 
 
 # -- local transports ---------------------------------------------------------------------
@@ -427,13 +462,20 @@ def smtp_deliveries(
     warn=None,
     proxy=None,
 ):
-    """Deliver each of ``messages`` (``(segments, size)`` pairs) over one SMTP session
-    (through ``proxy``, a proxy URL, when given).
+    """Deliver each of ``messages`` over one SMTP session (through ``proxy``, a proxy URL,
+    when given).  A message is a ``(segments, size)`` pair, sent from ``sender`` to
+    ``recipients``, or an :class:`Outgoing` (any object with ``segments``, ``size``,
+    ``sender`` and ``recipients``) with its own envelope: one session carries messages
+    from different senders to different recipients (pysendmail's queue run).
 
     Yields ``(Report, None)`` or ``(None, exception)`` for each message, in
-    order.  A message the server refuses leaves the session usable for the
-    next; when the session itself fails (connection, TLS, AUTH, a hang-up),
-    that message and every one after it get the failure, without a new try.
+    order.  A Report's ``refused`` keeps each recipient's reply code, so 4xx (try
+    again) and 5xx (refused for good) stay told apart.  An exception caused by a
+    server's reply carries its code as ``smtp_code`` (None for a failed connection,
+    TLS, a timeout).  A message the server refuses leaves the session usable for the
+    next; when the session itself fails (connection, TLS, AUTH, a hang-up), that
+    message and every one after it get the failure, without a new try, each
+    exception's ``undelivered`` naming that message's recipients.
     """
     import smtplib
     import ssl
@@ -443,14 +485,19 @@ def smtp_deliveries(
     where = host
     messages = iter(messages)
 
+    recipients = [] if recipients is None else recipients
+
     def all_fail(exc):
-        for _message in messages:
-            yield None, exc
+        for message in messages:
+            yield None, _undelivered_for(exc, _envelope(message, sender, recipients)[3], recipients)
 
     # certificates are loaded only when TLS is used (it costs 20 ms), but a bad trust file is said at once
     context = tls_context(trust_file) if trust_file or url.scheme == "smtps" else _LazyContext()
     if log is not None:
-        log("=== connecting to %s port %d%s" % (host, port, " (TLS)" if url.scheme == "smtps" else ""))
+        log(
+            "=== connecting to %s port %d%s%s"
+            % (host, port, " (TLS)" if url.scheme == "smtps" else "", proxy_words(proxy))
+        )
     try:
         from pipemail.message import fqdn
 
@@ -469,7 +516,12 @@ def smtp_deliveries(
     except smtplib.SMTPConnectError as exc:
         cls = TempFailError if exc.smtp_code < 500 else UnavailableError
         yield from all_fail(
-            _fail(cls, "%s refused the connection: %d %s" % (where, exc.smtp_code, _text(exc.smtp_error)), recipients)
+            _fail(
+                cls,
+                "%s refused the connection: %d %s" % (where, exc.smtp_code, _text(exc.smtp_error)),
+                recipients,
+                exc.smtp_code,
+            )
         )
         return
     except PipemailError as exc:  # no connection, or its TLS failed (network's words)
@@ -502,15 +554,17 @@ def smtp_deliveries(
         except failures as exc:
             yield from all_fail(session_failure(exc))
             return
-        for segments, size in messages:
+        for message in messages:
+            segments, size, m_sender, m_recipients = _envelope(message, sender, recipients)
             try:
-                report = _transaction(client, where, segments, size, sender, recipients, check, smtputf8)
+                report = _transaction(client, where, segments, size, m_sender, m_recipients, check, smtputf8)
             except PipemailError as exc:  # the server refused this message: the session goes on
                 yield None, exc
                 continue
             except (OSError, smtplib.SMTPException) as exc:
-                yield None, session_failure(exc)
-                yield from all_fail(session_failure(exc))
+                failure = session_failure(exc)
+                yield None, _undelivered_for(failure, m_recipients, recipients)
+                yield from all_fail(failure)
                 return
             yield report, None
         try:
@@ -537,7 +591,7 @@ def _text(raw):
 
 def _reply_error(step, where, code, msg, recipients):
     cls = TempFailError if code < 500 else UnavailableError
-    return _fail(cls, "%s refused by %s: %d %s" % (step, where, code, _text(msg)), recipients)
+    return _fail(cls, "%s refused by %s: %d %s" % (step, where, code, _text(msg)), recipients, code)
 
 
 def _start(client, context, trust_file, url, recipients, user, password, auth, tls, log, warn):
@@ -560,7 +614,7 @@ def _start(client, context, trust_file, url, recipients, user, password, auth, t
                 raise _reply_error("EHLO", where, code, msg, recipients)
         else:
             try:
-                allow_cleartext(SMTP_CLEARTEXT, url.host, tls, where, warn)
+                allow_cleartext(SMTP_CLEARTEXT, url.host, tls, where, warn, proxy=client.proxy)
             except UnavailableError as exc:
                 exc.undelivered = list(recipients)
                 raise
@@ -581,6 +635,7 @@ def _transaction(client, where, segments, size, sender, recipients, check, smtpu
             "the message is %d bytes and %s accepts at most %s (SIZE): split it "
             "(pymail --max-size, pyshar -L) or send it another way" % (size, where, limit),
             recipients,
+            552,  # what the server answers such a message (RFC 1870): refused for good
         )
     options = []
     if limit.isdigit() and int(limit):
@@ -658,6 +713,7 @@ def _authenticate(client, where, user, password, auth, recipients):
 
 __all__ = [
     "Report",
+    "Outgoing",
     "deliver_smtp",
     "smtp_deliveries",
     "deliver_sendmail",
@@ -743,7 +799,8 @@ def deliver_each(
     env=None,
     proxy=None,
 ):
-    """Deliver each of ``messages`` (``(segments, size)`` pairs) by ``url``, the same envelope for all.
+    """Deliver each of ``messages`` by ``url``: ``(segments, size)`` pairs, the same envelope
+    (``sender``, ``recipients``) for all, or :class:`Outgoing` messages each with its own.
 
     Over SMTP one session carries them all (one login, one password lookup);
     other transports take them one by one.  To ``-`` (``stdout``) each message
@@ -751,15 +808,19 @@ def deliver_each(
     one message of an mbox, so that the output can be told apart.  With
     ``check`` nothing is sent: SMTP goes up to RCPT TO, other transports are
     checked as :func:`check_local` says.  Yields ``(Report, None)`` or
-    ``(None, exception)`` for each message, in order.
+    ``(None, exception)`` for each message, in order.  ``proxy``: the proxy URL
+    SMTP goes through; None takes the account's ``proxy``, "" none at all.
     """
     if url.scheme in ("smtp", "smtps"):
         try:
             options = _smtp_options(url, account, user, tls, trust_file, env)
+            from pipemail import config
+
+            proxy = config.proxy(account, proxy)
         except PipemailError as exc:
-            exc.undelivered = list(recipients)
-            for _message in messages:
-                yield None, exc
+            exc.undelivered = list(recipients or ())
+            for message in messages:
+                yield None, _undelivered_for(exc, _envelope(message, sender, recipients)[3], recipients)
             return
         yield from smtp_deliveries(
             url,
@@ -772,21 +833,22 @@ def deliver_each(
             check=check,
             smtputf8=smtputf8,
             warn=warn,
-            proxy=proxy or (account.proxy if account is not None else None),
+            proxy=proxy,
         )
         return
-    for segments, _size in messages:  # re-iterable chunks: never gathered into a list
+    for message in messages:  # re-iterable chunks: never gathered into a list
+        segments, _size, m_sender, m_rcpts = _envelope(message, sender, recipients)
         try:
             if check:
-                report = check_local(url, recipients, env)
+                report = check_local(url, m_rcpts, env)
             elif url.scheme == "sendmail":
-                report = deliver_sendmail(sendmail_path(url.path, env), segments, sender, recipients, timeout, warn)
+                report = deliver_sendmail(sendmail_path(url.path, env), segments, m_sender, m_rcpts, timeout, warn)
             elif url.scheme == "mbox":
-                report = deliver_mbox(url.path, segments, sender, recipients, warn)
+                report = deliver_mbox(url.path, segments, m_sender, m_rcpts, warn)
             elif url.scheme == "maildir":
-                report = deliver_maildir(url.path, segments, recipients)
+                report = deliver_maildir(url.path, segments, m_rcpts)
             else:
-                report = deliver_stdout(stdout, segments, recipients, sender if stdout_mbox else None)
+                report = deliver_stdout(stdout, segments, m_rcpts, m_sender if stdout_mbox else None)
         except PipemailError as exc:
             yield None, exc
             continue

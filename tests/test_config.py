@@ -196,7 +196,7 @@ def test_unknown_top_level_key_is_an_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(path)
     assert str(info.value) == (
-        "config file %s: unknown key 'defualt' (top-level keys: default, accounts, queue; "
+        "config file %s: unknown key 'defualt' (top-level keys: default, accounts, queue, queue_lifetime; "
         "accounts go in [accounts.NAME])" % path
     )
 
@@ -770,3 +770,31 @@ def test_queue_must_be_a_string(tmp_path):
     path = write(tmp_path / "c.toml", "queue = 3\n")
     with pytest.raises(ConfigError, match="'queue' must be a directory"):
         load(path)
+
+
+# -- queue_lifetime: how long pysendmail's queue keeps trying ------------------------
+
+
+@pytest.mark.parametrize(
+    "value, seconds",
+    [('"5d"', 432000), ('"12h"', 43200), ('"90m"', 5400), ('"45s"', 45), ("3600", 3600), ('"600"', 600)],
+)
+def test_queue_lifetime_units(tmp_path, value, seconds):
+    path = write(tmp_path / "c.toml", "queue_lifetime = %s\n" % value)
+    assert load(path).queue_lifetime == seconds
+
+
+def test_queue_lifetime_absent_is_none(tmp_path):
+    path = write(tmp_path / "c.toml", 'queue = "/q"\n')
+    assert load(path).queue_lifetime is None
+
+
+@pytest.mark.parametrize("value", ['"5 days"', '"0"', "0", "-3", '"d"', '""', "true", '"1.5h"', "[1]"])
+def test_queue_lifetime_bad(tmp_path, value):
+    path = write(tmp_path / "c.toml", "queue_lifetime = %s\n" % value)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == (
+        "config file %s: 'queue_lifetime' must be a time more than zero: seconds, or a number with "
+        's, m, h or d, as "5d", "12h", "90m"; got %r' % (path, __import__("tomllib").loads("v = " + value)["v"])
+    )

@@ -7,8 +7,6 @@ import os
 import signal
 import sys
 
-import click
-
 from pipemail.errors import (
     EX_IOERR,
     EX_SOFTWARE,
@@ -37,6 +35,11 @@ def warn(prog, message):
     progress = sys.modules.get("pipemail.progress")
     if progress is not None:
         progress.clear_line()
+    click = sys.modules.get("click")
+    if click is None:  # a command without click (pysendmail, for its start-up time)
+        sys.stderr.write("%s: %s\n" % (prog, message))
+        sys.stderr.flush()
+        return
     click.echo("%s: %s" % (prog, message), err=True)
 
 
@@ -61,54 +64,77 @@ class _Main:
             raise IOFailure(describe_oserror(exc)) from None
 
 
-class Command(_Main, click.Command):
-    """A click command with pipemail's one-line errors and exit codes."""
+def __getattr__(name):
+    """``Command`` (a click command with pipemail's one-line errors and exit codes) and ``Group``
+    (a click group, pypop's commands, the same): made when first asked for, so that a command
+    without click (pysendmail) does not pay for importing it."""
+    if name not in ("Command", "Group"):
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    import click
+
+    globals()["Command"] = type("Command", (_Main, click.Command), {"__doc__": __getattr__.__doc__})
+    globals()["Group"] = type("Group", (_Main, click.Group), {"__doc__": __getattr__.__doc__})
+    return globals()[name]
 
 
-class Group(_Main, click.Group):
-    """A click group (pypop's commands) with the same one-line errors and exit codes."""
+def error_code(prog, exc):
+    """Say ``exc`` (raised by a command) in one line and give its exit code: a PipemailError its own
+    (a UsageError 64, with a pointer to --help), an OSError 74, a KeyboardInterrupt 130, anything
+    else 70 (with a traceback, re-raised, only when ``PIPEMAIL_DEBUG`` is set)."""
+    if isinstance(exc, UsageError):
+        if not exc.reported:
+            warn(prog, "%s (see '%s --help')" % (str(exc).rstrip("."), prog))
+        return EX_USAGE
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, PipemailError):
+        if not exc.reported:
+            warn(prog, str(exc))
+        return exc.exit_code
+    if os.environ.get("PIPEMAIL_DEBUG"):
+        raise exc
+    if isinstance(exc, OSError):
+        name = exc.filename
+        where = "%s: " % os.fsdecode(name) if name else ""
+        warn(prog, where + describe_oserror(exc))
+        return EX_IOERR
+    warn(
+        prog,
+        "internal error: %s: %s (rerun with PIPEMAIL_DEBUG=1 for a traceback, "
+        "and please report it)" % (type(exc).__name__, exc),
+    )
+    return EX_SOFTWARE
+
+
+def leave(code):
+    """Exit with ``code``; what is still buffered for a closed standard output goes nowhere,
+    instead of a traceback at exit."""
+    if _stdout_gone():
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _main(cmd, base, args, prog_name, extra):
+    import click
+
     prog = prog_name or cmd.name
     extra["standalone_mode"] = False
     try:
         code = base.main(args, prog_name=prog, **extra)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
-    except (click.UsageError, UsageError) as exc:
-        ours = isinstance(exc, UsageError)
-        text = str(exc) if ours else exc.format_message()
-        if not (ours and exc.reported):
-            warn(prog, "%s (see '%s --help')" % (text.rstrip("."), prog))
+    except click.UsageError as exc:
+        warn(prog, "%s (see '%s --help')" % (exc.format_message().rstrip("."), prog))
         code = EX_USAGE
-    except (click.Abort, KeyboardInterrupt):
+    except click.Abort:
         code = 130
-    except PipemailError as exc:
-        if not exc.reported:
-            warn(prog, str(exc))
-        code = exc.exit_code
-    except OSError as exc:
-        if os.environ.get("PIPEMAIL_DEBUG"):
-            raise
-        name = exc.filename
-        where = "%s: " % os.fsdecode(name) if name else ""
-        warn(prog, where + describe_oserror(exc))
-        code = EX_IOERR
     except Exception as exc:
-        if os.environ.get("PIPEMAIL_DEBUG"):
-            raise
-        warn(
-            prog,
-            "internal error: %s: %s (rerun with PIPEMAIL_DEBUG=1 for a traceback, "
-            "and please report it)" % (type(exc).__name__, exc),
-        )
-        code = EX_SOFTWARE
-    if _stdout_gone():  # what is still buffered goes nowhere, instead of a traceback at exit
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    sys.exit(code if isinstance(code, int) else 0)
+        code = error_code(prog, exc)
+    except KeyboardInterrupt as exc:
+        code = error_code(prog, exc)
+    leave(code)
 
 
 def _stdout_gone():

@@ -1,0 +1,692 @@
+"""pysendmail's job: take a message as /usr/sbin/sendmail does, make it one a provider takes,
+send it now through the account, and queue what cannot go now.
+
+A message is read from standard input into a private spool file (bounded memory at
+any size).  Without ``-i``/``-oi`` a line holding a lone ``.`` ends it, as sendmail
+does outside SMTP; no other dot is touched (``..`` stays ``..``: dot-stuffing is
+SMTP's, not the command line's).  The header block is read up to its blank line, or
+up to the first line that is not a header field (which starts the body, as sendmail
+and Postfix take ``echo hi | sendmail root``).
+
+The rewrites (each said through ``verbose``, pysendmail's ``-v``):
+
+- the sender is *local* when it is absent, a bare name (``root``) or an address at
+  this host (``root@vm``, ``root@localhost``): then the envelope sender and From
+  become the account's address, From keeping its display name (or ``-F NAME``, or
+  the local name) with this host's name added: ``"Cron Daemon (vm)"
+  <alerts@example.com>``, so that ten hosts are told apart.  A real From is kept;
+  the envelope sender is ``-f``/From when it is of the account's domain, else the
+  account's address (what a provider takes).
+- recipients: operands, and with ``-t`` To, Cc and Bcc (Bcc is removed); local
+  names go through the aliases file (:mod:`pipemail.aliases`), and those left bare
+  get the account's ``domain`` (in the header fields too: ``To: root`` becomes
+  ``To: root@example.com``).
+- Date and Message-ID are added when missing.
+
+Then it is sent through the account.  A temporary failure (unreachable, a timeout,
+4xx, a failing ``password_command``, a proxy down) queues it (:mod:`pipemail.queue`)
+and counts as done; a 5xx keeps it in the dead letter, as pymail does.  A caller
+that is not root whose configuration is the system-wide file drops the message into
+the system queue's maildrop instead, and never reads the account's secret: root's
+queue run (``pysendmail -q``) accepts each drop as that user would have been.
+"""
+
+import os
+
+from pipemail import message, transport
+from pipemail.errors import (
+    EX_OK,
+    ConfigError,
+    DataError,
+    IOFailure,
+    PasswordCommandError,
+    PipemailError,
+    TempFailError,
+    UsageError,
+    shown,
+)
+
+HEAD_LIMIT = 1 << 20  # the header block is read whole: at most this many bytes
+LOCAL_HOSTS = ("localhost", "localhost.localdomain", "localhost4", "localhost6")
+
+
+class Request:
+    """What the command line asks (everything a drop must carry for root to accept it later)."""
+
+    def __init__(
+        self,
+        recipients=(),
+        read_recipients=False,
+        sender=None,
+        full_name=None,
+        ignore_dots=False,
+        account=None,
+        proxy=None,
+        timeout=30.0,
+    ):
+        self.recipients = list(recipients)
+        self.read_recipients = read_recipients
+        self.sender = sender  # -f / -r
+        self.full_name = full_name  # -F
+        self.ignore_dots = ignore_dots  # -i / -oi
+        self.account = account  # --account
+        self.proxy = proxy  # --proxy
+        self.timeout = timeout
+
+    def as_drop(self, user):
+        """The plain JSON values a drop carries (queue.Queue.drop's ``request``)."""
+        return {
+            "recipients": list(self.recipients),
+            "read_recipients": bool(self.read_recipients),
+            "sender": self.sender,
+            "full_name": self.full_name,
+            "ignore_dots": bool(self.ignore_dots),
+            "account": self.account,
+            "proxy": self.proxy,
+            "user": user,
+        }
+
+    @classmethod
+    def from_drop(cls, request):
+        """The Request of a drop's ``request``; DataError when it is not one this code wrote."""
+
+        def value(key, kinds, default=None):
+            v = request.get(key, default)
+            if v is not None and not isinstance(v, kinds):
+                raise DataError("the drop's request has a bad %r" % key)
+            return v
+
+        if not isinstance(request, dict):
+            raise DataError("the drop's request is not a JSON object")
+        rcpts = value("recipients", list, [])
+        if not all(isinstance(r, str) for r in rcpts):
+            raise DataError("the drop's request has a bad 'recipients'")
+        return cls(
+            recipients=rcpts,
+            read_recipients=bool(value("read_recipients", bool, False)),
+            sender=value("sender", str),
+            full_name=value("full_name", str),
+            ignore_dots=True,  # the dot rule was applied when it was read
+            account=value("account", str),
+            proxy=value("proxy", str),
+        )
+
+
+class Context:
+    """Who is sending and how things are said: ``env``, ``warn(line)``, ``verbose(line)``
+    (the rewrites, -v), ``log(line)`` (the SMTP dialogue, -v), ``user`` (the login name
+    of the sender: the caller, or the drop's owner) and ``uid``."""
+
+    def __init__(self, env=None, warn=None, verbose=None, log=None, user=None, uid=None):
+        self.env = os.environ if env is None else env
+        self.warn = warn or (lambda m: None)
+        self.verbose = verbose or (lambda m: None)
+        self.log = log
+        self.uid = os.getuid() if uid is None else uid
+        self.user = user or login_name(self.uid)
+
+
+def login_name(uid):
+    """The login name of ``uid`` (from the password database, never from the environment)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def until_dot(stream, block=message.CHUNK):
+    """The bytes of ``stream`` up to a line holding a lone ``.`` (``.\\n``, ``.\\r\\n``, or ``.``
+    at the end), that line excluded: sendmail's end of a message without ``-i``."""
+    at_start = True
+    while True:
+        line = stream.readline(block)
+        if not line:
+            return
+        if at_start and line in (b".\n", b".\r\n", b"."):
+            return
+        at_start = line.endswith(b"\n")
+        yield line
+
+
+def _gathered(lines, size=message.CHUNK):
+    """Short lines gathered into chunks of about ``size`` bytes (fewer writes to the spool)."""
+    buf, n = [], 0
+    for line in lines:
+        buf.append(line)
+        n += len(line)
+        if n >= size:
+            yield b"".join(buf)
+            buf, n = [], 0
+    if buf:
+        yield b"".join(buf)
+
+
+def read_message(stream, ignore_dots, env=None):
+    """Standard input spooled to a private file (see :mod:`pipemail.spool`), at its start."""
+    from pipemail import spool
+
+    chunks = spool.read_chunks(stream) if ignore_dots else _gathered(until_dot(stream))
+    return spool.spool(chunks, env)
+
+
+def parse(data):
+    """A :class:`pipemail.message.Message` of the message ``data`` (bytes or a source): its header
+    fields as given (bytes kept; a line over 998 folded at its white space), its body with LF line
+    ends.  The header block ends at a blank line or at the first line that is not a field (which
+    starts the body); a leading mbox ``From `` line is dropped.  DataError for a header block
+    over 1 MiB or a field line that cannot be folded."""
+    import re
+
+    from pipemail import headers
+
+    src = message.source(data)
+    held = b""
+    for chunk in src:
+        held += chunk
+        if re.search(rb"\r?\n\r?\n", held) or len(held) >= HEAD_LIMIT:
+            break
+    fields, pos, body_at = [], 0, None
+    while pos < len(held):
+        end = held.find(b"\n", pos)
+        if end < 0:
+            if len(held) >= HEAD_LIMIT:
+                raise DataError("the message's header block is over %d bytes: not a message" % HEAD_LIMIT)
+            end = len(held)  # the last line, without a newline
+            nxt = end
+        else:
+            nxt = end + 1
+        line = held[pos:end]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            body_at = nxt
+            break
+        text = line.decode("utf-8", "surrogateescape")
+        name, colon, value = text.partition(":")
+        if text[:1] in (" ", "\t") and fields:
+            n, v = fields[-1]
+            fields[-1] = (n, v + "\n" + text)
+        elif colon and re.fullmatch(r"[!-9;-~]+", name):
+            fields.append((name, value.strip()))
+        elif pos == 0 and line.startswith(b"From "):
+            pass  # an mbox separator, as sendmail drops it
+        else:
+            body_at = pos  # the body starts here: the blank line is added
+            break
+        pos = nxt
+    else:
+        if len(held) >= HEAD_LIMIT:
+            raise DataError("the message's header block is over %d bytes: not a message" % HEAD_LIMIT)
+        body_at = len(held)
+    del held
+    fields = [(name, headers.fold_given(name, value)) for name, value in fields]
+    body = src.tail(body_at)
+    return message.Message(fields, raw_body=message.LineEnds(body))
+
+
+# -- addresses --------------------------------------------------------------------------------
+
+
+_HOST = []  # the names of this host, looked up once (getfqdn may ask the resolver)
+
+
+def _names():
+    if not _HOST:
+        import socket
+
+        full = message.fqdn()
+        try:
+            plain = socket.gethostname()
+        except OSError:
+            plain = full
+        _HOST.append((full, plain))
+    return _HOST[0]
+
+
+def host_name():
+    """This host's short name, as ``hostname -s`` gives it (what a From line is told apart by)."""
+    return _names()[0].split(".")[0]
+
+
+def local_domains():
+    """The domains that mean this host: its names and localhost."""
+    full, plain = _names()
+    return {full.lower(), plain.lower(), host_name().lower(), *LOCAL_HOSTS}
+
+
+def local_part(addr):
+    """The local name of ``addr`` when it is local (bare, or at this host), else None."""
+    if not addr:
+        return None
+    if "@" not in addr:
+        return addr
+    local, _, domain = addr.rpartition("@")
+    return local if domain.lower() in local_domains() else None
+
+
+def _unfold(value):
+    return value.replace("\r", "").replace("\n", "") if value is not None else None
+
+
+def _address(account):
+    """The account's address: its ``from``'s, else its ``user`` when that is an address; or None."""
+    from email.utils import parseaddr
+
+    if account.from_:
+        addr = parseaddr(account.from_)[1]
+        if addr and "@" in addr:
+            return addr
+    if account.user and "@" in account.user:
+        return account.user
+    return None
+
+
+def _domain(account):
+    """The domain bare names get: ``domain``, else the domain of the account's address."""
+    if account.domain:
+        return account.domain
+    addr = _address(account)
+    return addr.rpartition("@")[2] if addr else None
+
+
+def _qualify(addr, domain, account, ctx, what):
+    if "@" in addr:
+        return addr
+    if not domain:
+        raise ConfigError(
+            '%s %s has no domain, which SMTP needs: set domain = "example.com" (or from) in account %s '
+            "of %s (see pipemail.conf(5)), or map it in the aliases file"
+            % (what, shown(addr), account.name or "(none)", account.config_path or "the configuration")
+        )
+    ctx.verbose("%s %s -> %s@%s (the account's domain)" % (what, addr, addr, domain))
+    return "%s@%s" % (addr, domain)
+
+
+def recipients(msg, req, account, ctx):
+    """The envelope recipients: operands, and with -t the message's To, Cc and Bcc; local names
+    through the aliases file, bare ones qualified.  UsageError when there are none."""
+    from email.utils import getaddresses
+
+    from pipemail import aliases
+
+    given = [a for _n, a in message.addresses(req.recipients)] if req.recipients else []
+    if req.read_recipients:
+        listed = [v for h in ("To", "Cc", "Bcc") for v in _all(msg, h)]
+        given = [a for _n, a in getaddresses([_unfold(v) for v in listed if v]) if a] + given
+    if not given:
+        raise UsageError("no recipients: give RECIPIENT operands, or -t with To, Cc or Bcc in the message")
+    table = None
+    domain = _domain(account)
+    out = []
+    for addr in given:
+        name = local_part(addr)
+        if name is None:
+            out.append(addr)
+            continue
+        if table is None:
+            table = aliases.load(account.aliases)
+        targets = table.expand(name, ctx.warn)
+        if targets != [name]:
+            ctx.verbose("alias %s -> %s" % (name, ", ".join(targets)))
+        out += [_qualify(t, domain, account, ctx, "recipient") for t in targets]
+    seen = set()
+    return [a for a in out if not (a.lower() in seen or seen.add(a.lower()))]
+
+
+def _all(msg, name):
+    return [v for n, v in msg.headers if n.lower() == name.lower()]
+
+
+def rewrite(msg, req, account, ctx):
+    """Rewrite ``msg`` in place as a provider wants it; the envelope sender."""
+    from email.utils import formatdate, getaddresses, make_msgid, parseaddr
+
+    from pipemail import headers
+
+    mine = _address(account)
+    domain = _domain(account)
+    from_value = _unfold(msg.header("From"))
+    name, from_addr = parseaddr(from_value) if from_value is not None else ("", "")
+    given = _sender_option(req.sender) or from_addr  # -f ADDR, else From's
+    full_name = message.check_value("-F", req.full_name) if req.full_name else None
+    who = local_part(from_addr) if from_value is not None else None
+    if from_value is None or who is not None:  # no From, or a local one: the account's address
+        local = who or local_part(_sender_option(req.sender) or "") or ctx.user
+        display = name or full_name or local
+        display = "%s (%s)" % (display, host_name())
+        addr = mine or _qualify(local, domain, account, ctx, "sender")
+        value = headers.address_list("From", [(display, addr)])
+        msg.remove_header("From")
+        msg.headers.insert(0, ("From", value))
+        ctx.verbose("From: %s -> %s" % ("(none)" if from_value is None else shown(from_value), value.replace("\n", "")))
+    if given and local_part(given) is None and (mine is None or _same_domain(given, domain)):
+        sender = given
+    else:
+        sender = mine or _qualify(local_part(given) or ctx.user, domain, account, ctx, "sender")
+        if given != sender:
+            ctx.verbose("envelope sender %s -> %s" % (shown(given) if given else "(none)", sender))
+    for field in ("To", "Cc"):  # bare names in the header fields get the domain, as an MTA gives them
+        for i, (n, v) in enumerate(msg.headers):
+            if n.lower() != field.lower():
+                continue
+            pairs = getaddresses([_unfold(v)])
+            if not any(a and "@" not in a for _d, a in pairs):
+                continue
+            pairs = [(d, _qualify(a, domain, account, ctx, field) if a and "@" not in a else a) for d, a in pairs]
+            msg.headers[i] = (n, headers.address_list(n, [p for p in pairs if p[1]]))
+    if msg.header("Bcc") is not None:
+        msg.remove_header("Bcc")
+        ctx.verbose("Bcc: removed")
+    if msg.header("Date") is None:
+        msg.add_header("Date", formatdate(localtime=True))
+        ctx.verbose("Date: added")
+    if msg.header("Message-ID") is None:
+        msg.add_header("Message-ID", make_msgid(domain=message.fqdn()))
+        ctx.verbose("Message-ID: added")
+    return sender
+
+
+def _sender_option(value):
+    """The address of -f/-r, checked (DataError for what is not one address); None for none or
+    the null sender (``<>``, which a message from the account cannot use)."""
+    if not value or value.strip() in ("<>", ""):
+        return None
+    pairs = message.addresses([value])
+    if len(pairs) != 1:
+        raise DataError("-f takes one address: %s" % shown(value))
+    return pairs[0][1]
+
+
+def _same_domain(addr, domain):
+    return bool(domain) and addr.rpartition("@")[2].lower() == domain.lower()
+
+
+def prepare(data, req, account, ctx):
+    """``(msg, sender, recipients)`` of the message ``data`` (a source) as it is to be sent."""
+    msg = parse(data)
+    rcpts = recipients(msg, req, account, ctx)
+    sender = rewrite(msg, req, account, ctx)
+    return msg, sender, rcpts
+
+
+# -- configuration, queue -----------------------------------------------------------------------
+
+
+def must_drop(env=None, uid=None):
+    """Whether this caller drops into the system maildrop: not root, and its configuration would
+    be the system-wide file (it has no file of its own, and none is named)."""
+    from pipemail import config
+
+    uid = os.getuid() if uid is None else uid
+    if uid == 0:
+        return False
+    path, named = config.default_path(env)
+    return not named and path == config.system_path(env)
+
+
+def system_queue(env=None):
+    """The system queue, for a caller that may not read the system-wide file's secret: the file's
+    ``queue`` when it can be read, else /var/spool/pipemail."""
+    from pipemail import config, queue
+
+    try:
+        cfg = config.load(env=env)
+    except ConfigError:
+        cfg = None
+    return queue.Queue(queue.default_dir(cfg, env, uid=0))
+
+
+def load_account(req, env):
+    """``(config, account)``; ConfigError when there is no account to send with."""
+    from pipemail import config
+
+    cfg = config.load(env=env)
+    account = cfg.account(req.account)
+    if account.transport is None:
+        raise ConfigError(
+            'pysendmail sends through an account with a transport: set transport = "smtp://HOST" '
+            "in %s (see pipemail.conf(5))" % cfg.path
+        )
+    return cfg, account
+
+
+def user_queue(cfg, env):
+    from pipemail import queue
+
+    q = queue.Queue(queue.default_dir(cfg, env))
+    q.ensure(system=os.geteuid() == 0)
+    return q
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def submit(stream, req, ctx):
+    """pysendmail -bm: read, rewrite, send, queue or keep; the exit code."""
+    spooled = read_message(stream, req.ignore_dots, ctx.env)
+    try:
+        if must_drop(ctx.env, ctx.uid):
+            return _drop(spooled, req, ctx)
+        data = message.FileData(spooled, "standard input")
+        try:
+            cfg, account = load_account(req, ctx.env)
+            msg, sender, rcpts = prepare(data, req, account, ctx)
+        except (ConfigError, DataError, UsageError) as exc:  # not sent, and not lost
+            _keep_raw(data, req, ctx, exc)
+            raise
+        return _send_now(cfg, account, msg, sender, rcpts, req, ctx)
+    finally:
+        spooled.close()
+
+
+def _drop(spooled, req, ctx):
+    q = system_queue(ctx.env)
+    chunks = transport.FileChunks(spooled.fileno(), 0, os.fstat(spooled.fileno()).st_size, "standard input")
+    try:
+        name = q.drop(chunks, req.as_drop(ctx.user))
+    except PipemailError as exc:
+        failure = TempFailError("%s (root's newaliases, or pysendmail -bi, makes the maildrop)" % exc)
+        _keep_raw(message.FileData(spooled, "standard input"), req, ctx, failure)
+        raise failure from None
+    ctx.warn(
+        "dropped as %s into %s/maildrop: root's queue run (pysendmail -q, or --run-queue) sends it"
+        % (name, shown(q.path))
+    )
+    return EX_OK
+
+
+def _keep_raw(data, req, ctx, exc):
+    """A message that cannot be taken (a configuration error, a malformed one): said, and kept as it
+    came in the caller's dead letter, for the recipients it named."""
+    path = transport.dead_letter_path(None, ctx.env)
+    rcpts = list(req.recipients)
+    if req.read_recipients:
+        try:
+            from email.utils import getaddresses
+
+            msg = parse(data)
+            rcpts += [a for _n, a in getaddresses([_unfold(v) for h in ("To", "Cc", "Bcc") for v in _all(msg, h)]) if a]
+        except PipemailError:
+            pass
+    rcpts = rcpts or [ctx.user]  # none to be found: the sender's own name, as sendmail returns it
+    ctx.warn(str(exc))
+    exc.reported = True
+    try:
+        transport.save_dead_letter(path, data, req.sender or ctx.user, rcpts, ctx.warn)
+    except PipemailError as kept:
+        ctx.warn("the message could not be kept: %s" % kept)
+        return
+    ctx.warn("the message is kept in %s" % shown(path))
+
+
+def _options(account, req, ctx, addresses):
+    return {
+        "account": account,
+        "timeout": req.timeout,
+        "log": ctx.log,
+        "smtputf8": message.needs_smtputf8(addresses),
+        "warn": ctx.warn,
+        "env": ctx.env,
+        "proxy": req.proxy,
+    }
+
+
+def _send_now(cfg, account, msg, sender, rcpts, req, ctx):
+    url = transport.resolve(None, account, ctx.env)
+    segments = msg.segments()
+    size = msg.size() if url.scheme in ("smtp", "smtps") else None
+    try:
+        report = transport.deliver(url, segments, size, sender, rcpts, **_options(account, req, ctx, rcpts + [sender]))
+    except (TempFailError, PasswordCommandError) as exc:
+        return _queue(cfg, segments, sender, exc.undelivered or rcpts, str(exc), ctx)
+    except PipemailError as exc:
+        _keep(segments, sender, rcpts if exc.undelivered is None else exc.undelivered, ctx, exc)
+        raise
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (a caller's timeout): queued, not lost
+        _queue(cfg, segments, sender, rcpts, "interrupted while it was being sent", ctx)
+        raise
+    temporary = {a: t for a, (c, t) in report.refused.items() if c < 500}
+    permanent = {a: t for a, (c, t) in report.refused.items() if c >= 500}
+    if temporary:
+        _queue(cfg, segments, sender, list(temporary), next(iter(temporary.values())), ctx)
+    if permanent:
+        from pipemail.errors import NoUserError
+
+        for text in permanent.values():
+            ctx.warn(text)
+        _keep(segments, sender, list(permanent), ctx, None)
+        return NoUserError.exit_code
+    return EX_OK
+
+
+def _queue(cfg, segments, sender, rcpts, answer, ctx):
+    q = user_queue(cfg, ctx.env)
+    qid = q.add(segments, sender, list(rcpts), owner=ctx.uid, answer=answer)
+    ctx.warn(
+        "queued as %s in %s for %s: %s (pysendmail -q sends it now; pysendmail --run-queue retries it)"
+        % (qid, shown(q.path), ", ".join(rcpts), answer)
+    )
+    return EX_OK
+
+
+def _keep(segments, sender, undelivered, ctx, exc):
+    path = transport.dead_letter_path(None, ctx.env)
+    if exc is not None:
+        ctx.warn(str(exc))
+        exc.reported = True
+    try:
+        transport.save_dead_letter(path, segments, sender, undelivered, ctx.warn)
+    except PipemailError as failed:
+        raise IOFailure("the message could not be kept: %s" % failed) from None
+    ctx.warn(
+        "the message is kept in %s for %s (pymail --resend %s sends it again)"
+        % (shown(path), ", ".join(undelivered), shown(path))
+    )
+
+
+# -- the queue run -------------------------------------------------------------------------------
+
+
+def accept_drops(q, req_account, ctx, cfg=None):
+    """Root's queue run: each drop of ``q``'s maildrop accepted as its owner would have been
+    (rewritten, queued with the owner's uid), then removed.  A drop that cannot be accepted
+    (malformed, no recipients) is said and left where it is.  The number accepted."""
+    from pipemail import config, spool
+
+    n = 0
+    for drop in q.drops(warn=ctx.warn):
+        who = Context(env=ctx.env, warn=ctx.warn, verbose=ctx.verbose, log=ctx.log, uid=drop.uid)
+        try:
+            req = Request.from_drop(drop.request)
+            if req_account is not None and req.account is None:
+                req.account = req_account
+            cfg = config.load(env=ctx.env) if cfg is None else cfg
+            account = cfg.account(req.account)
+            with spool.spool(drop.chunks, ctx.env, "the drop") as f:
+                msg, sender, rcpts = prepare(message.FileData(f, "drop %s" % drop.name), req, account, who)
+                q.add(msg.segments(), sender, rcpts, owner=drop.uid)
+        except (DataError, UsageError, ConfigError) as exc:
+            ctx.warn("drop %s from %s left in the maildrop: %s" % (drop.name, who.user, exc))
+            continue
+        drop.remove()
+        n += 1
+    return n
+
+
+def deliverer(account, req, ctx):
+    """queue.run's ``deliver(batch)``: the queue.Items of ``batch``, each with its own envelope,
+    over one SMTP session (one login, one password lookup)."""
+
+    def deliver(batch):
+        url = transport.resolve(None, account, ctx.env)
+        addrs = [a for item in batch for a in [item.sender, *item.recipients]]
+        return transport.deliver_each(url, batch, None, None, **_options(account, req, ctx, addrs))
+
+    return deliver
+
+
+def run_queue(req, ctx, *, due_only, say):
+    """pysendmail -q (``due_only`` False) and --run-queue (True): take the drops (root), then
+    send what is queued; the exit code of queue.run."""
+    from pipemail import queue
+
+    if must_drop(ctx.env, ctx.uid):
+        from pipemail.errors import NoPermError
+
+        raise NoPermError(
+            "the system queue is root's: its queue run (pysendmail --run-queue in root's crontab, "
+            "or sudo pysendmail -q) sends what you drop"
+        )
+    cfg, account = load_account(req, ctx.env)
+    q = user_queue(cfg, ctx.env)
+    if os.geteuid() == 0:
+        accept_drops(q, req.account, ctx, cfg)
+    code = queue.run(
+        q,
+        deliverer(account, req, ctx),
+        due_only=due_only,
+        lifetime=cfg.queue_lifetime,
+        say=say,
+        warn=ctx.warn,
+        env=ctx.env,
+    )
+    if code != EX_OK and not due_only:  # -q by hand: why nothing was said of what stays
+        left = sum(e.state == "queued" for e in queue.listing(q))
+        ctx.warn(
+            "%d message%s stay%s queued in %s (pysendmail -bp shows the server's last answer)"
+            % (left, "" if left == 1 else "s", "s" if left == 1 else "", shown(q.path))
+        )
+    return code
+
+
+def listing(req, ctx):
+    """The lines of -bp (mailq): the queue this caller's mail goes to."""
+    from pipemail import config, queue
+
+    if must_drop(ctx.env, ctx.uid):
+        q = system_queue(ctx.env)
+    else:
+        cfg = config.load(env=ctx.env)
+        q = queue.Queue(queue.default_dir(cfg, ctx.env))
+    return queue.format_listing(queue.listing(q))
+
+
+def make_dirs(ctx):
+    """-bi (newaliases) as root: the system queue's directories (the maildrop users drop into);
+    the queue directory said.  Nothing for another user."""
+    from pipemail import config, queue
+
+    if os.geteuid() != 0:
+        return None
+    cfg = config.load(env=ctx.env)
+    q = queue.Queue(queue.default_dir(cfg, ctx.env, uid=0))
+    q.ensure(system=True)
+    return q.path
+
+
+__all__ = ["Request", "Context", "submit", "run_queue", "listing", "make_dirs", "UsageError"]

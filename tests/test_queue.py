@@ -1,0 +1,909 @@
+"""pysendmail's queue (pipemail/queue.py): durable adds, the maildrop, queue runs against a real
+SMTP server (aiosmtpd), backoff, lifetime, dead letters as the owner, concurrency, kill -9."""
+
+import json
+import os
+import pwd
+import stat
+import time
+
+import pytest
+
+from pipemail import queue
+from pipemail.errors import ConfigError, DataError
+from pipemail.queue import Queue
+
+MSG = b"From: a@example.com\nTo: b@example.com\nSubject: hi\nMessage-ID: <1@example.com>\nDate: x\n\nhello\n.dot\n"
+
+
+def mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def names(path):
+    return sorted(os.listdir(path))
+
+
+def as_user(fn, user="pmtest"):
+    """Run ``fn()`` in a child process as ``user`` (the tests run as root); its exit status
+    (0 when ``fn`` returned, 1 and the exception on stderr otherwise)."""
+    pw = pwd.getpwnam(user)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(r)
+        code = 0
+        try:
+            os.setgroups([])
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+            out = fn()
+            os.write(w, json.dumps(out).encode())
+        except BaseException as exc:
+            os.write(w, json.dumps("error: %s: %s" % (type(exc).__name__, exc)).encode())
+            code = 1
+        os._exit(code)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), json.loads(data or b"null")
+
+
+# -- making the queue ---------------------------------------------------------------------
+
+
+def test_ensure_user_queue_modes(tmp_path):
+    q = Queue(tmp_path / "a" / "queue").ensure(system=False)
+    assert names(q.path) == ["failed", "q", "tmp"]
+    for p in (q.path, q.tmp, q.q, q.failed):
+        assert mode(p) == 0o700
+    assert mode(tmp_path / "a") == 0o700
+    Queue(q.path).ensure()  # idempotent
+    assert names(q.path) == ["failed", "q", "tmp"]
+
+
+def test_ensure_system_queue_modes(tmp_path):
+    old = os.umask(0o077)
+    try:
+        q = Queue(tmp_path / "spool").ensure(system=True)
+    finally:
+        os.umask(old)
+    assert names(q.path) == ["failed", "maildrop", "q", "tmp"]
+    assert mode(q.path) == 0o755 and os.stat(q.path).st_uid == 0
+    assert mode(q.maildrop) == 0o1733
+    assert mode(q.q) == 0o700
+    os.chmod(q.maildrop, 0o700)  # repaired by the next ensure
+    q.ensure(system=True)
+    assert mode(q.maildrop) == 0o1733
+
+
+def test_ensure_refuses_a_symlink_in_the_way(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "queue")
+    with pytest.raises(ConfigError) as info:
+        Queue(tmp_path / "queue").ensure()
+    assert str(info.value) == "the queue %s is not a directory (a symlink or a file is in the way)" % (
+        tmp_path / "queue"
+    )
+    assert names(tmp_path / "elsewhere") == []
+
+
+def test_ensure_refuses_a_queue_owned_by_another(tmp_path):
+    (tmp_path / "queue").mkdir()
+    os.chown(tmp_path / "queue", 1001, 1001)
+    with pytest.raises(ConfigError) as info:
+        Queue(tmp_path / "queue").ensure()
+    assert str(info.value) == "the queue %s is owned by uid 1001, not by this user (uid 0): not used" % (
+        tmp_path / "queue"
+    )
+
+
+def test_default_dir(tmp_path):
+    from pipemail.config import Config
+
+    assert queue.default_dir(Config("x", queue="/srv/q"), {}, uid=1000) == "/srv/q"
+    assert queue.default_dir(Config("x"), {"HOME": "/home/u"}, uid=0) == "/var/spool/pipemail"
+    assert queue.default_dir(None, {"HOME": "/home/u"}, uid=1000) == "/home/u/.local/state/pipemail/queue"
+
+
+# -- adding -------------------------------------------------------------------------------
+
+
+def test_add_writes_message_and_envelope(tmp_path):
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([MSG[:10], MSG[10:]], "a@example.com", ["b@example.com", "c@example.com"], owner=1001, now=1000.0)
+    assert names(q.q) == [qid + ".env", qid + ".msg"]
+    assert names(q.tmp) == []
+    assert (tmp_path / "queue/q" / (qid + ".msg")).read_bytes() == MSG
+    env = json.loads((tmp_path / "queue/q" / (qid + ".env")).read_text())
+    assert env == {
+        "version": 1,
+        "sender": "a@example.com",
+        "recipients": ["b@example.com", "c@example.com"],
+        "delivered": [],
+        "owner": 1001,
+        "queued": 1000.0,
+        "tries": 0,
+        "due": 1000.0,
+        "answer": None,
+    }
+    assert mode(os.path.join(q.q, qid + ".msg")) == 0o600
+
+
+def test_add_with_an_answer_is_due_after_the_first_backoff(tmp_path):
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([MSG], "a@example.com", ["b@example.com"], answer="421 try later", now=1000.0)
+    env = json.loads((tmp_path / "queue/q" / (qid + ".env")).read_text())
+    assert (env["tries"], env["due"], env["answer"], env["owner"]) == (1, 1300.0, "421 try later", 0)
+
+
+def test_ids_sort_by_time_and_are_unique(tmp_path):
+    q = Queue(tmp_path / "queue").ensure()
+    ids = [q.add([MSG], "a@x", ["b@y"], now=1000.0 + i) for i in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    same = {queue.new_id(5.0) for _ in range(200)}
+    assert len(same) == 200
+
+
+def test_add_fsyncs_before_the_rename(tmp_path):
+    """strace: the message and envelope are fsynced before each rename, and q/ after."""
+    import shutil
+    import subprocess
+    import sys
+
+    strace = shutil.which("strace")
+    assert strace, "strace is needed (tests/run installs it)"
+    Queue(tmp_path / "queue").ensure()
+    code = "from pipemail.queue import Queue; print(Queue(%r).add([b'x\\n'], 'a@x', ['b@y']))" % str(tmp_path / "queue")
+    proc = subprocess.run(
+        [strace, "-f", "-e", "trace=openat,fsync,rename,renameat,renameat2", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    import re
+
+    calls = [re.match(r"(?:\[pid +\d+\] )?(fsync|rename\w*)\(", ln) for ln in proc.stderr.splitlines()]
+    lines = [m.string for m in calls if m]
+    kinds = ["rename" if m.group(1).startswith("rename") else "fsync" for m in calls if m]
+    assert kinds == ["fsync", "fsync", "rename", "rename", "fsync"], lines
+    assert ".env" in lines[2] and ".msg" in lines[3]
+
+
+def test_add_without_recipients_is_refused(tmp_path):
+    q = Queue(tmp_path / "queue").ensure()
+    with pytest.raises(DataError):
+        q.add([MSG], "a@x", [])
+    assert names(q.q) == [] and names(q.tmp) == []
+
+
+def test_add_failing_midway_leaves_nothing(tmp_path):
+    q = Queue(tmp_path / "queue").ensure()
+
+    def chunks():
+        yield MSG
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        q.add(chunks(), "a@x", ["b@y"])
+    assert names(q.q) == [] and names(q.tmp) == []
+
+
+# -- the maildrop -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def public_dir():
+    """A root-owned directory, 0755, that other users can reach (pytest's tmp_path is 0700)."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="pipemail-queue-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_drop_as_another_user_and_take_it_as_root(public_dir):
+    q = Queue(os.path.join(public_dir, "spool")).ensure(system=True)
+    request = {"recipients": ["root"], "read_recipients": True, "sender": None, "user": "pmtest"}
+    code, name = as_user(lambda: Queue(q.path).drop([MSG[:5], MSG[5:]], request))
+    assert code == 0, name
+    st = os.stat(os.path.join(q.maildrop, name))
+    assert st.st_uid == pwd.getpwnam("pmtest").pw_uid and mode(os.path.join(q.maildrop, name)) == 0o600
+    raw = open(os.path.join(q.maildrop, name), "rb").read()
+    assert raw == b"PIPEMAIL-DROP 1 " + json.dumps(request, separators=(",", ":")).encode() + b"\n" + MSG
+    # pmtest cannot list the maildrop (1733), nor read what another dropped
+    code, out = as_user(lambda: os.listdir(q.maildrop))
+    assert code == 1 and "PermissionError" in out
+    warnings = []
+    got = []
+    for d in q.drops(warn=warnings.append):
+        got.append((d.name, d.uid, d.request, b"".join(d.chunks), d.size))
+        d.remove()
+    assert got == [(name, pwd.getpwnam("pmtest").pw_uid, request, MSG, len(MSG))]
+    assert warnings == [] and names(q.maildrop) == []
+
+
+def test_drops_are_taken_oldest_first_and_reiterable(tmp_path):
+    q = Queue(tmp_path / "spool").ensure(system=True)
+    a = q.drop([b"first\n"], {"n": 1})
+    b = q.drop([b"second\n"], {"n": 2})
+    assert a < b
+    seen = []
+    for d in q.drops():
+        seen.append((d.request["n"], b"".join(d.chunks), b"".join(d.chunks)))
+    assert seen == [(1, b"first\n", b"first\n"), (2, b"second\n", b"second\n")]
+    assert names(q.maildrop) == [a, b]  # not removed until remove()
+
+
+def test_hostile_drops_are_skipped(tmp_path):
+    q = Queue(tmp_path / "spool").ensure(system=True)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"PIPEMAIL-DROP 1 {}\nroot's secret\n")
+    os.symlink(secret, os.path.join(q.maildrop, "A-symlink"))
+    os.mkfifo(os.path.join(q.maildrop, "B-fifo"))
+    os.mkdir(os.path.join(q.maildrop, "C-dir"))
+    os.link(secret, os.path.join(q.maildrop, "D-hardlink"))
+    with open(os.path.join(q.maildrop, "E-garbage"), "wb") as f:
+        f.write(b"just some bytes\n")
+    with open(os.path.join(q.maildrop, "F-notobject"), "wb") as f:
+        f.write(b"PIPEMAIL-DROP 1 [1,2]\nx\n")
+    good = q.drop([MSG], {"recipients": ["x@y"]})
+    warnings = []
+    got = [(d.name, b"".join(d.chunks)) for d in q.drops(warn=warnings.append)]
+    assert got == [(good, MSG)]
+    assert warnings == [
+        "skipping A-symlink in the maildrop: a symbolic link",
+        "skipping B-fifo in the maildrop: not a regular file",
+        "skipping C-dir in the maildrop: not a regular file",
+        "skipping D-hardlink in the maildrop: it has 2 links",
+        "skipping E-garbage in the maildrop: not a pipemail drop (no PIPEMAIL-DROP 1 line)",
+        "skipping F-notobject in the maildrop: its request is not a JSON object",
+    ]
+
+
+def test_drop_being_written_is_left_alone_and_removed_when_stale(tmp_path):
+    q = Queue(tmp_path / "spool").ensure(system=True)
+    fresh = os.path.join(q.maildrop, ".fresh")
+    stale = os.path.join(q.maildrop, ".stale")
+    for p in (fresh, stale):
+        with open(p, "wb") as f:
+            f.write(b"PIPEMAIL-DROP 1 {}\npartial")
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+    assert list(q.drops()) == []
+    assert names(q.maildrop) == [".fresh"]
+
+
+def test_a_drop_held_by_another_run_is_skipped(tmp_path):
+    import fcntl
+
+    q = Queue(tmp_path / "spool").ensure(system=True)
+    a = q.drop([b"a\n"], {})
+    b = q.drop([b"b\n"], {})
+    fd = os.open(os.path.join(q.maildrop, a), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert [d.name for d in q.drops()] == [b]
+    finally:
+        os.close(fd)
+    assert [d.name for d in q.drops()] == [a, b]
+
+
+def test_a_drop_removed_by_another_run_after_listing_is_skipped(tmp_path):
+    q = Queue(tmp_path / "spool").ensure(system=True)
+    a = q.drop([b"a\n"], {})
+    b = q.drop([b"b\n"], {})
+    it = q.drops()
+    first = next(it)
+    assert first.name == a
+    os.unlink(os.path.join(q.maildrop, b))  # another run took it meanwhile
+    assert list(it) == []
+
+
+# -- queue runs against a real SMTP server (aiosmtpd) --------------------------------------
+
+DEAD_SENDER = "a@example.com"
+
+
+def message(n, sender="a@example.com", to="b@example.com"):
+    return (
+        "From: %s\nTo: %s\nSubject: message %d\nDate: Thu, 03 Dec 2026 12:00:00 +0000\n"
+        "Message-ID: <%d.queue@example.com>\n\nbody %d\n.a line with a dot\n" % (sender, to, n, n, n)
+    ).encode()
+
+
+def crlf(raw):
+    return raw.replace(b"\n", b"\r\n")
+
+
+def deliverer(url, timeout=10):
+    """What pysendmail gives queue.run: one SMTP session for the batch, each message its envelope."""
+    from pipemail import transport
+    from pipemail.config import split_url
+
+    where = split_url(url, kind="transport")
+
+    def deliver(items):
+        return transport.deliver_each(where, items, None, None, timeout=timeout)
+
+    return deliver
+
+
+def down_url():
+    from smtp_server import free_port
+
+    return "smtp://127.0.0.1:%d" % free_port()
+
+
+class Run:
+    """queue.run with its say and warn lines kept."""
+
+    def __init__(self, q, url, env=None):
+        self.q, self.url, self.env = q, url, env
+        self.said, self.warned = [], []
+
+    def __call__(self, due_only=False, now=None, lifetime=queue.LIFETIME, url=None):
+        return queue.run(
+            self.q,
+            deliverer(url or self.url),
+            due_only=due_only,
+            now=now,
+            lifetime=lifetime,
+            say=self.said.append,
+            warn=self.warned.append,
+            env=self.env,
+        )
+
+
+def envelope(q, qid, where=None):
+    return json.loads(open(os.path.join(where or q.q, qid + ".env"), "rb").read())
+
+
+@pytest.fixture
+def dead(tmp_path):
+    return str(tmp_path / "dead.letter")
+
+
+def test_server_down_then_up_each_delivered_once(tmp_path, smtp_server, dead):
+    q = Queue(tmp_path / "queue").ensure()
+    ids = [
+        q.add([message(1)], "a@example.com", ["b@example.com"], now=1000.0),
+        q.add([message(2)], "c@example.com", ["d@example.com", "e@example.com"], now=1000.0),
+        q.add([message(3)], "", ["f@example.com"], now=1000.0),
+    ]
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(due_only=True, now=1001.0) == 75
+    assert run.said == [] and run.warned == []
+    for qid in ids:
+        env = envelope(q, qid)
+        assert (env["tries"], env["due"]) == (1, 1301.0)
+        assert env["answer"].startswith("cannot connect to 127.0.0.1 port ")
+        assert env["answer"].endswith(": Connection refused")
+    srv = smtp_server()
+    run.url = srv.url
+    assert run(due_only=True, now=1100.0) == 0  # not due yet (--run-queue)
+    assert srv.messages == [] and srv.ehlo_names == []
+    assert run(due_only=True, now=1301.0) == 0
+    assert srv.messages == [
+        ("a@example.com", ["b@example.com"], crlf(message(1))),
+        ("c@example.com", ["d@example.com", "e@example.com"], crlf(message(2))),
+        ("<>", ["f@example.com"], crlf(message(3))),
+    ]
+    assert len(srv.ehlo_names) == 1  # one session for all
+    assert run.said == [
+        "%s: sent to b@example.com" % ids[0],
+        "%s: sent to d@example.com, e@example.com" % ids[1],
+        "%s: sent to f@example.com" % ids[2],
+    ]
+    assert names(q.q) == [] and names(q.failed) == [] and not os.path.exists(dead)
+    assert run(due_only=False, now=1400.0) == 0
+    assert len(srv.messages) == 3
+
+
+def test_q_sends_everything_now_and_backoff_doubles(tmp_path, smtp_server, dead):
+    assert [queue.backoff(n) for n in range(1, 10)] == [300, 600, 1200, 2400, 4800, 9600, 10800, 10800, 10800]
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "a@example.com", ["b@example.com"], answer="421 4.3.2 busy", now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    t, dues = 1.0, []
+    for _ in range(8):
+        assert run(due_only=False, now=t) == 75  # -q: tried whatever its due time
+        env = envelope(q, qid)
+        dues.append(env["due"] - t)
+        t += 1.0
+    assert dues == [600, 1200, 2400, 4800, 9600, 10800, 10800, 10800]
+    assert envelope(q, qid)["tries"] == 9
+    srv = smtp_server()
+    run.url = srv.url
+    assert run(due_only=True, now=t) == 0 and srv.messages == []  # --run-queue: not due
+    assert run(due_only=False, now=t) == 0
+    assert [m[1] for m in srv.messages] == [["b@example.com"]]
+
+
+def test_mixed_answers_only_4xx_stay_queued(tmp_path, smtp_server, dead):
+    from pipemail import transport
+
+    srv = smtp_server()
+    srv.rcpt_replies = {"t@example.com": "451 4.3.0 try later", "p@example.com": "550 5.1.1 no such user"}
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "a@example.com", ["ok@example.com", "t@example.com", "p@example.com"], now=0.0)
+    run = Run(q, srv.url, {"DEAD": dead})
+    assert run(now=10.0) == 75
+    assert srv.messages == [("a@example.com", ["ok@example.com"], crlf(message(1)))]
+    failed = os.path.join(q.failed, qid + ".msg")
+    assert run.said == [
+        "%s: failed for p@example.com: RCPT TO:<p@example.com> refused by 127.0.0.1: 550 5.1.1 no such user; "
+        "kept in %s and %s" % (qid, failed, dead)
+    ]
+    env = envelope(q, qid)
+    assert (env["recipients"], env["delivered"], env["tries"], env["due"]) == (
+        ["t@example.com"],
+        ["ok@example.com"],
+        1,
+        310.0,
+    )
+    assert env["answer"] == "RCPT TO:<t@example.com> refused by 127.0.0.1: 451 4.3.0 try later"
+    fenv = envelope(q, qid, q.failed)
+    assert fenv["recipients"] == ["p@example.com"] and "550 5.1.1" in fenv["answer"]
+    assert open(failed, "rb").read() == message(1)
+    (kept,) = transport.read_dead_letter(dead)
+    assert (kept.sender, kept.undelivered, b"".join(kept.segments)) == ("a@example.com", ["p@example.com"], message(1))
+    srv.rcpt_replies = {}
+    run.said.clear()
+    assert run(now=20.0) == 0
+    assert srv.messages[1] == ("a@example.com", ["t@example.com"], crlf(message(1)))
+    assert run.said == ["%s: sent to ok@example.com, t@example.com" % qid]
+    assert names(q.q) == []
+
+
+def test_5xx_to_data_fails_at_once(tmp_path, smtp_server, dead):
+    from pipemail import transport
+
+    srv = smtp_server()
+    srv.data_reply = "554 5.6.0 rejected as spam"
+    q = Queue(tmp_path / "queue").ensure()
+    a = q.add([message(1)], "a@example.com", ["b@example.com", "c@example.com"], now=0.0)
+    srv2 = q.add([message(2)], "x@example.com", ["y@example.com"], now=0.0)
+    run = Run(q, srv.url, {"DEAD": dead})
+    assert run(now=1.0) == 0
+    answer = "the message (DATA) refused by 127.0.0.1: 554 5.6.0 rejected as spam"
+    assert run.said == [
+        "%s: failed for b@example.com, c@example.com: %s; kept in %s and %s"
+        % (a, answer, os.path.join(q.failed, a + ".msg"), dead),
+        "%s: failed for y@example.com: %s; kept in %s and %s"
+        % (srv2, answer, os.path.join(q.failed, srv2 + ".msg"), dead),
+    ]
+    assert names(q.q) == [] and names(q.failed) == sorted([a + ".env", a + ".msg", srv2 + ".env", srv2 + ".msg"])
+    kept = transport.read_dead_letter(dead)
+    assert [(k.sender, k.undelivered, b"".join(k.segments)) for k in kept] == [
+        ("a@example.com", ["b@example.com", "c@example.com"], message(1)),
+        ("x@example.com", ["y@example.com"], message(2)),
+    ]
+    assert b"X-Pipemail-Undelivered-To: b@example.com, c@example.com\n" in open(dead, "rb").read()
+
+
+def test_lifetime_moves_to_failed_and_the_dead_letter(tmp_path, dead):
+    from pipemail import transport
+
+    q = Queue(tmp_path / "queue").ensure()
+    young = q.add([message(1)], "a@example.com", ["b@example.com"], now=1000.0)
+    old = q.add([message(2)], "a@example.com", ["c@example.com"], now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(due_only=True, now=3600.0, lifetime=3600) == 75
+    failed = envelope(q, old, q.failed)
+    assert failed["answer"].startswith("cannot connect to 127.0.0.1")
+    assert failed["answer"].endswith(": Connection refused (given up after 1h00m in the queue)")
+    assert run.said == [
+        "%s: failed for c@example.com: %s; kept in %s and %s"
+        % (old, failed["answer"], os.path.join(q.failed, old + ".msg"), dead)
+    ]
+    assert names(q.q) == [young + ".env", young + ".msg"]
+    (kept,) = transport.read_dead_letter(dead)
+    assert (kept.undelivered, b"".join(kept.segments)) == (["c@example.com"], message(2))
+
+
+def test_lifetime_default_is_five_days(tmp_path, dead):
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "a@example.com", ["b@example.com"], now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(now=5 * 86400 - 1.0) == 75 and names(q.failed) == []
+    assert run(due_only=True, now=5 * 86400.0) == 0  # past its lifetime: tried though not due, then failed
+    assert names(q.failed) == [qid + ".env", qid + ".msg"]
+    assert "(given up after 5d00h in the queue)" in run.said[0]
+
+
+@pytest.fixture
+def pmtest_dead_letter():
+    """/home/pmtest/dead.letter, put back as it was after the test."""
+    pw = pwd.getpwnam("pmtest")
+    path = os.path.join(pw.pw_dir, "dead.letter")
+    saved = open(path, "rb").read() if os.path.exists(path) else None
+    if saved is not None:
+        os.unlink(path)
+    yield path, pw
+    if os.path.exists(path):
+        os.unlink(path)
+    if saved is not None:
+        with open(path, "wb") as f:
+            f.write(saved)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def test_dead_letter_of_another_user_is_written_as_that_user(tmp_path, dead, pmtest_dead_letter):
+    from pipemail import transport
+
+    path, pw = pmtest_dead_letter
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "pmtest@example.com", ["b@example.com"], owner=pw.pw_uid, now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(now=10.0, lifetime=5) == 0
+    st = os.stat(path)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (pw.pw_uid, pw.pw_gid, 0o600)
+    (kept,) = transport.read_dead_letter(path)
+    assert (kept.sender, kept.undelivered, b"".join(kept.segments)) == (
+        "pmtest@example.com",
+        ["b@example.com"],
+        message(1),
+    )
+    assert run.said[0].endswith("kept in %s and %s" % (os.path.join(q.failed, qid + ".msg"), path))
+    assert not os.path.exists(dead)  # root's own dead letter is not used for it
+
+
+def test_dead_letter_of_another_user_never_written_by_root(tmp_path, dead, pmtest_dead_letter):
+    """A dead.letter in pmtest's home that only root could write: the run, writing as pmtest, cannot."""
+    path, pw = pmtest_dead_letter
+    with open(path, "wb") as f:
+        f.write(b"")
+    os.chmod(path, 0o600)  # root's, 0600
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "pmtest@example.com", ["b@example.com"], owner=pw.pw_uid, now=0.0)
+    run = Run(q, down_url(), {"DEAD": dead})
+    assert run(now=10.0, lifetime=5) == 0
+    assert open(path, "rb").read() == b""
+    failed = os.path.join(q.failed, qid + ".msg")
+    assert run.said[0].endswith(
+        "; kept in %s (not in a dead letter: cannot write mailbox %s: Permission denied)" % (failed, path)
+    ), run.said
+    assert open(failed, "rb").read() == message(1)
+
+
+# -- concurrency, kills, leftovers ---------------------------------------------------------
+
+RUNNER = """
+import sys
+from pipemail import queue, transport
+from pipemail.config import split_url
+
+where = split_url(sys.argv[2], kind="transport")
+
+
+def deliver(items):
+    return transport.deliver_each(where, items, None, None, timeout=20)
+
+
+def warn(line):
+    print("warn: " + line, file=sys.stderr, flush=True)
+
+
+batch = int(sys.argv[3]) if len(sys.argv) > 3 else queue.BATCH
+q = queue.Queue(sys.argv[1])
+sys.exit(queue.run(q, deliver, due_only=False, say=lambda s: print(s, flush=True), warn=warn, batch=batch))
+"""
+
+ADDER = """
+import sys
+from pipemail.queue import Queue
+
+n = int(sys.argv[2])
+raw = (
+    "From: a@example.com\\nTo: b@example.com\\nSubject: message %d\\nDate: Thu, 03 Dec 2026 12:00:00 +0000\\n"
+    "Message-ID: <%d.queue@example.com>\\n\\nbody %d\\n.a line with a dot\\n" % (n, n, n)
+).encode()
+print(Queue(sys.argv[1]).add([raw], "a@example.com", ["b%d@example.com" % n]))
+"""
+
+
+def start_run(q, url, batch=queue.BATCH):
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-c", RUNNER, q.path, url, str(batch)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def message_ids(srv):
+    import re
+
+    return sorted(int(re.search(rb"Message-ID: <(\d+)\.", raw).group(1)) for _, _, raw in srv.messages)
+
+
+@pytest.mark.parametrize("batch", [queue.BATCH, 1])
+def test_two_runs_at_once_send_each_message_once(tmp_path, smtp_server, batch):
+    """Batches of 100 (the first run locks all, the other skips them) and of 1 (the runs take
+    turns message by message: one opens a message the other is sending, or has just sent)."""
+    srv = smtp_server()
+    srv.data_delay = 0.01  # each message takes a while: the two runs overlap
+    q = Queue(tmp_path / "queue").ensure()
+    ids = [q.add([message(n)], "a@example.com", ["b%d@example.com" % n]) for n in range(30)]
+    runs = [start_run(q, srv.url, batch), start_run(q, srv.url, batch)]
+    outs = [p.communicate(timeout=60) for p in runs]
+    if batch == 1:
+        assert all(out for out, _ in outs), "the two runs did not overlap: %r" % (outs,)
+    assert [p.returncode for p in runs] == [0, 0], outs
+    assert [err for _, err in outs] == ["", ""]
+    said = [line for out, _ in outs for line in out.splitlines()]
+    assert sorted(said) == sorted("%s: sent to b%d@example.com" % (qid, n) for n, qid in enumerate(ids))
+    assert message_ids(srv) == list(range(30))
+    assert names(q.q) == []
+
+
+def test_messages_added_during_a_run_are_never_lost(tmp_path, smtp_server):
+    import subprocess
+    import sys
+
+    srv = smtp_server()
+    srv.data_delay = 0.03
+    q = Queue(tmp_path / "queue").ensure()
+    for n in range(10):
+        q.add([message(n)], "a@example.com", ["b%d@example.com" % n])
+    run = start_run(q, srv.url)
+    adders = [
+        subprocess.Popen([sys.executable, "-c", ADDER, q.path, str(n)], stdout=subprocess.PIPE, text=True)
+        for n in range(10, 40)
+    ]
+    added = [p.communicate(timeout=60)[0].strip() for p in adders]
+    assert [p.returncode for p in adders] == [0] * 30 and all(added)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0 and err == ""
+    again = Run(q, srv.url)
+    assert again() == 0
+    assert message_ids(srv) == list(range(40))  # each once: the run, or the one after it
+    said = out.splitlines() + again.said
+    assert len(said) == 40 and len({line.split(":")[0] for line in said}) == 40
+    assert names(q.q) == [] and names(q.tmp) == []
+
+
+class HoldingRelay:
+    """A TCP relay to the SMTP server that, once the client has begun the message after DATA,
+    passes on half of what it sent and then nothing more: the server saw DATA and part of the
+    message, never the final dot.  ``mid_data`` is set then; :meth:`close` hangs up on it."""
+
+    def __init__(self, port):
+        import socket
+        import threading
+
+        self.target = port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.url = "smtp://127.0.0.1:%d" % self.port
+        self.mid_data = threading.Event()
+        self.conns = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import socket
+        import threading
+
+        try:
+            client, _ = self.sock.accept()
+        except OSError:
+            return
+        server = socket.create_connection(("127.0.0.1", self.target))
+        self.conns += [client, server]
+
+        def back():
+            try:
+                while data := server.recv(65536):
+                    client.sendall(data)
+            except OSError:
+                pass
+
+        threading.Thread(target=back, daemon=True).start()
+        seen = b""
+        try:
+            while data := client.recv(65536):
+                if b"\r\nDATA\r\n" in seen or seen.startswith(b"DATA\r\n"):
+                    body = data[: len(data) // 2]
+                    assert b"\r\n.\r\n" not in body
+                    server.sendall(body)
+                    self.mid_data.set()
+                    while client.recv(65536):  # the rest is never passed on
+                        pass
+                    return
+                seen += data
+                server.sendall(data)
+        except OSError:
+            pass
+
+    def close(self):
+        import socket
+
+        for s in self.conns + [self.sock]:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_kill_9_mid_data_keeps_the_message_and_it_is_sent_once_later(tmp_path, smtp_server):
+    import signal
+
+    srv = smtp_server()
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1) * 1], "a@example.com", ["b@example.com"])
+    relay = HoldingRelay(srv.port)
+    run = start_run(q, relay.url)
+    try:
+        assert relay.mid_data.wait(30), "the run never reached DATA"
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(30)
+    finally:
+        relay.close()
+    assert run.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while srv.data_commands < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert srv.data_commands == 1 and srv.messages == []  # the server saw DATA, never the final dot
+    assert names(q.q) == [qid + ".env", qid + ".msg"]
+    assert envelope(q, qid)["tries"] == 0
+    again = Run(q, srv.url)
+    assert again() == 0
+    assert srv.messages == [("a@example.com", ["b@example.com"], crlf(message(1)))]
+    assert again.said == ["%s: sent to b@example.com" % qid]
+    assert again() == 0 and len(srv.messages) == 1
+
+
+def test_a_message_locked_by_another_run_is_skipped_not_waited_for(tmp_path, smtp_server):
+    import fcntl
+
+    srv = smtp_server()
+    q = Queue(tmp_path / "queue").ensure()
+    held = q.add([message(1)], "a@example.com", ["b@example.com"])
+    free = q.add([message(2)], "a@example.com", ["c@example.com"])
+    fd = os.open(os.path.join(q.q, held + ".msg"), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        run = Run(q, srv.url)
+        start = time.monotonic()
+        assert run() == 0
+        assert time.monotonic() - start < 5
+        assert run.said == ["%s: sent to c@example.com" % free]
+        assert names(q.q) == [held + ".env", held + ".msg"]
+    finally:
+        os.close(fd)
+    assert run() == 0 and message_ids(srv) == [1, 2]
+
+
+def test_leftovers_of_kills_are_ignored_and_cleaned_when_stale(tmp_path, smtp_server):
+    srv = smtp_server()
+    q = Queue(tmp_path / "queue").ensure()
+    old = time.time() - 2 * 86400
+    for where, name in [
+        (q.tmp, "stale.msg"),
+        (q.tmp, "fresh.msg"),
+        (q.q, "0000000000001-1-AAAAAA.env"),  # an envelope whose message was never renamed in
+        (q.q, "0000000000002-1-BBBBBB.env"),
+    ]:
+        with open(os.path.join(where, name), "wb") as f:
+            f.write(b'{"torn')
+    os.utime(os.path.join(q.tmp, "stale.msg"), (old, old))
+    os.utime(os.path.join(q.q, "0000000000001-1-AAAAAA.env"), (old, old))
+    with open(os.path.join(q.q, "0000000000003-1-CCCCCC.msg"), "wb") as f:
+        f.write(message(3))  # a message whose envelope is torn
+    with open(os.path.join(q.q, "0000000000003-1-CCCCCC.env"), "wb") as f:
+        f.write(b'{"sender": "a@exa')
+    good = q.add([message(1)], "a@example.com", ["b@example.com"])
+    run = Run(q, srv.url)
+    assert run() == 0
+    assert run.said == ["%s: sent to b@example.com" % good]
+    assert run.warned == [
+        "0000000000003-1-CCCCCC: no usable envelope (%s is not a queue envelope: "
+        "Unterminated string starting at: line 1 column 12 (char 11)); left in the queue"
+        % os.path.join(q.q, "0000000000003-1-CCCCCC.env")
+    ]
+    assert names(q.tmp) == ["fresh.msg"]
+    assert names(q.q) == ["0000000000002-1-BBBBBB.env", "0000000000003-1-CCCCCC.env", "0000000000003-1-CCCCCC.msg"]
+    assert message_ids(srv) == [1]
+
+
+def test_a_failing_session_gives_each_message_its_own_recipients(smtp_server):
+    """transport: messages with different envelopes in one session; a refused connection
+    fails each with its own recipients, per-recipient 4xx and 5xx stay in each Report."""
+    from pipemail import transport
+    from pipemail.config import split_url
+    from pipemail.errors import TempFailError
+
+    msgs = [
+        transport.Outgoing([message(1)], len(message(1)), "a@example.com", ["b@example.com"]),
+        transport.Outgoing([message(2)], len(message(2)), "c@example.com", ["d@example.com", "e@example.com"]),
+    ]
+    results = list(transport.deliver_each(split_url(down_url()), msgs, None, None))
+    assert [(r, type(e), e.undelivered, e.smtp_code) for r, e in results] == [
+        (None, TempFailError, ["b@example.com"], None),
+        (None, TempFailError, ["d@example.com", "e@example.com"], None),
+    ]
+    srv = smtp_server()
+    srv.rcpt_replies = {"e@example.com": "452 4.2.2 mailbox full", "b@example.com": "550 5.1.1 unknown"}
+    msgs.append(transport.Outgoing([message(3)], len(message(3)), "", ["f@example.com"]))
+    results = list(transport.deliver_each(split_url(srv.url), msgs, None, None))
+    assert [(r.accepted, r.refused, e) for r, e in results] == [
+        ([], {"b@example.com": (550, "RCPT TO:<b@example.com> refused by 127.0.0.1: 550 5.1.1 unknown")}, None),
+        (
+            ["d@example.com"],
+            {"e@example.com": (452, "RCPT TO:<e@example.com> refused by 127.0.0.1: 452 4.2.2 mailbox full")},
+            None,
+        ),
+        (["f@example.com"], {}, None),
+    ]
+    assert srv.messages == [
+        ("c@example.com", ["d@example.com"], crlf(message(2))),
+        ("<>", ["f@example.com"], crlf(message(3))),
+    ]
+    assert len(srv.ehlo_names) == 1
+    srv.data_reply = "451 4.3.0 local problem"
+    ((report, exc),) = transport.deliver_each(split_url(srv.url), msgs[2:], None, None)
+    assert (report, exc.smtp_code, exc.undelivered) == (None, 451, ["f@example.com"])
+    assert not queue.permanent(exc)
+    srv.data_reply = "554 5.7.1 no"
+    ((report, exc),) = transport.deliver_each(split_url(srv.url), msgs[2:], None, None)
+    assert (exc.smtp_code, exc.exit_code) == (554, 69) and queue.permanent(exc)
+
+
+# -- listing (-bp, mailq) ------------------------------------------------------------------
+
+
+def test_listing_empty(tmp_path):
+    q = Queue(tmp_path / "queue").ensure(system=True)
+    assert queue.listing(q) == []
+    assert queue.format_listing([]) == ["mail queue is empty"]
+
+
+def test_listing_queued_failed_and_dropped(tmp_path, dead):
+    q = Queue(tmp_path / "queue").ensure(system=True)
+    a = q.add([message(1)], "a@example.com", ["b@example.com", "c@example.com"], answer="421 4.7.0 busy", now=1400.0)
+    b = q.add([message(2)], "", ["d@example.com"], now=2000.0)
+    c = q.add([message(3)], "x@example.com", ["y@example.com"], now=0.0)
+    Run(q, down_url(), {"DEAD": dead})(due_only=True, now=1500.0, lifetime=1000)  # fails c only
+    answer = envelope(q, c, q.failed)["answer"]
+    d = q.drop([message(4)], {"recipients": ["root"]})
+    os.utime(os.path.join(q.maildrop, d), (9000.0, 9000.0))
+    entries = queue.listing(q, now=10000.0)
+    got = [(e.qid, e.state, e.age, e.size, e.sender, e.recipients, e.tries, e.answer) for e in entries]
+    size = len(message(1))
+    assert got == [
+        (a, "queued", 8600.0, size, "a@example.com", ["b@example.com", "c@example.com"], 1, "421 4.7.0 busy"),
+        (b, "queued", 8000.0, size, "", ["d@example.com"], 0, None),
+        (c, "failed", 10000.0, size, "x@example.com", ["y@example.com"], 1, answer),
+        (d, "dropped", 1000.0, os.path.getsize(os.path.join(q.maildrop, d)), None, [], 0, None),
+    ]
+    w = len(a)
+    assert queue.format_listing(entries) == [
+        "%-*s  STATE       AGE       SIZE  TRIES  SENDER -> RECIPIENTS" % (w, "ID"),
+        "%s  queued    2h23m  %9d      1  a@example.com -> b@example.com, c@example.com" % (a, size),
+        "%s  last answer: 421 4.7.0 busy" % (" " * w),
+        "%s  queued    2h13m  %9d      0  <> -> d@example.com" % (b, size),
+        "%s  failed    2h46m  %9d      1  x@example.com -> y@example.com" % (c, size),
+        "%s  last answer: %s" % (" " * w, answer),
+        "%-*s  dropped     16m  %9d      0  (sender and recipients when the queue run takes it)"
+        % (w, d, os.path.getsize(os.path.join(q.maildrop, d))),
+        "-- 2 queued, 1 failed, 1 dropped",
+    ]
+
+
+def test_listing_a_queue_one_cannot_read(public_dir):
+    q = Queue(os.path.join(public_dir, "spool")).ensure(system=True)
+    q.add([message(1)], "a@example.com", ["b@example.com"])
+    code, out = as_user(lambda: queue.listing(Queue(q.path)) and None)
+    assert code == 1
+    assert out == "error: NoPermError: cannot list the queue %s: Permission denied (only its owner can)" % q.path
