@@ -589,21 +589,9 @@ def deliverer(account, req, ctx):
     """queue.run's ``deliver(batch)``: each queue.Item sent with its own envelope."""
 
     def deliver(batch):
+        # one SMTP session for the whole batch, each item its own envelope (and SMTPUTF8 when it needs it)
         url = transport.resolve(None, account, ctx.env)
-        for item in batch:
-            try:
-                report = transport.deliver(
-                    url,
-                    item.segments,
-                    item.size if url.scheme in ("smtp", "smtps") else None,
-                    item.sender,
-                    list(item.recipients),
-                    **_options(account, req, ctx, list(item.recipients) + [item.sender]),
-                )
-            except PipemailError as exc:
-                yield None, exc
-                continue
-            yield report, None
+        return transport.deliver_each(url, batch, None, None, **_options(account, req, ctx, []))
 
     return deliver
 
@@ -617,7 +605,15 @@ def run_queue(req, ctx, *, due_only, say):
     q = user_queue(cfg, ctx.env)
     if os.geteuid() == 0:
         accept_drops(q, req.account, ctx, cfg)
-    return queue.run(q, deliverer(account, req, ctx), due_only=due_only, say=say, warn=ctx.warn)
+    return queue.run(
+        q,
+        deliverer(account, req, ctx),
+        due_only=due_only,
+        lifetime=cfg.queue_lifetime,
+        say=say,
+        warn=ctx.warn,
+        env=ctx.env,
+    )
 
 
 def listing(req, ctx):

@@ -467,6 +467,10 @@ def smtp_deliveries(
     ``sender`` and ``recipients``) with its own envelope: one session carries messages
     from different senders to different recipients (pysendmail's queue run).
 
+    An :class:`Outgoing` message whose own sender or recipients are not ASCII is sent with
+    SMTPUTF8 whatever ``smtputf8`` says (which is for the messages that take the call's
+    envelope, and any that must go with it).
+
     Yields ``(Report, None)`` or ``(None, exception)`` for each message, in
     order.  A Report's ``refused`` keeps each recipient's reply code, so 4xx (try
     again) and 5xx (refused for good) stay told apart.  An exception caused by a
@@ -552,8 +556,12 @@ def smtp_deliveries(
             return
         for message in messages:
             segments, size, m_sender, m_recipients = _envelope(message, sender, recipients)
+            # SMTPUTF8 for a message whose own envelope needs it (the others go without, to any server)
+            utf8 = smtputf8 or (
+                m_recipients is not recipients and not all(a.isascii() for a in [m_sender, *m_recipients])
+            )
             try:
-                report = _transaction(client, where, segments, size, m_sender, m_recipients, check, smtputf8)
+                report = _transaction(client, where, segments, size, m_sender, m_recipients, check, utf8)
             except PipemailError as exc:  # the server refused this message: the session goes on
                 yield None, exc
                 continue
