@@ -586,11 +586,12 @@ def accept_drops(q, req_account, ctx, cfg=None):
 
 
 def deliverer(account, req, ctx):
-    """queue.run's ``deliver(batch)``: each queue.Item sent with its own envelope."""
+    """queue.run's ``deliver(batch)``: the queue.Items of ``batch``, each with its own envelope,
+    over one SMTP session (one login, one password lookup)."""
 
     def deliver(batch):
-        # one SMTP session for the whole batch, each item its own envelope (and SMTPUTF8 when it needs it)
         url = transport.resolve(None, account, ctx.env)
+        # no addresses for the session as a whole: SMTPUTF8 is decided per message, by its own envelope
         return transport.deliver_each(url, batch, None, None, **_options(account, req, ctx, []))
 
     return deliver
@@ -605,7 +606,7 @@ def run_queue(req, ctx, *, due_only, say):
     q = user_queue(cfg, ctx.env)
     if os.geteuid() == 0:
         accept_drops(q, req.account, ctx, cfg)
-    return queue.run(
+    code = queue.run(
         q,
         deliverer(account, req, ctx),
         due_only=due_only,
@@ -614,6 +615,13 @@ def run_queue(req, ctx, *, due_only, say):
         warn=ctx.warn,
         env=ctx.env,
     )
+    if code != EX_OK and not due_only:  # -q by hand: why nothing was said of what stays
+        left = sum(e.state == "queued" for e in queue.listing(q))
+        ctx.warn(
+            "%d message%s stay%s queued in %s (pysendmail -bp shows the server's last answer)"
+            % (left, "" if left == 1 else "s", "s" if left == 1 else "", shown(q.path))
+        )
+    return code
 
 
 def listing(req, ctx):

@@ -1107,3 +1107,21 @@ def test_pysendmail_q_gives_up_after_queue_lifetime(tmp_path):
     assert (kept.sender, kept.undelivered) == ("alerts@example.com", ["root@example.com"])
     assert b"".join(kept.segments) == open(failed, "rb").read()
     assert queued_ids(s.queue) == []
+
+
+def test_pysendmail_q_smtputf8_only_for_the_message_that_needs_it(tmp_path, smtp_server):
+    """One -q session, a server without SMTPUTF8: the ASCII message goes, the one to an
+    international address fails for good (failed/, dead letter) without taking the other along."""
+    srv = smtp_server(smtputf8=False)
+    s = Sendmail(tmp_path, srv.url)
+    s.queue.ensure()
+    intl = s.queue.add([message(1)], "alerts@example.com", ["jörg@example.com"])
+    plain = s.queue.add([message(2)], "alerts@example.com", ["b@example.com"])
+    code, out, err = s("-q")
+    assert (code, out) == (0, b"")
+    assert err.splitlines() == [
+        "pysendmail: %s: failed for jörg@example.com: an address needs SMTPUTF8, which 127.0.0.1 does not offer; "
+        "kept in %s and %s" % (intl, os.path.join(s.queue.failed, intl + ".msg"), s.home / "dead.letter"),
+        "pysendmail: %s: sent to b@example.com" % plain,
+    ]
+    assert srv.messages == [("alerts@example.com", ["b@example.com"], crlf(message(2)))]

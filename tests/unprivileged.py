@@ -21,6 +21,18 @@ USER = "pmtest"
 # What the commands import inside functions: imported before root is given up.
 _LAZY = [
     "_strptime",
+    "fcntl",
+    "json",
+    "pwd",
+    "tomllib",
+    "pipemail.aliases",
+    "pipemail.cli.sendmail",
+    "pipemail.config",
+    "pipemail.message",
+    "pipemail.queue",
+    "pipemail.sendmail",
+    "pipemail.spool",
+    "pipemail.transport",
     "binascii",
     "calendar",
     "datetime",

@@ -549,3 +549,121 @@ def test_a_100mb_message_queued_in_bounded_memory(tmp_path):
     assert p.mb < LIMIT_MB, p
     (raw,) = s.queued_messages()
     assert raw.endswith(Path(src).read_bytes()[-1000:])
+
+
+# -- the queue run, the listing, the maildrop ---------------------------------------------------
+
+
+def test_q_sends_what_waited_once_when_the_server_is_back(run, tmp_path, smtp_server):
+    port = free_port()
+    s = Setup(tmp_path, "smtp://127.0.0.1:%d" % port)
+    for n in range(3):
+        r = sendmail(run, s, "-i", "root", input=b"Subject: n%d\n\nbody %d\n" % (n, n))
+        assert r.returncode == 0 and "queued as" in r.stderr
+    r = sendmail(run, s, "-q")
+    assert len(s.queued()) == 3  # still down: each stays, tries counted
+    assert (r.returncode, r.stderr) == (
+        75,
+        "pysendmail: 3 messages stay queued in %s (pysendmail -bp shows the server's last answer)\n" % s.queue,
+    )
+    assert [e["tries"] for e in s.queued()] == [2, 2, 2]
+    srv = smtp_server()
+    s.config.write_text(s.config.read_text().replace("127.0.0.1:%d" % port, "127.0.0.1:%d" % srv.port))
+    qids = [p.name[:-4] for p in sorted((s.queue / "q").glob("*.env"))]
+    r = sendmail(run, s, "-q")
+    assert r.returncode == 0
+    assert r.stderr.splitlines() == ["pysendmail: %s: sent to admin@example.org" % q for q in qids]
+    assert sorted(m[2].split(b"Subject: ")[1][:2] for m in srv.messages) == [b"n0", b"n1", b"n2"]
+    assert all(m[:2] == ("alerts@example.com", ["admin@example.org"]) for m in srv.messages)
+    assert s.queued() == []
+    r = sendmail(run, s, "-q")
+    assert (r.returncode, r.stderr, len(srv.messages)) == (0, "", 3)  # nothing twice
+
+
+def test_bp_lists_the_queue(run, tmp_path):
+    port = free_port()
+    s = Setup(tmp_path, "smtp://127.0.0.1:%d" % port)
+    r = sendmail(run, s, "-bp")
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"mail queue is empty\n", "")
+    sendmail(run, s, "-i", "root", input=b"Subject: x\n\nbody\n")
+    r = sendmail(run, s, "-bp")
+    assert r.returncode == 0
+    (qid,) = [p.name[:-4] for p in (s.queue / "q").glob("*.env")]
+    lines = r.stdout.decode().splitlines()
+    assert lines[0].split() == ["ID", "STATE", "AGE", "SIZE", "TRIES", "SENDER", "->", "RECIPIENTS"]
+    assert lines[1].split()[:2] == [qid, "queued"]
+    assert lines[1].endswith("alerts@example.com -> admin@example.org")
+    assert lines[2].strip() == "last answer: cannot connect to 127.0.0.1 port %d: Connection refused" % port
+    assert lines[3] == "-- 1 queued"
+
+
+def test_mailq_lists_the_queue(tmp_path, run):
+    s = Setup(tmp_path, "smtp://127.0.0.1:%d" % free_port())
+    argv = _linked(tmp_path, "mailq")
+    p = subprocess.run(argv, capture_output=True, env={**os.environ, **s.env()}, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (0, b"mail queue is empty\n", b"")
+
+
+@pytest.fixture
+def system_queue(tmp_path, smtp_server, monkeypatch):
+    """A system-wide configuration (readable by all, its secret behind password_command) whose
+    queue is a root-owned directory with a 1733 maildrop; a server; the env of a user without
+    a file of its own."""
+    import shutil
+    import tempfile
+
+    from pipemail.queue import Queue
+
+    srv = smtp_server(auth=("alerts@example.com", "secret"))
+    top = tempfile.mkdtemp(prefix="pipemail-sysq-", dir="/tmp")
+    os.chmod(top, 0o755)
+    queue_dir = os.path.join(top, "queue")
+    Queue(queue_dir).ensure(system=True)
+    aliases = tmp_path / "aliases"
+    aliases.write_text("root: admin@example.org\n")
+    config = Path(top) / "config.toml"
+    config.write_text(
+        'queue = "%s"\n[accounts.main]\nfrom = "Alerts <alerts@example.com>"\ntransport = "%s"\ntls = "none"\n'
+        'aliases = "%s"\nuser = "alerts@example.com"\npassword_command = "echo secret; touch %s/read-by-$(id -u)"\n'
+        % (queue_dir, srv.url, aliases, top)
+    )
+    config.chmod(0o644)
+    monkeypatch.delenv("PIPEMAIL_CONFIG", raising=False)
+    monkeypatch.setenv("PIPEMAIL_SYSTEM_CONFIG", str(config))
+    monkeypatch.setenv("TMPDIR", "/tmp")
+    yield srv, Path(top), Path(queue_dir)
+    shutil.rmtree(top)
+
+
+def test_a_user_without_a_config_drops_into_the_maildrop_and_root_q_sends_it(run, system_queue, monkeypatch):
+    import pwd
+
+    import unprivileged
+
+    srv, top, queue_dir = system_queue
+    with unprivileged.user_dir() as home:
+        monkeypatch.setenv("HOME", home)
+        code, out, err = unprivileged.run(
+            "sendmail", "-i", "root", input=b"Subject: backup\n\nuser job\n", cwd=home, umask=0o022
+        )
+    assert code == 0, err
+    (name,) = [n for n in os.listdir(queue_dir / "maildrop") if not n.startswith(".")]
+    assert err == (
+        "pysendmail: dropped as %s into %s/maildrop: root's queue run (pysendmail -q, or --run-queue) sends it\n"
+        % (name, queue_dir)
+    )
+    uid = os.stat(queue_dir / "maildrop" / name).st_uid
+    if unprivileged.is_root():
+        user = unprivileged.USER
+        assert uid == pwd.getpwnam(user).pw_uid
+    else:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    assert srv.messages == srv.logins == [] and list(top.glob("read-by-*")) == []  # the secret never read
+    monkeypatch.setenv("HOME", str(top))
+    r = run("pysendmail", "-q")
+    assert r.returncode == 0, r.stderr
+    ((mail_from, rcpts, raw),) = srv.messages
+    assert (mail_from, rcpts) == ("alerts@example.com", ["admin@example.org"])
+    assert [p.name for p in top.glob("read-by-*")] == ["read-by-0"] and srv.logins[0][2] is True
+    assert header_bytes(raw, "From") == [b'From: "%s (%s)" <alerts@example.com>' % (user.encode(), HOST.encode())]
+    assert os.listdir(queue_dir / "maildrop") == [] and os.listdir(queue_dir / "q") == []
