@@ -1125,3 +1125,28 @@ def test_pysendmail_q_smtputf8_only_for_the_message_that_needs_it(tmp_path, smtp
         "pysendmail: %s: sent to b@example.com" % plain,
     ]
     assert srv.messages == [("alerts@example.com", ["b@example.com"], crlf(message(2)))]
+
+
+def test_a_second_failure_of_one_message_gets_its_own_failed_entry(tmp_path, smtp_server, dead):
+    from pipemail import transport
+
+    srv = smtp_server()
+    srv.rcpt_replies = {"t@example.com": "451 4.3.0 later", "p@example.com": "550 5.1.1 unknown"}
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "a@example.com", ["t@example.com", "p@example.com"], now=0.0)
+    run = Run(q, srv.url, {"DEAD": dead})
+    assert run(now=1.0, lifetime=100) == 75
+    assert run(now=200.0, lifetime=100) == 0  # t: given up after its lifetime
+    assert names(q.q) == []
+    assert names(q.failed) == [qid + ".1.env", qid + ".1.msg", qid + ".env", qid + ".msg"]
+    assert envelope(q, qid, q.failed)["recipients"] == ["p@example.com"]
+    assert envelope(q, qid + ".1", q.failed)["recipients"] == ["t@example.com"]
+    assert [k.undelivered for k in transport.read_dead_letter(dead)] == [["p@example.com"], ["t@example.com"]]
+    assert [(e.qid, e.state, e.recipients) for e in queue.listing(q)] == [
+        (qid + ".1", "failed", ["t@example.com"]),
+        (qid, "failed", ["p@example.com"]),
+    ]
+    assert len(run.said) == 2 and run.said[1].startswith(
+        "%s: failed for t@example.com: RCPT TO:<t@example.com> refused by 127.0.0.1: 451 4.3.0 later "
+        "(given up after 3m in the queue); kept in %s and %s" % (qid, os.path.join(q.failed, qid + ".1.msg"), dead)
+    )
