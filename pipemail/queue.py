@@ -13,7 +13,7 @@ Layout of a queue directory DIR (``queue = DIR`` in the configuration, else
                      drops a message for root's queue run, without privilege
 
 Queue IDs are the time in microseconds (13 hex digits), the process id and a random
-part, as 5F1C2A3B4D5E6-4242-9A3F: sorted by name they are sorted by time, and two
+part, as 661BB27D86270-4242-9A3F0C: sorted by name they are sorted by time, and two
 processes never make the same one.
 
 Durability.  A message is queued by writing its envelope, then the message, to tmp/,
@@ -33,15 +33,46 @@ forever; a lock dies with its process.  Messages queued during a run are looked 
 again at its end and sent by it, or by the next run.
 
 Tries.  After each failed try the next one is due after 5 minutes, doubling each time
-up to 3 hours (5, 10, 20, 40, 80, 160, 180, 180... minutes).  ``--run-queue`` sends
+up to 3 hours (5, 10, 20, 40, 80, 160, 180, 180... minutes); a message queued by
+pysendmail after its own failed try starts at 5 minutes.  ``--run-queue`` sends
 what is due; ``-q`` sends everything now.  Recipients the server refused with 4xx stay
 queued; those it accepted are not sent to again.  A message still undelivered after
-its lifetime (5 days, ``queue_lifetime``) when a try fails, or refused with a 5xx at
-any try, moves to failed/ with the server's last answer and is appended to the dead
+its lifetime (5 days; ``queue_lifetime = "5d"``, "12h", "90m" or seconds) is tried once
+more by the next run, due or not, and when that try fails too, or when a try is refused
+for good, moves to failed/ with the server's last answer and is appended to the dead
 letter of the user who queued it (~user/dead.letter, with X-Pipemail-Undelivered-To
 naming the recipients not reached, so that ``pymail --resend`` can send it again),
 written as that user: a root run forks, and the child takes the user's groups, gid
 and uid before it opens the file; root never writes in a user's home.
+
+What is "for good".  A 5xx reply (to the greeting, EHLO, MAIL FROM, a recipient or the
+message), a message larger than the server's SIZE, an international address for a server
+without SMTPUTF8, a malformed message.  Everything else is tried again: no connection, a
+timeout, TLS, a refused or failing login, a failing password_command, a proxy down, a 4xx.
+A server that took the message (250 to its final dot) just before the run was killed gets
+it again from the next run: SMTP cannot tell (RFC 1047); nothing is lost either way.
+
+What a run says.  One line for each message that leaves the queue:
+
+    ID: sent to a@x, b@y
+    ID: failed for c@z: ANSWER; kept in DIR/failed/ID.msg and /home/u/dead.letter
+    ID: sent to a@x; failed for c@z: ANSWER; kept in ...
+
+(a message refused for good for some recipients while others wait says its failed part
+when it happens, and "sent to" with every recipient reached when it leaves).  When the
+dead letter cannot be written, "kept in DIR/failed/ID.msg (not in a dead letter: WHY)".
+:func:`run` returns 0, or 75 when a message it tried stays queued.
+
+The listing (``-bp``, mailq), oldest first, queued then failed then dropped::
+
+    ID                          STATE       AGE       SIZE  TRIES  SENDER -> RECIPIENTS
+    661BB27D86270-24176-03AAE5  queued    2h23m        156      1  a@example.com -> b@example.com
+                                last answer: 421 4.7.0 busy
+    661BB28740E3B-24435-E49FC0  dropped     16m        212      0  (sender and recipients when the queue run takes it)
+    -- 1 queued, 1 dropped
+
+AGE is 45s, 12m, 2h23m or 3d04h; "mail queue is empty" when there is nothing.  Only the
+queue's owner can list it (the system queue: root).
 
 The maildrop.  A drop is one file: a first line ``PIPEMAIL-DROP 1 {json}`` (the
 request, argv-derived settings as a JSON object) and then the message as it was
@@ -49,8 +80,14 @@ received.  It is written under a name beginning with a dot, fsynced, and renamed
 its ID; dot-names are files being written and are left alone (removed when older
 than a day).  Root's run opens each drop with O_NOFOLLOW|O_NONBLOCK and takes only
 regular files with one link; the drop's owner (the file's uid) is who dropped it.
-A symlink, a FIFO, a device, a directory, a file with a bad first line is skipped with
-a warning.
+A symlink, a FIFO, a device, a directory, a hard link, a file with a bad first line is
+skipped with a warning and left where it is.  A user cannot fsync the maildrop (mode 1733
+gives no read permission), so a drop is durable once the filesystem commits the rename;
+its bytes are fsynced before it.
+
+Permissions.  A user's queue is 0700 (DIR, tmp/, q/, failed/); the system queue's DIR is
+0755 and owned by root, its tmp/, q/ and failed/ 0700, its maildrop/ 1733.  A queue
+directory that is a symlink or belongs to another user is refused (exit 78).
 """
 
 import errno

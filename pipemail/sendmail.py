@@ -624,8 +624,8 @@ def deliverer(account, req, ctx):
 
     def deliver(batch):
         url = transport.resolve(None, account, ctx.env)
-        addrs = [a for item in batch for a in [item.sender, *item.recipients]]
-        return transport.deliver_each(url, batch, None, None, **_options(account, req, ctx, addrs))
+        # no addresses for the session as a whole: SMTPUTF8 is decided per message, by its own envelope
+        return transport.deliver_each(url, batch, None, None, **_options(account, req, ctx, []))
 
     return deliver
 

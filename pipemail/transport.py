@@ -468,6 +468,10 @@ def smtp_deliveries(
     ``sender`` and ``recipients``) with its own envelope: one session carries messages
     from different senders to different recipients (pysendmail's queue run).
 
+    An :class:`Outgoing` message whose own sender or recipients are not ASCII is sent with
+    SMTPUTF8 whatever ``smtputf8`` says (which is for the messages that take the call's
+    envelope, and any that must go with it).
+
     Yields ``(Report, None)`` or ``(None, exception)`` for each message, in
     order.  A Report's ``refused`` keeps each recipient's reply code, so 4xx (try
     again) and 5xx (refused for good) stay told apart.  An exception caused by a
@@ -556,8 +560,12 @@ def smtp_deliveries(
             return
         for message in messages:
             segments, size, m_sender, m_recipients = _envelope(message, sender, recipients)
+            # SMTPUTF8 for a message whose own envelope needs it (the others go without, to any server)
+            utf8 = smtputf8 or (
+                m_recipients is not recipients and not all(a.isascii() for a in [m_sender, *m_recipients])
+            )
             try:
-                report = _transaction(client, where, segments, size, m_sender, m_recipients, check, smtputf8)
+                report = _transaction(client, where, segments, size, m_sender, m_recipients, check, utf8)
             except PipemailError as exc:  # the server refused this message: the session goes on
                 yield None, exc
                 continue
@@ -642,7 +650,12 @@ def _transaction(client, where, segments, size, sender, recipients, check, smtpu
         options.append("SIZE=%d" % size)
     if smtputf8:
         if not client.has_extn("smtputf8"):
-            raise _fail(UnavailableError, "an address needs SMTPUTF8, which %s does not offer" % where, recipients)
+            raise _fail(
+                UnavailableError,
+                "an address needs SMTPUTF8, which %s does not offer" % where,
+                recipients,
+                553,  # what a server answers such an address without SMTPUTF8 (RFC 6531): refused for good
+            )
         options.append("SMTPUTF8")
     if client.has_extn("8bitmime"):
         options.append("BODY=8BITMIME")

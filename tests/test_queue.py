@@ -907,3 +907,246 @@ def test_listing_a_queue_one_cannot_read(public_dir):
     code, out = as_user(lambda: queue.listing(Queue(q.path)) and None)
     assert code == 1
     assert out == "error: NoPermError: cannot list the queue %s: Permission denied (only its owner can)" % q.path
+
+
+def test_smtputf8_is_decided_per_message(smtp_server):
+    """One session, two envelopes: the international one needs SMTPUTF8, the other does not."""
+    from pipemail import transport
+    from pipemail.config import split_url
+    from pipemail.errors import UnavailableError
+
+    srv = smtp_server(smtputf8=False)
+    msgs = [
+        transport.Outgoing([message(1)], len(message(1)), "a@example.com", ["jörg@example.com"]),
+        transport.Outgoing([message(2)], len(message(2)), "a@example.com", ["b@example.com"]),
+    ]
+    (r1, e1), (r2, e2) = transport.deliver_each(split_url(srv.url), msgs, None, None)
+    assert (r1, type(e1), str(e1), e1.undelivered) == (
+        None,
+        UnavailableError,
+        "an address needs SMTPUTF8, which 127.0.0.1 does not offer",
+        ["jörg@example.com"],
+    )
+    assert (r2.accepted, e2) == (["b@example.com"], None)
+    srv8 = smtp_server(smtputf8=True)
+    results = list(transport.deliver_each(split_url(srv8.url), msgs, None, None))
+    assert [r.accepted for r, _ in results] == [["jörg@example.com"], ["b@example.com"]]
+
+
+# -- pysendmail and its queue, as cron and daemons use them ---------------------------------
+
+
+class Sendmail:
+    """pysendmail with a configuration, a queue and a home of the test's own."""
+
+    def __init__(self, tmp_path, url, name="config.toml"):
+        self.dir = tmp_path
+        self.home = tmp_path / "home"
+        self.home.mkdir(exist_ok=True)
+        self.queue = Queue(tmp_path / "queue")
+        self.config = tmp_path / name
+        self.config.write_text(
+            'queue = "%s"\n[accounts.main]\nfrom = "Alerts <alerts@example.com>"\ntransport = "%s"\ntls = "none"\n'
+            'aliases = "/dev/null"\ndomain = "example.com"\n' % (self.queue.path, url)
+        )
+        self.config.chmod(0o600)
+
+    def env(self):
+        full = dict(os.environ)
+        full.pop("PIPEMAIL_DEBUG", None)
+        full.update({"HOME": str(self.home), "PIPEMAIL_CONFIG": str(self.config), "TMPDIR": str(self.dir)})
+        return full
+
+    def popen(self, *args, stdin=None):
+        import subprocess
+
+        from conftest import command_path
+
+        return subprocess.Popen(
+            command_path("pysendmail") + list(args),
+            stdin=subprocess.PIPE if stdin is None else stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env(),
+        )
+
+    def __call__(self, *args, input=b""):
+        p = self.popen(*args)
+        out, err = p.communicate(input, timeout=60)
+        return p.returncode, out, err.decode()
+
+
+def cron_message(n):
+    return b"From: root (Cron Daemon)\nTo: root\nSubject: job %d\nMessage-ID: <%d.queue@example.com>\n\nout %d\n" % (
+        n,
+        n,
+        n,
+    )
+
+
+def queued_ids(q):
+    return sorted(n[:-4] for n in os.listdir(q.q) if n.endswith(".msg"))
+
+
+@pytest.fixture
+def port_later(monkeypatch):
+    """A free port now, where smtp_server() starts the server later (the server down, then up)."""
+    import smtp_server as module
+
+    port = module.free_port()
+    monkeypatch.setattr(module, "free_port", lambda host="127.0.0.1": port)
+    return port
+
+
+def test_pysendmail_server_down_then_up_q_delivers_each_once(tmp_path, smtp_server, port_later):
+    s = Sendmail(tmp_path, "smtp://127.0.0.1:%d" % port_later)
+    for n, argv in enumerate(
+        [["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"], ["-i", "-t"], ["-oi", "--", "ops", "dev"]]
+    ):
+        code, out, err = s(*argv, input=cron_message(n))
+        assert (code, out) == (0, b"") and "pysendmail: queued as " in err, err
+    ids = queued_ids(s.queue)
+    assert len(ids) == 3
+    srv = smtp_server()
+    assert srv.port == port_later  # the same server, up now
+    code, out, err = s("-q")
+    assert (code, out) == (0, b""), err
+    assert err.splitlines() == [
+        "pysendmail: %s: sent to root@example.com" % ids[0],
+        "pysendmail: %s: sent to root@example.com" % ids[1],
+        "pysendmail: %s: sent to ops@example.com, dev@example.com" % ids[2],
+    ]
+    assert [(m[0], m[1]) for m in srv.messages] == [
+        ("alerts@example.com", ["root@example.com"]),
+        ("alerts@example.com", ["root@example.com"]),
+        ("alerts@example.com", ["ops@example.com", "dev@example.com"]),
+    ]
+    assert message_ids(srv) == [0, 1, 2]
+    assert len(srv.ehlo_names) == 1  # -q: one SMTP session for them all
+    assert queued_ids(s.queue) == []
+    assert s("-q") == (0, b"", "") and len(srv.messages) == 3
+
+
+def test_50_pysendmail_during_a_queue_run_50_delivered_none_twice(tmp_path, smtp_server):
+    """While pysendmail -q sends 10 queued messages (slowly), 50 pysendmail calls queue theirs
+    (their account's server is down): the run takes some, the next -q the rest; each once."""
+    import subprocess
+
+    srv = smtp_server()
+    srv.data_delay = 0.05
+    callers = Sendmail(tmp_path, down_url(), name="down.toml")
+    runner = Sendmail(tmp_path, srv.url)
+    for n in range(10):
+        assert callers("-i", "root", input=cron_message(n))[0] == 0
+    run = runner.popen("-q", stdin=subprocess.DEVNULL)
+    calls = [callers.popen("-i", "root") for _ in range(50)]
+    results = [p.communicate(cron_message(n), timeout=60) for n, p in zip(range(10, 60), calls, strict=True)]
+    assert [p.returncode for p in calls] == [0] * 50, [e for _, e in results if b"queued as" not in e]
+    assert all(b"pysendmail: queued as " in err for _, err in results)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    first = len(srv.messages)
+    assert first >= 10
+    code, out, err2 = runner("-q")
+    assert code == 0
+    said = err.decode().splitlines() + err2.splitlines()
+    assert len(said) == 60 and all(": sent to root@example.com" in line for line in said)
+    assert message_ids(srv) == list(range(60))  # 50 (and the 10 before them) delivered, none twice
+    assert queued_ids(runner.queue) == [] and names(runner.queue.tmp) == []
+
+
+def test_kill_9_of_pysendmail_q_mid_data(tmp_path, smtp_server):
+    import signal
+    import subprocess
+
+    srv = smtp_server()
+    relay = HoldingRelay(srv.port)
+    callers = Sendmail(tmp_path, down_url(), name="down.toml")
+    through_relay = Sendmail(tmp_path, relay.url, name="relay.toml")
+    direct = Sendmail(tmp_path, srv.url)
+    assert callers("-i", "root", input=cron_message(7))[0] == 0
+    (qid,) = queued_ids(direct.queue)
+    run = through_relay.popen("-q", stdin=subprocess.DEVNULL)
+    try:
+        assert relay.mid_data.wait(30), "pysendmail -q never reached DATA"
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(30)
+    finally:
+        relay.close()
+    assert run.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while srv.data_commands < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert srv.data_commands == 1 and srv.messages == []  # DATA seen, never its final dot
+    assert queued_ids(direct.queue) == [qid]
+    code, out, err = direct("-q")
+    assert (code, err) == (0, "pysendmail: %s: sent to root@example.com\n" % qid)
+    assert message_ids(srv) == [7]
+    assert direct("-q") == (0, b"", "") and message_ids(srv) == [7]
+
+
+def test_pysendmail_q_gives_up_after_queue_lifetime(tmp_path):
+    from pipemail import transport
+
+    s = Sendmail(tmp_path, down_url())
+    s.config.write_text("queue_lifetime = 1\n" + s.config.read_text())
+    assert s("-i", "root", input=cron_message(1))[0] == 0
+    (qid,) = queued_ids(s.queue)
+    time.sleep(1.1)
+    code, out, err = s("-q")
+    failed = os.path.join(s.queue.failed, qid + ".msg")
+    dead = s.home / "dead.letter"
+    answer = envelope(s.queue, qid, s.queue.failed)["answer"]
+    assert answer.endswith(": Connection refused (given up after 1s in the queue)")
+    assert (code, out, err) == (
+        0,
+        b"",
+        "pysendmail: %s: failed for root@example.com: %s; kept in %s and %s\n" % (qid, answer, failed, dead),
+    )
+    (kept,) = transport.read_dead_letter(dead)
+    assert (kept.sender, kept.undelivered) == ("alerts@example.com", ["root@example.com"])
+    assert b"".join(kept.segments) == open(failed, "rb").read()
+    assert queued_ids(s.queue) == []
+
+
+def test_pysendmail_q_smtputf8_only_for_the_message_that_needs_it(tmp_path, smtp_server):
+    """One -q session, a server without SMTPUTF8: the ASCII message goes, the one to an
+    international address fails for good (failed/, dead letter) without taking the other along."""
+    srv = smtp_server(smtputf8=False)
+    s = Sendmail(tmp_path, srv.url)
+    s.queue.ensure()
+    intl = s.queue.add([message(1)], "alerts@example.com", ["jörg@example.com"])
+    plain = s.queue.add([message(2)], "alerts@example.com", ["b@example.com"])
+    code, out, err = s("-q")
+    assert (code, out) == (0, b"")
+    assert err.splitlines() == [
+        "pysendmail: %s: failed for jörg@example.com: an address needs SMTPUTF8, which 127.0.0.1 does not offer; "
+        "kept in %s and %s" % (intl, os.path.join(s.queue.failed, intl + ".msg"), s.home / "dead.letter"),
+        "pysendmail: %s: sent to b@example.com" % plain,
+    ]
+    assert srv.messages == [("alerts@example.com", ["b@example.com"], crlf(message(2)))]
+
+
+def test_a_second_failure_of_one_message_gets_its_own_failed_entry(tmp_path, smtp_server, dead):
+    from pipemail import transport
+
+    srv = smtp_server()
+    srv.rcpt_replies = {"t@example.com": "451 4.3.0 later", "p@example.com": "550 5.1.1 unknown"}
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1)], "a@example.com", ["t@example.com", "p@example.com"], now=0.0)
+    run = Run(q, srv.url, {"DEAD": dead})
+    assert run(now=1.0, lifetime=100) == 75
+    assert run(now=200.0, lifetime=100) == 0  # t: given up after its lifetime
+    assert names(q.q) == []
+    assert names(q.failed) == [qid + ".1.env", qid + ".1.msg", qid + ".env", qid + ".msg"]
+    assert envelope(q, qid, q.failed)["recipients"] == ["p@example.com"]
+    assert envelope(q, qid + ".1", q.failed)["recipients"] == ["t@example.com"]
+    assert [k.undelivered for k in transport.read_dead_letter(dead)] == [["p@example.com"], ["t@example.com"]]
+    assert [(e.qid, e.state, e.recipients) for e in queue.listing(q)] == [
+        (qid + ".1", "failed", ["t@example.com"]),
+        (qid, "failed", ["p@example.com"]),
+    ]
+    assert len(run.said) == 2 and run.said[1].startswith(
+        "%s: failed for t@example.com: RCPT TO:<t@example.com> refused by 127.0.0.1: 451 4.3.0 later "
+        "(given up after 3m in the queue); kept in %s and %s" % (qid, os.path.join(q.failed, qid + ".1.msg"), dead)
+    )
