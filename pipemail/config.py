@@ -127,6 +127,8 @@ class Account:
             value = getattr(self, attr)
             if attr == "password" and value is not None:
                 value = "<hidden>"
+            elif attr == "proxy" and value is not None:
+                value = redact_url(value)  # socks5://user:<redacted>@host:port
             fields.append("%s=%r" % (attr, value))
         return "Account(%s)" % ", ".join(fields)
 

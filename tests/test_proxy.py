@@ -358,7 +358,7 @@ def test_pop3s_through_danted(pop, dovecot, danted):
 # -- a proxy that is down, refuses, or does not answer: one line, exit 75, the message kept ----
 
 
-def test_a_proxy_that_is_down(mail, pop, smtp_server, tmp_path):
+def test_a_proxy_that_is_down(mail, pop, smtp_server, microsocks, run, tmp_path):
     srv = smtp_server(tls=True)
     down = "socks5://127.0.0.1:%d" % free_port()  # nothing listens there
     r = mail("smtp://localhost:%d" % srv.port, "--tls-trust-file", srv.ca_file, "--proxy", down)
@@ -370,6 +370,22 @@ def test_a_proxy_that_is_down(mail, pop, smtp_server, tmp_path):
         % (tmp_path / "dead.letter", tmp_path / "dead.letter"),
     ]
     assert srv.messages == [] and BODY in dead_letter(tmp_path)
+    seen = peers(srv)
+    r = run(
+        "pymail",
+        "--transport",
+        "smtp://localhost:%d" % srv.port,
+        "--tls-trust-file",
+        srv.ca_file,
+        "--proxy",
+        microsocks.url(),
+        "--resend",
+        str(tmp_path / "dead.letter"),
+        env={"HOME": str(tmp_path)},
+    )
+    assert r.returncode == 0, r.stderr
+    delivered(srv)
+    assert seen == [MICROSOCKS_OUT, MICROSOCKS_OUT] and dead_letter(tmp_path) == b""
     r = pop("--proxy", down.replace("socks5", "http"), "stat", server="pop3://localhost:110")
     assert (r.returncode, r.stdout) == (75, b"")
     assert (
@@ -597,3 +613,15 @@ def test_a_proxy_password_in_a_file_others_can_read(mail, pop, smtp_server, micr
     assert r.returncode == 77 and "the proxy wants a user name and password" not in r.stderr
     assert mail(srv.url, config=config, mode=0o600).returncode == 0
     assert len(srv.messages) == 1
+
+
+def test_the_proxy_password_is_not_in_an_accounts_repr(tmp_path):
+    from pipemail import config
+
+    path = tmp_path / "config.toml"
+    path.write_text('[accounts.a]\nproxy = "socks5h://alice:%s@proxy.example.net:1080"\n' % SECRET)
+    path.chmod(0o600)
+    account = config.load(str(path)).account("a")
+    assert account.proxy == "socks5h://alice:%s@proxy.example.net:1080" % SECRET
+    assert "proxy='socks5h://alice:<redacted>@proxy.example.net:1080'" in repr(account) and SECRET not in repr(account)
+    assert repr(config.split_proxy(account.proxy)) == "Proxy(socks5h://alice:<redacted>@proxy.example.net:1080)"
