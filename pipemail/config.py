@@ -646,6 +646,8 @@ def split_proxy(url):
             raise bad("empty user name before '@'")
         user = unquote(name)
         password = unquote(secret) if colon else None
+        if scheme != "http" and any(len(v.encode("utf-8", "surrogateescape")) > 255 for v in (user, password) if v):
+            raise bad("a SOCKS5 user name or password is at most 255 bytes")  # RFC 1929
     host, port = _split_host_port(scheme, hostport, bad, None, PROXY_PORTS[scheme])
     return Proxy(scheme, host, port, user, password, redact_url(url))
 

@@ -625,3 +625,54 @@ def test_the_proxy_password_is_not_in_an_accounts_repr(tmp_path):
     assert account.proxy == "socks5h://alice:%s@proxy.example.net:1080" % SECRET
     assert "proxy='socks5h://alice:<redacted>@proxy.example.net:1080'" in repr(account) and SECRET not in repr(account)
     assert repr(config.split_proxy(account.proxy)) == "Proxy(socks5h://alice:<redacted>@proxy.example.net:1080)"
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "http"])
+def test_a_proxy_that_hangs_up(scheme):
+    """A proxy that closes the connection before its answer is whole: one line, 75."""
+    import threading
+
+    from pipemail import network
+    from pipemail.errors import TempFailError
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        url = "%s://127.0.0.1:%d" % (scheme, listener.getsockname()[1])
+
+        def hang_up():
+            conn, _ = listener.accept()
+            conn.recv(1024)  # the greeting or the CONNECT request, then nothing
+            conn.close()
+
+        t = threading.Thread(target=hang_up, daemon=True)
+        t.start()
+        with pytest.raises(TempFailError) as info:
+            network.connect("mail.example.org", 587, 5, proxy=url)
+        t.join(5)
+    assert (
+        str(info.value)
+        == "cannot connect to mail.example.org port 587 through proxy %s: the proxy closed the connection" % url
+    )
+
+
+def test_split_proxy():
+    from pipemail.config import split_proxy
+    from pipemail.errors import UsageError
+
+    p = split_proxy("SOCKS5H://al%40ice:p%3Aw%20d@[::1]:1080/")
+    assert (p.scheme, p.host, p.port, p.user, p.password, p.rdns) == ("socks5h", "::1", 1080, "al@ice", "p:w d", True)
+    assert p.shown == "SOCKS5H://al%40ice:<redacted>@[::1]:1080/"
+    p = split_proxy("socks5://proxy.example.net:1080")
+    assert (p.user, p.password, p.rdns) == (None, None, False)
+    assert split_proxy("http://u@proxy:3128").rdns is True
+    with pytest.raises(UsageError) as info:
+        split_proxy("socks5://%s:%s@proxy:1080" % ("u" * 256, SECRET))
+    assert str(
+        info.value
+    ) == "bad proxy URL 'socks5://%s:<redacted>@proxy:1080': a SOCKS5 user name or password is at most 255 bytes" % (
+        "u" * 256
+    )
+    with pytest.raises(UsageError) as info:
+        split_proxy("socks5://[::1:1080")
+    assert str(info.value) == "bad proxy URL 'socks5://[::1:1080': no ']' after the IPv6 address"
