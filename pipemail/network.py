@@ -183,7 +183,7 @@ def _refusal(exc, failure, auth_error, socks, login):
                 return failure("the proxy wants a user name and password (give them in the proxy URL)", auth_error)
             return failure("the proxy refused the login: %s" % text, auth_error)
         return failure("the proxy's answer makes no sense: %s" % text)
-    if code == 407:
+    if code in (401, 407):  # 407 Proxy Authentication Required; tinyproxy says 401 to a wrong password
         if not login:
             return failure("the proxy wants a user name and password (give them in the proxy URL)", auth_error)
         return failure("the proxy refused the login: %s" % text, auth_error)

@@ -121,12 +121,12 @@ def danted(tmp_path_factory):
     d.stop()
 
 
-def _tinyproxy(tmp, connect_ports=()):
+def _tinyproxy(tmp, connect_ports=(), extra=""):
     port = free_port()
     conf = tmp / "tinyproxy.conf"
     conf.write_text(
-        'Port %d\nListen 127.0.0.1\nBind %s\nAllow 127.0.0.1\nLogFile "%s"\nLogLevel Connect\nMaxClients 20\n%s'
-        % (port, TINYPROXY_OUT, tmp / "tinyproxy.log", "".join("ConnectPort %d\n" % p for p in connect_ports))
+        'Port %d\nListen 127.0.0.1\nBind %s\nAllow 127.0.0.1\nLogFile "%s"\nLogLevel Connect\nMaxClients 20\n%s%s'
+        % (port, TINYPROXY_OUT, tmp / "tinyproxy.log", "".join("ConnectPort %d\n" % p for p in connect_ports), extra)
     )
     return Daemon([tool("tinyproxy"), "-d", "-c", str(conf)], port, tmp / "tinyproxy.log", tmp, hosts=True)
 
@@ -142,6 +142,14 @@ def tinyproxy(tmp_path_factory):
 def tinyproxy_port1(tmp_path_factory):
     """A tinyproxy that allows CONNECT to port 1 only."""
     d = _tinyproxy(tmp_path_factory.mktemp("tinyproxy-port1"), connect_ports=(1,))
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def tinyproxy_auth(tmp_path_factory):
+    """A tinyproxy that wants alice's password (HTTP Basic)."""
+    d = _tinyproxy(tmp_path_factory.mktemp("tinyproxy-auth"), extra="BasicAuth alice %s\n" % SECRET)
     yield d
     d.stop()
 
@@ -676,3 +684,28 @@ def test_split_proxy():
     with pytest.raises(UsageError) as info:
         split_proxy("socks5://[::1:1080")
     assert str(info.value) == "bad proxy URL 'socks5://[::1:1080': no ']' after the IPv6 address"
+
+
+def test_an_http_proxy_with_a_password(mail, smtp_server, tinyproxy_auth, tmp_path):
+    srv = smtp_server(tls=True)
+    seen = peers(srv)
+    base = ("smtp://localhost:%d" % srv.port, "--tls-trust-file", srv.ca_file, "-v", "--proxy")
+    r = mail(*base, tinyproxy_auth.url("http", "alice:%s@" % SECRET))
+    assert r.returncode == 0, r.stderr
+    delivered(srv)
+    assert seen == [TINYPROXY_OUT, TINYPROXY_OUT] and SECRET not in r.stderr
+    shown = tinyproxy_auth.url("http", "alice:<redacted>@")
+    r = mail(*base, tinyproxy_auth.url("http", "alice:wrong-%s@" % SECRET))
+    assert r.returncode == 77
+    assert r.stderr.splitlines()[1] == (
+        "pymail: cannot connect to localhost port %d through proxy %s: the proxy refused the login: 401 Unauthorized"
+        % (srv.port, shown)
+    )
+    assert SECRET not in r.stderr
+    r = mail(*base, tinyproxy_auth.url("http"))
+    assert r.returncode == 77
+    assert r.stderr.splitlines()[1] == (
+        "pymail: cannot connect to localhost port %d through proxy %s: "
+        "the proxy wants a user name and password (give them in the proxy URL)" % (srv.port, tinyproxy_auth.url("http"))
+    )
+    assert dead_letter(tmp_path).count(BODY) == 2 and len(srv.messages) == 1
