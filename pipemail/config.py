@@ -127,6 +127,8 @@ class Account:
             value = getattr(self, attr)
             if attr == "password" and value is not None:
                 value = "<hidden>"
+            elif attr == "proxy" and value is not None:
+                value = redact_url(value)  # socks5://user:<redacted>@host:port
             fields.append("%s=%r" % (attr, value))
         return "Account(%s)" % ", ".join(fields)
 
@@ -686,6 +688,8 @@ def split_proxy(url):
             raise bad("empty user name before '@'")
         user = unquote(name)
         password = unquote(secret) if colon else None
+        if scheme != "http" and any(len(v.encode("utf-8", "surrogateescape")) > 255 for v in (user, password) if v):
+            raise bad("a SOCKS5 user name or password is at most 255 bytes")  # RFC 1929
     host, port = _split_host_port(scheme, hostport, bad, None, PROXY_PORTS[scheme])
     return Proxy(scheme, host, port, user, password, redact_url(url))
 

@@ -159,6 +159,8 @@ def through_proxy(host, port, timeout, proxy):
     except ProxyTimeoutError:
         raise failure("the proxy did not answer within %g s" % timeout) from None
     except ProxyError as exc:
+        if handshake.hung_up:
+            raise failure("the proxy closed the connection") from None
         raise _refusal(exc, failure, NoPermError, socks=kind is ProxyType.SOCKS5, login=p.user is not None) from None
     except (OSError, ValueError) as exc:  # a name socks5:// cannot resolve here, a reset, a bad user name
         sock.close()
@@ -180,10 +182,8 @@ def _refusal(exc, failure, auth_error, socks, login):
             if not login:
                 return failure("the proxy wants a user name and password (give them in the proxy URL)", auth_error)
             return failure("the proxy refused the login: %s" % text, auth_error)
-        if "closed" in text.lower():
-            return failure("the proxy closed the connection")
         return failure("the proxy's answer makes no sense: %s" % text)
-    if code == 407:
+    if code in (401, 407):  # 407 Proxy Authentication Required; tinyproxy says 401 to a wrong password
         if not login:
             return failure("the proxy wants a user name and password (give them in the proxy URL)", auth_error)
         return failure("the proxy refused the login: %s" % text, auth_error)
@@ -207,6 +207,7 @@ class _Handshake:
     def __init__(self, sock, http):
         self.sock = sock
         self.http = http
+        self.hung_up = False  # the proxy closed the connection before its answer was whole
 
     def connect(self, dest_host, dest_port, timeout=None):  # python-socks's forward: the connection is made
         return self
@@ -219,11 +220,14 @@ class _Handshake:
 
     def recv(self, size):
         if not self.http:
-            return self.sock.recv(size)
+            data = self.sock.recv(size)
+            self.hung_up = not data
+            return data
         head = bytearray()
         while len(head) < self.LIMIT:
             ahead = self.sock.recv(self.LIMIT - len(head), socket.MSG_PEEK)
             if not ahead:
+                self.hung_up = True
                 break
             end = (head[-3:] + ahead).find(b"\r\n\r\n")
             take = len(ahead) if end < 0 else end + 4 - len(head[-3:])

@@ -121,12 +121,12 @@ def danted(tmp_path_factory):
     d.stop()
 
 
-def _tinyproxy(tmp, connect_ports=()):
+def _tinyproxy(tmp, connect_ports=(), extra=""):
     port = free_port()
     conf = tmp / "tinyproxy.conf"
     conf.write_text(
-        'Port %d\nListen 127.0.0.1\nBind %s\nAllow 127.0.0.1\nLogFile "%s"\nLogLevel Connect\nMaxClients 20\n%s'
-        % (port, TINYPROXY_OUT, tmp / "tinyproxy.log", "".join("ConnectPort %d\n" % p for p in connect_ports))
+        'Port %d\nListen 127.0.0.1\nBind %s\nAllow 127.0.0.1\nLogFile "%s"\nLogLevel Connect\nMaxClients 20\n%s%s'
+        % (port, TINYPROXY_OUT, tmp / "tinyproxy.log", "".join("ConnectPort %d\n" % p for p in connect_ports), extra)
     )
     return Daemon([tool("tinyproxy"), "-d", "-c", str(conf)], port, tmp / "tinyproxy.log", tmp, hosts=True)
 
@@ -142,6 +142,14 @@ def tinyproxy(tmp_path_factory):
 def tinyproxy_port1(tmp_path_factory):
     """A tinyproxy that allows CONNECT to port 1 only."""
     d = _tinyproxy(tmp_path_factory.mktemp("tinyproxy-port1"), connect_ports=(1,))
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def tinyproxy_auth(tmp_path_factory):
+    """A tinyproxy that wants alice's password (HTTP Basic)."""
+    d = _tinyproxy(tmp_path_factory.mktemp("tinyproxy-auth"), extra="BasicAuth alice %s\n" % SECRET)
     yield d
     d.stop()
 
@@ -358,7 +366,7 @@ def test_pop3s_through_danted(pop, dovecot, danted):
 # -- a proxy that is down, refuses, or does not answer: one line, exit 75, the message kept ----
 
 
-def test_a_proxy_that_is_down(mail, pop, smtp_server, tmp_path):
+def test_a_proxy_that_is_down(mail, pop, smtp_server, microsocks, run, tmp_path):
     srv = smtp_server(tls=True)
     down = "socks5://127.0.0.1:%d" % free_port()  # nothing listens there
     r = mail("smtp://localhost:%d" % srv.port, "--tls-trust-file", srv.ca_file, "--proxy", down)
@@ -370,6 +378,22 @@ def test_a_proxy_that_is_down(mail, pop, smtp_server, tmp_path):
         % (tmp_path / "dead.letter", tmp_path / "dead.letter"),
     ]
     assert srv.messages == [] and BODY in dead_letter(tmp_path)
+    seen = peers(srv)
+    r = run(
+        "pymail",
+        "--transport",
+        "smtp://localhost:%d" % srv.port,
+        "--tls-trust-file",
+        srv.ca_file,
+        "--proxy",
+        microsocks.url(),
+        "--resend",
+        str(tmp_path / "dead.letter"),
+        env={"HOME": str(tmp_path)},
+    )
+    assert r.returncode == 0, r.stderr
+    delivered(srv)
+    assert seen == [MICROSOCKS_OUT, MICROSOCKS_OUT] and dead_letter(tmp_path) == b""
     r = pop("--proxy", down.replace("socks5", "http"), "stat", server="pop3://localhost:110")
     assert (r.returncode, r.stdout) == (75, b"")
     assert (
@@ -597,3 +621,91 @@ def test_a_proxy_password_in_a_file_others_can_read(mail, pop, smtp_server, micr
     assert r.returncode == 77 and "the proxy wants a user name and password" not in r.stderr
     assert mail(srv.url, config=config, mode=0o600).returncode == 0
     assert len(srv.messages) == 1
+
+
+def test_the_proxy_password_is_not_in_an_accounts_repr(tmp_path):
+    from pipemail import config
+
+    path = tmp_path / "config.toml"
+    path.write_text('[accounts.a]\nproxy = "socks5h://alice:%s@proxy.example.net:1080"\n' % SECRET)
+    path.chmod(0o600)
+    account = config.load(str(path)).account("a")
+    assert account.proxy == "socks5h://alice:%s@proxy.example.net:1080" % SECRET
+    assert "proxy='socks5h://alice:<redacted>@proxy.example.net:1080'" in repr(account) and SECRET not in repr(account)
+    assert repr(config.split_proxy(account.proxy)) == "Proxy(socks5h://alice:<redacted>@proxy.example.net:1080)"
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "http"])
+def test_a_proxy_that_hangs_up(scheme):
+    """A proxy that closes the connection before its answer is whole: one line, 75."""
+    import threading
+
+    from pipemail import network
+    from pipemail.errors import TempFailError
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        url = "%s://127.0.0.1:%d" % (scheme, listener.getsockname()[1])
+
+        def hang_up():
+            conn, _ = listener.accept()
+            conn.recv(1024)  # the greeting or the CONNECT request, then nothing
+            conn.close()
+
+        t = threading.Thread(target=hang_up, daemon=True)
+        t.start()
+        with pytest.raises(TempFailError) as info:
+            network.connect("mail.example.org", 587, 5, proxy=url)
+        t.join(5)
+    assert (
+        str(info.value)
+        == "cannot connect to mail.example.org port 587 through proxy %s: the proxy closed the connection" % url
+    )
+
+
+def test_split_proxy():
+    from pipemail.config import split_proxy
+    from pipemail.errors import UsageError
+
+    p = split_proxy("SOCKS5H://al%40ice:p%3Aw%20d@[::1]:1080/")
+    assert (p.scheme, p.host, p.port, p.user, p.password, p.rdns) == ("socks5h", "::1", 1080, "al@ice", "p:w d", True)
+    assert p.shown == "SOCKS5H://al%40ice:<redacted>@[::1]:1080/"
+    p = split_proxy("socks5://proxy.example.net:1080")
+    assert (p.user, p.password, p.rdns) == (None, None, False)
+    assert split_proxy("http://u@proxy:3128").rdns is True
+    with pytest.raises(UsageError) as info:
+        split_proxy("socks5://%s:%s@proxy:1080" % ("u" * 256, SECRET))
+    assert str(
+        info.value
+    ) == "bad proxy URL 'socks5://%s:<redacted>@proxy:1080': a SOCKS5 user name or password is at most 255 bytes" % (
+        "u" * 256
+    )
+    with pytest.raises(UsageError) as info:
+        split_proxy("socks5://[::1:1080")
+    assert str(info.value) == "bad proxy URL 'socks5://[::1:1080': no ']' after the IPv6 address"
+
+
+def test_an_http_proxy_with_a_password(mail, smtp_server, tinyproxy_auth, tmp_path):
+    srv = smtp_server(tls=True)
+    seen = peers(srv)
+    base = ("smtp://localhost:%d" % srv.port, "--tls-trust-file", srv.ca_file, "-v", "--proxy")
+    r = mail(*base, tinyproxy_auth.url("http", "alice:%s@" % SECRET))
+    assert r.returncode == 0, r.stderr
+    delivered(srv)
+    assert seen == [TINYPROXY_OUT, TINYPROXY_OUT] and SECRET not in r.stderr
+    shown = tinyproxy_auth.url("http", "alice:<redacted>@")
+    r = mail(*base, tinyproxy_auth.url("http", "alice:wrong-%s@" % SECRET))
+    assert r.returncode == 77
+    assert r.stderr.splitlines()[1] == (
+        "pymail: cannot connect to localhost port %d through proxy %s: the proxy refused the login: 401 Unauthorized"
+        % (srv.port, shown)
+    )
+    assert SECRET not in r.stderr
+    r = mail(*base, tinyproxy_auth.url("http"))
+    assert r.returncode == 77
+    assert r.stderr.splitlines()[1] == (
+        "pymail: cannot connect to localhost port %d through proxy %s: "
+        "the proxy wants a user name and password (give them in the proxy URL)" % (srv.port, tinyproxy_auth.url("http"))
+    )
+    assert dead_letter(tmp_path).count(BODY) == 2 and len(srv.messages) == 1
