@@ -611,17 +611,9 @@ def _send(opts, url, account, segments, sender, rcpts, stdout_mbox=False, size=N
 
 
 def _keep(opts, segments, sender, undelivered):
-    """Keep the message in the dead letter and say where; IOFailure when it cannot be kept
-    (why it was not delivered has been said already: the line says only what was lost)."""
+    """Keep the message in the dead letter and say where (:func:`transport.keep_dead_letter`)."""
     path = transport.dead_letter_path(opts.dead_letter, opts.env)
-    try:
-        transport.save_dead_letter(path, segments, sender, undelivered, opts.warn)
-    except PipemailError as exc:
-        raise IOFailure("the message could not be kept: %s" % exc) from None
-    opts.warn(
-        "the message is kept in %s for %s (pymail --resend %s sends it again)"
-        % (shown(path), ", ".join(undelivered), shown(path))
-    )
+    transport.keep_dead_letter(path, segments, sender, undelivered, opts.warn)
 
 
 def resend(path, opts):

@@ -38,7 +38,6 @@ from pipemail.errors import (
     EX_OK,
     ConfigError,
     DataError,
-    IOFailure,
     PasswordCommandError,
     PipemailError,
     TempFailError,
@@ -579,14 +578,7 @@ def _keep(segments, sender, undelivered, ctx, exc):
     if exc is not None:
         ctx.warn(str(exc))
         exc.reported = True
-    try:
-        transport.save_dead_letter(path, segments, sender, undelivered, ctx.warn)
-    except PipemailError as failed:
-        raise IOFailure("the message could not be kept: %s" % failed) from None
-    ctx.warn(
-        "the message is kept in %s for %s (pymail --resend %s sends it again)"
-        % (shown(path), ", ".join(undelivered), shown(path))
-    )
+    transport.keep_dead_letter(path, segments, sender, undelivered, ctx.warn)
 
 
 # -- the queue run -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pipemail.errors import (
     CantCreateError,
     ConfigError,
     DataError,
+    IOFailure,
     NoPermError,
     NoUserError,
     PipemailError,
@@ -989,6 +990,20 @@ def _scan(segments):
         size += len(seg)
         last = bytes(seg[-1:])
     return size, blank
+
+
+def keep_dead_letter(path, segments, sender, undelivered, warn):
+    """Keep the message in the dead letter ``path`` and say where (``warn``), with how to send it
+    again; IOFailure when it cannot be kept (why it was not delivered has been said already: the
+    line says only what was lost).  pymail's and pysendmail's one way to keep a message."""
+    try:
+        save_dead_letter(path, segments, sender, undelivered, warn)
+    except PipemailError as exc:
+        raise IOFailure("the message could not be kept: %s" % exc) from None
+    warn(
+        "the message is kept in %s for %s (pymail --resend %s sends it again)"
+        % (shown(path), ", ".join(undelivered), shown(path))
+    )
 
 
 def save_dead_letter(path, segments, sender, undelivered, warn=None):
