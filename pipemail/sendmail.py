@@ -152,24 +152,11 @@ def until_dot(stream, block=message.CHUNK):
         yield line
 
 
-def _gathered(lines, size=message.CHUNK):
-    """Short lines gathered into chunks of about ``size`` bytes (fewer writes to the spool)."""
-    buf, n = [], 0
-    for line in lines:
-        buf.append(line)
-        n += len(line)
-        if n >= size:
-            yield b"".join(buf)
-            buf, n = [], 0
-    if buf:
-        yield b"".join(buf)
-
-
 def read_message(stream, ignore_dots, env=None):
     """Standard input spooled to a private file (see :mod:`pipemail.spool`), at its start."""
     from pipemail import spool
 
-    chunks = spool.read_chunks(stream) if ignore_dots else _gathered(until_dot(stream))
+    chunks = spool.read_chunks(stream) if ignore_dots else transport.gathered(until_dot(stream), message.CHUNK)
     return spool.spool(chunks, env)
 
 
