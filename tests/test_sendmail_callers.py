@@ -53,6 +53,7 @@ import time
 from pathlib import Path
 
 import pytest
+from smtp_server import free_port
 
 from pipemail.message import fqdn
 
@@ -125,14 +126,14 @@ wait_for() {{
 """
 
 
-def config_text(srv):
+def config_text(url):
     return (
         'default = "main"\n'
         "[accounts.main]\n"
         'from = "Alerts <%s>"\n'
         'transport = "%s"\n'
         'tls = "none"\n'
-        'domain = "example.com"\n' % (ACCOUNT_FROM, srv.url)
+        'domain = "example.com"\n' % (ACCOUNT_FROM, url)
     )
 
 
@@ -164,7 +165,7 @@ class Namespace:
         self.scratch = tmp_path / "scratch"  # the tmpfs holding the overlays' upper layers
         self.scratch.mkdir()
         self.config = tmp_path / "config.toml"
-        self.config.write_text(config_text(srv))
+        self.config.write_text(config_text(srv.url))
         self.aliases = tmp_path / "aliases"
         self.aliases.write_text(aliases)
         self.wrapper = tmp_path / "sendmail"
@@ -316,29 +317,78 @@ def assert_stamped(raw, message_id_domain=FQDN):
     assert re.fullmatch(r"Message-I[Dd]: <[^<>@\s]+@%s>" % re.escape(message_id_domain), message_id), message_id
 
 
+# root's crontab with MAILTO=root and an @reboot job; cron started in the background
+CRON_JOB = """\
+mkdir -p /var/spool/cron/crontabs
+chgrp crontab /var/spool/cron/crontabs
+chmod 1730 /var/spool/cron/crontabs
+printf 'MAILTO=root\\n@reboot echo the nightly job ran\\n' >/var/spool/cron/crontabs/root
+chmod 0600 /var/spool/cron/crontabs/root
+%s -f -L 15 </dev/null >/dev/null 2>&1 &
+"""
+CRON_ARGV = ["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"]
+
+
+def cron_job():
+    return CRON_JOB % shlex.quote(tool("cron"))
+
+
+def assert_cron_message(raw):
+    """cron's message as rewritten: From the account with the host in the display name, To
+    qualified (as an MTA does; the envelope went to the alias), cron's fields kept, stamped."""
+    assert field(raw, "From") == 'From: "Cron Daemon (%s)" <%s>' % (HOST, ACCOUNT_FROM)
+    assert field(raw, "To") == "To: root@example.com"
+    assert field(raw, "Subject") == "Subject: Cron <root@%s> echo the nightly job ran" % HOST
+    assert "X-Cron-Env: <MAILTO=root>" in head_lines(raw)
+    assert_stamped(raw)
+    assert parse(raw).get_content() == "the nightly job ran\n"
+
+
 def test_cron_mails_a_jobs_output_through_pysendmail(ns):
     """Debian's cron daemon runs an @reboot job of root's crontab (MAILTO=root) and mails its
     output: sendmail gets cron's argv; the message arrives from the account's address with the
     host in the display name (cron said ``From: root (Cron Daemon)``), to root's alias, with
     the Date and Message-ID cron leaves out, and cron's own fields kept."""
-    cron = tool("cron")
-    proc = ns.run(
-        "mkdir -p /var/spool/cron/crontabs\n"
-        "chgrp crontab /var/spool/cron/crontabs\n"
-        "chmod 1730 /var/spool/cron/crontabs\n"
-        "printf 'MAILTO=root\\n@reboot echo the nightly job ran\\n' >/var/spool/cron/crontabs/root\n"
-        "chmod 0600 /var/spool/cron/crontabs/root\n"
-        "%s -f -L 15 </dev/null >/dev/null 2>&1 &\n"
-        "wait_for 1\n" % shlex.quote(cron)
-    )
-    mail_from, rcpts, raw = one_message(ns, proc, ["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"])
+    proc = ns.run(cron_job() + "wait_for 1\n")
+    mail_from, rcpts, raw = one_message(ns, proc, CRON_ARGV)
     assert (mail_from, rcpts) == (ACCOUNT_FROM, [ADMIN])
-    assert field(raw, "From") == 'From: "Cron Daemon (%s)" <%s>' % (HOST, ACCOUNT_FROM)
-    assert field(raw, "To") == "To: root@example.com"  # qualified, as an MTA does; the envelope is aliased
-    assert field(raw, "Subject") == "Subject: Cron <root@%s> echo the nightly job ran" % HOST
-    assert "X-Cron-Env: <MAILTO=root>" in head_lines(raw)
-    assert_stamped(raw)
-    assert parse(raw).get_content() == "the nightly job ran\n"
+    assert_cron_message(raw)
+
+
+def test_cron_with_the_server_down_queues_and_q_sends_it_later(ns, tmp_path):
+    """The server unreachable when cron mails: pysendmail queues the message in the system
+    queue (/var/spool/pipemail, root's default) and exits 0, so cron logs no "got status N
+    from MTA" and nothing is lost; once the server is back, ``sendmail -q`` sends it,
+    rewritten as it was accepted, once, and the queue is empty."""
+    down = tmp_path / "config-down.toml"
+    down.write_text(config_text("smtp://127.0.0.1:%d" % free_port()))
+    log = shlex.quote(str(ns.log))
+    proc = ns.run(
+        "cp %s /etc/pipemail/config.toml\n" % shlex.quote(str(down))
+        + cron_job()
+        + "wait_for 1\n"
+        + "ls -A /var/spool/pipemail/q >%s/queued.txt\n" % log
+        + "cp %s /etc/pipemail/config.toml\n" % shlex.quote(str(ns.config))
+        + "/usr/sbin/sendmail -q\n"
+        + "ls -A /var/spool/pipemail/q >%s/left.txt\n" % log
+    )
+    runs = ns.runs()
+    diag = "namespace: rc=%d stdout=%r stderr=%r; runs: %r" % (proc.returncode, proc.stdout, proc.stderr, runs)
+    assert [r.argv for r in runs] == [CRON_ARGV, ["-q"]], diag
+    cron_run, queue_run = runs
+    assert cron_run.returncode == 0, diag
+    queued = r"pysendmail: queued as (\S+) in /var/spool/pipemail for %s: cannot connect to .*\n" % re.escape(ADMIN)
+    found = re.fullmatch(queued, cron_run.stderr)
+    assert found, diag
+    qid = found.group(1)
+    assert (ns.log / "queued.txt").read_text().split() == [qid + ".env", qid + ".msg"], diag
+    assert queue_run.returncode == 0, diag
+    assert queue_run.stderr == "pysendmail: %s: sent to %s\n" % (qid, ADMIN), diag
+    assert len(ns.srv.messages) == 1, diag
+    mail_from, rcpts, raw = ns.srv.messages[0]
+    assert (mail_from, rcpts) == (ACCOUNT_FROM, [ADMIN])
+    assert_cron_message(raw)
+    assert (ns.log / "left.txt").read_text() == "", diag
 
 
 def test_bsd_mailx_the_articles_command_line(ns):
