@@ -17,8 +17,12 @@ private --kill-child --mount-proc``), so nothing on the real system changes:
 - /run and /var/spool are tmpfs (cron's pid file and @reboot mark, the crontab, the system
   queue /var/spool/pipemail);
 - the namespace's init is a shell that ends when the caller's sendmail runs are done; its end
-  kills every process left in the namespace (cron), and the mounts go with it.  ``timeout -s
-  KILL`` around ``unshare --kill-child`` bounds it even when pytest itself is killed.
+  kills every process left in the namespace (cron), and the mounts go with it.  If pytest is
+  killed instead, the chain setpriv --pdeathsig / timeout -s KILL / unshare --kill-child kills
+  the namespace at once (test_a_killed_test_leaves_no_process_behind), and ``timeout`` ends it
+  after NS_LIMIT seconds in any case.  After each test the fixture checks that the real
+  system's sendmail links, /etc/pipemail, /etc/aliases, /etc/crontab, root's crontabs, /run's
+  cron files, /var/spool/pipemail and root's dead letter are as they were, and no cron runs.
 
 What each caller passed, observed on this machine (Debian 12) first with a stub sendmail that
 logged its argv, environment and standard input:
@@ -37,6 +41,9 @@ logged its argv, environment and standard input:
   (the author is Cc'd) and, with sendemail.envelopeSender, ``-f root -i root
   dev@example.com``; From (the author), Date and Message-Id are set.  It needs Mail::Address
   (libmailtools-perl, a Recommends of git-email), installed by tests/run.
+
+None of them runs /usr/lib/sendmail (each ran /usr/sbin/sendmail: the argv[0] the stub logged),
+so that one is left alone.
 """
 
 import email
@@ -262,6 +269,8 @@ def cron_pids():
 @pytest.fixture
 def ns(tmp_path, smtp_server):
     """A Namespace with a fresh aiosmtpd; after the test, the real system must be as it was."""
+    if os.geteuid() != 0:
+        pytest.fail("the callers' tests mount in a private namespace (unshare -m): run them as root (bash tests/run)")
     before = system_state()
     srv = smtp_server()
     yield Namespace(tmp_path, srv)
