@@ -346,10 +346,10 @@ def _account(where, path, name, table, mode_ok):
             raise ConfigError(
                 '%s: account %r: domain %r: give a domain name, as domain = "example.com"' % (where, name, domain)
             )
-    for key, kind in (("transport", "transport"), ("pop", "pop")):
+    for key, kind in (("transport", "transport"), ("pop", "pop"), ("proxy", "proxy")):
         if values.get(key) is not None:
             try:
-                split_url(values[key], kind=kind)
+                split_proxy(values[key]) if kind == "proxy" else split_url(values[key], kind=kind)
             except UsageError as exc:
                 raise ConfigError("%s: account %r: %s" % (where, name, exc))
     return Account(name=name, mode_ok=mode_ok, config_path=path, **values)
@@ -388,6 +388,20 @@ def password(account, user, host, env=None):
         return account.password
     entry = netrc_entry(host, user)
     return entry[1] if entry else None
+
+
+def proxy(account, given=None):
+    """The proxy URL to go through, or None: ``given`` (``--proxy``; "" for none) when it
+    is not None, else the account's ``proxy`` key.  A key that holds the proxy's password
+    is taken only from a file without group or other permission bits, as a ``password``
+    key is (ConfigError otherwise)."""
+    if given is not None:
+        return given or None
+    url = account.proxy if account is not None else None
+    if url and not account.mode_ok and split_proxy(url).password is not None:
+        path = account.config_path
+        raise ConfigError("%s holds a password and is readable by others: chmod 600 %s" % (path, path))
+    return url
 
 
 def run_password_command(command, env=None, account=None, timeout=None):
@@ -610,6 +624,77 @@ def redact_url(text):
     return text[: colon + 1] + REDACTED + text[at:]
 
 
+class Proxy:
+    """A parsed proxy URL: ``scheme`` (socks5, socks5h or http), ``host``, ``port``, and
+    ``user`` and ``password`` (percent-decoded, or None) to log in to the proxy with;
+    ``shown`` is the URL as messages and transcripts give it (its password redacted).
+    ``rdns``: whether the proxy resolves the destination's name (socks5h, http)."""
+
+    __slots__ = ("scheme", "host", "port", "user", "password", "shown")
+
+    def __init__(self, scheme, host, port, user=None, password=None, shown=None):
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.shown = shown
+
+    @property
+    def rdns(self):
+        return self.scheme != "socks5"
+
+    def __repr__(self):
+        return "Proxy(%s)" % self.shown  # never the password
+
+
+def split_proxy(url):
+    """Parse a proxy URL (the ``proxy`` key, ``--proxy``) into a :class:`Proxy`.
+
+    ``socks5://[USER[:PASSWORD]@]HOST:PORT`` (this machine resolves the mail
+    server's name), ``socks5h://...`` (the proxy resolves it), ``http://...``
+    (HTTP CONNECT; the proxy resolves it).  The port must be given.  Anything
+    else is a UsageError whose message shows the URL with its password redacted;
+    the config file turns it into a ConfigError.  Defined once, for both.
+    """
+    shown_url = redact_url(url) if isinstance(url, str) else url
+
+    def bad(reason=None):
+        if reason is None:
+            return UsageError("unknown proxy URL %r: %s" % (shown_url, _PROXY_HINT))
+        return UsageError("bad proxy URL %r: %s" % (shown_url, reason))
+
+    if not isinstance(url, str):
+        raise bad()
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in PROXY_SCHEMES:
+        raise bad()
+    if rest.endswith("/"):
+        rest = rest[:-1]
+    if any(c in rest for c in "/?#"):
+        raise bad("only [user[:password]@]host:port may follow %s://" % scheme)
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in rest):
+        raise bad("it contains a space or a control character")
+    userinfo, at, hostport = rest.rpartition("@")
+    user = password = None
+    if at:
+        from urllib.parse import unquote
+
+        name, colon, secret = userinfo.partition(":")
+        if not name:
+            raise bad("empty user name before '@'")
+        user = unquote(name)
+        password = unquote(secret) if colon else None
+    host, port = _split_host_port(scheme, hostport, bad, None, PROXY_PORTS[scheme])
+    return Proxy(scheme, host, port, user, password, redact_url(url))
+
+
+PROXY_SCHEMES = ("socks5", "socks5h", "http")
+PROXY_PORTS = {"socks5": 1080, "socks5h": 1080, "http": 3128}  # in the examples of messages only
+_PROXY_HINT = "use socks5://HOST:PORT, socks5h://HOST:PORT or http://HOST:PORT"
+
+
 def _split_server(scheme, rest, bad):
     """``[user@]host[:port][/]`` of a server URL."""
     if rest.endswith("/"):
@@ -628,6 +713,13 @@ def _split_server(scheme, rest, bad):
         from urllib.parse import unquote
 
         user = unquote(userinfo)
+    host, port = _split_host_port(scheme, hostport, bad, DEFAULT_PORTS[scheme])
+    return URL(scheme, user=user, host=host, port=port)
+
+
+def _split_host_port(scheme, hostport, bad, default_port, example_port=None):
+    """``host[:port]`` or ``[IPv6][:port]``: (host, port); ``default_port`` None: the port must be given
+    (``example_port`` shows how)."""
     port_text = None
     if hostport.startswith("["):
         end = hostport.find("]")
@@ -650,13 +742,16 @@ def _split_server(scheme, rest, bad):
         if not colon:
             port_text = None
         elif ":" in port_text:
-            raise bad("write an IPv6 address in brackets, as in %s://[::1]:%d" % (scheme, DEFAULT_PORTS[scheme]))
+            raise bad("write an IPv6 address in brackets, as in %s://[::1]:%d" % (scheme, default_port or example_port))
     if not host:
         raise bad("no host name")
     if port_text is None:
-        port = DEFAULT_PORTS[scheme]
+        if default_port is None:
+            shown_host = "[%s]" % host if ":" in host else host
+            raise bad("give its port, as in %s://%s:%d" % (scheme, shown_host, example_port))
+        port = default_port
     else:
         if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
             raise bad("port %r: use a number from 1 to 65535" % port_text)
         port = int(port_text)
-    return URL(scheme, user=user, host=host, port=port)
+    return host, port

@@ -75,18 +75,167 @@ def is_loopback(host):
 def connect(host, port, timeout, proxy=None):
     """A TCP socket to ``host``:``port`` with ``timeout`` on every wait and TCP_NODELAY set
     (commands go out at once); TempFailError ``cannot connect to HOST port N: why`` if it cannot be made.
-    ``proxy``: a proxy URL to go through (socks5://, socks5h://, http:// for CONNECT)."""
+
+    ``proxy``: a proxy URL (socks5://, socks5h://, http:// for CONNECT) to go through
+    (see :func:`through_proxy`)."""
     if proxy:
-        raise NotImplementedError("proxies: issue 12, being written")
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        raise TempFailError(CANNOT_CONNECT % (host, port, why(exc))) from None
+        sock = through_proxy(host, port, timeout, proxy)
+    else:
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise TempFailError(CANNOT_CONNECT % (host, port, why(exc))) from None
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:  # not TCP after all (a test's socketpair): nothing to tune
         pass
     return sock
+
+
+#: A connection the proxy did not make: ``CANNOT_CONNECT_THROUGH % (host, port, shown proxy URL, why)``.
+CANNOT_CONNECT_THROUGH = "cannot connect to %s port %d through proxy %s: %s"
+
+#: RFC 1928's names of a SOCKS5 server's refusals (the REP field).
+SOCKS_REPLIES = {
+    1: "general SOCKS server failure",
+    2: "connection not allowed by ruleset",
+    3: "network unreachable",
+    4: "host unreachable",
+    5: "connection refused",
+    6: "TTL expired",
+    7: "command not supported",
+    8: "address type not supported",
+}
+
+
+def proxy_words(proxy):
+    """`` through proxy URL`` (its password redacted) for a transcript; empty without a proxy."""
+    if not proxy:
+        return ""
+    from pipemail.config import redact_url
+
+    return " through proxy %s" % redact_url(proxy)
+
+
+def through_proxy(host, port, timeout, proxy):
+    """A socket to ``host``:``port`` through ``proxy`` (a proxy URL, parsed by
+    :func:`pipemail.config.split_proxy`), its handshake made by python-socks with
+    ``timeout`` on every wait.  socks5:// resolves ``host`` here, socks5h:// and
+    http:// (CONNECT) let the proxy resolve it.  What TLS comes on top is the
+    caller's, verified for ``host`` as without a proxy.
+
+    A proxy that cannot be reached, does not answer, or refuses the destination is
+    a TempFailError ``cannot connect to HOST port N through proxy URL: why`` (the
+    URL with its password redacted); a proxy that refuses its user name and
+    password is a NoPermError with the same words.
+    """
+    import errno
+
+    from pipemail import config
+    from pipemail.errors import NoPermError
+
+    p = config.split_proxy(proxy)
+
+    def failure(reason, cls=TempFailError):
+        return cls(CANNOT_CONNECT_THROUGH % (host, port, p.shown, reason))
+
+    try:
+        sock = socket.create_connection((p.host, p.port), timeout=timeout)
+    except OSError as exc:
+        if exc.errno == errno.ECONNREFUSED:
+            raise failure("connection refused by the proxy") from None
+        if isinstance(exc, socket.timeout | TimeoutError):
+            raise failure("the proxy did not answer within %g s" % timeout) from None
+        raise failure("cannot reach the proxy: %s" % why(exc)) from None
+
+    from python_socks import ProxyError, ProxyTimeoutError, ProxyType
+    from python_socks.sync import Proxy
+
+    kind = ProxyType.HTTP if p.scheme == "http" else ProxyType.SOCKS5
+    handshake = _Handshake(sock, http=kind is ProxyType.HTTP)
+    client = Proxy(kind, p.host, p.port, username=p.user, password=p.password, rdns=p.rdns, forward=handshake)
+    try:
+        client.connect(host, port, timeout=timeout)
+    except ProxyTimeoutError:
+        raise failure("the proxy did not answer within %g s" % timeout) from None
+    except ProxyError as exc:
+        raise _refusal(exc, failure, NoPermError, socks=kind is ProxyType.SOCKS5, login=p.user is not None) from None
+    except (OSError, ValueError) as exc:  # a name socks5:// cannot resolve here, a reset, a bad user name
+        sock.close()
+        if isinstance(exc, socket.timeout | TimeoutError):
+            raise failure("the proxy did not answer within %g s" % timeout) from None
+        raise failure(why(exc) if isinstance(exc, OSError) else str(exc)) from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _refusal(exc, failure, auth_error, socks, login):
+    """The PipemailError for python-socks's ProxyError ``exc`` (the socket is closed already)."""
+    code = exc.error_code
+    text = "".join(c if c.isprintable() else "?" for c in str(exc))[:200]  # the proxy's words, tamed
+    if code is None:
+        if "authentication" in text.lower():  # a SOCKS5 login refused, or none offered that the proxy takes
+            if not login:
+                return failure("the proxy wants a user name and password (give them in the proxy URL)", auth_error)
+            return failure("the proxy refused the login: %s" % text, auth_error)
+        if "closed" in text.lower():
+            return failure("the proxy closed the connection")
+        return failure("the proxy's answer makes no sense: %s" % text)
+    if code == 407:
+        if not login:
+            return failure("the proxy wants a user name and password (give them in the proxy URL)", auth_error)
+        return failure("the proxy refused the login: %s" % text, auth_error)
+    if socks:
+        return failure("the proxy answered: %s (SOCKS reply %d)" % (SOCKS_REPLIES.get(code, "unknown error"), code))
+    return failure("the proxy answered: %s" % text)
+
+
+class _Handshake:
+    """The connection to the proxy, handed to python-socks (its ``forward``) for the handshake.
+
+    python-socks reads an HTTP proxy's answer with one ``recv()`` and drops what else
+    it got; the mail server speaks first, so its greeting may follow the proxy's
+    answer in the same segment.  ``recv()`` here gives an HTTP answer up to its blank
+    line and not a byte more (the rest stays in the socket for SMTP or POP3), and a
+    SOCKS answer as python-socks asks for it (exact lengths).
+    """
+
+    LIMIT = 1 << 16  # an answer's head longer than this is no proxy's
+
+    def __init__(self, sock, http):
+        self.sock = sock
+        self.http = http
+
+    def connect(self, dest_host, dest_port, timeout=None):  # python-socks's forward: the connection is made
+        return self
+
+    def sendall(self, data):
+        self.sock.sendall(data)
+
+    def close(self):
+        self.sock.close()
+
+    def recv(self, size):
+        if not self.http:
+            return self.sock.recv(size)
+        head = bytearray()
+        while len(head) < self.LIMIT:
+            ahead = self.sock.recv(self.LIMIT - len(head), socket.MSG_PEEK)
+            if not ahead:
+                break
+            end = (head[-3:] + ahead).find(b"\r\n\r\n")
+            take = len(ahead) if end < 0 else end + 4 - len(head[-3:])
+            while take > 0:  # what was peeked is there: recv gives it
+                got = self.sock.recv(take)
+                if not got:
+                    break
+                head += got
+                take -= len(got)
+            if end >= 0:
+                break
+        return bytes(head)
 
 
 def untrusted(where, exc):
@@ -129,15 +278,21 @@ SMTP_CLEARTEXT = Cleartext("STARTTLS", "smtps", "sending in clear", "sending")
 POP3_CLEARTEXT = Cleartext("STLS", "pop3s", "logging in without TLS", "logging in")
 
 
-def allow_cleartext(words, host, tls, where=None, warn=None):
+def allow_cleartext(words, host, tls, where=None, warn=None, proxy=None):
     """The server at ``host`` does not offer ``words.command``: go on in clear, or refuse.
 
     ``tls="auto"`` (the default) allows it only on a loopback host; ``tls="none"``
     allows it anywhere, with a warning (``warn``) off loopback.  A refusal is
-    UnavailableError (the server will not change its mind by itself).
+    UnavailableError (the server will not change its mind by itself).  Through
+    ``proxy`` (a proxy URL) the host counts as loopback only when the proxy is on
+    loopback too: else what goes in clear crosses the network to the proxy.
     """
     where = where or host
     local = is_loopback(host)
+    if local and proxy:
+        from pipemail.config import split_proxy
+
+        local = is_loopback(split_proxy(proxy).host)
     if tls == "none":
         if warn and not local:
             warn("%s does not offer %s: %s (--tls none)" % (where, words.command, words.going_on))

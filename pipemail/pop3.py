@@ -32,6 +32,7 @@ from pipemail.network import (
     allow_cleartext,
     cert_subject,
     connect,
+    proxy_words,
     tls_context,
     why,
     wrap_tls,
@@ -52,7 +53,7 @@ class Client:
 
     recv_size = RECV
 
-    def __init__(self, url, *, timeout=30, log=None, tls="auto", trust_file=None, warn=None):
+    def __init__(self, url, *, timeout=30, log=None, tls="auto", trust_file=None, warn=None, proxy=None):
         self.url = url
         self.where = url.host
         self.log = log
@@ -62,7 +63,8 @@ class Client:
         self._context = None
         self._trust_file = trust_file
         self.step = "the greeting"  # what the session waits for, for the words of a timeout
-        self.sock = connect(url.host, url.port, timeout)
+        self.proxy = proxy  # a proxy URL to go through (network.connect), or None
+        self.sock = connect(url.host, url.port, timeout, proxy=proxy)
         try:
             self._setup(tls, warn)
         except BaseException:
@@ -79,7 +81,10 @@ class Client:
     def _setup(self, tls, warn):
         url, log = self.url, self.log
         if log is not None:
-            log("=== connected to %s port %d%s" % (url.host, url.port, " (TLS)" if url.scheme == "pop3s" else ""))
+            log(
+                "=== connected to %s port %d%s%s"
+                % (url.host, url.port, " (TLS)" if url.scheme == "pop3s" else "", proxy_words(self.proxy))
+            )
         if url.scheme == "pop3s":
             self._start_tls()
         self.expect_ok("greeting")
@@ -91,7 +96,7 @@ class Client:
                 self._start_tls()
                 self.capa = self.capabilities()
             else:
-                allow_cleartext(POP3_CLEARTEXT, url.host, tls, self.where, warn)
+                allow_cleartext(POP3_CLEARTEXT, url.host, tls, self.where, warn, proxy=self.proxy)
 
     def _start_tls(self):
         self.sock = wrap_tls(self.sock, tls_context(self._trust_file), self.url.host, self.where)

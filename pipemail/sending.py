@@ -206,9 +206,14 @@ def _account(opts):
 
 
 def _resolve(opts, account):
-    """The transport URL, or the configuration error met earlier, or the one of resolving it."""
+    """The transport URL, or the configuration error met earlier, or the one of resolving it
+    (a bad --transport, or a bad --proxy: a UsageError, whatever the transport)."""
     if opts.config_error is not None:
         raise opts.config_error
+    if opts.proxy:
+        from pipemail.config import split_proxy
+
+        split_proxy(opts.proxy)
     return transport.resolve(opts.transport, account, opts.env)
 
 
@@ -634,7 +639,7 @@ def resend(path, opts):
     from pipemail import config, mailbox, spool
 
     account = config.load(env=opts.env).account(opts.account)
-    url = transport.resolve(opts.transport, account, opts.env)
+    url = _resolve(opts, account)
     label = shown(os.fsdecode(path))
     locked = transport.lock_mbox(path, opts.warn)
     try:

@@ -232,21 +232,31 @@ def parse(data):
 # -- addresses --------------------------------------------------------------------------------
 
 
+_HOST = []  # the names of this host, looked up once (getfqdn may ask the resolver)
+
+
+def _names():
+    if not _HOST:
+        import socket
+
+        full = message.fqdn()
+        try:
+            plain = socket.gethostname()
+        except OSError:
+            plain = full
+        _HOST.append((full, plain))
+    return _HOST[0]
+
+
 def host_name():
     """This host's short name, as ``hostname -s`` gives it (what a From line is told apart by)."""
-    return message.fqdn().split(".")[0]
+    return _names()[0].split(".")[0]
 
 
 def local_domains():
     """The domains that mean this host: its names and localhost."""
-    import socket
-
-    names = {message.fqdn().lower(), host_name().lower(), *LOCAL_HOSTS}
-    try:
-        names.add(socket.gethostname().lower())
-    except OSError:
-        pass
-    return names
+    full, plain = _names()
+    return {full.lower(), plain.lower(), host_name().lower(), *LOCAL_HOSTS}
 
 
 def local_part(addr):
@@ -342,11 +352,12 @@ def rewrite(msg, req, account, ctx):
     domain = _domain(account)
     from_value = _unfold(msg.header("From"))
     name, from_addr = parseaddr(from_value) if from_value is not None else ("", "")
-    given = req.sender or from_addr  # -f ADDR, else From's
+    given = _sender_option(req.sender) or from_addr  # -f ADDR, else From's
+    full_name = message.check_value("-F", req.full_name) if req.full_name else None
     who = local_part(from_addr) if from_value is not None else None
     if from_value is None or who is not None:  # no From, or a local one: the account's address
-        local = who or local_part(req.sender or "") or ctx.user
-        display = name or req.full_name or local
+        local = who or local_part(_sender_option(req.sender) or "") or ctx.user
+        display = name or full_name or local
         display = "%s (%s)" % (display, host_name())
         addr = mine or _qualify(local, domain, account, ctx, "sender")
         value = headers.address_list("From", [(display, addr)])
@@ -378,6 +389,17 @@ def rewrite(msg, req, account, ctx):
         msg.add_header("Message-ID", make_msgid(domain=message.fqdn()))
         ctx.verbose("Message-ID: added")
     return sender
+
+
+def _sender_option(value):
+    """The address of -f/-r, checked (DataError for what is not one address); None for none or
+    the null sender (``<>``, which a message from the account cannot use)."""
+    if not value or value.strip() in ("<>", ""):
+        return None
+    pairs = message.addresses([value])
+    if len(pairs) != 1:
+        raise DataError("-f takes one address: %s" % shown(value))
+    return pairs[0][1]
 
 
 def _same_domain(addr, domain):
@@ -454,7 +476,7 @@ def submit(stream, req, ctx):
         try:
             cfg, account = load_account(req, ctx.env)
             msg, sender, rcpts = prepare(data, req, account, ctx)
-        except (ConfigError, DataError) as exc:
+        except (ConfigError, DataError, UsageError) as exc:  # not sent, and not lost
             _keep_raw(data, req, ctx, exc)
             raise
         return _send_now(cfg, account, msg, sender, rcpts, req, ctx)
@@ -468,10 +490,9 @@ def _drop(spooled, req, ctx):
     try:
         name = q.drop(chunks, req.as_drop(ctx.user))
     except PipemailError as exc:
-        _keep_raw(message.FileData(spooled, "standard input"), req, ctx, exc)
-        raise TempFailError(
-            "cannot drop the message into %s (%s): root's pysendmail -bi makes it" % (shown(q.path), exc)
-        ) from None
+        failure = TempFailError("%s (root's newaliases, or pysendmail -bi, makes the maildrop)" % exc)
+        _keep_raw(message.FileData(spooled, "standard input"), req, ctx, failure)
+        raise failure from None
     ctx.warn(
         "dropped as %s into %s/maildrop: root's queue run (pysendmail -q, or --run-queue) sends it"
         % (name, shown(q.path))
@@ -483,7 +504,16 @@ def _keep_raw(data, req, ctx, exc):
     """A message that cannot be taken (a configuration error, a malformed one): said, and kept as it
     came in the caller's dead letter, for the recipients it named."""
     path = transport.dead_letter_path(None, ctx.env)
-    rcpts = list(req.recipients) or ["(the message's To, Cc and Bcc)"]
+    rcpts = list(req.recipients)
+    if req.read_recipients:
+        try:
+            from email.utils import getaddresses
+
+            msg = parse(data)
+            rcpts += [a for _n, a in getaddresses([_unfold(v) for h in ("To", "Cc", "Bcc") for v in _all(msg, h)]) if a]
+        except PipemailError:
+            pass
+    rcpts = rcpts or [ctx.user]  # none to be found: the sender's own name, as sendmail returns it
     ctx.warn(str(exc))
     exc.reported = True
     try:
@@ -516,6 +546,9 @@ def _send_now(cfg, account, msg, sender, rcpts, req, ctx):
         return _queue(cfg, segments, sender, exc.undelivered or rcpts, str(exc), ctx)
     except PipemailError as exc:
         _keep(segments, sender, rcpts if exc.undelivered is None else exc.undelivered, ctx, exc)
+        raise
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (a caller's timeout): queued, not lost
+        _queue(cfg, segments, sender, rcpts, "interrupted while it was being sent", ctx)
         raise
     temporary = {a: t for a, (c, t) in report.refused.items() if c < 500}
     permanent = {a: t for a, (c, t) in report.refused.items() if c >= 500}
@@ -602,6 +635,13 @@ def run_queue(req, ctx, *, due_only, say):
     send what is queued; the exit code of queue.run."""
     from pipemail import queue
 
+    if must_drop(ctx.env, ctx.uid):
+        from pipemail.errors import NoPermError
+
+        raise NoPermError(
+            "the system queue is root's: its queue run (pysendmail --run-queue in root's crontab, "
+            "or sudo pysendmail -q) sends what you drop"
+        )
     cfg, account = load_account(req, ctx.env)
     q = user_queue(cfg, ctx.env)
     if os.geteuid() == 0:

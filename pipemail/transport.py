@@ -31,6 +31,7 @@ from pipemail.network import (
     allow_cleartext,
     cert_subject,
     connect,
+    proxy_words,
     tls_context,
     why,
     wrap_tls,
@@ -493,7 +494,10 @@ def smtp_deliveries(
     # certificates are loaded only when TLS is used (it costs 20 ms), but a bad trust file is said at once
     context = tls_context(trust_file) if trust_file or url.scheme == "smtps" else _LazyContext()
     if log is not None:
-        log("=== connecting to %s port %d%s" % (host, port, " (TLS)" if url.scheme == "smtps" else ""))
+        log(
+            "=== connecting to %s port %d%s%s"
+            % (host, port, " (TLS)" if url.scheme == "smtps" else "", proxy_words(proxy))
+        )
     try:
         from pipemail.message import fqdn
 
@@ -610,7 +614,7 @@ def _start(client, context, trust_file, url, recipients, user, password, auth, t
                 raise _reply_error("EHLO", where, code, msg, recipients)
         else:
             try:
-                allow_cleartext(SMTP_CLEARTEXT, url.host, tls, where, warn)
+                allow_cleartext(SMTP_CLEARTEXT, url.host, tls, where, warn, proxy=client.proxy)
             except UnavailableError as exc:
                 exc.undelivered = list(recipients)
                 raise
@@ -804,11 +808,15 @@ def deliver_each(
     one message of an mbox, so that the output can be told apart.  With
     ``check`` nothing is sent: SMTP goes up to RCPT TO, other transports are
     checked as :func:`check_local` says.  Yields ``(Report, None)`` or
-    ``(None, exception)`` for each message, in order.
+    ``(None, exception)`` for each message, in order.  ``proxy``: the proxy URL
+    SMTP goes through; None takes the account's ``proxy``, "" none at all.
     """
     if url.scheme in ("smtp", "smtps"):
         try:
             options = _smtp_options(url, account, user, tls, trust_file, env)
+            from pipemail import config
+
+            proxy = config.proxy(account, proxy)
         except PipemailError as exc:
             exc.undelivered = list(recipients or ())
             for message in messages:
@@ -825,7 +833,7 @@ def deliver_each(
             check=check,
             smtputf8=smtputf8,
             warn=warn,
-            proxy=proxy or (account.proxy if account is not None else None),
+            proxy=proxy,
         )
         return
     for message in messages:  # re-iterable chunks: never gathered into a list

@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -18,7 +19,10 @@ MODULES = {
     "pyunshar": "pipemail.cli.unshar",
     "pymail": "pipemail.cli.mail",
     "pypop": "pipemail.cli.pop",
+    "pysendmail": "pipemail.cli.sendmail",  # no click: its HELP is the --help text
 }
+# the man page section of each command (1 unless said)
+SECTIONS = {"pysendmail": 8}
 COMMANDS = list(MODULES)
 
 # An option line of click's help: two spaces, then "-x, --long-name ARG" and its help
@@ -30,7 +34,11 @@ FONT_ESCAPE = re.compile(r"\\f(?:\[[^\]]*\]|\(..|.)")
 
 def help_text(name, *subcommand):
     """``name --help``, or with ``subcommand`` the help of one command of a click group."""
-    command = importlib.import_module(MODULES[name]).command
+    module = importlib.import_module(MODULES[name])
+    if not isinstance(module.command, click.Command):  # pysendmail parses sendmail's argv itself
+        assert not subcommand
+        return module.HELP + "\n"
+    command = module.command
     result = CliRunner().invoke(command, [*subcommand, "--help"], prog_name=name)
     assert result.exit_code == 0, result.output
     return result.output
@@ -60,7 +68,8 @@ def help_options(text):
 
 
 def page_path(name):
-    return ROOT / "man" / "man1" / ("%s.1" % name)
+    section = SECTIONS.get(name, 1)
+    return ROOT / "man" / ("man%d" % section) / ("%s.%d" % (name, section))
 
 
 # Pages that document no command's --help: they are only checked to render cleanly.

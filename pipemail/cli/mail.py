@@ -62,6 +62,12 @@ sendmail.  A message that cannot be delivered is appended to the dead letter
 )
 @click.option("--tls-trust-file", metavar="PATH", help="Trust the CA certificates in PATH.")
 @click.option(
+    "--proxy",
+    metavar="URL",
+    help="Reach the SMTP server through a proxy: socks5://HOST:PORT, socks5h://... or http://... (CONNECT); "
+    "'' for none.",
+)
+@click.option(
     "--timeout", type=float, default=30.0, show_default=True, metavar="SECONDS", help="Limit on every network wait."
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show the SMTP dialogue on standard error (AUTH redacted).")
@@ -100,6 +106,7 @@ def command(
     user,
     tls,
     tls_trust_file,
+    proxy,
     timeout,
     verbose,
     check,
@@ -129,6 +136,7 @@ def command(
         warn=lambda m: warn("pymail", m),
         stdout=None,
         progress=lambda label, total, unit: progress_bar("pymail", label, total, unit),
+        proxy=proxy,
     )
     if resend:
         given = [

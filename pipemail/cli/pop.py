@@ -23,7 +23,7 @@ a protected password key, or ~/.netrc; never from the command line."""
 class Session:
     """The group's options, shared by every subcommand; ``url`` and ``user_name`` are known once connected."""
 
-    def __init__(self, *, account, server, port, user, tls, tls_trust_file, timeout, log, verbose):
+    def __init__(self, *, account, server, port, user, tls, tls_trust_file, timeout, log, verbose, proxy=None):
         self.account = account
         self.server = server
         self.port = port
@@ -33,12 +33,15 @@ class Session:
         self.timeout = timeout
         self.log = log
         self.verbose = verbose
+        self.proxy = proxy  # --proxy URL; "" for none; None: the account's
         self.url = None  # set by connect()
         self.user_name = None  # set by connect()
 
     def connect(self):
         from pipemail import config, pop3
 
+        if self.proxy:
+            config.split_proxy(self.proxy)  # a bad --proxy is a usage error, before the file is read
         cfg = config.load()
         account = cfg.account(self.account)
         server = self.server or account.pop
@@ -63,6 +66,7 @@ class Session:
             tls=self.tls or account.tls or "auto",
             trust_file=self.tls_trust_file or account.tls_trust_file,
             warn=lambda m: warn("pypop", m),
+            proxy=config.proxy(account, self.proxy),
         )
         try:
             client.login(user, password)
@@ -83,6 +87,11 @@ class Session:
 )
 @click.option("--tls-trust-file", metavar="PATH", help="Trust the CA certificates in PATH.")
 @click.option(
+    "--proxy",
+    metavar="URL",
+    help="Reach the server through a proxy: socks5://HOST:PORT, socks5h://... or http://... (CONNECT); '' for none.",
+)
+@click.option(
     "--timeout", type=float, default=30.0, show_default=True, metavar="S", help="Limit on every network wait."
 )
 @click.option(
@@ -90,7 +99,7 @@ class Session:
 )
 @click.version_option(__version__, "--version", prog_name="pypop", message="%(prog)s %(version)s")
 @click.pass_context
-def command(ctx, account, server, port, user, tls, tls_trust_file, timeout, verbose):
+def command(ctx, account, server, port, user, tls, tls_trust_file, proxy, timeout, verbose):
     """Fetch, list and delete mail over POP3."""
     check_timeout(timeout)
     log = (lambda line: click.echo(line, err=True)) if verbose else None
@@ -104,6 +113,7 @@ def command(ctx, account, server, port, user, tls, tls_trust_file, timeout, verb
         timeout=timeout,
         log=log,
         verbose=verbose,
+        proxy=proxy,
     )
 
 

@@ -38,7 +38,8 @@ Options:
   -q                Take the maildrop (root) and send everything queued, now.
   --run-queue       As -q, but only what is due by its backoff (for cron or a timer).
   --account NAME    Use account NAME of the configuration.
-  --proxy URL       Reach the server through a proxy (socks5://, socks5h://, http://).
+  --proxy URL       Reach the server through a proxy (socks5://, socks5h://, http://);
+                    '' for none, whatever the account says.
   --version         Show the version and exit.
   -h, --help        Show this message and exit.
 
@@ -254,8 +255,11 @@ def command(argv, name=PROG):
 
 
 def _check_proxy(url):
-    """--proxy's URL, checked as the configuration's proxy key is, when that check exists."""
-    return url
+    """--proxy's URL checked (a UsageError, 64, when it is not one); "" goes direct."""
+    if url:
+        from pipemail.config import split_proxy
+
+        split_proxy(url)
 
 
 def _sayer(due_only):

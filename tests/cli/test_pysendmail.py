@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from smtp_server import free_port
+from test_proxy import MICROSOCKS_OUT, microsocks, peers  # noqa: F401 (microsocks: a fixture)
 
 from pipemail.message import fqdn
 
@@ -315,10 +316,15 @@ def test_refused_options_are_one_line_and_64_and_nothing_is_sent(run, setup, arg
     assert setup.srv.messages == [] and setup.queued() == [] and setup.dead_letter() == b""
 
 
-def test_no_recipients_is_64(run, setup):
-    r = sendmail(run, setup, "-i", input=b"Subject: x\n\nbody\n")
+def test_no_recipients_is_64_and_the_message_kept(run, setup):
+    r = sendmail(run, setup, "-t", "-i", input=b"Subject: x\n\nbody\n")
     assert r.returncode == 64
-    assert r.stderr.startswith("pysendmail: no recipients: give RECIPIENT operands")
+    assert r.stderr.splitlines() == [
+        "pysendmail: no recipients: give RECIPIENT operands, or -t with To, Cc or Bcc in the message",
+        "pysendmail: the message is kept in %s/dead.letter" % setup.home,
+    ]
+    dead = setup.dead_letter()
+    assert b"X-Pipemail-Undelivered-To: root\n" in dead and dead.endswith(b"Subject: x\n\nbody\n\n")
 
 
 def test_help_and_version(run, setup):
@@ -667,3 +673,91 @@ def test_a_user_without_a_config_drops_into_the_maildrop_and_root_q_sends_it(run
     assert [p.name for p in top.glob("read-by-*")] == ["read-by-0"] and srv.logins[0][2] is True
     assert header_bytes(raw, "From") == [b'From: "%s (%s)" <alerts@example.com>' % (user.encode(), HOST.encode())]
     assert os.listdir(queue_dir / "maildrop") == [] and os.listdir(queue_dir / "q") == []
+
+
+# -- through a proxy ------------------------------------------------------------------------
+
+
+def test_through_a_real_socks5_proxy(run, setup, microsocks):  # noqa: F811 (the fixture)
+    seen = peers(setup.srv)
+    r = sendmail(run, setup, "--proxy", microsocks.url("socks5h"), "-i", "root", input=b"Subject: p\n\nbody\n")
+    assert (r.returncode, r.stderr) == (0, "")
+    ((mail_from, rcpts, _raw),) = setup.srv.messages
+    assert (mail_from, rcpts) == ("alerts@example.com", ["admin@example.org"])
+    assert seen == [MICROSOCKS_OUT]  # the server saw the proxy, not us
+
+
+def test_a_proxy_that_is_down_queues(run, setup):
+    proxy = "socks5://127.0.0.1:%d" % free_port()
+    r = sendmail(run, setup, "--proxy", proxy, "-i", "root", input=b"Subject: p\n\nbody\n")
+    assert r.returncode == 0
+    (env,) = setup.queued()
+    assert env["answer"].startswith(
+        "cannot connect to 127.0.0.1 port %d through proxy %s: " % (setup.srv.port, proxy)
+    ), env["answer"]
+    assert "pysendmail: queued as " in r.stderr and setup.srv.messages == []
+
+
+def test_a_bad_proxy_url_is_64(run, setup):
+    r = sendmail(run, setup, "--proxy", "ftp://127.0.0.1:21", "-i", "root", input=b"Subject: p\n\nbody\n")
+    assert r.returncode == 64 and r.stderr.startswith("pysendmail: unknown proxy URL 'ftp://127.0.0.1:21'")
+    assert setup.srv.messages == [] and setup.queued() == []
+
+
+def test_run_queue_sends_only_what_is_due_and_says_it_to_syslog_not_stderr(run, tmp_path, smtp_server):
+    port = free_port()
+    s = Setup(tmp_path, "smtp://127.0.0.1:%d" % port)
+    for n in range(2):
+        assert sendmail(run, s, "-i", "root", input=b"Subject: n%d\n\nbody\n" % n).returncode == 0
+    srv = smtp_server()
+    s.config.write_text(s.config.read_text().replace("127.0.0.1:%d" % port, "127.0.0.1:%d" % srv.port))
+    r = sendmail(run, s, "--run-queue")
+    assert (r.returncode, r.stderr, srv.messages) == (0, "", [])  # neither is due: 5 minutes after the try
+    first = sorted((s.queue / "q").glob("*.env"))[0]
+    env = json.loads(first.read_text())
+    env["due"] = 0
+    first.write_text(json.dumps(env))
+    r = sendmail(run, s, "--run-queue")
+    assert (r.returncode, r.stderr) == (0, "")  # said to syslog: standard error is no terminal
+    ((_m, _r, raw),) = srv.messages
+    assert b"Subject: n0" in raw and len(s.queued()) == 1
+
+
+def test_sigterm_while_sending_queues_the_message(setup):
+    import signal
+    import time
+
+    setup.srv.data_delay = 3
+    env = {**os.environ, **setup.env()}
+    env.pop("PIPEMAIL_DEBUG", None)
+    p = subprocess.Popen(
+        command_path("pysendmail") + ["-i", "root"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    p.stdin.write(b"Subject: slow\n\nbody\n")
+    p.stdin.close()
+    deadline = time.monotonic() + 20
+    while setup.srv.data_commands < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # in DATA, waiting for the server's answer to the final dot
+    p.send_signal(signal.SIGTERM)
+    err = p.stderr.read().decode()
+    assert p.wait(20) == 128 + signal.SIGTERM
+    (env_,) = setup.queued()
+    assert (env_["recipients"], env_["answer"]) == (["admin@example.org"], "interrupted while it was being sent")
+    assert "pysendmail: queued as " in err
+
+
+def test_q_by_a_user_of_the_system_file_is_77(run, system_queue, monkeypatch):
+    import unprivileged
+
+    with unprivileged.user_dir() as home:
+        monkeypatch.setenv("HOME", home)
+        code, out, err = unprivileged.run("sendmail", "-q", cwd=home, umask=0o022)
+    assert (code, out) == (77, b"")
+    assert err == (
+        "pysendmail: the system queue is root's: its queue run (pysendmail --run-queue in root's crontab, "
+        "or sudo pysendmail -q) sends what you drop\n"
+    )
