@@ -2,14 +2,17 @@
 Debian's cron daemon, bsd-mailx, s-nail and git send-email, each sending through aiosmtpd on
 loopback (tests/smtp_server.py).  The tests assert what the server received: the envelope
 (MAIL FROM, RCPT), the rewritten From, the aliased recipient, Date and Message-ID; and, through
-a logging wrapper, the exact argv each caller passed.
+a logging wrapper, the exact argv each caller passed.  With cron also: the server down (the
+message queued, exit 0, sent once by ``sendmail -q``), and a user's crontab (pmtest: the message
+dropped into the maildrop without reading the account's secret, sent by root's queue run).
 
 Everything happens in a private mount and PID namespace (``unshare -m -p -f --propagation
 private --kill-child --mount-proc``), so nothing on the real system changes:
 
-- /usr/sbin is an overlay whose ``sendmail`` is the wrapper, a symbolic link as the README's
-  ``ln -s`` makes it (the real one is Exim's link here); the wrapper logs its argv, runs
-  pysendmail and logs its exit status and standard error;
+- /usr/sbin is an overlay whose ``sendmail`` is a symbolic link, as the README's ``ln -s``
+  makes it (the real one is Exim's link here), to the wrapper: /run/callers/sendmail, which
+  logs its argv, runs pysendmail, and logs its exit status and standard error into
+  /run/callers/log (the test's directory, bind-mounted there so that a user's job reaches it);
 - /etc is an overlay holding /etc/pipemail/config.toml (the system-wide file, found at its
   default path: no PIPEMAIL_* variable is given) and /etc/aliases (the aliases' default path),
   without /etc/crontab and /etc/cron.d (no system job runs);
@@ -50,6 +53,7 @@ import email
 import email.policy
 import email.utils
 import os
+import pwd
 import re
 import shlex
 import signal
@@ -91,7 +95,7 @@ WATCHED = [
 WRAPPER = """\
 #!/bin/sh
 # /usr/sbin/sendmail of the namespace: log the argv, run pysendmail, log its status and stderr
-n={log}/$(date +%s%N).$$
+n=/run/callers/log/$(date +%s%N).$$
 printf '%s\\0' "$@" >"$n.argv"
 {pysendmail} "$@" 2>"$n.err"
 rc=$?
@@ -105,25 +109,28 @@ set -eu
 S={scratch}
 mount -t tmpfs -o mode=0755 tmpfs "$S"
 for d in etc root usr-sbin; do mkdir "$S/$d" "$S/$d.work"; done
-mkdir "$S/tmp"
 mount -t overlay overlay -o "lowerdir=/etc,upperdir=$S/etc,workdir=$S/etc.work" /etc
 mount -t overlay overlay -o "lowerdir=/root,upperdir=$S/root,workdir=$S/root.work" /root
 mount -t overlay overlay -o "lowerdir=/usr/sbin,upperdir=$S/usr-sbin,workdir=$S/usr-sbin.work" /usr/sbin
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=0755 tmpfs /var/spool
-ln -sfn {wrapper} /usr/sbin/sendmail
+mkdir -m 0755 /run/callers /run/callers/log
+mkdir -m 1777 /run/callers/tmp
+mount --bind {log} /run/callers/log
+cp {wrapper} /run/callers/sendmail
+ln -sfn /run/callers/sendmail /usr/sbin/sendmail
 rm -rf /etc/crontab /etc/cron.d /etc/pipemail
 mkdir -m 0755 /etc/pipemail
 cp {config} /etc/pipemail/config.toml
-chmod 0600 /etc/pipemail/config.toml
+chmod {config_mode:o} /etc/pipemail/config.toml
 cp {aliases} /etc/aliases
 chmod 0644 /etc/aliases
-export TMPDIR="$S/tmp"
+export TMPDIR=/run/callers/tmp
 
 # wait_for N: until N sendmail runs have ended (their .rc logged), at most 20 s
 wait_for() {{
     i=0
-    while [ "$(ls {log} | grep -c '[.]rc$')" -lt "$1" ] && [ "$i" -lt 200 ]; do
+    while [ "$(ls /run/callers/log | grep -c '[.]rc$')" -lt "$1" ] && [ "$i" -lt 200 ]; do
         sleep 0.1
         i=$((i + 1))
     done
@@ -152,35 +159,36 @@ class Run:
 
     def __init__(self, base):
         self.argv = Path(base + ".argv").read_bytes().decode().split("\0")[:-1]
+        self.uid = os.stat(base + ".argv").st_uid  # who ran it
         rc = Path(base + ".rc")
         self.returncode = int(rc.read_text()) if rc.exists() else None
         err = Path(base + ".err")
         self.stderr = err.read_text() if err.exists() else ""
 
     def __repr__(self):
-        return "Run(argv=%r, returncode=%r, stderr=%r)" % (self.argv, self.returncode, self.stderr)
+        return "Run(argv=%r, uid=%d, returncode=%r, stderr=%r)" % (self.argv, self.uid, self.returncode, self.stderr)
 
 
 class Namespace:
     """A private namespace where /usr/sbin/sendmail is pysendmail (through the logging wrapper)."""
 
-    def __init__(self, tmp_path, srv, aliases=ALIASES):
+    def __init__(self, tmp_path, srv, config=None, config_mode=0o600, aliases=ALIASES):
         self.dir = tmp_path
         self.srv = srv
-        self.log = tmp_path / "log"
+        self.log = tmp_path / "log"  # /run/callers/log in the namespace
         self.log.mkdir()
+        self.log.chmod(0o1777)  # a user's cron job logs its sendmail run too
         self.scratch = tmp_path / "scratch"  # the tmpfs holding the overlays' upper layers
         self.scratch.mkdir()
         self.config = tmp_path / "config.toml"
-        self.config.write_text(config_text(srv.url))
+        self.config.write_text(config or config_text(srv.url))
+        self.config_mode = config_mode
         self.aliases = tmp_path / "aliases"
         self.aliases.write_text(aliases)
         self.wrapper = tmp_path / "sendmail"
         pysendmail = " ".join(shlex.quote(a) for a in command_path("pysendmail"))
-        self.wrapper.write_text(WRAPPER.format(log=shlex.quote(str(self.log)), pysendmail=pysendmail))
+        self.wrapper.write_text(WRAPPER.format(pysendmail=pysendmail))
         self.wrapper.chmod(0o755)
-        tmp_path.chmod(0o755)  # cron's mailer and the callers find the wrapper and the log below it
-        self.proc = None
 
     def command(self, body):
         """(argv, env) that run the shell ``body`` in the namespace, after the mounts.
@@ -195,6 +203,7 @@ class Namespace:
             scratch=q(self.scratch),
             wrapper=q(self.wrapper),
             config=q(self.config),
+            config_mode=self.config_mode,
             aliases=q(self.aliases),
             log=q(self.log),
             body=body,
@@ -488,6 +497,68 @@ def test_git_send_email(ns, tmp_path, envelope, argv, mail_from):
     body = parse(raw).get_content()
     assert body.startswith("A program that says hi.\n---\n hello.c | 2 ++\n")
     assert '\n+int main(void) { puts("hi"); return 0; }\n' in body
+
+
+def test_a_users_cron_job_drops_into_the_maildrop_and_roots_queue_run_sends_it(tmp_path, smtp_server):
+    """A user's crontab (pmtest, no MAILTO: the mail goes to the user): cron runs sendmail as
+    pmtest, who has no configuration of its own and may not use the system account's secret
+    (password_command, run by root alone): pysendmail drops the message into the maildrop that
+    root's ``sendmail -bi`` made, and exits 0; root's ``sendmail -q`` sends it through the
+    account, rewritten as pmtest's: the account's address, "Cron Daemon (HOST)", the bare name
+    pmtest qualified with the domain.  (In the namespace, /root is 0711 so that pmtest can
+    start the test's Python, which lives under /root.)"""
+    user = "pmtest"
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        pytest.fail("there is no user %s: run the README's test command (bash tests/run), which creates it" % user)
+    before = system_state()
+    srv = smtp_server(auth=(ACCOUNT_FROM, "secret"))
+    config = config_text(srv.url) + (
+        'user = "%s"\npassword_command = "echo secret; touch /run/callers/log/secret-read-by-$(id -u)"\n' % ACCOUNT_FROM
+    )
+    ns = Namespace(tmp_path, srv, config=config, config_mode=0o644)
+    crontab = "/var/spool/cron/crontabs/" + user
+    proc = ns.run(
+        "/usr/sbin/sendmail -bi\n"
+        "chmod 0711 /root\n"
+        "mkdir -p /var/spool/cron/crontabs\n"
+        "chgrp crontab /var/spool/cron/crontabs\n"
+        "chmod 1730 /var/spool/cron/crontabs\n"
+        "printf '@reboot echo the user job ran\\n' >%s\n"
+        "chown %s:crontab %s\n"
+        "chmod 0600 %s\n"
+        "%s -f -L 15 </dev/null >/dev/null 2>&1 &\n"
+        "wait_for 2\n"
+        "ls -A /var/spool/pipemail/maildrop >/run/callers/log/dropped.txt\n"
+        "/usr/sbin/sendmail -q\n"
+        "ls -A /var/spool/pipemail/maildrop /var/spool/pipemail/q >/run/callers/log/left.txt\n"
+        % (crontab, user, crontab, crontab, shlex.quote(tool("cron")))
+    )
+    runs = ns.runs()
+    diag = "namespace: rc=%d stdout=%r stderr=%r; runs: %r" % (proc.returncode, proc.stdout, proc.stderr, runs)
+    assert [r.argv for r in runs] == [["-bi"], ["-FCronDaemon", "-i", "-B8BITMIME", "-oem", user], ["-q"]], diag
+    made, dropped, queue_run = runs
+    assert made.returncode == 0, diag
+    assert (made.uid, dropped.uid, queue_run.uid) == (0, pwd.getpwnam(user).pw_uid, 0), diag
+    (name,) = (ns.log / "dropped.txt").read_text().split()
+    assert dropped.returncode == 0, diag
+    assert dropped.stderr == (
+        "pysendmail: dropped as %s into /var/spool/pipemail/maildrop: root's queue run "
+        "(pysendmail -q, or --run-queue) sends it\n" % name
+    ), diag
+    assert queue_run.returncode == 0, diag
+    assert [p.name for p in ns.log.glob("secret-read-by-*")] == ["secret-read-by-0"], diag  # never by pmtest
+    assert len(srv.messages) == 1 and [ok for _, _, ok in srv.logins] == [True], diag
+    mail_from, rcpts, raw = srv.messages[0]
+    assert (mail_from, rcpts) == (ACCOUNT_FROM, [user + "@example.com"])
+    assert field(raw, "From") == 'From: "Cron Daemon (%s)" <%s>' % (HOST, ACCOUNT_FROM)
+    assert field(raw, "To") == "To: %s@example.com" % user
+    assert field(raw, "Subject") == "Subject: Cron <%s@%s> echo the user job ran" % (user, HOST)
+    assert_stamped(raw)
+    assert parse(raw).get_content() == "the user job ran\n"
+    assert (ns.log / "left.txt").read_text() == "/var/spool/pipemail/maildrop:\n\n/var/spool/pipemail/q:\n", diag
+    assert system_state() == before, "the test changed the real system"
 
 
 def processes(marker):
