@@ -276,15 +276,19 @@ def cron_pids():
 
 
 @pytest.fixture
-def ns(tmp_path, smtp_server):
-    """A Namespace with a fresh aiosmtpd; after the test, the real system must be as it was."""
+def real_system():
+    """After the test, the real system must be as it was (root only: the tests mount)."""
     if os.geteuid() != 0:
         pytest.fail("the callers' tests mount in a private namespace (unshare -m): run them as root (bash tests/run)")
     before = system_state()
-    srv = smtp_server()
-    yield Namespace(tmp_path, srv)
-    after = system_state()
-    assert after == before, "the test changed the real system"
+    yield
+    assert system_state() == before, "the test changed the real system"
+
+
+@pytest.fixture
+def ns(real_system, tmp_path, smtp_server):
+    """A Namespace with a fresh aiosmtpd."""
+    return Namespace(tmp_path, smtp_server())
 
 
 def parse(raw):
@@ -499,7 +503,7 @@ def test_git_send_email(ns, tmp_path, envelope, argv, mail_from):
     assert '\n+int main(void) { puts("hi"); return 0; }\n' in body
 
 
-def test_a_users_cron_job_drops_into_the_maildrop_and_roots_queue_run_sends_it(tmp_path, smtp_server):
+def test_a_users_cron_job_drops_into_the_maildrop_and_roots_queue_run_sends_it(real_system, tmp_path, smtp_server):
     """A user's crontab (pmtest, no MAILTO: the mail goes to the user): cron runs sendmail as
     pmtest, who has no configuration of its own and may not use the system account's secret
     (password_command, run by root alone): pysendmail drops the message into the maildrop that
@@ -512,7 +516,6 @@ def test_a_users_cron_job_drops_into_the_maildrop_and_roots_queue_run_sends_it(t
         pwd.getpwnam(user)
     except KeyError:
         pytest.fail("there is no user %s: run the README's test command (bash tests/run), which creates it" % user)
-    before = system_state()
     srv = smtp_server(auth=(ACCOUNT_FROM, "secret"))
     config = config_text(srv.url) + (
         'user = "%s"\npassword_command = "echo secret; touch /run/callers/log/secret-read-by-$(id -u)"\n' % ACCOUNT_FROM
@@ -558,7 +561,6 @@ def test_a_users_cron_job_drops_into_the_maildrop_and_roots_queue_run_sends_it(t
     assert_stamped(raw)
     assert parse(raw).get_content() == "the user job ran\n"
     assert (ns.log / "left.txt").read_text() == "/var/spool/pipemail/maildrop:\n\n/var/spool/pipemail/q:\n", diag
-    assert system_state() == before, "the test changed the real system"
 
 
 def processes(marker):
