@@ -452,7 +452,7 @@ IDENT = ["-c", "user.name=A U Thor", "-c", "user.email=dev@example.com"]
 
 
 def git_patch(tmp_path):
-    """A patch made by git format-patch in a new repository; (repo, patch path, git's env)."""
+    """A patch made by git format-patch in a new repository: (repo, patch path)."""
     git = tool("git")
     repo = tmp_path / "repo"
     repo.mkdir()
