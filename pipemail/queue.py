@@ -304,13 +304,7 @@ class Queue:
         (root for the system queue) is a ConfigError (78): the queue is not used."""
         me = os.geteuid()
         top_mode = 0o755 if system else 0o700
-        parent = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(parent, 0o700, exist_ok=True)
-        except OSError as exc:
-            raise CantCreateError(
-                "cannot create the queue %s: %s" % (shown(self.path), describe_oserror(exc))
-            ) from None
+        self._make_parents(0o755 if system else 0o700)
         dirs = [(self.path, top_mode), (self.tmp, 0o700), (self.q, 0o700), (self.failed, 0o700)]
         if system:
             dirs.append((self.maildrop, 0o1733))
@@ -333,6 +327,26 @@ class Queue:
             if stat.S_IMODE(st.st_mode) != mode:
                 os.chmod(path, mode)
         return self
+
+    def _make_parents(self, mode):
+        """Make the queue directory's missing parents, each ``mode`` whatever the umask: 0755 for
+        the system queue (every user must pass through them to reach its maildrop), 0700 for a
+        user's.  Parents that exist are left as they are."""
+        missing = []
+        parent = os.path.dirname(os.path.abspath(self.path))
+        while not os.path.lexists(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        for path in reversed(missing):
+            try:
+                os.mkdir(path, 0o700)
+                os.chmod(path, mode)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise CantCreateError(
+                    "cannot create the queue %s: %s" % (shown(self.path), describe_oserror(exc))
+                ) from None
 
     # -- adding -----------------------------------------------------------------------------
     def _write_tmp(self, name, chunks):
@@ -417,7 +431,8 @@ class Queue:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
         except OSError as exc:
             raise CantCreateError(
-                "cannot drop the message into %s: %s" % (shown(self.maildrop), describe_oserror(exc))
+                "cannot drop the message into %s: %s (%s)"
+                % (shown(self.maildrop), describe_oserror(exc), self._drop_hint(exc))
             ) from None
         try:
             try:
@@ -442,6 +457,34 @@ class Queue:
         except IOFailure:
             pass
         return name
+
+    def _drop_hint(self, exc):
+        """What to do when the maildrop cannot be written, by ``exc``'s errno."""
+        if exc.errno == errno.ENOENT:
+            return "root's pysendmail -bi, or newaliases, makes it"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            path = os.path.abspath(self.maildrop)
+            parts = [path]
+            while os.path.dirname(parts[-1]) != parts[-1]:
+                parts.append(os.path.dirname(parts[-1]))
+            for d in reversed(parts):  # from / down: the first one this user cannot pass through
+                need = os.W_OK | os.X_OK if d == path else os.X_OK
+                try:
+                    st = os.stat(d)
+                except OSError:
+                    break
+                if not os.access(d, need):
+                    if d == path:
+                        return "%s is mode %04o, not 1733: root's pysendmail -bi sets it" % (
+                            shown(d),
+                            stat.S_IMODE(st.st_mode),
+                        )
+                    return "%s is mode %04o: users cannot pass through it to the maildrop; as root: chmod a+x %s" % (
+                        shown(d),
+                        stat.S_IMODE(st.st_mode),
+                        shown(d),
+                    )
+        return "root's pysendmail -bi makes the maildrop"
 
     def drops(self, warn=None, now=None):
         """The drops waiting in the maildrop, oldest first, each a :class:`Drop` open and locked

@@ -476,7 +476,7 @@ def _drop(spooled, req, ctx):
     try:
         name = q.drop(chunks, req.as_drop(ctx.user))
     except PipemailError as exc:
-        failure = TempFailError("%s (root's newaliases, or pysendmail -bi, makes the maildrop)" % exc)
+        failure = TempFailError(str(exc))  # queue.Queue.drop's line says what to do
         _keep_raw(message.FileData(spooled, "standard input"), req, ctx, failure)
         raise failure from None
     ctx.warn(

@@ -1150,3 +1150,45 @@ def test_a_second_failure_of_one_message_gets_its_own_failed_entry(tmp_path, smt
         "%s: failed for t@example.com: RCPT TO:<t@example.com> refused by 127.0.0.1: 451 4.3.0 later "
         "(given up after 3m in the queue); kept in %s and %s" % (qid, os.path.join(q.failed, qid + ".1.msg"), dead)
     )
+
+
+# -- the system queue's parents, and what a user is told when it cannot drop ----------------
+
+
+def test_the_system_queues_missing_parents_are_made_traversable(tmp_path):
+    old = os.umask(0o077)
+    try:
+        q = Queue(tmp_path / "srv" / "mail" / "pipemail").ensure(system=True)
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "srv") == 0o755 and mode(tmp_path / "srv" / "mail") == 0o755
+    assert mode(q.path) == 0o755 and mode(q.maildrop) == 0o1733
+    u = Queue(tmp_path / "home" / "state" / "queue").ensure(system=False)
+    assert mode(tmp_path / "home") == 0o700 and mode(tmp_path / "home" / "state") == 0o700 and mode(u.path) == 0o700
+
+
+def test_a_user_who_cannot_drop_is_told_why_by_errno(public_dir):
+    missing = Queue(os.path.join(public_dir, "nothing"))
+    code, out = as_user(lambda: missing.drop([MSG], {}))
+    assert (code, out) == (
+        1,
+        "error: CantCreateError: cannot drop the message into %s: No such file or directory "
+        "(root's pysendmail -bi, or newaliases, makes it)" % missing.maildrop,
+    )
+    closed = os.path.join(public_dir, "closed")
+    q = Queue(os.path.join(closed, "spool")).ensure(system=True)
+    os.chmod(closed, 0o700)
+    code, out = as_user(lambda: q.drop([MSG], {}))
+    assert (code, out) == (
+        1,
+        "error: CantCreateError: cannot drop the message into %s: Permission denied (%s is mode 0700: "
+        "users cannot pass through it to the maildrop; as root: chmod a+x %s)" % (q.maildrop, closed, closed),
+    )
+    os.chmod(closed, 0o755)
+    os.chmod(q.maildrop, 0o755)
+    code, out = as_user(lambda: q.drop([MSG], {}))
+    assert (code, out) == (
+        1,
+        "error: CantCreateError: cannot drop the message into %s: Permission denied "
+        "(%s is mode 0755, not 1733: root's pysendmail -bi sets it)" % (q.maildrop, q.maildrop),
+    )
