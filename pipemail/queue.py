@@ -6,7 +6,8 @@ Layout of a queue directory DIR (``queue = DIR`` in the configuration, else
     DIR/tmp/         files being written (removed by a queue run when older than a day)
     DIR/q/           queued messages: ID.msg (the message as it is to be sent, LF line
                      ends) and ID.env (its envelope, a small JSON object: sender,
-                     recipients, owner uid, queued time, tries, next try, last answer)
+                     recipients, owner uid, queued time, tries, next try, last answer,
+                     the account it was accepted for and the proxy its command line gave)
     DIR/failed/      messages given up on: ID.msg and ID.env, the envelope holding the
                      server's last answer (kept until the administrator removes them)
     DIR/maildrop/    the system queue only, mode 1733 (as Postfix's): where any user
@@ -31,6 +32,13 @@ taking its lock a run checks that the file is still linked (another run may have
 and removed it in between).  There is no global lock that a hung run could hold
 forever; a lock dies with its process.  Messages queued during a run are looked for
 again at its end and sent by it, or by the next run.
+
+Accounts.  A run sends each message through the account it was accepted for (its
+envelope's ``account``; none recorded: the run's own) and through the proxy the sender's
+command line gave (root's own pysendmail only: a drop never chooses a proxy), else the
+account's: the messages are grouped by account and proxy, one SMTP session for each.  A
+message whose account is no longer in the configuration stays queued with the answer
+"account NAME is no longer configured", and fails at the end of its lifetime.
 
 Tries.  After each failed try the next one is due after 5 minutes, doubling each time
 up to 3 hours (5, 10, 20, 40, 80, 160, 180, 180... minutes); a message queued by
@@ -164,9 +172,23 @@ def _fsync_dir_fd(fd, label):
 class Envelope:
     """What the queue knows of a message: ``sender``, ``recipients`` (those still to reach),
     ``delivered`` (those reached already), ``owner`` (uid), ``queued`` (time), ``tries``,
-    ``due`` (time of the next try), ``answer`` (the server's last answer, or None)."""
+    ``due`` (time of the next try), ``answer`` (the server's last answer, or None), ``account``
+    (the name of the account it was accepted for; None: the queue run's) and ``proxy`` (the proxy
+    URL the sender's command line gave, "" for none; None: the account's own)."""
 
-    def __init__(self, sender, recipients, owner, queued, tries=0, due=None, answer=None, delivered=()):
+    def __init__(
+        self,
+        sender,
+        recipients,
+        owner,
+        queued,
+        tries=0,
+        due=None,
+        answer=None,
+        delivered=(),
+        account=None,
+        proxy=None,
+    ):
         self.sender = sender
         self.recipients = list(recipients)
         self.delivered = list(delivered)
@@ -175,6 +197,8 @@ class Envelope:
         self.tries = tries
         self.due = queued if due is None else due
         self.answer = answer
+        self.account = account
+        self.proxy = proxy
 
     def dump(self):
         return (
@@ -189,6 +213,8 @@ class Envelope:
                     "tries": self.tries,
                     "due": self.due,
                     "answer": self.answer,
+                    "account": self.account,
+                    "proxy": self.proxy,
                 },
                 ensure_ascii=False,
                 indent=0,
@@ -209,11 +235,14 @@ class Envelope:
                 float(doc["due"]),
                 doc.get("answer"),
                 doc.get("delivered", ()),
+                doc.get("account"),
+                doc.get("proxy"),
             )
         except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError) as exc:
             raise DataError("%s is not a queue envelope: %s" % (label, exc)) from None
         ok = isinstance(env.sender, str) and all(isinstance(r, str) for r in env.recipients + env.delivered)
-        if not ok or (env.answer is not None and not isinstance(env.answer, str)):
+        ok = ok and all(v is None or isinstance(v, str) for v in (env.answer, env.account, env.proxy))
+        if not ok:
             raise DataError("%s is not a queue envelope: bad field types" % label)
         return env
 
@@ -221,8 +250,8 @@ class Envelope:
 class Item:
     """A queued message a run is sending, locked: ``qid``, ``segments`` (re-iterable chunks of
     the message, read from its file), ``size``, ``sender``, ``recipients`` (those still to
-    reach) and ``envelope`` (:class:`Envelope`).  It is also what transport.deliver_each takes
-    as a message with its own envelope."""
+    reach), ``account`` and ``proxy`` (its envelope's) and ``envelope`` (:class:`Envelope`).
+    It is also what transport.deliver_each takes as a message with its own envelope."""
 
     def __init__(self, qid, fd, size, envelope, label):
         from pipemail.transport import FileChunks
@@ -233,6 +262,8 @@ class Item:
         self.envelope = envelope
         self.sender = envelope.sender
         self.recipients = list(envelope.recipients)
+        self.account = envelope.account
+        self.proxy = envelope.proxy
         self.segments = FileChunks(fd, 0, size, label)
 
     def close(self):
@@ -376,16 +407,18 @@ class Queue:
         os.close(fd)
         return size
 
-    def add(self, chunks, sender, recipients, *, owner=None, answer=None, now=None):
+    def add(self, chunks, sender, recipients, *, owner=None, answer=None, now=None, account=None, proxy=None):
         """Queue the message ``chunks`` (re-iterable bytes, LF line ends, as it is to be sent) for
         ``recipients`` from ``sender``; its ID.  Durable when it returns.  ``owner``: the uid whose
         dead letter gets it if it fails (the caller's by default); ``answer``: the server's answer
-        to a try made already (then the next try is due after the first backoff)."""
+        to a try made already (then the next try is due after the first backoff); ``account``: the
+        name of the account it was accepted for, which the queue run sends it through; ``proxy``:
+        the proxy URL the sender's command line gave ("" for none), else None (the account's)."""
         now = time.time() if now is None else now
         owner = os.getuid() if owner is None else owner
         if not recipients:
             raise DataError("nothing to queue: the message has no recipients")
-        env = Envelope(sender, recipients, owner, now)
+        env = Envelope(sender, recipients, owner, now, account=account, proxy=proxy)
         if answer is not None:
             env.tries, env.due, env.answer = 1, now + backoff(1), answer
         qid = new_id(now)
@@ -552,8 +585,12 @@ class Queue:
 def run(q, deliver, *, due_only, now=None, lifetime=LIFETIME, say, warn, env=None, batch=BATCH):
     """Send the queue ``q``; EX_OK, or EX_TEMPFAIL when some message tried stays queued.
 
-    ``deliver(items)`` sends a list of :class:`Item` (each its own envelope, one SMTP session
-    for them all) and yields ``(Report, None)`` or ``(None, exception)`` for each, in order.
+    ``deliver(account, proxy, items)`` sends a list of :class:`Item` (each its own envelope, one
+    SMTP session for them all) through the account named ``account`` (None: the run's own) and
+    ``proxy`` (None: the account's; "" direct), and yields ``(Report, None)`` or ``(None,
+    exception)`` for each, in order; an exception raised by the call itself (an account no
+    longer configured) is the answer for them all.  The messages are grouped by their envelope's
+    account and proxy: one session for each.
     ``due_only`` (``--run-queue``): only what is due by its backoff, and what has outlived
     ``lifetime`` (seconds; None for :data:`LIFETIME`); else (``-q``) everything now.  ``say(line)``
     once for each message that leaves the queue, sent or failed; ``warn(line)`` for what the
@@ -581,8 +618,11 @@ def run(q, deliver, *, due_only, now=None, lifetime=LIFETIME, say, warn, env=Non
                     item = _take(q, qid, now, due_only, lifetime, warn)
                     if item is not None:
                         items.append(item)
-                if items:
-                    deferred |= _send(q, items, deliver, now, lifetime, say, warn, env)
+                groups = {}
+                for item in items:
+                    groups.setdefault((item.account, item.proxy), []).append(item)
+                for (account, proxy), group in groups.items():
+                    deferred |= _send(q, group, account, proxy, deliver, now, lifetime, say, warn, env)
             finally:
                 for item in items:
                     item.close()
@@ -655,12 +695,13 @@ def permanent(exc):
     return isinstance(exc, PipemailError) and exc.smtp_code is not None and exc.smtp_code >= 500
 
 
-def _send(q, items, deliver, now, lifetime, say, warn, env):
-    """Deliver ``items`` and settle each by its answer; whether some stay queued."""
+def _send(q, items, account, proxy, deliver, now, lifetime, say, warn, env):
+    """Deliver ``items`` through ``account`` and ``proxy`` and settle each by its answer; whether
+    some stay queued."""
     deferred = False
     failure = None
     try:
-        results = iter(deliver(items))
+        results = iter(deliver(account, proxy, items))
     except PipemailError as err:  # it could not even start (a bad configuration)
         failure = err
     for item in items:
@@ -736,7 +777,16 @@ def _fail_for(q, item, perm, delivered, now, warn, env):
     path, why = dead_letter(item, rcpts, env)
     envelope = item.envelope
     failed = Envelope(
-        envelope.sender, rcpts, envelope.owner, envelope.queued, envelope.tries + 1, now, answer, delivered
+        envelope.sender,
+        rcpts,
+        envelope.owner,
+        envelope.queued,
+        envelope.tries + 1,
+        now,
+        answer,
+        delivered,
+        envelope.account,
+        envelope.proxy,
     )
     name, n = item.qid, 1
     while os.path.lexists(os.path.join(q.failed, name + ".msg")) or os.path.lexists(

@@ -529,17 +529,17 @@ def _send_now(cfg, account, msg, sender, rcpts, req, ctx):
     try:
         report = transport.deliver(url, segments, size, sender, rcpts, **_options(account, req, ctx, rcpts + [sender]))
     except (TempFailError, PasswordCommandError) as exc:
-        return _queue(cfg, segments, sender, exc.undelivered or rcpts, str(exc), ctx)
+        return _queue(cfg, segments, sender, exc.undelivered or rcpts, str(exc), ctx, account, req)
     except PipemailError as exc:
         _keep(segments, sender, rcpts if exc.undelivered is None else exc.undelivered, ctx, exc)
         raise
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (a caller's timeout): queued, not lost
-        _queue(cfg, segments, sender, rcpts, "interrupted while it was being sent", ctx)
+        _queue(cfg, segments, sender, rcpts, "interrupted while it was being sent", ctx, account, req)
         raise
     temporary = {a: t for a, (c, t) in report.refused.items() if c < 500}
     permanent = {a: t for a, (c, t) in report.refused.items() if c >= 500}
     if temporary:
-        _queue(cfg, segments, sender, list(temporary), next(iter(temporary.values())), ctx)
+        _queue(cfg, segments, sender, list(temporary), next(iter(temporary.values())), ctx, account, req)
     if permanent:
         from pipemail.errors import NoUserError
 
@@ -550,9 +550,11 @@ def _send_now(cfg, account, msg, sender, rcpts, req, ctx):
     return EX_OK
 
 
-def _queue(cfg, segments, sender, rcpts, answer, ctx):
+def _queue(cfg, segments, sender, rcpts, answer, ctx, account, req):
     q = user_queue(cfg, ctx.env)
-    qid = q.add(segments, sender, list(rcpts), owner=ctx.uid, answer=answer)
+    qid = q.add(
+        segments, sender, list(rcpts), owner=ctx.uid, answer=answer, account=account.name, proxy=req.proxy
+    )  # the queue run sends it through the same account, and the proxy the command line gave
     ctx.warn(
         "queued as %s in %s for %s: %s (pysendmail -q sends it now; pysendmail --run-queue retries it)"
         % (qid, shown(q.path), ", ".join(rcpts), answer)
@@ -588,7 +590,7 @@ def accept_drops(q, req_account, ctx, cfg=None):
             account = cfg.account(req.account)
             with spool.spool(drop.chunks, ctx.env, "the drop") as f:
                 msg, sender, rcpts = prepare(message.FileData(f, "drop %s" % drop.name), req, account, who)
-                q.add(msg.segments(), sender, rcpts, owner=drop.uid)
+                q.add(msg.segments(), sender, rcpts, owner=drop.uid, account=account.name)  # never a user's proxy
         except (DataError, UsageError, ConfigError) as exc:
             ctx.warn("drop %s from %s left in the maildrop: %s" % (drop.name, who.user, exc))
             continue
@@ -597,14 +599,25 @@ def accept_drops(q, req_account, ctx, cfg=None):
     return n
 
 
-def deliverer(account, req, ctx):
-    """queue.run's ``deliver(batch)``: the queue.Items of ``batch``, each with its own envelope,
-    over one SMTP session (one login, one password lookup)."""
+def deliverer(cfg, account, req, ctx):
+    """queue.run's ``deliver(name, proxy, batch)``: the queue.Items of ``batch``, each with its own
+    envelope, over one SMTP session (one login, one password lookup) of the account ``name`` of
+    ``cfg`` (None: ``account``, the run's), through ``proxy`` (None: the run's --proxy, else the
+    account's).  An account no longer in the configuration is a ConfigError: its messages stay
+    queued (and fail at the end of their lifetime)."""
 
-    def deliver(batch):
-        url = transport.resolve(None, account, ctx.env)
+    def deliver(name, proxy, batch):
+        used = account
+        if name is not None and name != account.name:
+            if name not in cfg.accounts:
+                raise ConfigError("account %s is no longer configured" % name)
+            used = cfg.accounts[name]
+        url = transport.resolve(None, used, ctx.env)
         # no addresses for the session as a whole: SMTPUTF8 is decided per message, by its own envelope
-        return transport.deliver_each(url, batch, None, None, **_options(account, req, ctx, []))
+        options = _options(used, req, ctx, [])
+        if proxy is not None:
+            options["proxy"] = proxy
+        return transport.deliver_each(url, batch, None, None, **options)
 
     return deliver
 
@@ -627,7 +640,7 @@ def run_queue(req, ctx, *, due_only, say):
         accept_drops(q, req.account, ctx, cfg)
     code = queue.run(
         q,
-        deliverer(account, req, ctx),
+        deliverer(cfg, account, req, ctx),
         due_only=due_only,
         lifetime=cfg.queue_lifetime,
         say=say,

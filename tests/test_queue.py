@@ -129,6 +129,8 @@ def test_add_writes_message_and_envelope(tmp_path):
         "tries": 0,
         "due": 1000.0,
         "answer": None,
+        "account": None,
+        "proxy": None,
     }
     assert mode(os.path.join(q.q, qid + ".msg")) == 0o600
 
@@ -327,7 +329,7 @@ def deliverer(url, timeout=10):
 
     where = split_url(url, kind="transport")
 
-    def deliver(items):
+    def deliver(account, proxy, items):
         return transport.deliver_each(where, items, None, None, timeout=timeout)
 
     return deliver
@@ -581,7 +583,7 @@ from pipemail.config import split_url
 where = split_url(sys.argv[2], kind="transport")
 
 
-def deliver(items):
+def deliver(account, proxy, items):
     return transport.deliver_each(where, items, None, None, timeout=20)
 
 
@@ -939,15 +941,16 @@ def test_smtputf8_is_decided_per_message(smtp_server):
 class Sendmail:
     """pysendmail with a configuration, a queue and a home of the test's own."""
 
-    def __init__(self, tmp_path, url, name="config.toml"):
+    def __init__(self, tmp_path, url, name="config.toml", top="", extra=""):
         self.dir = tmp_path
         self.home = tmp_path / "home"
         self.home.mkdir(exist_ok=True)
         self.queue = Queue(tmp_path / "queue")
         self.config = tmp_path / name
         self.config.write_text(
-            'queue = "%s"\n[accounts.main]\nfrom = "Alerts <alerts@example.com>"\ntransport = "%s"\ntls = "none"\n'
-            'aliases = "/dev/null"\ndomain = "example.com"\n' % (self.queue.path, url)
+            top
+            + 'queue = "%s"\n[accounts.main]\nfrom = "Alerts <alerts@example.com>"\ntransport = "%s"\ntls = "none"\n'
+            'aliases = "/dev/null"\ndomain = "example.com"\n' % (self.queue.path, url) + extra
         )
         self.config.chmod(0o600)
 
@@ -1192,3 +1195,107 @@ def test_a_user_who_cannot_drop_is_told_why_by_errno(public_dir):
         "error: CantCreateError: cannot drop the message into %s: Permission denied "
         "(%s is mode 0755, not 1733: root's pysendmail -bi sets it)" % (q.maildrop, q.maildrop),
     )
+
+
+# -- each message through the account (and proxy) it was accepted for ------------------------
+
+OTHER = '[accounts.other]\nfrom = "Other <other@other.example>"\ntransport = "smtp://127.0.0.1:%d"\ntls = "none"\n'
+
+
+def test_pysendmail_q_sends_each_message_through_the_account_it_was_queued_for(tmp_path, smtp_server, monkeypatch):
+    import smtp_server as module
+
+    main = smtp_server()
+    other_port = module.free_port()
+    s = Sendmail(tmp_path, main.url, top='default = "main"\n', extra=OTHER % other_port)
+    code, out, err = s("--account", "other", "-i", "x@example.org", input=b"Subject: via other\n\nb\n")
+    assert code == 0 and "pysendmail: queued as " in err, err  # other's server is down
+    (qid,) = queued_ids(s.queue)
+    assert (envelope(s.queue, qid)["account"], envelope(s.queue, qid)["proxy"]) == ("other", None)
+    code, out, err = s("-q")
+    assert main.messages == []  # never through the default account's server and login
+    assert code == 75 and queued_ids(s.queue) == [qid]
+    assert envelope(s.queue, qid)["answer"] == "cannot connect to 127.0.0.1 port %d: Connection refused" % other_port
+    monkeypatch.setattr(module, "free_port", lambda host="127.0.0.1": other_port)
+    other = smtp_server()  # other's server, up now
+    code, out, err = s("-q")
+    assert (code, err) == (0, "pysendmail: %s: sent to x@example.org\n" % qid)
+    assert [(m[0], m[1]) for m in other.messages] == [("other@other.example", ["x@example.org"])]
+    assert main.messages == [] and queued_ids(s.queue) == []
+
+
+def test_pysendmail_q_keeps_the_proxy_the_command_line_gave(tmp_path, smtp_server):
+    from smtp_server import free_port
+
+    srv = smtp_server()
+    proxy = "socks5://127.0.0.1:%d" % free_port()  # down
+    s = Sendmail(tmp_path, srv.url)
+    code, out, err = s("--proxy", proxy, "-i", "root", input=cron_message(1))
+    assert code == 0 and "pysendmail: queued as " in err, err
+    (qid,) = queued_ids(s.queue)
+    assert (envelope(s.queue, qid)["account"], envelope(s.queue, qid)["proxy"]) == ("main", proxy)
+    code, out, err = s("-q")
+    assert srv.messages == []  # not sent around the proxy the caller required
+    assert code == 75 and queued_ids(s.queue) == [qid]
+
+
+def test_a_run_opens_one_session_per_account_and_proxy(tmp_path, dead):
+    from pipemail.errors import ConfigError
+    from pipemail.transport import Report
+
+    q = Queue(tmp_path / "queue").ensure()
+    a1 = q.add([message(1)], "a@example.com", ["x@example.com"], account="a", now=0.0)
+    b = q.add([message(2)], "a@example.com", ["y@example.com"], account="b", proxy="socks5://127.0.0.1:9", now=0.0)
+    a2 = q.add([message(3)], "a@example.com", ["z@example.com"], account="a", now=0.0)
+    none = q.add([message(4)], "a@example.com", ["w@example.com"], now=0.0)
+    direct = q.add([message(5)], "a@example.com", ["v@example.com"], account="a", proxy="", now=0.0)
+    calls = []
+
+    def deliver(account, proxy, items):
+        calls.append((account, proxy, [i.qid for i in items]))
+        if account == "b":
+            raise ConfigError("account b is no longer configured")
+        return iter([(Report(i.recipients), None) for i in items])
+
+    said = []
+    run = lambda now, lifetime=queue.LIFETIME: queue.run(  # noqa: E731
+        q, deliver, due_only=False, now=now, lifetime=lifetime, say=said.append, warn=said.append, env={"DEAD": dead}
+    )
+    assert run(1.0) == 75
+    assert calls == [
+        ("a", None, [a1, a2]),
+        ("b", "socks5://127.0.0.1:9", [b]),
+        (None, None, [none]),
+        ("a", "", [direct]),
+    ]
+    assert queued_ids(q) == [b]
+    env = envelope(q, b)
+    assert (env["answer"], env["tries"], env["account"], env["proxy"]) == (
+        "account b is no longer configured",
+        1,
+        "b",
+        "socks5://127.0.0.1:9",
+    )
+    said.clear()
+    assert run(100.0, lifetime=50) == 0  # its lifetime is over: failed, kept
+    assert queued_ids(q) == [] and envelope(q, b, q.failed)["account"] == "b"
+    assert said == [
+        "%s: failed for y@example.com: account b is no longer configured (given up after 1m in the queue); "
+        "kept in %s and %s" % (b, os.path.join(q.failed, b + ".msg"), dead)
+    ]
+
+
+def test_pysendmail_q_leaves_a_message_of_an_account_no_longer_configured(tmp_path, smtp_server):
+    srv = smtp_server()
+    s = Sendmail(tmp_path, srv.url)
+    s.queue.ensure()
+    qid = s.queue.add([message(1)], "a@example.com", ["b@example.com"], account="gone")
+    kept = s.queue.add([message(2)], "a@example.com", ["c@example.com"], account="main")
+    code, out, err = s("-q")
+    assert code == 75
+    assert err.splitlines() == [
+        "pysendmail: %s: sent to c@example.com" % kept,
+        "pysendmail: 1 message stays queued in %s (pysendmail -bp shows the server's last answer)" % s.queue.path,
+    ]
+    assert envelope(s.queue, qid)["answer"] == "account gone is no longer configured"
+    assert [m[1] for m in srv.messages] == [["c@example.com"]]
