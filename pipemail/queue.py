@@ -91,7 +91,10 @@ regular files with one link; the drop's owner (the file's uid) is who dropped it
 A symlink, a FIFO, a device, a directory, a hard link, a file with a bad first line is
 skipped with a warning and left where it is.  A user cannot fsync the maildrop (mode 1733
 gives no read permission), so a drop is durable once the filesystem commits the rename;
-its bytes are fsynced before it.
+its bytes are fsynced before it.  A drop is at most ``drop_max_size`` (100M by default; 0:
+no limit): :meth:`Queue.drop` stops writing past it (DataError, 65) and :meth:`Queue.drops`
+gives a larger one with its ``refuse_reason``, judged by the file's size before anything of
+it is read (a sparse file counts by its size).
 
 Permissions.  A user's queue is 0700 (DIR, tmp/, q/, failed/); the system queue's DIR is
 0755 and owned by root, its tmp/, q/ and failed/ 0700, its maildrop/ 1733.  A queue
@@ -126,6 +129,7 @@ BATCH = 100  # messages per SMTP session (each holds an open file and its lock)
 DROP_MAGIC = b"PIPEMAIL-DROP 1 "
 DROP_HEAD_LIMIT = 1 << 16  # the drop's first line is at most this long
 SYSTEM_DIR = "/var/spool/pipemail"
+DROP_MAX_SIZE = 100 << 20  # the largest message a user may drop (``drop_max_size``; 0: no limit)
 ENV_VERSION = 1
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -144,6 +148,22 @@ def default_dir(cfg, env=None, uid=None):
     env = os.environ if env is None else env
     home = env.get("HOME") or os.path.expanduser("~")
     return os.path.join(home, ".local", "state", "pipemail", "queue")
+
+
+def drop_limit(cfg):
+    """The largest message the maildrop takes, in bytes (0: no limit): the configuration's
+    ``drop_max_size``, else :data:`DROP_MAX_SIZE`."""
+    if cfg is not None and cfg.drop_max_size is not None:
+        return cfg.drop_max_size
+    return DROP_MAX_SIZE
+
+
+def size_text(n):
+    """``n`` bytes as a size is written in the configuration: 100M, 512K, 1G, else bytes."""
+    for unit, factor in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n and n % factor == 0:
+            return "%d%s" % (n // factor, unit)
+    return "%d bytes" % n
 
 
 def backoff(tries):
@@ -275,9 +295,10 @@ class Item:
 class Drop:
     """A message in the maildrop, open: ``name``, ``uid`` (the file's owner: who dropped it),
     ``request`` (dict), ``chunks`` (the raw message as re-iterable chunks), ``size``;
-    :meth:`remove` once it is queued."""
+    :meth:`remove` once it is queued.  ``refuse_reason``: None, or why the queue run must not
+    take it (over ``drop_max_size``: its chunks are not to be read, let alone copied)."""
 
-    def __init__(self, queue, name, fd, st, request, offset):
+    def __init__(self, queue, name, fd, st, request, offset, refuse_reason=None):
         from pipemail.transport import FileChunks
 
         self._queue = queue
@@ -289,6 +310,7 @@ class Drop:
         self.size = st.st_size - offset
         self.mtime = st.st_mtime
         self.chunks = FileChunks(fd, offset, self.size, "the drop %s" % name)
+        self.refuse_reason = refuse_reason
 
     def remove(self):
         """Remove the drop (it is queued); the maildrop is flushed to disk."""
@@ -317,8 +339,9 @@ class Queue:
     """A queue directory (see the module's words): :meth:`ensure`, :meth:`add`, :meth:`drop`,
     :meth:`drops`; :func:`run` sends it, :func:`listing` lists it."""
 
-    def __init__(self, path):
+    def __init__(self, path, drop_max_size=DROP_MAX_SIZE):
         self.path = os.fsdecode(path)
+        self.drop_max_size = drop_max_size  # bytes, 0 for no limit: what drop() writes and drops() takes
         self.tmp = os.path.join(self.path, "tmp")
         self.q = os.path.join(self.path, "q")
         self.failed = os.path.join(self.path, "failed")
@@ -453,7 +476,10 @@ class Queue:
     # -- the maildrop -------------------------------------------------------------------------
     def drop(self, chunks, request):
         """Drop the message ``chunks`` (raw, as received) with ``request`` (a dict of JSON values)
-        into the maildrop, as any user: written to a dot-name, fsynced, renamed; its name."""
+        into the maildrop, as any user: written to a dot-name, fsynced, renamed; its name.  A message
+        over :attr:`drop_max_size` is a DataError (65): the writing stops there and the partial
+        file is removed."""
+        limit = self.drop_max_size
         head = DROP_MAGIC + json.dumps(request, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
         if len(head) > DROP_HEAD_LIMIT:
             raise DataError("the request of the drop is too long (%d bytes)" % len(head))
@@ -469,7 +495,14 @@ class Queue:
             ) from None
         try:
             try:
+                size = -len(head)
                 for chunk in _chained([head], chunks):
+                    size += len(chunk)
+                    if limit and size > limit:
+                        raise DataError(
+                            "the message is over %s, the largest a user may drop (drop_max_size): not dropped"
+                            % size_text(limit)
+                        )
                     view = memoryview(chunk)
                     while view:
                         n = os.write(fd, view)
@@ -523,7 +556,9 @@ class Queue:
         """The drops waiting in the maildrop, oldest first, each a :class:`Drop` open and locked
         until the next one is asked for (or :meth:`Drop.close`).  Dot-names (being written) are
         left alone, and removed when older than a day; anything but a regular file with one link
-        and a good first line is skipped with a warning; a drop another run holds is skipped."""
+        and a good first line is skipped with a warning; a drop another run holds is skipped.  A drop
+        over :attr:`drop_max_size` (its file's size, not its blocks) comes with its
+        ``refuse_reason``: never read nor copied."""
         import fcntl
 
         now = time.time() if now is None else now
@@ -566,7 +601,13 @@ class Queue:
                 except DataError as exc:
                     _warn(warn, "skipping %s in the maildrop: %s" % (shown(name), exc))
                     continue
-                drop = Drop(self, name, fd, st, request, offset)
+                why = None
+                if self.drop_max_size and st.st_size - offset > self.drop_max_size:
+                    why = "it is %d bytes, over drop_max_size (%s)" % (
+                        st.st_size - offset,
+                        size_text(self.drop_max_size),
+                    )
+                drop = Drop(self, name, fd, st, request, offset, why)
             except OSError as exc:
                 _warn(warn, "skipping %s in the maildrop: %s" % (shown(name), describe_oserror(exc)))
                 continue
@@ -1037,6 +1078,9 @@ __all__ = [
     "Envelope",
     "Entry",
     "default_dir",
+    "drop_limit",
+    "size_text",
+    "DROP_MAX_SIZE",
     "backoff",
     "new_id",
     "run",

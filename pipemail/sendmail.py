@@ -424,7 +424,7 @@ def system_queue(env=None):
         cfg = config.load(env=env)
     except ConfigError:
         cfg = None
-    return queue.Queue(queue.default_dir(cfg, env, uid=0))
+    return queue.Queue(queue.default_dir(cfg, env, uid=0), drop_max_size=queue.drop_limit(cfg))
 
 
 def load_account(req, env):
@@ -444,7 +444,7 @@ def load_account(req, env):
 def user_queue(cfg, env):
     from pipemail import queue
 
-    q = queue.Queue(queue.default_dir(cfg, env))
+    q = queue.Queue(queue.default_dir(cfg, env), drop_max_size=queue.drop_limit(cfg))
     q.ensure(system=os.geteuid() == 0)
     return q
 
@@ -476,7 +476,8 @@ def _drop(spooled, req, ctx):
     try:
         name = q.drop(chunks, req.as_drop(ctx.user))
     except PipemailError as exc:
-        failure = TempFailError(str(exc))  # queue.Queue.drop's line says what to do
+        # over drop_max_size: 65; else queue.Queue.drop's line says what to do
+        failure = exc if isinstance(exc, DataError) else TempFailError(str(exc))
         _keep_raw(message.FileData(spooled, "standard input"), req, ctx, failure)
         raise failure from None
     ctx.warn(
@@ -582,6 +583,9 @@ def accept_drops(q, req_account, ctx, cfg=None):
     n = 0
     for drop in q.drops(warn=ctx.warn):
         who = Context(env=ctx.env, warn=ctx.warn, verbose=ctx.verbose, log=ctx.log, uid=drop.uid)
+        if drop.refuse_reason is not None:  # never read, never copied
+            ctx.warn("drop %s from %s left in the maildrop: %s" % (drop.name, who.user, drop.refuse_reason))
+            continue
         try:
             req = Request.from_drop(drop.request)
             if req_account is not None and req.account is None:

@@ -1299,3 +1299,107 @@ def test_pysendmail_q_leaves_a_message_of_an_account_no_longer_configured(tmp_pa
     ]
     assert envelope(s.queue, qid)["answer"] == "account gone is no longer configured"
     assert [m[1] for m in srv.messages] == [["c@example.com"]]
+
+
+# -- drop_max_size: what a user may make root copy -------------------------------------------
+
+
+def test_drop_over_the_limit_stops_writing_and_leaves_nothing(tmp_path):
+    q = Queue(tmp_path / "spool", drop_max_size=4096).ensure(system=True)
+    read = []
+
+    def chunks():
+        for n in range(1000):
+            read.append(n)
+            yield b"x" * 1000 + b"\n"
+
+    with pytest.raises(DataError) as info:
+        q.drop(chunks(), {"recipients": ["root"]})
+    assert str(info.value) == "the message is over 4K, the largest a user may drop (drop_max_size): not dropped"
+    assert info.value.exit_code == 65
+    assert len(read) == 5 and names(q.maildrop) == []  # stopped at the limit, its temporary file gone
+    name = q.drop([b"y" * 4096], {})  # at the limit: taken
+    assert names(q.maildrop) == [name]
+    assert Queue(q.path, drop_max_size=0).drop(chunks(), {})  # 0: no limit
+
+
+def test_a_sparse_drop_over_the_limit_is_refused_by_its_size_not_read(tmp_path):
+    q = Queue(tmp_path / "spool").ensure(system=True)
+    assert q.drop_max_size == queue.DROP_MAX_SIZE == 100 << 20
+    small = q.drop([MSG], {"recipients": ["root"]})
+    path = os.path.join(q.maildrop, "0000000000001-1-SPARSE")
+    head = b'PIPEMAIL-DROP 1 {"recipients":["root"]}\n'
+    with open(path, "wb") as f:
+        f.write(head + b"Subject: sparse\n\n")
+        f.truncate(1 << 30)  # 1 GiB, a few blocks on disk
+    got = [(d.name, d.size, d.refuse_reason) for d in q.drops()]
+    assert got == [
+        (
+            "0000000000001-1-SPARSE",
+            (1 << 30) - len(head),
+            "it is %d bytes, over drop_max_size (100M)" % ((1 << 30) - len(head)),
+        ),
+        (small, len(MSG), None),
+    ]
+
+
+@pytest.fixture
+def system_config(smtp_server, monkeypatch):
+    """A system-wide file (readable by all) whose queue is a root-owned directory users reach,
+    drop_max_size 4K; the server; the top directory."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    srv = smtp_server()
+    top = Path(tempfile.mkdtemp(prefix="pipemail-sysq-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    Queue(top / "queue").ensure(system=True)
+    config = top / "config.toml"
+    config.write_text(
+        'queue = "%s"\ndrop_max_size = "4K"\n[accounts.main]\nfrom = "Alerts <alerts@example.com>"\n'
+        'transport = "%s"\ntls = "none"\naliases = "/dev/null"\ndomain = "example.com"\n' % (top / "queue", srv.url)
+    )
+    config.chmod(0o644)
+    monkeypatch.delenv("PIPEMAIL_CONFIG", raising=False)
+    monkeypatch.setenv("PIPEMAIL_SYSTEM_CONFIG", str(config))
+    monkeypatch.setenv("TMPDIR", "/tmp")
+    yield srv, top
+    shutil.rmtree(top)
+
+
+def test_a_user_cannot_drop_a_message_over_drop_max_size(system_config, monkeypatch):
+    import unprivileged
+
+    srv, top = system_config
+    big = b"Subject: big\n\n" + b"x" * 5000 + b"\n"
+    with unprivileged.user_dir() as home:
+        monkeypatch.setenv("HOME", home)
+        code, out, err = unprivileged.run("sendmail", "-i", "root", input=big, cwd=home, umask=0o022)
+        dead = open(os.path.join(home, "dead.letter"), "rb").read()
+    assert (code, out) == (65, b"")
+    assert err.splitlines()[0] == (
+        "pysendmail: the message is over 4K, the largest a user may drop (drop_max_size): not dropped"
+    )
+    assert b"x" * 5000 in dead  # kept, in the user's own dead letter
+    assert names(top / "queue" / "maildrop") == []
+
+
+def test_root_never_copies_a_drop_over_drop_max_size(system_config, monkeypatch):
+    srv, top = system_config
+    maildrop = top / "queue" / "maildrop"
+    path = maildrop / "0000000000001-1-SPARSE"
+    path.write_bytes(b'PIPEMAIL-DROP 1 {"recipients":["root"]}\nSubject: sparse\n\n')
+    os.truncate(path, 1 << 30)
+    os.chown(path, pwd.getpwnam("pmtest").pw_uid, -1)
+    monkeypatch.setenv("HOME", str(top))
+    monkeypatch.setenv("TMPDIR", str(top))  # where root's run would spool a copy
+    import subprocess
+
+    from conftest import command_path
+
+    p = subprocess.run(command_path("pysendmail") + ["-q"], capture_output=True, text=True, timeout=60)
+    assert "0000000000001-1-SPARSE from pmtest" in p.stderr and "over drop_max_size (4K)" in p.stderr, p.stderr
+    assert names(top / "queue" / "q") == [] and names(top / "queue" / "tmp") == []
+    assert sum(os.lstat(top / n).st_blocks for n in os.listdir(top) if os.path.isfile(top / n)) < 64  # no spool copy
+    assert srv.messages == []
