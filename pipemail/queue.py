@@ -91,10 +91,12 @@ regular files with one link; the drop's owner (the file's uid) is who dropped it
 A symlink, a FIFO, a device, a directory, a hard link, a file with a bad first line is
 skipped with a warning and left where it is.  A user cannot fsync the maildrop (mode 1733
 gives no read permission), so a drop is durable once the filesystem commits the rename;
-its bytes are fsynced before it.  A drop is at most ``drop_max_size`` (100M by default; 0:
-no limit): :meth:`Queue.drop` stops writing past it (DataError, 65) and :meth:`Queue.drops`
-gives a larger one with its ``refuse_reason``, judged by the file's size before anything of
-it is read (a sparse file counts by its size).
+its bytes are fsynced before it.  Root's run also takes the maildrop of /var/spool/pipemail
+when the system-wide file names another queue (:func:`fallback`): users who cannot read that
+file drop there.  A drop is at most ``drop_max_size`` (100M by default; 0: no limit):
+:meth:`Queue.drop` stops writing past it (DataError, 65) and :meth:`Queue.drops` gives a
+larger one with its ``refuse_reason``, judged by the file's size before anything of it is
+read (a sparse file counts by its size).
 
 Permissions.  A user's queue is 0700 (DIR, tmp/, q/, failed/); the system queue's DIR is
 0755 and owned by root, its tmp/, q/ and failed/ 0700, its maildrop/ 1733.  A queue
@@ -148,6 +150,18 @@ def default_dir(cfg, env=None, uid=None):
     env = os.environ if env is None else env
     home = env.get("HOME") or os.path.expanduser("~")
     return os.path.join(home, ".local", "state", "pipemail", "queue")
+
+
+def fallback(cfg):
+    """The default system queue (/var/spool/pipemail) when ``cfg`` is the system-wide file and its
+    ``queue`` names another directory, else None.  A user who cannot read that file (mode 0600,
+    as when it holds the password) cannot know its ``queue``, and drops into the default
+    maildrop: root's queue run takes that maildrop too, and -bi makes it."""
+    if cfg is None or not cfg.system or not cfg.queue:
+        return None
+    if os.path.abspath(cfg.queue) == os.path.abspath(SYSTEM_DIR):
+        return None
+    return Queue(SYSTEM_DIR, drop_max_size=drop_limit(cfg))
 
 
 def drop_limit(cfg):
@@ -298,10 +312,10 @@ class Drop:
     :meth:`remove` once it is queued.  ``refuse_reason``: None, or why the queue run must not
     take it (over ``drop_max_size``: its chunks are not to be read, let alone copied)."""
 
-    def __init__(self, queue, name, fd, st, request, offset, refuse_reason=None):
+    def __init__(self, maildrop, name, fd, st, request, offset, refuse_reason=None):
         from pipemail.transport import FileChunks
 
-        self._queue = queue
+        self.maildrop = maildrop  # the directory it is in
         self.name = name
         self.fd = fd
         self.uid = st.st_uid
@@ -314,7 +328,7 @@ class Drop:
 
     def remove(self):
         """Remove the drop (it is queued); the maildrop is flushed to disk."""
-        d = self._queue.maildrop
+        d = self.maildrop
         try:
             st = os.stat(os.path.join(d, self.name), follow_symlinks=False)
             if (st.st_dev, st.st_ino) == self._ino:
@@ -339,9 +353,10 @@ class Queue:
     """A queue directory (see the module's words): :meth:`ensure`, :meth:`add`, :meth:`drop`,
     :meth:`drops`; :func:`run` sends it, :func:`listing` lists it."""
 
-    def __init__(self, path, drop_max_size=DROP_MAX_SIZE):
+    def __init__(self, path, drop_max_size=DROP_MAX_SIZE, fallback=None):
         self.path = os.fsdecode(path)
         self.drop_max_size = drop_max_size  # bytes, 0 for no limit: what drop() writes and drops() takes
+        self.fallback = fallback  # a Queue whose maildrop root's run takes too (see :func:`fallback`)
         self.tmp = os.path.join(self.path, "tmp")
         self.q = os.path.join(self.path, "q")
         self.failed = os.path.join(self.path, "failed")
@@ -552,24 +567,45 @@ class Queue:
                     )
         return "root's pysendmail -bi makes the maildrop"
 
+    def maildrops(self, warn=None):
+        """The maildrops root's run takes, as ``(path, label)``: this queue's, then its :attr:`fallback`'s
+        when that and its queue are directories of this user's (a symlink or another's is skipped
+        with a warning)."""
+        found = [(self.maildrop, "the maildrop")]
+        if self.fallback is not None and os.path.abspath(self.fallback.maildrop) != os.path.abspath(self.maildrop):
+            where = self.fallback.maildrop
+            try:
+                sts = [os.lstat(self.fallback.path), os.lstat(where)]
+            except OSError:
+                return found  # none made: nothing dropped there
+            if not all(stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() for st in sts):
+                _warn(warn, "skipping the maildrop %s: not a directory of this user's" % shown(where))
+            else:
+                found.append((where, "the maildrop %s" % shown(where)))
+        return found
+
     def drops(self, warn=None, now=None):
-        """The drops waiting in the maildrop, oldest first, each a :class:`Drop` open and locked
-        until the next one is asked for (or :meth:`Drop.close`).  Dot-names (being written) are
-        left alone, and removed when older than a day; anything but a regular file with one link
-        and a good first line is skipped with a warning; a drop another run holds is skipped.  A drop
-        over :attr:`drop_max_size` (its file's size, not its blocks) comes with its
+        """The drops waiting in the maildrops (:meth:`maildrops`), oldest first, each a :class:`Drop`
+        open and locked until the next one is asked for (or :meth:`Drop.close`).  Dot-names (being
+        written) are left alone, and removed when older than a day; anything but a regular file with
+        one link and a good first line is skipped with a warning; a drop another run holds is
+        skipped.  A drop over :attr:`drop_max_size` (its file's size, not its blocks) comes with its
         ``refuse_reason``: never read nor copied."""
+        now = time.time() if now is None else now
+        for maildrop, label in self.maildrops(warn):
+            yield from self._drops_in(maildrop, label, warn, now)
+
+    def _drops_in(self, maildrop, label, warn, now):
         import fcntl
 
-        now = time.time() if now is None else now
         try:
-            names = sorted(os.listdir(self.maildrop))
+            names = sorted(os.listdir(maildrop))
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise IOFailure("cannot read the maildrop %s: %s" % (shown(self.maildrop), describe_oserror(exc))) from None
+            raise IOFailure("cannot read the maildrop %s: %s" % (shown(maildrop), describe_oserror(exc))) from None
         for name in names:
-            path = os.path.join(self.maildrop, name)
+            path = os.path.join(maildrop, name)
             if name.startswith("."):
                 _remove_stale(path, now)
                 continue
@@ -578,13 +614,13 @@ class Queue:
             except FileNotFoundError:
                 continue  # taken by another run
             except OSError as exc:
-                _warn(warn, "skipping %s in the maildrop: %s" % (shown(name), _why_not_regular(exc)))
+                _warn(warn, "skipping %s in %s: %s" % (shown(name), label, _why_not_regular(exc)))
                 continue
             drop = None
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
-                    _warn(warn, "skipping %s in the maildrop: not a regular file" % shown(name))
+                    _warn(warn, "skipping %s in %s: not a regular file" % (shown(name), label))
                     continue
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -594,12 +630,12 @@ class Queue:
                 if st.st_nlink == 0:
                     continue  # another run took it and removed it
                 if st.st_nlink != 1:
-                    _warn(warn, "skipping %s in the maildrop: it has %d links" % (shown(name), st.st_nlink))
+                    _warn(warn, "skipping %s in %s: it has %d links" % (shown(name), label, st.st_nlink))
                     continue
                 try:
                     request, offset = _read_drop_head(fd)
                 except DataError as exc:
-                    _warn(warn, "skipping %s in the maildrop: %s" % (shown(name), exc))
+                    _warn(warn, "skipping %s in %s: %s" % (shown(name), label, exc))
                     continue
                 why = None
                 if self.drop_max_size and st.st_size - offset > self.drop_max_size:
@@ -607,9 +643,9 @@ class Queue:
                         st.st_size - offset,
                         size_text(self.drop_max_size),
                     )
-                drop = Drop(self, name, fd, st, request, offset, why)
+                drop = Drop(maildrop, name, fd, st, request, offset, why)
             except OSError as exc:
-                _warn(warn, "skipping %s in the maildrop: %s" % (shown(name), describe_oserror(exc)))
+                _warn(warn, "skipping %s in %s: %s" % (shown(name), label, describe_oserror(exc)))
                 continue
             finally:
                 if drop is None:
@@ -962,17 +998,18 @@ def listing(q, now=None):
                     envelope.answer,
                 )
             )
-    try:
-        dropped = sorted(n for n in os.listdir(q.maildrop) if not n.startswith("."))
-    except OSError:
-        dropped = []
-    for name in dropped:
+    for maildrop, _label in q.maildrops():
         try:
-            st = os.lstat(os.path.join(q.maildrop, name))
+            dropped = sorted(n for n in os.listdir(maildrop) if not n.startswith("."))
         except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode):
-            entries.append(Entry(name, "dropped", max(now - st.st_mtime, 0), st.st_size))
+            dropped = []
+        for name in dropped:
+            try:
+                st = os.lstat(os.path.join(maildrop, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                entries.append(Entry(name, "dropped", max(now - st.st_mtime, 0), st.st_size))
     return entries
 
 
@@ -1079,6 +1116,7 @@ __all__ = [
     "Entry",
     "default_dir",
     "drop_limit",
+    "fallback",
     "size_text",
     "DROP_MAX_SIZE",
     "backoff",

@@ -444,7 +444,7 @@ def load_account(req, env):
 def user_queue(cfg, env):
     from pipemail import queue
 
-    q = queue.Queue(queue.default_dir(cfg, env), drop_max_size=queue.drop_limit(cfg))
+    q = queue.Queue(queue.default_dir(cfg, env), drop_max_size=queue.drop_limit(cfg), fallback=queue.fallback(cfg))
     q.ensure(system=os.geteuid() == 0)
     return q
 
@@ -682,6 +682,8 @@ def make_dirs(ctx):
     cfg = config.load(env=ctx.env)
     q = queue.Queue(queue.default_dir(cfg, ctx.env, uid=0))
     q.ensure(system=True)
+    if queue.fallback(cfg) is not None:  # the maildrop of the users who cannot read the file
+        queue.fallback(cfg).ensure(system=True)
     return q.path
 
 

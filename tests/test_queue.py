@@ -1403,3 +1403,72 @@ def test_root_never_copies_a_drop_over_drop_max_size(system_config, monkeypatch)
     assert names(top / "queue" / "q") == [] and names(top / "queue" / "tmp") == []
     assert sum(os.lstat(top / n).st_blocks for n in os.listdir(top) if os.path.isfile(top / n)) < 64  # no spool copy
     assert srv.messages == []
+
+
+# -- the maildrop of the users who cannot read the system-wide file ---------------------------
+
+
+def test_root_takes_the_default_maildrop_when_a_secret_config_names_another_queue(public_dir, smtp_server, monkeypatch):
+    """The system-wide file is root's alone (0600: it holds the password) and says queue = DIR:
+    users cannot read it, so they drop into /var/spool/pipemail/maildrop (here a stand-in);
+    -bi makes that maildrop too, and root's run takes it and sends through DIR."""
+    from pipemail import sendmail
+
+    srv = smtp_server()
+    default = os.path.join(public_dir, "var-spool-pipemail")
+    monkeypatch.setattr(queue, "SYSTEM_DIR", default)
+    config = os.path.join(public_dir, "config.toml")
+    configured = os.path.join(public_dir, "spool")
+    with open(config, "w") as f:
+        f.write(
+            'queue = "%s"\n[accounts.main]\nfrom = "Alerts <alerts@example.com>"\ntransport = "%s"\ntls = "none"\n'
+            'aliases = "/dev/null"\ndomain = "example.com"\npassword = "secret"\n' % (configured, srv.url)
+        )
+    os.chmod(config, 0o600)
+    env = {"PIPEMAIL_SYSTEM_CONFIG": config, "HOME": public_dir, "TMPDIR": public_dir}
+    ctx = sendmail.Context(env=env, uid=0)
+    assert sendmail.make_dirs(ctx) == configured
+    assert mode(os.path.join(default, "maildrop")) == 0o1733 and mode(os.path.join(configured, "maildrop")) == 0o1733
+
+    def drop():  # as pmtest: the file cannot be read, so the default queue is the one
+        q = sendmail.system_queue(env)
+        return q.path, q.drop([b"Subject: stranded?\n\nb\n"], {"recipients": ["root@example.org"], "user": "pmtest"})
+
+    code, (where, name) = as_user(drop)
+    assert (code, where) == (0, default)
+    said, warned = [], []
+    ctx = sendmail.Context(env=env, uid=0, warn=warned.append)
+    req = sendmail.Request()
+    assert sendmail.run_queue(req, ctx, due_only=True, say=said.append) == 0
+    assert [(m[0], m[1]) for m in srv.messages] == [("alerts@example.com", ["root@example.org"])]
+    assert names(os.path.join(default, "maildrop")) == [] and warned == []
+    assert len(said) == 1 and said[0].endswith(": sent to root@example.org")
+
+
+def test_the_fallback_maildrop_is_taken_only_when_it_is_roots_directory(public_dir, monkeypatch):
+    from pipemail.config import Config
+
+    default = os.path.join(public_dir, "default")
+    monkeypatch.setattr(queue, "SYSTEM_DIR", default)
+    here = os.path.join(public_dir, "here")
+    assert queue.fallback(Config("x", queue=here, system=False)) is None  # a named file: users read it
+    assert queue.fallback(Config("x", queue=None, system=True)) is None  # the default queue itself
+    assert queue.fallback(Config("x", queue=default, system=True)) is None
+    fb = queue.fallback(Config("x", queue=here, system=True))
+    assert fb.path == default
+    q = Queue(here, fallback=fb).ensure(system=True)
+    assert q.maildrops() == [(q.maildrop, "the maildrop")]  # not made: nothing dropped there
+    os.makedirs(os.path.join(public_dir, "elsewhere", "maildrop"))
+    os.symlink(os.path.join(public_dir, "elsewhere"), default)
+    warned = []
+    assert q.maildrops(warned.append) == [(q.maildrop, "the maildrop")]
+    assert warned == ["skipping the maildrop %s/maildrop: not a directory of this user's" % default]
+    os.unlink(default)
+    fb.ensure(system=True)
+    name = fb.drop([MSG], {"recipients": ["root"]})
+    got = [(d.maildrop, d.name) for d in q.drops()]
+    assert got == [(fb.maildrop, name)]
+    assert [(e.qid, e.state) for e in queue.listing(q)] == [(name, "dropped")]
+    for d in q.drops():
+        d.remove()
+    assert names(fb.maildrop) == []
