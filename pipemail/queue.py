@@ -71,16 +71,25 @@ when it happens, and "sent to" with every recipient reached when it leaves).  Wh
 dead letter cannot be written, "kept in DIR/failed/ID.msg (not in a dead letter: WHY)".
 :func:`run` returns 0, or 75 when a message it tried stays queued.
 
-The listing (``-bp``, mailq), oldest first, queued then failed then dropped::
+The listing (``-bp``, mailq), oldest first, queued then failed then dropped, in the shape
+of Postfix's mailq so that the scripts written for it work::
 
-    ID                          STATE       AGE       SIZE  TRIES  SENDER -> RECIPIENTS
-    661BB27D86270-24176-03AAE5  queued    2h23m        156      1  a@example.com -> b@example.com
-                                last answer: 421 4.7.0 busy
-    661BB28740E3B-24435-E49FC0  dropped     16m        212      0  (sender and recipients when the queue run takes it)
-    -- 1 queued, 1 dropped
+    -Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------
+    661BB27D86270-24176-03AAE5*      156 Thu Dec  3 12:00:00  a@example.com
+                                         (tried 3 times: 421 4.7.0 busy)
+                                              b@example.com
 
-AGE is 45s, 12m, 2h23m or 3d04h; "mail queue is empty" when there is nothing.  Only the
-queue's owner can list it (the system queue: root).
+    661BB28740E3B-24435-E49FC0!      212 Thu Dec  3 12:10:00  a@example.com
+                              (tried once: 550 5.1.1 unknown)
+                                              c@example.com
+
+    661BB29740E3B-1234-E49FC1       212 Thu Dec  3 12:20:00  (maildrop queue, sender UID 1001)
+
+    -- 0 Kbytes in 3 Requests.
+
+``*``: a queue run is sending it now (its lock, read from /proc/locks); ``!``: it failed (in
+failed/); "Mail queue is empty" when there is nothing.  Files in the maildrop that are no
+drop are not listed.
 
 The maildrop.  A drop is one file: a first line ``PIPEMAIL-DROP 1 {json}`` (the
 request, argv-derived settings as a JSON object) and then the message as it was
@@ -99,7 +108,10 @@ larger one with its ``refuse_reason``, judged by the file's size before anything
 read (a sparse file counts by its size).
 
 Permissions.  A user's queue is 0700 (DIR, tmp/, q/, failed/); the system queue's DIR is
-0755 and owned by root, its tmp/, q/ and failed/ 0700, its maildrop/ 1733.  A queue
+0755 and owned by root, its tmp/ 0700, its maildrop/ 1733, and its q/ and failed/ 0755 with
+envelopes 0644 (messages 0600), so that every user may list it, as Postfix's mailq lets them
+(an envelope whose proxy URL holds a user name or password stays 0600, and is not listed to
+users).  A queue
 directory that is a symlink or belongs to another user is refused (exit 78).
 """
 
@@ -374,7 +386,8 @@ class Queue:
         me = os.geteuid()
         top_mode = 0o755 if system else 0o700
         self._make_parents(0o755 if system else 0o700)
-        dirs = [(self.path, top_mode), (self.tmp, 0o700), (self.q, 0o700), (self.failed, 0o700)]
+        listed = 0o755 if system else 0o700  # every user lists the system queue (mailq), as Postfix's
+        dirs = [(self.path, top_mode), (self.tmp, 0o700), (self.q, listed), (self.failed, listed)]
         if system:
             dirs.append((self.maildrop, 0o1733))
         for path, mode in dirs:
@@ -385,16 +398,21 @@ class Queue:
                 pass
             except OSError as exc:
                 raise CantCreateError("cannot create the queue %s: %s" % (shown(path), describe_oserror(exc))) from None
-            st = os.lstat(path)
-            if not stat.S_ISDIR(st.st_mode):
-                raise ConfigError("the queue %s is not a directory (a symlink or a file is in the way)" % shown(path))
-            if st.st_uid != me:
-                raise ConfigError(
-                    "the queue %s is owned by uid %d, not by this user (uid %d): not used"
-                    % (shown(path), st.st_uid, me)
-                )
+            st = _check_dir(path, me)
             if stat.S_IMODE(st.st_mode) != mode:
                 os.chmod(path, mode)
+        return self
+
+    def check(self, owner=None):
+        """Refuse (ConfigError, 78, the lines :meth:`ensure` says) a queue directory that is a
+        symlink, not a directory, or not owned by ``owner`` (this user by default; root for the
+        system queue), as -bp must before it lists it.  A queue not made yet is fine."""
+        owner = os.geteuid() if owner is None else owner
+        for path in (self.path, self.q, self.failed):
+            try:
+                _check_dir(path, owner)
+            except FileNotFoundError:
+                pass
         return self
 
     def _make_parents(self, mode):
@@ -418,8 +436,8 @@ class Queue:
                 ) from None
 
     # -- adding -----------------------------------------------------------------------------
-    def _write_tmp(self, name, chunks):
-        """Write ``chunks`` to tmp/``name`` (new), flushed and fsynced; its size."""
+    def _write_tmp(self, name, chunks, mode=0o600):
+        """Write ``chunks`` to tmp/``name`` (new, ``mode``), flushed and fsynced; its size."""
         path = os.path.join(self.tmp, name)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
@@ -427,6 +445,8 @@ class Queue:
             raise CantCreateError("cannot queue in %s: %s" % (shown(self.path), describe_oserror(exc))) from None
         size = 0
         try:
+            if mode != 0o600:
+                os.fchmod(fd, mode)
             for chunk in chunks:
                 view = memoryview(chunk)
                 while view:
@@ -461,7 +481,7 @@ class Queue:
             env.tries, env.due, env.answer = 1, now + backoff(1), answer
         qid = new_id(now)
         try:
-            self._write_tmp(qid + ".env", [env.dump()])
+            self._write_tmp(qid + ".env", [env.dump()], self._env_mode(env))
             self._write_tmp(qid + ".msg", chunks)
             os.rename(os.path.join(self.tmp, qid + ".env"), os.path.join(self.q, qid + ".env"))
             os.rename(os.path.join(self.tmp, qid + ".msg"), os.path.join(self.q, qid + ".msg"))
@@ -476,11 +496,21 @@ class Queue:
             raise
         return qid
 
+    def _env_mode(self, env):
+        """0644 for an envelope of a queue every user may list (q/ is 0755: the system queue), so
+        that mailq works for them; 0600 otherwise, and for an envelope whose proxy URL holds a
+        user name or password.  A message itself is always 0600."""
+        try:
+            listed = stat.S_IMODE(os.stat(self.q).st_mode) & 0o005 == 0o005
+        except OSError:
+            listed = False
+        return 0o644 if listed and "@" not in (env.proxy or "") else 0o600
+
     def _rewrite_env(self, qid, env, where=None):
         """Replace ``where``/ID.env (q/ by default) by ``env``, atomically and durably."""
         where = self.q if where is None else where
         name = qid + ".env." + os.urandom(3).hex()
-        self._write_tmp(name, [env.dump()])
+        self._write_tmp(name, [env.dump()], self._env_mode(env))
         try:
             os.rename(os.path.join(self.tmp, name), os.path.join(where, qid + ".env"))
             _fsync_dir(where)
@@ -943,12 +973,27 @@ def dead_letter(item, undelivered, env=None):
 
 
 class Entry:
-    """One line of the listing: ``qid``, ``state`` ("queued", "failed" or "dropped"), ``age``
-    (seconds), ``size`` (bytes), ``sender``, ``recipients``, ``tries``, ``answer`` (the last
-    one, or None).  A drop has only its size and age (its envelope is worked out when the queue
-    run takes it): sender None, recipients [], tries 0."""
+    """One message of the listing: ``qid``, ``state`` ("queued", "failed" or "dropped"), ``age``
+    (seconds), ``arrival`` (the time it was queued or dropped), ``size`` (bytes), ``sender``,
+    ``recipients``, ``tries``, ``answer`` (the last one, or None), ``owner`` (the uid who queued
+    or dropped it) and ``locked`` (a queue run is sending it now).  A drop has only its size,
+    time and owner (its envelope is worked out when the queue run takes it): sender None,
+    recipients [], tries 0."""
 
-    def __init__(self, qid, state, age, size, sender=None, recipients=(), tries=0, answer=None):
+    def __init__(
+        self,
+        qid,
+        state,
+        age,
+        size,
+        sender=None,
+        recipients=(),
+        tries=0,
+        answer=None,
+        owner=None,
+        arrival=None,
+        locked=False,
+    ):
         self.qid = qid
         self.state = state
         self.age = age
@@ -957,17 +1002,48 @@ class Entry:
         self.recipients = list(recipients)
         self.tries = tries
         self.answer = answer
+        self.owner = owner
+        self.arrival = arrival
+        self.locked = locked
 
     def __repr__(self):
         return "Entry(%r, %r)" % (self.qid, self.state)
 
 
+def _flocked():
+    """The (device, inode) pairs that hold a flock now, from /proc/locks (Linux); empty elsewhere.
+    Read rather than tried: a listing that took a lock, even for a moment, could make a queue
+    run skip the message."""
+    held = set()
+    try:
+        with open("/proc/locks", "rb") as f:
+            text = f.read().decode("ascii", "replace")
+    except OSError:
+        return held
+    for line in text.splitlines():
+        words = line.split()
+        if "FLOCK" not in words or "->" in words:
+            continue
+        for word in words:
+            parts = word.split(":")
+            if len(parts) == 3:
+                try:
+                    held.add((os.makedev(int(parts[0], 16), int(parts[1], 16)), int(parts[2])))
+                except ValueError:
+                    pass
+                break
+    return held
+
+
 def listing(q, now=None):
-    """What the queue ``q`` holds: queued, then failed, then dropped (the maildrop, when it can
-    be read: root) messages, each oldest first, as :class:`Entry`.  NoPermError when the
-    queue cannot be read (the system queue, for a user)."""
+    """What the queue ``q`` holds: queued, then failed, then dropped (its maildrops, when they can
+    be read: root) messages, each oldest first, as :class:`Entry`.  NoPermError when the queue
+    cannot be read (a user's queue, for another user); in the system queue, q/ and failed/ are
+    0755 and envelopes 0644, so every user lists it (as Postfix's mailq), but reads no message.
+    A file of the maildrop without a drop's first line is not listed."""
     now = time.time() if now is None else now
     entries = []
+    locks = None
     for state, where in (("queued", q.q), ("failed", q.failed)):
         try:
             found = sorted(os.listdir(where))
@@ -982,20 +1058,25 @@ def listing(q, now=None):
                 continue
             qid = name[:-4]
             try:
-                size = os.stat(os.path.join(where, name)).st_size
+                st = os.stat(os.path.join(where, name))
                 envelope = read_envelope(os.path.join(where, qid + ".env"))
             except (OSError, DataError):
-                continue  # sent meanwhile, or torn: nothing to list
+                continue  # sent meanwhile, torn, or not readable by this user: nothing to list
+            if state == "queued" and locks is None:
+                locks = _flocked()
             entries.append(
                 Entry(
                     qid,
                     state,
                     max(now - envelope.queued, 0),
-                    size,
+                    st.st_size,
                     envelope.sender,
                     envelope.recipients,
                     envelope.tries,
                     envelope.answer,
+                    envelope.owner,
+                    envelope.queued,
+                    state == "queued" and (st.st_dev, st.st_ino) in locks,
                 )
             )
     for maildrop, _label in q.maildrops():
@@ -1004,13 +1085,53 @@ def listing(q, now=None):
         except OSError:
             dropped = []
         for name in dropped:
-            try:
-                st = os.lstat(os.path.join(maildrop, name))
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                entries.append(Entry(name, "dropped", max(now - st.st_mtime, 0), st.st_size))
+            st = _drop_stat(os.path.join(maildrop, name))
+            if st is not None:
+                entries.append(
+                    Entry(name, "dropped", max(now - st.st_mtime, 0), st.st_size, owner=st.st_uid, arrival=st.st_mtime)
+                )
     return entries
+
+
+def _check_dir(path, owner):
+    """The lstat of the queue directory ``path``; ConfigError when it is no directory or is not
+    ``owner``'s, with what to do."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(
+            "the queue %s is not a directory (a symlink or a file is in the way): not used; remove it "
+            "(it is made again), or set queue = DIR in the configuration (pipemail.conf(5))" % shown(path)
+        )
+    if st.st_uid != owner:
+        raise ConfigError(
+            "the queue %s is owned by uid %d, not by %s (uid %d): not used; give it to uid %d "
+            "(chown -R %d %s), or remove it (it is made again)"
+            % (shown(path), st.st_uid, "root" if owner == 0 else "this user", owner, owner, owner, shown(path))
+        )
+    return st
+
+
+def _drop_stat(path):
+    """The stat of the drop at ``path`` when it is one (a regular file with one link whose first
+    line is a drop's), else None: junk in the maildrop is no mail."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | os.O_NONBLOCK | _O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return None
+        if os.pread(fd, len(DROP_MAGIC), 0) != DROP_MAGIC:
+            return None
+        return st
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+HEADING = "%-11s %8s %-20s %s" % ("-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
 
 
 def _age(seconds):
@@ -1025,22 +1146,33 @@ def _age(seconds):
 
 
 def format_listing(entries, now=None):
-    """The lines ``pysendmail -bp`` (mailq) prints for ``entries``: a heading, then for each
-    message its ID, state, age, size in bytes, tries and ``sender -> recipients``, with the
-    last answer on a line of its own below it; "mail queue is empty" when there is none."""
+    """The lines ``pysendmail -bp`` (mailq) prints for ``entries``, in the shape of Postfix's
+    mailq (so that scripts written for it work): a heading; for each message its ID (followed
+    by ``*`` when a queue run is sending it, ``!`` when it failed), size, arrival time and
+    sender, then the last answer in parentheses with the number of tries, then each recipient,
+    indented; a blank line between messages; a trailer "-- N Kbytes in M Requests.".  A drop
+    says "(maildrop queue, sender UID N)".  "Mail queue is empty" when there is none."""
     if not entries:
-        return ["mail queue is empty"]
-    width = max(len(e.qid) for e in entries)
-    lines = ["%-*s  %-7s  %6s  %9s  %5s  %s" % (width, "ID", "STATE", "AGE", "SIZE", "TRIES", "SENDER -> RECIPIENTS")]
-    for e in entries:
-        who = "(sender and recipients when the queue run takes it)"
-        if e.state != "dropped":
-            who = "%s -> %s" % (e.sender or "<>", ", ".join(e.recipients))
-        lines.append("%-*s  %-7s  %6s  %9d  %5d  %s" % (width, e.qid, e.state, _age(e.age), e.size, e.tries, who))
-        if e.answer:
-            lines.append("%*s  last answer: %s" % (width, "", " ".join(e.answer.split())))
-    counts = [(n, s) for s in ("queued", "failed", "dropped") if (n := sum(e.state == s for e in entries))]
-    lines.append("-- %s" % ", ".join("%d %s" % c for c in counts))
+        return ["Mail queue is empty"]
+    lines = [HEADING]
+    total = 0
+    for n, e in enumerate(entries):
+        if n:
+            lines.append("")
+        mark = "*" if e.locked else "!" if e.state == "failed" else " "
+        when = time.asctime(time.localtime(e.arrival if e.arrival is not None else 0))
+        if e.state == "dropped":
+            lines.append("%-10s%s %8d %20.20s (maildrop queue, sender UID %s)" % (e.qid, mark, e.size, when, e.owner))
+        else:
+            lines.append("%-10s%s %8d %20.20s %s" % (e.qid, mark, e.size, when, e.sender or "MAILER-DAEMON"))
+            if e.answer:
+                tried = "once" if e.tries == 1 else "%d times" % e.tries
+                reason = "tried %s: %s" % (tried, " ".join(e.answer.split()))
+                lines.append("%*s(%s)" % (max(76 - len(reason), 0), "", reason))
+            lines += ["%42s%s" % ("", r) for r in e.recipients]
+        total += e.size
+    count = len(entries)
+    lines += ["", "-- %d Kbytes in %d Request%s." % (total // 1024, count, "" if count == 1 else "s")]
     return lines
 
 

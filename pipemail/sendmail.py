@@ -665,10 +665,11 @@ def listing(req, ctx):
     from pipemail import config, queue
 
     if must_drop(ctx.env, ctx.uid):
-        q = system_queue(ctx.env)
+        q, owner = system_queue(ctx.env), 0
     else:
         cfg = config.load(env=ctx.env)
-        q = queue.Queue(queue.default_dir(cfg, ctx.env))
+        q, owner = queue.Queue(queue.default_dir(cfg, ctx.env), fallback=queue.fallback(cfg)), os.geteuid()
+    q.check(owner)  # a symlink or another's directory is refused, as sending refuses it
     return queue.format_listing(queue.listing(q))
 
 

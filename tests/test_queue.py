@@ -74,7 +74,7 @@ def test_ensure_system_queue_modes(tmp_path):
     assert names(q.path) == ["failed", "maildrop", "q", "tmp"]
     assert mode(q.path) == 0o755 and os.stat(q.path).st_uid == 0
     assert mode(q.maildrop) == 0o1733
-    assert mode(q.q) == 0o700
+    assert mode(q.q) == mode(q.failed) == 0o755 and mode(q.tmp) == 0o700  # users list it (mailq)
     os.chmod(q.maildrop, 0o700)  # repaired by the next ensure
     q.ensure(system=True)
     assert mode(q.maildrop) == 0o1733
@@ -85,8 +85,9 @@ def test_ensure_refuses_a_symlink_in_the_way(tmp_path):
     os.symlink(tmp_path / "elsewhere", tmp_path / "queue")
     with pytest.raises(ConfigError) as info:
         Queue(tmp_path / "queue").ensure()
-    assert str(info.value) == "the queue %s is not a directory (a symlink or a file is in the way)" % (
-        tmp_path / "queue"
+    assert str(info.value) == (
+        "the queue %s is not a directory (a symlink or a file is in the way): not used; remove it "
+        "(it is made again), or set queue = DIR in the configuration (pipemail.conf(5))" % (tmp_path / "queue")
     )
     assert names(tmp_path / "elsewhere") == []
 
@@ -96,8 +97,9 @@ def test_ensure_refuses_a_queue_owned_by_another(tmp_path):
     os.chown(tmp_path / "queue", 1001, 1001)
     with pytest.raises(ConfigError) as info:
         Queue(tmp_path / "queue").ensure()
-    assert str(info.value) == "the queue %s is owned by uid 1001, not by this user (uid 0): not used" % (
-        tmp_path / "queue"
+    assert str(info.value) == (
+        "the queue %s is owned by uid 1001, not by root (uid 0): not used; give it to uid 0 (chown -R 0 %s), "
+        "or remove it (it is made again)" % (tmp_path / "queue", tmp_path / "queue")
     )
 
 
@@ -865,13 +867,30 @@ def test_a_failing_session_gives_each_message_its_own_recipients(smtp_server):
 # -- listing (-bp, mailq) ------------------------------------------------------------------
 
 
+@pytest.fixture
+def utc():
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
 def test_listing_empty(tmp_path):
     q = Queue(tmp_path / "queue").ensure(system=True)
     assert queue.listing(q) == []
-    assert queue.format_listing([]) == ["mail queue is empty"]
+    assert queue.format_listing([]) == ["Mail queue is empty"]
 
 
-def test_listing_queued_failed_and_dropped(tmp_path, dead):
+def test_listing_in_postfix_mailq_shape(tmp_path, dead, utc):
+    """Queued, failed (!), locked by a run (*), dropped; junk in the maildrop is no mail; the
+    trailer monitoring scripts written for Postfix's mailq read."""
+    import fcntl
+
     q = Queue(tmp_path / "queue").ensure(system=True)
     a = q.add([message(1)], "a@example.com", ["b@example.com", "c@example.com"], answer="421 4.7.0 busy", now=1400.0)
     b = q.add([message(2)], "", ["d@example.com"], now=2000.0)
@@ -880,35 +899,69 @@ def test_listing_queued_failed_and_dropped(tmp_path, dead):
     answer = envelope(q, c, q.failed)["answer"]
     d = q.drop([message(4)], {"recipients": ["root"]})
     os.utime(os.path.join(q.maildrop, d), (9000.0, 9000.0))
-    entries = queue.listing(q, now=10000.0)
-    got = [(e.qid, e.state, e.age, e.size, e.sender, e.recipients, e.tries, e.answer) for e in entries]
+    with open(os.path.join(q.maildrop, "0000000000000-1-JUNK"), "wb") as f:
+        f.write(b"not a drop\n")
+    os.symlink("/etc/passwd", os.path.join(q.maildrop, "0000000000000-2-LINK"))
+    held = os.open(os.path.join(q.q, b + ".msg"), os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a queue run is sending b
+        entries = queue.listing(q, now=10000.0)
+    finally:
+        os.close(held)
+    got = [(e.qid, e.state, e.age, e.size, e.sender, e.recipients, e.tries, e.answer, e.locked) for e in entries]
     size = len(message(1))
+    dsize = os.path.getsize(os.path.join(q.maildrop, d))
     assert got == [
-        (a, "queued", 8600.0, size, "a@example.com", ["b@example.com", "c@example.com"], 1, "421 4.7.0 busy"),
-        (b, "queued", 8000.0, size, "", ["d@example.com"], 0, None),
-        (c, "failed", 10000.0, size, "x@example.com", ["y@example.com"], 1, answer),
-        (d, "dropped", 1000.0, os.path.getsize(os.path.join(q.maildrop, d)), None, [], 0, None),
+        (a, "queued", 8600.0, size, "a@example.com", ["b@example.com", "c@example.com"], 1, "421 4.7.0 busy", False),
+        (b, "queued", 8000.0, size, "", ["d@example.com"], 0, None, True),
+        (c, "failed", 10000.0, size, "x@example.com", ["y@example.com"], 1, answer, False),
+        (d, "dropped", 1000.0, dsize, None, [], 0, None, False),
     ]
-    w = len(a)
+    reason = "(tried once: %s)" % answer
     assert queue.format_listing(entries) == [
-        "%-*s  STATE       AGE       SIZE  TRIES  SENDER -> RECIPIENTS" % (w, "ID"),
-        "%s  queued    2h23m  %9d      1  a@example.com -> b@example.com, c@example.com" % (a, size),
-        "%s  last answer: 421 4.7.0 busy" % (" " * w),
-        "%s  queued    2h13m  %9d      0  <> -> d@example.com" % (b, size),
-        "%s  failed    2h46m  %9d      1  x@example.com -> y@example.com" % (c, size),
-        "%s  last answer: %s" % (" " * w, answer),
-        "%-*s  dropped     16m  %9d      0  (sender and recipients when the queue run takes it)"
-        % (w, d, os.path.getsize(os.path.join(q.maildrop, d))),
-        "-- 2 queued, 1 failed, 1 dropped",
+        "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------",
+        "%s  %8d Thu Jan  1 00:23:20  a@example.com" % (a, size),
+        " " * 50 + "(tried once: 421 4.7.0 busy)",  # right-aligned in 78 columns, as Postfix
+        " " * 42 + "b@example.com",
+        " " * 42 + "c@example.com",
+        "",
+        "%s* %8d Thu Jan  1 00:33:20  MAILER-DAEMON" % (b, size),
+        " " * 42 + "d@example.com",
+        "",
+        "%s! %8d Thu Jan  1 00:00:00  x@example.com" % (c, size),
+        " " * max(78 - len(reason), 0) + reason,
+        " " * 42 + "y@example.com",
+        "",
+        "%s  %8d Thu Jan  1 02:30:00  (maildrop queue, sender UID 0)" % (d, dsize),
+        "",
+        "-- %d Kbytes in 4 Requests." % ((3 * size + dsize) // 1024),
+    ]
+    e = queue.Entry("X", "queued", 0, 2048, "a@x", ["b@y"], 3, "451 4.3.0 try\n later", arrival=0.0)
+    assert queue.format_listing([e])[2:] == [
+        "%s(tried 3 times: 451 4.3.0 try later)" % (" " * (76 - 34)),
+        " " * 42 + "b@y",
+        "",
+        "-- 2 Kbytes in 1 Request.",
     ]
 
 
-def test_listing_a_queue_one_cannot_read(public_dir):
+def test_every_user_lists_the_system_queue_but_reads_no_message(public_dir):
     q = Queue(os.path.join(public_dir, "spool")).ensure(system=True)
-    q.add([message(1)], "a@example.com", ["b@example.com"])
-    code, out = as_user(lambda: queue.listing(Queue(q.path)) and None)
+    assert mode(q.q) == mode(q.failed) == 0o755 and mode(q.tmp) == 0o700
+    qid = q.add([message(1)], "a@example.com", ["b@example.com"])
+    secret = q.add([message(2)], "a@example.com", ["c@example.com"], proxy="socks5://u:pw@127.0.0.1:9")
+    assert mode(os.path.join(q.q, qid + ".env")) == 0o644 and mode(os.path.join(q.q, qid + ".msg")) == 0o600
+    assert mode(os.path.join(q.q, secret + ".env")) == 0o600  # its proxy holds a password
+    code, out = as_user(lambda: queue.format_listing(queue.listing(Queue(q.path))))
+    assert code == 0 and out[1].startswith(qid) and out[2] == " " * 42 + "b@example.com", out
+    assert out[-1] == "-- 0 Kbytes in 1 Request."
+    code, out = as_user(lambda: open(os.path.join(q.q, qid + ".msg")).read())
+    assert code == 1 and "PermissionError" in out
+    mine = Queue(os.path.join(public_dir, "mine")).ensure(system=False)  # a user's queue: its owner's alone
+    mine.add([message(1)], "a@example.com", ["b@example.com"])
+    code, out = as_user(lambda: queue.listing(Queue(mine.path)) and None)
     assert code == 1
-    assert out == "error: NoPermError: cannot list the queue %s: Permission denied (only its owner can)" % q.path
+    assert out == "error: NoPermError: cannot list the queue %s: Permission denied (only its owner can)" % mine.path
 
 
 def test_smtputf8_is_decided_per_message(smtp_server):
@@ -1472,3 +1525,30 @@ def test_the_fallback_maildrop_is_taken_only_when_it_is_roots_directory(public_d
     for d in q.drops():
         d.remove()
     assert names(fb.maildrop) == []
+
+
+# -- -bp refuses what sending refuses ----------------------------------------------------------
+
+
+def test_bp_refuses_a_queue_that_is_a_symlink_or_anothers(tmp_path):
+    s = Sendmail(tmp_path, down_url())
+    elsewhere = tmp_path / "elsewhere"
+    Queue(elsewhere).ensure()
+    Queue(elsewhere).add([message(1)], "a@example.com", ["b@example.com"])
+    os.symlink(elsewhere, s.queue.path)
+    code, out, err = s("-bp")
+    assert (code, out) == (78, b"")
+    assert err == (
+        "pysendmail: the queue %s is not a directory (a symlink or a file is in the way): not used; remove it "
+        "(it is made again), or set queue = DIR in the configuration (pipemail.conf(5))\n" % s.queue.path
+    )
+    assert s("-i", "root", input=cron_message(1))[0] == 78  # as sending refuses it
+    os.unlink(s.queue.path)
+    Queue(s.queue.path).ensure()
+    os.chown(s.queue.path, 1001, 1001)
+    code, out, err = s("-bp")
+    assert (code, out) == (78, b"")
+    assert err == (
+        "pysendmail: the queue %s is owned by uid 1001, not by root (uid 0): not used; give it to uid 0 "
+        "(chown -R 0 %s), or remove it (it is made again)\n" % (s.queue.path, s.queue.path)
+    )
