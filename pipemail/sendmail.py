@@ -603,16 +603,19 @@ def accept_drops(q, req_account, ctx, cfg=None):
     return n
 
 
-def deliverer(cfg, account, req, ctx):
+def deliverer(cfg, account, req, ctx, missing=None):
     """queue.run's ``deliver(name, proxy, batch)``: the queue.Items of ``batch``, each with its own
     envelope, over one SMTP session (one login, one password lookup) of the account ``name`` of
     ``cfg`` (None: ``account``, the run's), through ``proxy`` (None: the run's --proxy, else the
     account's).  An account no longer in the configuration is a ConfigError: its messages stay
-    queued (and fail at the end of their lifetime)."""
+    queued (and fail at the end of their lifetime).  ``account`` None: the run has none of its own
+    (``missing``, the ConfigError saying why, is the answer for a message that names none)."""
 
     def deliver(name, proxy, batch):
         used = account
-        if name is not None and name != account.name:
+        if name is None and account is None:
+            raise missing
+        if name is not None and (account is None or name != account.name):
             if name not in cfg.accounts:
                 raise ConfigError("account %s is no longer configured" % name)
             used = cfg.accounts[name]
@@ -638,13 +641,21 @@ def run_queue(req, ctx, *, due_only, say):
             "the system queue is root's: its queue run (pysendmail --run-queue in root's crontab, "
             "or sudo pysendmail -q) sends what you drop"
         )
-    cfg, account = load_account(req, ctx.env)
+    try:
+        cfg, account = load_account(req, ctx.env)
+        missing = None
+    except ConfigError as exc:  # no default account: each message goes through its own still
+        from pipemail import config
+
+        if req.account is not None:
+            raise
+        cfg, account, missing = config.load(env=ctx.env), None, exc
     q = user_queue(cfg, ctx.env)
     if os.geteuid() == 0:
         accept_drops(q, req.account, ctx, cfg)
     code = queue.run(
         q,
-        deliverer(cfg, account, req, ctx),
+        deliverer(cfg, account, req, ctx, missing),
         due_only=due_only,
         lifetime=cfg.queue_lifetime,
         say=say,

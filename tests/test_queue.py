@@ -1552,3 +1552,21 @@ def test_bp_refuses_a_queue_that_is_a_symlink_or_anothers(tmp_path):
         "pysendmail: the queue %s is owned by uid 1001, not by root (uid 0): not used; give it to uid 0 "
         "(chown -R 0 %s), or remove it (it is made again)\n" % (s.queue.path, s.queue.path)
     )
+
+
+def test_pysendmail_q_without_a_default_account_sends_each_through_its_own(tmp_path, smtp_server):
+    """Two accounts and no default: `pysendmail --account other` queues; `pysendmail -q` needs no
+    --account to send it (its envelope names the account); one naming none stays queued."""
+    srv = smtp_server()
+    s = Sendmail(tmp_path, down_url(), extra=OTHER % srv.port)
+    s.queue.ensure()
+    mine = s.queue.add([message(1)], "other@other.example", ["x@example.org"], account="other")
+    none = s.queue.add([message(2)], "a@example.com", ["y@example.org"])
+    code, out, err = s("-q")
+    assert code == 75
+    assert err.splitlines()[0] == "pysendmail: %s: sent to x@example.org" % mine
+    assert [(m[0], m[1]) for m in srv.messages] == [("other@other.example", ["x@example.org"])]
+    assert queued_ids(s.queue) == [none]
+    assert envelope(s.queue, none)["answer"].startswith(
+        "%s has several accounts (main, other) and no default" % s.config
+    )
