@@ -411,8 +411,8 @@ class Queue:
         for path in (self.path, self.q, self.failed):
             try:
                 _check_dir(path, owner)
-            except FileNotFoundError:
-                pass
+            except (FileNotFoundError, PermissionError):
+                pass  # not made yet, or not reachable: listing() says which
         return self
 
     def _make_parents(self, mode):
