@@ -281,7 +281,7 @@ cron_run() {{
 }}
 cron_run early     # the next try is due 5 minutes after the first: nothing goes yet
 # five minutes later: the envelope's next try made due now
-as_user sed -i 's/^"due": .*,$/"due": 0,/' /home/{user}/.local/state/pipemail/queue/q/*.env
+as_user sed -i 's/^"due": [0-9.e+-]*/"due": 0/' /home/{user}/.local/state/pipemail/queue/q/*.env
 cron_run due
 """
 
