@@ -170,7 +170,10 @@ class Run:
 
 
 class Namespace:
-    """A private namespace where /usr/sbin/sendmail is pysendmail (through the logging wrapper)."""
+    """A private namespace where /usr/sbin/sendmail is pysendmail (through the logging wrapper).
+    ``SETUP`` is the script that makes it (a subclass may make another)."""
+
+    SETUP = SETUP
 
     def __init__(self, tmp_path, srv, config=None, config_mode=0o600, aliases=ALIASES):
         self.dir = tmp_path
@@ -199,7 +202,7 @@ class Namespace:
         and with its init the kernel kills every process of the PID namespace.  ``timeout``
         ends it all after NS_LIMIT seconds in any case."""
         q = lambda p: shlex.quote(str(p))  # noqa: E731
-        script = SETUP.format(
+        script = self.SETUP.format(
             scratch=q(self.scratch),
             wrapper=q(self.wrapper),
             config=q(self.config),
@@ -235,10 +238,10 @@ class Namespace:
         return [Run(str(p).removesuffix(".argv")) for p in sorted(self.log.glob("*.argv"), key=lambda p: p.name)]
 
 
-def system_state():
-    """What the real system has at the paths a test could change, and whether a cron daemon runs."""
+def system_state(paths=WATCHED):
+    """What the real system has at ``paths``, which a test could change, and whether a cron daemon runs."""
     state = {}
-    for path in WATCHED:
+    for path in paths:
         try:
             st = os.lstat(path)
         except FileNotFoundError:
