@@ -30,7 +30,7 @@ Options:
   -f ADDR, -r ADDR  The envelope sender (a bare local name becomes the account's address).
   -F NAME           The sender's full name, for a From the message lacks or has local.
   -v                Say each rewrite, and the SMTP dialogue (AUTH redacted).
-  -oX, -B TYPE, -N DSN
+  -oX, -B TYPE, -N DSN, -R HDRS, -V ENVID, -L TAG, -O OPT=VALUE, -n, -U, -G
                     Accepted and ignored, as callers pass them (-oem, -odi, -B8BITMIME).
   -bm               Read a message and send it (the default).
   -bp               List the queue (as mailq).
@@ -50,9 +50,9 @@ Examples:
   mailq
   ln -s "$(command -v pysendmail)" /usr/sbin/sendmail
 
-Refused: -bs, -bd, -bt, -bv, -q with an interval, and any other option
-(exit 64).  Exit status 0 also when the message was queued (said on
-standard error).  See pysendmail(8)."""
+Refused: -bs, -bd, -bt, -bv, -q with an interval or a flag, and any other
+option (exit 64).  Exit status 0 also when the message was queued (said on
+standard error) or dropped for root's queue run (silently).  See pysendmail(8)."""
 
 _REFUSED = {
     "s": "pysendmail does not speak SMTP on standard input: give the message with -t or RECIPIENT operands",
