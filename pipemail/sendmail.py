@@ -578,6 +578,13 @@ def _kept_for(data, req, user):
     return rcpts or [user]  # none to be found: the sender's own name, as sendmail returns it
 
 
+def _kept_sender(req, user):
+    """The sender of the kept message's mbox ``From`` line: -f as given when it is one word (a
+    malformed -f may hold white space or a line break), else the sender's own name."""
+    sender = req.sender
+    return sender if sender and sender.isprintable() and not any(c.isspace() for c in sender) else user
+
+
 def _keep_raw(data, req, ctx, exc):
     """A message that cannot be taken (a configuration error, a malformed one): said, and kept as it
     came in the caller's dead letter, for the recipients it named.  ``exc`` None: a bug, said by
@@ -590,7 +597,7 @@ def _keep_raw(data, req, ctx, exc):
         ctx.warn(str(exc))
         exc.reported = True
     try:
-        transport.save_dead_letter(path, data, req.sender or ctx.user, rcpts, ctx.warn)
+        transport.save_dead_letter(path, data, _kept_sender(req, ctx.user), rcpts, ctx.warn)
     except PipemailError as kept:
         ctx.warn("the message could not be kept: %s" % kept)
         return
@@ -739,7 +746,7 @@ def _return_drop(drop, req, who, why, ctx, say, queue):
     req = req or Request()
     with os.fdopen(os.dup(drop.fd), "rb") as f:  # read with pread: the drop's own offset is left alone
         rcpts = _kept_for(message.FileData(f, "drop %s" % drop.name, start=drop.chunks.start), req, who.user)
-    path, not_kept = queue.dead_letter_of(drop.uid, drop.chunks, req.sender or who.user, rcpts, ctx.env)
+    path, not_kept = queue.dead_letter_of(drop.uid, drop.chunks, _kept_sender(req, who.user), rcpts, ctx.env)
     if path is None:
         ctx.warn("drop %s from %s left in the maildrop: %s (%s)" % (drop.name, who.user, why, not_kept))
         return

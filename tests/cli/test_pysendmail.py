@@ -1203,3 +1203,13 @@ def test_nul_bytes_are_passed_on_as_sendmail_does(run, setup):
     assert (r.returncode, r.stderr) == (0, "")
     ((_m, _r, raw),) = setup.srv.messages
     assert raw.endswith(b"\r\n\r\nbinary \x00 byte\r\n")
+
+
+def test_a_bad_f_is_65_and_kept_under_the_callers_own_name(run, setup):
+    r = sendmail(run, setup, "-f", "a\nFrom evil", "-i", "root", input=b"Subject: x\n\nthe only copy\n")
+    assert r.returncode == 65
+    assert r.stderr.splitlines()[0] == (
+        "pysendmail: address holds a line break, which would inject a header: a\\nFrom evil"
+    )
+    dead = setup.dead_letter()
+    assert dead.startswith(b"From root ") and dead.count(b"\nFrom ") == 0 and b"the only copy" in dead
