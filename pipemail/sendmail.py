@@ -535,6 +535,8 @@ def check(data, req):
         message.header_address(_unfold(msg.header("From")))
     listed = [v for h in ("To", "Cc", "Bcc") for v in _all(msg, h)]
     found = [a for _n, a in message.header_addresses([_unfold(v) for v in listed if v]) if a]
+    if req.read_recipients:
+        _no_paths(found)
     if not req.recipients and not (req.read_recipients and found):
         raise UsageError(NO_RECIPIENTS)
 
@@ -621,9 +623,13 @@ def _options(account, req, ctx, addresses):
 def _send_now(cfg, account, msg, sender, rcpts, req, ctx):
     from pipemail import queue, transport
 
-    url = transport.resolve(None, account, ctx.env)
     segments = msg.segments()
-    size = msg.size() if url.scheme in ("smtp", "smtps") else None
+    try:
+        url = transport.resolve(None, account, ctx.env)
+        size = msg.size() if url.scheme in ("smtp", "smtps") else None
+    except PipemailError as exc:  # nothing tried: kept
+        _keep(segments, sender, rcpts, ctx, exc)
+        raise
     try:
         report = transport.deliver(url, segments, size, sender, rcpts, **_options(account, req, ctx, rcpts + [sender]))
     except PipemailError as exc:
@@ -637,6 +643,9 @@ def _send_now(cfg, account, msg, sender, rcpts, req, ctx):
             _queue(cfg, segments, sender, rcpts, "interrupted while it was being sent", ctx)
         except PipemailError:
             pass  # said, and kept in the dead letter
+        raise
+    except Exception:  # a bug: said by the caller as one, and the message kept all the same
+        _keep(segments, sender, rcpts, ctx, None)
         raise
     temporary = {a: t for a, (c, t) in report.refused.items() if c < 500}
     permanent = {a: t for a, (c, t) in report.refused.items() if c >= 500}
