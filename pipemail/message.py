@@ -89,7 +89,7 @@ def addresses(values):
     out = []
     for value in values:
         check_value("address", value)
-        pairs = getaddresses([value])
+        pairs = _stdlib(getaddresses, [value], value)
         for _name, addr in pairs:
             # addr not in value: getaddresses joined words ("x@y.org z" -> x@y.orgz)
             bad = not addr or addr.startswith("-") or any(c in addr for c in ' <>,;"\\') or addr not in value
@@ -107,7 +107,36 @@ def _same_addresses(value, pairs):
     words after a bare name ("root admin" -> root): a typo must not lose a recipient."""
     from email.headerregistry import HeaderRegistry
 
-    return [a.addr_spec for a in HeaderRegistry()("To", value).addresses] == [a for _n, a in pairs]
+    found = _stdlib(lambda v: [a.addr_spec for a in HeaderRegistry()("To", v).addresses], value, value)
+    return found == [a for _n, a in pairs]
+
+
+def _stdlib(parse, arg, value):
+    """``parse(arg)``, a parser of the email package, whose own errors on input it cannot read
+    (AttributeError, IndexError, TypeError, ValueError, UnboundLocalError...) become the
+    DataError that names ``value``: bad input is never an internal error."""
+    try:
+        return parse(arg)
+    except Exception:
+        raise DataError("not a mail address: %s" % shown(value)) from None
+
+
+def header_addresses(values):
+    """The ``(name, addr)`` pairs of header field values (To, Cc, From...), as getaddresses reads
+    them; DataError naming the value it cannot read."""
+    from email.utils import getaddresses
+
+    out = []
+    for value in values:
+        out += _stdlib(getaddresses, [value], value)
+    return out
+
+
+def header_address(value):
+    """``(name, addr)`` of one header field value, as parseaddr reads it; DataError as above."""
+    from email.utils import parseaddr
+
+    return _stdlib(parseaddr, value, value)
 
 
 def is_bare(addr):

@@ -153,7 +153,8 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 def default_dir(cfg, env=None, uid=None):
     """Where the queue is: ``cfg.queue`` (the configuration's ``queue``), else /var/spool/pipemail
-    for root (``uid`` 0; the current user's by default), else ~/.local/state/pipemail/queue."""
+    for root (``uid`` 0; the current user's by default), else $XDG_STATE_HOME/pipemail/queue
+    (~/.local/state/pipemail/queue)."""
     if cfg is not None and cfg.queue:
         return cfg.queue
     uid = os.geteuid() if uid is None else uid
@@ -161,7 +162,8 @@ def default_dir(cfg, env=None, uid=None):
         return SYSTEM_DIR
     env = os.environ if env is None else env
     home = env.get("HOME") or os.path.expanduser("~")
-    return os.path.join(home, ".local", "state", "pipemail", "queue")
+    state = env.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")  # as pypop's state
+    return os.path.join(state, "pipemail", "queue")
 
 
 def fallback(cfg):
@@ -337,6 +339,15 @@ class Drop:
         self.mtime = st.st_mtime
         self.chunks = FileChunks(fd, offset, self.size, "the drop %s" % name)
         self.refuse_reason = refuse_reason
+
+    def head(self, limit=DROP_HEAD_LIMIT):
+        """The message's header block (up to its blank line, at most ``limit`` bytes, cut at a line
+        end), read alone: what goes back to the owner of a drop that is never read whole."""
+        data = os.pread(self.fd, limit, self.chunks.start)
+        end = min((i for i in (data.find(b"\n\n"), data.find(b"\r\n\r\n")) if i >= 0), default=-1)
+        if end < 0:
+            end = data.rfind(b"\n")
+        return data[: end + 1] if end >= 0 else b""
 
     def remove(self):
         """Remove the drop (it is queued); the maildrop is flushed to disk."""
@@ -794,9 +805,11 @@ def read_envelope(path):
 
 
 def permanent(exc):
-    """Whether the failure ``exc`` of a delivery is for good: a 5xx reply, a refused recipient,
-    a malformed message.  Anything else (no connection, a timeout, TLS, AUTH, a failing
-    password_command, a 4xx) is tried again until the message's lifetime ends."""
+    """Whether the failure ``exc`` of a delivery is for good: a 5xx reply from the server (AUTH's
+    535 included: ``exc.smtp_code`` >= 500), a refused recipient, a malformed message.  Anything
+    else (no connection, a timeout, a TLS failure, AUTH not offered, a failing password_command,
+    a proxy down, a 4xx) is tried again until the message's lifetime ends.  The one rule of
+    pysendmail's first try and of the queue run."""
     if isinstance(exc, (DataError, NoUserError)):
         return True
     return isinstance(exc, PipemailError) and exc.smtp_code is not None and exc.smtp_code >= 500
@@ -967,6 +980,20 @@ def dead_letter(item, undelivered, env=None):
     if os.waitstatus_to_exitcode(status) != 0:
         return None, "not in a dead letter: %s" % (said.decode("utf-8", "replace") or "the writer failed")
     return path, None
+
+
+def dead_letter_of(owner, chunks, sender, undelivered, env=None):
+    """:func:`dead_letter` for a message that is not queued (a drop root's run cannot accept):
+    ``chunks`` appended to ``owner``'s dead letter, written as that user; ``(path, None)``, or
+    ``(None, why)`` when it could not be written."""
+
+    class Returned:
+        def __init__(self):
+            self.envelope = Envelope(sender, list(undelivered), owner, time.time())
+            self.segments = chunks
+            self.sender = sender
+
+    return dead_letter(Returned(), undelivered, env)
 
 
 # -- listing (-bp, mailq) -------------------------------------------------------------------

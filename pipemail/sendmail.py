@@ -33,12 +33,12 @@ queue run (``pysendmail -q``) accepts each drop as that user would have been.
 
 import os
 
-from pipemail import message, transport
 from pipemail.errors import (
     EX_OK,
+    CantCreateError,
     ConfigError,
     DataError,
-    PasswordCommandError,
+    IOFailure,
     PipemailError,
     TempFailError,
     UsageError,
@@ -62,10 +62,12 @@ class Request:
         account=None,
         proxy=None,
         timeout=30.0,
+        sender_flag="-f",
     ):
         self.recipients = list(recipients)
         self.read_recipients = read_recipients
         self.sender = sender  # -f / -r
+        self.sender_flag = sender_flag  # which of the two gave it (said in its errors)
         self.full_name = full_name  # -F
         self.ignore_dots = ignore_dots  # -i / -oi
         self.account = account  # --account
@@ -78,6 +80,7 @@ class Request:
             "recipients": list(self.recipients),
             "read_recipients": bool(self.read_recipients),
             "sender": self.sender,
+            "sender_flag": self.sender_flag,
             "full_name": self.full_name,
             "ignore_dots": bool(self.ignore_dots),
             "account": self.account,
@@ -104,6 +107,7 @@ class Request:
             recipients=rcpts,
             read_recipients=bool(value("read_recipients", bool, False)),
             sender=value("sender", str),
+            sender_flag="-r" if request.get("sender_flag") == "-r" else "-f",
             full_name=value("full_name", str),
             ignore_dots=True,  # the dot rule was applied when it was read
             account=value("account", str),
@@ -138,7 +142,7 @@ def login_name(uid):
 # -- reading --------------------------------------------------------------------------------
 
 
-def until_dot(stream, block=message.CHUNK):
+def until_dot(stream, block=None):
     """The bytes of ``stream`` up to a line holding a lone ``.`` (``.\\n``, ``.\\r\\n``, or ``.``
     at the end), that line excluded: sendmail's end of a message without ``-i``."""
     at_start = True
@@ -154,7 +158,7 @@ def until_dot(stream, block=message.CHUNK):
 
 def read_message(stream, ignore_dots, env=None):
     """Standard input spooled to a private file (see :mod:`pipemail.spool`), at its start."""
-    from pipemail import spool
+    from pipemail import message, spool, transport
 
     chunks = spool.read_chunks(stream) if ignore_dots else transport.gathered(until_dot(stream), message.CHUNK)
     return spool.spool(chunks, env)
@@ -168,7 +172,7 @@ def parse(data):
     over 1 MiB or a field line that cannot be folded."""
     import re
 
-    from pipemail import headers
+    from pipemail import headers, message
 
     src = message.source(data)
     held = b""
@@ -222,6 +226,8 @@ _HOST = []  # the names of this host, looked up once (getfqdn may ask the resolv
 
 
 def _names():
+    from pipemail import message
+
     if not _HOST:
         import socket
 
@@ -261,10 +267,10 @@ def _unfold(value):
 
 def _address(account):
     """The account's address: its ``from``'s, else its ``user`` when that is an address; or None."""
-    from email.utils import parseaddr
+    from pipemail import message
 
     if account.from_:
-        addr = parseaddr(account.from_)[1]
+        addr = message.header_address(account.from_)[1]
         if addr and "@" in addr:
             return addr
     if account.user and "@" in account.user:
@@ -296,16 +302,14 @@ def _qualify(addr, domain, account, ctx, what):
 def recipients(msg, req, account, ctx):
     """The envelope recipients: operands, and with -t the message's To, Cc and Bcc; local names
     through the aliases file, bare ones qualified.  UsageError when there are none."""
-    from email.utils import getaddresses
+    from pipemail import aliases, message
 
-    from pipemail import aliases
-
-    given = [a for _n, a in message.addresses(req.recipients)] if req.recipients else []
+    given = _operands(req.recipients) if req.recipients else []
     if req.read_recipients:
         listed = [v for h in ("To", "Cc", "Bcc") for v in _all(msg, h)]
-        given = [a for _n, a in getaddresses([_unfold(v) for v in listed if v]) if a] + given
+        given = _no_paths([a for _n, a in message.header_addresses([_unfold(v) for v in listed if v]) if a]) + given
     if not given:
-        raise UsageError("no recipients: give RECIPIENT operands, or -t with To, Cc or Bcc in the message")
+        raise UsageError(NO_RECIPIENTS)
     table = None
     domain = _domain(account)
     out = []
@@ -320,8 +324,32 @@ def recipients(msg, req, account, ctx):
         if targets != [name]:
             ctx.verbose("alias %s -> %s" % (name, ", ".join(targets)))
         out += [_qualify(t, domain, account, ctx, "recipient") for t in targets]
+    if not out:  # every name aliased to nothing, or to what is skipped: nobody to send it to
+        raise UsageError(
+            "no recipients: %s has no mail address in the aliases file %s (only |command, /file or "
+            ":include: targets, which pysendmail skips, or none): map it to an address there"
+            % (", ".join(given), table.path)
+        )
     seen = set()
     return [a for a in out if not (a.lower() in seen or seen.add(a.lower()))]
+
+
+def _operands(values):
+    """The addresses of the RECIPIENT operands; DataError for what is not one, UsageError for a
+    file or a program (as sendmail: mail is never written to a file or piped by pysendmail)."""
+    from pipemail import message
+
+    return _no_paths([a for _n, a in message.addresses(values)])
+
+
+def _no_paths(addrs):
+    for a in addrs:
+        if a.startswith(("/", "|")):
+            raise UsageError(
+                "cannot mail directly to files or programs: %s (give a mail address, or map a name "
+                "in the aliases file)" % shown(a)
+            )
+    return addrs
 
 
 def _all(msg, name):
@@ -330,19 +358,21 @@ def _all(msg, name):
 
 def rewrite(msg, req, account, ctx):
     """Rewrite ``msg`` in place as a provider wants it; the envelope sender."""
-    from email.utils import formatdate, getaddresses, make_msgid, parseaddr
+    from email.utils import formatdate, make_msgid
 
-    from pipemail import headers
+    from pipemail import headers, message
 
     mine = _address(account)
     domain = _domain(account)
     from_value = _unfold(msg.header("From"))
-    name, from_addr = parseaddr(from_value) if from_value is not None else ("", "")
-    given = _sender_option(req.sender) or from_addr  # -f ADDR, else From's
+    if from_value is not None and not from_value.strip():
+        from_value = None  # an empty From is no From: it gets the account's address
+    name, from_addr = message.header_address(from_value) if from_value is not None else ("", "")
+    given = _sender_option(req.sender, req.sender_flag) or from_addr  # -f ADDR, else From's
     full_name = message.check_value("-F", req.full_name) if req.full_name else None
     who = local_part(from_addr) if from_value is not None else None
     if from_value is None or who is not None:  # no From, or a local one: the account's address
-        local = who or local_part(_sender_option(req.sender) or "") or ctx.user
+        local = who or local_part(_sender_option(req.sender, req.sender_flag) or "") or ctx.user
         display = name or full_name or local
         display = "%s (%s)" % (display, host_name())
         addr = mine or _qualify(local, domain, account, ctx, "sender")
@@ -356,11 +386,11 @@ def rewrite(msg, req, account, ctx):
         sender = mine or _qualify(local_part(given) or ctx.user, domain, account, ctx, "sender")
         if given != sender:
             ctx.verbose("envelope sender %s -> %s" % (shown(given) if given else "(none)", sender))
-    for field in ("To", "Cc"):  # bare names in the header fields get the domain, as an MTA gives them
+    for field in ("From", "To", "Cc"):  # bare names in the header fields get the domain, as an MTA gives them
         for i, (n, v) in enumerate(msg.headers):
             if n.lower() != field.lower():
                 continue
-            pairs = getaddresses([_unfold(v)])
+            pairs = message.header_addresses([_unfold(v)])
             if not any(a and "@" not in a for _d, a in pairs):
                 continue
             pairs = [(d, _qualify(a, domain, account, ctx, field) if a and "@" not in a else a) for d, a in pairs]
@@ -377,14 +407,16 @@ def rewrite(msg, req, account, ctx):
     return sender
 
 
-def _sender_option(value):
-    """The address of -f/-r, checked (DataError for what is not one address); None for none or
-    the null sender (``<>``, which a message from the account cannot use)."""
+def _sender_option(value, flag="-f"):
+    """The address of -f/-r (``flag``), checked (DataError for what is not one address); None for
+    none or the null sender (``<>``, which a message from the account cannot use)."""
+    from pipemail import message
+
     if not value or value.strip() in ("<>", ""):
         return None
     pairs = message.addresses([value])
     if len(pairs) != 1:
-        raise DataError("-f takes one address: %s" % shown(value))
+        raise DataError("%s takes one address: %s" % (flag, shown(value)))
     return pairs[0][1]
 
 
@@ -404,15 +436,23 @@ def prepare(data, req, account, ctx):
 
 
 def must_drop(env=None, uid=None):
-    """Whether this caller drops into the system maildrop: not root, and its configuration would
-    be the system-wide file (it has no file of its own, and none is named)."""
+    """Whether this caller drops into the system maildrop: not root, and it has no sending
+    configuration of its own: its configuration would be the system-wide file (it has no file
+    of its own, and none is named), or its own file has no account with a transport (a pypop
+    user's, with only ``pop`` accounts)."""
     from pipemail import config
 
     uid = os.getuid() if uid is None else uid
     if uid == 0:
         return False
     path, named = config.default_path(env)
-    return not named and path == config.system_path(env)
+    if not named and path == config.system_path(env):
+        return True
+    try:
+        cfg = config.load(env=env)
+    except ConfigError:
+        return False  # said when it is loaded to send
+    return cfg.found and not cfg.system and not any(a.transport is not None for a in cfg.accounts.values())
 
 
 def system_queue(env=None):
@@ -420,8 +460,8 @@ def system_queue(env=None):
     ``queue`` when it can be read, else /var/spool/pipemail."""
     from pipemail import config, queue
 
-    try:
-        cfg = config.load(env=env)
+    try:  # the system-wide file itself, not the user's own (which may have no sending account)
+        cfg = config.load(config.system_path(env), env=env)
     except ConfigError:
         cfg = None
     return queue.Queue(queue.default_dir(cfg, env, uid=0), drop_max_size=queue.drop_limit(cfg))
@@ -454,23 +494,59 @@ def user_queue(cfg, env):
 
 def submit(stream, req, ctx):
     """pysendmail -bm: read, rewrite, send, queue or keep; the exit code."""
+    from pipemail import message
+
     spooled = read_message(stream, req.ignore_dots, ctx.env)
     try:
-        if must_drop(ctx.env, ctx.uid):
-            return _drop(spooled, req, ctx)
         data = message.FileData(spooled, "standard input")
+        if must_drop(ctx.env, ctx.uid):
+            try:
+                check(data, req)
+            except PipemailError as exc:  # what root's run would refuse, refused now
+                _keep_raw(data, req, ctx, exc)
+                raise
+            return _drop(spooled, req, ctx)
         try:
             cfg, account = load_account(req, ctx.env)
             msg, sender, rcpts = prepare(data, req, account, ctx)
-        except (ConfigError, DataError, UsageError) as exc:  # not sent, and not lost
+        except PipemailError as exc:  # not sent, and not lost
             _keep_raw(data, req, ctx, exc)
+            raise
+        except Exception:  # a bug: said by the caller as one, and the message kept all the same
+            _keep_raw(data, req, ctx, None)
             raise
         return _send_now(cfg, account, msg, sender, rcpts, req, ctx)
     finally:
         spooled.close()
 
 
+def check(data, req):
+    """What a user's pysendmail checks before it drops a message, as root's run would refuse it:
+    -f/-F, the RECIPIENT operands, the header block, and with -t that it names a recipient."""
+    from pipemail import message
+
+    if req.full_name:
+        message.check_value("-F", req.full_name)
+    _sender_option(req.sender, req.sender_flag)
+    if req.recipients:
+        _operands(req.recipients)
+    msg = parse(data)
+    if msg.header("From") is not None:
+        message.header_address(_unfold(msg.header("From")))
+    listed = [v for h in ("To", "Cc", "Bcc") for v in _all(msg, h)]
+    found = [a for _n, a in message.header_addresses([_unfold(v) for v in listed if v]) if a]
+    if req.read_recipients:
+        _no_paths(found)
+    if not req.recipients and not (req.read_recipients and found):
+        raise UsageError(NO_RECIPIENTS)
+
+
+NO_RECIPIENTS = "no recipients: give RECIPIENT operands, or -t with To, Cc or Bcc in the message"
+
+
 def _drop(spooled, req, ctx):
+    from pipemail import message, transport
+
     q = system_queue(ctx.env)
     chunks = transport.FileChunks(spooled.fileno(), 0, os.fstat(spooled.fileno()).st_size, "standard input")
     try:
@@ -480,31 +556,51 @@ def _drop(spooled, req, ctx):
         failure = exc if isinstance(exc, DataError) else TempFailError(str(exc))
         _keep_raw(message.FileData(spooled, "standard input"), req, ctx, failure)
         raise failure from None
-    ctx.warn(
+    ctx.verbose(
         "dropped as %s into %s/maildrop: root's queue run (pysendmail -q, or --run-queue) sends it"
         % (name, shown(q.path))
     )
     return EX_OK
 
 
-def _keep_raw(data, req, ctx, exc):
-    """A message that cannot be taken (a configuration error, a malformed one): said, and kept as it
-    came in the caller's dead letter, for the recipients it named."""
-    path = transport.dead_letter_path(None, ctx.env)
+def _kept_for(data, req, user):
+    """The recipients a message kept as it came is for: its operands, and with -t those of its
+    header fields, as far as they can be read; else the sender's own name."""
+    from pipemail import message
+
     rcpts = list(req.recipients)
     if req.read_recipients:
         try:
-            from email.utils import getaddresses
-
             msg = parse(data)
-            rcpts += [a for _n, a in getaddresses([_unfold(v) for h in ("To", "Cc", "Bcc") for v in _all(msg, h)]) if a]
+            listed = [_unfold(v) for h in ("To", "Cc", "Bcc") for v in _all(msg, h)]
+            rcpts += [a for _n, a in message.header_addresses(listed) if a]
         except PipemailError:
             pass
-    rcpts = rcpts or [ctx.user]  # none to be found: the sender's own name, as sendmail returns it
-    ctx.warn(str(exc))
-    exc.reported = True
+    # a recipient is a line of the kept message's header (X-Pipemail-Undelivered-To): no line breaks
+    rcpts = [r for r in rcpts if r and "\n" not in r and "\r" not in r]
+    return rcpts or [user]  # none to be found: the sender's own name, as sendmail returns it
+
+
+def _kept_sender(req, user):
+    """The sender of the kept message's mbox ``From`` line: -f as given when it is one word (a
+    malformed -f may hold white space or a line break), else the sender's own name."""
+    sender = req.sender
+    return sender if sender and sender.isprintable() and not any(c.isspace() for c in sender) else user
+
+
+def _keep_raw(data, req, ctx, exc):
+    """A message that cannot be taken (a configuration error, a malformed one): said, and kept as it
+    came in the caller's dead letter, for the recipients it named.  ``exc`` None: a bug, said by
+    the caller."""
+    from pipemail import transport
+
+    path = transport.dead_letter_path(None, ctx.env)
+    rcpts = _kept_for(data, req, ctx.user)
+    if exc is not None:
+        ctx.warn(str(exc))
+        exc.reported = True
     try:
-        transport.save_dead_letter(path, data, req.sender or ctx.user, rcpts, ctx.warn)
+        transport.save_dead_letter(path, data, _kept_sender(req, ctx.user), rcpts, ctx.warn)
     except PipemailError as kept:
         ctx.warn("the message could not be kept: %s" % kept)
         return
@@ -512,6 +608,8 @@ def _keep_raw(data, req, ctx, exc):
 
 
 def _options(account, req, ctx, addresses):
+    from pipemail import message
+
     return {
         "account": account,
         "timeout": req.timeout,
@@ -524,38 +622,62 @@ def _options(account, req, ctx, addresses):
 
 
 def _send_now(cfg, account, msg, sender, rcpts, req, ctx):
-    url = transport.resolve(None, account, ctx.env)
+    from pipemail import queue, transport
+
     segments = msg.segments()
-    size = msg.size() if url.scheme in ("smtp", "smtps") else None
+    try:
+        url = transport.resolve(None, account, ctx.env)
+        size = msg.size() if url.scheme in ("smtp", "smtps") else None
+    except PipemailError as exc:  # nothing tried: kept
+        _keep(segments, sender, rcpts, ctx, exc)
+        raise
     try:
         report = transport.deliver(url, segments, size, sender, rcpts, **_options(account, req, ctx, rcpts + [sender]))
-    except (TempFailError, PasswordCommandError) as exc:
-        return _queue(cfg, segments, sender, exc.undelivered or rcpts, str(exc), ctx, account, req)
     except PipemailError as exc:
-        _keep(segments, sender, rcpts if exc.undelivered is None else exc.undelivered, ctx, exc)
-        raise
+        undelivered = rcpts if exc.undelivered is None else exc.undelivered
+        if queue.permanent(exc):  # the one rule the queue run follows too
+            _keep(segments, sender, undelivered, ctx, exc)
+            raise
+        return _queue(cfg, segments, sender, undelivered, str(exc), ctx, account, req)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (a caller's timeout): queued, not lost
-        _queue(cfg, segments, sender, rcpts, "interrupted while it was being sent", ctx, account, req)
+        try:
+            _queue(cfg, segments, sender, rcpts, "interrupted while it was being sent", ctx, account, req)
+        except PipemailError:
+            pass  # said, and kept in the dead letter
+        raise
+    except Exception:  # a bug: said by the caller as one, and the message kept all the same
+        _keep(segments, sender, rcpts, ctx, None)
         raise
     temporary = {a: t for a, (c, t) in report.refused.items() if c < 500}
     permanent = {a: t for a, (c, t) in report.refused.items() if c >= 500}
+    code = EX_OK
     if temporary:
-        _queue(cfg, segments, sender, list(temporary), next(iter(temporary.values())), ctx, account, req)
+        try:
+            _queue(cfg, segments, sender, list(temporary), next(iter(temporary.values())), ctx, account, req)
+        except PipemailError as exc:
+            code = exc.exit_code
     if permanent:
         from pipemail.errors import NoUserError
 
         for text in permanent.values():
             ctx.warn(text)
         _keep(segments, sender, list(permanent), ctx, None)
-        return NoUserError.exit_code
-    return EX_OK
+        code = code or NoUserError.exit_code
+    return code
 
 
 def _queue(cfg, segments, sender, rcpts, answer, ctx, account, req):
-    q = user_queue(cfg, ctx.env)
-    qid = q.add(
-        segments, sender, list(rcpts), owner=ctx.uid, answer=answer, account=account.name, proxy=req.proxy
-    )  # the queue run sends it through the same account, and the proxy the command line gave
+    """Queue the message for ``rcpts`` and say so; when the queue cannot take it, the message is
+    kept in the dead letter and the queue's error raised (said: reported).  The queue run sends it
+    through the same ``account``, and the proxy the command line gave (``req.proxy``)."""
+    try:
+        q = user_queue(cfg, ctx.env)
+        qid = q.add(segments, sender, list(rcpts), owner=ctx.uid, answer=answer, account=account.name, proxy=req.proxy)
+    except PipemailError as exc:
+        ctx.warn("not sent (%s) and not queued: %s" % (answer, exc))
+        exc.reported = True
+        _keep(segments, sender, list(rcpts), ctx, None)
+        raise
     ctx.warn(
         "queued as %s in %s for %s: %s (pysendmail -q sends it now; pysendmail --run-queue retries it)"
         % (qid, shown(q.path), ", ".join(rcpts), answer)
@@ -564,6 +686,8 @@ def _queue(cfg, segments, sender, rcpts, answer, ctx, account, req):
 
 
 def _keep(segments, sender, undelivered, ctx, exc):
+    from pipemail import transport
+
     path = transport.dead_letter_path(None, ctx.env)
     if exc is not None:
         ctx.warn(str(exc))
@@ -574,17 +698,37 @@ def _keep(segments, sender, undelivered, ctx, exc):
 # -- the queue run -------------------------------------------------------------------------------
 
 
-def accept_drops(q, req_account, ctx, cfg=None):
+def received(uid, user, now=None):
+    """The trace field a message accepted from a drop gets, naming who dropped it (Postfix's form):
+    ``by HOST (pipemail pysendmail, from userid UID (NAME)); DATE``."""
+    import re
+    from email.utils import formatdate
+
+    from pipemail import message
+
+    name = re.sub(r"[^A-Za-z0-9._-]", "?", user)
+    return "by %s (pipemail pysendmail, from userid %d (%s));\n\t%s" % (
+        message.fqdn(),
+        uid,
+        name,
+        formatdate(now, localtime=True),
+    )
+
+
+def accept_drops(q, req_account, ctx, cfg=None, say=None):
     """Root's queue run: each drop of ``q``'s maildrop accepted as its owner would have been
-    (rewritten, queued with the owner's uid), then removed.  A drop that cannot be accepted
-    (malformed, no recipients) is said and left where it is.  The number accepted."""
-    from pipemail import config, spool
+    (rewritten, a Received field naming the owner added, queued with the owner's uid), then
+    removed.  A drop that cannot be accepted (malformed, no recipients, an unknown account, any
+    failure but the queue's own) goes back to its owner's dead letter, written as the owner, and
+    is removed; said once.  One drop never stops the run for the others.  The number accepted."""
+    from pipemail import config, message, queue, spool
 
     n = 0
     for drop in q.drops(warn=ctx.warn):
         who = Context(env=ctx.env, warn=ctx.warn, verbose=ctx.verbose, log=ctx.log, uid=drop.uid)
-        if drop.refuse_reason is not None:  # never read, never copied
-            ctx.warn("drop %s from %s left in the maildrop: %s" % (drop.name, who.user, drop.refuse_reason))
+        req = None
+        if drop.refuse_reason is not None:  # over drop_max_size: never read, never copied
+            _refuse_drop(drop, who, ctx, say or ctx.warn, queue)
             continue
         try:
             req = Request.from_drop(drop.request)
@@ -594,13 +738,55 @@ def accept_drops(q, req_account, ctx, cfg=None):
             account = cfg.account(req.account)
             with spool.spool(drop.chunks, ctx.env, "the drop") as f:
                 msg, sender, rcpts = prepare(message.FileData(f, "drop %s" % drop.name), req, account, who)
+                msg.headers.insert(0, ("Received", received(drop.uid, who.user)))
                 q.add(msg.segments(), sender, rcpts, owner=drop.uid, account=account.name)  # never a user's proxy
-        except (DataError, UsageError, ConfigError) as exc:
+        except (IOFailure, CantCreateError) as exc:  # the queue's own trouble: the drop waits for the next run
             ctx.warn("drop %s from %s left in the maildrop: %s" % (drop.name, who.user, exc))
+            continue
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the others go on
+            why = str(exc) if isinstance(exc, PipemailError) else "internal error: %s: %s" % (type(exc).__name__, exc)
+            _return_drop(drop, req, who, why, ctx, say or ctx.warn, queue)
             continue
         drop.remove()
         n += 1
     return n
+
+
+def _refuse_drop(drop, who, ctx, say, queue):
+    """A drop over drop_max_size, never read whole: its header block and a line saying why go back
+    to its owner's dead letter (written as the owner), then it is removed; or it is left in the
+    maildrop when that cannot be written.  Said once."""
+    try:
+        req = Request.from_drop(drop.request)
+    except PipemailError:
+        req = Request()
+    notice = drop.head() + b"\npysendmail: not sent, and its body not kept: %s\n" % drop.refuse_reason.encode()
+    rcpts = [r for r in req.recipients if r and "\n" not in r and "\r" not in r] or [who.user]
+    path, not_kept = queue.dead_letter_of(drop.uid, [notice], _kept_sender(req, who.user), rcpts, ctx.env)
+    if path is None:
+        ctx.warn("drop %s from %s left in the maildrop: %s (%s)" % (drop.name, who.user, drop.refuse_reason, not_kept))
+        return
+    drop.remove()
+    say(
+        "drop %s from %s not accepted: %s; its header returned to %s"
+        % (drop.name, who.user, drop.refuse_reason, shown(path))
+    )
+
+
+def _return_drop(drop, req, who, why, ctx, say, queue):
+    """A drop root's run cannot accept: back to its owner's dead letter (written as the owner), then
+    removed; or left in the maildrop when it cannot be written there.  Said once."""
+    from pipemail import message
+
+    req = req or Request()
+    with os.fdopen(os.dup(drop.fd), "rb") as f:  # read with pread: the drop's own offset is left alone
+        rcpts = _kept_for(message.FileData(f, "drop %s" % drop.name, start=drop.chunks.start), req, who.user)
+    path, not_kept = queue.dead_letter_of(drop.uid, drop.chunks, _kept_sender(req, who.user), rcpts, ctx.env)
+    if path is None:
+        ctx.warn("drop %s from %s left in the maildrop: %s (%s)" % (drop.name, who.user, why, not_kept))
+        return
+    drop.remove()
+    say("drop %s from %s not accepted: %s; returned to %s" % (drop.name, who.user, why, shown(path)))
 
 
 def deliverer(cfg, account, req, ctx, missing=None):
@@ -610,6 +796,7 @@ def deliverer(cfg, account, req, ctx, missing=None):
     account's).  An account no longer in the configuration is a ConfigError: its messages stay
     queued (and fail at the end of their lifetime).  ``account`` None: the run has none of its own
     (``missing``, the ConfigError saying why, is the answer for a message that names none)."""
+    from pipemail import transport
 
     def deliver(name, proxy, batch):
         used = account
@@ -652,7 +839,7 @@ def run_queue(req, ctx, *, due_only, say):
         cfg, account, missing = config.load(env=ctx.env), None, exc
     q = user_queue(cfg, ctx.env)
     if os.geteuid() == 0:
-        accept_drops(q, req.account, ctx, cfg)
+        accept_drops(q, req.account, ctx, cfg, say=say)
     code = queue.run(
         q,
         deliverer(cfg, account, req, ctx, missing),

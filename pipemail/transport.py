@@ -722,7 +722,7 @@ def _authenticate(client, where, user, password, auth, recipients):
         client.redact = False
     if code != 235:
         cls = TempFailError if 400 <= code < 500 else NoPermError
-        raise _fail(cls, "AUTH %s refused by %s: %d %s" % (mech, where, code, _text(msg)), recipients)
+        raise _fail(cls, "AUTH %s refused by %s: %d %s" % (mech, where, code, _text(msg)), recipients, code)
 
 
 __all__ = [

@@ -1001,3 +1001,11 @@ def test_max_size_parts_saved_with_crlf_line_ends_are_reassembled(run, home, tmp
         u = run("pyunshar", "-d", "out-" + name, *inputs, cwd=crlf)
         assert (u.returncode, u.stderr) == (0, ""), name
         assert (crlf / ("out-" + name) / "big.bin").read_bytes() == big.read_bytes(), name
+
+
+@pytest.mark.parametrize("operand", [":>x,;root", "\t:root,"])
+def test_an_address_the_stdlib_parser_chokes_on_is_65_not_a_crash(run, smtp_server, home, operand):
+    srv = smtp_server()
+    r = send(run, srv, "-s", "x", "--", operand, home=str(home))
+    assert (r.returncode, r.stderr) == (65, "pymail: not a mail address: %s\n" % operand.replace("\t", "\\t"))
+    assert srv.messages == []

@@ -1438,13 +1438,19 @@ def test_a_user_cannot_drop_a_message_over_drop_max_size(system_config, monkeypa
     assert names(top / "queue" / "maildrop") == []
 
 
-def test_root_never_copies_a_drop_over_drop_max_size(system_config, monkeypatch):
+def test_root_never_copies_a_drop_over_drop_max_size(system_config, monkeypatch, pmtest_dead_letter):
+    """A sparse 1 GiB drop (a few blocks on disk): refused by its size, never read whole nor
+    copied; its header block goes back to its owner with the reason, and it is removed."""
+    from pipemail import transport
+
     srv, top = system_config
+    dead, pw = pmtest_dead_letter
     maildrop = top / "queue" / "maildrop"
     path = maildrop / "0000000000001-1-SPARSE"
-    path.write_bytes(b'PIPEMAIL-DROP 1 {"recipients":["root"]}\nSubject: sparse\n\n')
+    head = b'PIPEMAIL-DROP 1 {"recipients":["root"]}\n'
+    path.write_bytes(head + b"Subject: sparse\nTo: root\n\n")
     os.truncate(path, 1 << 30)
-    os.chown(path, pwd.getpwnam("pmtest").pw_uid, -1)
+    os.chown(path, pw.pw_uid, -1)
     monkeypatch.setenv("HOME", str(top))
     monkeypatch.setenv("TMPDIR", str(top))  # where root's run would spool a copy
     import subprocess
@@ -1452,10 +1458,21 @@ def test_root_never_copies_a_drop_over_drop_max_size(system_config, monkeypatch)
     from conftest import command_path
 
     p = subprocess.run(command_path("pysendmail") + ["-q"], capture_output=True, text=True, timeout=60)
-    assert "0000000000001-1-SPARSE from pmtest" in p.stderr and "over drop_max_size (4K)" in p.stderr, p.stderr
-    assert names(top / "queue" / "q") == [] and names(top / "queue" / "tmp") == []
+    reason = "it is %d bytes, over drop_max_size (4K)" % ((1 << 30) - len(head))
+    assert (p.returncode, p.stderr) == (
+        0,
+        "pysendmail: drop 0000000000001-1-SPARSE from pmtest not accepted: %s; its header returned to %s\n"
+        % (reason, dead),
+    )
+    assert names(top / "queue" / "q") == [] and names(top / "queue" / "tmp") == [] and names(maildrop) == []
     assert sum(os.lstat(top / n).st_blocks for n in os.listdir(top) if os.path.isfile(top / n)) < 64  # no spool copy
     assert srv.messages == []
+    (kept,) = transport.read_dead_letter(dead)
+    assert kept.undelivered == ["root"]
+    assert b"".join(kept.segments).endswith(
+        b"Subject: sparse\nTo: root\n\npysendmail: not sent, and its body not kept: %s\n" % reason.encode()
+    )
+    assert os.path.getsize(dead) < 1024 and os.stat(dead).st_uid == pw.pw_uid
 
 
 # -- the maildrop of the users who cannot read the system-wide file ---------------------------

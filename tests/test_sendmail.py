@@ -204,3 +204,51 @@ def test_dash_f_and_dash_capital_f_cannot_inject_a_header():
 def test_the_null_sender_is_the_accounts_address(null):
     _msg, sender, _ = rewritten(b"Subject: x\n\nb\n", sendmail.Request(["x@example.org"], sender=null))
     assert sender == "alerts@example.com"
+
+
+# -- the stdlib's own errors on addresses it cannot read (review of issue 12, finding 1) -----------
+
+
+@pytest.mark.parametrize("value", [":>x,;a@b.c", "\t:root,", " .<a: [:", ",.:a>\\.", "a=@[\t", ":>x,;root"])
+def test_an_address_the_stdlib_cannot_read_is_a_data_error(value):
+    from pipemail import message
+
+    with pytest.raises(DataError, match="^not a mail address: "):
+        message.addresses([value])
+    for parse in (lambda: message.header_addresses([value]), lambda: message.header_address(value)):
+        try:  # header fields are read leniently: pairs, or a DataError; never the parser's own error
+            parse()
+        except DataError:
+            pass
+
+
+def test_a_users_queue_is_under_xdg_state_home():
+    from pipemail import queue
+
+    assert queue.default_dir(None, {"HOME": "/h", "XDG_STATE_HOME": "/s"}, uid=1000) == "/s/pipemail/queue"
+    assert queue.default_dir(None, {"HOME": "/h"}, uid=1000) == "/h/.local/state/pipemail/queue"
+
+
+def test_one_rule_for_what_is_permanent():
+    from pipemail import queue
+    from pipemail.errors import NoPermError, NoUserError, TempFailError, UnavailableError
+
+    def err(cls, code=None):
+        e = cls("x")
+        e.smtp_code = code
+        return e
+
+    assert [
+        queue.permanent(e)
+        for e in (
+            err(NoPermError, 535),  # AUTH refused
+            err(UnavailableError, 554),
+            err(NoUserError),
+            err(DataError),
+            err(TempFailError, 421),
+            err(TempFailError),  # no connection, a timeout, a proxy down
+            err(UnavailableError),  # a certificate that does not verify, AUTH not offered
+            err(PasswordCommandError),
+            err(ConfigError),
+        )
+    ] == [True, True, True, True, False, False, False, False, False]

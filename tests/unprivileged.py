@@ -56,6 +56,12 @@ _LAZY = [
     "struct",
     "tempfile",
     "time",
+    "encodings.idna",
+    "pipemail.network",
+    "smtplib",
+    "email.utils",
+    "email.headerregistry",
+    "pipemail.headers",
 ]
 
 _BOOT = """

@@ -30,7 +30,7 @@ Options:
   -f ADDR, -r ADDR  The envelope sender (a bare local name becomes the account's address).
   -F NAME           The sender's full name, for a From the message lacks or has local.
   -v                Say each rewrite, and the SMTP dialogue (AUTH redacted).
-  -oX, -B TYPE, -N DSN
+  -oX, -B TYPE, -N DSN, -R HDRS, -V ENVID, -L TAG, -O OPT=VALUE, -n, -U, -G
                     Accepted and ignored, as callers pass them (-oem, -odi, -B8BITMIME).
   -bm               Read a message and send it (the default).
   -bp               List the queue (as mailq).
@@ -50,9 +50,9 @@ Examples:
   mailq
   ln -s "$(command -v pysendmail)" /usr/sbin/sendmail
 
-Refused: -bs, -bd, -bt, -bv, -q with an interval, and any other option
-(exit 64).  Exit status 0 also when the message was queued (said on
-standard error).  See pysendmail(8)."""
+Refused: -bs, -bd, -bt, -bv, -q with an interval or a flag, and any other
+option (exit 64).  Exit status 0 also when the message was queued (said on
+standard error) or dropped for root's queue run (silently).  See pysendmail(8)."""
 
 _REFUSED = {
     "s": "pysendmail does not speak SMTP on standard input: give the message with -t or RECIPIENT operands",
@@ -76,6 +76,7 @@ class Args:
         self.read_recipients = False
         self.ignore_dots = False
         self.sender = None
+        self.sender_flag = "-f"
         self.full_name = None
         self.verbose = False
         self.account = None
@@ -147,13 +148,16 @@ def parse_args(argv, name=PROG):
                 a.help = True
             elif c in "fr":
                 a.sender = value("-" + c, rest)
+                a.sender_flag = "-" + c
                 break
             elif c == "F":
                 a.full_name = value("-F", rest)
                 break
-            elif c in "BN":  # body type, DSN: accepted, ignored
+            elif c in "BNRVLO":  # body type, DSN, DSN return, envelope id, log tag, -O Option=value: ignored
                 value("-" + c, rest)
                 break
+            elif c in "nUG":  # no aliasing, initial submission, gateway: accepted, ignored
+                pass
             elif c == "o":
                 if not rest:
                     raise Refused("-o needs an option glued to it, as -oi or -oem")
@@ -169,17 +173,34 @@ def parse_args(argv, name=PROG):
                     raise Refused("-b%s is not supported (pysendmail takes -bm, -bp and -bi)" % rest)
                 break
             elif c == "q":
-                if rest:
+                if rest[:1].isdigit():
                     raise Refused(
                         "-q%s is not supported (pysendmail -q sends the queue once; "
                         "its periodic runs are pysendmail --run-queue from cron or a timer)" % rest
+                    )
+                if rest:
+                    raise Refused(
+                        "-q%s is not supported (pysendmail -q takes no flag or queue selection: "
+                        "it sends everything queued, now, in the foreground)" % rest
                     )
                 a.mode = "q"
             else:
                 raise Refused("-%s is not supported (see '%s --help')" % (c, PROG))
             j += 1
         i += 1
+    if name == "mailq":
+        _mailq_only(a, argv)
     return a
+
+
+def _mailq_only(a, argv):
+    """Called as mailq: the queue's listing and nothing else (-v and --help, --version taken)."""
+    for arg in argv:
+        if arg in ("-v", "--help", "-h", "--version", "-bp"):
+            continue
+        if arg.startswith("-"):
+            raise Refused("%s is not supported (mailq lists the queue; it takes only -v)" % arg)
+        raise Refused("mailq takes no RECIPIENT operands")
 
 
 def main(argv=None):
@@ -229,6 +250,7 @@ def command(argv, name=PROG):
         sender=a.sender,
         full_name=a.full_name,
         ignore_dots=a.ignore_dots,
+        sender_flag=a.sender_flag,
         account=a.account,
         proxy=a.proxy,
     )
@@ -246,7 +268,8 @@ def command(argv, name=PROG):
             warn(PROG, "the system queue is %s (its maildrop %s/maildrop)" % (made, made))
         return 0
     if a.mode == "q":
-        return sendmail.run_queue(req, ctx, due_only=a.due_only, say=_sayer(a.due_only))
+        say, ctx.warn = _channels(a.due_only)
+        return sendmail.run_queue(req, ctx, due_only=a.due_only, say=say)
     if sys.stdin is None:
         from pipemail.errors import IOFailure
 
@@ -262,15 +285,38 @@ def _check_proxy(url):
         split_proxy(url)
 
 
-def _sayer(due_only):
-    """Where a queue run says each message that leaves the queue: syslog (LOG_MAIL) for
-    --run-queue when standard error is no terminal (cron, a timer), else standard error."""
-    if due_only and not _isatty(2):
-        import syslog
+def _channels(due_only):
+    """``(say, warn)`` of a queue run: what leaves the queue, and warnings.  For --run-queue with
+    standard error no terminal (cron, a timer) both go to syslog (LOG_MAIL), nothing to standard
+    error, so that a junk file in the maildrop does not mail cron's owner on every run; when
+    syslog cannot be reached (no /dev/log, as in most containers) what leaves the queue is said
+    on standard error, and warnings nowhere.  Otherwise both on standard error."""
+    on_stderr = lambda line: warn(PROG, line)  # noqa: E731
+    if not due_only or _isatty(2):
+        return on_stderr, on_stderr
+    if not _syslog_reachable():
+        return on_stderr, lambda line: None
+    import syslog
 
-        syslog.openlog(PROG, syslog.LOG_PID, syslog.LOG_MAIL)
-        return lambda line: syslog.syslog(syslog.LOG_INFO, line)
-    return lambda line: warn(PROG, line)
+    syslog.openlog(PROG, syslog.LOG_PID, syslog.LOG_MAIL)
+    return (lambda line: syslog.syslog(syslog.LOG_INFO, line)), (lambda line: syslog.syslog(syslog.LOG_WARNING, line))
+
+
+def _syslog_reachable(path="/dev/log"):
+    """Whether the syslog socket takes a connection (the syslog module drops lines silently when
+    it cannot)."""
+    import socket
+
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        s = socket.socket(socket.AF_UNIX, kind)
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            continue
+        finally:
+            s.close()
+    return False
 
 
 def _isatty(fd):

@@ -5,6 +5,7 @@ maildrop of a caller that is not root, and bounded memory."""
 
 import email
 import email.policy
+import email.utils
 import json
 import os
 import stat
@@ -652,12 +653,8 @@ def test_a_user_without_a_config_drops_into_the_maildrop_and_root_q_sends_it(run
         code, out, err = unprivileged.run(
             "sendmail", "-i", "root", input=b"Subject: backup\n\nuser job\n", cwd=home, umask=0o022
         )
-    assert code == 0, err
+    assert (code, err) == (0, "")  # a drop is the normal path: silent, as postdrop is
     (name,) = [n for n in os.listdir(queue_dir / "maildrop") if not n.startswith(".")]
-    assert err == (
-        "pysendmail: dropped as %s into %s/maildrop: root's queue run (pysendmail -q, or --run-queue) sends it\n"
-        % (name, queue_dir)
-    )
     uid = os.stat(queue_dir / "maildrop" / name).st_uid
     if unprivileged.is_root():
         user = unprivileged.USER
@@ -673,6 +670,31 @@ def test_a_user_without_a_config_drops_into_the_maildrop_and_root_q_sends_it(run
     assert [p.name for p in top.glob("read-by-*")] == ["read-by-0"] and srv.logins[0][2] is True
     assert header_bytes(raw, "From") == [b'From: "%s (%s)" <alerts@example.com>' % (user.encode(), HOST.encode())]
     assert os.listdir(queue_dir / "maildrop") == [] and os.listdir(queue_dir / "q") == []
+    # the trace field naming who dropped it, first, as Postfix's "from userid"
+    first = raw.split(b"\r\n")[:2]
+    assert first[0] == b"Received: by %s (pipemail pysendmail, from userid %d (%s));" % (
+        fqdn().encode(),
+        uid,
+        user.encode(),
+    )
+    assert email.utils.parsedate_to_datetime(first[1].strip().decode()).tzinfo is not None
+
+
+def test_a_drop_is_said_with_v(run, system_queue, monkeypatch):
+    import unprivileged
+
+    srv, top, queue_dir = system_queue
+    with unprivileged.user_dir() as home:
+        monkeypatch.setenv("HOME", home)
+        code, out, err = unprivileged.run(
+            "sendmail", "-v", "-i", "root", input=b"Subject: x\n\nb\n", cwd=home, umask=0o022
+        )
+    (name,) = [n for n in os.listdir(queue_dir / "maildrop") if not n.startswith(".")]
+    assert (code, err) == (
+        0,
+        "pysendmail: dropped as %s into %s/maildrop: root's queue run (pysendmail -q, or --run-queue) sends it\n"
+        % (name, queue_dir),
+    )
 
 
 # -- through a proxy ------------------------------------------------------------------------
@@ -704,23 +726,86 @@ def test_a_bad_proxy_url_is_64(run, setup):
     assert setup.srv.messages == [] and setup.queued() == []
 
 
-def test_run_queue_sends_only_what_is_due_and_says_it_to_syslog_not_stderr(run, tmp_path, smtp_server):
-    port = free_port()
-    s = Setup(tmp_path, "smtp://127.0.0.1:%d" % port)
+# A private /dev (tmpfs) with only what a command needs, and /dev/log bound to a socket the test
+# listens on, or no /dev/log at all (as in most containers): the machine's /dev is left alone.
+NS_DEV = """set -e
+d=$1; shift
+mkdir -p "$d/olddev"
+mount --bind /dev "$d/olddev"
+mount -t tmpfs -o mode=755 tmpfs /dev
+for n in null zero full random urandom tty; do touch /dev/$n; mount --bind "$d/olddev/$n" /dev/$n; done
+ln -s /proc/self/fd /dev/fd
+if [ -n "$LOGSOCK" ]; then touch /dev/log; mount --bind "$LOGSOCK" /dev/log; fi
+exec "$@"
+"""
+
+
+def in_private_dev(s, args, syslog=None):
+    """pysendmail ``args`` in a mount namespace whose /dev/log is the datagram socket ``syslog``
+    (a path), or absent; standard error a pipe (as from cron).  ``(exit code, stderr text)``."""
+    script = s.dir / "ns.sh"
+    script.write_text(NS_DEV)
+    env = {**os.environ, **s.env(), "LOGSOCK": str(syslog or "")}
+    env.pop("PIPEMAIL_DEBUG", None)
+    argv = ["unshare", "-m", "--propagation", "private", "sh", str(script), str(s.dir)] + command_path("pysendmail")
+    p = subprocess.run(argv + list(args), stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=60)
+    return p.returncode, p.stderr.decode()
+
+
+def _queue_two_then_make_one_due(run, s, port, srv):
     for n in range(2):
         assert sendmail(run, s, "-i", "root", input=b"Subject: n%d\n\nbody\n" % n).returncode == 0
-    srv = smtp_server()
     s.config.write_text(s.config.read_text().replace("127.0.0.1:%d" % port, "127.0.0.1:%d" % srv.port))
-    r = sendmail(run, s, "--run-queue")
-    assert (r.returncode, r.stderr, srv.messages) == (0, "", [])  # neither is due: 5 minutes after the try
     first = sorted((s.queue / "q").glob("*.env"))[0]
     env = json.loads(first.read_text())
     env["due"] = 0
     first.write_text(json.dumps(env))
-    r = sendmail(run, s, "--run-queue")
-    assert (r.returncode, r.stderr) == (0, "")  # said to syslog: standard error is no terminal
+    (s.queue / "maildrop" / "0000000000000-1-JUNK").write_bytes(b"not a drop\n")  # a user's junk
+    return first.name[: -len(".env")]
+
+
+def test_run_queue_from_cron_says_everything_to_syslog_and_nothing_on_stderr(run, tmp_path, smtp_server):
+    import socket
+
+    port = free_port()
+    s = Setup(tmp_path, "smtp://127.0.0.1:%d" % port)
+    srv = smtp_server()
+    qid = _queue_two_then_make_one_due(run, s, port, srv)
+    path = str(tmp_path / "log.sock")
+    log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    log.bind(path)
+    log.settimeout(0.5)
+    try:
+        code, err = in_private_dev(s, ["--run-queue"], syslog=path)
+        got = []
+        while True:
+            try:
+                got.append(log.recv(65536).decode())
+            except TimeoutError:
+                break
+    finally:
+        log.close()
+    assert (code, err) == (0, "")  # only what is due, and said to syslog: standard error is no terminal
     ((_m, _r, raw),) = srv.messages
     assert b"Subject: n0" in raw and len(s.queued()) == 1
+    said = [line.split("]: ", 1) for line in got]
+    assert [(head[:4], "pysendmail[" in head, text) for head, text in said] == [
+        ("<20>", True, "skipping 0000000000000-1-JUNK in the maildrop: not a pipemail drop (no PIPEMAIL-DROP 1 line)"),
+        ("<22>", True, "%s: sent to admin@example.org" % qid),
+    ]  # LOG_MAIL: warning, then info
+
+
+def test_run_queue_without_syslog_says_what_leaves_the_queue_on_stderr(run, tmp_path, smtp_server):
+    port = free_port()
+    s = Setup(tmp_path, "smtp://127.0.0.1:%d" % port)
+    srv = smtp_server()
+    qid = _queue_two_then_make_one_due(run, s, port, srv)
+    code, err = in_private_dev(s, ["--run-queue"])
+    # what left the queue said once, where cron sees it; the junk's warning (every run) is not
+    assert (code, err) == (0, "pysendmail: %s: sent to admin@example.org\n" % qid)
+    assert len(srv.messages) == 1 and len(s.queued()) == 1
+    code, err = in_private_dev(s, ["--run-queue"])
+    assert (code, err, len(srv.messages)) == (0, "", 1)  # nothing due: nothing said
 
 
 def test_sigterm_while_sending_queues_the_message(setup):
@@ -761,3 +846,370 @@ def test_q_by_a_user_of_the_system_file_is_77(run, system_queue, monkeypatch):
         "pysendmail: the system queue is root's: its queue run (pysendmail --run-queue in root's crontab, "
         "or sudo pysendmail -q) sends what you drop\n"
     )
+
+
+# -- nothing lost, nothing stalled (review of issue 12) ------------------------------------------
+
+
+POISON = ":>x,;a@b.c"  # the stdlib's address parser raises AttributeError on it (IndexError, TypeError on others)
+
+
+@pytest.mark.parametrize("operand", [POISON, "\t:root,", "a=@[\t"])
+def test_an_unparsable_operand_is_65_and_the_message_kept(run, setup, operand):
+    r = sendmail(run, setup, "-i", "--", operand, input=b"Subject: x\n\nthe only copy\n")
+    assert r.returncode == 65
+    assert r.stderr.splitlines() == [
+        "pysendmail: not a mail address: %s" % operand.replace("\t", "\\t"),
+        "pysendmail: the message is kept in %s/dead.letter" % setup.home,
+    ]
+    assert setup.dead_letter().endswith(b"Subject: x\n\nthe only copy\n\n") and setup.srv.messages == []
+
+
+def _pmtest_dead_letter():
+    """pmtest's dead letter (where root's run returns its drops), and its size now."""
+    import pwd
+
+    import unprivileged
+
+    path = Path(pwd.getpwnam(unprivileged.USER).pw_dir) / "dead.letter"
+    return path, path.stat().st_size if path.exists() else None
+
+
+def _restore(path, size):
+    if size is None:
+        path.unlink(missing_ok=True)
+    else:
+        os.truncate(path, size)
+
+
+def test_drops_root_cannot_accept_go_back_to_their_user_and_never_stop_the_run(run, system_queue, monkeypatch):
+    import pwd
+
+    import unprivileged
+
+    from pipemail.queue import Queue
+
+    srv, top, queue_dir = system_queue
+    assert unprivileged.is_root(), "root's queue run is root's"
+    pw = pwd.getpwnam(unprivileged.USER)
+    base = {"read_recipients": False, "sender": None, "full_name": None, "ignore_dots": True, "user": "x"}
+    drops = [  # what a user can write into the 1733 maildrop by hand, past their own pysendmail's checks
+        ({**base, "recipients": [POISON]}, b"Subject: poison\n\np1\n", "not a mail address: %s" % POISON),
+        ({**base, "recipients": [], "read_recipients": True}, b"Subject: none\n\np2\n", NO_RCPT),
+        ({**base, "recipients": ["root"], "full_name": "a\nb"}, b"Subject: F\n\np3\n", F_BREAK),
+        ({**base, "recipients": ["root"], "account": "nope"}, b"Subject: acct\n\np4\n", None),
+        ({**base, "recipients": ["root"]}, b"Subject: innocent\n\nfine\n", None),
+    ]
+    q = Queue(queue_dir)
+    names = []
+    for request, raw, _why in drops:
+        names.append(q.drop([raw], request))
+        os.chown(queue_dir / "maildrop" / names[-1], pw.pw_uid, pw.pw_gid)
+    dead, size = _pmtest_dead_letter()
+    try:
+        monkeypatch.setenv("HOME", str(top))
+        r = run("pysendmail", "-q")
+        returned = dead.read_bytes()[size or 0 :]
+    finally:
+        _restore(dead, size)
+    assert r.returncode == 0, r.stderr
+    ((_m, rcpts, raw),) = srv.messages  # the innocent one went out
+    assert rcpts == ["admin@example.org"] and b"\r\n\r\nfine\r\n" in raw
+    assert os.listdir(queue_dir / "maildrop") == [] and os.listdir(queue_dir / "q") == []
+    lines = r.stderr.splitlines()
+    whys = [w for _r, _raw, w in drops[:3]] + [
+        "no account 'nope' in %s; accounts: main" % os.environ["PIPEMAIL_SYSTEM_CONFIG"]
+    ]
+    assert lines[:4] == [
+        "pysendmail: drop %s from %s not accepted: %s; returned to %s" % (n, pw.pw_name, w, dead)
+        for n, w in zip(names, whys, strict=False)
+    ]
+    assert len(lines) == 5 and lines[4].endswith(": sent to admin@example.org")  # each said once
+    for _request, body, _why in drops[:4]:  # each kept as it came, for the owner's pymail --resend
+        assert body + b"\n" in returned
+    assert (
+        returned.count(b"\nX-Pipemail-Undelivered-To: ") == 4 and b"Undelivered-To: %s\n" % POISON.encode() in returned
+    )
+    r = run("pysendmail", "-q")
+    assert (r.returncode, r.stderr) == (0, "")  # said once: the next run has nothing to say
+
+
+NO_RCPT = "no recipients: give RECIPIENT operands, or -t with To, Cc or Bcc in the message"
+F_BREAK = "-F holds a line break, which would inject a header: a\\nb"
+
+
+@pytest.mark.parametrize(
+    "argv, message, code, why",
+    [
+        (["-t"], b"Subject: none\n\nb\n", 64, NO_RCPT),
+        (["-i", "--", POISON], b"Subject: p\n\nb\n", 65, "not a mail address: %s" % POISON),
+        (["-F", "a\nb", "root"], b"Subject: F\n\nb\n", 65, F_BREAK),
+        (["-r", "a@x.org,b@y.org", "root"], b"Subject: r\n\nb\n", 65, "-r takes one address: a@x.org,b@y.org"),
+        (["-i", "/etc/passwd"], b"Subject: f\n\nb\n", 64, None),
+    ],
+    ids=["no-recipients", "bad-operand", "bad-F", "two-senders", "a-file"],
+)
+def test_a_user_is_refused_before_dropping_what_root_would_refuse(
+    run, system_queue, monkeypatch, argv, message, code, why
+):
+    import unprivileged
+
+    srv, top, queue_dir = system_queue
+    with unprivileged.user_dir() as home:
+        monkeypatch.setenv("HOME", home)
+        got, out, err = unprivileged.run("sendmail", *argv, input=message, cwd=home, umask=0o022)
+        dead = (Path(home) / "dead.letter").read_bytes()
+    assert got == code
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[1] == "pysendmail: the message is kept in %s/dead.letter" % home
+    if why is not None:
+        assert lines[0] == "pysendmail: " + why
+    assert dead.endswith(message + b"\n") and os.listdir(queue_dir / "maildrop") == []
+
+
+def test_a_message_is_kept_when_it_can_be_neither_sent_nor_queued(run, tmp_path):
+    port = free_port()
+    s = Setup(tmp_path, "smtp://127.0.0.1:%d" % port)
+    real = tmp_path / "real"
+    real.mkdir()
+    s.queue.symlink_to(real)  # the queue is refused (78)
+    r = sendmail(run, s, "-i", "root", input=b"Subject: important\n\nthe only copy\n")
+    assert r.returncode == 78
+    lines = r.stderr.splitlines()
+    assert len(lines) == 2, r.stderr
+    assert lines[0].startswith(
+        "pysendmail: not sent (cannot connect to 127.0.0.1 port %d: Connection refused) and not queued: "
+        "the queue %s " % (port, s.queue)
+    )
+    assert lines[1] == (
+        "pysendmail: the message is kept in %s/dead.letter for admin@example.org (pymail --resend %s/dead.letter "
+        "sends it again)" % (s.home, s.home)
+    )
+    assert s.dead_letter().endswith(b"\n\nthe only copy\n\n") and os.listdir(real) == []
+
+
+def test_mixed_answers_keep_the_4xx_part_when_the_queue_cannot_take_it(run, tmp_path, smtp_server):
+    srv = smtp_server()
+    s = Setup(tmp_path, srv.url)
+    (tmp_path / "real").mkdir()
+    s.queue.symlink_to(tmp_path / "real")
+    srv.rcpt_replies["admin@example.org"] = "452 4.2.2 mailbox full"
+    r = sendmail(run, s, "-i", "root", "ok@example.net", input=b"Subject: x\n\nb\n")
+    assert r.returncode == 78
+    ((_m, rcpts, _raw),) = srv.messages
+    assert rcpts == ["ok@example.net"]
+    assert r.stderr.splitlines()[0].startswith("pysendmail: not sent (RCPT TO:<admin@example.org> refused by ")
+    assert b"X-Pipemail-Undelivered-To: admin@example.org\n" in s.dead_letter()
+
+
+def test_sigterm_keeps_the_message_when_the_queue_cannot_take_it(tmp_path, smtp_server):
+    import signal
+    import time
+
+    srv = smtp_server()
+    s = Setup(tmp_path, srv.url)
+    (tmp_path / "real").mkdir()
+    s.queue.symlink_to(tmp_path / "real")
+    srv.data_delay = 3
+    env = {**os.environ, **s.env()}
+    env.pop("PIPEMAIL_DEBUG", None)
+    p = subprocess.Popen(
+        command_path("pysendmail") + ["-i", "root"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    p.stdin.write(b"Subject: slow\n\nthe only copy\n")
+    p.stdin.close()
+    deadline = time.monotonic() + 20
+    while srv.data_commands < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    err = p.stderr.read().decode()
+    assert p.wait(20) == 128 + signal.SIGTERM
+    assert "pysendmail: not sent (interrupted while it was being sent) and not queued: " in err
+    assert s.dead_letter().endswith(b"\n\nthe only copy\n\n")
+
+
+@pytest.mark.parametrize("text", ['root: "|/usr/bin/procmail"\n', "root: /var/mail/root\n", "root:\n"])
+def test_an_alias_that_leaves_no_recipient_is_64_and_the_message_kept(run, tmp_path, smtp_server, text):
+    srv = smtp_server()
+    s = Setup(tmp_path, srv.url, aliases=text)
+    r = sendmail(run, s, "-i", "root", input=b"Subject: x\n\nthe only copy\n")
+    assert r.returncode == 64
+    lines = r.stderr.splitlines()
+    assert lines[-2:] == [
+        "pysendmail: no recipients: root has no mail address in the aliases file %s (only |command, /file or "
+        ":include: targets, which pysendmail skips, or none): map it to an address there" % s.aliases,
+        "pysendmail: the message is kept in %s/dead.letter" % s.home,
+    ]
+    assert srv.messages == [] and s.dead_letter().endswith(b"\n\nthe only copy\n\n")
+
+
+# -- one rule for what is permanent --------------------------------------------------------------
+
+
+def test_auth_refused_is_permanent_for_the_first_try_and_for_the_queue(run, tmp_path, smtp_server):
+    port = free_port()
+    s = Setup(tmp_path, "smtp://127.0.0.1:%d" % port, extra='user = "alerts@example.com"\n')
+    wrong = {"PIPEMAIL_PASSWORD": "wrong"}
+    assert sendmail(run, s, "-i", "root", input=b"Subject: q\n\nqueued first\n", env=wrong).returncode == 0
+    srv = smtp_server(auth=("alerts@example.com", "secret"))
+    s.config.write_text(s.config.read_text().replace("127.0.0.1:%d" % port, "127.0.0.1:%d" % srv.port))
+    r = sendmail(run, s, "-i", "root", input=b"Subject: now\n\nfirst try\n", env=wrong)
+    assert r.returncode == 77 and r.stderr.splitlines()[0].startswith("pysendmail: AUTH PLAIN refused by ")
+    assert s.dead_letter().count(b"\nX-Pipemail-Undelivered-To: admin@example.org\n") == 1
+    assert len(s.queued()) == 1
+    r = sendmail(run, s, "-q", env=wrong)  # the same answer in the queue run: failed at once, not retried
+    assert s.queued() == [] and len(list((s.queue / "failed").glob("*.msg"))) == 1, r.stderr
+    assert s.dead_letter().count(b"\nX-Pipemail-Undelivered-To: admin@example.org\n") == 2
+    assert b"queued first" in s.dead_letter()
+
+
+def test_auth_not_offered_is_queued_as_the_queue_retries_it(run, setup):
+    r = sendmail(run, setup, "-i", "root", input=b"Subject: x\n\nb\n", env={"PIPEMAIL_PASSWORD": "pw"})
+    setup.config.write_text(setup.config.read_text() + 'user = "alerts@example.com"\n')
+    r = sendmail(run, setup, "-i", "root", input=b"Subject: y\n\nb\n", env={"PIPEMAIL_PASSWORD": "pw"})
+    assert r.returncode == 0 and setup.dead_letter() == b""
+    (env,) = setup.queued()
+    assert env["answer"].endswith("does not offer AUTH, and a user is set (alerts@example.com)")
+
+
+# -- rewriting -----------------------------------------------------------------------------------
+
+
+def test_an_empty_from_counts_as_absent(run, setup):
+    r = sendmail(run, setup, "-i", "admin@example.org", input=b"From: \nSubject: x\n\nb\n")
+    assert (r.returncode, r.stderr) == (0, "")
+    ((mail_from, _r, raw),) = setup.srv.messages
+    assert mail_from == "alerts@example.com"
+    assert header_bytes(raw, "From") == [b'From: "root (%s)" <alerts@example.com>' % HOST.encode()]
+
+
+def test_bare_names_in_a_from_list_are_qualified(run, setup):
+    r = sendmail(run, setup, "-i", "admin@example.org", input=b"From: a@example.org, root\nSubject: x\n\nb\n")
+    assert (r.returncode, r.stderr) == (0, "")
+    ((_m, _r, raw),) = setup.srv.messages
+    assert header_bytes(raw, "From") == [b"From: a@example.org, root@example.com"]
+
+
+@pytest.mark.parametrize("operand", ["/etc/passwd", "|/bin/sh"])
+def test_a_file_or_program_operand_is_refused_and_the_message_kept(run, setup, operand):
+    r = sendmail(run, setup, "-i", operand, input=b"Subject: x\n\nthe only copy\n")
+    assert r.returncode == 64
+    assert r.stderr.splitlines() == [
+        "pysendmail: cannot mail directly to files or programs: %s (give a mail address, or map a name in the "
+        "aliases file)" % operand,
+        "pysendmail: the message is kept in %s/dead.letter" % setup.home,
+    ]
+    assert setup.srv.messages == [] and b"the only copy" in setup.dead_letter()
+
+
+# -- options real callers pass -------------------------------------------------------------------
+
+
+def test_options_of_mutt_postfix_and_msmtp_callers_are_accepted_and_ignored(run, setup):
+    argv = ["-R", "hdrs", "-V", "envid1", "-n", "-U", "-G", "-L", "tag", "-O", "DeliveryMode=b", "-Rfull", "-i"]
+    r = sendmail(run, setup, *argv, "root", input=b"Subject: x\n\nb\n")
+    assert (r.returncode, r.stderr) == (0, "")
+    ((_m, rcpts, _raw),) = setup.srv.messages
+    assert rcpts == ["admin@example.org"]
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["-q"], "mailq: -q is not supported (mailq lists the queue; it takes only -v)"),
+        (["-bm"], "mailq: -bm is not supported (mailq lists the queue; it takes only -v)"),
+        (["root"], "mailq: mailq takes no RECIPIENT operands"),
+    ],
+)
+def test_mailq_only_lists(tmp_path, setup, argv, line):
+    p = subprocess.run(
+        _linked(tmp_path, "mailq") + argv, capture_output=True, env={**os.environ, **setup.env()}, timeout=60
+    )
+    assert (p.returncode, p.stderr.decode(), p.stdout) == (64, line + "\n", b"")
+    assert setup.srv.messages == [] and setup.queued() == []
+
+
+def test_qf_is_refused_in_accurate_words(run, setup):
+    r = sendmail(run, setup, "-qf")
+    assert (r.returncode, r.stderr) == (
+        64,
+        "pysendmail: -qf is not supported (pysendmail -q takes no flag or queue selection: it sends everything "
+        "queued, now, in the foreground)\n",
+    )
+
+
+def test_r_with_two_addresses_says_r(run, setup):
+    r = sendmail(run, setup, "-r", "a@x.org,b@y.org", "-i", "root", input=b"Subject: x\n\nb\n")
+    assert r.returncode == 65
+    assert r.stderr.splitlines()[0] == "pysendmail: -r takes one address: a@x.org,b@y.org"
+
+
+# -- who sends: users with a configuration of their own ------------------------------------------
+
+
+def test_a_user_whose_file_has_no_transport_drops_into_the_maildrop(run, system_queue, monkeypatch):
+    import unprivileged
+
+    srv, top, queue_dir = system_queue
+    with unprivileged.user_dir() as home:
+        conf = Path(home) / ".config" / "pipemail"
+        conf.mkdir(parents=True)
+        (conf / "config.toml").write_text('[accounts.fetch]\npop = "pop3://127.0.0.1:1"\n')
+        unprivileged.give(home)
+        monkeypatch.setenv("HOME", home)
+        code, out, err = unprivileged.run("sendmail", "-i", "root", input=b"Subject: x\n\nb\n", cwd=home, umask=0o022)
+    assert (code, err) == (0, "")
+    assert len([n for n in os.listdir(queue_dir / "maildrop") if not n.startswith(".")]) == 1
+
+
+def test_a_users_queue_honours_xdg_state_home(run, system_queue, monkeypatch):
+    import unprivileged
+
+    srv, top, queue_dir = system_queue
+    with unprivileged.user_dir() as home:
+        conf = Path(home) / "config.toml"
+        conf.write_text(
+            '[accounts.main]\nfrom = "me@example.com"\ntransport = "smtp://127.0.0.1:%d"\ntls = "none"\n'
+            'aliases = "/dev/null"\n' % free_port()
+        )
+        unprivileged.give(home)
+        monkeypatch.setenv("HOME", home)
+        monkeypatch.setenv("PIPEMAIL_CONFIG", str(conf))
+        monkeypatch.setenv("XDG_STATE_HOME", home + "/state")
+        code, out, err = unprivileged.run(
+            "sendmail", "-i", "a@example.org", input=b"Subject: x\n\nb\n", cwd=home, umask=0o022
+        )
+        queued = list((Path(home) / "state" / "pipemail" / "queue" / "q").glob("*.env"))
+    assert code == 0 and "queued as" in err, err
+    assert len(queued) == 1
+
+
+# -- fast start ----------------------------------------------------------------------------------
+
+
+def test_bi_imports_neither_transport_nor_message(setup):
+    code = (
+        "import sys; from pipemail.cli import sendmail; assert sendmail.command(['-bi']) == 0; "
+        "heavy = ('pipemail.transport', 'pipemail.message', 'smtplib', 'email.utils'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, env={**os.environ, **setup.env()}, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (0, b"[]\n", b"")
+
+
+def test_nul_bytes_are_passed_on_as_sendmail_does(run, setup):
+    r = sendmail(run, setup, "-i", "root", input=b"Subject: x\n\nbinary \x00 byte\n")
+    assert (r.returncode, r.stderr) == (0, "")
+    ((_m, _r, raw),) = setup.srv.messages
+    assert raw.endswith(b"\r\n\r\nbinary \x00 byte\r\n")
+
+
+def test_a_bad_f_is_65_and_kept_under_the_callers_own_name(run, setup):
+    r = sendmail(run, setup, "-f", "a\nFrom evil", "-i", "root", input=b"Subject: x\n\nthe only copy\n")
+    assert r.returncode == 65
+    assert r.stderr.splitlines()[0] == (
+        "pysendmail: address holds a line break, which would inject a header: a\\nFrom evil"
+    )
+    dead = setup.dead_letter()
+    assert dead.startswith(b"From root ") and dead.count(b"\nFrom ") == 0 and b"the only copy" in dead
