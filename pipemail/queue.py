@@ -98,8 +98,8 @@ its ID; dot-names are files being written and are left alone (removed when older
 than a day).  Root's run opens each drop with O_NOFOLLOW|O_NONBLOCK and takes only
 regular files with one link; the drop's owner (the file's uid) is who dropped it.
 A symlink, a FIFO, a device, a directory, a hard link, a file with a bad first line is
-skipped with a warning and left where it is.  A user cannot fsync the maildrop (mode 1733
-gives no read permission), so a drop is durable once the filesystem commits the rename;
+moved to DIR/corrupt/ (0700) with a warning, once, as Postfix's pickup does.  A user cannot
+fsync the maildrop (mode 1733 gives no read permission), so a drop is durable once the filesystem commits the rename;
 its bytes are fsynced before it.  Root's run also takes the maildrop of /var/spool/pipemail
 when the system-wide file names another queue (:func:`fallback`): users who cannot read that
 file drop there.  A drop is at most ``drop_max_size`` (100M by default; 0: no limit):
@@ -629,7 +629,7 @@ class Queue:
         """The drops waiting in the maildrops (:meth:`maildrops`), oldest first, each a :class:`Drop`
         open and locked until the next one is asked for (or :meth:`Drop.close`).  Dot-names (being
         written) are left alone, and removed when older than a day; anything but a regular file with
-        one link and a good first line is skipped with a warning; a drop another run holds is
+        one link and a good first line is moved to corrupt/ with a warning; a drop another run holds is
         skipped.  A drop over :attr:`drop_max_size` (its file's size, not its blocks) comes with its
         ``refuse_reason``: never read nor copied."""
         now = time.time() if now is None else now
@@ -655,13 +655,16 @@ class Queue:
             except FileNotFoundError:
                 continue  # taken by another run
             except OSError as exc:
-                _warn(warn, "skipping %s in %s: %s" % (shown(name), label, _why_not_regular(exc)))
+                if exc.errno == errno.ELOOP:
+                    _set_aside(maildrop, name, label, _why_not_regular(exc), warn)
+                else:
+                    _warn(warn, "skipping %s in %s: %s" % (shown(name), label, describe_oserror(exc)))
                 continue
             drop = None
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
-                    _warn(warn, "skipping %s in %s: not a regular file" % (shown(name), label))
+                    _set_aside(maildrop, name, label, "not a regular file", warn)
                     continue
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -671,12 +674,12 @@ class Queue:
                 if st.st_nlink == 0:
                     continue  # another run took it and removed it
                 if st.st_nlink != 1:
-                    _warn(warn, "skipping %s in %s: it has %d links" % (shown(name), label, st.st_nlink))
+                    _set_aside(maildrop, name, label, "it has %d links" % st.st_nlink, warn)
                     continue
                 try:
                     request, offset = _read_drop_head(fd)
                 except DataError as exc:
-                    _warn(warn, "skipping %s in %s: %s" % (shown(name), label, exc))
+                    _set_aside(maildrop, name, label, str(exc), warn)
                     continue
                 why = None
                 if self.drop_max_size and st.st_size - offset > self.drop_max_size:
@@ -1118,6 +1121,30 @@ def listing(q, now=None):
                     Entry(name, "dropped", max(now - st.st_mtime, 0), st.st_size, owner=st.st_uid, arrival=st.st_mtime)
                 )
     return entries
+
+
+def _set_aside(maildrop, name, label, why, warn):
+    """Move ``name``, which is no drop (a symlink, a FIFO, a directory, a hard link, a file without
+    a drop's first line), from ``maildrop`` to corrupt/ beside it (mode 0700), as Postfix's pickup
+    does: said once, then never looked at again (nor followed, nor read).  When it cannot be
+    moved it is skipped, and said again by the next run."""
+    corrupt = os.path.join(os.path.dirname(maildrop), "corrupt")
+    try:
+        try:
+            os.mkdir(corrupt, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(corrupt)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise OSError(errno.EEXIST, "%s is not a directory of this user's" % shown(corrupt))
+        target = os.path.join(corrupt, name)
+        if os.path.lexists(target):
+            target += "." + os.urandom(3).hex()
+        os.rename(os.path.join(maildrop, name), target)
+    except OSError as exc:
+        _warn(warn, "skipping %s in %s: %s (not moved aside: %s)" % (shown(name), label, why, describe_oserror(exc)))
+        return
+    _warn(warn, "moved %s from %s to %s: %s" % (shown(name), label, shown(corrupt), why))
 
 
 def _check_dir(path, owner):

@@ -260,14 +260,22 @@ def test_hostile_drops_are_skipped(tmp_path):
     warnings = []
     got = [(d.name, b"".join(d.chunks)) for d in q.drops(warn=warnings.append)]
     assert got == [(good, MSG)]
+    corrupt = os.path.join(q.path, "corrupt")
     assert warnings == [
-        "skipping A-symlink in the maildrop: a symbolic link",
-        "skipping B-fifo in the maildrop: not a regular file",
-        "skipping C-dir in the maildrop: not a regular file",
-        "skipping D-hardlink in the maildrop: it has 2 links",
-        "skipping E-garbage in the maildrop: not a pipemail drop (no PIPEMAIL-DROP 1 line)",
-        "skipping F-notobject in the maildrop: its request is not a JSON object",
+        "moved A-symlink from the maildrop to %s: a symbolic link" % corrupt,
+        "moved B-fifo from the maildrop to %s: not a regular file" % corrupt,
+        "moved C-dir from the maildrop to %s: not a regular file" % corrupt,
+        "moved D-hardlink from the maildrop to %s: it has 2 links" % corrupt,
+        "moved E-garbage from the maildrop to %s: not a pipemail drop (no PIPEMAIL-DROP 1 line)" % corrupt,
+        "moved F-notobject from the maildrop to %s: its request is not a JSON object" % corrupt,
     ]
+    # set aside once, as Postfix's pickup does: the next run says nothing (cron mails nothing)
+    assert names(q.maildrop) == [good] and mode(corrupt) == 0o700
+    assert names(corrupt) == ["A-symlink", "B-fifo", "C-dir", "D-hardlink", "E-garbage", "F-notobject"]
+    assert os.readlink(os.path.join(corrupt, "A-symlink")) == str(secret)  # moved, never followed
+    assert secret.read_bytes() == b"PIPEMAIL-DROP 1 {}\nroot's secret\n"
+    warnings.clear()
+    assert [d.name for d in q.drops(warn=warnings.append)] == [good] and warnings == []
 
 
 def test_drop_being_written_is_left_alone_and_removed_when_stale(tmp_path):

@@ -790,7 +790,12 @@ def test_run_queue_from_cron_says_everything_to_syslog_and_nothing_on_stderr(run
     assert b"Subject: n0" in raw and len(s.queued()) == 1
     said = [line.split("]: ", 1) for line in got]
     assert [(head[:4], "pysendmail[" in head, text) for head, text in said] == [
-        ("<20>", True, "skipping 0000000000000-1-JUNK in the maildrop: not a pipemail drop (no PIPEMAIL-DROP 1 line)"),
+        (
+            "<20>",
+            True,
+            "moved 0000000000000-1-JUNK from the maildrop to %s/corrupt: not a pipemail drop (no PIPEMAIL-DROP 1 line)"
+            % s.queue,
+        ),
         ("<22>", True, "%s: sent to admin@example.org" % qid),
     ]  # LOG_MAIL: warning, then info
 
