@@ -1486,13 +1486,14 @@ def test_root_never_copies_a_drop_over_drop_max_size(system_config, monkeypatch,
 # -- the maildrop of the users who cannot read the system-wide file ---------------------------
 
 
-def test_root_takes_the_default_maildrop_when_a_secret_config_names_another_queue(public_dir, smtp_server, monkeypatch):
+def test_root_takes_the_default_maildrop_when_a_secret_config_names_another_queue(
+    public_dir, smtp_server, monkeypatch, port_later
+):
     """The system-wide file is root's alone (0600: it holds the password) and says queue = DIR:
     users cannot read it, so they drop into /var/spool/pipemail/maildrop (here a stand-in);
     -bi makes that maildrop too, and root's run takes it and sends through DIR."""
     from pipemail import sendmail
 
-    srv = smtp_server()
     default = os.path.join(public_dir, "var-spool-pipemail")
     monkeypatch.setattr(queue, "SYSTEM_DIR", default)
     config = os.path.join(public_dir, "config.toml")
@@ -1500,7 +1501,8 @@ def test_root_takes_the_default_maildrop_when_a_secret_config_names_another_queu
     with open(config, "w") as f:
         f.write(
             'queue = "%s"\n[accounts.main]\nfrom = "Alerts <alerts@example.com>"\ntransport = "%s"\ntls = "none"\n'
-            'aliases = "/dev/null"\ndomain = "example.com"\npassword = "secret"\n' % (configured, srv.url)
+            'aliases = "/dev/null"\ndomain = "example.com"\npassword = "secret"\n'
+            % (configured, "smtp://127.0.0.1:%d" % port_later)
         )
     os.chmod(config, 0o600)
     env = {"PIPEMAIL_SYSTEM_CONFIG": config, "HOME": public_dir, "TMPDIR": public_dir}
@@ -1512,8 +1514,9 @@ def test_root_takes_the_default_maildrop_when_a_secret_config_names_another_queu
         q = sendmail.system_queue(env)
         return q.path, q.drop([b"Subject: stranded?\n\nb\n"], {"recipients": ["root@example.org"], "user": "pmtest"})
 
-    code, (where, name) = as_user(drop)
+    code, (where, name) = as_user(drop)  # forked before any thread (the server) runs
     assert (code, where) == (0, default)
+    srv = smtp_server()
     said, warned = [], []
     ctx = sendmail.Context(env=env, uid=0, warn=warned.append)
     req = sendmail.Request()
