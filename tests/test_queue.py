@@ -1598,3 +1598,19 @@ def test_pysendmail_q_without_a_default_account_sends_each_through_its_own(tmp_p
     assert envelope(s.queue, none)["answer"].startswith(
         "%s has several accounts (main, other) and no default" % s.config
     )
+
+
+def test_a_user_runs_mailq_on_the_system_queue(system_config, monkeypatch):
+    import unprivileged
+
+    srv, top = system_config
+    q = Queue(top / "queue").ensure(system=True)
+    qid = q.add([message(1)], "alerts@example.com", ["admin@example.org"], answer="451 4.3.0 try later")
+    with unprivileged.user_dir() as home:
+        monkeypatch.setenv("HOME", home)
+        code, out, err = unprivileged.run("sendmail", "-bp", cwd=home, umask=0o022)
+    assert (code, err) == (0, "")
+    lines = out.decode().splitlines()
+    assert lines[0] == queue.HEADING and lines[1].startswith(qid + " ")
+    assert lines[2].strip() == "(tried once: 451 4.3.0 try later)" and lines[3].strip() == "admin@example.org"
+    assert lines[-1] == "-- 0 Kbytes in 1 Request."
