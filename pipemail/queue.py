@@ -97,15 +97,15 @@ received.  It is written under a name beginning with a dot, fsynced, and renamed
 its ID; dot-names are files being written and are left alone (removed when older
 than a day).  Root's run opens each drop with O_NOFOLLOW|O_NONBLOCK and takes only
 regular files with one link; the drop's owner (the file's uid) is who dropped it.
-A symlink, a FIFO, a device, a directory, a hard link, a file with a bad first line is
-moved to DIR/corrupt/ (0700) with a warning, once, as Postfix's pickup does.  A user cannot
-fsync the maildrop (mode 1733 gives no read permission), so a drop is durable once the filesystem commits the rename;
-its bytes are fsynced before it.  Root's run also takes the maildrop of /var/spool/pipemail
-when the system-wide file names another queue (:func:`fallback`): users who cannot read that
-file drop there.  A drop is at most ``drop_max_size`` (100M by default; 0: no limit):
-:meth:`Queue.drop` stops writing past it (DataError, 65) and :meth:`Queue.drops` gives a
-larger one with its ``refuse_reason``, judged by the file's size before anything of it is
-read (a sparse file counts by its size).
+A symlink, a FIFO, a device, a directory, a hard link, a file with a bad first line is moved
+to DIR/corrupt/ (0700) with a warning, once, as Postfix's pickup does. A user cannot fsync
+the maildrop (mode 1733 gives no read permission), so a drop is durable once the filesystem
+commits the rename; its bytes are fsynced before it. Root's run also takes the maildrop of
+/var/spool/pipemail when the system-wide file names another queue (:func:`fallback`): users
+who cannot read that file drop there. A drop is at most ``drop_max_size`` (100M by default;
+0: no limit): :meth:`Queue.drop` stops writing past it (DataError, 65) and
+:meth:`Queue.drops` gives a larger one with its ``refuse_reason``, judged by the file's size
+before anything of it is read (a sparse file counts by its size).
 
 Permissions.  A user's queue is 0700 (DIR, tmp/, q/, failed/); the system queue's DIR is
 0755 and owned by root, its tmp/ 0700, its maildrop/ 1733, and its q/ and failed/ 0755 with
@@ -344,10 +344,10 @@ class Drop:
         """The message's header block (up to its blank line, at most ``limit`` bytes, cut at a line
         end), read alone: what goes back to the owner of a drop that is never read whole."""
         data = os.pread(self.fd, limit, self.chunks.start)
-        end = min((i for i in (data.find(b"\n\n"), data.find(b"\r\n\r\n")) if i >= 0), default=-1)
-        if end < 0:
-            end = data.rfind(b"\n")
-        return data[: end + 1] if end >= 0 else b""
+        ends = [i + 1 for i in (data.find(b"\n\n"), data.find(b"\n\r\n")) if i >= 0]  # after its last line end
+        if not ends:
+            ends = [data.rfind(b"\n") + 1]
+        return data[: min(ends)]
 
     def remove(self):
         """Remove the drop (it is queued); the maildrop is flushed to disk."""

@@ -1614,3 +1614,20 @@ def test_a_user_runs_mailq_on_the_system_queue(system_config, monkeypatch):
     assert lines[0] == queue.HEADING and lines[1].startswith(qid + " ")
     assert lines[2].strip() == "(tried once: 451 4.3.0 try later)" and lines[3].strip() == "admin@example.org"
     assert lines[-1] == "-- 0 Kbytes in 1 Request."
+
+
+@pytest.mark.parametrize(
+    "raw, head",
+    [
+        (b"Subject: a\nTo: b\n\nbody\n", b"Subject: a\nTo: b\n"),
+        (b"Subject: a\r\nTo: b\r\n\r\nbody\r\n", b"Subject: a\r\nTo: b\r\n"),
+        (b"Subject: a\nno blank line, cut at the last line end", b"Subject: a\n"),
+        (b"", b""),
+    ],
+)
+def test_a_drops_head_is_its_header_block(tmp_path, raw, head):
+    q = Queue(tmp_path / "spool").ensure(system=True)
+    q.drop([raw], {})
+    drops = q.drops()
+    d = next(drops)  # open while the generator holds it
+    assert d.head() == head
