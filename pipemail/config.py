@@ -48,7 +48,7 @@ ACCOUNT_KEYS = {
     "aliases": "aliases",
     "proxy": "proxy",
 }
-TOP_KEYS = ("default", "accounts", "queue", "queue_lifetime")
+TOP_KEYS = ("default", "accounts", "queue", "queue_lifetime", "drop_max_size")
 
 # Read when the user has no file of their own (root, cron, daemons: pysendmail);
 # $PIPEMAIL_SYSTEM_CONFIG names another (tests, a chroot).
@@ -146,8 +146,10 @@ class Config:
     ``mode_ok`` (no group or other bits on the file), ``queue`` (the top-level
     ``queue`` key, pysendmail's queue directory, or None), ``queue_lifetime`` (the
     top-level ``queue_lifetime`` key in seconds, or None: how long a message may wait
-    in the queue, queue.LIFETIME when not set) and ``system`` (whether it is the
-    system-wide file, read because the user has none)."""
+    in the queue, queue.LIFETIME when not set), ``drop_max_size`` (the top-level
+    ``drop_max_size`` key in bytes, 0 for no limit, or None: the largest message a user
+    may drop into the maildrop, queue.DROP_MAX_SIZE when not set) and ``system``
+    (whether it is the system-wide file, read because the user has none)."""
 
     def __init__(
         self,
@@ -159,6 +161,7 @@ class Config:
         queue=None,
         system=False,
         queue_lifetime=None,
+        drop_max_size=None,
     ):
         self.path = path
         self.accounts = dict(accounts or {})
@@ -167,6 +170,7 @@ class Config:
         self.mode_ok = mode_ok
         self.queue = queue
         self.queue_lifetime = queue_lifetime
+        self.drop_max_size = drop_max_size
         self.system = system
 
     def __repr__(self):
@@ -286,9 +290,35 @@ def _build(path, doc, mode_ok, system=False):
     lifetime = doc.get("queue_lifetime")
     if lifetime is not None:
         lifetime = parse_duration(lifetime, "%s: 'queue_lifetime'" % where)
+    drop_max = doc.get("drop_max_size")
+    if drop_max is not None:
+        drop_max = _size(drop_max, "%s: 'drop_max_size'" % where)
     return Config(
-        path, accounts, default, found=True, mode_ok=mode_ok, queue=queue, system=system, queue_lifetime=lifetime
+        path,
+        accounts,
+        default,
+        found=True,
+        mode_ok=mode_ok,
+        queue=queue,
+        system=system,
+        queue_lifetime=lifetime,
+        drop_max_size=drop_max,
     )
+
+
+def _size(value, what):
+    """Bytes of a size key, as pipemail.sizes parses sizes ("100M", "512K", a number of KiB); 0 is allowed."""
+    from pipemail.sizes import parse_size
+
+    try:
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise UsageError("not a size")
+        return parse_size(value)
+    except UsageError:
+        raise ConfigError(
+            '%s must be a size: a number of KiB, or a number with K, M or G, as "100M"; 0 for no limit; got %r'
+            % (what, value)
+        ) from None
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

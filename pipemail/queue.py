@@ -6,7 +6,8 @@ Layout of a queue directory DIR (``queue = DIR`` in the configuration, else
     DIR/tmp/         files being written (removed by a queue run when older than a day)
     DIR/q/           queued messages: ID.msg (the message as it is to be sent, LF line
                      ends) and ID.env (its envelope, a small JSON object: sender,
-                     recipients, owner uid, queued time, tries, next try, last answer)
+                     recipients, owner uid, queued time, tries, next try, last answer,
+                     the account it was accepted for and the proxy its command line gave)
     DIR/failed/      messages given up on: ID.msg and ID.env, the envelope holding the
                      server's last answer (kept until the administrator removes them)
     DIR/maildrop/    the system queue only, mode 1733 (as Postfix's): where any user
@@ -31,6 +32,13 @@ taking its lock a run checks that the file is still linked (another run may have
 and removed it in between).  There is no global lock that a hung run could hold
 forever; a lock dies with its process.  Messages queued during a run are looked for
 again at its end and sent by it, or by the next run.
+
+Accounts.  A run sends each message through the account it was accepted for (its
+envelope's ``account``; none recorded: the run's own) and through the proxy the sender's
+command line gave (root's own pysendmail only: a drop never chooses a proxy), else the
+account's: the messages are grouped by account and proxy, one SMTP session for each.  A
+message whose account is no longer in the configuration stays queued with the answer
+"account NAME is no longer configured", and fails at the end of its lifetime.
 
 Tries.  After each failed try the next one is due after 5 minutes, doubling each time
 up to 3 hours (5, 10, 20, 40, 80, 160, 180, 180... minutes); a message queued by
@@ -63,16 +71,25 @@ when it happens, and "sent to" with every recipient reached when it leaves).  Wh
 dead letter cannot be written, "kept in DIR/failed/ID.msg (not in a dead letter: WHY)".
 :func:`run` returns 0, or 75 when a message it tried stays queued.
 
-The listing (``-bp``, mailq), oldest first, queued then failed then dropped::
+The listing (``-bp``, mailq), oldest first, queued then failed then dropped, in the shape
+of Postfix's mailq so that the scripts written for it work::
 
-    ID                          STATE       AGE       SIZE  TRIES  SENDER -> RECIPIENTS
-    661BB27D86270-24176-03AAE5  queued    2h23m        156      1  a@example.com -> b@example.com
-                                last answer: 421 4.7.0 busy
-    661BB28740E3B-24435-E49FC0  dropped     16m        212      0  (sender and recipients when the queue run takes it)
-    -- 1 queued, 1 dropped
+    -Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------
+    661BB27D86270-24176-03AAE5*      156 Thu Dec  3 12:00:00  a@example.com
+                                         (tried 3 times: 421 4.7.0 busy)
+                                              b@example.com
 
-AGE is 45s, 12m, 2h23m or 3d04h; "mail queue is empty" when there is nothing.  Only the
-queue's owner can list it (the system queue: root).
+    661BB28740E3B-24435-E49FC0!      212 Thu Dec  3 12:10:00  a@example.com
+                              (tried once: 550 5.1.1 unknown)
+                                              c@example.com
+
+    661BB29740E3B-1234-E49FC1       212 Thu Dec  3 12:20:00  (maildrop queue, sender UID 1001)
+
+    -- 0 Kbytes in 3 Requests.
+
+``*``: a queue run is sending it now (its lock, read from /proc/locks); ``!``: it failed (in
+failed/); "Mail queue is empty" when there is nothing.  Files in the maildrop that are no
+drop are not listed.
 
 The maildrop.  A drop is one file: a first line ``PIPEMAIL-DROP 1 {json}`` (the
 request, argv-derived settings as a JSON object) and then the message as it was
@@ -80,13 +97,21 @@ received.  It is written under a name beginning with a dot, fsynced, and renamed
 its ID; dot-names are files being written and are left alone (removed when older
 than a day).  Root's run opens each drop with O_NOFOLLOW|O_NONBLOCK and takes only
 regular files with one link; the drop's owner (the file's uid) is who dropped it.
-A symlink, a FIFO, a device, a directory, a hard link, a file with a bad first line is
-skipped with a warning and left where it is.  A user cannot fsync the maildrop (mode 1733
-gives no read permission), so a drop is durable once the filesystem commits the rename;
-its bytes are fsynced before it.
+A symlink, a FIFO, a device, a directory, a hard link, a file with a bad first line is moved
+to DIR/corrupt/ (0700) with a warning, once, as Postfix's pickup does. A user cannot fsync
+the maildrop (mode 1733 gives no read permission), so a drop is durable once the filesystem
+commits the rename; its bytes are fsynced before it. Root's run also takes the maildrop of
+/var/spool/pipemail when the system-wide file names another queue (:func:`fallback`): users
+who cannot read that file drop there. A drop is at most ``drop_max_size`` (100M by default;
+0: no limit): :meth:`Queue.drop` stops writing past it (DataError, 65) and
+:meth:`Queue.drops` gives a larger one with its ``refuse_reason``, judged by the file's size
+before anything of it is read (a sparse file counts by its size).
 
 Permissions.  A user's queue is 0700 (DIR, tmp/, q/, failed/); the system queue's DIR is
-0755 and owned by root, its tmp/, q/ and failed/ 0700, its maildrop/ 1733.  A queue
+0755 and owned by root, its tmp/ 0700, its maildrop/ 1733, and its q/ and failed/ 0755 with
+envelopes 0644 (messages 0600), so that every user may list it, as Postfix's mailq lets them
+(an envelope whose proxy URL holds a user name or password stays 0600, and is not listed to
+users).  A queue
 directory that is a symlink or belongs to another user is refused (exit 78).
 """
 
@@ -118,6 +143,7 @@ BATCH = 100  # messages per SMTP session (each holds an open file and its lock)
 DROP_MAGIC = b"PIPEMAIL-DROP 1 "
 DROP_HEAD_LIMIT = 1 << 16  # the drop's first line is at most this long
 SYSTEM_DIR = "/var/spool/pipemail"
+DROP_MAX_SIZE = 100 << 20  # the largest message a user may drop (``drop_max_size``; 0: no limit)
 ENV_VERSION = 1
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -138,6 +164,34 @@ def default_dir(cfg, env=None, uid=None):
     home = env.get("HOME") or os.path.expanduser("~")
     state = env.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")  # as pypop's state
     return os.path.join(state, "pipemail", "queue")
+
+
+def fallback(cfg):
+    """The default system queue (/var/spool/pipemail) when ``cfg`` is the system-wide file and its
+    ``queue`` names another directory, else None.  A user who cannot read that file (mode 0600,
+    as when it holds the password) cannot know its ``queue``, and drops into the default
+    maildrop: root's queue run takes that maildrop too, and -bi makes it."""
+    if cfg is None or not cfg.system or not cfg.queue:
+        return None
+    if os.path.abspath(cfg.queue) == os.path.abspath(SYSTEM_DIR):
+        return None
+    return Queue(SYSTEM_DIR, drop_max_size=drop_limit(cfg))
+
+
+def drop_limit(cfg):
+    """The largest message the maildrop takes, in bytes (0: no limit): the configuration's
+    ``drop_max_size``, else :data:`DROP_MAX_SIZE`."""
+    if cfg is not None and cfg.drop_max_size is not None:
+        return cfg.drop_max_size
+    return DROP_MAX_SIZE
+
+
+def size_text(n):
+    """``n`` bytes as a size is written in the configuration: 100M, 512K, 1G, else bytes."""
+    for unit, factor in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n and n % factor == 0:
+            return "%d%s" % (n // factor, unit)
+    return "%d bytes" % n
 
 
 def backoff(tries):
@@ -166,9 +220,23 @@ def _fsync_dir_fd(fd, label):
 class Envelope:
     """What the queue knows of a message: ``sender``, ``recipients`` (those still to reach),
     ``delivered`` (those reached already), ``owner`` (uid), ``queued`` (time), ``tries``,
-    ``due`` (time of the next try), ``answer`` (the server's last answer, or None)."""
+    ``due`` (time of the next try), ``answer`` (the server's last answer, or None), ``account``
+    (the name of the account it was accepted for; None: the queue run's) and ``proxy`` (the proxy
+    URL the sender's command line gave, "" for none; None: the account's own)."""
 
-    def __init__(self, sender, recipients, owner, queued, tries=0, due=None, answer=None, delivered=()):
+    def __init__(
+        self,
+        sender,
+        recipients,
+        owner,
+        queued,
+        tries=0,
+        due=None,
+        answer=None,
+        delivered=(),
+        account=None,
+        proxy=None,
+    ):
         self.sender = sender
         self.recipients = list(recipients)
         self.delivered = list(delivered)
@@ -177,6 +245,8 @@ class Envelope:
         self.tries = tries
         self.due = queued if due is None else due
         self.answer = answer
+        self.account = account
+        self.proxy = proxy
 
     def dump(self):
         return (
@@ -191,6 +261,8 @@ class Envelope:
                     "tries": self.tries,
                     "due": self.due,
                     "answer": self.answer,
+                    "account": self.account,
+                    "proxy": self.proxy,
                 },
                 ensure_ascii=False,
                 indent=0,
@@ -211,11 +283,14 @@ class Envelope:
                 float(doc["due"]),
                 doc.get("answer"),
                 doc.get("delivered", ()),
+                doc.get("account"),
+                doc.get("proxy"),
             )
         except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError) as exc:
             raise DataError("%s is not a queue envelope: %s" % (label, exc)) from None
         ok = isinstance(env.sender, str) and all(isinstance(r, str) for r in env.recipients + env.delivered)
-        if not ok or (env.answer is not None and not isinstance(env.answer, str)):
+        ok = ok and all(v is None or isinstance(v, str) for v in (env.answer, env.account, env.proxy))
+        if not ok:
             raise DataError("%s is not a queue envelope: bad field types" % label)
         return env
 
@@ -223,8 +298,8 @@ class Envelope:
 class Item:
     """A queued message a run is sending, locked: ``qid``, ``segments`` (re-iterable chunks of
     the message, read from its file), ``size``, ``sender``, ``recipients`` (those still to
-    reach) and ``envelope`` (:class:`Envelope`).  It is also what transport.deliver_each takes
-    as a message with its own envelope."""
+    reach), ``account`` and ``proxy`` (its envelope's) and ``envelope`` (:class:`Envelope`).
+    It is also what transport.deliver_each takes as a message with its own envelope."""
 
     def __init__(self, qid, fd, size, envelope, label):
         from pipemail.transport import FileChunks
@@ -235,6 +310,8 @@ class Item:
         self.envelope = envelope
         self.sender = envelope.sender
         self.recipients = list(envelope.recipients)
+        self.account = envelope.account
+        self.proxy = envelope.proxy
         self.segments = FileChunks(fd, 0, size, label)
 
     def close(self):
@@ -246,12 +323,13 @@ class Item:
 class Drop:
     """A message in the maildrop, open: ``name``, ``uid`` (the file's owner: who dropped it),
     ``request`` (dict), ``chunks`` (the raw message as re-iterable chunks), ``size``;
-    :meth:`remove` once it is queued."""
+    :meth:`remove` once it is queued.  ``refuse_reason``: None, or why the queue run must not
+    take it (over ``drop_max_size``: its chunks are not to be read, let alone copied)."""
 
-    def __init__(self, queue, name, fd, st, request, offset):
+    def __init__(self, maildrop, name, fd, st, request, offset, refuse_reason=None):
         from pipemail.transport import FileChunks
 
-        self._queue = queue
+        self.maildrop = maildrop  # the directory it is in
         self.name = name
         self.fd = fd
         self.uid = st.st_uid
@@ -260,10 +338,20 @@ class Drop:
         self.size = st.st_size - offset
         self.mtime = st.st_mtime
         self.chunks = FileChunks(fd, offset, self.size, "the drop %s" % name)
+        self.refuse_reason = refuse_reason
+
+    def head(self, limit=DROP_HEAD_LIMIT):
+        """The message's header block (up to its blank line, at most ``limit`` bytes, cut at a line
+        end), read alone: what goes back to the owner of a drop that is never read whole."""
+        data = os.pread(self.fd, limit, self.chunks.start)
+        ends = [i + 1 for i in (data.find(b"\n\n"), data.find(b"\n\r\n")) if i >= 0]  # after its last line end
+        if not ends:
+            ends = [data.rfind(b"\n") + 1]
+        return data[: min(ends)]
 
     def remove(self):
         """Remove the drop (it is queued); the maildrop is flushed to disk."""
-        d = self._queue.maildrop
+        d = self.maildrop
         try:
             st = os.stat(os.path.join(d, self.name), follow_symlinks=False)
             if (st.st_dev, st.st_ino) == self._ino:
@@ -288,8 +376,10 @@ class Queue:
     """A queue directory (see the module's words): :meth:`ensure`, :meth:`add`, :meth:`drop`,
     :meth:`drops`; :func:`run` sends it, :func:`listing` lists it."""
 
-    def __init__(self, path):
+    def __init__(self, path, drop_max_size=DROP_MAX_SIZE, fallback=None):
         self.path = os.fsdecode(path)
+        self.drop_max_size = drop_max_size  # bytes, 0 for no limit: what drop() writes and drops() takes
+        self.fallback = fallback  # a Queue whose maildrop root's run takes too (see :func:`fallback`)
         self.tmp = os.path.join(self.path, "tmp")
         self.q = os.path.join(self.path, "q")
         self.failed = os.path.join(self.path, "failed")
@@ -306,14 +396,9 @@ class Queue:
         (root for the system queue) is a ConfigError (78): the queue is not used."""
         me = os.geteuid()
         top_mode = 0o755 if system else 0o700
-        parent = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(parent, 0o700, exist_ok=True)
-        except OSError as exc:
-            raise CantCreateError(
-                "cannot create the queue %s: %s" % (shown(self.path), describe_oserror(exc))
-            ) from None
-        dirs = [(self.path, top_mode), (self.tmp, 0o700), (self.q, 0o700), (self.failed, 0o700)]
+        self._make_parents(0o755 if system else 0o700)
+        listed = 0o755 if system else 0o700  # every user lists the system queue (mailq), as Postfix's
+        dirs = [(self.path, top_mode), (self.tmp, 0o700), (self.q, listed), (self.failed, listed)]
         if system:
             dirs.append((self.maildrop, 0o1733))
         for path, mode in dirs:
@@ -324,21 +409,46 @@ class Queue:
                 pass
             except OSError as exc:
                 raise CantCreateError("cannot create the queue %s: %s" % (shown(path), describe_oserror(exc))) from None
-            st = os.lstat(path)
-            if not stat.S_ISDIR(st.st_mode):
-                raise ConfigError("the queue %s is not a directory (a symlink or a file is in the way)" % shown(path))
-            if st.st_uid != me:
-                raise ConfigError(
-                    "the queue %s is owned by uid %d, not by this user (uid %d): not used"
-                    % (shown(path), st.st_uid, me)
-                )
+            st = _check_dir(path, me)
             if stat.S_IMODE(st.st_mode) != mode:
                 os.chmod(path, mode)
         return self
 
+    def check(self, owner=None):
+        """Refuse (ConfigError, 78, the lines :meth:`ensure` says) a queue directory that is a
+        symlink, not a directory, or not owned by ``owner`` (this user by default; root for the
+        system queue), as -bp must before it lists it.  A queue not made yet is fine."""
+        owner = os.geteuid() if owner is None else owner
+        for path in (self.path, self.q, self.failed):
+            try:
+                _check_dir(path, owner)
+            except (FileNotFoundError, PermissionError):
+                pass  # not made yet, or not reachable: listing() says which
+        return self
+
+    def _make_parents(self, mode):
+        """Make the queue directory's missing parents, each ``mode`` whatever the umask: 0755 for
+        the system queue (every user must pass through them to reach its maildrop), 0700 for a
+        user's.  Parents that exist are left as they are."""
+        missing = []
+        parent = os.path.dirname(os.path.abspath(self.path))
+        while not os.path.lexists(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        for path in reversed(missing):
+            try:
+                os.mkdir(path, 0o700)
+                os.chmod(path, mode)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise CantCreateError(
+                    "cannot create the queue %s: %s" % (shown(self.path), describe_oserror(exc))
+                ) from None
+
     # -- adding -----------------------------------------------------------------------------
-    def _write_tmp(self, name, chunks):
-        """Write ``chunks`` to tmp/``name`` (new), flushed and fsynced; its size."""
+    def _write_tmp(self, name, chunks, mode=0o600):
+        """Write ``chunks`` to tmp/``name`` (new, ``mode``), flushed and fsynced; its size."""
         path = os.path.join(self.tmp, name)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
@@ -346,6 +456,8 @@ class Queue:
             raise CantCreateError("cannot queue in %s: %s" % (shown(self.path), describe_oserror(exc))) from None
         size = 0
         try:
+            if mode != 0o600:
+                os.fchmod(fd, mode)
             for chunk in chunks:
                 view = memoryview(chunk)
                 while view:
@@ -364,21 +476,23 @@ class Queue:
         os.close(fd)
         return size
 
-    def add(self, chunks, sender, recipients, *, owner=None, answer=None, now=None):
+    def add(self, chunks, sender, recipients, *, owner=None, answer=None, now=None, account=None, proxy=None):
         """Queue the message ``chunks`` (re-iterable bytes, LF line ends, as it is to be sent) for
         ``recipients`` from ``sender``; its ID.  Durable when it returns.  ``owner``: the uid whose
         dead letter gets it if it fails (the caller's by default); ``answer``: the server's answer
-        to a try made already (then the next try is due after the first backoff)."""
+        to a try made already (then the next try is due after the first backoff); ``account``: the
+        name of the account it was accepted for, which the queue run sends it through; ``proxy``:
+        the proxy URL the sender's command line gave ("" for none), else None (the account's)."""
         now = time.time() if now is None else now
         owner = os.getuid() if owner is None else owner
         if not recipients:
             raise DataError("nothing to queue: the message has no recipients")
-        env = Envelope(sender, recipients, owner, now)
+        env = Envelope(sender, recipients, owner, now, account=account, proxy=proxy)
         if answer is not None:
             env.tries, env.due, env.answer = 1, now + backoff(1), answer
         qid = new_id(now)
         try:
-            self._write_tmp(qid + ".env", [env.dump()])
+            self._write_tmp(qid + ".env", [env.dump()], self._env_mode(env))
             self._write_tmp(qid + ".msg", chunks)
             os.rename(os.path.join(self.tmp, qid + ".env"), os.path.join(self.q, qid + ".env"))
             os.rename(os.path.join(self.tmp, qid + ".msg"), os.path.join(self.q, qid + ".msg"))
@@ -393,11 +507,21 @@ class Queue:
             raise
         return qid
 
+    def _env_mode(self, env):
+        """0644 for an envelope of a queue every user may list (q/ is 0755: the system queue), so
+        that mailq works for them; 0600 otherwise, and for an envelope whose proxy URL holds a
+        user name or password.  A message itself is always 0600."""
+        try:
+            listed = stat.S_IMODE(os.stat(self.q).st_mode) & 0o005 == 0o005
+        except OSError:
+            listed = False
+        return 0o644 if listed and "@" not in (env.proxy or "") else 0o600
+
     def _rewrite_env(self, qid, env, where=None):
         """Replace ``where``/ID.env (q/ by default) by ``env``, atomically and durably."""
         where = self.q if where is None else where
         name = qid + ".env." + os.urandom(3).hex()
-        self._write_tmp(name, [env.dump()])
+        self._write_tmp(name, [env.dump()], self._env_mode(env))
         try:
             os.rename(os.path.join(self.tmp, name), os.path.join(where, qid + ".env"))
             _fsync_dir(where)
@@ -408,7 +532,10 @@ class Queue:
     # -- the maildrop -------------------------------------------------------------------------
     def drop(self, chunks, request):
         """Drop the message ``chunks`` (raw, as received) with ``request`` (a dict of JSON values)
-        into the maildrop, as any user: written to a dot-name, fsynced, renamed; its name."""
+        into the maildrop, as any user: written to a dot-name, fsynced, renamed; its name.  A message
+        over :attr:`drop_max_size` is a DataError (65): the writing stops there and the partial
+        file is removed."""
+        limit = self.drop_max_size
         head = DROP_MAGIC + json.dumps(request, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
         if len(head) > DROP_HEAD_LIMIT:
             raise DataError("the request of the drop is too long (%d bytes)" % len(head))
@@ -419,11 +546,19 @@ class Queue:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
         except OSError as exc:
             raise CantCreateError(
-                "cannot drop the message into %s: %s" % (shown(self.maildrop), describe_oserror(exc))
+                "cannot drop the message into %s: %s (%s)"
+                % (shown(self.maildrop), describe_oserror(exc), self._drop_hint(exc))
             ) from None
         try:
             try:
+                size = -len(head)
                 for chunk in _chained([head], chunks):
+                    size += len(chunk)
+                    if limit and size > limit:
+                        raise DataError(
+                            "the message is over %s, the largest a user may drop (drop_max_size): not dropped"
+                            % size_text(limit)
+                        )
                     view = memoryview(chunk)
                     while view:
                         n = os.write(fd, view)
@@ -445,22 +580,73 @@ class Queue:
             pass
         return name
 
+    def _drop_hint(self, exc):
+        """What to do when the maildrop cannot be written, by ``exc``'s errno."""
+        if exc.errno == errno.ENOENT:
+            return "root's pysendmail -bi, or newaliases, makes it"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            path = os.path.abspath(self.maildrop)
+            parts = [path]
+            while os.path.dirname(parts[-1]) != parts[-1]:
+                parts.append(os.path.dirname(parts[-1]))
+            for d in reversed(parts):  # from / down: the first one this user cannot pass through
+                need = os.W_OK | os.X_OK if d == path else os.X_OK
+                try:
+                    st = os.stat(d)
+                except OSError:
+                    break
+                if not os.access(d, need):
+                    if d == path:
+                        return "%s is mode %04o, not 1733: root's pysendmail -bi sets it" % (
+                            shown(d),
+                            stat.S_IMODE(st.st_mode),
+                        )
+                    return "%s is mode %04o: users cannot pass through it to the maildrop; as root: chmod a+x %s" % (
+                        shown(d),
+                        stat.S_IMODE(st.st_mode),
+                        shown(d),
+                    )
+        return "root's pysendmail -bi makes the maildrop"
+
+    def maildrops(self, warn=None):
+        """The maildrops root's run takes, as ``(path, label)``: this queue's, then its :attr:`fallback`'s
+        when that and its queue are directories of this user's (a symlink or another's is skipped
+        with a warning)."""
+        found = [(self.maildrop, "the maildrop")]
+        if self.fallback is not None and os.path.abspath(self.fallback.maildrop) != os.path.abspath(self.maildrop):
+            where = self.fallback.maildrop
+            try:
+                sts = [os.lstat(self.fallback.path), os.lstat(where)]
+            except OSError:
+                return found  # none made: nothing dropped there
+            if not all(stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() for st in sts):
+                _warn(warn, "skipping the maildrop %s: not a directory of this user's" % shown(where))
+            else:
+                found.append((where, "the maildrop %s" % shown(where)))
+        return found
+
     def drops(self, warn=None, now=None):
-        """The drops waiting in the maildrop, oldest first, each a :class:`Drop` open and locked
-        until the next one is asked for (or :meth:`Drop.close`).  Dot-names (being written) are
-        left alone, and removed when older than a day; anything but a regular file with one link
-        and a good first line is skipped with a warning; a drop another run holds is skipped."""
+        """The drops waiting in the maildrops (:meth:`maildrops`), oldest first, each a :class:`Drop`
+        open and locked until the next one is asked for (or :meth:`Drop.close`).  Dot-names (being
+        written) are left alone, and removed when older than a day; anything but a regular file with
+        one link and a good first line is moved to corrupt/ with a warning; a drop another run holds is
+        skipped.  A drop over :attr:`drop_max_size` (its file's size, not its blocks) comes with its
+        ``refuse_reason``: never read nor copied."""
+        now = time.time() if now is None else now
+        for maildrop, label in self.maildrops(warn):
+            yield from self._drops_in(maildrop, label, warn, now)
+
+    def _drops_in(self, maildrop, label, warn, now):
         import fcntl
 
-        now = time.time() if now is None else now
         try:
-            names = sorted(os.listdir(self.maildrop))
+            names = sorted(os.listdir(maildrop))
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise IOFailure("cannot read the maildrop %s: %s" % (shown(self.maildrop), describe_oserror(exc))) from None
+            raise IOFailure("cannot read the maildrop %s: %s" % (shown(maildrop), describe_oserror(exc))) from None
         for name in names:
-            path = os.path.join(self.maildrop, name)
+            path = os.path.join(maildrop, name)
             if name.startswith("."):
                 _remove_stale(path, now)
                 continue
@@ -469,13 +655,16 @@ class Queue:
             except FileNotFoundError:
                 continue  # taken by another run
             except OSError as exc:
-                _warn(warn, "skipping %s in the maildrop: %s" % (shown(name), _why_not_regular(exc)))
+                if exc.errno == errno.ELOOP:
+                    _set_aside(maildrop, name, label, _why_not_regular(exc), warn)
+                else:
+                    _warn(warn, "skipping %s in %s: %s" % (shown(name), label, describe_oserror(exc)))
                 continue
             drop = None
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
-                    _warn(warn, "skipping %s in the maildrop: not a regular file" % shown(name))
+                    _set_aside(maildrop, name, label, "not a regular file", warn)
                     continue
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -485,16 +674,22 @@ class Queue:
                 if st.st_nlink == 0:
                     continue  # another run took it and removed it
                 if st.st_nlink != 1:
-                    _warn(warn, "skipping %s in the maildrop: it has %d links" % (shown(name), st.st_nlink))
+                    _set_aside(maildrop, name, label, "it has %d links" % st.st_nlink, warn)
                     continue
                 try:
                     request, offset = _read_drop_head(fd)
                 except DataError as exc:
-                    _warn(warn, "skipping %s in the maildrop: %s" % (shown(name), exc))
+                    _set_aside(maildrop, name, label, str(exc), warn)
                     continue
-                drop = Drop(self, name, fd, st, request, offset)
+                why = None
+                if self.drop_max_size and st.st_size - offset > self.drop_max_size:
+                    why = "it is %d bytes, over drop_max_size (%s)" % (
+                        st.st_size - offset,
+                        size_text(self.drop_max_size),
+                    )
+                drop = Drop(maildrop, name, fd, st, request, offset, why)
             except OSError as exc:
-                _warn(warn, "skipping %s in the maildrop: %s" % (shown(name), describe_oserror(exc)))
+                _warn(warn, "skipping %s in %s: %s" % (shown(name), label, describe_oserror(exc)))
                 continue
             finally:
                 if drop is None:
@@ -511,8 +706,12 @@ class Queue:
 def run(q, deliver, *, due_only, now=None, lifetime=LIFETIME, say, warn, env=None, batch=BATCH):
     """Send the queue ``q``; EX_OK, or EX_TEMPFAIL when some message tried stays queued.
 
-    ``deliver(items)`` sends a list of :class:`Item` (each its own envelope, one SMTP session
-    for them all) and yields ``(Report, None)`` or ``(None, exception)`` for each, in order.
+    ``deliver(account, proxy, items)`` sends a list of :class:`Item` (each its own envelope, one
+    SMTP session for them all) through the account named ``account`` (None: the run's own) and
+    ``proxy`` (None: the account's; "" direct), and yields ``(Report, None)`` or ``(None,
+    exception)`` for each, in order; an exception raised by the call itself (an account no
+    longer configured) is the answer for them all.  The messages are grouped by their envelope's
+    account and proxy: one session for each.
     ``due_only`` (``--run-queue``): only what is due by its backoff, and what has outlived
     ``lifetime`` (seconds; None for :data:`LIFETIME`); else (``-q``) everything now.  ``say(line)``
     once for each message that leaves the queue, sent or failed; ``warn(line)`` for what the
@@ -540,8 +739,11 @@ def run(q, deliver, *, due_only, now=None, lifetime=LIFETIME, say, warn, env=Non
                     item = _take(q, qid, now, due_only, lifetime, warn)
                     if item is not None:
                         items.append(item)
-                if items:
-                    deferred |= _send(q, items, deliver, now, lifetime, say, warn, env)
+                groups = {}
+                for item in items:
+                    groups.setdefault((item.account, item.proxy), []).append(item)
+                for (account, proxy), group in groups.items():
+                    deferred |= _send(q, group, account, proxy, deliver, now, lifetime, say, warn, env)
             finally:
                 for item in items:
                     item.close()
@@ -616,12 +818,13 @@ def permanent(exc):
     return isinstance(exc, PipemailError) and exc.smtp_code is not None and exc.smtp_code >= 500
 
 
-def _send(q, items, deliver, now, lifetime, say, warn, env):
-    """Deliver ``items`` and settle each by its answer; whether some stay queued."""
+def _send(q, items, account, proxy, deliver, now, lifetime, say, warn, env):
+    """Deliver ``items`` through ``account`` and ``proxy`` and settle each by its answer; whether
+    some stay queued."""
     deferred = False
     failure = None
     try:
-        results = iter(deliver(items))
+        results = iter(deliver(account, proxy, items))
     except PipemailError as err:  # it could not even start (a bad configuration)
         failure = err
     for item in items:
@@ -697,7 +900,16 @@ def _fail_for(q, item, perm, delivered, now, warn, env):
     path, why = dead_letter(item, rcpts, env)
     envelope = item.envelope
     failed = Envelope(
-        envelope.sender, rcpts, envelope.owner, envelope.queued, envelope.tries + 1, now, answer, delivered
+        envelope.sender,
+        rcpts,
+        envelope.owner,
+        envelope.queued,
+        envelope.tries + 1,
+        now,
+        answer,
+        delivered,
+        envelope.account,
+        envelope.proxy,
     )
     name, n = item.qid, 1
     while os.path.lexists(os.path.join(q.failed, name + ".msg")) or os.path.lexists(
@@ -791,12 +1003,27 @@ def dead_letter_of(owner, chunks, sender, undelivered, env=None):
 
 
 class Entry:
-    """One line of the listing: ``qid``, ``state`` ("queued", "failed" or "dropped"), ``age``
-    (seconds), ``size`` (bytes), ``sender``, ``recipients``, ``tries``, ``answer`` (the last
-    one, or None).  A drop has only its size and age (its envelope is worked out when the queue
-    run takes it): sender None, recipients [], tries 0."""
+    """One message of the listing: ``qid``, ``state`` ("queued", "failed" or "dropped"), ``age``
+    (seconds), ``arrival`` (the time it was queued or dropped), ``size`` (bytes), ``sender``,
+    ``recipients``, ``tries``, ``answer`` (the last one, or None), ``owner`` (the uid who queued
+    or dropped it) and ``locked`` (a queue run is sending it now).  A drop has only its size,
+    time and owner (its envelope is worked out when the queue run takes it): sender None,
+    recipients [], tries 0."""
 
-    def __init__(self, qid, state, age, size, sender=None, recipients=(), tries=0, answer=None):
+    def __init__(
+        self,
+        qid,
+        state,
+        age,
+        size,
+        sender=None,
+        recipients=(),
+        tries=0,
+        answer=None,
+        owner=None,
+        arrival=None,
+        locked=False,
+    ):
         self.qid = qid
         self.state = state
         self.age = age
@@ -805,17 +1032,48 @@ class Entry:
         self.recipients = list(recipients)
         self.tries = tries
         self.answer = answer
+        self.owner = owner
+        self.arrival = arrival
+        self.locked = locked
 
     def __repr__(self):
         return "Entry(%r, %r)" % (self.qid, self.state)
 
 
+def _flocked():
+    """The (device, inode) pairs that hold a flock now, from /proc/locks (Linux); empty elsewhere.
+    Read rather than tried: a listing that took a lock, even for a moment, could make a queue
+    run skip the message."""
+    held = set()
+    try:
+        with open("/proc/locks", "rb") as f:
+            text = f.read().decode("ascii", "replace")
+    except OSError:
+        return held
+    for line in text.splitlines():
+        words = line.split()
+        if "FLOCK" not in words or "->" in words:
+            continue
+        for word in words:
+            parts = word.split(":")
+            if len(parts) == 3:
+                try:
+                    held.add((os.makedev(int(parts[0], 16), int(parts[1], 16)), int(parts[2])))
+                except ValueError:
+                    pass
+                break
+    return held
+
+
 def listing(q, now=None):
-    """What the queue ``q`` holds: queued, then failed, then dropped (the maildrop, when it can
-    be read: root) messages, each oldest first, as :class:`Entry`.  NoPermError when the
-    queue cannot be read (the system queue, for a user)."""
+    """What the queue ``q`` holds: queued, then failed, then dropped (its maildrops, when they can
+    be read: root) messages, each oldest first, as :class:`Entry`.  NoPermError when the queue
+    cannot be read (a user's queue, for another user); in the system queue, q/ and failed/ are
+    0755 and envelopes 0644, so every user lists it (as Postfix's mailq), but reads no message.
+    A file of the maildrop without a drop's first line is not listed."""
     now = time.time() if now is None else now
     entries = []
+    locks = None
     for state, where in (("queued", q.q), ("failed", q.failed)):
         try:
             found = sorted(os.listdir(where))
@@ -830,34 +1088,104 @@ def listing(q, now=None):
                 continue
             qid = name[:-4]
             try:
-                size = os.stat(os.path.join(where, name)).st_size
+                st = os.stat(os.path.join(where, name))
                 envelope = read_envelope(os.path.join(where, qid + ".env"))
             except (OSError, DataError):
-                continue  # sent meanwhile, or torn: nothing to list
+                continue  # sent meanwhile, torn, or not readable by this user: nothing to list
+            if state == "queued" and locks is None:
+                locks = _flocked()
             entries.append(
                 Entry(
                     qid,
                     state,
                     max(now - envelope.queued, 0),
-                    size,
+                    st.st_size,
                     envelope.sender,
                     envelope.recipients,
                     envelope.tries,
                     envelope.answer,
+                    envelope.owner,
+                    envelope.queued,
+                    state == "queued" and (st.st_dev, st.st_ino) in locks,
                 )
             )
-    try:
-        dropped = sorted(n for n in os.listdir(q.maildrop) if not n.startswith("."))
-    except OSError:
-        dropped = []
-    for name in dropped:
+    for maildrop, _label in q.maildrops():
         try:
-            st = os.lstat(os.path.join(q.maildrop, name))
+            dropped = sorted(n for n in os.listdir(maildrop) if not n.startswith("."))
         except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode):
-            entries.append(Entry(name, "dropped", max(now - st.st_mtime, 0), st.st_size))
+            dropped = []
+        for name in dropped:
+            st = _drop_stat(os.path.join(maildrop, name))
+            if st is not None:
+                entries.append(
+                    Entry(name, "dropped", max(now - st.st_mtime, 0), st.st_size, owner=st.st_uid, arrival=st.st_mtime)
+                )
     return entries
+
+
+def _set_aside(maildrop, name, label, why, warn):
+    """Move ``name``, which is no drop (a symlink, a FIFO, a directory, a hard link, a file without
+    a drop's first line), from ``maildrop`` to corrupt/ beside it (mode 0700), as Postfix's pickup
+    does: said once, then never looked at again (nor followed, nor read).  When it cannot be
+    moved it is skipped, and said again by the next run."""
+    corrupt = os.path.join(os.path.dirname(maildrop), "corrupt")
+    try:
+        try:
+            os.mkdir(corrupt, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(corrupt)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise OSError(errno.EEXIST, "%s is not a directory of this user's" % shown(corrupt))
+        target = os.path.join(corrupt, name)
+        if os.path.lexists(target):
+            target += "." + os.urandom(3).hex()
+        os.rename(os.path.join(maildrop, name), target)
+    except OSError as exc:
+        _warn(warn, "skipping %s in %s: %s (not moved aside: %s)" % (shown(name), label, why, describe_oserror(exc)))
+        return
+    _warn(warn, "moved %s from %s to %s: %s" % (shown(name), label, shown(corrupt), why))
+
+
+def _check_dir(path, owner):
+    """The lstat of the queue directory ``path``; ConfigError when it is no directory or is not
+    ``owner``'s, with what to do."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(
+            "the queue %s is not a directory (a symlink or a file is in the way): not used; remove it "
+            "(it is made again), or set queue = DIR in the configuration (pipemail.conf(5))" % shown(path)
+        )
+    if st.st_uid != owner:
+        raise ConfigError(
+            "the queue %s is owned by uid %d, not by %s (uid %d): not used; give it to uid %d "
+            "(chown -R %d %s), or remove it (it is made again)"
+            % (shown(path), st.st_uid, "root" if owner == 0 else "this user", owner, owner, owner, shown(path))
+        )
+    return st
+
+
+def _drop_stat(path):
+    """The stat of the drop at ``path`` when it is one (a regular file with one link whose first
+    line is a drop's), else None: junk in the maildrop is no mail."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | os.O_NONBLOCK | _O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return None
+        if os.pread(fd, len(DROP_MAGIC), 0) != DROP_MAGIC:
+            return None
+        return st
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+HEADING = "%-11s %8s %-20s %s" % ("-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
 
 
 def _age(seconds):
@@ -872,22 +1200,33 @@ def _age(seconds):
 
 
 def format_listing(entries, now=None):
-    """The lines ``pysendmail -bp`` (mailq) prints for ``entries``: a heading, then for each
-    message its ID, state, age, size in bytes, tries and ``sender -> recipients``, with the
-    last answer on a line of its own below it; "mail queue is empty" when there is none."""
+    """The lines ``pysendmail -bp`` (mailq) prints for ``entries``, in the shape of Postfix's
+    mailq (so that scripts written for it work): a heading; for each message its ID (followed
+    by ``*`` when a queue run is sending it, ``!`` when it failed), size, arrival time and
+    sender, then the last answer in parentheses with the number of tries, then each recipient,
+    indented; a blank line between messages; a trailer "-- N Kbytes in M Requests.".  A drop
+    says "(maildrop queue, sender UID N)".  "Mail queue is empty" when there is none."""
     if not entries:
-        return ["mail queue is empty"]
-    width = max(len(e.qid) for e in entries)
-    lines = ["%-*s  %-7s  %6s  %9s  %5s  %s" % (width, "ID", "STATE", "AGE", "SIZE", "TRIES", "SENDER -> RECIPIENTS")]
-    for e in entries:
-        who = "(sender and recipients when the queue run takes it)"
-        if e.state != "dropped":
-            who = "%s -> %s" % (e.sender or "<>", ", ".join(e.recipients))
-        lines.append("%-*s  %-7s  %6s  %9d  %5d  %s" % (width, e.qid, e.state, _age(e.age), e.size, e.tries, who))
-        if e.answer:
-            lines.append("%*s  last answer: %s" % (width, "", " ".join(e.answer.split())))
-    counts = [(n, s) for s in ("queued", "failed", "dropped") if (n := sum(e.state == s for e in entries))]
-    lines.append("-- %s" % ", ".join("%d %s" % c for c in counts))
+        return ["Mail queue is empty"]
+    lines = [HEADING]
+    total = 0
+    for n, e in enumerate(entries):
+        if n:
+            lines.append("")
+        mark = "*" if e.locked else "!" if e.state == "failed" else " "
+        when = time.asctime(time.localtime(e.arrival if e.arrival is not None else 0))
+        if e.state == "dropped":
+            lines.append("%-10s%s %8d %20.20s (maildrop queue, sender UID %s)" % (e.qid, mark, e.size, when, e.owner))
+        else:
+            lines.append("%-10s%s %8d %20.20s %s" % (e.qid, mark, e.size, when, e.sender or "MAILER-DAEMON"))
+            if e.answer:
+                tried = "once" if e.tries == 1 else "%d times" % e.tries
+                reason = "tried %s: %s" % (tried, " ".join(e.answer.split()))
+                lines.append("%*s(%s)" % (max(76 - len(reason), 0), "", reason))
+            lines += ["%42s%s" % ("", r) for r in e.recipients]
+        total += e.size
+    count = len(entries)
+    lines += ["", "-- %d Kbytes in %d Request%s." % (total // 1024, count, "" if count == 1 else "s")]
     return lines
 
 
@@ -962,6 +1301,10 @@ __all__ = [
     "Envelope",
     "Entry",
     "default_dir",
+    "drop_limit",
+    "fallback",
+    "size_text",
+    "DROP_MAX_SIZE",
     "backoff",
     "new_id",
     "run",

@@ -464,7 +464,7 @@ def system_queue(env=None):
         cfg = config.load(config.system_path(env), env=env)
     except ConfigError:
         cfg = None
-    return queue.Queue(queue.default_dir(cfg, env, uid=0))
+    return queue.Queue(queue.default_dir(cfg, env, uid=0), drop_max_size=queue.drop_limit(cfg))
 
 
 def load_account(req, env):
@@ -484,7 +484,7 @@ def load_account(req, env):
 def user_queue(cfg, env):
     from pipemail import queue
 
-    q = queue.Queue(queue.default_dir(cfg, env))
+    q = queue.Queue(queue.default_dir(cfg, env), drop_max_size=queue.drop_limit(cfg), fallback=queue.fallback(cfg))
     q.ensure(system=os.geteuid() == 0)
     return q
 
@@ -552,7 +552,8 @@ def _drop(spooled, req, ctx):
     try:
         name = q.drop(chunks, req.as_drop(ctx.user))
     except PipemailError as exc:
-        failure = TempFailError("%s (root's newaliases, or pysendmail -bi, makes the maildrop)" % exc)
+        # over drop_max_size: 65; else queue.Queue.drop's line says what to do
+        failure = exc if isinstance(exc, DataError) else TempFailError(str(exc))
         _keep_raw(message.FileData(spooled, "standard input"), req, ctx, failure)
         raise failure from None
     ctx.verbose(
@@ -637,10 +638,10 @@ def _send_now(cfg, account, msg, sender, rcpts, req, ctx):
         if queue.permanent(exc):  # the one rule the queue run follows too
             _keep(segments, sender, undelivered, ctx, exc)
             raise
-        return _queue(cfg, segments, sender, undelivered, str(exc), ctx)
+        return _queue(cfg, segments, sender, undelivered, str(exc), ctx, account, req)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (a caller's timeout): queued, not lost
         try:
-            _queue(cfg, segments, sender, rcpts, "interrupted while it was being sent", ctx)
+            _queue(cfg, segments, sender, rcpts, "interrupted while it was being sent", ctx, account, req)
         except PipemailError:
             pass  # said, and kept in the dead letter
         raise
@@ -652,7 +653,7 @@ def _send_now(cfg, account, msg, sender, rcpts, req, ctx):
     code = EX_OK
     if temporary:
         try:
-            _queue(cfg, segments, sender, list(temporary), next(iter(temporary.values())), ctx)
+            _queue(cfg, segments, sender, list(temporary), next(iter(temporary.values())), ctx, account, req)
         except PipemailError as exc:
             code = exc.exit_code
     if permanent:
@@ -665,12 +666,13 @@ def _send_now(cfg, account, msg, sender, rcpts, req, ctx):
     return code
 
 
-def _queue(cfg, segments, sender, rcpts, answer, ctx):
+def _queue(cfg, segments, sender, rcpts, answer, ctx, account, req):
     """Queue the message for ``rcpts`` and say so; when the queue cannot take it, the message is
-    kept in the dead letter and the queue's error raised (said: reported)."""
+    kept in the dead letter and the queue's error raised (said: reported).  The queue run sends it
+    through the same ``account``, and the proxy the command line gave (``req.proxy``)."""
     try:
         q = user_queue(cfg, ctx.env)
-        qid = q.add(segments, sender, list(rcpts), owner=ctx.uid, answer=answer)
+        qid = q.add(segments, sender, list(rcpts), owner=ctx.uid, answer=answer, account=account.name, proxy=req.proxy)
     except PipemailError as exc:
         ctx.warn("not sent (%s) and not queued: %s" % (answer, exc))
         exc.reported = True
@@ -725,6 +727,9 @@ def accept_drops(q, req_account, ctx, cfg=None, say=None):
     for drop in q.drops(warn=ctx.warn):
         who = Context(env=ctx.env, warn=ctx.warn, verbose=ctx.verbose, log=ctx.log, uid=drop.uid)
         req = None
+        if drop.refuse_reason is not None:  # over drop_max_size: never read, never copied
+            _refuse_drop(drop, who, ctx, say or ctx.warn, queue)
+            continue
         try:
             req = Request.from_drop(drop.request)
             if req_account is not None and req.account is None:
@@ -734,7 +739,7 @@ def accept_drops(q, req_account, ctx, cfg=None, say=None):
             with spool.spool(drop.chunks, ctx.env, "the drop") as f:
                 msg, sender, rcpts = prepare(message.FileData(f, "drop %s" % drop.name), req, account, who)
                 msg.headers.insert(0, ("Received", received(drop.uid, who.user)))
-                q.add(msg.segments(), sender, rcpts, owner=drop.uid)
+                q.add(msg.segments(), sender, rcpts, owner=drop.uid, account=account.name)  # never a user's proxy
         except (IOFailure, CantCreateError) as exc:  # the queue's own trouble: the drop waits for the next run
             ctx.warn("drop %s from %s left in the maildrop: %s" % (drop.name, who.user, exc))
             continue
@@ -745,6 +750,27 @@ def accept_drops(q, req_account, ctx, cfg=None, say=None):
         drop.remove()
         n += 1
     return n
+
+
+def _refuse_drop(drop, who, ctx, say, queue):
+    """A drop over drop_max_size, never read whole: its header block and a line saying why go back
+    to its owner's dead letter (written as the owner), then it is removed; or it is left in the
+    maildrop when that cannot be written.  Said once."""
+    try:
+        req = Request.from_drop(drop.request)
+    except PipemailError:
+        req = Request()
+    notice = drop.head() + b"\npysendmail: not sent, and its body not kept: %s\n" % drop.refuse_reason.encode()
+    rcpts = [r for r in req.recipients if r and "\n" not in r and "\r" not in r] or [who.user]
+    path, not_kept = queue.dead_letter_of(drop.uid, [notice], _kept_sender(req, who.user), rcpts, ctx.env)
+    if path is None:
+        ctx.warn("drop %s from %s left in the maildrop: %s (%s)" % (drop.name, who.user, drop.refuse_reason, not_kept))
+        return
+    drop.remove()
+    say(
+        "drop %s from %s not accepted: %s; its header returned to %s"
+        % (drop.name, who.user, drop.refuse_reason, shown(path))
+    )
 
 
 def _return_drop(drop, req, who, why, ctx, say, queue):
@@ -763,15 +789,29 @@ def _return_drop(drop, req, who, why, ctx, say, queue):
     say("drop %s from %s not accepted: %s; returned to %s" % (drop.name, who.user, why, shown(path)))
 
 
-def deliverer(account, req, ctx):
-    """queue.run's ``deliver(batch)``: the queue.Items of ``batch``, each with its own envelope,
-    over one SMTP session (one login, one password lookup)."""
+def deliverer(cfg, account, req, ctx, missing=None):
+    """queue.run's ``deliver(name, proxy, batch)``: the queue.Items of ``batch``, each with its own
+    envelope, over one SMTP session (one login, one password lookup) of the account ``name`` of
+    ``cfg`` (None: ``account``, the run's), through ``proxy`` (None: the run's --proxy, else the
+    account's).  An account no longer in the configuration is a ConfigError: its messages stay
+    queued (and fail at the end of their lifetime).  ``account`` None: the run has none of its own
+    (``missing``, the ConfigError saying why, is the answer for a message that names none)."""
     from pipemail import transport
 
-    def deliver(batch):
-        url = transport.resolve(None, account, ctx.env)
+    def deliver(name, proxy, batch):
+        used = account
+        if name is None and account is None:
+            raise missing
+        if name is not None and (account is None or name != account.name):
+            if name not in cfg.accounts:
+                raise ConfigError("account %s is no longer configured" % name)
+            used = cfg.accounts[name]
+        url = transport.resolve(None, used, ctx.env)
         # no addresses for the session as a whole: SMTPUTF8 is decided per message, by its own envelope
-        return transport.deliver_each(url, batch, None, None, **_options(account, req, ctx, []))
+        options = _options(used, req, ctx, [])
+        if proxy is not None:
+            options["proxy"] = proxy
+        return transport.deliver_each(url, batch, None, None, **options)
 
     return deliver
 
@@ -788,13 +828,21 @@ def run_queue(req, ctx, *, due_only, say):
             "the system queue is root's: its queue run (pysendmail --run-queue in root's crontab, "
             "or sudo pysendmail -q) sends what you drop"
         )
-    cfg, account = load_account(req, ctx.env)
+    try:
+        cfg, account = load_account(req, ctx.env)
+        missing = None
+    except ConfigError as exc:  # no default account: each message goes through its own still
+        from pipemail import config
+
+        if req.account is not None:
+            raise
+        cfg, account, missing = config.load(env=ctx.env), None, exc
     q = user_queue(cfg, ctx.env)
     if os.geteuid() == 0:
         accept_drops(q, req.account, ctx, cfg, say=say)
     code = queue.run(
         q,
-        deliverer(account, req, ctx),
+        deliverer(cfg, account, req, ctx, missing),
         due_only=due_only,
         lifetime=cfg.queue_lifetime,
         say=say,
@@ -815,10 +863,11 @@ def listing(req, ctx):
     from pipemail import config, queue
 
     if must_drop(ctx.env, ctx.uid):
-        q = system_queue(ctx.env)
+        q, owner = system_queue(ctx.env), 0
     else:
         cfg = config.load(env=ctx.env)
-        q = queue.Queue(queue.default_dir(cfg, ctx.env))
+        q, owner = queue.Queue(queue.default_dir(cfg, ctx.env), fallback=queue.fallback(cfg)), os.geteuid()
+    q.check(owner)  # a symlink or another's directory is refused, as sending refuses it
     return queue.format_listing(queue.listing(q))
 
 
@@ -832,6 +881,8 @@ def make_dirs(ctx):
     cfg = config.load(env=ctx.env)
     q = queue.Queue(queue.default_dir(cfg, ctx.env, uid=0))
     q.ensure(system=True)
+    if queue.fallback(cfg) is not None:  # the maildrop of the users who cannot read the file
+        queue.fallback(cfg).ensure(system=True)
     return q.path
 
 

@@ -196,8 +196,8 @@ def test_unknown_top_level_key_is_an_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(path)
     assert str(info.value) == (
-        "config file %s: unknown key 'defualt' (top-level keys: default, accounts, queue, queue_lifetime; "
-        "accounts go in [accounts.NAME])" % path
+        "config file %s: unknown key 'defualt' (top-level keys: default, accounts, queue, queue_lifetime, "
+        "drop_max_size; accounts go in [accounts.NAME])" % path
     )
 
 
@@ -797,4 +797,31 @@ def test_queue_lifetime_bad(tmp_path, value):
     assert str(info.value) == (
         "config file %s: 'queue_lifetime' must be a time more than zero: seconds, or a number with "
         's, m, h or d, as "5d", "12h", "90m"; got %r' % (path, __import__("tomllib").loads("v = " + value)["v"])
+    )
+
+
+# -- drop_max_size: the largest message a user may drop into the maildrop ------------------
+
+
+@pytest.mark.parametrize(
+    "value, size",
+    [('"100M"', 100 << 20), ('"512k"', 512 << 10), ('"1G"', 1 << 30), ("2048", 2048 << 10), ("0", 0), ('"0"', 0)],
+)
+def test_drop_max_size_units(tmp_path, value, size):
+    path = write(tmp_path / "c.toml", "drop_max_size = %s\n" % value)
+    assert load(path).drop_max_size == size
+
+
+def test_drop_max_size_absent_is_none(tmp_path):
+    assert load(write(tmp_path / "c.toml", 'queue = "/q"\n')).drop_max_size is None
+
+
+@pytest.mark.parametrize("value", ['"100 MB"', '"-1"', "-1", '"M"', '""', "true", '"1.5M"', "[1]", "1.5"])
+def test_drop_max_size_bad(tmp_path, value):
+    path = write(tmp_path / "c.toml", "drop_max_size = %s\n" % value)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == (
+        "config file %s: 'drop_max_size' must be a size: a number of KiB, or a number with K, M or G, "
+        'as "100M"; 0 for no limit; got %r' % (path, __import__("tomllib").loads("v = " + value)["v"])
     )

@@ -74,7 +74,7 @@ def test_ensure_system_queue_modes(tmp_path):
     assert names(q.path) == ["failed", "maildrop", "q", "tmp"]
     assert mode(q.path) == 0o755 and os.stat(q.path).st_uid == 0
     assert mode(q.maildrop) == 0o1733
-    assert mode(q.q) == 0o700
+    assert mode(q.q) == mode(q.failed) == 0o755 and mode(q.tmp) == 0o700  # users list it (mailq)
     os.chmod(q.maildrop, 0o700)  # repaired by the next ensure
     q.ensure(system=True)
     assert mode(q.maildrop) == 0o1733
@@ -85,8 +85,9 @@ def test_ensure_refuses_a_symlink_in_the_way(tmp_path):
     os.symlink(tmp_path / "elsewhere", tmp_path / "queue")
     with pytest.raises(ConfigError) as info:
         Queue(tmp_path / "queue").ensure()
-    assert str(info.value) == "the queue %s is not a directory (a symlink or a file is in the way)" % (
-        tmp_path / "queue"
+    assert str(info.value) == (
+        "the queue %s is not a directory (a symlink or a file is in the way): not used; remove it "
+        "(it is made again), or set queue = DIR in the configuration (pipemail.conf(5))" % (tmp_path / "queue")
     )
     assert names(tmp_path / "elsewhere") == []
 
@@ -96,8 +97,9 @@ def test_ensure_refuses_a_queue_owned_by_another(tmp_path):
     os.chown(tmp_path / "queue", 1001, 1001)
     with pytest.raises(ConfigError) as info:
         Queue(tmp_path / "queue").ensure()
-    assert str(info.value) == "the queue %s is owned by uid 1001, not by this user (uid 0): not used" % (
-        tmp_path / "queue"
+    assert str(info.value) == (
+        "the queue %s is owned by uid 1001, not by root (uid 0): not used; give it to uid 0 (chown -R 0 %s), "
+        "or remove it (it is made again)" % (tmp_path / "queue", tmp_path / "queue")
     )
 
 
@@ -129,6 +131,8 @@ def test_add_writes_message_and_envelope(tmp_path):
         "tries": 0,
         "due": 1000.0,
         "answer": None,
+        "account": None,
+        "proxy": None,
     }
     assert mode(os.path.join(q.q, qid + ".msg")) == 0o600
 
@@ -256,14 +260,22 @@ def test_hostile_drops_are_skipped(tmp_path):
     warnings = []
     got = [(d.name, b"".join(d.chunks)) for d in q.drops(warn=warnings.append)]
     assert got == [(good, MSG)]
+    corrupt = os.path.join(q.path, "corrupt")
     assert warnings == [
-        "skipping A-symlink in the maildrop: a symbolic link",
-        "skipping B-fifo in the maildrop: not a regular file",
-        "skipping C-dir in the maildrop: not a regular file",
-        "skipping D-hardlink in the maildrop: it has 2 links",
-        "skipping E-garbage in the maildrop: not a pipemail drop (no PIPEMAIL-DROP 1 line)",
-        "skipping F-notobject in the maildrop: its request is not a JSON object",
+        "moved A-symlink from the maildrop to %s: a symbolic link" % corrupt,
+        "moved B-fifo from the maildrop to %s: not a regular file" % corrupt,
+        "moved C-dir from the maildrop to %s: not a regular file" % corrupt,
+        "moved D-hardlink from the maildrop to %s: it has 2 links" % corrupt,
+        "moved E-garbage from the maildrop to %s: not a pipemail drop (no PIPEMAIL-DROP 1 line)" % corrupt,
+        "moved F-notobject from the maildrop to %s: its request is not a JSON object" % corrupt,
     ]
+    # set aside once, as Postfix's pickup does: the next run says nothing (cron mails nothing)
+    assert names(q.maildrop) == [good] and mode(corrupt) == 0o700
+    assert names(corrupt) == ["A-symlink", "B-fifo", "C-dir", "D-hardlink", "E-garbage", "F-notobject"]
+    assert os.readlink(os.path.join(corrupt, "A-symlink")) == str(secret)  # moved, never followed
+    assert secret.read_bytes() == b"PIPEMAIL-DROP 1 {}\nroot's secret\n"
+    warnings.clear()
+    assert [d.name for d in q.drops(warn=warnings.append)] == [good] and warnings == []
 
 
 def test_drop_being_written_is_left_alone_and_removed_when_stale(tmp_path):
@@ -327,7 +339,7 @@ def deliverer(url, timeout=10):
 
     where = split_url(url, kind="transport")
 
-    def deliver(items):
+    def deliver(account, proxy, items):
         return transport.deliver_each(where, items, None, None, timeout=timeout)
 
     return deliver
@@ -581,7 +593,7 @@ from pipemail.config import split_url
 where = split_url(sys.argv[2], kind="transport")
 
 
-def deliver(items):
+def deliver(account, proxy, items):
     return transport.deliver_each(where, items, None, None, timeout=20)
 
 
@@ -863,13 +875,30 @@ def test_a_failing_session_gives_each_message_its_own_recipients(smtp_server):
 # -- listing (-bp, mailq) ------------------------------------------------------------------
 
 
+@pytest.fixture
+def utc():
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
 def test_listing_empty(tmp_path):
     q = Queue(tmp_path / "queue").ensure(system=True)
     assert queue.listing(q) == []
-    assert queue.format_listing([]) == ["mail queue is empty"]
+    assert queue.format_listing([]) == ["Mail queue is empty"]
 
 
-def test_listing_queued_failed_and_dropped(tmp_path, dead):
+def test_listing_in_postfix_mailq_shape(tmp_path, dead, utc):
+    """Queued, failed (!), locked by a run (*), dropped; junk in the maildrop is no mail; the
+    trailer monitoring scripts written for Postfix's mailq read."""
+    import fcntl
+
     q = Queue(tmp_path / "queue").ensure(system=True)
     a = q.add([message(1)], "a@example.com", ["b@example.com", "c@example.com"], answer="421 4.7.0 busy", now=1400.0)
     b = q.add([message(2)], "", ["d@example.com"], now=2000.0)
@@ -878,35 +907,69 @@ def test_listing_queued_failed_and_dropped(tmp_path, dead):
     answer = envelope(q, c, q.failed)["answer"]
     d = q.drop([message(4)], {"recipients": ["root"]})
     os.utime(os.path.join(q.maildrop, d), (9000.0, 9000.0))
-    entries = queue.listing(q, now=10000.0)
-    got = [(e.qid, e.state, e.age, e.size, e.sender, e.recipients, e.tries, e.answer) for e in entries]
+    with open(os.path.join(q.maildrop, "0000000000000-1-JUNK"), "wb") as f:
+        f.write(b"not a drop\n")
+    os.symlink("/etc/passwd", os.path.join(q.maildrop, "0000000000000-2-LINK"))
+    held = os.open(os.path.join(q.q, b + ".msg"), os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a queue run is sending b
+        entries = queue.listing(q, now=10000.0)
+    finally:
+        os.close(held)
+    got = [(e.qid, e.state, e.age, e.size, e.sender, e.recipients, e.tries, e.answer, e.locked) for e in entries]
     size = len(message(1))
+    dsize = os.path.getsize(os.path.join(q.maildrop, d))
     assert got == [
-        (a, "queued", 8600.0, size, "a@example.com", ["b@example.com", "c@example.com"], 1, "421 4.7.0 busy"),
-        (b, "queued", 8000.0, size, "", ["d@example.com"], 0, None),
-        (c, "failed", 10000.0, size, "x@example.com", ["y@example.com"], 1, answer),
-        (d, "dropped", 1000.0, os.path.getsize(os.path.join(q.maildrop, d)), None, [], 0, None),
+        (a, "queued", 8600.0, size, "a@example.com", ["b@example.com", "c@example.com"], 1, "421 4.7.0 busy", False),
+        (b, "queued", 8000.0, size, "", ["d@example.com"], 0, None, True),
+        (c, "failed", 10000.0, size, "x@example.com", ["y@example.com"], 1, answer, False),
+        (d, "dropped", 1000.0, dsize, None, [], 0, None, False),
     ]
-    w = len(a)
+    reason = "(tried once: %s)" % answer
     assert queue.format_listing(entries) == [
-        "%-*s  STATE       AGE       SIZE  TRIES  SENDER -> RECIPIENTS" % (w, "ID"),
-        "%s  queued    2h23m  %9d      1  a@example.com -> b@example.com, c@example.com" % (a, size),
-        "%s  last answer: 421 4.7.0 busy" % (" " * w),
-        "%s  queued    2h13m  %9d      0  <> -> d@example.com" % (b, size),
-        "%s  failed    2h46m  %9d      1  x@example.com -> y@example.com" % (c, size),
-        "%s  last answer: %s" % (" " * w, answer),
-        "%-*s  dropped     16m  %9d      0  (sender and recipients when the queue run takes it)"
-        % (w, d, os.path.getsize(os.path.join(q.maildrop, d))),
-        "-- 2 queued, 1 failed, 1 dropped",
+        "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------",
+        "%s  %8d Thu Jan  1 00:23:20  a@example.com" % (a, size),
+        " " * 50 + "(tried once: 421 4.7.0 busy)",  # right-aligned in 78 columns, as Postfix
+        " " * 42 + "b@example.com",
+        " " * 42 + "c@example.com",
+        "",
+        "%s* %8d Thu Jan  1 00:33:20  MAILER-DAEMON" % (b, size),
+        " " * 42 + "d@example.com",
+        "",
+        "%s! %8d Thu Jan  1 00:00:00  x@example.com" % (c, size),
+        " " * max(78 - len(reason), 0) + reason,
+        " " * 42 + "y@example.com",
+        "",
+        "%s  %8d Thu Jan  1 02:30:00  (maildrop queue, sender UID 0)" % (d, dsize),
+        "",
+        "-- %d Kbytes in 4 Requests." % ((3 * size + dsize) // 1024),
+    ]
+    e = queue.Entry("X", "queued", 0, 2048, "a@x", ["b@y"], 3, "451 4.3.0 try\n later", arrival=0.0)
+    assert queue.format_listing([e])[2:] == [
+        "%s(tried 3 times: 451 4.3.0 try later)" % (" " * (76 - 34)),
+        " " * 42 + "b@y",
+        "",
+        "-- 2 Kbytes in 1 Request.",
     ]
 
 
-def test_listing_a_queue_one_cannot_read(public_dir):
+def test_every_user_lists_the_system_queue_but_reads_no_message(public_dir):
     q = Queue(os.path.join(public_dir, "spool")).ensure(system=True)
-    q.add([message(1)], "a@example.com", ["b@example.com"])
-    code, out = as_user(lambda: queue.listing(Queue(q.path)) and None)
+    assert mode(q.q) == mode(q.failed) == 0o755 and mode(q.tmp) == 0o700
+    qid = q.add([message(1)], "a@example.com", ["b@example.com"])
+    secret = q.add([message(2)], "a@example.com", ["c@example.com"], proxy="socks5://u:pw@127.0.0.1:9")
+    assert mode(os.path.join(q.q, qid + ".env")) == 0o644 and mode(os.path.join(q.q, qid + ".msg")) == 0o600
+    assert mode(os.path.join(q.q, secret + ".env")) == 0o600  # its proxy holds a password
+    code, out = as_user(lambda: queue.format_listing(queue.listing(Queue(q.path))))
+    assert code == 0 and out[1].startswith(qid) and out[2] == " " * 42 + "b@example.com", out
+    assert out[-1] == "-- 0 Kbytes in 1 Request."
+    code, out = as_user(lambda: open(os.path.join(q.q, qid + ".msg")).read())
+    assert code == 1 and "PermissionError" in out
+    mine = Queue(os.path.join(public_dir, "mine")).ensure(system=False)  # a user's queue: its owner's alone
+    mine.add([message(1)], "a@example.com", ["b@example.com"])
+    code, out = as_user(lambda: queue.listing(Queue(mine.path)) and None)
     assert code == 1
-    assert out == "error: NoPermError: cannot list the queue %s: Permission denied (only its owner can)" % q.path
+    assert out == "error: NoPermError: cannot list the queue %s: Permission denied (only its owner can)" % mine.path
 
 
 def test_smtputf8_is_decided_per_message(smtp_server):
@@ -939,15 +1002,16 @@ def test_smtputf8_is_decided_per_message(smtp_server):
 class Sendmail:
     """pysendmail with a configuration, a queue and a home of the test's own."""
 
-    def __init__(self, tmp_path, url, name="config.toml"):
+    def __init__(self, tmp_path, url, name="config.toml", top="", extra=""):
         self.dir = tmp_path
         self.home = tmp_path / "home"
         self.home.mkdir(exist_ok=True)
         self.queue = Queue(tmp_path / "queue")
         self.config = tmp_path / name
         self.config.write_text(
-            'queue = "%s"\n[accounts.main]\nfrom = "Alerts <alerts@example.com>"\ntransport = "%s"\ntls = "none"\n'
-            'aliases = "/dev/null"\ndomain = "example.com"\n' % (self.queue.path, url)
+            top
+            + 'queue = "%s"\n[accounts.main]\nfrom = "Alerts <alerts@example.com>"\ntransport = "%s"\ntls = "none"\n'
+            'aliases = "/dev/null"\ndomain = "example.com"\n' % (self.queue.path, url) + extra
         )
         self.config.chmod(0o600)
 
@@ -1150,3 +1214,420 @@ def test_a_second_failure_of_one_message_gets_its_own_failed_entry(tmp_path, smt
         "%s: failed for t@example.com: RCPT TO:<t@example.com> refused by 127.0.0.1: 451 4.3.0 later "
         "(given up after 3m in the queue); kept in %s and %s" % (qid, os.path.join(q.failed, qid + ".1.msg"), dead)
     )
+
+
+# -- the system queue's parents, and what a user is told when it cannot drop ----------------
+
+
+def test_the_system_queues_missing_parents_are_made_traversable(tmp_path):
+    old = os.umask(0o077)
+    try:
+        q = Queue(tmp_path / "srv" / "mail" / "pipemail").ensure(system=True)
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "srv") == 0o755 and mode(tmp_path / "srv" / "mail") == 0o755
+    assert mode(q.path) == 0o755 and mode(q.maildrop) == 0o1733
+    u = Queue(tmp_path / "home" / "state" / "queue").ensure(system=False)
+    assert mode(tmp_path / "home") == 0o700 and mode(tmp_path / "home" / "state") == 0o700 and mode(u.path) == 0o700
+
+
+def test_a_user_who_cannot_drop_is_told_why_by_errno(public_dir):
+    missing = Queue(os.path.join(public_dir, "nothing"))
+    code, out = as_user(lambda: missing.drop([MSG], {}))
+    assert (code, out) == (
+        1,
+        "error: CantCreateError: cannot drop the message into %s: No such file or directory "
+        "(root's pysendmail -bi, or newaliases, makes it)" % missing.maildrop,
+    )
+    closed = os.path.join(public_dir, "closed")
+    q = Queue(os.path.join(closed, "spool")).ensure(system=True)
+    os.chmod(closed, 0o700)
+    code, out = as_user(lambda: q.drop([MSG], {}))
+    assert (code, out) == (
+        1,
+        "error: CantCreateError: cannot drop the message into %s: Permission denied (%s is mode 0700: "
+        "users cannot pass through it to the maildrop; as root: chmod a+x %s)" % (q.maildrop, closed, closed),
+    )
+    os.chmod(closed, 0o755)
+    os.chmod(q.maildrop, 0o755)
+    code, out = as_user(lambda: q.drop([MSG], {}))
+    assert (code, out) == (
+        1,
+        "error: CantCreateError: cannot drop the message into %s: Permission denied "
+        "(%s is mode 0755, not 1733: root's pysendmail -bi sets it)" % (q.maildrop, q.maildrop),
+    )
+
+
+# -- each message through the account (and proxy) it was accepted for ------------------------
+
+OTHER = '[accounts.other]\nfrom = "Other <other@other.example>"\ntransport = "smtp://127.0.0.1:%d"\ntls = "none"\n'
+
+
+def test_pysendmail_q_sends_each_message_through_the_account_it_was_queued_for(tmp_path, smtp_server, monkeypatch):
+    import smtp_server as module
+
+    main = smtp_server()
+    other_port = module.free_port()
+    s = Sendmail(tmp_path, main.url, top='default = "main"\n', extra=OTHER % other_port)
+    code, out, err = s("--account", "other", "-i", "x@example.org", input=b"Subject: via other\n\nb\n")
+    assert code == 0 and "pysendmail: queued as " in err, err  # other's server is down
+    (qid,) = queued_ids(s.queue)
+    assert (envelope(s.queue, qid)["account"], envelope(s.queue, qid)["proxy"]) == ("other", None)
+    code, out, err = s("-q")
+    assert main.messages == []  # never through the default account's server and login
+    assert code == 75 and queued_ids(s.queue) == [qid]
+    assert envelope(s.queue, qid)["answer"] == "cannot connect to 127.0.0.1 port %d: Connection refused" % other_port
+    monkeypatch.setattr(module, "free_port", lambda host="127.0.0.1": other_port)
+    other = smtp_server()  # other's server, up now
+    code, out, err = s("-q")
+    assert (code, err) == (0, "pysendmail: %s: sent to x@example.org\n" % qid)
+    assert [(m[0], m[1]) for m in other.messages] == [("other@other.example", ["x@example.org"])]
+    assert main.messages == [] and queued_ids(s.queue) == []
+
+
+def test_pysendmail_q_keeps_the_proxy_the_command_line_gave(tmp_path, smtp_server):
+    from smtp_server import free_port
+
+    srv = smtp_server()
+    proxy = "socks5://127.0.0.1:%d" % free_port()  # down
+    s = Sendmail(tmp_path, srv.url)
+    code, out, err = s("--proxy", proxy, "-i", "root", input=cron_message(1))
+    assert code == 0 and "pysendmail: queued as " in err, err
+    (qid,) = queued_ids(s.queue)
+    assert (envelope(s.queue, qid)["account"], envelope(s.queue, qid)["proxy"]) == ("main", proxy)
+    code, out, err = s("-q")
+    assert srv.messages == []  # not sent around the proxy the caller required
+    assert code == 75 and queued_ids(s.queue) == [qid]
+
+
+def test_a_run_opens_one_session_per_account_and_proxy(tmp_path, dead):
+    from pipemail.errors import ConfigError
+    from pipemail.transport import Report
+
+    q = Queue(tmp_path / "queue").ensure()
+    a1 = q.add([message(1)], "a@example.com", ["x@example.com"], account="a", now=0.0)
+    b = q.add([message(2)], "a@example.com", ["y@example.com"], account="b", proxy="socks5://127.0.0.1:9", now=0.0)
+    a2 = q.add([message(3)], "a@example.com", ["z@example.com"], account="a", now=0.0)
+    none = q.add([message(4)], "a@example.com", ["w@example.com"], now=0.0)
+    direct = q.add([message(5)], "a@example.com", ["v@example.com"], account="a", proxy="", now=0.0)
+    calls = []
+
+    def deliver(account, proxy, items):
+        calls.append((account, proxy, [i.qid for i in items]))
+        if account == "b":
+            raise ConfigError("account b is no longer configured")
+        return iter([(Report(i.recipients), None) for i in items])
+
+    said = []
+    run = lambda now, lifetime=queue.LIFETIME: queue.run(  # noqa: E731
+        q, deliver, due_only=False, now=now, lifetime=lifetime, say=said.append, warn=said.append, env={"DEAD": dead}
+    )
+    assert run(1.0) == 75
+    assert calls == [
+        ("a", None, [a1, a2]),
+        ("b", "socks5://127.0.0.1:9", [b]),
+        (None, None, [none]),
+        ("a", "", [direct]),
+    ]
+    assert queued_ids(q) == [b]
+    env = envelope(q, b)
+    assert (env["answer"], env["tries"], env["account"], env["proxy"]) == (
+        "account b is no longer configured",
+        1,
+        "b",
+        "socks5://127.0.0.1:9",
+    )
+    said.clear()
+    assert run(100.0, lifetime=50) == 0  # its lifetime is over: failed, kept
+    assert queued_ids(q) == [] and envelope(q, b, q.failed)["account"] == "b"
+    assert said == [
+        "%s: failed for y@example.com: account b is no longer configured (given up after 1m in the queue); "
+        "kept in %s and %s" % (b, os.path.join(q.failed, b + ".msg"), dead)
+    ]
+
+
+def test_pysendmail_q_leaves_a_message_of_an_account_no_longer_configured(tmp_path, smtp_server):
+    srv = smtp_server()
+    s = Sendmail(tmp_path, srv.url)
+    s.queue.ensure()
+    qid = s.queue.add([message(1)], "a@example.com", ["b@example.com"], account="gone")
+    kept = s.queue.add([message(2)], "a@example.com", ["c@example.com"], account="main")
+    code, out, err = s("-q")
+    assert code == 75
+    assert err.splitlines() == [
+        "pysendmail: %s: sent to c@example.com" % kept,
+        "pysendmail: 1 message stays queued in %s (pysendmail -bp shows the server's last answer)" % s.queue.path,
+    ]
+    assert envelope(s.queue, qid)["answer"] == "account gone is no longer configured"
+    assert [m[1] for m in srv.messages] == [["c@example.com"]]
+
+
+# -- drop_max_size: what a user may make root copy -------------------------------------------
+
+
+def test_drop_over_the_limit_stops_writing_and_leaves_nothing(tmp_path):
+    q = Queue(tmp_path / "spool", drop_max_size=4096).ensure(system=True)
+    read = []
+
+    def chunks():
+        for n in range(1000):
+            read.append(n)
+            yield b"x" * 1000 + b"\n"
+
+    with pytest.raises(DataError) as info:
+        q.drop(chunks(), {"recipients": ["root"]})
+    assert str(info.value) == "the message is over 4K, the largest a user may drop (drop_max_size): not dropped"
+    assert info.value.exit_code == 65
+    assert len(read) == 5 and names(q.maildrop) == []  # stopped at the limit, its temporary file gone
+    name = q.drop([b"y" * 4096], {})  # at the limit: taken
+    assert names(q.maildrop) == [name]
+    assert Queue(q.path, drop_max_size=0).drop(chunks(), {})  # 0: no limit
+
+
+def test_a_sparse_drop_over_the_limit_is_refused_by_its_size_not_read(tmp_path):
+    q = Queue(tmp_path / "spool").ensure(system=True)
+    assert q.drop_max_size == queue.DROP_MAX_SIZE == 100 << 20
+    small = q.drop([MSG], {"recipients": ["root"]})
+    path = os.path.join(q.maildrop, "0000000000001-1-SPARSE")
+    head = b'PIPEMAIL-DROP 1 {"recipients":["root"]}\n'
+    with open(path, "wb") as f:
+        f.write(head + b"Subject: sparse\n\n")
+        f.truncate(1 << 30)  # 1 GiB, a few blocks on disk
+    got = [(d.name, d.size, d.refuse_reason) for d in q.drops()]
+    assert got == [
+        (
+            "0000000000001-1-SPARSE",
+            (1 << 30) - len(head),
+            "it is %d bytes, over drop_max_size (100M)" % ((1 << 30) - len(head)),
+        ),
+        (small, len(MSG), None),
+    ]
+
+
+@pytest.fixture
+def system_config(smtp_server, monkeypatch):
+    """A system-wide file (readable by all) whose queue is a root-owned directory users reach,
+    drop_max_size 4K; the server; the top directory."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    srv = smtp_server()
+    top = Path(tempfile.mkdtemp(prefix="pipemail-sysq-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    Queue(top / "queue").ensure(system=True)
+    config = top / "config.toml"
+    config.write_text(
+        'queue = "%s"\ndrop_max_size = "4K"\n[accounts.main]\nfrom = "Alerts <alerts@example.com>"\n'
+        'transport = "%s"\ntls = "none"\naliases = "/dev/null"\ndomain = "example.com"\n' % (top / "queue", srv.url)
+    )
+    config.chmod(0o644)
+    monkeypatch.delenv("PIPEMAIL_CONFIG", raising=False)
+    monkeypatch.setenv("PIPEMAIL_SYSTEM_CONFIG", str(config))
+    monkeypatch.setenv("TMPDIR", "/tmp")
+    yield srv, top
+    shutil.rmtree(top)
+
+
+def test_a_user_cannot_drop_a_message_over_drop_max_size(system_config, monkeypatch):
+    import unprivileged
+
+    srv, top = system_config
+    big = b"Subject: big\n\n" + b"x" * 5000 + b"\n"
+    with unprivileged.user_dir() as home:
+        monkeypatch.setenv("HOME", home)
+        code, out, err = unprivileged.run("sendmail", "-i", "root", input=big, cwd=home, umask=0o022)
+        dead = open(os.path.join(home, "dead.letter"), "rb").read()
+    assert (code, out) == (65, b"")
+    assert err.splitlines()[0] == (
+        "pysendmail: the message is over 4K, the largest a user may drop (drop_max_size): not dropped"
+    )
+    assert b"x" * 5000 in dead  # kept, in the user's own dead letter
+    assert names(top / "queue" / "maildrop") == []
+
+
+def test_root_never_copies_a_drop_over_drop_max_size(system_config, monkeypatch, pmtest_dead_letter):
+    """A sparse 1 GiB drop (a few blocks on disk): refused by its size, never read whole nor
+    copied; its header block goes back to its owner with the reason, and it is removed."""
+    from pipemail import transport
+
+    srv, top = system_config
+    dead, pw = pmtest_dead_letter
+    maildrop = top / "queue" / "maildrop"
+    path = maildrop / "0000000000001-1-SPARSE"
+    head = b'PIPEMAIL-DROP 1 {"recipients":["root"]}\n'
+    path.write_bytes(head + b"Subject: sparse\nTo: root\n\n")
+    os.truncate(path, 1 << 30)
+    os.chown(path, pw.pw_uid, -1)
+    monkeypatch.setenv("HOME", str(top))
+    monkeypatch.setenv("TMPDIR", str(top))  # where root's run would spool a copy
+    import subprocess
+
+    from conftest import command_path
+
+    p = subprocess.run(command_path("pysendmail") + ["-q"], capture_output=True, text=True, timeout=60)
+    reason = "it is %d bytes, over drop_max_size (4K)" % ((1 << 30) - len(head))
+    assert (p.returncode, p.stderr) == (
+        0,
+        "pysendmail: drop 0000000000001-1-SPARSE from pmtest not accepted: %s; its header returned to %s\n"
+        % (reason, dead),
+    )
+    assert names(top / "queue" / "q") == [] and names(top / "queue" / "tmp") == [] and names(maildrop) == []
+    assert sum(os.lstat(top / n).st_blocks for n in os.listdir(top) if os.path.isfile(top / n)) < 64  # no spool copy
+    assert srv.messages == []
+    (kept,) = transport.read_dead_letter(dead)
+    assert kept.undelivered == ["root"]
+    assert b"".join(kept.segments).endswith(
+        b"Subject: sparse\nTo: root\n\npysendmail: not sent, and its body not kept: %s\n" % reason.encode()
+    )
+    assert os.path.getsize(dead) < 1024 and os.stat(dead).st_uid == pw.pw_uid
+
+
+# -- the maildrop of the users who cannot read the system-wide file ---------------------------
+
+
+def test_root_takes_the_default_maildrop_when_a_secret_config_names_another_queue(
+    public_dir, smtp_server, monkeypatch, port_later
+):
+    """The system-wide file is root's alone (0600: it holds the password) and says queue = DIR:
+    users cannot read it, so they drop into /var/spool/pipemail/maildrop (here a stand-in);
+    -bi makes that maildrop too, and root's run takes it and sends through DIR."""
+    from pipemail import sendmail
+
+    default = os.path.join(public_dir, "var-spool-pipemail")
+    monkeypatch.setattr(queue, "SYSTEM_DIR", default)
+    config = os.path.join(public_dir, "config.toml")
+    configured = os.path.join(public_dir, "spool")
+    with open(config, "w") as f:
+        f.write(
+            'queue = "%s"\n[accounts.main]\nfrom = "Alerts <alerts@example.com>"\ntransport = "%s"\ntls = "none"\n'
+            'aliases = "/dev/null"\ndomain = "example.com"\npassword = "secret"\n'
+            % (configured, "smtp://127.0.0.1:%d" % port_later)
+        )
+    os.chmod(config, 0o600)
+    env = {"PIPEMAIL_SYSTEM_CONFIG": config, "HOME": public_dir, "TMPDIR": public_dir}
+    ctx = sendmail.Context(env=env, uid=0)
+    assert sendmail.make_dirs(ctx) == configured
+    assert mode(os.path.join(default, "maildrop")) == 0o1733 and mode(os.path.join(configured, "maildrop")) == 0o1733
+
+    def drop():  # as pmtest: the file cannot be read, so the default queue is the one
+        q = sendmail.system_queue(env)
+        return q.path, q.drop([b"Subject: stranded?\n\nb\n"], {"recipients": ["root@example.org"], "user": "pmtest"})
+
+    code, (where, name) = as_user(drop)  # forked before any thread (the server) runs
+    assert (code, where) == (0, default)
+    srv = smtp_server()
+    said, warned = [], []
+    ctx = sendmail.Context(env=env, uid=0, warn=warned.append)
+    req = sendmail.Request()
+    assert sendmail.run_queue(req, ctx, due_only=True, say=said.append) == 0
+    assert [(m[0], m[1]) for m in srv.messages] == [("alerts@example.com", ["root@example.org"])]
+    assert names(os.path.join(default, "maildrop")) == [] and warned == []
+    assert len(said) == 1 and said[0].endswith(": sent to root@example.org")
+
+
+def test_the_fallback_maildrop_is_taken_only_when_it_is_roots_directory(public_dir, monkeypatch):
+    from pipemail.config import Config
+
+    default = os.path.join(public_dir, "default")
+    monkeypatch.setattr(queue, "SYSTEM_DIR", default)
+    here = os.path.join(public_dir, "here")
+    assert queue.fallback(Config("x", queue=here, system=False)) is None  # a named file: users read it
+    assert queue.fallback(Config("x", queue=None, system=True)) is None  # the default queue itself
+    assert queue.fallback(Config("x", queue=default, system=True)) is None
+    fb = queue.fallback(Config("x", queue=here, system=True))
+    assert fb.path == default
+    q = Queue(here, fallback=fb).ensure(system=True)
+    assert q.maildrops() == [(q.maildrop, "the maildrop")]  # not made: nothing dropped there
+    os.makedirs(os.path.join(public_dir, "elsewhere", "maildrop"))
+    os.symlink(os.path.join(public_dir, "elsewhere"), default)
+    warned = []
+    assert q.maildrops(warned.append) == [(q.maildrop, "the maildrop")]
+    assert warned == ["skipping the maildrop %s/maildrop: not a directory of this user's" % default]
+    os.unlink(default)
+    fb.ensure(system=True)
+    name = fb.drop([MSG], {"recipients": ["root"]})
+    got = [(d.maildrop, d.name) for d in q.drops()]
+    assert got == [(fb.maildrop, name)]
+    assert [(e.qid, e.state) for e in queue.listing(q)] == [(name, "dropped")]
+    for d in q.drops():
+        d.remove()
+    assert names(fb.maildrop) == []
+
+
+# -- -bp refuses what sending refuses ----------------------------------------------------------
+
+
+def test_bp_refuses_a_queue_that_is_a_symlink_or_anothers(tmp_path):
+    s = Sendmail(tmp_path, down_url())
+    elsewhere = tmp_path / "elsewhere"
+    Queue(elsewhere).ensure()
+    Queue(elsewhere).add([message(1)], "a@example.com", ["b@example.com"])
+    os.symlink(elsewhere, s.queue.path)
+    code, out, err = s("-bp")
+    assert (code, out) == (78, b"")
+    assert err == (
+        "pysendmail: the queue %s is not a directory (a symlink or a file is in the way): not used; remove it "
+        "(it is made again), or set queue = DIR in the configuration (pipemail.conf(5))\n" % s.queue.path
+    )
+    assert s("-i", "root", input=cron_message(1))[0] == 78  # as sending refuses it
+    os.unlink(s.queue.path)
+    Queue(s.queue.path).ensure()
+    os.chown(s.queue.path, 1001, 1001)
+    code, out, err = s("-bp")
+    assert (code, out) == (78, b"")
+    assert err == (
+        "pysendmail: the queue %s is owned by uid 1001, not by root (uid 0): not used; give it to uid 0 "
+        "(chown -R 0 %s), or remove it (it is made again)\n" % (s.queue.path, s.queue.path)
+    )
+
+
+def test_pysendmail_q_without_a_default_account_sends_each_through_its_own(tmp_path, smtp_server):
+    """Two accounts and no default: `pysendmail --account other` queues; `pysendmail -q` needs no
+    --account to send it (its envelope names the account); one naming none stays queued."""
+    srv = smtp_server()
+    s = Sendmail(tmp_path, down_url(), extra=OTHER % srv.port)
+    s.queue.ensure()
+    mine = s.queue.add([message(1)], "other@other.example", ["x@example.org"], account="other")
+    none = s.queue.add([message(2)], "a@example.com", ["y@example.org"])
+    code, out, err = s("-q")
+    assert code == 75
+    assert err.splitlines()[0] == "pysendmail: %s: sent to x@example.org" % mine
+    assert [(m[0], m[1]) for m in srv.messages] == [("other@other.example", ["x@example.org"])]
+    assert queued_ids(s.queue) == [none]
+    assert envelope(s.queue, none)["answer"].startswith(
+        "%s has several accounts (main, other) and no default" % s.config
+    )
+
+
+def test_a_user_runs_mailq_on_the_system_queue(system_config, monkeypatch):
+    import unprivileged
+
+    srv, top = system_config
+    q = Queue(top / "queue").ensure(system=True)
+    qid = q.add([message(1)], "alerts@example.com", ["admin@example.org"], answer="451 4.3.0 try later")
+    with unprivileged.user_dir() as home:
+        monkeypatch.setenv("HOME", home)
+        code, out, err = unprivileged.run("sendmail", "-bp", cwd=home, umask=0o022)
+    assert (code, err) == (0, "")
+    lines = out.decode().splitlines()
+    assert lines[0] == queue.HEADING and lines[1].startswith(qid + " ")
+    assert lines[2].strip() == "(tried once: 451 4.3.0 try later)" and lines[3].strip() == "admin@example.org"
+    assert lines[-1] == "-- 0 Kbytes in 1 Request."
+
+
+@pytest.mark.parametrize(
+    "raw, head",
+    [
+        (b"Subject: a\nTo: b\n\nbody\n", b"Subject: a\nTo: b\n"),
+        (b"Subject: a\r\nTo: b\r\n\r\nbody\r\n", b"Subject: a\r\nTo: b\r\n"),
+        (b"Subject: a\nno blank line, cut at the last line end", b"Subject: a\n"),
+        (b"", b""),
+    ],
+)
+def test_a_drops_head_is_its_header_block(tmp_path, raw, head):
+    q = Queue(tmp_path / "spool").ensure(system=True)
+    q.drop([raw], {})
+    drops = q.drops()
+    d = next(drops)  # open while the generator holds it
+    assert d.head() == head

@@ -591,24 +591,24 @@ def test_bp_lists_the_queue(run, tmp_path):
     port = free_port()
     s = Setup(tmp_path, "smtp://127.0.0.1:%d" % port)
     r = sendmail(run, s, "-bp")
-    assert (r.returncode, r.stdout, r.stderr) == (0, b"mail queue is empty\n", "")
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"Mail queue is empty\n", "")
     sendmail(run, s, "-i", "root", input=b"Subject: x\n\nbody\n")
     r = sendmail(run, s, "-bp")
     assert r.returncode == 0
     (qid,) = [p.name[:-4] for p in (s.queue / "q").glob("*.env")]
     lines = r.stdout.decode().splitlines()
-    assert lines[0].split() == ["ID", "STATE", "AGE", "SIZE", "TRIES", "SENDER", "->", "RECIPIENTS"]
-    assert lines[1].split()[:2] == [qid, "queued"]
-    assert lines[1].endswith("alerts@example.com -> admin@example.org")
-    assert lines[2].strip() == "last answer: cannot connect to 127.0.0.1 port %d: Connection refused" % port
-    assert lines[3] == "-- 1 queued"
+    assert lines[0] == "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------"
+    assert lines[1].split()[0] == qid and lines[1].endswith("  alerts@example.com")  # Postfix's mailq shape
+    assert lines[2].strip() == "(tried once: cannot connect to 127.0.0.1 port %d: Connection refused)" % port
+    assert lines[3] == " " * 42 + "admin@example.org"
+    assert lines[4:] == ["", "-- 0 Kbytes in 1 Request."]
 
 
 def test_mailq_lists_the_queue(tmp_path, run):
     s = Setup(tmp_path, "smtp://127.0.0.1:%d" % free_port())
     argv = _linked(tmp_path, "mailq")
     p = subprocess.run(argv, capture_output=True, env={**os.environ, **s.env()}, timeout=60)
-    assert (p.returncode, p.stdout, p.stderr) == (0, b"mail queue is empty\n", b"")
+    assert (p.returncode, p.stdout, p.stderr) == (0, b"Mail queue is empty\n", b"")
 
 
 @pytest.fixture
@@ -790,7 +790,12 @@ def test_run_queue_from_cron_says_everything_to_syslog_and_nothing_on_stderr(run
     assert b"Subject: n0" in raw and len(s.queued()) == 1
     said = [line.split("]: ", 1) for line in got]
     assert [(head[:4], "pysendmail[" in head, text) for head, text in said] == [
-        ("<20>", True, "skipping 0000000000000-1-JUNK in the maildrop: not a pipemail drop (no PIPEMAIL-DROP 1 line)"),
+        (
+            "<20>",
+            True,
+            "moved 0000000000000-1-JUNK from the maildrop to %s/corrupt: not a pipemail drop (no PIPEMAIL-DROP 1 line)"
+            % s.queue,
+        ),
         ("<22>", True, "%s: sent to admin@example.org" % qid),
     ]  # LOG_MAIL: warning, then info
 
