@@ -127,3 +127,21 @@ def find_venvs(options: list[str] | None, scripts: tuple[str, ...]) -> list[tupl
             label = f"{label}({Path(venv).name})"
         found.append((label, bindir))
     return found
+
+
+def run_main(main) -> None:
+    """Run a benchmark's ``main`` and exit 0 whatever happens: a benchmark reports, it does not fail.
+    Ctrl-C, a usage error (argparse printed it), a missing prerequisite and a crash are said on stderr."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    except SystemExit as e:  # a usage error (argparse printed it) or a missing prerequisite: reported, still 0
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 (a benchmark reports, it does not fail)
+        import traceback
+
+        traceback.print_exc()
+        print(f"bench: internal error: {e}", file=sys.stderr)
+    sys.exit(0)

@@ -615,16 +615,4 @@ def report(
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-    except SystemExit as e:  # a usage error (argparse printed it) or a missing prerequisite: reported, still 0
-        if isinstance(e.code, str):
-            print(e.code, file=sys.stderr)
-    except Exception as e:  # noqa: BLE001 (a benchmark reports, it does not fail)
-        import traceback
-
-        traceback.print_exc()
-        print(f"bench: internal error: {e}", file=sys.stderr)
-    sys.exit(0)
+    benchlib.run_main(main)

@@ -29,7 +29,7 @@ from mail_bench import RCPT, Cmd, fmt, free_port, median_ms, start_server, time_
 SM_DIR = DATA_DIR / "sendmail"
 HOME_DIR = SM_DIR / "home"  # an empty HOME: no ~/.config/pipemail, ~/.msmtprc of the caller
 DEAD_LETTER = SM_DIR / "dead.letter"
-CONFIG = SM_DIR / "config.toml"  # accounts "up" (the server) and "down" (a closed port), one queue
+CONFIG = SM_DIR / "config.toml"  # account "up" (the server, or a closed port while queueing), one queue
 QUEUE_DIR = SM_DIR / "queue"
 ALIASES = SM_DIR / "aliases"  # root: a@example.org, for pysendmail and msmtp alike
 CRON_FILE = SM_DIR / "cron.eml"  # the message Debian's cron hands to sendmail
@@ -63,18 +63,26 @@ def cron_message() -> bytes:
     )
 
 
-def write_setup(port: int) -> None:
-    HOME_DIR.mkdir(parents=True, exist_ok=True)
-    ALIASES.write_text("root: %s\n" % RCPT)
+def write_config(port: int) -> None:
+    """The configuration: account "up" sends to ``port`` (the server, or a closed port while messages
+    are queued: a queued message goes out through the account it was queued for)."""
     CONFIG.write_text(
         'default = "up"\nqueue = "%s"\n'
         '[accounts.up]\nfrom = "Bench <%s>"\ntransport = "smtp://127.0.0.1:%d"\ntls = "none"\n'
-        'domain = "example.org"\naliases = "%s"\n'
-        '[accounts.down]\nfrom = "Bench <%s>"\ntransport = "smtp://127.0.0.1:%d"\ntls = "none"\n'
-        'domain = "example.org"\naliases = "%s"\n'
-        % (QUEUE_DIR, ACCOUNT_FROM, port, ALIASES, ACCOUNT_FROM, free_port(), ALIASES)
+        'domain = "example.org"\naliases = "%s"\n' % (QUEUE_DIR, ACCOUNT_FROM, port, ALIASES)
     )
     CONFIG.chmod(0o600)
+
+
+LIVE_PORT = 0  # the server's port, set by write_setup
+
+
+def write_setup(port: int) -> None:
+    global LIVE_PORT
+    LIVE_PORT = port
+    HOME_DIR.mkdir(parents=True, exist_ok=True)
+    ALIASES.write_text("root: %s\n" % RCPT)
+    write_config(port)
     CRON_FILE.write_bytes(cron_message())
     PLAIN_FILE.write_bytes(b"From: Bench <%s>\nTo: %s\nSubject: x\n\nhi\n" % (ACCOUNT_FROM.encode(), RCPT.encode()))
     if DEAD_LETTER.exists():
@@ -121,16 +129,19 @@ def _rewrite_problems(res, got) -> str | None:  # noqa: ANN001 (benchlib.Result,
 
 
 def queue_round(bindir: Path, n: int, recorder) -> dict:  # noqa: ANN001 (mail_bench.Recorder)
-    """n cron messages through account "down" (each queued), then one `pysendmail -q` through
-    "up": the time of each queueing, of the queue run, and whether exactly n arrived once."""
+    """n cron messages queued while the account's server is down (a closed port), then one
+    `pysendmail -q` once it is back: the time of each queueing, of the queue run, and whether
+    exactly n arrived once."""
     out: dict = {"queue_walls": [], "queue_rss": [], "problems": []}
+    write_config(free_port())  # the server is down
     for _ in range(n):
-        res = run_child([str(bindir / "pysendmail"), "--account", "down", *CRON_ARGV], CRON_FILE)
+        res = run_child([str(bindir / "pysendmail"), *CRON_ARGV], CRON_FILE)
         if res.returncode != 0 or "queued as" not in res.stderr:
             out["problems"].append(f"queueing: exit {res.returncode}: {res.stderr.strip()[:200]}")
             continue
         out["queue_walls"].append(res.wall)
         out["queue_rss"].append(res.maxrss_mb)
+    write_config(LIVE_PORT)  # the server is back
     before = recorder.count()
     res = run_child([str(bindir / "pysendmail"), "-q"])
     got = recorder.since(before)
@@ -348,16 +359,4 @@ def report(args: argparse.Namespace, venvs: list[tuple[str, Path]], msmtp: str |
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-    except SystemExit as e:  # a usage error (argparse printed it) or a missing prerequisite: reported, still 0
-        if isinstance(e.code, str):
-            print(e.code, file=sys.stderr)
-    except Exception as e:  # noqa: BLE001 (a benchmark reports, it does not fail)
-        import traceback
-
-        traceback.print_exc()
-        print(f"bench: internal error: {e}", file=sys.stderr)
-    sys.exit(0)
+    benchlib.run_main(main)
