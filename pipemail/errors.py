@@ -25,13 +25,16 @@ class PipemailError(Exception):
     message), so the one-line report at exit is skipped.  ``undelivered``: for a
     delivery that failed, the recipients it did not reach (None: not a delivery,
     or all of them).  ``smtp_code``: for a delivery a server's reply stopped, that
-    reply's code (a 4xx: try again; a 5xx: refused for good), else None.
+    reply's code (a 4xx: try again; a 5xx: refused for good), else None.  ``untried``: for one
+    of several messages over one session, the session broke before this message was tried (a new
+    session may send it at once: it is no try of its own).
     """
 
     exit_code = EX_SOFTWARE
     reported = False
     undelivered = None
     smtp_code = None
+    untried = False
 
 
 class UsageError(PipemailError):

@@ -116,9 +116,16 @@ def _stdlib(parse, arg, value):
     (AttributeError, IndexError, TypeError, ValueError, UnboundLocalError...) become the
     DataError that names ``value``: bad input is never an internal error."""
     try:
-        return parse(arg)
+        got = parse(arg)
     except Exception:
         raise DataError("not a mail address: %s" % shown(value)) from None
+    for item in [got] if isinstance(got, tuple) else got:  # (name, addr) pairs, or addresses
+        addr = item[1] if isinstance(item, tuple) else item
+        try:  # bytes that are not UTF-8 (kept as surrogates) can be neither sent nor queued
+            addr.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError("not a mail address (not valid UTF-8): %s" % shown(value)) from None
+    return got
 
 
 def header_addresses(values):

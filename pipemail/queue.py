@@ -823,6 +823,7 @@ def _send(q, items, account, proxy, deliver, now, lifetime, say, warn, env):
     some stay queued."""
     deferred = False
     failure = None
+    untried = []  # the session broke before these were tried: a new session sends them at once
     try:
         results = iter(deliver(account, proxy, items))
     except PipemailError as err:  # it could not even start (a bad configuration)
@@ -838,7 +839,12 @@ def _send(q, items, account, proxy, deliver, now, lifetime, say, warn, env):
                 failure = err
         if failure is not None:
             report, exc = None, failure
+        if exc is not None and exc.untried:
+            untried.append(item)
+            continue
         deferred |= _settle(q, item, report, exc, now, lifetime, say, warn, env)
+    if untried:  # one message the server closed on never holds back the others (each session tries one at least)
+        deferred |= _send(q, untried, account, proxy, deliver, now, lifetime, say, warn, env)
     return deferred
 
 
@@ -927,6 +933,10 @@ def _fail_for(q, item, perm, delivered, now, warn, env):
     return "%s: failed for %s: %s; %s" % (item.qid, ", ".join(rcpts), answer, kept)
 
 
+# Seconds root's run gives the child writing a user's dead letter (the user may hold its lock).
+DEAD_LETTER_SECONDS = 10
+
+
 def dead_letter(item, undelivered, env=None):
     """Append ``item`` to its owner's dead letter for ``undelivered``; ``(path, None)``, or
     ``(None, why)`` when it could not be written.  The running user's own message goes to
@@ -972,13 +982,27 @@ def dead_letter(item, undelivered, env=None):
         finally:
             os._exit(status)
     os.close(w)
+    import select
+    import signal
+
     said = b""
-    while True:
-        data = os.read(r, 4096)
-        if not data:
-            break
-        said += data
-    os.close(r)
+    deadline = time.monotonic() + DEAD_LETTER_SECONDS
+    try:
+        while True:  # the child is the user's (who may lock the file, or stop it): never waited for unbounded
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                said = b"%s was still locked or not written after %d s" % (
+                    path.encode("utf-8", "surrogateescape"),
+                    DEAD_LETTER_SECONDS,
+                )
+                break
+            data = os.read(r, 4096)
+            if not data:
+                break
+            said += data
+    finally:
+        os.close(r)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         return None, "not in a dead letter: %s" % (said.decode("utf-8", "replace") or "the writer failed")

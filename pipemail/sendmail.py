@@ -631,8 +631,14 @@ def _send_now(cfg, account, msg, sender, rcpts, req, ctx):
     except PipemailError as exc:  # nothing tried: kept
         _keep(segments, sender, rcpts, ctx, exc)
         raise
+    answers = []  # the server's answer, kept as soon as it is given: QUIT is still to come
     try:
-        report = transport.deliver(url, segments, size, sender, rcpts, **_options(account, req, ctx, rcpts + [sender]))
+        options = _options(account, req, ctx, rcpts + [sender])
+        for answer in transport.deliver_each(url, [(segments, size)], sender, rcpts, **options):
+            answers.append(answer)
+        ((report, failure),) = answers
+        if failure is not None:
+            raise failure
     except PipemailError as exc:
         undelivered = rcpts if exc.undelivered is None else exc.undelivered
         if queue.permanent(exc):  # the one rule the queue run follows too
@@ -640,8 +646,12 @@ def _send_now(cfg, account, msg, sender, rcpts, req, ctx):
             raise
         return _queue(cfg, segments, sender, undelivered, str(exc), ctx, account, req)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (a caller's timeout): queued, not lost
+        left = rcpts
+        if answers and answers[0][0] is not None:  # the server took it (250 to the final dot): only QUIT was left
+            left = [a for a, (c, _t) in answers[0][0].refused.items() if c < 500]
         try:
-            _queue(cfg, segments, sender, rcpts, "interrupted while it was being sent", ctx, account, req)
+            if left:
+                _queue(cfg, segments, sender, left, "interrupted while it was being sent", ctx, account, req)
         except PipemailError:
             pass  # said, and kept in the dead letter
         raise
@@ -676,6 +686,9 @@ def _queue(cfg, segments, sender, rcpts, answer, ctx, account, req):
     except PipemailError as exc:
         ctx.warn("not sent (%s) and not queued: %s" % (answer, exc))
         exc.reported = True
+        _keep(segments, sender, list(rcpts), ctx, None)
+        raise
+    except Exception:  # a bug: said by the caller as one, and the message kept all the same
         _keep(segments, sender, list(rcpts), ctx, None)
         raise
     ctx.warn(

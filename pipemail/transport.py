@@ -492,9 +492,16 @@ def smtp_deliveries(
 
     recipients = [] if recipients is None else recipients
 
-    def all_fail(exc):
+    def all_fail(exc, untried=False):
+        """``exc`` for every message left; ``untried``: the session broke before they were tried."""
         for message in messages:
-            yield None, _undelivered_for(exc, _envelope(message, sender, recipients)[3], recipients)
+            failure = _undelivered_for(exc, _envelope(message, sender, recipients)[3], recipients)
+            if untried:
+                import copy
+
+                failure = copy.copy(failure) if failure is exc else failure
+                failure.untried = True
+            yield None, failure
 
     # certificates are loaded only when TLS is used (it costs 20 ms), but a bad trust file is said at once
     context = tls_context(trust_file) if trust_file or url.scheme == "smtps" else _LazyContext()
@@ -569,11 +576,14 @@ def smtp_deliveries(
                 report = _transaction(client, where, segments, size, m_sender, m_recipients, check, utf8)
             except PipemailError as exc:  # the server refused this message: the session goes on
                 yield None, exc
+                if exc.smtp_code == 421:  # ... unless it closes the connection (RFC 5321 4.2.2)
+                    yield from all_fail(_fail(TempFailError, "%s closed the connection" % where, recipients), True)
+                    return
                 continue
             except (OSError, smtplib.SMTPException) as exc:
                 failure = session_failure(exc)
                 yield None, _undelivered_for(failure, m_recipients, recipients)
-                yield from all_fail(failure)
+                yield from all_fail(failure, untried=True)
                 return
             yield report, None
         try:
