@@ -819,6 +819,8 @@ def deliverer(cfg, account, req, ctx, missing=None):
             if name not in cfg.accounts:
                 raise ConfigError("account %s is no longer configured" % name)
             used = cfg.accounts[name]
+        if used.transport is None:  # never the local sendmail, which may be pysendmail itself
+            raise ConfigError("account %s has no transport: set one, or the message fails at its lifetime" % name)
         url = transport.resolve(None, used, ctx.env)
         # no addresses for the session as a whole: SMTPUTF8 is decided per message, by its own envelope
         options = _options(used, req, ctx, [])

@@ -1362,6 +1362,21 @@ def test_pysendmail_q_leaves_a_message_of_an_account_no_longer_configured(tmp_pa
     assert [m[1] for m in srv.messages] == [["c@example.com"]]
 
 
+def test_pysendmail_q_never_sends_through_the_local_sendmail_for_an_account_without_transport(tmp_path, smtp_server):
+    # the local sendmail may be pysendmail itself (the README links it there): a queued message of an
+    # account that lost its transport stays queued, said why, and is never handed back to sendmail
+    srv = smtp_server()
+    s = Sendmail(tmp_path, srv.url, extra='[accounts.bare]\nfrom = "b@example.com"\n')
+    s.queue.ensure()
+    qid = s.queue.add([message(1)], "b@example.com", ["x@example.com"], account="bare")
+    code, _out, err = s("-q")
+    assert code == 75, err
+    assert envelope(s.queue, qid)["answer"] == (
+        "account bare has no transport: set one, or the message fails at its lifetime"
+    )
+    assert srv.messages == []
+
+
 # -- drop_max_size: what a user may make root copy -------------------------------------------
 
 
