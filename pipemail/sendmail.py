@@ -556,6 +556,9 @@ def _drop(spooled, req, ctx):
         failure = exc if isinstance(exc, DataError) else TempFailError(str(exc))
         _keep_raw(message.FileData(spooled, "standard input"), req, ctx, failure)
         raise failure from None
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (a caller's timeout): kept, not lost
+        _keep_raw(message.FileData(spooled, "standard input"), req, ctx, None)
+        raise
     ctx.verbose(
         "dropped as %s into %s/maildrop: root's queue run (pysendmail -q, or --run-queue) sends it"
         % (name, shown(q.path))
