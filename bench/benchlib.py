@@ -96,6 +96,15 @@ def verdict(ok: bool) -> str:
     return "OK" if ok else "MISS"
 
 
+def ratio_cell(mine: float | None, base: float | None, target: float) -> tuple[str, bool]:
+    """The table cell of ``mine / base`` against ``target`` (at most) and whether it is a miss; a
+    missing figure is a miss ("n/a MISS")."""
+    if not (mine and base):
+        return "n/a MISS", True
+    ok = mine / base <= target
+    return f"{mine / base:.2f} {verdict(ok):<4}", not ok
+
+
 def print_table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(header))

@@ -36,6 +36,7 @@ from benchlib import (
     Result,
     find_venvs,
     print_table,
+    ratio_cell,
     run_child,
     verdict,
 )
@@ -473,14 +474,8 @@ def report(
     rows = []
     for label, _ in venvs:
         t_pm, t_click, t_bare = median_ms(pm_local[label]), median_ms(clicks[label]), median_ms(bare[label])
-        if t_pm and t_click:
-            ratio = t_pm / t_click
-            ok = ratio <= TARGET_STARTUP
-            misses += not ok
-            ratio_s = f"{ratio:.2f} {verdict(ok):<4}"
-        else:
-            misses += 1
-            ratio_s = "n/a MISS"
+        ratio_s, missed = ratio_cell(t_pm, t_click, TARGET_STARTUP)
+        misses += missed
         rss = max(pm_local[label].rss, default=None)
         rows.append([label, fmt(t_pm), fmt(t_click), fmt(t_bare), ratio_s, fmt(rss)])
     print_table(
@@ -531,14 +526,8 @@ def report(
         for label, _ in venvs:
             mine = median_ms(by_label[f"pymail-{label}"])
             t_click = median_ms(send_clicks[label])
-            if mine and t_click:
-                ratio = mine / t_click
-                ok = ratio <= TARGET_SEND
-                misses += not ok
-                ratio_s = f"{ratio:.2f} {verdict(ok):<4}"
-            else:
-                misses += 1
-                ratio_s = "n/a MISS"
+            ratio_s, missed = ratio_cell(mine, t_click, TARGET_SEND)
+            misses += missed
             others = []
             for other in ("msmtp", "s-nail"):
                 theirs = median_ms(by_label[other]) if other in by_label else None

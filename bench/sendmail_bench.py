@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import benchlib
-from benchlib import CHILD_ENV, DATA_DIR, DROPPED_ENV, REPO_DIR, find_venvs, print_table, run_child, verdict
+from benchlib import CHILD_ENV, DATA_DIR, DROPPED_ENV, REPO_DIR, find_venvs, print_table, ratio_cell, run_child
 from mail_bench import RCPT, Cmd, fmt, free_port, median_ms, start_server, time_round_robin
 
 SM_DIR = DATA_DIR / "sendmail"
@@ -258,14 +258,8 @@ def report(args: argparse.Namespace, venvs: list[tuple[str, Path]], msmtp: str |
     rows = []
     for label, _ in venvs:
         d = starts[label]
-        t_bi, t_click = median_ms(d["bi"]), median_ms(d["click"])
-        if t_bi and t_click:
-            ok = t_bi / t_click <= TARGET_STARTUP
-            misses += not ok
-            ratio = f"{t_bi / t_click:.2f} {verdict(ok):<4}"
-        else:
-            misses += 1
-            ratio = "n/a MISS"
+        ratio, missed = ratio_cell(median_ms(d["bi"]), median_ms(d["click"]), TARGET_STARTUP)
+        misses += missed
         cells = [fmt(median_ms(d[k])) for k in ("bi", "help", "pymail", "click", "pass")]
         rows.append([label, *cells, ratio, rss(d["bi"])])
     header = ["venv", "pysendmail -bi", "pysendmail --help", "pymail --help", "import click", "python -c pass"]
@@ -301,13 +295,8 @@ def report(args: argparse.Namespace, venvs: list[tuple[str, Path]], msmtp: str |
         dash_t = median_ms(by_label[f"pysendmail -i -t ({label})"])
         pymail = median_ms(by_label[f"pymail -t ({label})"])
         t_click = median_ms(click)
-        if cron and t_click:
-            ok = cron / t_click <= TARGET_SEND
-            misses += not ok
-            ratio = f"{cron / t_click:.2f} {verdict(ok):<4}"
-        else:
-            misses += 1
-            ratio = "n/a MISS"
+        ratio, missed = ratio_cell(cron, t_click, TARGET_SEND)
+        misses += missed
         m_cron = median_ms(by_label.get(f"msmtp {' '.join(CRON_ARGV)}", Cmd("", [])))
         m_t = median_ms(by_label.get("msmtp -i -t", Cmd("", [])))
         rows.append([label, ratio, fmt(dash_t / pymail if dash_t and pymail else None, ".2f"),
