@@ -748,14 +748,11 @@ class HoldingRelay:
             s.close()
 
 
-def test_kill_9_mid_data_keeps_the_message_and_it_is_sent_once_later(tmp_path, smtp_server):
+def kill_mid_data(run, relay, srv):
+    """SIGKILL the queue run ``run`` (a process) while ``relay`` holds back its message's final dot;
+    then the server behind the relay has seen DATA and taken no message."""
     import signal
 
-    srv = smtp_server()
-    q = Queue(tmp_path / "queue").ensure()
-    qid = q.add([message(1) * 1], "a@example.com", ["b@example.com"])
-    relay = HoldingRelay(srv.port)
-    run = start_run(q, relay.url)
     try:
         assert relay.mid_data.wait(30), "the run never reached DATA"
         os.kill(run.pid, signal.SIGKILL)
@@ -767,6 +764,15 @@ def test_kill_9_mid_data_keeps_the_message_and_it_is_sent_once_later(tmp_path, s
     while srv.data_commands < 1 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert srv.data_commands == 1 and srv.messages == []  # the server saw DATA, never the final dot
+
+
+def test_kill_9_mid_data_keeps_the_message_and_it_is_sent_once_later(tmp_path, smtp_server):
+
+    srv = smtp_server()
+    q = Queue(tmp_path / "queue").ensure()
+    qid = q.add([message(1) * 1], "a@example.com", ["b@example.com"])
+    relay = HoldingRelay(srv.port)
+    kill_mid_data(start_run(q, relay.url), relay, srv)
     assert names(q.q) == [qid + ".env", qid + ".msg"]
     assert envelope(q, qid)["tries"] == 0
     again = Run(q, srv.url)
@@ -1120,7 +1126,6 @@ def test_50_pysendmail_during_a_queue_run_50_delivered_none_twice(tmp_path, smtp
 
 
 def test_kill_9_of_pysendmail_q_mid_data(tmp_path, smtp_server):
-    import signal
     import subprocess
 
     srv = smtp_server()
@@ -1130,18 +1135,7 @@ def test_kill_9_of_pysendmail_q_mid_data(tmp_path, smtp_server):
     direct = Sendmail(tmp_path, srv.url)
     assert callers("-i", "root", input=cron_message(7))[0] == 0
     (qid,) = queued_ids(direct.queue)
-    run = through_relay.popen("-q", stdin=subprocess.DEVNULL)
-    try:
-        assert relay.mid_data.wait(30), "pysendmail -q never reached DATA"
-        os.kill(run.pid, signal.SIGKILL)
-        run.wait(30)
-    finally:
-        relay.close()
-    assert run.returncode == -signal.SIGKILL
-    deadline = time.monotonic() + 5
-    while srv.data_commands < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert srv.data_commands == 1 and srv.messages == []  # DATA seen, never its final dot
+    kill_mid_data(through_relay.popen("-q", stdin=subprocess.DEVNULL), relay, srv)
     assert queued_ids(direct.queue) == [qid]
     code, out, err = direct("-q")
     assert (code, err) == (0, "pysendmail: %s: sent to root@example.com\n" % qid)

@@ -78,6 +78,27 @@ class Setup:
         path = self.home / "dead.letter"
         return path.read_bytes() if path.exists() else b""
 
+    def terminated(self, message, until, settle=0.0):
+        """``pysendmail -i root`` given ``message``, sent SIGTERM (a caller's timeout) once ``until()``
+        holds (it is waited for up to 20 s) and ``settle`` seconds more; ``(exit status, stderr)``."""
+        import signal
+        import time
+
+        env = {**os.environ, **self.env()}
+        env.pop("PIPEMAIL_DEBUG", None)
+        p = subprocess.Popen(
+            command_path("pysendmail") + ["-i", "root"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        p.stdin.write(message)
+        p.stdin.close()
+        deadline = time.monotonic() + 20
+        while not until() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(settle)
+        p.send_signal(signal.SIGTERM)
+        err = p.stderr.read().decode()
+        return p.wait(20), err
+
 
 @pytest.fixture
 def setup(tmp_path, smtp_server):
@@ -815,26 +836,11 @@ def test_run_queue_without_syslog_says_what_leaves_the_queue_on_stderr(run, tmp_
 
 def test_sigterm_while_sending_queues_the_message(setup):
     import signal
-    import time
 
     setup.srv.data_delay = 3
-    env = {**os.environ, **setup.env()}
-    env.pop("PIPEMAIL_DEBUG", None)
-    p = subprocess.Popen(
-        command_path("pysendmail") + ["-i", "root"],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    p.stdin.write(b"Subject: slow\n\nbody\n")
-    p.stdin.close()
-    deadline = time.monotonic() + 20
-    while setup.srv.data_commands < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)  # in DATA, waiting for the server's answer to the final dot
-    p.send_signal(signal.SIGTERM)
-    err = p.stderr.read().decode()
-    assert p.wait(20) == 128 + signal.SIGTERM
+    # in DATA, waiting for the server's answer to the final dot
+    code, err = setup.terminated(b"Subject: slow\n\nbody\n", lambda: setup.srv.data_commands >= 1, settle=0.3)
+    assert code == 128 + signal.SIGTERM
     (env_,) = setup.queued()
     assert (env_["recipients"], env_["answer"]) == (["admin@example.org"], "interrupted while it was being sent")
     assert "pysendmail: queued as " in err
@@ -1009,27 +1015,14 @@ def test_mixed_answers_keep_the_4xx_part_when_the_queue_cannot_take_it(run, tmp_
 
 def test_sigterm_keeps_the_message_when_the_queue_cannot_take_it(tmp_path, smtp_server):
     import signal
-    import time
 
     srv = smtp_server()
     s = Setup(tmp_path, srv.url)
     (tmp_path / "real").mkdir()
     s.queue.symlink_to(tmp_path / "real")
     srv.data_delay = 3
-    env = {**os.environ, **s.env()}
-    env.pop("PIPEMAIL_DEBUG", None)
-    p = subprocess.Popen(
-        command_path("pysendmail") + ["-i", "root"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-    )
-    p.stdin.write(b"Subject: slow\n\nthe only copy\n")
-    p.stdin.close()
-    deadline = time.monotonic() + 20
-    while srv.data_commands < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)
-    p.send_signal(signal.SIGTERM)
-    err = p.stderr.read().decode()
-    assert p.wait(20) == 128 + signal.SIGTERM
+    code, err = s.terminated(b"Subject: slow\n\nthe only copy\n", lambda: srv.data_commands >= 1, settle=0.3)
+    assert code == 128 + signal.SIGTERM
     assert "pysendmail: not sent (interrupted while it was being sent) and not queued: " in err
     assert s.dead_letter().endswith(b"\n\nthe only copy\n\n")
 
