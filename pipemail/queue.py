@@ -134,6 +134,7 @@ from pipemail.errors import (
     describe_oserror,
     shown,
 )
+from pipemail.mailbox import fsync_dir
 
 LIFETIME = 5 * 86400  # seconds a message may wait before it fails (``queue_lifetime``)
 FIRST_RETRY = 5 * 60  # seconds before the second try; doubled after each failed try
@@ -148,7 +149,6 @@ ENV_VERSION = 1
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 def default_dir(cfg, env=None, uid=None):
@@ -208,13 +208,6 @@ def new_id(now=None):
     micro = max(int((time.time() if now is None else now) * 1_000_000), _last_micro + 1)
     _last_micro = micro
     return "%013X-%d-%s" % (micro, os.getpid(), os.urandom(3).hex().upper())
-
-
-def _fsync_dir_fd(fd, label):
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        raise IOFailure("cannot flush %s to disk: %s" % (label, describe_oserror(exc))) from None
 
 
 class Envelope:
@@ -356,15 +349,11 @@ class Drop:
             st = os.stat(os.path.join(d, self.name), follow_symlinks=False)
             if (st.st_dev, st.st_ino) == self._ino:
                 os.unlink(os.path.join(d, self.name))
-            fd = os.open(d, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
-            try:
-                _fsync_dir_fd(fd, shown(d))
-            finally:
-                os.close(fd)
         except FileNotFoundError:
-            pass
+            return
         except OSError as exc:
             raise IOFailure("cannot remove the drop %s: %s" % (self.name, describe_oserror(exc))) from None
+        fsync_dir(d)
 
     def close(self):
         if self.fd is not None:
@@ -496,7 +485,7 @@ class Queue:
             self._write_tmp(qid + ".msg", chunks)
             os.rename(os.path.join(self.tmp, qid + ".env"), os.path.join(self.q, qid + ".env"))
             os.rename(os.path.join(self.tmp, qid + ".msg"), os.path.join(self.q, qid + ".msg"))
-            _fsync_dir(self.q)
+            fsync_dir(self.q)
         except BaseException as exc:
             for name in (qid + ".env", qid + ".msg"):
                 _unlink(os.path.join(self.tmp, name))
@@ -524,7 +513,7 @@ class Queue:
         self._write_tmp(name, [env.dump()], self._env_mode(env))
         try:
             os.rename(os.path.join(self.tmp, name), os.path.join(where, qid + ".env"))
-            _fsync_dir(where)
+            fsync_dir(where)
         except OSError as exc:
             _unlink(os.path.join(self.tmp, name))
             raise IOFailure("cannot update the queue %s: %s" % (shown(self.path), describe_oserror(exc))) from None
@@ -575,7 +564,7 @@ class Queue:
                 ) from None
             raise
         try:  # a maildrop 1733 cannot be opened for reading by its users: flushed when it can be
-            _fsync_dir(self.maildrop)
+            fsync_dir(self.maildrop)
         except IOFailure:
             pass
         return name
@@ -882,7 +871,7 @@ def _settle(q, item, report, exc, now, lifetime, say, warn, env):
         return True
     for name in (item.qid + ".msg", item.qid + ".env"):  # the message first: a run that lists sees it gone
         _unlink(os.path.join(q.q, name))
-    _fsync_dir(q.q)
+    fsync_dir(q.q)
     if delivered:
         said.insert(0, "%s: sent to %s" % (item.qid, ", ".join(delivered)))
     if said:
@@ -926,7 +915,7 @@ def _fail_for(q, item, perm, delivered, now, warn, env):
     q._rewrite_env(name, failed, where=q.failed)
     try:
         os.link(os.path.join(q.q, item.qid + ".msg"), where)
-        _fsync_dir(q.failed)
+        fsync_dir(q.failed)
     except OSError as exc:
         raise IOFailure("cannot move %s to %s: %s" % (item.qid, shown(q.failed), describe_oserror(exc))) from None
     kept = "kept in %s and %s" % (shown(where), shown(path)) if path else "kept in %s (%s)" % (shown(where), why)
@@ -1304,17 +1293,6 @@ def _remove_stale(path, now):
     except OSError:
         pass
     return False
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
-    except OSError as exc:
-        raise IOFailure("cannot flush %s to disk: %s" % (shown(path), describe_oserror(exc))) from None
-    try:
-        _fsync_dir_fd(fd, shown(path))
-    finally:
-        os.close(fd)
 
 
 __all__ = [
