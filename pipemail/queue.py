@@ -116,6 +116,7 @@ directory that is a symlink or belongs to another user is refused (exit 78).
 """
 
 import errno
+import itertools
 import json
 import os
 import stat
@@ -541,7 +542,7 @@ class Queue:
         try:
             try:
                 size = -len(head)
-                for chunk in _chained([head], chunks):
+                for chunk in itertools.chain([head], chunks):
                     size += len(chunk)
                     if limit and size > limit:
                         raise DataError(
@@ -1241,11 +1242,6 @@ def format_listing(entries, now=None):
     count = len(entries)
     lines += ["", "-- %d Kbytes in %d Request%s." % (total // 1024, count, "" if count == 1 else "s")]
     return lines
-
-
-def _chained(*iterables):
-    for it in iterables:
-        yield from it
 
 
 def _warn(warn, text):
