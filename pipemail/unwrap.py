@@ -579,7 +579,8 @@ def _smime_verdict(result, der, signer_file, from_addrs, label):
                 "signer's address is not the From address: %s signed as %s, From: %s"
                 % (label, ", ".join(emails) or "(no address in the certificate)", ", ".join(from_addrs) or "(none)"),
             )
-        return Verdict(True, "good %s signature from %s" % (label, who))
+        signer = [e for e in emails if e in from_addrs][0]
+        return Verdict(True, "good %s signature from %s (%s)" % (label, signer, who))
     who = _signer_guess(der)
     of = " (signer %s)" % who if who else ""
     match = re.search(r"Verify error: ?(.*)", err)
@@ -588,7 +589,9 @@ def _smime_verdict(result, der, signer_file, from_addrs, label):
         for key, _cls, words in _CHAIN_ERRORS:
             if key in reason:
                 return Verdict(False, "BAD %s signature: %s%s" % (label, words, of))
-        return Verdict(False, "BAD %s signature: untrusted signer: %s%s" % (label, reason, of))
+        return Verdict(
+            False, "BAD %s signature: untrusted signer: no CA given trusts its certificate (%s)%s" % (label, reason, of)
+        )
     if "content verify error" in err or "CMS_SignerInfo_verify_content" in err:
         return Verdict(
             False, "BAD %s signature: the signed content was changed after signing (digest mismatch)%s" % (label, of)
@@ -634,7 +637,10 @@ def describe_cert(cert):
 
     subject = cert.subject.rfc4514_string({NameOID.EMAIL_ADDRESS: "emailAddress"})
     fpr = cert.fingerprint(hashes.SHA256()).hex().upper()
-    return "%s, SHA-256 fingerprint %s" % (shown(subject), ":".join(fpr[i : i + 2] for i in range(0, len(fpr), 2)))
+    return "subject %s, SHA-256 fingerprint %s" % (
+        shown(subject),
+        ":".join(fpr[i : i + 2] for i in range(0, len(fpr), 2)),
+    )
 
 
 def _signer_guess(der):
@@ -782,13 +788,7 @@ def decrypt(f, settings, depth=0):
             return None, verdicts
         message = spool.spool_file(settings.env, prefix="pymime-")
         try:
-            for field in top.fields():
-                if not field.lower().startswith(b"content-"):
-                    message.write(field)
-            plain.seek(0)
-            for chunk in lf_lines(_file_chunks(plain, 0, None)):
-                message.write(chunk)
-            message.flush()
+            _rewrap(top, plain, message, settings)
         except OSError as exc:
             message.close()
             raise IOFailure("cannot write a spool file: %s" % describe_oserror(exc)) from None
@@ -802,6 +802,43 @@ def decrypt(f, settings, depth=0):
         message.close()
         message = inner
     return message, verdicts + more
+
+
+def _rewrap(top, plain, message, settings):
+    """Write to ``message`` the outer header ``top`` without its Content-* fields, then the decrypted
+    entity in ``plain`` (CRLF) with LF line ends; of the entity's own header, a field the outer header
+    already has (MIME-Version, or the same line) is not written twice."""
+    from pipemail import mailbox, spool
+
+    lf = spool.spool_file(settings.env, prefix="pymime-")
+    with lf:
+        for chunk in lf_lines(_file_chunks(plain, 0, None)):
+            lf.write(chunk)
+        lf.flush()
+        outer = [field for field in top.fields() if not field.lower().startswith(b"content-")]
+        for field in outer:
+            message.write(field)
+        lf.seek(0)
+        head = lf.read(mailbox.HEAD_SIZE)
+        start = 0
+        if mailbox.classify(head, complete=len(head) < mailbox.HEAD_SIZE) == "message" or head.startswith(b"\n"):
+            inner = entity_at(lf, 0)
+            seen = {_field_name(field) for field in outer} & {b"mime-version"}
+            lines = {field.rstrip(b"\r\n") for field in outer}
+            for field in inner.fields():
+                if _field_name(field) in seen or field.rstrip(b"\r\n") in lines:
+                    continue
+                message.write(field)
+            start = inner.body - 1 if inner.body else 0  # the blank line that ends the header
+        else:
+            message.write(b"\n")
+        for chunk in _file_chunks(lf, start, None):
+            message.write(chunk)
+        message.flush()
+
+
+def _field_name(field):
+    return field.split(b":", 1)[0].strip().lower()
 
 
 def _not_decrypted(text, code=None):
@@ -826,28 +863,13 @@ def _decrypt_smime(f, top, settings, plain):
         cipher = cms.decrypt(
             _decoded_body(f, top, None), plain, cert=settings.cert, key=settings.key, passphrase=passphrase
         )
-    except cms.NotForUs:
-        whom = _smime_recipients(f, top)
-        return False, [_not_decrypted("S/MIME encrypted, not to our certificate%s" % whom)]
+    except cms.NotForUs as exc:
+        whom = "; ".join(str(r) for r in exc.recipients)
+        return False, [_not_decrypted("S/MIME encrypted, not to our certificate (it is for: %s)" % (whom or "nobody"))]
     except DataError as exc:
         return False, [_not_decrypted("S/MIME: %s" % exc)]
     plain.flush()
     return True, [Verdict(True, "decrypted (S/MIME, %s)" % cipher)]
-
-
-def _smime_recipients(f, top):
-    from pipemail import cms
-
-    head = b""
-    try:
-        for chunk in _decoded_body(f, top, None):
-            head += chunk
-            if len(head) >= 1 << 16:
-                break
-        names = ["%s serial %d" % (shown(issuer), serial) for issuer, serial in cms.recipients(head)]
-    except PipemailError:
-        return ""
-    return " (it is for: %s)" % "; ".join(names) if names else ""
 
 
 def _decrypt_openpgp(f, top, settings, plain):
