@@ -166,6 +166,7 @@ def filter_mail(stream, out, mode, settings, warn=None):
 
     warn = warn or (lambda text: None)
     summary = Summary()
+    start = _file_start(stream)
     head = _read_head(stream)
     if not head:
         raise DataError("no message on standard input")
@@ -181,6 +182,10 @@ def filter_mail(stream, out, mode, settings, warn=None):
                 _write(out, mailbox.quoted(itertools.chain([first], written)))
                 _write(out, [b"\n"])
             summary.messages += 1
+    elif start == 0:  # a file given on standard input: read where it is, not copied
+        stream.seek(0)
+        _write(out, _written(stream, mode, settings, summary, warn, ""))
+        summary.messages += 1
     else:
         with spool.spool(spool.read_chunks(whole, BLOCK), settings.env, what="the message") as f:
             _write(out, _written(f, mode, settings, summary, warn, ""))
@@ -190,6 +195,19 @@ def filter_mail(stream, out, mode, settings, warn=None):
     except OSError as exc:
         raise IOFailure("cannot write to standard output: %s" % describe_oserror(exc)) from None
     return summary
+
+
+def _file_start(stream):
+    """The offset of ``stream`` when it is a regular file that can seek (a file given on standard
+    input), else None."""
+    import stat
+
+    try:
+        if stat.S_ISREG(os.fstat(stream.fileno()).st_mode) and stream.seekable():
+            return stream.tell()
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
 
 
 def _read_head(stream):
@@ -310,29 +328,42 @@ def entity_at(f, start, end=None):
     return Entity(b"".join(lines), pos)
 
 
-def delimiters(f, start, boundary, end=None, want=3):
-    """The delimiter lines of ``boundary`` (str) in ``f`` from ``start``: a list of
-    ``(line_start, after_line, is_close)``, at most ``want`` of them, ending at the close one."""
+def delimiters(f, start, boundary, want=3):
+    """The delimiter lines of ``boundary`` (str) in ``f`` after offset ``start`` (which must be a
+    line break, or the start of the file): a list of ``(line_start, after_line, is_close)``, at most
+    ``want`` of them, ending at the close one.  Read in blocks, searching for LF + ``--boundary``."""
     dash = b"--" + boundary.encode("ascii", "surrogateescape")
+    pat = b"\n" + dash
     f.seek(start)
+    buf = b"" if start else b"\n"  # buf[k] is at offset base + k
+    base = start if start else -1
+    scan = 0
+    eof = False
     found = []
-    pos = start
-    at_start = True
-    while end is None or pos < end:
-        line = f.readline(_LINE)
-        if not line:
-            break
-        here = pos
-        pos += len(line)
-        if at_start and line.startswith(dash):
-            rest = line[len(dash) :].rstrip(b"\r\n")
-            close = rest.startswith(b"--")
-            if not (rest[2:] if close else rest).strip(b" \t"):
-                found.append((here, pos, close))
-                if close or len(found) >= want:
-                    break
-        at_start = line.endswith(b"\n")
-    return found
+    while True:
+        i = buf.find(pat, scan)
+        nl = buf.find(b"\n", i + 1) if i >= 0 else -1
+        if i < 0 or (nl < 0 and not eof and len(buf) - i <= _LINE):
+            if eof:
+                return found
+            keep = i if i >= 0 else max(scan, len(buf) - len(pat) + 1, 0)
+            base += keep
+            buf = buf[keep:]
+            scan = 0
+            data = f.read(BLOCK)
+            if data:
+                buf += data
+            else:
+                eof = True
+            continue
+        line = buf[i + 1 : nl + 1] if nl >= 0 else buf[i + 1 :]
+        rest = line[len(dash) :].rstrip(b"\r\n")
+        close = rest.startswith(b"--")
+        if not (rest[2:] if close else rest).strip(b" \t"):
+            found.append((base + i + 1, base + i + 1 + len(line), close))
+            if close or len(found) >= want:
+                return found
+        scan = i + 1
 
 
 def line_break_before(f, offset, floor):

@@ -5,6 +5,7 @@ import base64
 import os
 import re
 import subprocess
+import threading
 
 import pytest
 
@@ -531,3 +532,90 @@ def test_mbox_of_three_passes_through(run, pki, noconfig):
         + parts[3]
     )
     assert (r.returncode, r.stderr, r.stdout) == (0, "pymime: message 2: decrypted (S/MIME, aes-256-cbc)\n", expected)
+
+
+# -- memory: 100 MB each way under 64 MB -------------------------------------------------------
+
+BIG_MB = 100
+
+
+def _big_entity_chunks():
+    """A 100 MB inner entity (a base64 attachment, LF lines), made block by block, never held whole."""
+    yield b'Content-Type: application/octet-stream; name="backup.tar"\nContent-Transfer-Encoding: base64\n\n'
+    block = base64.encodebytes(os.urandom(57 * 13797))  # about 1 MiB of 76-column lines
+    for i in range(BIG_MB):
+        yield block[:-5] + b"%04d\n" % i  # no two blocks alike
+
+
+def test_verify_100mb_in_bounded_memory(pki, tmp_path):
+    from peak import LIMIT_MB, peak
+
+    path = tmp_path / "big.eml"
+    sign = subprocess.Popen(
+        ["openssl", "cms", "-sign", "-binary", "-md", "sha256", "-signer", pki.cert("alice"), "-inkey",
+         pki.key("alice"), "-outform", "DER"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    entity = tmp_path / "entity"
+    with open(entity, "wb") as f:
+        for chunk in _big_entity_chunks():
+            f.write(chunk)
+            sign.stdin.write(crlf(chunk))
+    sign.stdin.close()
+    der = sign.stdout.read()
+    assert sign.wait() == 0
+    with open(path, "wb") as out, open(entity, "rb") as f:
+        part = b'Content-Type: application/pkcs7-signature; name="smime.p7s"\nContent-Transfer-Encoding: base64\n\n'
+        msg = multipart_signed(b"\0", b"application/pkcs7-signature", b"sha-256", part + base64.encodebytes(der))
+        before, after = msg.split(b"\0")
+        out.write(before)
+        while chunk := f.read(1 << 20):
+            out.write(chunk)
+        out.write(after)
+    entity.unlink()
+    assert path.stat().st_size > BIG_MB * 1_000_000
+    result = peak("pymime", "verify", "--ca-file", pki.ca, stdin=path)
+    assert (result.returncode, result.stderr) == (0, good_smime(pki, "alice")), result
+    assert result.mb < LIMIT_MB, result
+
+
+def test_decrypt_100mb_in_bounded_memory(pki, tmp_path, noconfig):
+    import hashlib
+
+    from peak import LIMIT_MB, peak
+
+    path = tmp_path / "big.eml"
+    argv = ["openssl", "cms", "-encrypt", "-stream", "-binary", "-aes256", "-outform", "DER", pki.cert("bob")]
+    head = pkcs7_mime(b"")
+    want = hashlib.sha256(decrypted_form(b""))
+    with open(path, "wb") as out:
+        out.write(head)
+        enc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+        def feed():
+            for chunk in _big_entity_chunks():
+                want.update(chunk)
+                enc.stdin.write(crlf(chunk))
+            enc.stdin.close()
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        left = b""
+        while data := enc.stdout.read(1 << 20):
+            data = left + data
+            cut = len(data) - len(data) % 57
+            out.write(base64.encodebytes(data[:cut]))
+            left = data[cut:]
+        out.write(base64.encodebytes(left))
+        feeder.join()
+        assert enc.wait() == 0
+    clear = tmp_path / "clear.eml"
+    args = ["decrypt", "--cert", pki.cert("bob"), "--key", pki.key("bob")]
+    result = peak("pymime", *args, stdin=path, stdout=clear, env=noconfig)
+    assert (result.returncode, result.stderr) == (0, "pymime: decrypted (S/MIME, aes-256-cbc)\n"), result
+    assert result.mb < LIMIT_MB, result
+    got = hashlib.sha256()
+    with open(clear, "rb") as f:
+        while chunk := f.read(1 << 20):
+            got.update(chunk)
+    assert got.hexdigest() == want.hexdigest()
