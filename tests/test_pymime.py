@@ -619,3 +619,26 @@ def test_decrypt_100mb_in_bounded_memory(pki, tmp_path, noconfig):
         while chunk := f.read(1 << 20):
             got.update(chunk)
     assert got.hexdigest() == want.hexdigest()
+
+
+# -- bad input and missing tools ---------------------------------------------------------------
+
+
+def test_empty_input_is_65(run):
+    r = run("pymime", "verify", input=b"")
+    assert (r.returncode, r.stderr, r.stdout) == (65, "pymime: no message on standard input\n", b"")
+
+
+def test_missing_openssl_keeps_the_message(run, pki, tmp_path):
+    msg = smime_signed(pki, "alice")
+    r = run("pymime", "verify", "--ca-file", pki.ca, input=msg, env={"PATH": str(tmp_path)})
+    line = "pymime: openssl is not installed (Debian: apt install openssl)\n"
+    assert (r.returncode, r.stderr, r.stdout) == (69, line, msg)
+
+
+def test_truncated_encrypted_message_is_written_unchanged(run, pki, noconfig):
+    msg = smime_encrypted(pki, inner_entity(b"x" * 5000 + b"\n"), "bob")
+    cut = msg[: len(msg) - 2000] + b"\n"
+    r = run("pymime", "decrypt", "--cert", pki.cert("bob"), "--key", pki.key("bob"), input=cut, env=noconfig)
+    assert (r.returncode, r.stdout) == (65, cut)
+    assert r.stderr.startswith("pymime: not decrypted: S/MIME: ") and r.stderr.count("\n") == 1, r.stderr
