@@ -924,7 +924,8 @@ def _decrypt_openpgp(f, top, settings, plain):
         argv, _decoded_body(f, part, end), out=plain, status=True, passphrase=passphrase, env=settings.env
     )
     status = {line.split(" ")[0] for line in result.status}
-    if "DECRYPTION_OKAY" not in status or result.rc not in (0, 1) and "BADSIG" not in status:
+    # gpg exits 1 or 2 for a bad or unknown signature inside: its status lines say whether it decrypted
+    if "DECRYPTION_OKAY" not in status or status & {"DECRYPTION_FAILED", "BADMDC"}:
         if "NO_SECKEY" in status and "DECRYPTION_KEY" not in status:
             keys = [line.split(" ")[1] for line in result.status if line.startswith("ENC_TO ")]
             return False, [

@@ -327,7 +327,7 @@ def test_openpgp_unknown_and_untrusted_signer(run, gnupg, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def oddkeys(tmp_path_factory):
+def oddkeys(tmp_path_factory, gnupg):
     """A GNUPGHOME with an expired key (Old), a revoked one (Rev) and one whose secret key only it has
     (Zed), and messages they signed or were encrypted to; its agent stopped at the end."""
     home = tmp_path_factory.mktemp("oddgpg") / "g"
@@ -354,7 +354,15 @@ def oddkeys(tmp_path_factory):
         rev = (home / "openpgp-revocs.d" / (fpr + ".rev")).read_text().replace(":-----BEGIN", "-----BEGIN")
         sh("gpg", "--batch", "--import", input=rev.encode(), env=env)
         armored = sh(*gpg, "--armor", "--encrypt", "-r", "zed@example.org", input=crlf(entity), env=env)
-        yield {"env": {"GNUPGHOME": str(home)}, "signed": signed, "to_zed": pgp_encrypted(armored)}
+        sh("gpg", "--batch", "--import", input=gnupg.gpg("--export", "bob@example.org").stdout, env=env)
+        argv = ["--trust-model", "always", "--armor", "-u", "zed@example.org", "--sign", "--encrypt"]
+        by_zed = sh(*gpg, *argv, "-r", "bob@example.org", input=crlf(entity), env=env)
+        yield {
+            "env": {"GNUPGHOME": str(home)},
+            "signed": signed,
+            "to_zed": pgp_encrypted(armored),
+            "by_zed": pgp_encrypted(by_zed),
+        }
     finally:
         subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True)
 
@@ -483,6 +491,17 @@ def test_decrypt_openpgp_with_passphrase(run, gnupg, tmp_path):
     conf.write_text('[accounts.me]\nkey_password_command = "echo carol-secret"\n')
     r = run("pymime", "decrypt", input=msg, env={"PIPEMAIL_CONFIG": str(conf), "GNUPGHOME": gnupg.home})
     assert (r.returncode, r.stderr, r.stdout) == (0, "pymime: decrypted (OpenPGP)\n", decrypted_form(entity))
+
+
+def test_decrypt_openpgp_signed_by_unknown_key(run, gnupg, oddkeys, noconfig):
+    """gpg exits 2 (no public key for the signature) yet decrypted: written decrypted, the signature refused."""
+    r = run("pymime", "decrypt", input=oddkeys["by_zed"], env=dict(noconfig, GNUPGHOME=gnupg.home))
+    assert (r.returncode, r.stdout) == (65, decrypted_form(inner_entity()))
+    assert re.fullmatch(
+        r"pymime: decrypted \(OpenPGP\)\n"
+        r"pymime: BAD OpenPGP signature: unknown signer: no public key [0-9A-F]{16} in the GnuPG keyring\n",
+        r.stderr,
+    ), r.stderr
 
 
 def test_decrypt_openpgp_not_for_us(run, gnupg, oddkeys, noconfig):
