@@ -153,6 +153,29 @@ def test_smime_signer_refused(run, pki, signer, crl, words):
     assert (r.returncode, r.stderr, r.stdout) == (65, line, msg)
 
 
+def test_ca_dir_with_and_without_crl(run, pki, tmp_path):
+    """--ca-dir (hashed by openssl rehash), alone and with --crl-file."""
+    import shutil
+
+    cas = tmp_path / "cas"
+    cas.mkdir()
+    shutil.copy(pki.ca, cas / "ca.pem")
+    sh("openssl", "rehash", str(cas))
+    msg = smime_signed(pki, "dave")
+    r = run("pymime", "verify", "--ca-dir", cas, input=msg)
+    assert (r.returncode, r.stderr, r.stdout) == (0, good_smime(pki, "dave"), msg)
+    r = run("pymime", "verify", "--ca-dir", cas, "--crl-file", pki.crl, input=msg)
+    line = "pymime: BAD S/MIME signature: the signer's certificate is revoked (by the CRL given) (signer "
+    assert (r.returncode, r.stderr) == (65, line + "emailAddress=dave@example.org,CN=dave)\n")
+
+
+def test_crl_file_without_the_signers_ca(run, pki):
+    msg = smime_signed(pki, "eve")
+    r = run("pymime", "verify", "--ca-file", pki.other_ca, "--crl-file", pki.crl, input=msg)
+    line = "pymime: BAD S/MIME signature: no CRL from the signer's CA in the CRL file given (signer "
+    assert (r.returncode, r.stderr, r.stdout) == (65, line + "emailAddress=eve@example.org,CN=eve)\n", msg)
+
+
 def test_revoked_signer_good_without_crl(run, pki):
     """Nothing is fetched: without --crl-file a revocation is not known (the man page says so)."""
     msg = smime_signed(pki, "dave")
