@@ -47,7 +47,17 @@ ACCOUNT_KEYS = {
     "domain": "domain",
     "aliases": "aliases",
     "proxy": "proxy",
+    "crypto": "crypto",
+    "smime_cert": "smime_cert",
+    "smime_key": "smime_key",
+    "smime_certs": "smime_certs",
+    "key_password_command": "key_password_command",
+    "pgp_key": "pgp_key",
+    "sign": "sign",
+    "encrypt": "encrypt",
 }
+CRYPTO_KINDS = ("smime", "openpgp")
+_BOOLEAN_KEYS = ("sign", "encrypt")
 TOP_KEYS = ("default", "accounts", "queue", "queue_lifetime", "drop_max_size")
 
 # Read when the user has no file of their own (root, cron, daemons: pysendmail);
@@ -82,6 +92,14 @@ class Account:
         "domain",
         "aliases",
         "proxy",
+        "crypto",
+        "smime_cert",
+        "smime_key",
+        "smime_certs",
+        "key_password_command",
+        "pgp_key",
+        "sign",
+        "encrypt",
         "mode_ok",
         "config_path",
     )
@@ -101,6 +119,14 @@ class Account:
         domain=None,
         aliases=None,
         proxy=None,
+        crypto=None,
+        smime_cert=None,
+        smime_key=None,
+        smime_certs=None,
+        key_password_command=None,
+        pgp_key=None,
+        sign=None,
+        encrypt=None,
         mode_ok=True,
         config_path=None,
     ):
@@ -117,6 +143,14 @@ class Account:
         self.domain = domain  # qualifies bare local names (root) for SMTP
         self.aliases = aliases  # pysendmail: local names -> addresses (None: /etc/aliases)
         self.proxy = proxy  # socks5://, socks5h://, http:// (CONNECT) for SMTP and POP3
+        self.crypto = crypto  # "smime" or "openpgp": how --sign and --encrypt sign and encrypt
+        self.smime_cert = smime_cert  # S/MIME: our certificate (PEM), and its private key
+        self.smime_key = smime_key
+        self.smime_certs = smime_certs  # S/MIME: a directory of recipients' certificates, ADDRESS.pem
+        self.key_password_command = key_password_command  # the signing/decryption key's passphrase
+        self.pgp_key = pgp_key  # OpenPGP: the signing key (gpg -u), in the user's GnuPG keyring
+        self.sign = sign  # True/False: sign (encrypt) every message unless an option says otherwise
+        self.encrypt = encrypt
         self.mode_ok = mode_ok
         self.config_path = config_path
 
@@ -352,7 +386,10 @@ def _account(where, path, name, table, mode_ok):
             raise ConfigError(
                 "%s: unknown key %r in account %r (keys: %s)" % (where, key, name, ", ".join(sorted(ACCOUNT_KEYS)))
             )
-        if not isinstance(value, str):
+        if key in _BOOLEAN_KEYS:
+            if not isinstance(value, bool):
+                raise ConfigError("%s: account %r: %r must be true or false" % (where, name, key))
+        elif not isinstance(value, str):
             raise ConfigError("%s: account %r: %r must be a string" % (where, name, key))
         values[ACCOUNT_KEYS[key]] = value
     auth = values.get("auth")
@@ -367,7 +404,14 @@ def _account(where, path, name, table, mode_ok):
         tls = values["tls"] = tls.lower()
         if tls not in TLS_MODES:
             raise ConfigError("%s: account %r: tls %r: use %s" % (where, name, table["tls"], _alternatives(TLS_MODES)))
-    for key in ("tls_trust_file", "aliases"):
+    crypto = values.get("crypto")
+    if crypto is not None:
+        crypto = values["crypto"] = crypto.lower()
+        if crypto not in CRYPTO_KINDS:
+            raise ConfigError(
+                "%s: account %r: crypto %r: use %s" % (where, name, table["crypto"], _alternatives(CRYPTO_KINDS))
+            )
+    for key in ("tls_trust_file", "aliases", "smime_cert", "smime_key", "smime_certs"):
         if values.get(key) is not None:
             values[key] = os.path.expanduser(values[key])
     domain = values.get("domain")
@@ -436,19 +480,19 @@ def proxy(account, given=None):
     return url
 
 
-def run_password_command(command, env=None, account=None, timeout=None):
+def run_password_command(command, env=None, account=None, timeout=None, key="password_command"):
     """The first line of what ``/bin/sh -c command`` prints, without its newline.
 
     Standard input is /dev/null (it may be the message being sent).  A command that
     fails, is killed, runs longer than ``timeout`` (default PASSWORD_COMMAND_TIMEOUT
     seconds) or prints nothing is a PasswordCommandError (a ConfigError, 78) naming its exit status and the first
-    line of its standard error.
+    line of its standard error.  ``key``: the configuration key that gave it, as messages name it.
     """
     import signal
     import subprocess
 
     timeout = PASSWORD_COMMAND_TIMEOUT if timeout is None else timeout
-    what = "password_command" if account is None else "account %r: password_command" % account
+    what = key if account is None else "account %r: %s" % (account, key)
     try:
         proc = subprocess.Popen(
             ["/bin/sh", "-c", command],

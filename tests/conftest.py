@@ -70,4 +70,5 @@ def run():
 
 
 # Fixtures offered to every test module: a real SMTP server (aiosmtpd) and a real MTA (Exim).
+from cryptokeys import gnupg, gpgsm_home, pki  # noqa: E402, F401
 from smtp_server import smtp_server  # noqa: E402, F401

@@ -186,8 +186,8 @@ def test_unknown_account_key_is_an_error(tmp_path):
         load(path)
     assert str(info.value) == (
         "config file %s: unknown key 'usr' in account 'work' "
-        "(keys: aliases, auth, domain, from, password, password_command, pop, proxy, "
-        "tls, tls_trust_file, transport, user)" % path
+        "(keys: aliases, auth, crypto, domain, encrypt, from, key_password_command, password, password_command, "
+        "pgp_key, pop, proxy, sign, smime_cert, smime_certs, smime_key, tls, tls_trust_file, transport, user)" % path
     )
 
 
@@ -825,3 +825,36 @@ def test_drop_max_size_bad(tmp_path, value):
         "config file %s: 'drop_max_size' must be a size: a number of KiB, or a number with K, M or G, "
         'as "100M"; 0 for no limit; got %r' % (path, __import__("tomllib").loads("v = " + value)["v"])
     )
+
+
+def test_crypto_keys(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = write(
+        tmp_path / "c.toml",
+        '[accounts.a]\ncrypto = "OpenPGP"\nsmime_cert = "~/me.pem"\nsmime_key = "~/me.key"\n'
+        'smime_certs = "~/certs"\nkey_password_command = "pass show key"\npgp_key = "0xABCD"\n'
+        "sign = true\nencrypt = false\n",
+    )
+    a = load(path).accounts["a"]
+    assert (a.crypto, a.pgp_key, a.sign, a.encrypt) == ("openpgp", "0xABCD", True, False)
+    assert (a.smime_cert, a.smime_key, a.smime_certs) == (
+        str(tmp_path / "me.pem"),
+        str(tmp_path / "me.key"),
+        str(tmp_path / "certs"),
+    )
+    assert a.key_password_command == "pass show key"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[accounts.a]\ncrypto = "pgp"\n', "account 'a': crypto 'pgp': use \"smime\" or \"openpgp\""),
+        ('[accounts.a]\nsign = "yes"\n', "account 'a': 'sign' must be true or false"),
+        ("[accounts.a]\nencrypt = 1\n", "account 'a': 'encrypt' must be true or false"),
+    ],
+)
+def test_bad_crypto_keys(tmp_path, text, message):
+    path = write(tmp_path / "c.toml", text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == "config file %s: %s" % (path, message)
