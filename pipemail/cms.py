@@ -160,15 +160,21 @@ class _Reader:
 
     def _fill(self, n):
         """At least ``n`` bytes buffered past the position; False when the input ends first."""
-        while len(self._buf) - self._pos < n:
+        have = len(self._buf) - self._pos
+        if have >= n:
+            return True
+        parts = [self._buf[self._pos :]] if have else []
+        enough = True
+        while have < n:
             chunk = next(self._chunks, None)
             if chunk is None:
-                return False
-            if not chunk:
-                continue
-            self._buf = self._buf[self._pos :] + bytes(chunk)
-            self._pos = 0
-        return True
+                enough = False
+                break
+            parts.append(bytes(chunk))
+            have += len(chunk)
+        self._buf = parts[0] if len(parts) == 1 else b"".join(parts)  # joined once: linear in any cut
+        self._pos = 0
+        return enough
 
     def at_end(self):
         return not self._fill(1)
@@ -203,6 +209,15 @@ class _Reader:
 
     def header(self, what):
         """(class, constructed, number, length or None for indefinite, the header's bytes)."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos >= 6 and buf[pos] & 0x1F != 0x1F and (buf[pos + 1] < 0x80 or 0x81 <= buf[pos + 1] <= 0x84):
+            # the common case (every piece of the content): a low tag number and a definite length
+            b, n = buf[pos], buf[pos + 1]
+            size = 2 if n < 0x80 else 2 + (n & 0x7F)
+            length = n if n < 0x80 else int.from_bytes(buf[pos + 2 : pos + size], "big")
+            self._pos += size
+            self.offset += size
+            return b >> 6, bool(b & 0x20), b & 0x1F, length, buf[pos : pos + size]
         start = self.offset
         first = self.read(1, what)
         b = first[0]
