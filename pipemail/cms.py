@@ -16,6 +16,7 @@ end (bad padding, a wrong tag, truncated input) comes after bytes were written, 
 caller writes to a temporary file and uses it only on success.
 """
 
+import os
 from typing import NamedTuple
 
 from pipemail.errors import ConfigError, DataError, IOFailure, NoInputError, describe_oserror, shown
@@ -344,7 +345,7 @@ def _octets(element):
 
 def _oid(element, what):
     value = _primitive(element, _UNIVERSAL, _OID, what)
-    if not value or value[-1] & 0x80:
+    if not value or value[-1] & 0x80 or len(value) > 64:  # no OID used here is near 64 bytes
         raise DataError("malformed CMS data: %s is not a valid object identifier" % what)
     arcs, n = [], 0
     for b in value:
@@ -358,8 +359,8 @@ def _oid(element, what):
 
 def _integer(element, what):
     value = _primitive(element, _UNIVERSAL, _INTEGER, what)
-    if not value:
-        raise DataError("malformed CMS data: %s is an empty integer" % what)
+    if not value or len(value) > 64:  # serial numbers have at most 20 bytes (RFC 5280)
+        raise DataError("malformed CMS data: %s is not a valid integer" % what)
     return int.from_bytes(value, "big", signed=True)
 
 
@@ -506,8 +507,6 @@ class _Identity(NamedTuple):
 
 
 def _read_file(path, what):
-    import os
-
     try:
         with open(path, "rb") as f:
             data = f.read(ELEMENT_LIMIT + 1)
@@ -519,8 +518,6 @@ def _read_file(path, what):
 
 
 def _identity(cert, key, passphrase):
-    import os
-
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
