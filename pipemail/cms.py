@@ -551,7 +551,8 @@ def _identity(cert, key, passphrase):
         raise ConfigError("%s holds no private key (PEM or DER)" % key_name) from None
     if not isinstance(private, rsa.RSAPrivateKey):
         raise ConfigError("the private key %s is not an RSA key: only RSA keys can decrypt S/MIME here" % key_name)
-    if private.public_key() != certificate.public_key():
+    public = certificate.public_key()
+    if not isinstance(public, rsa.RSAPublicKey) or public.public_numbers() != private.public_key().public_numbers():
         raise ConfigError("the private key %s does not belong to the certificate %s" % (key_name, cert_name))
     key_ids = []
     try:
