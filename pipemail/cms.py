@@ -16,6 +16,7 @@ end (bad padding, a wrong tag, truncated input) comes after bytes were written, 
 caller writes to a temporary file and uses it only on success.
 """
 
+import os
 from typing import NamedTuple
 
 from pipemail.errors import ConfigError, DataError, IOFailure, NoInputError, describe_oserror, shown
@@ -160,15 +161,21 @@ class _Reader:
 
     def _fill(self, n):
         """At least ``n`` bytes buffered past the position; False when the input ends first."""
-        while len(self._buf) - self._pos < n:
+        have = len(self._buf) - self._pos
+        if have >= n:
+            return True
+        parts = [self._buf[self._pos :]] if have else []
+        enough = True
+        while have < n:
             chunk = next(self._chunks, None)
             if chunk is None:
-                return False
-            if not chunk:
-                continue
-            self._buf = self._buf[self._pos :] + bytes(chunk)
-            self._pos = 0
-        return True
+                enough = False
+                break
+            parts.append(bytes(chunk))
+            have += len(chunk)
+        self._buf = parts[0] if len(parts) == 1 else b"".join(parts)  # joined once: linear in any cut
+        self._pos = 0
+        return enough
 
     def at_end(self):
         return not self._fill(1)
@@ -193,11 +200,25 @@ class _Reader:
         self.offset += take
         return data
 
+    def starts_with(self, prefix):
+        """Whether the bytes to come start with ``prefix`` (nothing is consumed)."""
+        n = len(prefix)
+        return self._fill(n) and self._buf[self._pos : self._pos + n] == prefix
+
     def peek_eoc(self):
-        return self._fill(2) and self._buf[self._pos : self._pos + 2] == b"\0\0"
+        return self.starts_with(b"\0\0")
 
     def header(self, what):
         """(class, constructed, number, length or None for indefinite, the header's bytes)."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos >= 6 and buf[pos] & 0x1F != 0x1F and (buf[pos + 1] < 0x80 or 0x81 <= buf[pos + 1] <= 0x84):
+            # the common case (every piece of the content): a low tag number and a definite length
+            b, n = buf[pos], buf[pos + 1]
+            size = 2 if n < 0x80 else 2 + (n & 0x7F)
+            length = n if n < 0x80 else int.from_bytes(buf[pos + 2 : pos + size], "big")
+            self._pos += size
+            self.offset += size
+            return b >> 6, bool(b & 0x20), b & 0x1F, length, buf[pos : pos + size]
         start = self.offset
         first = self.read(1, what)
         b = first[0]
@@ -324,7 +345,7 @@ def _octets(element):
 
 def _oid(element, what):
     value = _primitive(element, _UNIVERSAL, _OID, what)
-    if not value or value[-1] & 0x80:
+    if not value or value[-1] & 0x80 or len(value) > 64:  # no OID used here is near 64 bytes
         raise DataError("malformed CMS data: %s is not a valid object identifier" % what)
     arcs, n = [], 0
     for b in value:
@@ -338,8 +359,8 @@ def _oid(element, what):
 
 def _integer(element, what):
     value = _primitive(element, _UNIVERSAL, _INTEGER, what)
-    if not value:
-        raise DataError("malformed CMS data: %s is an empty integer" % what)
+    if not value or len(value) > 64:  # serial numbers have at most 20 bytes (RFC 5280)
+        raise DataError("malformed CMS data: %s is not a valid integer" % what)
     return int.from_bytes(value, "big", signed=True)
 
 
@@ -441,15 +462,11 @@ def _recipient_info(element):
 
 def _read_head(r):
     """Read up to and including the recipients: (content type OID, the entered elements' ends, infos)."""
-    first = r.offset
     if r.at_end():
         raise DataError("no CMS data: the encrypted part is empty")
-    try:
-        ends = [r.open(_UNIVERSAL, _SEQUENCE, "the CMS content info")]
-    except DataError:
-        if r.offset <= first + 2:
-            raise DataError("not CMS data: it does not start with a content info") from None
-        raise
+    if not r.starts_with(b"\x30"):
+        raise DataError("not CMS data: it does not start with a content info")
+    ends = [r.open(_UNIVERSAL, _SEQUENCE, "the CMS content info")]
     content_type = _oid(r.element("the CMS content type"), "the CMS content type")
     if content_type not in (ENVELOPED_DATA, AUTH_ENVELOPED_DATA):
         name = _CONTENT_TYPES.get(content_type, content_type)
@@ -457,7 +474,7 @@ def _read_head(r):
     ends.append(r.open(_CONTEXT, 0, "the CMS content"))
     ends.append(r.open(_UNIVERSAL, _SEQUENCE, "the enveloped data"))
     _integer(r.element("the enveloped data's version"), "the enveloped data's version")
-    element = r.element("the enveloped data")
+    element = r.element("the recipients")
     if element is not None and (element.cls, element.number) == (_CONTEXT, 0):  # originatorInfo
         element = r.element("the recipients")
     _expect(element, _UNIVERSAL, _SET, "the recipients")
@@ -490,8 +507,6 @@ class _Identity(NamedTuple):
 
 
 def _read_file(path, what):
-    import os
-
     try:
         with open(path, "rb") as f:
             data = f.read(ELEMENT_LIMIT + 1)
@@ -503,8 +518,6 @@ def _read_file(path, what):
 
 
 def _identity(cert, key, passphrase):
-    import os
-
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -520,22 +533,26 @@ def _identity(cert, key, passphrase):
         raise ConfigError("%s holds no certificate (PEM or DER)" % cert_name) from None
     data = _read_file(key, "private key")
     loader = serialization.load_pem_private_key if b"-----BEGIN" in data else serialization.load_der_private_key
+    # The key is the user's own and must match the certificate's public key (checked below): its
+    # consistency check (45 ms for RSA-2048, at every message of a mailbox) is skipped.
     try:
         try:
-            private = loader(data, passphrase)
+            private = loader(data, passphrase, unsafe_skip_rsa_key_validation=True)
         except TypeError:
             if passphrase is None:
                 raise ConfigError(
                     "the private key %s is encrypted and no passphrase was given (key_password_command)" % key_name
                 ) from None
-            private = loader(data, None)  # a passphrase for a key that has none: the key is fine as it is
+            # a passphrase for a key that has none: the key is fine as it is
+            private = loader(data, None, unsafe_skip_rsa_key_validation=True)
     except ValueError:
         if passphrase is not None and b"ENCRYPTED" in data:
             raise ConfigError("cannot decrypt the private key %s: wrong passphrase" % key_name) from None
         raise ConfigError("%s holds no private key (PEM or DER)" % key_name) from None
     if not isinstance(private, rsa.RSAPrivateKey):
         raise ConfigError("the private key %s is not an RSA key: only RSA keys can decrypt S/MIME here" % key_name)
-    if private.public_key() != certificate.public_key():
+    public = certificate.public_key()
+    if not isinstance(public, rsa.RSAPublicKey) or public.public_numbers() != private.public_key().public_numbers():
         raise ConfigError("the private key %s does not belong to the certificate %s" % (key_name, cert_name))
     key_ids = []
     try:
@@ -756,7 +773,7 @@ def decrypt(der_chunks, out, *, cert, key, passphrase=None):
     r.close(eci_end, "the encrypted content info")
     mac = None
     while r.inside(ends[-1]):
-        element = r.element("the enveloped data")
+        element = r.element("the recipients")
         if content_type == AUTH_ENVELOPED_DATA:
             if element.cls == _CONTEXT and element.number == 1:
                 raise DataError("unsupported authenticated attributes in the encrypted data")
