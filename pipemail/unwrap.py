@@ -577,17 +577,18 @@ def verify_smime(der, signed_chunks, settings, from_addrs):
 
 
 def _verify_smime_opaque(f, top, settings, from_addrs):
-    size = os.fstat(f.fileno()).st_size - top.body
-    if size > OPAQUE_MAX * 4 // 3 + OPAQUE_MAX // 38:
-        return Verdict(
-            False,
-            "not verified: an opaque S/MIME signed message of %d bytes (openssl holds it whole; "
-            "pymime verifies these up to %d MB)" % (size, OPAQUE_MAX >> 20),
-        )
     with _private_dir(settings) as tmp:
         p7m = os.path.join(tmp, "smime.p7m")
+        size = 0
         with open(p7m, "wb") as out:
             for chunk in _decoded_body(f, top, None):
+                size += len(chunk)
+                if size > OPAQUE_MAX:
+                    return Verdict(
+                        False,
+                        "not verified: an opaque S/MIME signed message over %d MB (openssl holds it whole to "
+                        "verify it; a detached signature, multipart/signed, has no limit)" % (OPAQUE_MAX >> 20),
+                    )
                 out.write(chunk)
         signer = os.path.join(tmp, "signer.pem")
         argv = ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", p7m]

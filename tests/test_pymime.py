@@ -132,6 +132,19 @@ def test_good_opaque_signed_data(run, pki):
     assert (r.returncode, r.stderr, r.stdout) == (0, good_smime(pki, "alice", "S/MIME (opaque)"), msg)
 
 
+def test_big_opaque_signed_data_is_refused(run):
+    """openssl holds an opaque signed message whole: pymime refuses one over 16 MB, with words."""
+    body = (b"A" * 76 + b"\n") * (17 * 1024 * 1024 * 4 // 3 // 76 + 1)
+    msg = pkcs7_mime(b"", "signed-data") + body
+    r = run("pymime", "verify", input=msg)
+    line = (
+        "pymime: not verified: an opaque S/MIME signed message over 16 MB (openssl holds it whole to verify it; "
+        "a detached signature, multipart/signed, has no limit)\n"
+    )
+    assert (r.returncode, r.stderr, len(r.stdout)) == (65, line, len(msg))
+    assert r.stdout == msg
+
+
 @pytest.mark.parametrize(
     "signer, crl, words",
     [
