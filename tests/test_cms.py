@@ -3,6 +3,7 @@
 import binascii
 import hashlib
 import io
+import itertools
 import os
 import random
 import subprocess
@@ -82,6 +83,8 @@ def test_several_recipients_each_decrypts_and_all_are_listed(pki, tmp_path):
     expected = [(CA, serial(pki, "alice")), (CA, serial(pki, "bob")), ("CN=Other CA", serial(pki, "eve"))]
     assert sorted(cms.recipients(der)) == sorted(expected)  # in the message's order: DER sorts a SET OF
     assert cms.recipients(der[:1200]) == cms.recipients(der)  # the head is enough
+    # or chunks, read only up to the end of the recipients
+    assert cms.recipients(itertools.chain(pieces(der[:1200], 7), untouched())) == cms.recipients(der)
     with pytest.raises(DataError, match=r"^truncated CMS data: it ends inside the recipients \(at byte 400\)$"):
         cms.recipients(der[:400])
     assert str(cms.Recipient(CA, 0xABC)) == "issuer %s serial 0xABC" % CA
@@ -375,3 +378,10 @@ def test_200_mb_decrypted_in_bounded_memory(pki, tmp_path):
         while block := f.read(1 << 20):
             h.update(block)
     assert h.hexdigest() == digest
+
+
+def test_importing_cms_loads_no_cryptography():
+    # pymime imports it for every message it reads; cryptography is loaded only to decrypt
+    code = "import sys, pipemail.cms; print(sorted(m for m in sys.modules if m.startswith('cryptography')))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out == "[]\n"
