@@ -92,8 +92,11 @@ _STRING_TYPES[28] = "utf-32-be"
 _UNIVERSAL, _CONTEXT = 0, 2
 _INTEGER, _OCTET_STRING, _NULL, _OID, _SEQUENCE, _SET = 2, 4, 5, 6, 16, 17
 
-ELEMENT_LIMIT = 4 << 20  # a header element held in memory (a recipient is ~300 bytes; certificates a few KB)
-DEPTH_LIMIT = 32  # nesting of BER elements
+# An element of the header is held in memory whole, with a copy per level of nesting: at most
+# 1 MiB (a recipient takes about 300 bytes, a certificate in originatorInfo a few KB) and 16
+# levels (a real header has 10), so hostile input costs at most 16 MiB.
+ELEMENT_LIMIT = 1 << 20
+DEPTH_LIMIT = 16
 BATCH = 64 << 10  # ciphertext handed to the cipher at a time
 
 

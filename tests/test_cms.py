@@ -60,6 +60,8 @@ def untouched():
 
 
 CA = "CN=pipemail Test CA"
+# ContentInfo, envelopedData, [0], EnvelopedData, version 0 (indefinite lengths): what comes before the recipients
+ENVELOPED_HEAD = b"\x30\x80\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x03\xa0\x80\x30\x80\x02\x01\x00"
 BAD_PADDING = "decryption failed: bad padding at the end of the content (damaged data or a wrong key)"
 
 
@@ -267,12 +269,13 @@ def test_bad_padding_and_damaged_key_and_not_enveloped(pki, tmp_path):
         (signed, "not encrypted CMS data: its content type is signedData"),
         (b"hello world", "not CMS data: it does not start with a content info"),
         (b"", "no CMS data: the encrypted part is empty"),
+        (ENVELOPED_HEAD + b"\x31\x80" + b"\x30\x80" * 40, "malformed CMS data at byte 54: elements nested too deep"),
         # an object identifier of 5000 bytes (its number would have more digits than str() makes)
         (
             b"\x30\x80\x06\x82\x13\x88" + b"\x81" * 4999 + b"\x01",
             "malformed CMS data: the CMS content type is not a valid object identifier",
         ),
-        (b"\x30\x80\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x03\xa0\x80\x30\x80\x02\x01\x00\x31\x00", None),
+        (ENVELOPED_HEAD + b"\x31\x00", None),
     ]:
         with pytest.raises(DataError) as info:
             decrypt(data, pki)
