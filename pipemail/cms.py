@@ -92,8 +92,14 @@ _STRING_TYPES[28] = "utf-32-be"
 _UNIVERSAL, _CONTEXT = 0, 2
 _INTEGER, _OCTET_STRING, _NULL, _OID, _SEQUENCE, _SET = 2, 4, 5, 6, 16, 17
 
-ELEMENT_LIMIT = 4 << 20  # a header element held in memory (a recipient is ~300 bytes; certificates a few KB)
-DEPTH_LIMIT = 32  # nesting of BER elements
+# An element of the header is held in memory whole, with a copy per level of nesting: at most
+# 1 MiB (a recipient takes about 300 bytes, a certificate in originatorInfo a few KB) and 16
+# levels (a real header has 10), so hostile input costs at most 16 MiB.
+ELEMENT_LIMIT = 1 << 20
+DEPTH_LIMIT = 16
+# Bytes of an object identifier or an integer (a serial number has at most 20, RFC 5280; no OID
+# here is near it): more is malformed, and would make numbers too long for str().
+NUMBER_LIMIT = 64
 BATCH = 64 << 10  # ciphertext handed to the cipher at a time
 
 
@@ -345,7 +351,7 @@ def _octets(element):
 
 def _oid(element, what):
     value = _primitive(element, _UNIVERSAL, _OID, what)
-    if not value or value[-1] & 0x80 or len(value) > 64:  # no OID used here is near 64 bytes
+    if not value or value[-1] & 0x80 or len(value) > NUMBER_LIMIT:
         raise DataError("malformed CMS data: %s is not a valid object identifier" % what)
     arcs, n = [], 0
     for b in value:
@@ -359,7 +365,7 @@ def _oid(element, what):
 
 def _integer(element, what):
     value = _primitive(element, _UNIVERSAL, _INTEGER, what)
-    if not value or len(value) > 64:  # serial numbers have at most 20 bytes (RFC 5280)
+    if not value or len(value) > NUMBER_LIMIT:
         raise DataError("malformed CMS data: %s is not a valid integer" % what)
     return int.from_bytes(value, "big", signed=True)
 

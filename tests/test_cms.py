@@ -3,6 +3,7 @@
 import binascii
 import hashlib
 import io
+import itertools
 import os
 import random
 import subprocess
@@ -59,6 +60,8 @@ def untouched():
 
 
 CA = "CN=pipemail Test CA"
+# ContentInfo, envelopedData, [0], EnvelopedData, version 0 (indefinite lengths): what comes before the recipients
+ENVELOPED_HEAD = b"\x30\x80\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x03\xa0\x80\x30\x80\x02\x01\x00"
 BAD_PADDING = "decryption failed: bad padding at the end of the content (damaged data or a wrong key)"
 
 
@@ -82,6 +85,8 @@ def test_several_recipients_each_decrypts_and_all_are_listed(pki, tmp_path):
     expected = [(CA, serial(pki, "alice")), (CA, serial(pki, "bob")), ("CN=Other CA", serial(pki, "eve"))]
     assert sorted(cms.recipients(der)) == sorted(expected)  # in the message's order: DER sorts a SET OF
     assert cms.recipients(der[:1200]) == cms.recipients(der)  # the head is enough
+    # or chunks, read only up to the end of the recipients
+    assert cms.recipients(itertools.chain(pieces(der[:1200], 7), untouched())) == cms.recipients(der)
     with pytest.raises(DataError, match=r"^truncated CMS data: it ends inside the recipients \(at byte 400\)$"):
         cms.recipients(der[:400])
     assert str(cms.Recipient(CA, 0xABC)) == "issuer %s serial 0xABC" % CA
@@ -264,12 +269,13 @@ def test_bad_padding_and_damaged_key_and_not_enveloped(pki, tmp_path):
         (signed, "not encrypted CMS data: its content type is signedData"),
         (b"hello world", "not CMS data: it does not start with a content info"),
         (b"", "no CMS data: the encrypted part is empty"),
+        (ENVELOPED_HEAD + b"\x31\x80" + b"\x30\x80" * 40, "malformed CMS data at byte 54: elements nested too deep"),
         # an object identifier of 5000 bytes (its number would have more digits than str() makes)
         (
             b"\x30\x80\x06\x82\x13\x88" + b"\x81" * 4999 + b"\x01",
             "malformed CMS data: the CMS content type is not a valid object identifier",
         ),
-        (b"\x30\x80\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x03\xa0\x80\x30\x80\x02\x01\x00\x31\x00", None),
+        (ENVELOPED_HEAD + b"\x31\x00", None),
     ]:
         with pytest.raises(DataError) as info:
             decrypt(data, pki)
@@ -375,3 +381,10 @@ def test_200_mb_decrypted_in_bounded_memory(pki, tmp_path):
         while block := f.read(1 << 20):
             h.update(block)
     assert h.hexdigest() == digest
+
+
+def test_importing_cms_loads_no_cryptography():
+    # pymime imports it for every message it reads; cryptography is loaded only to decrypt
+    code = "import sys, pipemail.cms; print(sorted(m for m in sys.modules if m.startswith('cryptography')))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out == "[]\n"
