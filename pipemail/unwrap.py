@@ -609,10 +609,14 @@ def _smime_verdict(result, der, signer_file, from_addrs, label):
             return Verdict(
                 False,
                 "signer's address is not the From address: %s signed as %s, From: %s"
-                % (label, ", ".join(emails) or "(no address in the certificate)", ", ".join(from_addrs) or "(none)"),
+                % (
+                    label,
+                    shown(", ".join(emails)) or "(no address in the certificate)",
+                    shown(", ".join(from_addrs)) or "(none)",
+                ),
             )
         signer = [e for e in emails if e in from_addrs][0]
-        return Verdict(True, "good %s signature from %s (%s)" % (label, signer, who))
+        return Verdict(True, "good %s signature from %s (%s)" % (label, shown(signer), who))
     who = _signer_guess(der)
     of = " (signer %s)" % who if who else ""
     match = re.search(r"Verify error: ?(.*)", err)
@@ -777,7 +781,7 @@ def gpg_verdict(status, settings, from_addrs):
         return Verdict(
             False,
             "signer's address is not the From address: OpenPGP key of %s, From: %s"
-            % (", ".join(emails) or "(no address)", ", ".join(from_addrs) or "(none)"),
+            % (shown(", ".join(emails)) or "(no address)", shown(", ".join(from_addrs)) or "(none)"),
         )
     return Verdict(True, "good OpenPGP signature from %s" % who)
 

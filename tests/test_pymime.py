@@ -205,6 +205,17 @@ def test_smime_signer_not_the_from_address(run, pki):
     assert (r.returncode, r.stderr, r.stdout) == (65, line, msg)
 
 
+def test_from_address_with_control_bytes_is_shown_escaped(run, pki):
+    """An address from the message reaches stderr escaped: one line, no terminal control bytes."""
+    msg = smime_signed(pki, "alice").replace(b"From: alice@example.org", b"From: <ro\x1bot@example.org>")
+    r = run("pymime", "verify", "--ca-file", pki.ca, input=msg)
+    line = (
+        "pymime: signer's address is not the From address: S/MIME signed as alice@example.org, "
+        "From: ro\\x1bot@example.org\n"
+    )
+    assert (r.returncode, r.stderr, r.stdout) == (65, line, msg)
+
+
 def test_unsigned_and_encrypted_messages_are_not_signed(run, pki):
     plain = b"From: alice@example.org\nSubject: x\n\nhello\n"
     r = run("pymime", "verify", "--ca-file", pki.ca, input=plain)
