@@ -56,6 +56,7 @@ OPAQUE_MAX = 16 << 20
 MAX_DEPTH = 4
 BLOCK = 1 << 20
 _LINE = 1 << 16  # lines are read at most this long at a time (a longer one comes in pieces)
+_NOT_BASE64 = bytes(sorted(set(range(256)) - set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")))
 
 # What openssl's "Verify error: ..." means, in our words (first match wins).
 _CHAIN_ERRORS = (
@@ -419,20 +420,20 @@ def lf_lines(chunks):
 
 
 def b64_decoded(chunks):
-    """Base64 text (any line ends, white space ignored) decoded as a stream of bytes."""
+    """Base64 text decoded as a stream of bytes (line ends, white space and any other byte outside the
+    alphabet skipped, as RFC 2045 asks); DataError when it is cut short."""
     carry = b""
-    drop = bytes.maketrans(b"", b"")
     for chunk in chunks:
-        data = carry + chunk.translate(drop, b" \t\r\n")
+        data = carry + chunk.translate(None, _NOT_BASE64)
         cut = len(data) - len(data) % 4
         carry = data[cut:]
         if cut:
             try:
                 yield binascii.a2b_base64(data[:cut])
             except binascii.Error as exc:
-                raise DataError("bad base64 in the message: %s" % exc) from None
+                raise DataError("bad base64: %s" % exc) from None
     if carry.strip(b"="):
-        raise DataError("bad base64 in the message: it is cut short")
+        raise DataError("bad base64: it is cut short")
 
 
 def _decoded_body(f, entity, end):
@@ -502,7 +503,10 @@ def verify(f, settings):
     ):
         return Verdict(False, "not verified: the signature part is larger than %d bytes" % MAX_SIGNATURE)
     sig_entity = entity_at(f, marks[1][1], sig_end)
-    signature = b"".join(_decoded_body(f, sig_entity, sig_end))
+    try:
+        signature = b"".join(_decoded_body(f, sig_entity, sig_end))
+    except DataError as exc:
+        return Verdict(False, "BAD %s signature: the signature part is damaged (%s)" % (_KIND_NAMES[kind], exc))
     signed = canonical(_file_chunks(f, content[0], content[1]))
     if kind == crypto.SMIME:
         if sig_entity.content_type not in crypto.SMIME_SIGNATURE_TYPES:
@@ -712,13 +716,14 @@ def verify_openpgp(armored, signed_chunks, settings, from_addrs):
         result = crypto.run_tool(argv, signed_chunks, status=True, env=settings.env)
     verdict = gpg_verdict(result.status, settings, from_addrs)
     if verdict is None:
-        return Verdict(False, "BAD OpenPGP signature: not a readable signature (gpg: %s)" % _last(result.stderr))
+        return Verdict(False, "BAD OpenPGP signature: not a readable signature (%s)" % _first(result.stderr))
     return verdict
 
 
-def _last(text):
+def _first(text):
+    """gpg's first line of stderr (the others repeat it, or give advice)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return shown(lines[-1]) if lines else "no reason given"
+    return shown(lines[0]) if lines else "no reason given"
 
 
 def gpg_verdict(status, settings, from_addrs):
@@ -940,7 +945,7 @@ def _decrypt_openpgp(f, top, settings, plain):
             ]
         if any(line.startswith("FAILURE") for line in result.status) and "Bad passphrase" in result.stderr:
             return False, [_not_decrypted("OpenPGP: bad passphrase for the secret key", ConfigError.exit_code)]
-        return False, [_not_decrypted("OpenPGP: gpg could not decrypt it: %s" % _last(result.stderr))]
+        return False, [_not_decrypted("OpenPGP: gpg could not decrypt it (%s)" % _first(result.stderr))]
     plain.flush()
     verdicts = [Verdict(True, "decrypted (OpenPGP)")]
     signed = gpg_verdict(result.status, settings, from_addresses(top))

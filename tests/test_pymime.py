@@ -708,3 +708,38 @@ def test_truncated_encrypted_message_is_written_unchanged(run, pki, noconfig):
     r = run("pymime", "decrypt", "--cert", pki.cert("bob"), "--key", pki.key("bob"), input=cut, env=noconfig)
     assert (r.returncode, r.stdout) == (65, cut)
     assert r.stderr.startswith("pymime: not decrypted: S/MIME: ") and r.stderr.count("\n") == 1, r.stderr
+
+
+@pytest.mark.parametrize(
+    "mode, protocol, part, line",
+    [
+        (
+            "verify",
+            b"application/pkcs7-signature",
+            b"Content-Type: application/pkcs7-signature\nContent-Transfer-Encoding: base64\n\nAAAAA\n",
+            "BAD S/MIME signature: the signature part is damaged (bad base64: it is cut short)",
+        ),
+        (
+            "verify",
+            b"application/pgp-signature",
+            b"Content-Type: application/pgp-signature\n\nnot a signature\n",
+            "BAD OpenPGP signature: not a readable signature (gpg: no valid OpenPGP data found.)",
+        ),
+        (
+            "decrypt",
+            b"application/pgp-encrypted",
+            b"Content-Type: application/octet-stream\n\nnot encrypted\n",
+            "not decrypted: OpenPGP: gpg could not decrypt it (gpg: no valid OpenPGP data found.)",
+        ),
+    ],
+    ids=["smime-bad-base64", "pgp-garbage-signature", "pgp-garbage-encrypted"],
+)
+def test_damaged_signature_or_encrypted_part(run, gnupg, noconfig, mode, protocol, part, line):
+    kind = b"encrypted" if mode == "decrypt" else b"signed"
+    first = b"Content-Type: application/pgp-encrypted\n\nVersion: 1\n" if mode == "decrypt" else inner_entity()
+    msg = (
+        b"From: alice@example.org\nMIME-Version: 1.0\nContent-Type: multipart/" + kind + b'; protocol="' + protocol
+        + b'"; boundary="=b1"\n\n--=b1\n' + first + b"\n--=b1\n" + part + b"\n--=b1--\n"
+    )  # fmt: skip
+    r = run("pymime", mode, input=msg, env=dict(noconfig, GNUPGHOME=gnupg.home))
+    assert (r.returncode, r.stderr, r.stdout) == (65, "pymime: %s\n" % line, msg)
