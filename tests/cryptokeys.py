@@ -50,7 +50,10 @@ default_crl_days = 30
 
 
 def _run(*argv, **kw):
-    return subprocess.run(argv, check=True, capture_output=True, **kw)
+    proc = subprocess.run(argv, capture_output=True, **kw)
+    if proc.returncode != 0:  # the tool's own words in the failure, not only its exit status
+        raise RuntimeError("%s exited %d: %s" % (" ".join(argv), proc.returncode, proc.stderr.decode()[-2000:]))
+    return proc
 
 
 class PKI:
@@ -144,7 +147,9 @@ class GnuPG:
         self.env = dict(os.environ, GNUPGHOME=home)
         self._fpr = {}
 
-    def gpg(self, *args, **kw):
+    def gpg(self, *args, check=False, **kw):
+        if check:
+            return _run("gpg", "--batch", "--no-tty", *args, env=self.env, **kw)
         return subprocess.run(["gpg", "--batch", "--no-tty", *args], env=self.env, capture_output=True, **kw)
 
     def fpr(self, name):
@@ -188,6 +193,7 @@ def make_gpgsm_home(pki, directory):
     with open(os.path.join(home, "gpgsm.conf"), "w") as f:
         f.write("disable-crl-checks\n")
     env = dict(os.environ, GNUPGHOME=home)
+    _run("gpgconf", "--launch", "gpg-agent", env=env)  # up before gpgsm needs it, on a busy machine too
     base = ["gpgsm", "--batch", "--pinentry-mode", "loopback"]
     _run(*base, "--import", pki.ca, env=env)
     for name in ("alice", "bob"):
