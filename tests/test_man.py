@@ -20,6 +20,7 @@ MODULES = {
     "pymail": "pipemail.cli.mail",
     "pypop": "pipemail.cli.pop",
     "pysendmail": "pipemail.cli.sendmail",  # no click: its HELP is the --help text
+    "pymime": "pipemail.cli.mime",
 }
 # the man page section of each command (1 unless said)
 SECTIONS = {"pysendmail": 8}

@@ -1,0 +1,954 @@
+"""pymime's core: verify and decrypt signed and encrypted mail (S/MIME, OpenPGP), as a filter.
+
+:func:`filter_mail` reads one message or an mbox from a binary stream and writes every
+message to another, one at a time: each is spooled to a private temporary file (a second
+pass over it is needed), so memory stays bounded whatever the size of a message.
+
+verify
+    A ``multipart/signed`` message (RFC 8551 S/MIME, protocol
+    ``application/(x-)pkcs7-signature``; RFC 3156 OpenPGP, ``application/pgp-signature``)
+    is split here: the signed part is the bytes after the first delimiter line up to the
+    line break before the next one, made CRLF (its canonical form) and streamed into
+    ``openssl cms -verify`` (with the detached signature, the user's CA file or directory,
+    a CRL when given, purpose smimesign) or ``gpg --verify``.  An opaque S/MIME signed-data
+    message (``application/pkcs7-mime; smime-type=signed-data``) is verified by openssl up
+    to :data:`OPAQUE_MAX` bytes (openssl holds it whole).  Each message gets a
+    :class:`Verdict`; the message itself is written unchanged.
+
+decrypt
+    ``application/(x-)pkcs7-mime`` (enveloped-data, or without smime-type) is base64-decoded
+    as a stream into :func:`pipemail.cms.decrypt`; ``multipart/encrypted`` with
+    ``application/pgp-encrypted`` goes through ``gpg --decrypt``.  The message written is the
+    original header without its Content-* fields, then the decrypted entity with LF line
+    ends; a signature inside is verified too.  A message that is not encrypted is written
+    unchanged; one that cannot be decrypted (not to us, a wrong key, damaged) is written
+    unchanged too, with a verdict saying why.
+
+Nothing is ever dropped from the stream.  The core never prints: verdicts go to ``warn``.
+"""
+
+import binascii
+import itertools
+import os
+import re
+
+from pipemail import crypto
+from pipemail.errors import (
+    EX_DATAERR,
+    EX_OK,
+    ConfigError,
+    DataError,
+    IOFailure,
+    NoInputError,
+    PipemailError,
+    describe_oserror,
+    shown,
+)
+
+VERIFY, DECRYPT = "verify", "decrypt"
+#: A header block (the message's or a part's) is read up to this size.
+MAX_HEADER = 1 << 20
+#: A signature part (its headers and its base64 or armor) larger than this is refused.
+MAX_SIGNATURE = 1 << 20
+#: An opaque signed-data message is verified by openssl, which holds it whole: up to this size.
+OPAQUE_MAX = 16 << 20
+#: How deep wrappers inside wrappers are opened (signed inside encrypted inside ...).
+MAX_DEPTH = 4
+BLOCK = 1 << 20
+_LINE = 1 << 16  # lines are read at most this long at a time (a longer one comes in pieces)
+_NOT_BASE64 = bytes(sorted(set(range(256)) - set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")))
+
+# What openssl's "Verify error: ..." means, in our words (first match wins).
+_CHAIN_ERRORS = (
+    ("certificate has expired", "expired", "the signer's certificate has expired"),
+    ("certificate is not yet valid", "expired", "the signer's certificate is not valid yet"),
+    ("certificate revoked", "revoked", "the signer's certificate is revoked (by the CRL given)"),
+    (
+        "unsuitable certificate purpose",
+        "purpose",
+        "the signer's certificate is not for email protection (no emailProtection purpose)",
+    ),
+    ("unable to get certificate CRL", "untrusted", "no CRL from the signer's CA in the CRL file given"),
+    ("CRL has expired", "untrusted", "the CRL given has expired"),
+)
+
+
+class Verdict:
+    """What was found about one message: ``good`` (a good signature from a trusted signer whose
+    address is the From address, or decrypted with every signature inside good), ``text`` (the
+    line said about it, None for a message with nothing to say: plain, in decrypt), ``code`` (0,
+    or the exit status it asks for: 65, or that of a configuration or tool error)."""
+
+    __slots__ = ("good", "text", "code")
+
+    def __init__(self, good, text, code=None):
+        self.good = good
+        self.text = text
+        self.code = EX_OK if good else (EX_DATAERR if code is None else code)
+
+    def __repr__(self):
+        return "Verdict(good=%r, text=%r, code=%r)" % (self.good, self.text, self.code)
+
+
+class Settings:
+    """What pymime verifies and decrypts with.
+
+    ``kind``: None (both), crypto.SMIME or crypto.OPENPGP (only that kind counts as signed).
+    ``ca_file`` / ``ca_dir``: S/MIME trust (None for both: openssl's default store);
+    ``crl_file``: a CRL (PEM) that revokes, checked for the signer's CA.  ``cert``, ``key``:
+    our S/MIME certificate and key (paths); ``passphrase``: a callable giving the key's
+    passphrase (bytes) or None, called once when first needed.  ``env``: the tools' environment
+    (None: ours; GNUPGHOME chooses the GnuPG keyring).
+    """
+
+    def __init__(
+        self, *, kind=None, ca_file=None, ca_dir=None, crl_file=None, cert=None, key=None, passphrase=None, env=None
+    ):
+        self.kind = kind
+        self.ca_file = ca_file
+        self.ca_dir = ca_dir
+        self.crl_file = crl_file
+        self.cert = cert
+        self.key = key
+        self._passphrase = passphrase
+        self._asked = False
+        self._value = None
+        self.env = env
+
+    def passphrase(self):
+        if not self._asked:
+            self._asked = True
+            self._value = self._passphrase() if self._passphrase is not None else None
+        return self._value
+
+    def check_files(self):
+        """NoInputError (66) for a trust file or key that cannot be read: said before any mail is read."""
+        for what, path in (
+            ("CA file", self.ca_file),
+            ("CRL file", self.crl_file),
+            ("certificate", self.cert),
+            ("key", self.key),
+        ):
+            if path is None:
+                continue
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise NoInputError("cannot read %s %s: %s" % (what, shown(path), describe_oserror(exc))) from None
+        if self.ca_dir is not None and not os.path.isdir(self.ca_dir):
+            raise NoInputError("cannot read CA directory %s: not a directory" % shown(self.ca_dir))
+
+
+class Summary:
+    """What :func:`filter_mail` did: ``messages`` written, ``verdicts`` (one per message that had
+    one), ``exit_code`` (0 when every verdict was good; else the first code that is not 65 if
+    any, else 65)."""
+
+    def __init__(self):
+        self.messages = 0
+        self.verdicts = []
+
+    @property
+    def exit_code(self):
+        codes = [v.code for v in self.verdicts if v.code]
+        others = [c for c in codes if c != EX_DATAERR]
+        return others[0] if others else (codes[0] if codes else EX_OK)
+
+
+def filter_mail(stream, out, mode, settings, warn=None):
+    """Read one message or an mbox from the binary ``stream``, write each message to ``out``
+    (verified: unchanged; decrypted: as said in the module documentation), and say each
+    verdict through ``warn`` (one line).  Returns a :class:`Summary`.
+
+    An mbox stays an mbox (its From_ lines kept, bodies mboxrd-quoted again); anything else is
+    one message.  Only writing ``out`` or spooling failing stops it (IOFailure)."""
+    from pipemail import mailbox, spool
+
+    warn = warn or (lambda text: None)
+    summary = Summary()
+    start = _file_start(stream)
+    head = _read_head(stream)
+    if not head:
+        raise DataError("no message on standard input")
+    whole = mailbox.Prefixed(head, stream)
+    if mailbox.classify(head, complete=len(head) < mailbox.HEAD_SIZE) == "mbox":
+        import io
+
+        for number, (from_line, chunks) in enumerate(mailbox.mbox_messages(io.BufferedReader(whole, BLOCK)), 1):
+            with spool.spool(chunks, settings.env, what="message %d" % number) as f:
+                written = _written(f, mode, settings, summary, warn, "message %d: " % number)
+                first = next(written, b"")  # the verdict is said before the message is written
+                _write(out, [from_line + b"\n"])
+                _write(out, mailbox.quoted(itertools.chain([first], written)))
+                _write(out, [b"\n"])
+            summary.messages += 1
+    elif start == 0:  # a file given on standard input: read where it is, not copied
+        stream.seek(0)
+        _write(out, _written(stream, mode, settings, summary, warn, ""))
+        summary.messages += 1
+    else:
+        with spool.spool(spool.read_chunks(whole, BLOCK), settings.env, what="the message") as f:
+            _write(out, _written(f, mode, settings, summary, warn, ""))
+        summary.messages += 1
+    try:
+        out.flush()
+    except OSError as exc:
+        raise IOFailure("cannot write to standard output: %s" % describe_oserror(exc)) from None
+    return summary
+
+
+def _file_start(stream):
+    """The offset of ``stream`` when it is a regular file that can seek (a file given on standard
+    input), else None."""
+    import stat
+
+    try:
+        if stat.S_ISREG(os.fstat(stream.fileno()).st_mode) and stream.seekable():
+            return stream.tell()
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
+
+
+def _read_head(stream):
+    from pipemail.mailbox import HEAD_SIZE
+
+    data = b""
+    try:
+        while len(data) < HEAD_SIZE:
+            chunk = stream.read(HEAD_SIZE - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        raise IOFailure("cannot read standard input: %s" % describe_oserror(exc)) from None
+    return data
+
+
+def _write(out, chunks):
+    try:
+        for chunk in chunks:
+            out.write(chunk)
+    except OSError as exc:
+        raise IOFailure("cannot write to standard output: %s" % describe_oserror(exc)) from None
+
+
+def _one(f, mode, settings, summary, warn, prefix):
+    """Look at the spooled message ``f`` and say its verdicts; the file to write (``f`` itself, or a
+    temporary file holding the decrypted message, which the caller closes)."""
+
+    def say(verdict):
+        summary.verdicts.append(verdict)
+        if verdict.text:
+            warn(prefix + verdict.text)
+
+    try:
+        if mode == VERIFY:
+            say(verify(f, settings))
+            return f
+        result, verdicts = decrypt(f, settings)
+        for verdict in verdicts:
+            say(verdict)
+        return f if result is None else result
+    except PipemailError as exc:
+        if isinstance(exc, IOFailure):
+            raise
+        say(Verdict(False, str(exc), exc.exit_code))
+        return f
+
+
+def _written(f, mode, settings, summary, warn, prefix):
+    """The chunks to write for the spooled message ``f`` (a generator that closes what it opened)."""
+    result = _one(f, mode, settings, summary, warn, prefix)
+    try:
+        yield from _file_chunks(result, 0, None)
+    finally:
+        if result is not f:
+            result.close()
+
+
+# -- the structure of a message ------------------------------------------------------------
+
+
+class Entity:
+    """A message's or part's header block, parsed: ``fields`` (the raw field lines, each with
+    its continuation lines), ``body`` (the offset where the body starts), ``msg`` (the header
+    parsed by the email package, compat32)."""
+
+    def __init__(self, raw, body):
+        from email import policy
+        from email.parser import BytesHeaderParser
+
+        self.raw = raw
+        self.body = body
+        self.msg = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+
+    @property
+    def content_type(self):
+        return self.msg.get_content_type().lower()
+
+    def param(self, name):
+        value = self.msg.get_param(name)
+        if isinstance(value, tuple):  # RFC 2231
+            from email.utils import collapse_rfc2231_value
+
+            value = collapse_rfc2231_value(value)
+        return value
+
+    def encoding(self):
+        return str(self.msg.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+
+    def fields(self):
+        """The header's fields, each its lines joined (continuations included)."""
+        fields = []
+        for line in self.raw.splitlines(keepends=True):
+            if line[:1] in (b" ", b"\t") and fields:
+                fields[-1] += line
+            else:
+                fields.append(line)
+        return fields
+
+
+def entity_at(f, start, end=None):
+    """The header block that starts at offset ``start`` of ``f`` (up to its blank line, the
+    end ``end``, or MAX_HEADER); an :class:`Entity`."""
+    f.seek(start)
+    lines = []
+    pos = start
+    size = 0
+    while size < MAX_HEADER and (end is None or pos < end):
+        line = f.readline(min(_LINE, MAX_HEADER - size) if end is None else min(_LINE, end - pos))
+        if not line:
+            break
+        pos += len(line)
+        if line in (b"\n", b"\r\n"):
+            break
+        lines.append(line)
+        size += len(line)
+    return Entity(b"".join(lines), pos)
+
+
+def delimiters(f, start, boundary, want=3):
+    """The delimiter lines of ``boundary`` (str) in ``f`` after offset ``start`` (which must be a
+    line break, or the start of the file): a list of ``(line_start, after_line, is_close)``, at most
+    ``want`` of them, ending at the close one.  Read in blocks, searching for LF + ``--boundary``."""
+    dash = b"--" + boundary.encode("ascii", "surrogateescape")
+    pat = b"\n" + dash
+    f.seek(start)
+    buf = b"" if start else b"\n"  # buf[k] is at offset base + k
+    base = start if start else -1
+    scan = 0
+    eof = False
+    found = []
+    while True:
+        i = buf.find(pat, scan)
+        nl = buf.find(b"\n", i + 1) if i >= 0 else -1
+        if i < 0 or (nl < 0 and not eof and len(buf) - i <= _LINE):
+            if eof:
+                return found
+            keep = i if i >= 0 else max(scan, len(buf) - len(pat) + 1, 0)
+            base += keep
+            buf = buf[keep:]
+            scan = 0
+            data = f.read(BLOCK)
+            if data:
+                buf += data
+            else:
+                eof = True
+            continue
+        line = buf[i + 1 : nl + 1] if nl >= 0 else buf[i + 1 :]
+        rest = line[len(dash) :].rstrip(b"\r\n")
+        close = rest.startswith(b"--")
+        if not (rest[2:] if close else rest).strip(b" \t"):
+            found.append((base + i + 1, base + i + 1 + len(line), close))
+            if close or len(found) >= want:
+                return found
+        scan = i + 1
+
+
+def line_break_before(f, offset, floor):
+    """The offset of the line break (LF or CRLF) that ends just at ``offset`` (a delimiter's
+    start): RFC 2046 gives it to the delimiter, not to the part before it."""
+    if offset <= floor:
+        return offset
+    f.seek(max(floor, offset - 2))
+    tail = f.read(offset - max(floor, offset - 2))
+    if tail.endswith(b"\r\n"):
+        return offset - 2
+    if tail.endswith(b"\n"):
+        return offset - 1
+    return offset
+
+
+def _file_chunks(f, start, end, size=BLOCK):
+    f.seek(start)
+    left = None if end is None else end - start
+    while left is None or left > 0:
+        data = f.read(size if left is None else min(size, left))
+        if not data:
+            return
+        if left is not None:
+            left -= len(data)
+        yield data
+
+
+def canonical(chunks):
+    """``chunks`` with every line break CRLF (LF or CRLF in, across chunk cuts; a lone CR kept)."""
+    held = b""
+    for chunk in chunks:
+        data = held + chunk
+        held = b""
+        if data.endswith(b"\r"):
+            data, held = data[:-1], b"\r"
+        yield data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if held:
+        yield held
+
+
+def lf_lines(chunks):
+    """``chunks`` with CRLF line breaks made LF (across chunk cuts; a lone CR kept)."""
+    held = b""
+    for chunk in chunks:
+        data = held + chunk
+        held = b""
+        if data.endswith(b"\r"):
+            data, held = data[:-1], b"\r"
+        yield data.replace(b"\r\n", b"\n")
+    if held:
+        yield held
+
+
+def b64_decoded(chunks):
+    """Base64 text decoded as a stream of bytes (line ends, white space and any other byte outside the
+    alphabet skipped, as RFC 2045 asks); DataError when it is cut short."""
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk.translate(None, _NOT_BASE64)
+        cut = len(data) - len(data) % 4
+        carry = data[cut:]
+        if cut:
+            try:
+                yield binascii.a2b_base64(data[:cut])
+            except binascii.Error as exc:
+                raise DataError("bad base64: %s" % exc) from None
+    if carry.strip(b"="):
+        raise DataError("bad base64: it is cut short")
+
+
+def _decoded_body(f, entity, end):
+    chunks = _file_chunks(f, entity.body, end)
+    if entity.encoding() == "base64":
+        return b64_decoded(chunks)
+    return chunks
+
+
+# -- verify ------------------------------------------------------------------------------------
+
+
+def kind_of(entity):
+    """``(kind, what)`` for a signed message: kind crypto.SMIME / crypto.OPENPGP, what
+    "detached" or "opaque"; None when it is not a signed message."""
+    ctype = entity.content_type
+    if ctype == "multipart/signed":
+        protocol = (entity.param("protocol") or "").strip().lower()
+        if protocol in crypto.SMIME_SIGNATURE_TYPES:
+            return crypto.SMIME, "detached"
+        if protocol == crypto.PGP_SIGNATURE_TYPE:
+            return crypto.OPENPGP, "detached"
+        return "unknown:" + protocol, "detached"
+    if ctype in crypto.SMIME_MIME_TYPES and (entity.param("smime-type") or "").lower() == "signed-data":
+        return crypto.SMIME, "opaque"
+    return None
+
+
+def is_encrypted(entity):
+    ctype = entity.content_type
+    if ctype in crypto.SMIME_MIME_TYPES:
+        return (entity.param("smime-type") or "enveloped-data").lower() in ("enveloped-data", "authenveloped-data")
+    return ctype == "multipart/encrypted"
+
+
+def verify(f, settings):
+    """The :class:`Verdict` of the message spooled in ``f``."""
+    top = entity_at(f, 0)
+    found = kind_of(top)
+    if found is None:
+        if is_encrypted(top):
+            return Verdict(False, "not signed: the message is encrypted (pymime decrypt reads it)")
+        return Verdict(False, "not signed")
+    kind, form = found
+    if kind.startswith("unknown:"):
+        return Verdict(False, "not verified: signed with an unknown protocol %r" % shown(kind[8:]))
+    if settings.kind is not None and kind != settings.kind:
+        return Verdict(
+            False,
+            "not verified: signed with %s, and only %s was asked for" % (_KIND_NAMES[kind], _KIND_NAMES[settings.kind]),
+        )
+    from_addrs = from_addresses(top)
+    if form == "opaque":
+        return _verify_smime_opaque(f, top, settings, from_addrs)
+    boundary = top.param("boundary")
+    if not boundary:
+        return Verdict(False, "not verified: malformed multipart/signed (no boundary)")
+    marks = delimiters(f, max(top.body - 1, 0), boundary)
+    if len(marks) < 2 or marks[0][2] or marks[1][2]:
+        return Verdict(False, "not verified: malformed multipart/signed (it does not hold two parts)")
+    content = (marks[0][1], line_break_before(f, marks[1][0], marks[0][1]))
+    sig_end = line_break_before(f, marks[2][0], marks[1][1]) if len(marks) > 2 else None
+    if (
+        sig_end is not None
+        and sig_end - marks[1][1] > MAX_SIGNATURE
+        or (sig_end is None and os.fstat(f.fileno()).st_size - marks[1][1] > MAX_SIGNATURE)
+    ):
+        return Verdict(False, "not verified: the signature part is larger than %d bytes" % MAX_SIGNATURE)
+    sig_entity = entity_at(f, marks[1][1], sig_end)
+    try:
+        signature = b"".join(_decoded_body(f, sig_entity, sig_end))
+    except DataError as exc:
+        return Verdict(False, "BAD %s signature: the signature part is damaged (%s)" % (_KIND_NAMES[kind], exc))
+    signed = canonical(_file_chunks(f, content[0], content[1]))
+    if kind == crypto.SMIME:
+        if sig_entity.content_type not in crypto.SMIME_SIGNATURE_TYPES:
+            return Verdict(
+                False, "not verified: the signature part is %s, not an S/MIME signature" % sig_entity.content_type
+            )
+        return verify_smime(signature, signed, settings, from_addrs)
+    if sig_entity.content_type != crypto.PGP_SIGNATURE_TYPE:
+        return Verdict(
+            False, "not verified: the signature part is %s, not an OpenPGP signature" % sig_entity.content_type
+        )
+    return verify_openpgp(signature, signed, settings, from_addrs)
+
+
+_KIND_NAMES = {crypto.SMIME: "S/MIME", crypto.OPENPGP: "OpenPGP"}
+
+
+def from_addresses(entity):
+    """The addresses of the From field, lower-cased."""
+    from email.utils import getaddresses
+
+    values = [str(v) for v in entity.msg.get_all("From", [])]
+    return [addr.lower() for _name, addr in getaddresses(values) if addr]
+
+
+class _Discard:
+    """A sink for a tool's output that nobody reads."""
+
+    def write(self, data):
+        return len(data)
+
+
+def _trust_args(settings, tmp):
+    """openssl's trust options; a CA+CRL file made in ``tmp`` when a CRL is given."""
+    args = []
+    ca_file = settings.ca_file
+    if settings.crl_file is not None:
+        both = os.path.join(tmp, "trust.pem")
+        with open(both, "wb") as out:
+            for path in (ca_file, settings.crl_file):
+                if path is None:
+                    continue
+                with open(path, "rb") as src:
+                    data = src.read()
+                out.write(data if data.endswith(b"\n") else data + b"\n")
+        ca_file = both
+        args.append("-crl_check")
+    if ca_file is not None:
+        args += ["-CAfile", ca_file]
+    if settings.ca_dir is not None:
+        args += ["-CApath", settings.ca_dir]
+    return args
+
+
+def _private_dir(settings):
+    from pipemail import spool
+
+    return spool.spool_dir(settings.env)
+
+
+def verify_smime(der, signed_chunks, settings, from_addrs):
+    """The :class:`Verdict` of a detached S/MIME signature ``der`` over ``signed_chunks`` (CRLF)."""
+    with _private_dir(settings) as tmp:
+        sig = os.path.join(tmp, "smime.p7s")
+        with open(sig, "wb") as out:
+            out.write(der)
+        signer = os.path.join(tmp, "signer.pem")
+        argv = ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", sig, "-content", "/dev/stdin"]
+        argv += ["-purpose", "smimesign", "-signer", signer, *_trust_args(settings, tmp)]
+        result = crypto.run_tool(argv, signed_chunks, out=_Discard(), env=settings.env)
+        return _smime_verdict(result, der, signer, from_addrs, "S/MIME")
+
+
+def _verify_smime_opaque(f, top, settings, from_addrs):
+    with _private_dir(settings) as tmp:
+        p7m = os.path.join(tmp, "smime.p7m")
+        size = 0
+        with open(p7m, "wb") as out:
+            for chunk in _decoded_body(f, top, None):
+                size += len(chunk)
+                if size > OPAQUE_MAX:
+                    return Verdict(
+                        False,
+                        "not verified: an opaque S/MIME signed message over %d MB (openssl holds it whole to "
+                        "verify it; a detached signature, multipart/signed, has no limit)" % (OPAQUE_MAX >> 20),
+                    )
+                out.write(chunk)
+        signer = os.path.join(tmp, "signer.pem")
+        argv = ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", p7m]
+        argv += ["-purpose", "smimesign", "-signer", signer, *_trust_args(settings, tmp)]
+        result = crypto.run_tool(argv, out=_Discard(), env=settings.env)
+        with open(p7m, "rb") as src:
+            head = src.read(1 << 16)
+        return _smime_verdict(result, head, signer, from_addrs, "S/MIME (opaque)")
+
+
+def _smime_verdict(result, der, signer_file, from_addrs, label):
+    err = result.stderr
+    if result.rc == 0 and "Verification successful" in err:
+        cert = _load_cert(signer_file)
+        who = describe_cert(cert)
+        emails = cert_emails(cert)
+        if not from_addrs or not set(emails) & set(from_addrs):
+            return Verdict(
+                False,
+                "signer's address is not the From address: %s signed as %s, From: %s"
+                % (
+                    label,
+                    shown(", ".join(emails)) or "(no address in the certificate)",
+                    shown(", ".join(from_addrs)) or "(none)",
+                ),
+            )
+        signer = [e for e in emails if e in from_addrs][0]
+        return Verdict(True, "good %s signature from %s (%s)" % (label, shown(signer), who))
+    who = _signer_guess(der)
+    of = " (signer %s)" % who if who else ""
+    match = re.search(r"Verify error: ?(.*)", err)
+    if match:
+        reason = match.group(1).strip()
+        for key, _cls, words in _CHAIN_ERRORS:
+            if key in reason:
+                return Verdict(False, "BAD %s signature: %s%s" % (label, words, of))
+        return Verdict(
+            False, "BAD %s signature: untrusted signer: no CA given trusts its certificate (%s)%s" % (label, reason, of)
+        )
+    if "content verify error" in err or "CMS_SignerInfo_verify_content" in err:
+        return Verdict(
+            False, "BAD %s signature: the signed content was changed after signing (digest mismatch)%s" % (label, of)
+        )
+    if "CMS_SignerInfo_verify" in err or "invalid padding" in err or "bad signature" in err:
+        return Verdict(
+            False, "BAD %s signature: the signature itself does not verify (damaged or forged)%s" % (label, of)
+        )
+    if result.rc == 2 or "Error reading" in err or "wrong tag" in err:
+        return Verdict(False, "BAD %s signature: the signature is damaged (not a readable CMS structure)" % label)
+    last = [line for line in err.splitlines() if line.strip()]
+    return Verdict(
+        False, "BAD %s signature: openssl says: %s" % (label, shown(last[-1] if last else "rc %d" % result.rc))
+    )
+
+
+def _load_cert(path):
+    from cryptography import x509
+
+    with open(path, "rb") as f:
+        return x509.load_pem_x509_certificate(f.read())
+
+
+def cert_emails(cert):
+    """A certificate's addresses, lower-cased: its SAN rfc822Names, else its subject's emailAddress."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        emails = san.get_values_for_type(x509.RFC822Name)
+    except x509.ExtensionNotFound:
+        emails = []
+    if not emails:
+        emails = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)]
+    return [str(e).lower() for e in emails]
+
+
+def describe_cert(cert):
+    """``subject=...; sha256 fingerprint AB:CD:...`` of a certificate."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    subject = cert.subject.rfc4514_string({NameOID.EMAIL_ADDRESS: "emailAddress"})
+    fpr = cert.fingerprint(hashes.SHA256()).hex().upper()
+    return "subject %s, SHA-256 fingerprint %s" % (
+        shown(subject),
+        ":".join(fpr[i : i + 2] for i in range(0, len(fpr), 2)),
+    )
+
+
+def _signer_guess(der):
+    """Who a signature says signed it (its one end-entity certificate), for a message about a bad one."""
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import pkcs7
+        from cryptography.x509.oid import NameOID
+
+        certs = pkcs7.load_der_pkcs7_certificates(der)
+        leaves = []
+        for cert in certs:
+            try:
+                if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+                    continue
+            except x509.ExtensionNotFound:
+                pass
+            leaves.append(cert)
+        if len(leaves) == 1:
+            return shown(leaves[0].subject.rfc4514_string({NameOID.EMAIL_ADDRESS: "emailAddress"}))
+    except Exception:  # a damaged signature: nothing to tell
+        return None
+    return None
+
+
+def verify_openpgp(armored, signed_chunks, settings, from_addrs):
+    """The :class:`Verdict` of a detached OpenPGP signature over ``signed_chunks`` (CRLF)."""
+    with _private_dir(settings) as tmp:
+        sig = os.path.join(tmp, "signature.asc")
+        with open(sig, "wb") as out:
+            out.write(armored)
+        argv = ["gpg", "--batch", "--no-tty", "--status-fd", "{status_fd}", "--verify", sig, "-"]
+        result = crypto.run_tool(argv, signed_chunks, status=True, env=settings.env)
+    verdict = gpg_verdict(result.status, settings, from_addrs)
+    if verdict is None:
+        return Verdict(False, "BAD OpenPGP signature: not a readable signature (%s)" % _first(result.stderr))
+    return verdict
+
+
+def _first(text):
+    """gpg's first line of stderr (the others repeat it, or give advice)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return shown(lines[0]) if lines else "no reason given"
+
+
+def gpg_verdict(status, settings, from_addrs):
+    """The verdict of gpg's status lines about a signature (the first one), None when there was none."""
+    words = {}
+    order = []
+    for line in status:
+        parts = line.split(" ")
+        if parts[0] in words:
+            continue
+        words[parts[0]] = parts[1:]
+        order.append(parts[0])
+    if "NEWSIG" not in words and not any(k in words for k in ("GOODSIG", "BADSIG", "ERRSIG")):
+        return None
+    keyid = None
+    for key in ("GOODSIG", "BADSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "ERRSIG"):
+        if key in words and words[key]:
+            keyid = words[key][0]
+            break
+    uid = ""
+    for key in ("GOODSIG", "BADSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"):
+        if key in words and len(words[key]) > 1:
+            uid = " ".join(words[key][1:])
+            break
+    fpr = words["VALIDSIG"][0] if "VALIDSIG" in words else None
+    primary = words["VALIDSIG"][-1] if "VALIDSIG" in words and len(words["VALIDSIG"]) >= 10 else fpr
+    who = "%s (key %s%s)" % (
+        shown(uid) if uid else "key %s" % keyid,
+        keyid,
+        ", fingerprint %s" % primary if primary else "",
+    )
+    if uid == "":
+        who = "key %s%s" % (keyid, ", fingerprint %s" % primary if primary else "")
+    if "BADSIG" in words:
+        return Verdict(False, "BAD OpenPGP signature: the signed content was changed after signing (from %s)" % who)
+    if "ERRSIG" in words:
+        if "NO_PUBKEY" in words:
+            return Verdict(
+                False, "BAD OpenPGP signature: unknown signer: no public key %s in the GnuPG keyring" % keyid
+            )
+        return Verdict(False, "BAD OpenPGP signature: gpg cannot check it (key %s)" % keyid)
+    if "REVKEYSIG" in words or "KEYREVOKED" in words:
+        return Verdict(False, "BAD OpenPGP signature: the signer's key is revoked (%s)" % who)
+    if "EXPKEYSIG" in words:
+        return Verdict(False, "BAD OpenPGP signature: the signer's key has expired (%s)" % who)
+    if "EXPSIG" in words:
+        return Verdict(False, "BAD OpenPGP signature: the signature has expired (%s)" % who)
+    if "GOODSIG" not in words:
+        return Verdict(False, "BAD OpenPGP signature: gpg gave no verdict (%s)" % " ".join(order))
+    trust = next((k for k in order if k.startswith("TRUST_")), None)
+    if trust not in ("TRUST_FULLY", "TRUST_ULTIMATE"):
+        level = trust[6:].lower() if trust else "none"
+        return Verdict(
+            False,
+            "BAD OpenPGP signature: untrusted signer: the key is not certified as its user's in "
+            "the GnuPG keyring (trust %s) (%s)" % (level, who),
+        )
+    emails = key_emails(primary or keyid, settings)
+    if not from_addrs or not set(emails) & set(from_addrs):
+        return Verdict(
+            False,
+            "signer's address is not the From address: OpenPGP key of %s, From: %s"
+            % (shown(", ".join(emails)) or "(no address)", shown(", ".join(from_addrs)) or "(none)"),
+        )
+    return Verdict(True, "good OpenPGP signature from %s" % who)
+
+
+def key_emails(key, settings):
+    """The addresses of the valid user ids of the OpenPGP key ``key`` (lower-cased)."""
+    from email.utils import parseaddr
+
+    result = crypto.run_tool(["gpg", "--batch", "--no-tty", "--with-colons", "--list-keys", key], env=settings.env)
+    emails = []
+    for line in result.stdout.decode("utf-8", "replace").splitlines():
+        fields = line.split(":")
+        if fields[0] == "uid" and len(fields) > 9 and fields[1] not in ("r", "e", "i"):
+            addr = parseaddr(fields[9].replace("\\x3a", ":"))[1]
+            if addr:
+                emails.append(addr.lower())
+    return emails
+
+
+# -- decrypt -----------------------------------------------------------------------------------
+
+
+def decrypt(f, settings, depth=0):
+    """``(result, verdicts)`` for the message spooled in ``f``: ``result`` a temporary file
+    holding the message to write instead of it (None: write it unchanged), and what was found."""
+    top = entity_at(f, 0)
+    if depth >= MAX_DEPTH or not is_encrypted(top):
+        if depth and kind_of(top) is not None:
+            return None, [verify(f, settings)]
+        return None, []
+    from pipemail import spool
+
+    plain = spool.spool_file(settings.env, prefix="pymime-")
+    try:
+        if top.content_type == "multipart/encrypted":
+            ok, verdicts = _decrypt_openpgp(f, top, settings, plain)
+        else:
+            ok, verdicts = _decrypt_smime(f, top, settings, plain)
+        if not ok:
+            return None, verdicts
+        message = spool.spool_file(settings.env, prefix="pymime-")
+        try:
+            _rewrap(top, plain, message, settings)
+        except OSError as exc:
+            message.close()
+            raise IOFailure("cannot write a spool file: %s" % describe_oserror(exc)) from None
+        except BaseException:
+            message.close()
+            raise
+    finally:
+        plain.close()
+    inner, more = decrypt(message, settings, depth + 1)
+    if inner is not None:
+        message.close()
+        message = inner
+    return message, verdicts + more
+
+
+def _rewrap(top, plain, message, settings):
+    """Write to ``message`` the outer header ``top`` without its Content-* fields, then the decrypted
+    entity in ``plain`` (CRLF) with LF line ends; of the entity's own header, a field the outer header
+    already has (MIME-Version, or the same line) is not written twice."""
+    from pipemail import mailbox, spool
+
+    lf = spool.spool_file(settings.env, prefix="pymime-")
+    with lf:
+        for chunk in lf_lines(_file_chunks(plain, 0, None)):
+            lf.write(chunk)
+        lf.flush()
+        outer = [field for field in top.fields() if not field.lower().startswith(b"content-")]
+        for field in outer:
+            message.write(field)
+        lf.seek(0)
+        head = lf.read(mailbox.HEAD_SIZE)
+        start = 0
+        if mailbox.classify(head, complete=len(head) < mailbox.HEAD_SIZE) == "message" or head.startswith(b"\n"):
+            inner = entity_at(lf, 0)
+            seen = {_field_name(field) for field in outer} & {b"mime-version"}
+            lines = {field.rstrip(b"\r\n") for field in outer}
+            for field in inner.fields():
+                if _field_name(field) in seen or field.rstrip(b"\r\n") in lines:
+                    continue
+                message.write(field)
+            start = inner.body - 1 if inner.body else 0  # the blank line that ends the header
+        else:
+            message.write(b"\n")
+        for chunk in _file_chunks(lf, start, None):
+            message.write(chunk)
+        message.flush()
+
+
+def _field_name(field):
+    return field.split(b":", 1)[0].strip().lower()
+
+
+def _not_decrypted(text, code=None):
+    return Verdict(False, "not decrypted: " + text, code)
+
+
+def _decrypt_smime(f, top, settings, plain):
+    if settings.kind == crypto.OPENPGP:
+        return False, [_not_decrypted("S/MIME encrypted, and only OpenPGP was asked for")]
+    if not settings.cert or not settings.key:
+        return False, [
+            _not_decrypted(
+                "S/MIME encrypted, and no key is configured: give --cert FILE --key FILE, or set "
+                "smime_cert and smime_key in the account",
+                ConfigError.exit_code,
+            )
+        ]
+    from pipemail import cms
+
+    passphrase = settings.passphrase()
+    try:
+        cipher = cms.decrypt(
+            _decoded_body(f, top, None), plain, cert=settings.cert, key=settings.key, passphrase=passphrase
+        )
+    except cms.NotForUs as exc:
+        whom = "; ".join(str(r) for r in exc.recipients)
+        return False, [_not_decrypted("S/MIME encrypted, not to our certificate (it is for: %s)" % (whom or "nobody"))]
+    except DataError as exc:
+        return False, [_not_decrypted("S/MIME: %s" % exc)]
+    plain.flush()
+    return True, [Verdict(True, "decrypted (S/MIME, %s)" % cipher)]
+
+
+def _decrypt_openpgp(f, top, settings, plain):
+    protocol = (top.param("protocol") or "").strip().lower()
+    if protocol != crypto.PGP_ENCRYPTED_TYPE:
+        return False, [_not_decrypted("multipart/encrypted with an unknown protocol %r" % shown(protocol))]
+    if settings.kind == crypto.SMIME:
+        return False, [_not_decrypted("OpenPGP encrypted, and only S/MIME was asked for")]
+    boundary = top.param("boundary")
+    marks = delimiters(f, max(top.body - 1, 0), boundary) if boundary else []
+    if len(marks) < 2 or marks[1][2]:
+        return False, [_not_decrypted("malformed multipart/encrypted (it does not hold two parts)")]
+    end = line_break_before(f, marks[2][0], marks[1][1]) if len(marks) > 2 else None
+    part = entity_at(f, marks[1][1], end)
+    passphrase = settings.passphrase()
+    argv = ["gpg", "--batch", "--no-tty", "--status-fd", "{status_fd}"]
+    if passphrase is not None:
+        argv += ["--pinentry-mode", "loopback", "--passphrase-fd", "{pass_fd}"]
+    argv += ["--decrypt"]
+    result = crypto.run_tool(
+        argv, _decoded_body(f, part, end), out=plain, status=True, passphrase=passphrase, env=settings.env
+    )
+    status = {line.split(" ")[0] for line in result.status}
+    # gpg exits 1 or 2 for a bad or unknown signature inside: its status lines say whether it decrypted
+    if "DECRYPTION_OKAY" not in status or status & {"DECRYPTION_FAILED", "BADMDC"}:
+        if "NO_SECKEY" in status and "DECRYPTION_KEY" not in status:
+            keys = [line.split(" ")[1] for line in result.status if line.startswith("ENC_TO ")]
+            return False, [
+                _not_decrypted(
+                    "OpenPGP encrypted, not to a secret key in the GnuPG keyring (to key %s)" % ", ".join(keys)
+                )
+            ]
+        if any(line.startswith("FAILURE") for line in result.status) and "Bad passphrase" in result.stderr:
+            return False, [_not_decrypted("OpenPGP: bad passphrase for the secret key", ConfigError.exit_code)]
+        return False, [_not_decrypted("OpenPGP: gpg could not decrypt it (%s)" % _first(result.stderr))]
+    plain.flush()
+    verdicts = [Verdict(True, "decrypted (OpenPGP)")]
+    signed = gpg_verdict(result.status, settings, from_addresses(top))
+    if signed is not None:
+        verdicts.append(signed)
+    return True, verdicts
