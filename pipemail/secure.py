@@ -78,6 +78,8 @@ def settings(account, *, sign=None, encrypt=None, kind=None, recipient_certs=(),
     sign = bool(account.sign) if sign is None else sign
     encrypt = bool(account.encrypt) if encrypt is None else encrypt
     if not (sign or encrypt):
+        if kind:
+            raise UsageError("--%s says how to sign or encrypt: give --sign or --encrypt with it" % kind)
         if recipient_certs:
             raise UsageError("--recipient-cert is for --encrypt: the message is not encrypted")
         return None
