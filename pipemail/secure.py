@@ -23,8 +23,8 @@ from pipemail import crypto, message
 from pipemail.errors import ConfigError, NoPermError, PipemailError, UsageError, shown
 
 # Room the wrapping takes beyond the entity, for --max-size (generous: a part must fit)
-SIGN_ROOM = 16 * 1024  # multipart/signed framing and a signature (S/MIME: with the signer's certificate)
-ENCRYPT_ROOM = 8 * 1024  # the wrapper's own header fields and framing
+SIGN_ROOM = 8 * 1024  # multipart/signed framing and a signature (S/MIME: with the signer's certificate)
+ENCRYPT_ROOM = 4 * 1024  # the wrapper's own header fields and framing
 RECIPIENT_ROOM = 2048  # per recipient: an RSA-4096 RecipientInfo, or an OpenPGP PKESK, with room to spare
 
 
