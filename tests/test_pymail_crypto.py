@@ -214,3 +214,28 @@ def test_100mb_attachment_signed_and_encrypted_in_bounded_memory(pki, tmp_path):
         tail = f.read()
     boundary = re.search(rb'boundary="([^"]+)"', head).group(1)
     assert head.startswith(b"Content-Type: multipart/signed;") and tail.endswith(b"\r\n--" + boundary + b"--\r\n")
+
+
+def test_what_fails_to_go_out_is_kept_encrypted_and_resent_as_it_is(run, smtp_server, pki, tmp_path):
+    env = _config(tmp_path, pki)
+    from smtp_server import free_port
+
+    down = "smtp://127.0.0.1:%d" % free_port()
+    r = run(
+        "pymail", "--account", "me", "--transport", down, "--encrypt", "-b", "carol@example.org",
+        "bob@example.org", input=SECRET, env=env,
+    )  # fmt: skip
+    assert r.returncode == 75
+    dead = (tmp_path / "home" / "dead.letter").read_bytes()
+    assert dead.count(b"\nX-Pipemail-Undelivered-To: ") == 2 and SECRET[:20] not in dead
+    assert b"X-Pipemail-Undelivered-To: bob@example.org\n" in dead
+    assert b"X-Pipemail-Undelivered-To: carol@example.org\n" in dead
+    srv = smtp_server()
+    r = run("pymail", "--transport", srv.url, "--resend", tmp_path / "home" / "dead.letter", env=env)
+    assert (r.returncode, r.stderr.splitlines()[-1]) == (
+        0,
+        "pymail: resend: all messages went out (%s)" % (tmp_path / "home" / "dead.letter"),
+    )
+    assert [m[1] for m in srv.messages] == [["bob@example.org"], ["carol@example.org"]]
+    assert _decrypt(pki, "carol", srv.messages[1][2], tmp_path)[0] == 0
+    assert _decrypt(pki, "bob", srv.messages[1][2], tmp_path)[0] == 4
