@@ -239,3 +239,35 @@ def test_what_fails_to_go_out_is_kept_encrypted_and_resent_as_it_is(run, smtp_se
     assert [m[1] for m in srv.messages] == [["bob@example.org"], ["carol@example.org"]]
     assert _decrypt(pki, "carol", srv.messages[1][2], tmp_path)[0] == 0
     assert _decrypt(pki, "bob", srv.messages[1][2], tmp_path)[0] == 4
+
+
+def test_pysendmail_account_signs_and_encrypts_what_it_accepts_and_queues(run, smtp_server, pki, tmp_path):
+    from smtp_server import free_port
+
+    srv = smtp_server()
+    queue_dir = tmp_path / "queue"
+
+    def sendmail(url, *args):
+        env = _config(
+            tmp_path,
+            pki,
+            'transport = "%s"\ndomain = "example.org"\naliases = "/dev/null"\nsign = true\nencrypt = true\n' % url,
+        )
+        cfg = open(env["PIPEMAIL_CONFIG"]).read()
+        open(env["PIPEMAIL_CONFIG"], "w").write('queue = "%s"\n' % queue_dir + cfg)
+        given = b"From: alice@example.org\nTo: bob@example.org\nBcc: carol@example.org\nSubject: cron\n\n" + SECRET
+        return run("pysendmail", *args, input=given, env=dict(env, TMPDIR=str(tmp_path)), lint=False)
+
+    r = sendmail(srv.url, "-t", "-i")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert [m[1] for m in srv.messages] == [["bob@example.org"], ["carol@example.org"]]
+    for (_f, _r, raw), name in zip(srv.messages, ("bob", "carol"), strict=True):
+        assert b"Bcc" not in raw and SECRET[:20] not in raw
+        rc, plain = _decrypt(pki, name, raw, tmp_path)
+        assert rc == 0 and _verifies(pki, plain, tmp_path)
+        assert _decrypt(pki, "carol" if name == "bob" else "bob", raw, tmp_path)[0] == 4
+    # the server down: what is queued is already encrypted
+    r = sendmail("smtp://127.0.0.1:%d" % free_port(), "-t", "-i")
+    assert r.returncode == 0 and r.stderr.count("pysendmail: queued as ") == 2
+    stored = b"".join(p.read_bytes() for p in queue_dir.rglob("*") if p.is_file())
+    assert b"application/pkcs7-mime" in stored and SECRET[:20] not in stored
