@@ -785,7 +785,8 @@ def accept_drops(q, req_account, ctx, cfg=None, say=None):
             with spool.spool(drop.chunks, ctx.env, "the drop") as f:
                 msg, sender, rcpts = prepare(message.FileData(f, "drop %s" % drop.name), req, account, who)
                 msg.headers.insert(0, ("Received", received(drop.uid, who.user)))
-                q.add(msg.segments(), sender, rcpts, owner=drop.uid, account=account.name)  # never a user's proxy
+                for copy, group in wrapped(msg, sender, rcpts, account, ctx.env) or [(msg, rcpts)]:
+                    q.add(copy.segments(), sender, group, owner=drop.uid, account=account.name)  # never a user's proxy
         except (IOFailure, CantCreateError) as exc:  # the queue's own trouble: the drop waits for the next run
             ctx.warn("drop %s from %s left in the maildrop: %s" % (drop.name, who.user, exc))
             continue
