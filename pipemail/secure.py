@@ -83,6 +83,8 @@ def settings(account, *, sign=None, encrypt=None, kind=None, recipient_certs=(),
         if recipient_certs:
             raise UsageError("--recipient-cert is for --encrypt: the message is not encrypted")
         return None
+    if recipient_certs and not encrypt:
+        raise UsageError("--recipient-cert is for --encrypt: the message is not encrypted")
     kind = kind or account.crypto
     what = "--sign and --encrypt" if sign and encrypt else "--sign" if sign else "--encrypt"
     if kind is None:
@@ -154,7 +156,11 @@ def _smime_certs(s, recipients):
             for name in (addr, addr.lower()):
                 candidate = os.path.join(where, name + ".pem")
                 if os.path.isfile(candidate):
-                    _cert_emails(candidate, s.env, "the certificate of %s," % addr)
+                    if addr.lower() not in _cert_emails(candidate, s.env, "the certificate of %s," % addr):
+                        raise ConfigError(
+                            "the certificate %s is not %s's (it names another address): not sent (never in clear)"
+                            % (shown(candidate), addr)
+                        )
                     path = candidate
                     break
         if path is None:

@@ -246,6 +246,16 @@ def test_recipient_certificates_from_the_directory_and_options(pki, tmp_path):
         "no S/MIME certificate for carol@example.org: give --recipient-cert FILE, or put it in %s: "
         "not sent (never in clear)" % (certs / "carol@example.org.pem")
     )
+    (certs / "carol@example.org.pem").write_bytes(open(pki.cert("eve"), "rb").read())  # someone else's
+    with pytest.raises(ConfigError) as e:
+        secure.recipient_keys(s, ["carol@example.org"])
+    assert str(e.value) == (
+        "the certificate %s is not carol@example.org's (it names another address): not sent (never in clear)"
+        % (certs / "carol@example.org.pem")
+    )
+    with pytest.raises(UsageError) as e:
+        secure.settings(acct, sign=True, encrypt=False, recipient_certs=[pki.cert("bob")])
+    assert str(e.value) == "--recipient-cert is for --encrypt: the message is not encrypted"
     s = secure.settings(acct, sign=False, encrypt=True, recipient_certs=[pki.cert("old")])
     with pytest.raises(ConfigError) as e:
         secure.recipient_keys(s, ["old@example.org"])
