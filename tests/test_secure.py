@@ -390,3 +390,35 @@ def test_base64_signature_decodes_to_der(pki, tmp_path):
     raw = _wrap(_compose(tmp_path, attach=False), _account(pki), sign=True, encrypt=False)
     _content, sig = _split(raw)
     assert sig[:1] == b"\x30" and base64.b64encode(sig)[:8] in raw
+
+
+def test_openpgp_unknown_signer_and_uncertified_recipient(gnupg, tmp_path):
+    msg = _compose(tmp_path, attach=False)
+    with pytest.raises(ConfigError) as e:
+        _wrap(msg, _pgp(pgp_key="<nobody@example.org>"), sign=True, encrypt=False, env=gnupg.env)
+    assert str(e.value) == (
+        "no OpenPGP secret key for <nobody@example.org> in your GnuPG keyring: set pgp_key in the account "
+        "(see pipemail.conf(5))"
+    )
+    other = tmp_path / "other"
+    other.mkdir(mode=0o700)
+    env = dict(gnupg.env, GNUPGHOME=str(other))
+    subprocess.run(
+        ["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key",
+         "Dan <dan@example.org>", "future-default", "default", "never"],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    public = subprocess.run(["gpg", "--export", "dan@example.org"], env=env, check=True, capture_output=True).stdout
+    subprocess.run(["gpgconf", "--kill", "all"], env=env)
+    home = gnupg.copy(tmp_path)
+    try:
+        home.gpg("--import", input=public, check=True)  # imported, never certified
+        s = secure.settings(_pgp(), encrypt=True, env=home.env)
+        with pytest.raises(ConfigError) as e:
+            secure.wrap(msg, s, SENDER, ["dan@example.org"])
+        assert str(e.value) == (
+            "cannot encrypt to dan@example.org: the key is not certified: there is no assurance it belongs to "
+            "that address (certify it: gpg --lsign-key): not sent (never in clear)"
+        )
+    finally:
+        home.kill_agent()
