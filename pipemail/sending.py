@@ -185,7 +185,7 @@ def send_mail(
                     "give the data with -a FILE"
                     % (msg.size(), _kib(max_size))
                     + (" (and the recipients with operands, not -t)" if read_recipients else "")
-                    + (" (signed or encrypted, it would be over %d bytes)" % limit if limit != max_size else "")
+                    + (" (signed or encrypted: %d bytes before it is wrapped)" % limit if limit != max_size else "")
                 ),
                 wrapper,
             )
