@@ -266,3 +266,18 @@ def test_pysendmail_account_signs_and_encrypts_what_it_accepts_and_queues(run, s
     assert r.returncode == 0 and r.stderr.count("pysendmail: queued as ") == 2
     stored = b"".join(p.read_bytes() for p in queue_dir.rglob("*") if p.is_file())
     assert b"application/pkcs7-mime" in stored and SECRET[:20] not in stored
+
+
+def test_max_size_refusal_of_a_message_to_be_signed_keeps_nothing_in_clear(run, pki, tmp_path):
+    env = _config(tmp_path, pki)
+    r = run(
+        "pymail", "--account", "me", "--transport", "-", "--sign", "--max-size", "20K", "bob@example.org",
+        input=SECRET * 400, env=env,
+    )  # fmt: skip
+    assert r.returncode == 64 and r.stdout == b""
+    assert re.fullmatch(
+        r"pymail: the message is \d+ bytes, over --max-size 20K, and only attachments are split: give the data "
+        r"with -a FILE \(signed or encrypted: 12288 bytes before it is wrapped\) \(see 'pymail --help'\)\n",
+        r.stderr,
+    ), r.stderr
+    assert not (tmp_path / "home" / "dead.letter").exists()
