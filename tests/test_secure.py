@@ -422,3 +422,22 @@ def test_openpgp_unknown_signer_and_uncertified_recipient(gnupg, tmp_path):
         )
     finally:
         home.kill_agent()
+
+
+def test_smime_encrypted_for_each_recipient_read_by_pipemail_cms(pki, tmp_path):
+    import io
+
+    from pipemail import cms
+
+    msg = _compose(tmp_path, attach=False)
+    acct = _account(pki, smime_cert=None, smime_key=None)
+    raw = _wrap(msg, acct, sign=False, encrypt=True, rcpts=("bob@example.org", "dave@example.org"),
+                certs=[pki.cert("bob"), pki.cert("dave")])  # fmt: skip
+    der = base64.b64decode(raw.split(b"\n\n", 1)[1])
+    _outer, entity = msg.entity()
+    for name in ("bob", "dave"):
+        out = io.BytesIO()
+        assert cms.decrypt([der], out, cert=pki.cert(name), key=pki.key(name)) == "aes-256-cbc"
+        assert out.getvalue() == entity.as_bytes().replace(b"\n", b"\r\n")
+    with pytest.raises(cms.NotForUs):
+        cms.decrypt([der], io.BytesIO(), cert=pki.cert("alice"), key=pki.key("alice"))
