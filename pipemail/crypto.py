@@ -74,6 +74,23 @@ def tool_path(name, env=None):
 
 
 def run_tool(argv, chunks=None, *, out=None, passphrase=None, status=False, env=None, timeout=None):
+    """Run ``argv`` as :func:`_run_tool` says, SIGPIPE ignored meanwhile: a tool that exits before it
+    has read all its input (a wrong passphrase) must not kill the command that feeds it, whose CLI
+    may have restored SIGPIPE's default (``... | head``); the write then fails, and rc tells why."""
+    import signal
+
+    try:
+        old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    except ValueError:  # not the main thread: SIGPIPE is Python's default there (ignored) anyway
+        old = None
+    try:
+        return _run_tool(argv, chunks, out=out, passphrase=passphrase, status=status, env=env, timeout=timeout)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGPIPE, old)
+
+
+def _run_tool(argv, chunks=None, *, out=None, passphrase=None, status=False, env=None, timeout=None):
     """Run ``argv`` with ``chunks`` streamed to its stdin; a :class:`ToolResult`.
 
     ``out``: a binary file that stdout is copied to (None: stdout is captured, at most

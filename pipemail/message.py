@@ -258,6 +258,8 @@ class Stats:
         self.long_line = False  # a line over 998 bytes
         self.lone_dot = False  # a line holding a single '.'
         self.ends_nl = True  # empty, or ending with a newline
+        self.trailing_space = False  # a line ending in a space or a tab (a transport may strip it)
+        self.from_line = False  # a line starting with "From " (an mbox quotes it: ">From ")
         # False when the pass stopped at a NUL byte (binary: nothing more is needed of it);
         # size, newlines, dots and the rest then tell only what came before
         self.complete = True
@@ -269,6 +271,13 @@ class Stats:
         ok = self.ascii and not (self.cr or self.nul or self.lone_dot or self.long_line)
         return ok and self.ends_nl
 
+    @property
+    def signing_safe(self):
+        """Whether the bytes go as they are (7bit) in a signed message: 7-bit safe, and no line
+        that a transport or a mailbox changes (RFC 3156 section 3, RFC 8551 section 3.1.1):
+        one ending in white space, one starting with "From "."""
+        return self.seven_bit_safe and not (self.trailing_space or self.from_line)
+
 
 def scan(src):
     """The :class:`Stats` of ``src`` (one pass, made once per source)."""
@@ -279,6 +288,7 @@ def scan(src):
     run = 0  # the length of the line the previous chunk left open
     last = b"\n"  # the last byte so far: a line start before the first
     tail = b"\n"  # the last two bytes so far
+    tail5 = b"\n"  # the last five bytes so far ("From " across a cut)
     for chunk in src:
         if not chunk:
             continue
@@ -291,6 +301,10 @@ def scan(src):
             st.nul, st.complete, st.ascii, st.utf8 = True, False, False, False
             break
         st.cr = st.cr or b"\r" in chunk
+        if not st.trailing_space:
+            st.trailing_space = b" \n" in chunk or b"\t\n" in chunk or (last in b" \t" and chunk[:1] == b"\n")
+        if not st.from_line:
+            st.from_line = b"\nFrom " in chunk or b"\nFrom " in tail5 + chunk[:5]
         if st.ascii and not chunk.isascii():
             st.ascii = False
             decoder = codecs.getincrementaldecoder("utf-8")()
@@ -305,6 +319,7 @@ def scan(src):
             nl = chunk.rfind(b"\n")
             run = run + n if nl < 0 else n - nl - 1
         tail = (tail + chunk[-2:])[-2:]
+        tail5 = (tail5 + chunk[-5:])[-5:]
         last = chunk[-1:]
     if decoder is not None and st.utf8:
         try:
@@ -312,6 +327,7 @@ def scan(src):
         except UnicodeDecodeError:
             st.utf8 = False
     st.ends_nl = st.size == 0 or last == b"\n"
+    st.trailing_space = st.trailing_space or (st.size > 0 and last in b" \t")  # Raw adds the newline
     if not st.complete:
         st.ends_nl, st.size = False, src.size
     src.stats = st
@@ -596,9 +612,15 @@ class Part:
         self.body = body  # a Body: re-iterable chunks ending in \n, with its sizes
 
 
-def text_part(data, charset):
+def _as_is(st, signing):
+    """Whether bytes of these Stats go 7bit: safe for a transport, and when ``signing`` for a signature."""
+    return st.signing_safe if signing else st.seven_bit_safe
+
+
+def text_part(data, charset, *, signing=False):
+    """The text part: 7bit when it is safe (when ``signing``: safe to sign), else quoted-printable."""
     src = source(data)
-    body = Raw(src) if scan(src).seven_bit_safe else QuotedPrintable(src)
+    body = Raw(src) if _as_is(scan(src), signing) else QuotedPrintable(src)
     cte = "7bit" if isinstance(body, Raw) else "quoted-printable"
     from pipemail import headers
 
@@ -606,8 +628,9 @@ def text_part(data, charset):
     return Part([("Content-Type", content_type), ("Content-Transfer-Encoding", cte)], body)
 
 
-def attachment_part(data, filename, mime=None, *, seven_bit=False, charset=None):
-    """An attachment (bytes or a source), base64; as it is (7bit) when ``seven_bit`` and the data is 7-bit safe.
+def attachment_part(data, filename, mime=None, *, seven_bit=False, charset=None, signing=False):
+    """An attachment (bytes or a source), base64; as it is (7bit) when ``seven_bit`` and the data is 7-bit safe
+    (when ``signing``: and safe to sign, see :attr:`Stats.signing_safe`).
 
     A text/* part says its charset: the one its bytes tell (:func:`text_charset`), with
     ``charset`` for 8-bit text that is not UTF-8; its bytes go unchanged.  The MIME type
@@ -616,7 +639,7 @@ def attachment_part(data, filename, mime=None, *, seven_bit=False, charset=None)
 
     src = source(data)
     mime = mime or _mime_type(src.head(), filename)
-    cte = "7bit" if seven_bit and scan(src).seven_bit_safe else "base64"
+    cte = "7bit" if seven_bit and _as_is(scan(src), signing) else "base64"
     params = [("charset", text_charset(src, charset))] if mime.startswith("text/") else []
     return Part(
         [
@@ -693,6 +716,15 @@ class Message:
         self.headers.append(
             ("Content-Type", headers.mime("Content-Type", "multipart/mixed", [("boundary", self.boundary)]))
         )
+
+    def entity(self):
+        """``(outer, inner)``: the header fields outside the MIME entity this message carries (From,
+        To, Subject, Date...), and that entity as a Message of its own: its Content-* fields, a
+        blank line and its body, which is what a signature covers and what is encrypted."""
+        outer = [(n, v) for n, v in self.headers if not n.lower().startswith("content-")]
+        inner = Message([(n, v) for n, v in self.headers if n.lower().startswith("content-")], self.parts)
+        inner.raw_body, inner.boundary = self.raw_body, self.boundary
+        return outer, inner
 
     def remove_header(self, name):
         self.headers = [(n, v) for n, v in self.headers if n.lower() != name.lower()]
@@ -803,6 +835,7 @@ def compose(
     date=None,
     message_id=None,
     attach_charset=None,
+    signing=False,
 ):
     """A :class:`Message` for ``body`` (stdin: bytes or a source such as its spool's
     :class:`FileData`) and ``attachments`` (paths, or sources from :func:`open_attachment`).
@@ -813,7 +846,9 @@ def compose(
     and it is read and encoded while the message is read.  Every header is
     encoded and folded (:mod:`pipemail.headers`); ``extra_headers`` (from -H,
     checked by :func:`parse_header_option`) replace pymail's own of the same name
-    (Date, Message-ID), never add a second one.
+    (Date, Message-ID), never add a second one.  ``signing``: the message is to be signed, so
+    text goes 7bit only when no line ends in white space or starts with "From " (else
+    quoted-printable), lines that a transport or a mailbox would change under the signature.
     """
     from email.utils import formatdate, make_msgid
 
@@ -826,7 +861,7 @@ def compose(
     kind, what = classify_body(body)
     if kind == "text":
         if body.size or not attachments:
-            parts.append(text_part(body, what))
+            parts.append(text_part(body, what, signing=signing))
     else:
         name = os.path.basename(stdin_name or "")  # a file name, as -a gives: never a path
         if name in ("", ".", ".."):

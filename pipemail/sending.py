@@ -75,16 +75,28 @@ def send_mail(
     stdin_name=None,
     max_size=None,
     attach_charset=None,
+    sign=None,
+    encrypt=None,
+    crypto_kind=None,
+    recipient_certs=(),
 ):
     """Send ``body`` (stdin: bytes, or its spool as a :class:`pipemail.message.FileData`); the exit code.
 
     The attachments are opened first and held open until the end: what is sent, and
-    kept when it fails, is what was opened (a file that changes meanwhile is an IOFailure)."""
+    kept when it fails, is what was opened (a file that changes meanwhile is an IOFailure).
+
+    ``sign``/``encrypt`` (None: the account's ``sign``/``encrypt``), ``crypto_kind``
+    ("smime", "openpgp"; None: the account's ``crypto``) and ``recipient_certs`` (S/MIME
+    certificate files) sign and encrypt the message (:mod:`pipemail.secure`).  Every
+    recipient's certificate or key is found before anything is sent; a recipient the
+    message does not list (Bcc) gets a copy of their own, encrypted to them alone."""
     from email.utils import formatdate, getaddresses, make_msgid, parseaddr
 
     from pipemail import headers as fields
 
     account = _account(opts)
+    wrapper = _wrapper(opts, account, sign, encrypt, crypto_kind, recipient_certs)
+    signing = wrapper is not None and wrapper.sign
     from_pair = _one_address("-r", sender) if sender else None
     if from_pair is None and account.from_:
         try:
@@ -108,12 +120,14 @@ def send_mail(
         listed = getaddresses(
             [v.replace("\n", "") for v in (msg.header(h) for h in ("To", "Cc", "Bcc")) if v]  # 3.13: no empties
         )
+        in_view = getaddresses([v.replace("\n", "") for v in (msg.header(h) for h in ("To", "Cc")) if v])
         if msg.header("From") is not None:
             from_pair = parseaddr(msg.header("From").replace("\n", ""))
         qualify = _qualifier(opts, account, [from_pair[1]] + [a for _, a in listed + to_p + cc_p + bcc_p])
         from_pair = (from_pair[0], qualify(from_pair[1]))
         # the message's own headers are the user's, kept as given; the envelope is qualified
         rcpts = [qualify(a) for _, a in listed if a] + [qualify(a) for _, a in to_p + cc_p + bcc_p]
+        shown = {qualify(a) for _, a in in_view if a}  # the others are not in the message: Bcc
         msg.remove_header("Bcc")
         if subject is not None:  # -s with -t: the option wins
             msg.remove_header("Subject")
@@ -132,6 +146,7 @@ def send_mail(
         from_pair = (from_pair[0], qualify(from_pair[1]))
         to_p, cc_p, bcc_p = ([(n, qualify(a)) for n, a in pairs] for pairs in (to_p, cc_p, bcc_p))
         rcpts = [a for _, a in to_p + cc_p + bcc_p]
+        shown = {a for _, a in to_p + cc_p}
         msg = message.compose(
             body,
             subject=subject,
@@ -142,11 +157,22 @@ def send_mail(
             attachments=attach,
             stdin_name=stdin_name,
             attach_charset=attach_charset,
+            signing=signing,
         )
     rcpts = _unique(rcpts)
     if not rcpts:
         raise UsageError("no recipients: give RECIPIENT operands (or -t with To/Cc/Bcc in the message)")
-    if max_size is not None and msg.size() > max_size:
+    groups, keys = [rcpts], None
+    if wrapper is not None and wrapper.encrypt:
+        from pipemail import secure
+
+        keys = secure.recipient_keys(wrapper, rcpts)  # every one before anything is sent (78)
+        seen = [a for a in rcpts if a in shown]
+        groups = ([seen] if seen else []) + [[a] for a in rcpts if a not in shown]
+    limit = max_size
+    if max_size is not None and wrapper is not None:
+        limit = wrapper.room(max_size, max(len(g) for g in groups))
+    if max_size is not None and msg.size() > limit:
         if read_recipients or not attach:
             return _refuse(
                 msg,
@@ -159,12 +185,14 @@ def send_mail(
                     "give the data with -a FILE"
                     % (msg.size(), _kib(max_size))
                     + (" (and the recipients with operands, not -t)" if read_recipients else "")
+                    + (" (signed or encrypted: %d bytes before it is wrapped)" % limit if limit != max_size else "")
                 ),
+                wrapper,
             )
         try:
             plan = _plan_parts(
                 body,
-                max_size,
+                limit,
                 subject=subject,
                 sender=from_pair,
                 to=to_p,
@@ -173,11 +201,85 @@ def send_mail(
                 attach=attach,
                 stdin_name=stdin_name,
                 attach_charset=attach_charset,
+                signing=signing,
             )
         except UsageError as exc:
-            return _refuse(msg, from_pair[1], rcpts, opts, account, exc)
-        return _send_in_parts(plan, opts, account, max_size, from_pair[1], rcpts)
-    return _deliver(msg, from_pair[1], rcpts, opts, account)
+            return _refuse(msg, from_pair[1], rcpts, opts, account, exc, wrapper)
+        if wrapper is not None:
+            plan.wrap = _wrapping(wrapper, from_pair[1], keys)
+        return _send_in_parts(plan, opts, account, max_size, from_pair[1], rcpts, groups)
+    if wrapper is None:
+        return _deliver(msg, from_pair[1], rcpts, opts, account)
+    from pipemail import secure
+
+    copies = [(secure.wrap(msg, wrapper, from_pair[1], g, keys), g) for g in groups]
+    if len(copies) == 1:
+        return _deliver(copies[0][0], from_pair[1], copies[0][1], opts, account)
+    return _deliver_copies(copies, from_pair[1], opts, account)
+
+
+def _wrapper(opts, account, sign, encrypt, kind, recipient_certs):
+    """The :class:`pipemail.secure.Settings` of the options and the account, or None (nothing to sign or encrypt)."""
+    if not (sign or encrypt or kind or recipient_certs or account.sign or account.encrypt):
+        return None
+    if opts.config_error is not None and (sign or encrypt):
+        # nothing is kept: the dead letter would hold in clear what was to be signed or encrypted
+        raise opts.config_error
+    from pipemail import secure
+
+    return secure.settings(
+        account, sign=sign, encrypt=encrypt, kind=kind, recipient_certs=recipient_certs, env=opts.env
+    )
+
+
+def _wrapping(wrapper, sender, keys):
+    """``wrap(msg, recipients)``: ``msg`` signed and/or encrypted to ``recipients``."""
+    from pipemail import secure
+
+    return lambda msg, rcpts: secure.wrap(msg, wrapper, sender, rcpts, keys)
+
+
+def _deliver_copies(copies, sender, opts, account):
+    """Each ``(message, recipients)`` of ``copies`` with an envelope of its own (a Bcc recipient's copy,
+    encrypted to them alone), over one SMTP session; keep what fails; the exit code."""
+    everyone = [a for _m, g in copies for a in g]
+    try:
+        url = _resolve(opts, account)
+    except PipemailError as exc:
+        keep = _keeps(opts, None)
+        if keep:
+            opts.warn(str(exc))
+            exc.reported = True
+            for msg, group in copies:
+                _keep(opts, msg.segments(), sender, group)
+        raise
+    keep = _keeps(opts, url)
+    smtp = url.scheme in ("smtp", "smtps")
+    outgoing = [transport.Outgoing(m.segments(), m.size() if smtp else None, sender, g) for m, g in copies]
+    said, codes, settled = set(), [], 0
+    options = _options(opts, account, everyone + [sender])
+    deliveries = transport.deliver_each(url, outgoing, sender, everyone, stdout_mbox=True, **options)
+    try:
+        for (msg, group), (report, exc) in zip(copies, deliveries, strict=True):
+            settled += 1
+            if exc is not None:
+                if str(exc) not in said:
+                    said.add(str(exc))
+                    opts.warn(str(exc))
+                if keep:
+                    _keep(opts, msg.segments(), sender, group if exc.undelivered is None else exc.undelivered)
+                codes.append(exc.exit_code)
+            else:
+                codes.append(_settle(report, msg.segments(), sender, opts, keep))
+    except (KeyboardInterrupt, SystemExit):
+        if keep:
+            for msg, group in copies[settled:]:
+                _keep(opts, msg.segments(), sender, group)
+        raise
+    finally:
+        deliveries.close()
+    codes = [c for c in codes if c]
+    return EX_TEMPFAIL if EX_TEMPFAIL in codes else (codes[0] if codes else EX_OK)
 
 
 def _one_address(what, value):
@@ -260,7 +362,7 @@ _PART_OVERHEAD = 8192  # headers, MIME framing and the part's own header lines, 
 class _Plan:
     """What --max-size sends: the attachments that ride in the first mail, and the archive's members."""
 
-    def __init__(self, compose, subject, riding, packed, members, name, room):
+    def __init__(self, compose, subject, riding, packed, members, name, room, signing=False):
         self.compose = compose  # compose(files, subject) -> Message, with the body and the envelope's headers
         self.subject = subject
         self.riding = riding
@@ -268,19 +370,25 @@ class _Plan:
         self.members = members
         self.name = name
         self.room = room  # bytes left in a mail for its archive part
+        self.signing = signing  # parts are to be signed: 7bit only when safe to sign
+        self.wrap = None  # wrap(msg, recipients): a part mail signed and/or encrypted to them
 
     def part_mail(self, n, total, part, part_name, seven_bit):
         """Part mail ``n`` of ``total``, its archive part the source ``part``."""
         tag = "[part %0*d/%d]" % (max(2, len(str(total))), n, total)
         part_subject = "%s %s" % (self.subject, tag) if self.subject else tag
         msg = self.compose(self.riding, part_subject, n == 1)
-        msg.parts.append(message.attachment_part(part, part_name, "application/x-shar", seven_bit=seven_bit))
+        msg.parts.append(
+            message.attachment_part(part, part_name, "application/x-shar", seven_bit=seven_bit, signing=self.signing)
+        )
         if msg.boundary is None:
             msg.make_mixed()
         return msg
 
 
-def _plan_parts(body, max_size, *, subject, sender, to, cc, extra, attach, stdin_name, attach_charset=None):
+def _plan_parts(
+    body, max_size, *, subject, sender, to, cc, extra, attach, stdin_name, attach_charset=None, signing=False
+):
     """Which attachments ride in the first mail and which go in the archive; UsageError when no part fits.
 
     ``attach``: the attachments, held open.  Sizes are computed, not made: composing costs
@@ -289,7 +397,9 @@ def _plan_parts(body, max_size, *, subject, sender, to, cc, extra, attach, stdin
 
     def compose(files, part_subject, first=True):
         if not first:  # the body and the attachments that fit go in the first mail only
-            return message.compose(b"", subject=part_subject, sender=sender, to=to, cc=cc, extra_headers=extra)
+            return message.compose(
+                b"", subject=part_subject, sender=sender, to=to, cc=cc, extra_headers=extra, signing=signing
+            )
         return message.compose(
             body,
             subject=part_subject,
@@ -300,6 +410,7 @@ def _plan_parts(body, max_size, *, subject, sender, to, cc, extra, attach, stdin
             attachments=files,
             stdin_name=stdin_name,
             attach_charset=attach_charset,
+            signing=signing,
         )
 
     riding, packed = [], []
@@ -325,14 +436,16 @@ def _plan_parts(body, max_size, *, subject, sender, to, cc, extra, attach, stdin
         fd_path = b"/dev/fd/%d" % src.fd
         where = fd_path if os.path.exists(fd_path) else os.fsencode(src.path)
         members.append(shar.Member(base, where, os.fstat(src.fd)))
-    return _Plan(compose, subject, riding, packed, members, name, room)
+    return _Plan(compose, subject, riding, packed, members, name, room, signing)
 
 
-def _send_in_parts(plan, opts, account, max_size, sender, rcpts):
+def _send_in_parts(plan, opts, account, max_size, sender, rcpts, groups=None):
     """--max-size: the archive split into mails of at most max_size, all over one session; the exit code.
 
     The archive is written part by part into a private spool directory in $TMPDIR (removed on
-    every exit), and each mail is made from its part file while it is sent."""
+    every exit), and each mail is made from its part file while it is sent.  With ``plan.wrap``
+    each part mail is signed and/or encrypted on its own, once for each of ``groups`` (the
+    recipients that see each other, then each Bcc recipient alone), each group its own session."""
     from pipemail import shar, spool
 
     with spool.spool_dir(opts.env) as tmp:
@@ -363,8 +476,9 @@ def _send_in_parts(plan, opts, account, max_size, sender, rcpts):
             for src in plan.packed:  # what was archived is what was opened
                 src.check()
             stats = {}
+            wrapped = {}  # (group, n): the part mail signed/encrypted, made once (encryption is random)
 
-            def mail(n, parts=parts, seven_bit=seven_bit, stats=stats):
+            def plain(n, parts=parts, seven_bit=seven_bit, stats=stats):
                 path = parts[n - 1]
                 part = message.FileData(open(path, "rb"), shown(os.fsdecode(path)))
                 part.stats = stats.get(n)
@@ -372,9 +486,25 @@ def _send_in_parts(plan, opts, account, max_size, sender, rcpts):
                 stats[n] = part.stats  # counted once (7bit), not again for the send and the dead letter
                 return msg
 
-            if not seven_bit or all(mail(n).wire_size() <= max_size for n in range(1, len(parts) + 1)):
+            def mail_for(g, plain=plain, wrapped=wrapped):
+                if plan.wrap is None:
+                    return plain
+
+                def mail(k):
+                    if (g, k) not in wrapped:
+                        wrapped[(g, k)] = plan.wrap(plain(k), groups[g])
+                    return wrapped[(g, k)]
+
+                return mail
+
+            count = len(parts)
+            if not seven_bit or all(mail_for(0)(n).wire_size() <= max_size for n in range(1, count + 1)):
                 break
-        return _send_parts(mail, len(parts), opts, account, plan.name, sender, rcpts)
+        if plan.wrap is None:
+            return _send_parts(plain, count, opts, account, plan.name, sender, rcpts)
+        codes = [_send_parts(mail_for(g), count, opts, account, plan.name, sender, grp) for g, grp in enumerate(groups)]
+        codes = [c for c in codes if c]
+        return EX_TEMPFAIL if EX_TEMPFAIL in codes else (codes[0] if codes else EX_OK)
 
 
 def _send_parts(mail, total, opts, account, name, sender, rcpts):
@@ -508,8 +638,13 @@ def _ranges(numbers):
     return ", ".join(out)
 
 
-def _refuse(msg, sender, rcpts, opts, account, exc):
-    """A message that cannot go as asked: said, kept in the dead letter (stdin is read: nothing is lost)."""
+def _refuse(msg, sender, rcpts, opts, account, exc, wrapper=None):
+    """A message that cannot go as asked: said, kept in the dead letter (stdin is read: nothing is lost).
+
+    Not one that was to be signed or encrypted (``wrapper``): the dead letter would hold it in
+    clear, and --resend would send it so."""
+    if wrapper is not None:
+        raise exc
     try:
         url = _resolve(opts, account)
     except PipemailError:  # the refusal is said; a wrong configuration shows when it is sent again

@@ -509,15 +509,45 @@ def submit(stream, req, ctx):
         try:
             cfg, account = load_account(req, ctx.env)
             msg, sender, rcpts = prepare(data, req, account, ctx)
+            copies = wrapped(msg, sender, rcpts, account, ctx.env)
         except PipemailError as exc:  # not sent, and not lost
             _keep_raw(data, req, ctx, exc)
             raise
         except Exception:  # a bug: said by the caller as one, and the message kept all the same
             _keep_raw(data, req, ctx, None)
             raise
-        return _send_now(cfg, account, msg, sender, rcpts, req, ctx)
+        if copies is None:
+            return _send_now(cfg, account, msg, sender, rcpts, req, ctx)
+        codes, failure = [], None
+        for copy, group in copies:  # a Bcc recipient's own encrypted copy goes (or is queued) on its own
+            try:
+                codes.append(_send_now(cfg, account, copy, sender, group, req, ctx))
+            except PipemailError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return next((c for c in codes if c), EX_OK)
     finally:
         spooled.close()
+
+
+def wrapped(msg, sender, rcpts, account, env=None):
+    """``[(message, recipients)]``: ``msg`` signed and/or encrypted as the account's ``sign`` and
+    ``encrypt`` say (pipemail.secure), one copy for the recipients its To and Cc show and one for
+    each other recipient (Bcc, operands) when encrypted; None when the account does neither."""
+    if not (account.sign or account.encrypt):
+        return None
+    from pipemail import message, secure
+
+    s = secure.settings(account, env=env)
+    groups, keys = [rcpts], None
+    if s.encrypt:
+        keys = secure.recipient_keys(s, rcpts)  # every one before anything is sent or queued (78)
+        listed = [_unfold(v) for h in ("To", "Cc") for v in _all(msg, h)]
+        shown = {a.lower() for _n, a in message.header_addresses(listed) if a}
+        seen = [a for a in rcpts if a.lower() in shown]
+        groups = ([seen] if seen else []) + [[a] for a in rcpts if a.lower() not in shown]
+    return [(secure.wrap(msg, s, sender, g, keys), g) for g in groups]
 
 
 def check(data, req):
@@ -755,7 +785,8 @@ def accept_drops(q, req_account, ctx, cfg=None, say=None):
             with spool.spool(drop.chunks, ctx.env, "the drop") as f:
                 msg, sender, rcpts = prepare(message.FileData(f, "drop %s" % drop.name), req, account, who)
                 msg.headers.insert(0, ("Received", received(drop.uid, who.user)))
-                q.add(msg.segments(), sender, rcpts, owner=drop.uid, account=account.name)  # never a user's proxy
+                for copy, group in wrapped(msg, sender, rcpts, account, ctx.env) or [(msg, rcpts)]:
+                    q.add(copy.segments(), sender, group, owner=drop.uid, account=account.name)  # never a user's proxy
         except (IOFailure, CantCreateError) as exc:  # the queue's own trouble: the drop waits for the next run
             ctx.warn("drop %s from %s left in the maildrop: %s" % (drop.name, who.user, exc))
             continue

@@ -15,6 +15,7 @@ Examples:
   df -h | pymail -E -s 'disk report' --transport smtp://mail.example.com ops@example.com
   pymail -v --check --transport smtps://mail.example.com me@example.com
   pymail --resend ~/dead.letter
+  backup.sh | pymail --sign --encrypt --smime --recipient-cert ops.pem -s backup ops@example.com
 
 Without --transport or a configured account, mail goes through the local
 sendmail.  A message that cannot be delivered is appended to the dead letter
@@ -87,6 +88,28 @@ sendmail.  A message that cannot be delivered is appended to the dead letter
     help="Keep every mail within SIZE (a bare number is KiB): attachments that do not fit go as a "
     "pyshar archive split over several mails.",
 )
+@click.option(
+    "--sign/--no-sign",
+    default=None,
+    help="Sign the message (S/MIME or OpenPGP); --no-sign overrides the account's sign = true.",
+)
+@click.option(
+    "--encrypt/--no-encrypt",
+    default=None,
+    help="Encrypt the message to every recipient (Bcc recipients each get a copy of their own); "
+    "--no-encrypt overrides the account's encrypt = true.",
+)
+@click.option(
+    "--smime", "crypto_kind", flag_value="smime", help="Sign/encrypt with S/MIME (default: the account's crypto)."
+)
+@click.option("--openpgp", "crypto_kind", flag_value="openpgp", help="Sign/encrypt with OpenPGP (GnuPG).")
+@click.option(
+    "--recipient-cert",
+    "recipient_certs",
+    multiple=True,
+    metavar="FILE",
+    help="S/MIME: a recipient's certificate (PEM), matched to recipients by its addresses (repeatable).",
+)
 @click.option("--debug", is_flag=True, help="Show a traceback for internal errors.")
 @click.version_option(__version__, "--version", prog_name="pymail", message="%(prog)s %(version)s")
 @click.argument("recipients", nargs=-1, metavar="[--] RECIPIENT...")
@@ -113,6 +136,10 @@ def command(
     dead_letter,
     resend,
     max_size,
+    sign,
+    encrypt,
+    crypto_kind,
+    recipient_certs,
     debug,
     recipients,
 ):
@@ -151,6 +178,10 @@ def command(
                 ("-t", read_recipients),
                 ("-r", sender),
                 ("--attach-charset", attach_charset),
+                ("--sign", sign),
+                ("--encrypt", encrypt),
+                ("--smime/--openpgp", crypto_kind),
+                ("--recipient-cert", recipient_certs),
             )
             if v
         ]
@@ -179,6 +210,10 @@ def command(
         stdin_name=stdin_name,
         max_size=_size(max_size),
         attach_charset=attach_charset,
+        sign=sign,
+        encrypt=encrypt,
+        crypto_kind=crypto_kind,
+        recipient_certs=recipient_certs,
     )
 
 

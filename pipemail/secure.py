@@ -1,0 +1,446 @@
+"""Signing and encrypting a composed message: S/MIME (RFC 8551) with ``openssl cms``, OpenPGP
+(RFC 3156) with ``gpg``.
+
+What is signed and encrypted is the message's MIME entity (its Content-* fields, a blank
+line, its body) in its canonical CRLF form; the other header fields (From, To, Subject,
+Date, Message-ID...) stay outside.  Signing is sign-then-encrypt when both are asked for.
+
+Memory stays bounded at any size: a signature is made by streaming the entity through the
+tool and getting a small detached signature back, and the message is then made again from
+its sources around it (two passes, nothing held).  Encrypted output is random, so it is
+spooled once to a private temporary file (:mod:`pipemail.spool`) and the message's body
+is read from that file as often as it is read.
+
+Every recipient's certificate or key is found before anything is sent: a recipient
+without one is a ConfigError (78) naming it, and the message is not sent, in clear or at
+all.  The passphrase of the signing key comes from the account's ``key_password_command``
+and goes to the tool through a pipe of its own, never on a command line.
+"""
+
+import os
+
+from pipemail import crypto, message
+from pipemail.errors import ConfigError, NoPermError, PipemailError, UsageError, shown
+
+# Room the wrapping takes beyond the entity, for --max-size (generous: a part must fit)
+SIGN_ROOM = 8 * 1024  # multipart/signed framing and a signature (S/MIME: with the signer's certificate)
+ENCRYPT_ROOM = 4 * 1024  # the wrapper's own header fields and framing
+RECIPIENT_ROOM = 2048  # per recipient: an RSA-4096 RecipientInfo, or an OpenPGP PKESK, with room to spare
+
+
+class Settings:
+    """What to do to a message: ``kind`` (crypto.SMIME or crypto.OPENPGP), ``sign``, ``encrypt``,
+    with the account's keys; made by :func:`settings`."""
+
+    def __init__(self, kind, sign, encrypt, account, recipient_certs=(), env=None):
+        self.kind = kind
+        self.sign = sign
+        self.encrypt = encrypt
+        self.account = account
+        self.recipient_certs = list(recipient_certs)
+        self.env = os.environ if env is None else env
+        self._passphrase = None
+        self._asked = False
+
+    def passphrase(self):
+        """The signing key's passphrase (``key_password_command``), asked once; None without one."""
+        if not self._asked:
+            self._passphrase = crypto.key_passphrase(self.account, self.env)
+            self._asked = True
+        return self._passphrase
+
+    def overhead(self, size, recipients=1):
+        """The most ``size`` bytes of entity (CRLF) become once wrapped: what --max-size plans with."""
+        if self.sign:
+            size += SIGN_ROOM
+        if self.encrypt:
+            # ciphertext: the entity, padding and RecipientInfos (stream chunking adds 4 bytes per
+            # 4 KiB); then base64 (S/MIME, 78 bytes a 57 with CRLF) or armor (OpenPGP, 66 a 48)
+            cipher = size + size // 512 + 64 + RECIPIENT_ROOM * recipients
+            size = ENCRYPT_ROOM + -(-cipher * 66 // 48)
+        return size
+
+    def room(self, max_size, recipients=1):
+        """The largest entity (CRLF bytes) whose wrapped message stays within ``max_size``."""
+        lo, hi = 0, max_size
+        while lo < hi:  # overhead() is monotonic: a bisection inverts it
+            mid = (lo + hi + 1) // 2
+            if self.overhead(mid, recipients) <= max_size:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+
+def settings(account, *, sign=None, encrypt=None, kind=None, recipient_certs=(), env=None):
+    """The :class:`Settings` for the options (None: the account's ``sign``/``encrypt``), or None
+    when the message is neither signed nor encrypted.  ConfigError (78) for what is missing."""
+    sign = bool(account.sign) if sign is None else sign
+    encrypt = bool(account.encrypt) if encrypt is None else encrypt
+    if not (sign or encrypt):
+        if kind:
+            raise UsageError("--%s says how to sign or encrypt: give --sign or --encrypt with it" % kind)
+        if recipient_certs:
+            raise UsageError("--recipient-cert is for --encrypt: the message is not encrypted")
+        return None
+    if recipient_certs and not encrypt:
+        raise UsageError("--recipient-cert is for --encrypt: the message is not encrypted")
+    kind = kind or account.crypto
+    what = "--sign and --encrypt" if sign and encrypt else "--sign" if sign else "--encrypt"
+    if kind is None:
+        raise ConfigError(
+            '%s: say how: --smime or --openpgp, or crypto = "smime" or "openpgp" in the account '
+            "(see pipemail.conf(5))" % what
+        )
+    if recipient_certs and kind != crypto.SMIME:
+        raise UsageError("--recipient-cert is for S/MIME: OpenPGP keys come from your GnuPG keyring")
+    if kind == crypto.SMIME and sign:
+        for key, value in (("smime_cert", account.smime_cert), ("smime_key", account.smime_key)):
+            if not value:
+                raise ConfigError(
+                    "S/MIME signing needs %s (your certificate and its private key, PEM) in the account%s "
+                    "(see pipemail.conf(5))" % (key, _named(account))
+                )
+            _readable(value, key)
+    for path in recipient_certs:
+        _readable(path, "--recipient-cert")
+    return Settings(kind, sign, encrypt, account, recipient_certs, env)
+
+
+def _named(account):
+    return " '%s'" % account.name if account.name else ""
+
+
+def _readable(path, what):
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        from pipemail.errors import describe_oserror
+
+        raise ConfigError("%s %s: %s" % (what, shown(os.fsdecode(path)), describe_oserror(exc))) from None
+
+
+# -- recipients' certificates and keys -------------------------------------------------------
+
+
+def recipient_keys(s, recipients):
+    """For each of ``recipients`` its certificate (S/MIME: a PEM path) or key (OpenPGP: the address
+    gpg takes, ``<addr>``): ``{addr: key}``.  ConfigError (78) naming the first without one."""
+    if s.kind == crypto.SMIME:
+        return _smime_certs(s, recipients)
+    return {addr: _pgp_key(s, addr) for addr in recipients}
+
+
+def _cert_emails(path, env, what):
+    """The addresses a certificate names (SAN rfc822Name and subject emailAddress), lower case;
+    ConfigError when it is not a certificate or has expired."""
+    got = crypto.run_tool(["openssl", "x509", "-noout", "-email", "-checkend", "0", "-in", path], env=env)
+    if "Certificate will expire" in got.stdout.decode("ascii", "replace"):
+        raise ConfigError("%s %s has expired: ask for a new one" % (what, shown(os.fsdecode(path))))
+    if got.rc != 0:
+        raise ConfigError("%s %s is not a PEM certificate" % (what, shown(os.fsdecode(path))))
+    return {line.strip().lower() for line in got.stdout.decode("utf-8", "replace").splitlines() if "@" in line}
+
+
+def _smime_certs(s, recipients):
+    given = {}
+    for path in s.recipient_certs:
+        for addr in _cert_emails(path, s.env, "--recipient-cert"):
+            given.setdefault(addr, path)
+    found = {}
+    where = s.account.smime_certs
+    for addr in recipients:
+        path = given.get(addr.lower())
+        if path is None and where:
+            for name in (addr, addr.lower()):
+                candidate = os.path.join(where, name + ".pem")
+                if os.path.isfile(candidate):
+                    if addr.lower() not in _cert_emails(candidate, s.env, "the certificate of %s," % addr):
+                        raise ConfigError(
+                            "the certificate %s is not %s's (it names another address): not sent (never in clear)"
+                            % (shown(candidate), addr)
+                        )
+                    path = candidate
+                    break
+        if path is None:
+            raise ConfigError(
+                "no S/MIME certificate for %s: give --recipient-cert FILE, or put it in %s: "
+                "not sent (never in clear)"
+                % (addr, shown(os.path.join(where, addr + ".pem")) if where else "smime_certs")
+            )
+        found[addr] = path
+    return found
+
+
+def _pgp_key(s, addr):
+    """``<addr>`` when the keyring holds a valid key for ``addr`` that can encrypt; else ConfigError."""
+    got = crypto.run_tool(["gpg", "--batch", "--no-tty", "--with-colons", "--list-keys", "<%s>" % addr], env=s.env)
+    for line in got.stdout.decode("utf-8", "replace").splitlines():
+        fields = line.split(":")
+        # a primary key whose capabilities (field 12) hold a capital E: the key can encrypt as a whole
+        if fields[0] == "pub" and len(fields) > 11 and "E" in fields[11] and fields[1] not in ("e", "r", "i", "d"):
+            return "<%s>" % addr
+    raise ConfigError(
+        "no OpenPGP key for %s in your GnuPG keyring that can encrypt (gpg --import it; not "
+        "expired or revoked): not sent (never in clear)" % addr
+    )
+
+
+# -- the wrapping ------------------------------------------------------------------------------
+
+
+class _Whole(message.Body):
+    """A Message's bytes as a body (its header fields, a blank line, its body)."""
+
+    def __init__(self, msg):
+        self.msg = msg
+
+    def __iter__(self):
+        return iter(self.msg.segments())
+
+    def sizes(self):
+        return self.msg.sizes()
+
+
+class _Joined(message.Body):
+    """Pieces (bytes, or Bodies), each starting at a line start, one after the other."""
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+
+    def __iter__(self):
+        for piece in self.pieces:
+            if isinstance(piece, bytes):
+                yield piece
+            else:
+                yield from piece
+
+    def sizes(self):
+        total = [0, 0, 0]
+        for piece in self.pieces:
+            if isinstance(piece, bytes):
+                got = (len(piece), piece.count(b"\n"), piece.count(b"\n.") + piece.startswith(b"."))
+            else:
+                got = piece.sizes()
+            total = [a + b for a, b in zip(total, got, strict=True)]
+        return tuple(total)
+
+
+def _head(fields):
+    return "".join("%s: %s\n" % (n, v) for n, v in fields).encode("ascii")
+
+
+def _boundary():
+    return "=_pipemail_" + os.urandom(12).hex()
+
+
+def wrap(msg, s, sender, recipients, keys=None):
+    """``msg`` signed and/or encrypted (to ``recipients``) as ``s`` says: a new Message with the
+    same outer header fields.  ``keys``: :func:`recipient_keys` of the recipients, when known."""
+    outer, entity = msg.entity()
+    if s.sign:
+        entity = _sign(entity, s, sender)
+    if s.encrypt:
+        keys = recipient_keys(s, recipients) if keys is None else keys
+        entity = _encrypt(entity, s, [keys[a] for a in recipients])
+    return message.Message(outer + entity.headers, raw_body=entity.raw_body)
+
+
+def _sign(entity, s, sender):
+    from pipemail import headers
+
+    if s.kind == crypto.SMIME:
+        sig, micalg = _smime_signature(entity, s), crypto.SMIME_MICALG
+        protocol, sig_type, name = crypto.SMIME_PROTOCOL, crypto.SMIME_PROTOCOL, crypto.SMIME_SIG_NAME
+        sig_body = message.Base64(message.Data(sig))
+        sig_fields = [
+            ("Content-Type", headers.mime("Content-Type", sig_type, [("name", name)])),
+            ("Content-Transfer-Encoding", "base64"),
+            ("Content-Disposition", headers.mime("Content-Disposition", "attachment", [("filename", name)])),
+            ("Content-Description", "S/MIME cryptographic signature"),
+        ]
+        preamble = b"This is an S/MIME signed message (RFC 8551).\n"
+    else:
+        sig, micalg = _pgp_signature(entity, s, sender)
+        protocol = crypto.PGP_SIGNATURE_TYPE
+        sig_body = message.Raw(message.Data(sig))
+        sig_fields = [
+            ("Content-Type", headers.mime("Content-Type", protocol, [("name", crypto.PGP_SIG_NAME)])),
+            ("Content-Description", "OpenPGP digital signature"),
+            (
+                "Content-Disposition",
+                headers.mime("Content-Disposition", "attachment", [("filename", crypto.PGP_SIG_NAME)]),
+            ),
+        ]
+        preamble = b"This is an OpenPGP/MIME signed message (RFC 4880 and 3156).\n"
+    b = _boundary()
+    params = [("protocol", protocol), ("micalg", micalg), ("boundary", b)]
+    fields = [("Content-Type", headers.mime("Content-Type", "multipart/signed", params))]
+    bb = b.encode()
+    body = _Joined(
+        [
+            preamble + b"--" + bb + b"\n",
+            _Whole(entity),
+            b"\n--" + bb + b"\n" + _head(sig_fields) + b"\n",
+            sig_body,
+            b"\n--" + bb + b"--\n",
+        ]
+    )
+    return message.Message(fields, raw_body=body)
+
+
+def _smime_signature(entity, s):
+    acct = s.account
+    argv = ["openssl", "cms", "-sign", "-binary", "-md", "sha256", "-outform", "DER"]
+    argv += ["-signer", acct.smime_cert, "-inkey", acct.smime_key]
+    passphrase = s.passphrase()
+    argv += ["-passin", "fd:{pass_fd}"] if passphrase is not None else ["-passin", "pass:"]
+    got = crypto.run_tool(argv, crypto.crlf(entity.segments()), passphrase=passphrase, env=s.env)
+    if got.rc == 0 and got.stdout:
+        return got.stdout
+    err = got.stderr
+    if "Could not read signing key" in err or "bad decrypt" in err or "maybe wrong password" in err:
+        if passphrase is None:
+            raise ConfigError(
+                "cannot read the S/MIME key %s: it is encrypted; set key_password_command in the account "
+                "(see pipemail.conf(5))" % shown(acct.smime_key)
+            )
+        raise NoPermError(
+            "cannot read the S/MIME key %s: wrong passphrase (from key_password_command)" % shown(acct.smime_key)
+        )
+    if "Could not read signer certificate" in err or "unable to load certificate" in err:
+        raise ConfigError("smime_cert %s is not a PEM certificate" % shown(acct.smime_cert))
+    if "private key does not match" in err:
+        raise ConfigError(
+            "smime_key %s is not the key of smime_cert %s" % (shown(acct.smime_key), shown(acct.smime_cert))
+        )
+    raise PipemailError("openssl cms -sign failed (exit %d): %s" % (got.rc, _last_line(err)))
+
+
+def _last_line(text):
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def _gpg_base(s):
+    return ["gpg", "--batch", "--no-tty", "--status-fd", "{status_fd}"]
+
+
+def _pgp_signature(entity, s, sender):
+    """``(armored detached signature, micalg)`` of the entity's CRLF form."""
+    signer = s.account.pgp_key or "<%s>" % sender
+    passphrase = s.passphrase()
+    argv = _gpg_base(s) + ["--pinentry-mode", "loopback"]
+    if passphrase is not None:
+        argv += ["--passphrase-fd", "{pass_fd}"]
+    argv += ["--local-user", signer, "--digest-algo", "SHA256", "--armor", "--detach-sign"]
+    got = crypto.run_tool(argv, crypto.crlf(entity.segments()), passphrase=passphrase, status=True, env=s.env)
+    created = [ln.split() for ln in got.status if ln.startswith("SIG_CREATED ")]
+    if got.rc == 0 and created:
+        try:
+            micalg = crypto.PGP_MICALG[int(created[0][3])]
+        except (IndexError, ValueError, KeyError):
+            raise PipemailError("gpg signed with a hash algorithm pymail does not know: %s" % created[0]) from None
+        return got.stdout, micalg
+    status = " ".join(got.status)
+    if "INV_SGNR" in status or "No secret key" in got.stderr or "No such user ID" in got.stderr:
+        raise ConfigError(
+            "no OpenPGP secret key for %s in your GnuPG keyring: set pgp_key in the account "
+            "(see pipemail.conf(5))" % signer
+        )
+    if "Bad passphrase" in got.stderr or _gpg_failure(got.status) == 11:
+        raise NoPermError("cannot use the OpenPGP key %s: wrong passphrase (from key_password_command)" % signer)
+    if "NEED_PASSPHRASE" in status or "batchmode" in got.stderr:
+        raise ConfigError(
+            "the OpenPGP key %s needs a passphrase: set key_password_command in the account, or preset it "
+            "in gpg-agent (see pymail(1), UNATTENDED SIGNING)" % signer
+        )
+    raise PipemailError("gpg --detach-sign failed (exit %d): %s" % (got.rc, _last_line(got.stderr)))
+
+
+def _gpg_failure(status):
+    """The GPG error code (low 16 bits) of a ``FAILURE`` status line, else None."""
+    for line in status:
+        parts = line.split()
+        if parts[:1] == ["FAILURE"] and len(parts) >= 3 and parts[2].isdigit():
+            return int(parts[2]) & 0xFFFF
+    return None
+
+
+_INV_RECP = {
+    "1": "no public key",
+    "4": "the key is revoked",
+    "5": "the key has expired",
+    "10": "the key is not certified: there is no assurance it belongs to that address (certify it: gpg --lsign-key)",
+}
+
+
+def _encrypt(entity, s, keys):
+    from pipemail import headers, spool
+
+    out = spool.spool_file(s.env, prefix="pymail-crypt-")
+    try:
+        if s.kind == crypto.SMIME:
+            argv = ["openssl", "cms", "-encrypt", "-stream", "-binary", "-aes256", "-outform", "DER"] + list(keys)
+            got = crypto.run_tool(argv, crypto.crlf(entity.segments()), out=out, env=s.env)
+            if got.rc != 0:
+                raise PipemailError("openssl cms -encrypt failed (exit %d): %s" % (got.rc, _last_line(got.stderr)))
+        else:
+            argv = _gpg_base(s) + ["--auto-key-locate", "local", "--armor", "--encrypt"]
+            for key in keys:
+                argv += ["--recipient", key]
+            got = crypto.run_tool(argv, crypto.crlf(entity.segments()), out=out, status=True, env=s.env)
+            if got.rc != 0:
+                for line in got.status:
+                    parts = line.split()
+                    if parts[:1] == ["INV_RECP"] and len(parts) >= 3:
+                        why = _INV_RECP.get(parts[1], "gpg refuses the key (INV_RECP %s)" % parts[1])
+                        raise ConfigError(
+                            "cannot encrypt to %s: %s: not sent (never in clear)" % (parts[2].strip("<>"), why)
+                        )
+                raise PipemailError("gpg --encrypt failed (exit %d): %s" % (got.rc, _last_line(got.stderr)))
+        out.flush()
+    except OSError as exc:  # a full $TMPDIR
+        out.close()
+        from pipemail.errors import IOFailure, describe_oserror
+
+        raise IOFailure("cannot spool the encrypted message: %s" % describe_oserror(exc)) from None
+    except BaseException:
+        out.close()
+        raise
+    data = message.FileData(out, "the encrypted message")
+    if s.kind == crypto.SMIME:
+        name = crypto.SMIME_ENC_NAME
+        params = [("smime-type", "enveloped-data"), ("name", name)]
+        fields = [
+            ("Content-Type", headers.mime("Content-Type", crypto.SMIME_MIME_TYPES[0], params)),
+            ("Content-Transfer-Encoding", "base64"),
+            ("Content-Disposition", headers.mime("Content-Disposition", "attachment", [("filename", name)])),
+            ("Content-Description", "S/MIME encrypted message"),
+        ]
+        return message.Message(fields, raw_body=message.Base64(data))
+    b = _boundary()
+    params = [("protocol", crypto.PGP_ENCRYPTED_TYPE), ("boundary", b)]
+    fields = [("Content-Type", headers.mime("Content-Type", "multipart/encrypted", params))]
+    bb = b.encode()
+    version = [
+        ("Content-Type", crypto.PGP_ENCRYPTED_TYPE),
+        ("Content-Description", "PGP/MIME version identification"),
+    ]
+    name = crypto.PGP_ENC_NAME
+    payload = [
+        ("Content-Type", headers.mime("Content-Type", "application/octet-stream", [("name", name)])),
+        ("Content-Description", "OpenPGP encrypted message"),
+        ("Content-Disposition", headers.mime("Content-Disposition", "inline", [("filename", name)])),
+    ]
+    body = _Joined(
+        [
+            b"This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156).\n--" + bb + b"\n",
+            _head(version) + b"\nVersion: 1\n",
+            b"\n--" + bb + b"\n" + _head(payload) + b"\n",
+            message.Raw(data),
+            b"\n--" + bb + b"--\n",
+        ]
+    )
+    return message.Message(fields, raw_body=body)
