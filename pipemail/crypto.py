@@ -43,13 +43,6 @@ _BLOCK = 64 * 1024
 _PACKAGES = {"openssl": "openssl", "gpg": "gnupg", "gpgsm": "gpgsm", "gpg-connect-agent": "gnupg"}
 
 
-def crlf(chunks):
-    """``chunks`` (LF line ends) with CRLF line ends: the canonical form that is signed and encrypted."""
-    for chunk in chunks:
-        if chunk:
-            yield chunk.replace(b"\n", b"\r\n")
-
-
 class ToolResult:
     """What a tool run left: its exit status, its stdout (when captured), the tail of its stderr,
     and the lines of its status fd (gpg's ``--status-fd``), the ``[GNUPG:] `` prefix removed."""

@@ -486,22 +486,12 @@ class LineEnds(Body):
         self.src = src
 
     def __iter__(self):
-        carry = b""
+        from pipemail.lines import to_lf
+
         last = b"\n"
-        for chunk in self.src:
-            if not chunk:
-                continue
-            data = carry + chunk if carry else chunk
-            carry = b""
-            if data.endswith(b"\r"):
-                carry, data = b"\r", data[:-1]
-            out = data.replace(b"\r\n", b"\n")
-            if out:
-                last = out[-1:]
-                yield out
-        if carry:
-            last = carry
-            yield carry
+        for out in to_lf(self.src):
+            last = out[-1:]
+            yield out
         if last != b"\n":
             yield b"\n"
 

@@ -21,6 +21,7 @@ import os
 
 from pipemail import crypto, message
 from pipemail.errors import ConfigError, NoPermError, PipemailError, UsageError, shown
+from pipemail.lines import to_crlf
 
 # Room the wrapping takes beyond the entity, for --max-size (generous: a part must fit)
 SIGN_ROOM = 8 * 1024  # multipart/signed framing and a signature (S/MIME: with the signer's certificate)
@@ -296,7 +297,7 @@ def _smime_signature(entity, s):
     argv += ["-signer", acct.smime_cert, "-inkey", acct.smime_key]
     passphrase = s.passphrase()
     argv += ["-passin", "fd:{pass_fd}"] if passphrase is not None else ["-passin", "pass:"]
-    got = crypto.run_tool(argv, crypto.crlf(entity.segments()), passphrase=passphrase, env=s.env)
+    got = crypto.run_tool(argv, to_crlf(entity.segments()), passphrase=passphrase, env=s.env)
     if got.rc == 0 and got.stdout:
         return got.stdout
     err = got.stderr
@@ -335,7 +336,7 @@ def _pgp_signature(entity, s, sender):
     if passphrase is not None:
         argv += ["--passphrase-fd", "{pass_fd}"]
     argv += ["--local-user", signer, "--digest-algo", "SHA256", "--armor", "--detach-sign"]
-    got = crypto.run_tool(argv, crypto.crlf(entity.segments()), passphrase=passphrase, status=True, env=s.env)
+    got = crypto.run_tool(argv, to_crlf(entity.segments()), passphrase=passphrase, status=True, env=s.env)
     created = [ln.split() for ln in got.status if ln.startswith("SIG_CREATED ")]
     if got.rc == 0 and created:
         try:
@@ -383,14 +384,14 @@ def _encrypt(entity, s, keys):
     try:
         if s.kind == crypto.SMIME:
             argv = ["openssl", "cms", "-encrypt", "-stream", "-binary", "-aes256", "-outform", "DER"] + list(keys)
-            got = crypto.run_tool(argv, crypto.crlf(entity.segments()), out=out, env=s.env)
+            got = crypto.run_tool(argv, to_crlf(entity.segments()), out=out, env=s.env)
             if got.rc != 0:
                 raise PipemailError("openssl cms -encrypt failed (exit %d): %s" % (got.rc, _last_line(got.stderr)))
         else:
             argv = _gpg_base(s) + ["--auto-key-locate", "local", "--armor", "--encrypt"]
             for key in keys:
                 argv += ["--recipient", key]
-            got = crypto.run_tool(argv, crypto.crlf(entity.segments()), out=out, status=True, env=s.env)
+            got = crypto.run_tool(argv, to_crlf(entity.segments()), out=out, status=True, env=s.env)
             if got.rc != 0:
                 for line in got.status:
                     parts = line.split()

@@ -44,6 +44,7 @@ from pipemail.errors import (
     describe_oserror,
     shown,
 )
+from pipemail.lines import to_crlf, to_lf
 
 VERIFY, DECRYPT = "verify", "decrypt"
 #: A header block (the message's or a part's) is read up to this size.
@@ -393,32 +394,6 @@ def _file_chunks(f, start, end, size=BLOCK):
         yield data
 
 
-def canonical(chunks):
-    """``chunks`` with every line break CRLF (LF or CRLF in, across chunk cuts; a lone CR kept)."""
-    held = b""
-    for chunk in chunks:
-        data = held + chunk
-        held = b""
-        if data.endswith(b"\r"):
-            data, held = data[:-1], b"\r"
-        yield data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    if held:
-        yield held
-
-
-def lf_lines(chunks):
-    """``chunks`` with CRLF line breaks made LF (across chunk cuts; a lone CR kept)."""
-    held = b""
-    for chunk in chunks:
-        data = held + chunk
-        held = b""
-        if data.endswith(b"\r"):
-            data, held = data[:-1], b"\r"
-        yield data.replace(b"\r\n", b"\n")
-    if held:
-        yield held
-
-
 def b64_decoded(chunks):
     """Base64 text decoded as a stream of bytes (line ends, white space and any other byte outside the
     alphabet skipped, as RFC 2045 asks); DataError when it is cut short."""
@@ -507,7 +482,7 @@ def verify(f, settings):
         signature = b"".join(_decoded_body(f, sig_entity, sig_end))
     except DataError as exc:
         return Verdict(False, "BAD %s signature: the signature part is damaged (%s)" % (_KIND_NAMES[kind], exc))
-    signed = canonical(_file_chunks(f, content[0], content[1]))
+    signed = to_crlf(_file_chunks(f, content[0], content[1]))
     if kind == crypto.SMIME:
         if sig_entity.content_type not in crypto.SMIME_SIGNATURE_TYPES:
             return Verdict(
@@ -853,7 +828,7 @@ def _rewrap(top, plain, message, settings):
 
     lf = spool.spool_file(settings.env, prefix="pymime-")
     with lf:
-        for chunk in lf_lines(_file_chunks(plain, 0, None)):
+        for chunk in to_lf(_file_chunks(plain, 0, None)):
             lf.write(chunk)
         lf.flush()
         outer = [field for field in top.fields() if not field.lower().startswith(b"content-")]

@@ -6,12 +6,19 @@ import subprocess
 
 import pytest
 
-from pipemail import config, crypto
+from pipemail import config, crypto, lines
 from pipemail.errors import DataError, PasswordCommandError, UnavailableError
 
 
 def test_crlf_across_chunks():
-    assert b"".join(crypto.crlf([b"a\nb", b"", b"\n", b"\nc"])) == b"a\r\nb\r\n\r\nc"
+    assert b"".join(lines.to_crlf([b"a\nb", b"", b"\n", b"\nc"])) == b"a\r\nb\r\n\r\nc"
+
+
+def test_line_end_converters_across_chunk_cuts():
+    # LF or CRLF in, CRLF out; a CR cut from its LF by a chunk boundary; a lone CR kept
+    assert b"".join(lines.to_crlf([b"a\r", b"\nb\n", b"c\r\n\r", b"", b"\nd\re\r"])) == b"a\r\nb\r\nc\r\n\r\nd\re\r"
+    assert b"".join(lines.to_lf([b"a\r", b"\nb\n", b"c\r\n\r", b"", b"\nd\re\r"])) == b"a\nb\nc\n\nd\re\r"
+    assert list(lines.to_lf([b"", b"x"])) == [b"x"]
 
 
 def test_stdin_streamed_and_stdout_to_a_file():
