@@ -204,38 +204,6 @@ class _Whole(message.Body):
         return self.msg.sizes()
 
 
-class _Joined(message.Body):
-    """Pieces (bytes, or Bodies), each starting at a line start, one after the other."""
-
-    def __init__(self, pieces):
-        self.pieces = pieces
-
-    def __iter__(self):
-        for piece in self.pieces:
-            if isinstance(piece, bytes):
-                yield piece
-            else:
-                yield from piece
-
-    def sizes(self):
-        total = [0, 0, 0]
-        for piece in self.pieces:
-            if isinstance(piece, bytes):
-                got = (len(piece), piece.count(b"\n"), piece.count(b"\n.") + piece.startswith(b"."))
-            else:
-                got = piece.sizes()
-            total = [a + b for a, b in zip(total, got, strict=True)]
-        return tuple(total)
-
-
-def _head(fields):
-    return "".join("%s: %s\n" % (n, v) for n, v in fields).encode("ascii")
-
-
-def _boundary():
-    return "=_pipemail_" + os.urandom(12).hex()
-
-
 def wrap(msg, s, sender, recipients, keys=None):
     """``msg`` signed and/or encrypted (to ``recipients``) as ``s`` says: a new Message with the
     same outer header fields.  ``keys``: :func:`recipient_keys` of the recipients, when known."""
@@ -275,15 +243,15 @@ def _sign(entity, s, sender):
             ),
         ]
         preamble = b"This is an OpenPGP/MIME signed message (RFC 4880 and 3156).\n"
-    b = _boundary()
+    b = message.new_boundary()
     params = [("protocol", protocol), ("micalg", micalg), ("boundary", b)]
     fields = [("Content-Type", headers.mime("Content-Type", "multipart/signed", params))]
     bb = b.encode()
-    body = _Joined(
+    body = message.Joined(
         [
             preamble + b"--" + bb + b"\n",
             _Whole(entity),
-            b"\n--" + bb + b"\n" + _head(sig_fields) + b"\n",
+            b"\n--" + bb + b"\n" + message.field_block(sig_fields) + b"\n",
             sig_body,
             b"\n--" + bb + b"--\n",
         ]
@@ -421,7 +389,7 @@ def _encrypt(entity, s, keys):
             ("Content-Description", "S/MIME encrypted message"),
         ]
         return message.Message(fields, raw_body=message.Base64(data))
-    b = _boundary()
+    b = message.new_boundary()
     params = [("protocol", crypto.PGP_ENCRYPTED_TYPE), ("boundary", b)]
     fields = [("Content-Type", headers.mime("Content-Type", "multipart/encrypted", params))]
     bb = b.encode()
@@ -435,11 +403,11 @@ def _encrypt(entity, s, keys):
         ("Content-Description", "OpenPGP encrypted message"),
         ("Content-Disposition", headers.mime("Content-Disposition", "inline", [("filename", name)])),
     ]
-    body = _Joined(
+    body = message.Joined(
         [
             b"This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156).\n--" + bb + b"\n",
-            _head(version) + b"\nVersion: 1\n",
-            b"\n--" + bb + b"\n" + _head(payload) + b"\n",
+            message.field_block(version) + b"\nVersion: 1\n",
+            b"\n--" + bb + b"\n" + message.field_block(payload) + b"\n",
             message.Raw(data),
             b"\n--" + bb + b"--\n",
         ]
