@@ -211,6 +211,39 @@ def _run_tool(argv, chunks=None, *, out=None, passphrase=None, status=False, env
     return ToolResult(rc, bytes(captured), stderr, lines)
 
 
+def load_cert(path):
+    """The first certificate of the PEM file ``path`` (a ``cryptography`` x509 object);
+    OSError when it cannot be read, ValueError when it holds no PEM certificate."""
+    from cryptography import x509
+
+    with open(path, "rb") as f:
+        return x509.load_pem_x509_certificate(f.read())
+
+
+def cert_emails(cert):
+    """The addresses a certificate is for, lower-cased, as RFC 8550 (3) says: its subjectAltName
+    rfc822Names; the subject's emailAddress only when it has no SAN address.  The sender picks a
+    recipient's certificate and the reader checks a signer's From address by this one rule."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        emails = san.get_values_for_type(x509.RFC822Name)
+    except x509.ExtensionNotFound:
+        emails = []
+    if not emails:
+        emails = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)]
+    return [str(e).lower() for e in emails]
+
+
+def cert_expired(cert):
+    """Whether ``cert``'s validity has ended (notAfter in the past)."""
+    import datetime
+
+    return cert.not_valid_after_utc <= datetime.datetime.now(datetime.UTC)
+
+
 def key_passphrase(account, env=None):
     """The passphrase of the account's signing/decryption key: the first line that its
     ``key_password_command`` prints, or None when it has none (a key without one, or an agent)."""

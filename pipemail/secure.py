@@ -133,21 +133,22 @@ def recipient_keys(s, recipients):
     return {addr: _pgp_key(s, addr) for addr in recipients}
 
 
-def _cert_emails(path, env, what):
-    """The addresses a certificate names (SAN rfc822Name and subject emailAddress), lower case;
-    ConfigError when it is not a certificate or has expired."""
-    got = crypto.run_tool(["openssl", "x509", "-noout", "-email", "-checkend", "0", "-in", path], env=env)
-    if "Certificate will expire" in got.stdout.decode("ascii", "replace"):
+def _cert_emails(path, what):
+    """The addresses a certificate is for (:func:`crypto.cert_emails`); ConfigError when it is not
+    a certificate or has expired."""
+    try:
+        cert = crypto.load_cert(path)
+    except (OSError, ValueError):
+        raise ConfigError("%s %s is not a PEM certificate" % (what, shown(os.fsdecode(path)))) from None
+    if crypto.cert_expired(cert):
         raise ConfigError("%s %s has expired: ask for a new one" % (what, shown(os.fsdecode(path))))
-    if got.rc != 0:
-        raise ConfigError("%s %s is not a PEM certificate" % (what, shown(os.fsdecode(path))))
-    return {line.strip().lower() for line in got.stdout.decode("utf-8", "replace").splitlines() if "@" in line}
+    return crypto.cert_emails(cert)
 
 
 def _smime_certs(s, recipients):
     given = {}
     for path in s.recipient_certs:
-        for addr in _cert_emails(path, s.env, "--recipient-cert"):
+        for addr in _cert_emails(path, "--recipient-cert"):
             given.setdefault(addr, path)
     found = {}
     where = s.account.smime_certs
@@ -157,7 +158,7 @@ def _smime_certs(s, recipients):
             for name in (addr, addr.lower()):
                 candidate = os.path.join(where, name + ".pem")
                 if os.path.isfile(candidate):
-                    if addr.lower() not in _cert_emails(candidate, s.env, "the certificate of %s," % addr):
+                    if addr.lower() not in _cert_emails(candidate, "the certificate of %s," % addr):
                         raise ConfigError(
                             "the certificate %s is not %s's (it names another address): not sent (never in clear)"
                             % (shown(candidate), addr)

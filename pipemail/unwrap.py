@@ -581,9 +581,9 @@ def _verify_smime_opaque(f, top, settings, from_addrs):
 def _smime_verdict(result, der, signer_file, from_addrs, label):
     err = result.stderr
     if result.rc == 0 and "Verification successful" in err:
-        cert = _load_cert(signer_file)
+        cert = crypto.load_cert(signer_file)
         who = describe_cert(cert)
-        emails = cert_emails(cert)
+        emails = crypto.cert_emails(cert)
         if not from_addrs or not set(emails) & set(from_addrs):
             return Verdict(
                 False,
@@ -621,28 +621,6 @@ def _smime_verdict(result, der, signer_file, from_addrs, label):
     return Verdict(
         False, "BAD %s signature: openssl says: %s" % (label, shown(last[-1] if last else "rc %d" % result.rc))
     )
-
-
-def _load_cert(path):
-    from cryptography import x509
-
-    with open(path, "rb") as f:
-        return x509.load_pem_x509_certificate(f.read())
-
-
-def cert_emails(cert):
-    """A certificate's addresses, lower-cased: its SAN rfc822Names, else its subject's emailAddress."""
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        emails = san.get_values_for_type(x509.RFC822Name)
-    except x509.ExtensionNotFound:
-        emails = []
-    if not emails:
-        emails = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)]
-    return [str(e).lower() for e in emails]
 
 
 def describe_cert(cert):
