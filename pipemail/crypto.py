@@ -244,6 +244,68 @@ def cert_expired(cert):
     return cert.not_valid_after_utc <= datetime.datetime.now(datetime.UTC)
 
 
+# the validity letters (field 2 of --with-colons) of a key or user id that is not to be used:
+# expired, revoked, invalid, disabled
+PGP_UNUSABLE = ("e", "r", "i", "d")
+
+
+class PgpKey:
+    """A key of ``gpg --with-colons --list-keys``: ``fpr`` (its primary key's fingerprint),
+    ``validity`` (field 2), ``capabilities`` (field 12: a capital letter for the key as a whole,
+    E to encrypt, S to sign), ``uids`` (``(validity, address)`` of its user ids, lower-cased)."""
+
+    def __init__(self, validity, capabilities):
+        self.fpr = None
+        self.validity = validity
+        self.capabilities = capabilities
+        self.uids = []
+
+    def usable(self, capability):
+        """Whether the key is valid and can ``capability`` ("E", "S") as a whole."""
+        return self.validity not in PGP_UNUSABLE and capability in self.capabilities
+
+    def emails(self):
+        """The addresses of its valid user ids."""
+        return [addr for validity, addr in self.uids if validity not in PGP_UNUSABLE]
+
+
+def pgp_keys(pattern, env=None):
+    """The keys of the GnuPG keyring (``$GNUPGHOME`` of ``env``) that ``pattern`` names, as
+    ``gpg --with-colons --list-keys`` gives them: a list of :class:`PgpKey` (empty: none)."""
+    from email.utils import parseaddr
+
+    got = run_tool(["gpg", "--batch", "--no-tty", "--with-colons", "--list-keys", pattern], env=env)
+    keys = []
+    for line in got.stdout.decode("utf-8", "replace").splitlines():
+        fields = line.split(":")
+        if fields[0] == "pub" and len(fields) > 11:
+            keys.append(PgpKey(fields[1], fields[11]))
+        elif not keys:
+            continue
+        elif fields[0] == "fpr" and keys[-1].fpr is None and len(fields) > 9:
+            keys[-1].fpr = fields[9]
+        elif fields[0] == "uid" and len(fields) > 9:
+            addr = parseaddr(fields[9].replace("\\x3a", ":"))[1]
+            if addr:
+                keys[-1].uids.append((fields[1], addr.lower()))
+    return keys
+
+
+class Once:
+    """``ask()`` called the first time this is called, its value kept (a passphrase asked once)."""
+
+    def __init__(self, ask):
+        self._ask = ask
+        self._asked = False
+        self._value = None
+
+    def __call__(self):
+        if not self._asked:
+            self._value = self._ask()
+            self._asked = True
+        return self._value
+
+
 def key_passphrase(account, env=None):
     """The passphrase of the account's signing/decryption key: the first line that its
     ``key_password_command`` prints, or None when it has none (a key without one, or an agent)."""

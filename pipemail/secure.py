@@ -40,15 +40,8 @@ class Settings:
         self.account = account
         self.recipient_certs = list(recipient_certs)
         self.env = os.environ if env is None else env
-        self._passphrase = None
-        self._asked = False
-
-    def passphrase(self):
-        """The signing key's passphrase (``key_password_command``), asked once; None without one."""
-        if not self._asked:
-            self._passphrase = crypto.key_passphrase(self.account, self.env)
-            self._asked = True
-        return self._passphrase
+        # the signing key's passphrase (key_password_command), asked once; None without one
+        self.passphrase = crypto.Once(lambda: crypto.key_passphrase(account, self.env))
 
     def overhead(self, size, recipients=1):
         """The most ``size`` bytes of entity (CRLF) become once wrapped: what --max-size plans with."""
@@ -177,12 +170,8 @@ def _smime_certs(s, recipients):
 
 def _pgp_key(s, addr):
     """``<addr>`` when the keyring holds a valid key for ``addr`` that can encrypt; else ConfigError."""
-    got = crypto.run_tool(["gpg", "--batch", "--no-tty", "--with-colons", "--list-keys", "<%s>" % addr], env=s.env)
-    for line in got.stdout.decode("utf-8", "replace").splitlines():
-        fields = line.split(":")
-        # a primary key whose capabilities (field 12) hold a capital E: the key can encrypt as a whole
-        if fields[0] == "pub" and len(fields) > 11 and "E" in fields[11] and fields[1] not in ("e", "r", "i", "d"):
-            return "<%s>" % addr
+    if any(key.usable("E") for key in crypto.pgp_keys("<%s>" % addr, s.env)):
+        return "<%s>" % addr
     raise ConfigError(
         "no OpenPGP key for %s in your GnuPG keyring that can encrypt (gpg --import it; not "
         "expired or revoked): not sent (never in clear)" % addr

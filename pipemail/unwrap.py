@@ -111,16 +111,8 @@ class Settings:
         self.crl_file = crl_file
         self.cert = cert
         self.key = key
-        self._passphrase = passphrase
-        self._asked = False
-        self._value = None
+        self.passphrase = crypto.Once(passphrase if passphrase is not None else lambda: None)
         self.env = env
-
-    def passphrase(self):
-        if not self._asked:
-            self._asked = True
-            self._value = self._passphrase() if self._passphrase is not None else None
-        return self._value
 
     def check_files(self):
         """NoInputError (66) for a trust file or key that cannot be read: said before any mail is read."""
@@ -734,7 +726,7 @@ def gpg_verdict(status, settings, from_addrs):
             "BAD OpenPGP signature: untrusted signer: the key is not certified as its user's in "
             "the GnuPG keyring (trust %s) (%s)" % (level, who),
         )
-    emails = key_emails(primary or keyid, settings)
+    emails = [a for k in crypto.pgp_keys(primary or keyid, settings.env) for a in k.emails()]
     if not from_addrs or not set(emails) & set(from_addrs):
         return Verdict(
             False,
@@ -742,21 +734,6 @@ def gpg_verdict(status, settings, from_addrs):
             % (shown(", ".join(emails)) or "(no address)", shown(", ".join(from_addrs)) or "(none)"),
         )
     return Verdict(True, "good OpenPGP signature from %s" % who)
-
-
-def key_emails(key, settings):
-    """The addresses of the valid user ids of the OpenPGP key ``key`` (lower-cased)."""
-    from email.utils import parseaddr
-
-    result = crypto.run_tool(["gpg", "--batch", "--no-tty", "--with-colons", "--list-keys", key], env=settings.env)
-    emails = []
-    for line in result.stdout.decode("utf-8", "replace").splitlines():
-        fields = line.split(":")
-        if fields[0] == "uid" and len(fields) > 9 and fields[1] not in ("r", "e", "i"):
-            addr = parseaddr(fields[9].replace("\\x3a", ":"))[1]
-            if addr:
-                emails.append(addr.lower())
-    return emails
 
 
 # -- decrypt -----------------------------------------------------------------------------------

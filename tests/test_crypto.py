@@ -106,3 +106,14 @@ def test_test_keyrings(gnupg, gpgsm_home):
         ["gpgsm", "--with-colons", "--list-secret-keys"], env=gpgsm_home.env, capture_output=True
     ).stdout
     assert out.count(b"\nsec:") + out.startswith(b"sec:") == 2 or out.count(b"crs:") == 2
+
+
+def test_pgp_keys_parsed_once_for_sending_and_reading(gnupg):
+    # secure (is there a key to encrypt to?) and unwrap (the signer's addresses) read this one listing
+    (alice,) = crypto.pgp_keys("<alice@example.org>", gnupg.env)
+    assert alice.fpr == gnupg.fpr("alice") and alice.uids == [("u", "alice@example.org")]
+    assert alice.usable("E") and alice.usable("S") and alice.emails() == ["alice@example.org"]
+    assert crypto.pgp_keys("<nobody@example.org>", gnupg.env) == []
+    asked = []
+    once = crypto.Once(lambda: asked.append(1) or b"pw")
+    assert (once(), once(), asked) == (b"pw", b"pw", [1])
