@@ -131,24 +131,6 @@ def strip_eol(line):
     return line
 
 
-def to_crlf(chunks):
-    """``chunks`` with every line break CRLF (LF or CRLF in, across chunk cuts; a lone CR kept).
-
-    The canonical form of RFC 5751/3156 that a signature covers and that is encrypted: the
-    sender (:mod:`pipemail.secure`) and the reader (:mod:`pipemail.unwrap`) make it alike.
-    """
-    held = b""
-    for chunk in chunks:
-        data = held + chunk if held else chunk
-        held = b""
-        if data.endswith(b"\r"):
-            data, held = data[:-1], b"\r"
-        if data:
-            yield data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    if held:
-        yield held
-
-
 def to_lf(chunks):
     """``chunks`` with CRLF line breaks made LF (across chunk cuts; a lone CR kept)."""
     held = b""
@@ -161,3 +143,13 @@ def to_lf(chunks):
             yield data.replace(b"\r\n", b"\n")
     if held:
         yield held
+
+
+def to_crlf(chunks):
+    """``chunks`` with every line break CRLF (LF or CRLF in, across chunk cuts; a lone CR kept).
+
+    The canonical form of RFC 5751/3156 that a signature covers and that is encrypted: the
+    sender (:mod:`pipemail.secure`) and the reader (:mod:`pipemail.unwrap`) make it alike.
+    """
+    for data in to_lf(chunks):
+        yield data.replace(b"\n", b"\r\n")
