@@ -44,6 +44,7 @@ from pipemail.errors import (
     describe_oserror,
     shown,
 )
+from pipemail.lines import to_crlf, to_lf
 
 VERIFY, DECRYPT = "verify", "decrypt"
 #: A header block (the message's or a part's) is read up to this size.
@@ -110,16 +111,8 @@ class Settings:
         self.crl_file = crl_file
         self.cert = cert
         self.key = key
-        self._passphrase = passphrase
-        self._asked = False
-        self._value = None
+        self.passphrase = crypto.Once(passphrase if passphrase is not None else lambda: None)
         self.env = env
-
-    def passphrase(self):
-        if not self._asked:
-            self._asked = True
-            self._value = self._passphrase() if self._passphrase is not None else None
-        return self._value
 
     def check_files(self):
         """NoInputError (66) for a trust file or key that cannot be read: said before any mail is read."""
@@ -393,32 +386,6 @@ def _file_chunks(f, start, end, size=BLOCK):
         yield data
 
 
-def canonical(chunks):
-    """``chunks`` with every line break CRLF (LF or CRLF in, across chunk cuts; a lone CR kept)."""
-    held = b""
-    for chunk in chunks:
-        data = held + chunk
-        held = b""
-        if data.endswith(b"\r"):
-            data, held = data[:-1], b"\r"
-        yield data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    if held:
-        yield held
-
-
-def lf_lines(chunks):
-    """``chunks`` with CRLF line breaks made LF (across chunk cuts; a lone CR kept)."""
-    held = b""
-    for chunk in chunks:
-        data = held + chunk
-        held = b""
-        if data.endswith(b"\r"):
-            data, held = data[:-1], b"\r"
-        yield data.replace(b"\r\n", b"\n")
-    if held:
-        yield held
-
-
 def b64_decoded(chunks):
     """Base64 text decoded as a stream of bytes (line ends, white space and any other byte outside the
     alphabet skipped, as RFC 2045 asks); DataError when it is cut short."""
@@ -507,7 +474,7 @@ def verify(f, settings):
         signature = b"".join(_decoded_body(f, sig_entity, sig_end))
     except DataError as exc:
         return Verdict(False, "BAD %s signature: the signature part is damaged (%s)" % (_KIND_NAMES[kind], exc))
-    signed = canonical(_file_chunks(f, content[0], content[1]))
+    signed = to_crlf(_file_chunks(f, content[0], content[1]))
     if kind == crypto.SMIME:
         if sig_entity.content_type not in crypto.SMIME_SIGNATURE_TYPES:
             return Verdict(
@@ -606,9 +573,9 @@ def _verify_smime_opaque(f, top, settings, from_addrs):
 def _smime_verdict(result, der, signer_file, from_addrs, label):
     err = result.stderr
     if result.rc == 0 and "Verification successful" in err:
-        cert = _load_cert(signer_file)
+        cert = crypto.load_cert(signer_file)
         who = describe_cert(cert)
-        emails = cert_emails(cert)
+        emails = crypto.cert_emails(cert)
         if not from_addrs or not set(emails) & set(from_addrs):
             return Verdict(
                 False,
@@ -646,28 +613,6 @@ def _smime_verdict(result, der, signer_file, from_addrs, label):
     return Verdict(
         False, "BAD %s signature: openssl says: %s" % (label, shown(last[-1] if last else "rc %d" % result.rc))
     )
-
-
-def _load_cert(path):
-    from cryptography import x509
-
-    with open(path, "rb") as f:
-        return x509.load_pem_x509_certificate(f.read())
-
-
-def cert_emails(cert):
-    """A certificate's addresses, lower-cased: its SAN rfc822Names, else its subject's emailAddress."""
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        emails = san.get_values_for_type(x509.RFC822Name)
-    except x509.ExtensionNotFound:
-        emails = []
-    if not emails:
-        emails = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)]
-    return [str(e).lower() for e in emails]
 
 
 def describe_cert(cert):
@@ -781,7 +726,7 @@ def gpg_verdict(status, settings, from_addrs):
             "BAD OpenPGP signature: untrusted signer: the key is not certified as its user's in "
             "the GnuPG keyring (trust %s) (%s)" % (level, who),
         )
-    emails = key_emails(primary or keyid, settings)
+    emails = [a for k in crypto.pgp_keys(primary or keyid, settings.env) for a in k.emails()]
     if not from_addrs or not set(emails) & set(from_addrs):
         return Verdict(
             False,
@@ -789,21 +734,6 @@ def gpg_verdict(status, settings, from_addrs):
             % (shown(", ".join(emails)) or "(no address)", shown(", ".join(from_addrs)) or "(none)"),
         )
     return Verdict(True, "good OpenPGP signature from %s" % who)
-
-
-def key_emails(key, settings):
-    """The addresses of the valid user ids of the OpenPGP key ``key`` (lower-cased)."""
-    from email.utils import parseaddr
-
-    result = crypto.run_tool(["gpg", "--batch", "--no-tty", "--with-colons", "--list-keys", key], env=settings.env)
-    emails = []
-    for line in result.stdout.decode("utf-8", "replace").splitlines():
-        fields = line.split(":")
-        if fields[0] == "uid" and len(fields) > 9 and fields[1] not in ("r", "e", "i"):
-            addr = parseaddr(fields[9].replace("\\x3a", ":"))[1]
-            if addr:
-                emails.append(addr.lower())
-    return emails
 
 
 # -- decrypt -----------------------------------------------------------------------------------
@@ -853,7 +783,7 @@ def _rewrap(top, plain, message, settings):
 
     lf = spool.spool_file(settings.env, prefix="pymime-")
     with lf:
-        for chunk in lf_lines(_file_chunks(plain, 0, None)):
+        for chunk in to_lf(_file_chunks(plain, 0, None)):
             lf.write(chunk)
         lf.flush()
         outer = [field for field in top.fields() if not field.lower().startswith(b"content-")]
