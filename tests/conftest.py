@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,13 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None, max_examples=300)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# A shell without job control starts a background job (`bash tests/run &`, nohup) with SIGINT
+# ignored, and an ignored signal stays ignored across exec: every command a test starts would
+# then ignore the Ctrl-C the tests send it and run into their timeouts. Python's own handler
+# here is reset to the default in those children.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # No test reads the machine's /etc/pipemail/config.toml: a test that wants a
 # system-wide file names its own.
