@@ -163,10 +163,12 @@ def send_mail(
     if not rcpts:
         raise UsageError("no recipients: give RECIPIENT operands (or -t with To/Cc/Bcc in the message)")
     groups, keys = [rcpts], None
-    if wrapper is not None and wrapper.encrypt:
+    if wrapper is not None:
         from pipemail import secure
 
-        keys = secure.recipient_keys(wrapper, rcpts)  # every one before anything is sent (78)
+        # the signing certificate or key, and every recipient's, checked before anything is sent (78)
+        keys = secure.prepare(wrapper, from_pair[1], rcpts)
+    if wrapper is not None and wrapper.encrypt:
         seen = [a for a in rcpts if a in shown]
         groups = ([seen] if seen else []) + [[a] for a in rcpts if a not in shown]
     limit = max_size

@@ -540,9 +540,10 @@ def wrapped(msg, sender, rcpts, account, env=None):
     from pipemail import message, secure
 
     s = secure.settings(account, env=env)
-    groups, keys = [rcpts], None
+    s.command = "pysendmail"
+    groups = [rcpts]
+    keys = secure.prepare(s, sender, rcpts)  # every key checked before anything is sent or queued (78)
     if s.encrypt:
-        keys = secure.recipient_keys(s, rcpts)  # every one before anything is sent or queued (78)
         listed = [_unfold(v) for h in ("To", "Cc") for v in _all(msg, h)]
         shown = {a.lower() for _n, a in message.header_addresses(listed) if a}
         seen = [a for a in rcpts if a.lower() in shown]
