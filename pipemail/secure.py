@@ -103,6 +103,42 @@ def settings(account, *, sign=None, encrypt=None, kind=None, recipient_certs=(),
     return Settings(kind, sign, encrypt, account, recipient_certs, env)
 
 
+def account_wraps(account):
+    """What ``account`` says to do to every message: a tuple of ``"sign"``, ``"encrypt"``
+    (:data:`pipemail.transport.WRAPS`), the marks of a message kept unwrapped."""
+    return tuple(w for w, on in (("sign", account.sign), ("encrypt", account.encrypt)) if on)
+
+
+def config_wraps(name=None, env=None):
+    """:func:`account_wraps` of the account ``name`` (None: the default one, else the only one) as
+    far as the configuration file can be read when :func:`pipemail.config.load` refuses it (an
+    unknown key, a bad value): what a message kept for want of a configuration was to be.  Empty
+    when the file cannot be read as TOML at all."""
+    acct = readable_account(name, env)
+    return tuple(w for w in ("sign", "encrypt") if acct.get(w) is True)
+
+
+def readable_account(name=None, env=None):
+    """The TOML table of the account ``name`` (None: the default one, else the only one), read
+    without the checks of :func:`pipemail.config.load` (which refused it); {} when there is none."""
+    import tomllib
+
+    from pipemail import config
+
+    try:
+        path, _named = config.default_path(env)
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except (OSError, ValueError):  # tomllib.TOMLDecodeError is a ValueError
+        return {}
+    accounts = doc.get("accounts") if isinstance(doc.get("accounts"), dict) else {}
+    name = name or doc.get("default")
+    if name is None and len(accounts) == 1:
+        name = next(iter(accounts))
+    acct = accounts.get(name) if isinstance(name, str) else None
+    return acct if isinstance(acct, dict) else {}
+
+
 def _named(account):
     return " '%s'" % account.name if account.name else ""
 

@@ -53,6 +53,9 @@ class Options:
         # A ConfigError met reading the configuration: raised when the message is to go out, so that
         # the message (composed without the account) is kept in the dead letter like any other failure.
         self.config_error = None
+        # what a message kept unwrapped was to be ("sign", "encrypt"): marked in the dead letter
+        # (X-Pipemail-Wrap), so that --resend signs/encrypts it first, or refuses; never in clear
+        self.kept_wrap = ()
 
 
 def _unique(addrs):
@@ -97,7 +100,24 @@ def send_mail(
     account = _account(opts)
     wrapper = _wrapper(opts, account, sign, encrypt, crypto_kind, recipient_certs)
     signing = wrapper is not None and wrapper.sign
+    if opts.config_error is not None:  # the account's sign/encrypt, as far as its file can be read
+        from pipemail import secure
+
+        opts.kept_wrap = tuple(
+            w
+            for w in secure.config_wraps(opts.account, opts.env)
+            if {"sign": sign, "encrypt": encrypt}[w] is not False  # --no-sign, --no-encrypt
+        )
+        signing = signing or "sign" in opts.kept_wrap  # composed as it will be signed
     from_pair = _one_address("-r", sender) if sender else None
+    if from_pair is None and opts.kept_wrap:  # signed later: with the From its certificate names
+        from pipemail import secure
+
+        given = secure.readable_account(opts.account, opts.env).get("from")
+        try:
+            from_pair = _one_address("from", given) if isinstance(given, str) else None
+        except PipemailError:
+            from_pair = None
     if from_pair is None and account.from_:
         try:
             from_pair = _one_address("from", account.from_)
@@ -532,7 +552,7 @@ def _send_parts(mail, total, opts, account, name, sender, rcpts):
 
     def keep_part(n, seg, undelivered):
         try:
-            transport.save_dead_letter(where, seg, sender, undelivered, opts.warn)
+            transport.save_dead_letter(where, seg, sender, undelivered, opts.warn, wrap=opts.kept_wrap)
         except PipemailError as exc:
             if not lost:
                 say("cannot keep what was not sent in %s: %s" % (shown(where), exc))
@@ -750,7 +770,16 @@ def _send(opts, url, account, segments, sender, rcpts, stdout_mbox=False, size=N
 def _keep(opts, segments, sender, undelivered):
     """Keep the message in the dead letter and say where (:func:`transport.keep_dead_letter`)."""
     path = transport.dead_letter_path(opts.dead_letter, opts.env)
-    transport.keep_dead_letter(path, segments, sender, undelivered, opts.warn)
+    transport.keep_dead_letter(path, segments, sender, undelivered, opts.warn, wrap=opts.kept_wrap)
+    if opts.kept_wrap:
+        opts.warn(
+            "it is kept unwrapped, marked to be %s: pymail --resend does so as the account says, "
+            "and never sends it in clear" % _wrap_words(opts.kept_wrap)
+        )
+
+
+def _wrap_words(wrap):
+    return {("sign",): "signed", ("encrypt",): "encrypted"}.get(tuple(wrap), "signed and encrypted")
 
 
 def resend(path, opts):
@@ -850,6 +879,39 @@ def _resend_each(letters, opts, url, account, kept, path):
             opts.warn("a message in %s names no undelivered recipients; kept as it is" % shown(path))
             keep(letter)
             continue
+        if letter.wrap:  # kept unwrapped: signed/encrypted now as the account says, or kept
+            try:
+                copies = _wrap_letter(letter, opts, account, number, path)
+            except PipemailError as exc:
+                opts.warn(
+                    "message %d in %s is to be %s, and cannot be: %s; kept as it is, never sent in clear"
+                    % (number, shown(path), _wrap_words(letter.wrap), exc)
+                )
+                keep(letter)
+                codes.append(exc.exit_code)
+                continue
+            missed, failed = [], []
+            for copy, group in copies:
+                try:
+                    qualify = _domain_qualifier(url, account, [sender] + group)
+                    report = _send(
+                        opts, url, account, copy.segments(), qualify(sender), [qualify(r) for r in group],
+                        stdout_mbox=several or len(copies) > 1,
+                    )  # fmt: skip
+                except PipemailError as exc:
+                    opts.warn(str(exc))
+                    missed += group if exc.undelivered is None else exc.undelivered
+                    failed.append(exc.exit_code)
+                    continue
+                for _addr, (_c, text) in report.refused.items():
+                    opts.warn(text)
+                missed += report.undelivered
+                if report.refused:
+                    failed.append(report.exit_code())
+            if missed:  # kept unwrapped and marked again, for those it missed
+                keep(_again(letter, missed))
+                codes += failed
+            continue
         try:  # bare names kept for want of a domain go out with the one set since
             qualify = _domain_qualifier(url, account, [sender] + rcpts)
             report = _send(
@@ -871,4 +933,34 @@ def _resend_each(letters, opts, url, account, kept, path):
 
 def _again(letter, undelivered):
     """``letter`` kept again for ``undelivered``, with the length it has (it was whole: it was sent)."""
-    return transport.Kept(letter.sender, letter.segments, list(undelivered), size=letter.size, headed=letter.headed)
+    return transport.Kept(
+        letter.sender, letter.segments, list(undelivered), size=letter.size, headed=letter.headed, wrap=letter.wrap
+    )
+
+
+def _wrap_letter(letter, opts, account, number, path):
+    """``[(message, recipients)]``: a dead letter's message kept unwrapped, signed and/or encrypted
+    as its mark says with the account's keys, a copy for the recipients its To and Cc show and
+    one for each other (Bcc); every key checked first.  A PipemailError when it cannot be."""
+    from email.utils import formatdate, getaddresses, make_msgid, parseaddr
+
+    from pipemail import secure
+
+    s = secure.settings(account, sign="sign" in letter.wrap, encrypt="encrypt" in letter.wrap, env=opts.env)
+    f = os.fdopen(os.dup(letter.segments.fd), "rb")
+    msg = message.from_stdin_message(message.FileData(f, "message %d in %s" % (number, shown(path))))
+    rcpts = list(letter.undelivered)
+    listed = [v.replace("\n", "") for n, v in msg.headers if n.lower() in ("to", "cc")]
+    in_view = {a.lower() for _n, a in getaddresses(listed) if a}
+    msg.remove_header("Bcc")
+    if msg.header("Date") is None:  # a message pysendmail kept as it came: what -t adds
+        msg.add_header("Date", formatdate(localtime=True))
+    if msg.header("Message-ID") is None:
+        msg.add_header("Message-ID", make_msgid(domain=message.fqdn()))
+    sender = parseaddr((msg.header("From") or "").replace("\n", ""))[1] or letter.sender
+    keys = secure.prepare(s, sender, rcpts)
+    groups = [rcpts]
+    if s.encrypt:
+        seen = [a for a in rcpts if a.lower() in in_view]
+        groups = ([seen] if seen else []) + [[a] for a in rcpts if a.lower() not in in_view]
+    return [(secure.wrap(msg, s, sender, g, keys), g) for g in groups]

@@ -441,17 +441,34 @@ def _pysendmail(run, tmp_path, pki, srv_url, given):
 def test_pysendmail_keeps_marked_and_resend_never_sends_in_clear_a_message_it_could_not_encrypt(
     run, smtp_server, pki, tmp_path
 ):
+    """Review 2, finding 3: pysendmail kept in clear what its account says to encrypt, and --resend sent
+    it so.  Now the kept message is marked (X-Pipemail-Wrap) and --resend encrypts it or refuses."""
     srv = smtp_server()
     given = b"From: alice@example.org\nTo: bob@example.org, zed@example.org\nSubject: cron\n\n" + RSECRET
     r, env = _pysendmail(run, tmp_path, pki, srv.url, given)
     assert r.returncode == 78 and "zed@example.org" in r.stderr
+    assert "marked to be signed and encrypted" in r.stderr, r.stderr
     assert srv.messages == []
     dead = tmp_path / "home" / "dead.letter"
-    assert not dead.exists() or RSECRET not in dead.read_bytes()  # 'not sent (never in clear)'
-    # and what pymail --resend does with that dead letter: it must not go out in clear
-    if dead.exists():
-        r = run("pymail", "--account", "me", "--transport", srv.url, "--resend", dead, env=env)
-        assert all(RSECRET not in raw for _f, _r, raw in srv.messages)
+    kept = dead.read_bytes()
+    assert b"\nX-Pipemail-Undelivered-To: bob@example.org, zed@example.org\nX-Pipemail-Wrap: sign, encrypt\n" in kept
+    # pymail --resend: zed still has no certificate: refused with words, kept as it was, nothing sent
+    r = run("pymail", "--account", "me", "--transport", srv.url, "--resend", dead, env=env)
+    assert r.returncode == 78, r.stderr
+    assert "is to be signed and encrypted, and cannot be: no S/MIME certificate for zed@example.org" in r.stderr
+    assert "never sent in clear" in r.stderr
+    assert srv.messages == []
+    assert b"X-Pipemail-Wrap: sign, encrypt\n" in dead.read_bytes() and RSECRET in dead.read_bytes()
+    # once zed has one, --resend sends it signed and encrypted, each copy as pymail would
+    cert, _key = _user_cert(pki, tmp_path, "zed")
+    (tmp_path / "certs" / "zed@example.org.pem").write_bytes(open(cert, "rb").read())
+    r = run("pymail", "--account", "me", "--transport", srv.url, "--resend", dead, env=env)
+    assert (r.returncode, r.stderr) == (0, "pymail: resend: all messages went out (%s)\n" % dead)
+    ((_f, rcpts, raw),) = srv.messages
+    assert rcpts == ["bob@example.org", "zed@example.org"]
+    assert RSECRET not in raw and b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data;" in raw
+    rc, plain = _decrypt(pki, "bob", raw, tmp_path)
+    assert rc == 0 and plain.startswith(b"Content-Type: multipart/signed;") and RSECRET.rstrip() in plain
 
 
 def test_pysendmail_refusal_does_not_name_an_option_it_lacks(run, smtp_server, pki, tmp_path):
@@ -466,12 +483,23 @@ def test_pysendmail_refusal_does_not_name_an_option_it_lacks(run, smtp_server, p
 
 
 def test_config_error_of_an_encrypting_account_keeps_it_marked_and_resend_encrypts_it(run, smtp_server, pki, tmp_path):
+    """Review 2, finding 4: a configuration error lost the account's encrypt = true: the message was
+    kept in clear and --resend sent it so.  Now it is kept marked and --resend encrypts it."""
     srv = smtp_server()
     env = _rconfig(tmp_path, pki, 'transport = "%s"\nencrypt = true\nsign = true\ntls = "bogus"\n' % srv.url)
     r = run("pymail", "--account", "me", "-s", "report", "bob@example.org", input=RSECRET, env=env)
     assert r.returncode == 78
+    assert "marked to be signed and encrypted: pymail --resend does so" in r.stderr, r.stderr
     dead = tmp_path / "home" / "dead.letter"
-    assert not dead.exists() or RSECRET not in dead.read_bytes()
+    assert b"\nX-Pipemail-Undelivered-To: bob@example.org\nX-Pipemail-Wrap: sign, encrypt\n" in dead.read_bytes()
+    cfg = open(env["PIPEMAIL_CONFIG"]).read()
+    open(env["PIPEMAIL_CONFIG"], "w").write(cfg.replace('tls = "bogus"\n', ""))
+    r = run("pymail", "--account", "me", "--resend", dead, env=env)
+    assert (r.returncode, r.stderr) == (0, "pymail: resend: all messages went out (%s)\n" % dead)
+    ((_f, rcpts, raw),) = srv.messages
+    assert rcpts == ["bob@example.org"] and RSECRET not in raw
+    rc, plain = _decrypt(pki, "bob", raw, tmp_path)
+    assert rc == 0 and plain.startswith(b"Content-Type: multipart/signed;") and RSECRET.rstrip() in plain
 
 
 # -- 5: the signer's intermediate CA certificates are not sent ------------------------------------------------
