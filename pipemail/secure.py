@@ -378,13 +378,52 @@ def wrap(msg, s, sender, recipients, keys=None):
     same outer header fields.  ``keys``: :func:`recipient_keys` of the recipients, when known."""
     outer, entity = msg.entity()
     if s.sign:
-        entity = _sign(entity, s, sender)
+        entity = _sign(_signable(entity), s, sender)
     if s.encrypt:
         keys = recipient_keys(s, recipients) if keys is None else keys
         entity = _encrypt(entity, s, [keys[a] for a in recipients])
     if not any(name.lower() == "mime-version" for name, _v in outer):
         outer = outer + [("MIME-Version", "1.0")]  # RFC 2045: a -t message without one is MIME now
     return message.Message(outer + entity.headers, raw_body=entity.raw_body)
+
+
+class _BodySource:
+    """A Body as a source of :mod:`pipemail.message` (re-iterable chunks, ``stats``, ``size``)."""
+
+    def __init__(self, body):
+        self.body = body
+        self.stats = None
+        self.size = None
+
+    def __iter__(self):
+        return iter(self.body)
+
+
+def _signable(entity):
+    """The entity of a message given whole (-t, pysendmail) as it can be signed: a body that is
+    not multipart, given 7bit or 8bit (or without a Content-Transfer-Encoding), with a line that a
+    server or an mbox changes (one ending in white space, one starting with "From ") goes
+    quoted-printable, as the text pymail composes does (RFC 3156 section 3, RFC 8551 section
+    3.1.1); a body without a Content-Type says the default (text/plain; charset=us-ascii) when
+    it is ASCII, so that the signed part has a header.  A multipart body is signed as given."""
+    if entity.raw_body is None:  # composed by pymail: made safe to sign already
+        return entity
+    ctype = (entity.header("Content-Type") or "").strip().lower()
+    cte = (entity.header("Content-Transfer-Encoding") or "7bit").strip().lower()
+    if ctype.startswith("multipart/") or cte not in ("7bit", "8bit"):
+        return entity
+    src = _BodySource(entity.raw_body)
+    st = message.scan(src)
+    fields = list(entity.headers)
+    if not ctype and st.ascii and not st.nul:
+        fields.insert(0, ("Content-Type", "text/plain; charset=us-ascii"))
+    if st.nul or not (st.trailing_space or st.from_line):
+        if fields == entity.headers:
+            return entity
+        return message.Message(fields, raw_body=entity.raw_body)
+    fields = [(n, v) for n, v in fields if n.lower() != "content-transfer-encoding"]
+    fields.append(("Content-Transfer-Encoding", "quoted-printable"))
+    return message.Message(fields, raw_body=message.QuotedPrintable(src))
 
 
 def _sign(entity, s, sender):
