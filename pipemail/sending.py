@@ -224,6 +224,8 @@ def send_mail(
                 stdin_name=stdin_name,
                 attach_charset=attach_charset,
                 signing=signing,
+                given=max_size,
+                grow=None if wrapper is None else lambda n: wrapper.overhead(n, max(len(g) for g in groups)),
             )
         except UsageError as exc:
             return _refuse(msg, from_pair[1], rcpts, opts, account, exc, wrapper)
@@ -409,12 +411,27 @@ class _Plan:
 
 
 def _plan_parts(
-    body, max_size, *, subject, sender, to, cc, extra, attach, stdin_name, attach_charset=None, signing=False
+    body,
+    max_size,
+    *,
+    subject,
+    sender,
+    to,
+    cc,
+    extra,
+    attach,
+    stdin_name,
+    attach_charset=None,
+    signing=False,
+    given=None,
+    grow=None,
 ):
     """Which attachments ride in the first mail and which go in the archive; UsageError when no part fits.
 
     ``attach``: the attachments, held open.  Sizes are computed, not made: composing costs
-    no pass over an attachment (base64 sizes come from the file's size)."""
+    no pass over an attachment (base64 sizes come from the file's size).  ``given``: the
+    --max-size the user gave (``max_size`` is what is left of it once signed/encrypted), and
+    ``grow(n)`` the size n bytes take once wrapped: what a refusal says (None: not wrapped)."""
     from pipemail import shar
 
     def compose(files, part_subject, first=True):
@@ -445,9 +462,11 @@ def _plan_parts(
     room = max_size - first - _PART_OVERHEAD
     if room * 57 // 78 < 16 * 1024:
         need = first + _PART_OVERHEAD + 16 * 1024 * 78 // 57 + 1
+        if grow is not None:
+            need = grow(need)  # the size that works once each part is signed/encrypted
         raise UsageError(
-            "--max-size %s leaves too little room for archive parts: give at least %dK"
-            % (_kib(max_size), -(-need // 1024))
+            "--max-size %s leaves too little room for archive parts%s: give at least %dK"
+            % (_kib(max_size if given is None else given), "" if grow is None else " once wrapped", -(-need // 1024))
         )
     name = os.path.basename(os.fsdecode(packed[0].path)) or "parts"
     # members named as the attachments are: by their base names; read through the descriptors
