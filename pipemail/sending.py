@@ -137,10 +137,11 @@ def send_mail(
         if attach:
             raise UsageError("-t takes the whole message from standard input: it cannot add -a attachments")
         msg = message.from_stdin_message(body)
+        # every To, Cc and Bcc field, not only the first of each (a second Bcc is no less a recipient)
         listed = getaddresses(
-            [v.replace("\n", "") for v in (msg.header(h) for h in ("To", "Cc", "Bcc")) if v]  # 3.13: no empties
+            [v.replace("\n", "") for n, v in msg.headers if n.lower() in ("to", "cc", "bcc") and v]  # 3.13: no empties
         )
-        in_view = getaddresses([v.replace("\n", "") for v in (msg.header(h) for h in ("To", "Cc")) if v])
+        in_view = getaddresses([v.replace("\n", "") for n, v in msg.headers if n.lower() in ("to", "cc") and v])
         if msg.header("From") is not None:
             from_pair = parseaddr(msg.header("From").replace("\n", ""))
         qualify = _qualifier(opts, account, [from_pair[1]] + [a for _, a in listed + to_p + cc_p + bcc_p])

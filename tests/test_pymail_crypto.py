@@ -301,7 +301,7 @@ RSECRET = b"root password changed on db1: hunter2\n"
 def _rconfig(tmp_path, pki, extra="", cert=None, key=None, sender="alice@example.org"):
     certs = tmp_path / "certs"
     certs.mkdir(exist_ok=True)
-    for name in ("alice", "bob", "carol"):
+    for name in ("alice", "bob", "carol", "eve"):
         (certs / ("%s@example.org.pem" % name)).write_bytes(open(pki.cert(name), "rb").read())
     cfg = tmp_path / "config.toml"
     cfg.write_text(
@@ -663,12 +663,12 @@ def test_t_second_bcc_field_is_not_dropped(run, smtp_server, pki, tmp_path):
     srv = smtp_server()
     env = _rconfig(tmp_path, pki)
     given = (
-        b"From: alice@example.org\nTo: bob@example.org\nBcc: carol@example.org\nBcc: alice@example.org\n"
+        b"From: alice@example.org\nTo: bob@example.org\nBcc: eve@example.org\nBcc: alice@example.org\n"
         b"Subject: t\n\nhello\n"
     )
     r = run("pymail", "--account", "me", "--transport", srv.url, "-t", "--encrypt", input=given, env=env)
     if r.returncode == 0:  # taken: then every recipient gets it, each Bcc alone
-        assert sorted(m[1] for m in srv.messages) == [["alice@example.org"], ["bob@example.org"], ["carol@example.org"]]
+        assert sorted(m[1] for m in srv.messages) == [["alice@example.org"], ["bob@example.org"], ["eve@example.org"]]
     else:  # or refused (RFC 5322: one Bcc field) before anything is sent
         assert r.returncode == 65 and srv.messages == []
 
