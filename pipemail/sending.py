@@ -967,6 +967,7 @@ def _wrap_letter(letter, opts, account, number, path):
     from pipemail import secure
 
     s = secure.settings(account, sign="sign" in letter.wrap, encrypt="encrypt" in letter.wrap, env=opts.env)
+    s.command = "pymail --resend"  # which takes no --recipient-cert: the words do not name it
     f = os.fdopen(os.dup(letter.segments.fd), "rb")
     msg = message.from_stdin_message(message.FileData(f, "message %d in %s" % (number, shown(path))))
     rcpts = list(letter.undelivered)
