@@ -544,7 +544,19 @@ def _send_in_parts(plan, opts, account, max_size, sender, rcpts, groups=None):
                 break
         if plan.wrap is None:
             return _send_parts(plain, count, opts, account, plan.name, sender, rcpts)
-        codes = [_send_parts(mail_for(g), count, opts, account, plan.name, sender, grp) for g, grp in enumerate(groups)]
+        for g in range(1, len(groups)):  # every copy's first part wrapped before anything is sent
+            mail_for(g)(1)
+        codes = []
+        for g, grp in enumerate(groups):
+            try:
+                codes.append(_send_parts(mail_for(g), count, opts, account, plan.name, sender, grp))
+            except PipemailError:
+                if g:  # what went out is said: the refusal is of the copies not yet sent
+                    opts.warn(
+                        "the parts went to %s before this; not to %s"
+                        % (", ".join(a for x in groups[:g] for a in x), ", ".join(a for x in groups[g:] for a in x))
+                    )
+                raise
         codes = [c for c in codes if c]
         return EX_TEMPFAIL if EX_TEMPFAIL in codes else (codes[0] if codes else EX_OK)
 
