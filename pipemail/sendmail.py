@@ -553,13 +553,18 @@ def wrapped(msg, sender, rcpts, account, env=None):
     s = secure.settings(account, env=env)
     s.command = "pysendmail"
     groups = [rcpts]
-    keys = secure.prepare(s, sender, rcpts)  # every key checked before anything is sent or queued (78)
+    # the signer is the From field's address (what readers check), else the envelope's
+    try:
+        signer = message.header_address(_unfold(msg.header("From") or ""))[1] or sender
+    except PipemailError:
+        signer = sender
+    keys = secure.prepare(s, signer, rcpts)  # every key checked before anything is sent or queued (78)
     if s.encrypt:
         listed = [_unfold(v) for h in ("To", "Cc") for v in _all(msg, h)]
         shown = {a.lower() for _n, a in message.header_addresses(listed) if a}
         seen = [a for a in rcpts if a.lower() in shown]
         groups = ([seen] if seen else []) + [[a] for a in rcpts if a.lower() not in shown]
-    return [(secure.wrap(msg, s, sender, g, keys), g) for g in groups]
+    return [(secure.wrap(msg, s, signer, g, keys), g) for g in groups]
 
 
 def check(data, req):

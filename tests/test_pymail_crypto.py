@@ -694,3 +694,19 @@ def test_smime_key_readable_by_others_is_refused(run, pki, tmp_path):
     r = run("pymail", "--account", "me", "--transport", "-", "--sign", "-s", "x", "bob@example.org",
             input=RSECRET, env=env)  # fmt: skip
     assert r.returncode == 78 and "open.key" in r.stderr and r.stdout == b""
+
+
+def test_openpgp_pgp_key_not_naming_the_from_address_is_refused_before_sending(run, smtp_server, gnupg, tmp_path):
+    """Review 2, finding 6 (OpenPGP): a pgp_key whose user ids do not name the From address."""
+    srv = smtp_server()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[accounts.me]\nfrom = "alice@example.org"\ncrypto = "openpgp"\npgp_key = "%s"\n' % gnupg.fpr("bob"))
+    env = dict(gnupg.env, HOME=str(tmp_path), PIPEMAIL_CONFIG=str(cfg))
+    r = run("pymail", "--account", "me", "--transport", srv.url, "--sign", "-s", "x", "ops@example.org",
+            input=RSECRET, env=env)  # fmt: skip
+    assert (r.returncode, r.stderr) == (
+        78,
+        "pymail: pgp_key %s has no user id for the From address alice@example.org: readers refuse the "
+        "signature; not sent\n" % gnupg.fpr("bob"),
+    )
+    assert srv.messages == []
