@@ -485,9 +485,9 @@ def verify(f, settings):
             False,
             "not verified: signed with %s, and only %s was asked for" % (_KIND_NAMES[kind], _KIND_NAMES[settings.kind]),
         )
-    from_addrs = from_addresses(top)
+    sender = sender_of(top)
     if form == "opaque":
-        return _verify_smime_opaque(f, top, settings, from_addrs)
+        return _verify_smime_opaque(f, top, settings, sender)
     boundary = top.param("boundary")
     if not boundary:
         return Verdict(False, "not verified: malformed multipart/signed (no boundary)")
@@ -513,23 +513,42 @@ def verify(f, settings):
             return Verdict(
                 False, "not verified: the signature part is %s, not an S/MIME signature" % sig_entity.content_type
             )
-        return verify_smime(signature, signed, settings, from_addrs)
+        return verify_smime(signature, signed, settings, sender)
     if sig_entity.content_type != crypto.PGP_SIGNATURE_TYPE:
         return Verdict(
             False, "not verified: the signature part is %s, not an OpenPGP signature" % sig_entity.content_type
         )
-    return verify_openpgp(signature, signed, settings, from_addrs)
+    return verify_openpgp(signature, signed, settings, sender)
 
 
 _KIND_NAMES = {crypto.SMIME: "S/MIME", crypto.OPENPGP: "OpenPGP"}
 
 
-def from_addresses(entity):
-    """The addresses of the From field, lower-cased."""
+class Sender:
+    """Who the From header says sent a message: ``address`` (lower-cased), None unless the header
+    holds exactly one From field with exactly one address in it (RFC 5322 allows one From field,
+    and several mailboxes in it need a Sender, which is not what was signed); ``text``, the From
+    addresses as a message shows them."""
+
+    __slots__ = ("address", "text")
+
+    def __init__(self, address, text):
+        self.address = address
+        self.text = text
+
+
+def sender_of(entity):
+    """The :class:`Sender` of a header."""
     from email.utils import getaddresses
 
     values = [str(v) for v in entity.msg.get_all("From", [])]
-    return [addr.lower() for _name, addr in getaddresses(values) if addr]
+    addrs = [addr.lower() for _name, addr in getaddresses(values) if addr]
+    text = shown(", ".join(addrs)) or "(none)"
+    if len(values) > 1:
+        return Sender(None, "%s (%d From fields: one is needed)" % (text, len(values)))
+    if len(addrs) > 1:
+        return Sender(None, "%s (%d addresses: one is needed)" % (text, len(addrs)))
+    return Sender(addrs[0] if addrs else None, text)
 
 
 class _Discard:
@@ -567,7 +586,7 @@ def _private_dir(settings):
     return spool.spool_dir(settings.env)
 
 
-def verify_smime(der, signed_chunks, settings, from_addrs):
+def verify_smime(der, signed_chunks, settings, sender):
     """The :class:`Verdict` of a detached S/MIME signature ``der`` over ``signed_chunks`` (CRLF)."""
     with _private_dir(settings) as tmp:
         sig = os.path.join(tmp, "smime.p7s")
@@ -577,10 +596,10 @@ def verify_smime(der, signed_chunks, settings, from_addrs):
         argv = ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", sig, "-content", "/dev/stdin"]
         argv += ["-purpose", "smimesign", "-signer", signer, *_trust_args(settings, tmp)]
         result = crypto.run_tool(argv, signed_chunks, out=_Discard(), env=settings.env)
-        return _smime_verdict(result, der, signer, from_addrs, "S/MIME")
+        return _smime_verdict(result, der, signer, sender, "S/MIME")
 
 
-def _verify_smime_opaque(f, top, settings, from_addrs):
+def _verify_smime_opaque(f, top, settings, sender):
     with _private_dir(settings) as tmp:
         p7m = os.path.join(tmp, "smime.p7m")
         size = 0
@@ -600,27 +619,22 @@ def _verify_smime_opaque(f, top, settings, from_addrs):
         result = crypto.run_tool(argv, out=_Discard(), env=settings.env)
         with open(p7m, "rb") as src:
             head = src.read(1 << 16)
-        return _smime_verdict(result, head, signer, from_addrs, "S/MIME (opaque)")
+        return _smime_verdict(result, head, signer, sender, "S/MIME (opaque)")
 
 
-def _smime_verdict(result, der, signer_file, from_addrs, label):
+def _smime_verdict(result, der, signer_file, sender, label):
     err = result.stderr
     if result.rc == 0 and "Verification successful" in err:
         cert = _load_cert(signer_file)
         who = describe_cert(cert)
         emails = cert_emails(cert)
-        if not from_addrs or not set(emails) & set(from_addrs):
+        if sender.address is None or sender.address not in emails:
             return Verdict(
                 False,
                 "signer's address is not the From address: %s signed as %s, From: %s"
-                % (
-                    label,
-                    shown(", ".join(emails)) or "(no address in the certificate)",
-                    shown(", ".join(from_addrs)) or "(none)",
-                ),
+                % (label, shown(", ".join(emails)) or "(no address in the certificate)", sender.text),
             )
-        signer = [e for e in emails if e in from_addrs][0]
-        return Verdict(True, "good %s signature from %s (%s)" % (label, shown(signer), who))
+        return Verdict(True, "good %s signature from %s (%s)" % (label, shown(sender.address), who))
     who = _signer_guess(der)
     of = " (signer %s)" % who if who else ""
     match = re.search(r"Verify error: ?(.*)", err)
@@ -706,7 +720,7 @@ def _signer_guess(der):
     return None
 
 
-def verify_openpgp(armored, signed_chunks, settings, from_addrs):
+def verify_openpgp(armored, signed_chunks, settings, sender):
     """The :class:`Verdict` of a detached OpenPGP signature over ``signed_chunks`` (CRLF)."""
     with _private_dir(settings) as tmp:
         sig = os.path.join(tmp, "signature.asc")
@@ -714,7 +728,7 @@ def verify_openpgp(armored, signed_chunks, settings, from_addrs):
             out.write(armored)
         argv = ["gpg", "--batch", "--no-tty", "--status-fd", "{status_fd}", "--verify", sig, "-"]
         result = crypto.run_tool(argv, signed_chunks, status=True, env=settings.env)
-    verdict = gpg_verdict(result.status, settings, from_addrs)
+    verdict = gpg_verdict(result.status, settings, sender)
     if verdict is None:
         return Verdict(False, "BAD OpenPGP signature: not a readable signature (%s)" % _first(result.stderr))
     return verdict
@@ -726,7 +740,7 @@ def _first(text):
     return shown(lines[0]) if lines else "no reason given"
 
 
-def gpg_verdict(status, settings, from_addrs):
+def gpg_verdict(status, settings, sender):
     """The verdict of gpg's status lines about a signature (the first one), None when there was none."""
     words = {}
     order = []
@@ -782,11 +796,11 @@ def gpg_verdict(status, settings, from_addrs):
             "the GnuPG keyring (trust %s) (%s)" % (level, who),
         )
     emails = key_emails(primary or keyid, settings)
-    if not from_addrs or not set(emails) & set(from_addrs):
+    if sender.address is None or sender.address not in emails:
         return Verdict(
             False,
             "signer's address is not the From address: OpenPGP key of %s, From: %s"
-            % (shown(", ".join(emails)) or "(no address)", shown(", ".join(from_addrs)) or "(none)"),
+            % (shown(", ".join(emails)) or "(no address)", sender.text),
         )
     return Verdict(True, "good OpenPGP signature from %s" % who)
 
@@ -948,7 +962,7 @@ def _decrypt_openpgp(f, top, settings, plain):
         return False, [_not_decrypted("OpenPGP: gpg could not decrypt it (%s)" % _first(result.stderr))]
     plain.flush()
     verdicts = [Verdict(True, "decrypted (OpenPGP)")]
-    signed = gpg_verdict(result.status, settings, from_addresses(top))
+    signed = gpg_verdict(result.status, settings, sender_of(top))
     if signed is not None:
         verdicts.append(signed)
     return True, verdicts
