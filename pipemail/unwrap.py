@@ -122,7 +122,8 @@ class Settings:
         return self._value
 
     def check_files(self):
-        """NoInputError (66) for a trust file or key that cannot be read: said before any mail is read."""
+        """NoInputError (66) for a trust file or key that cannot be read, ConfigError (78) for a CA
+        file without a certificate or a CRL file without a CRL: said before any mail is read."""
         for what, path in (
             ("CA file", self.ca_file),
             ("CRL file", self.crl_file),
@@ -132,12 +133,28 @@ class Settings:
             if path is None:
                 continue
             try:
-                with open(path, "rb"):
-                    pass
+                with open(path, "rb") as f:
+                    data = f.read() if what in ("CA file", "CRL file") else b""
             except OSError as exc:
                 raise NoInputError("cannot read %s %s: %s" % (what, shown(path), describe_oserror(exc))) from None
+            if what == "CA file" and not _has_certificate(data):
+                raise ConfigError("CA file %s holds no certificate (PEM)" % shown(path))
+            if what == "CRL file" and b"-----BEGIN X509 CRL-----" not in data:
+                raise ConfigError("CRL file %s holds no CRL (PEM)" % shown(path))
         if self.ca_dir is not None and not os.path.isdir(self.ca_dir):
             raise NoInputError("cannot read CA directory %s: not a directory" % shown(self.ca_dir))
+
+
+def _has_certificate(data):
+    """Whether ``data`` (PEM) holds a certificate that can be read."""
+    from cryptography import x509
+
+    if b"-----BEGIN TRUSTED CERTIFICATE-----" in data:  # openssl's own form, which it reads too
+        return True
+    try:
+        return bool(x509.load_pem_x509_certificates(data))
+    except ValueError:
+        return False
 
 
 class Summary:
@@ -559,13 +576,19 @@ class _Discard:
 
 
 def _trust_args(settings, tmp):
-    """openssl's trust options; a CA+CRL file made in ``tmp`` when a CRL is given."""
+    """openssl's trust options; a CA+CRL file made in ``tmp`` when a CRL is given.
+
+    With --ca-file and/or --ca-dir, only those are trusted: openssl's default file, directory
+    and store (which it loads unless told not to) are turned off.  With neither, the system's
+    store is trusted; a CRL then goes with the system's CA file."""
     args = []
+    own = settings.ca_file is not None or settings.ca_dir is not None
     ca_file = settings.ca_file
     if settings.crl_file is not None:
+        sources = [ca_file] if ca_file is not None else ([] if own else [_default_ca_file(settings.env)])
         both = os.path.join(tmp, "trust.pem")
         with open(both, "wb") as out:
-            for path in (ca_file, settings.crl_file):
+            for path in sources + [settings.crl_file]:
                 if path is None:
                     continue
                 with open(path, "rb") as src:
@@ -575,9 +598,24 @@ def _trust_args(settings, tmp):
         args.append("-crl_check")
     if ca_file is not None:
         args += ["-CAfile", ca_file]
+    elif own:
+        args.append("-no-CAfile")
     if settings.ca_dir is not None:
         args += ["-CApath", settings.ca_dir]
+    elif own:
+        args.append("-no-CApath")
+    if own:
+        args.append("-no-CAstore")
     return args
+
+
+def _default_ca_file(env):
+    """openssl's default CA file ($SSL_CERT_FILE, else the one built in), None when there is none."""
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    path = (os.environ if env is None else env).get(paths.openssl_cafile_env) or paths.openssl_cafile
+    return path if path and os.path.isfile(path) else None
 
 
 def _private_dir(settings):

@@ -947,6 +947,21 @@ def test_ca_dir_is_the_only_trust(run, pki, tmp_path):
 # A CA file that holds no certificate: every message is called "BAD signature: damaged".
 
 
+def test_crl_file_alone_keeps_the_system_ca_file(run, pki):
+    """--crl-file without --ca-file: the system store ($SSL_CERT_FILE here) still trusts, the CRL revokes."""
+    env = {"SSL_CERT_FILE": pki.ca}
+    r = run("pymime", "verify", "--crl-file", pki.crl, input=smime_signed(pki, "alice"), env=env)
+    assert (r.returncode, r.stderr) == (0, good_smime(pki, "alice")), r.stderr
+    r = run("pymime", "verify", "--crl-file", pki.crl, input=smime_signed(pki, "dave"), env=env)
+    assert r.returncode == 65 and "revoked" in r.stderr, r.stderr
+
+
+def test_crl_file_without_a_crl_is_said_once(run, pki):
+    r = run("pymime", "verify", "--ca-file", pki.ca, "--crl-file", pki.ca, input=smime_signed(pki, "alice"))
+    assert (r.returncode, r.stdout) == (78, b""), r.stderr
+    assert r.stderr == "pymime: CRL file %s holds no CRL (PEM)\n" % pki.ca
+
+
 def test_unusable_ca_file_is_said_once_not_blamed_on_the_signature(run, pki, tmp_path):
     junk = tmp_path / "ca.pem"
     junk.write_bytes(b"not a certificate\n")
