@@ -779,83 +779,116 @@ def _first(text):
 
 
 def gpg_verdict(status, settings, sender):
-    """The verdict of gpg's status lines about a signature (the first one), None when there was none."""
-    words = {}
-    order = []
-    for line in status:
-        parts = line.split(" ")
-        if parts[0] in words:
-            continue
-        words[parts[0]] = parts[1:]
-        order.append(parts[0])
-    if "NEWSIG" not in words and not any(k in words for k in ("GOODSIG", "BADSIG", "ERRSIG")):
+    """The verdict of gpg's status lines about the signatures they report, None when there was none.
+
+    Every signature must be good, by a key the GnuPG keyring holds valid (the first that is not
+    is the verdict, naming its signer), and the From address must be a certified user id of one
+    of the signers."""
+    blocks = _signature_blocks(status)
+    if not blocks:
         return None
-    keyid = None
-    for key in ("GOODSIG", "BADSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "ERRSIG"):
-        if key in words and words[key]:
-            keyid = words[key][0]
-            break
-    uid = ""
-    for key in ("GOODSIG", "BADSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"):
-        if key in words and len(words[key]) > 1:
-            uid = " ".join(words[key][1:])
-            break
-    fpr = words["VALIDSIG"][0] if "VALIDSIG" in words else None
-    primary = words["VALIDSIG"][-1] if "VALIDSIG" in words and len(words["VALIDSIG"]) >= 10 else fpr
-    who = "%s (key %s%s)" % (
-        shown(uid) if uid else "key %s" % keyid,
-        keyid,
-        ", fingerprint %s" % primary if primary else "",
+    goods = []
+    for words in blocks:
+        verdict, who, key = _one_gpg_signature(words)
+        if verdict is not None:
+            return verdict
+        goods.append((who, key))
+    emails = []
+    for who, key in goods:
+        uids = key_uids(key, settings)
+        for addr, uid in uids:
+            if sender.address is not None and addr == sender.address:
+                return Verdict(True, "good OpenPGP signature from %s (%s)" % (shown(uid), who))
+        emails += [addr for addr, _uid in uids if addr not in emails]
+    return Verdict(
+        False,
+        "signer's address is not the From address: OpenPGP key of %s, From: %s"
+        % (shown(", ".join(emails)) or "(no certified address)", sender.text),
     )
-    if uid == "":
-        who = "key %s%s" % (keyid, ", fingerprint %s" % primary if primary else "")
+
+
+_SIG_WORDS = ("GOODSIG", "BADSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "ERRSIG")
+
+
+def _signature_blocks(status):
+    """gpg's status lines cut at each NEWSIG: one dict (keyword -> its first line's words) per
+    signature; those before the first NEWSIG belong to none (unless there is no NEWSIG)."""
+    cuts = [i for i, line in enumerate(status) if line.split(" ")[0] == "NEWSIG"]
+    spans = [(a, b) for a, b in zip(cuts, cuts[1:] + [len(status)], strict=True)] if cuts else [(0, len(status))]
+    blocks = []
+    for a, b in spans:
+        words = {}
+        for line in status[a:b]:
+            parts = line.split(" ")
+            words.setdefault(parts[0], parts[1:])
+        if cuts or any(k in words for k in _SIG_WORDS):
+            blocks.append(words)
+    return blocks
+
+
+def _one_gpg_signature(words):
+    """``(verdict, who, key)`` for one signature's status words: a refusing Verdict, or None with
+    who signed (for the good line) and the key to look the user ids up with."""
+    keyid = next((words[k][0] for k in _SIG_WORDS if words.get(k)), None)
+    uid = next((" ".join(words[k][1:]) for k in _SIG_WORDS[:-1] if len(words.get(k, ())) > 1), "")
+    fpr = words["VALIDSIG"][0] if words.get("VALIDSIG") else None
+    primary = words["VALIDSIG"][-1] if len(words.get("VALIDSIG", ())) >= 10 else fpr
+    key = "key %s%s" % (keyid, ", fingerprint %s" % primary if primary else "")
+    who = "%s (%s)" % (shown(uid), key) if uid else key
+
+    def bad(text):
+        return Verdict(False, "BAD OpenPGP signature: " + text), None, None
+
     if "BADSIG" in words:
-        return Verdict(False, "BAD OpenPGP signature: the signed content was changed after signing (from %s)" % who)
+        return bad("the signed content was changed after signing (from %s)" % who)
     if "ERRSIG" in words:
         if "NO_PUBKEY" in words:
-            return Verdict(
-                False, "BAD OpenPGP signature: unknown signer: no public key %s in the GnuPG keyring" % keyid
-            )
-        return Verdict(False, "BAD OpenPGP signature: gpg cannot check it (key %s)" % keyid)
+            return bad("unknown signer: no public key %s in the GnuPG keyring" % keyid)
+        return bad("gpg cannot check it (key %s)" % keyid)
     if "REVKEYSIG" in words or "KEYREVOKED" in words:
-        return Verdict(False, "BAD OpenPGP signature: the signer's key is revoked (%s)" % who)
+        return bad("the signer's key is revoked (%s)" % who)
     if "EXPKEYSIG" in words:
-        return Verdict(False, "BAD OpenPGP signature: the signer's key has expired (%s)" % who)
+        return bad("the signer's key has expired (%s)" % who)
     if "EXPSIG" in words:
-        return Verdict(False, "BAD OpenPGP signature: the signature has expired (%s)" % who)
+        return bad("the signature has expired (%s)" % who)
     if "GOODSIG" not in words:
-        return Verdict(False, "BAD OpenPGP signature: gpg gave no verdict (%s)" % " ".join(order))
-    trust = next((k for k in order if k.startswith("TRUST_")), None)
+        return bad("gpg gave no verdict (%s)" % " ".join(words))
+    trust = next((k for k in words if k.startswith("TRUST_")), None)
     if trust not in ("TRUST_FULLY", "TRUST_ULTIMATE"):
         level = trust[6:].lower() if trust else "none"
-        return Verdict(
-            False,
-            "BAD OpenPGP signature: untrusted signer: the key is not certified as its user's in "
-            "the GnuPG keyring (trust %s) (%s)" % (level, who),
+        return bad(
+            "untrusted signer: the key is not certified as its user's in the GnuPG keyring (trust %s) (%s)"
+            % (level, who)
         )
-    emails = key_emails(primary or keyid, settings)
-    if sender.address is None or sender.address not in emails:
-        return Verdict(
-            False,
-            "signer's address is not the From address: OpenPGP key of %s, From: %s"
-            % (shown(", ".join(emails)) or "(no address)", sender.text),
-        )
-    return Verdict(True, "good OpenPGP signature from %s" % who)
+    return None, key, primary or keyid
 
 
-def key_emails(key, settings):
-    """The addresses of the valid user ids of the OpenPGP key ``key`` (lower-cased)."""
+#: The validity (field 2 of gpg --with-colons) a user id needs to count as the key owner's:
+#: full or ultimate, the level the key itself must reach.
+PGP_CERTIFIED = ("f", "u")
+
+
+def key_uids(key, settings):
+    """``(address, user id)`` of the user ids of the OpenPGP key ``key`` that the keyring holds
+    valid (certified: :data:`PGP_CERTIFIED`); the address lower-cased."""
     from email.utils import parseaddr
 
-    result = crypto.run_tool(["gpg", "--batch", "--no-tty", "--with-colons", "--list-keys", key], env=settings.env)
-    emails = []
+    argv = ["gpg", "--batch", "--no-tty", "--no-auto-key-retrieve", "--with-colons", "--list-keys", key]
+    result = crypto.run_tool(argv, env=settings.env)
+    uids = []
     for line in result.stdout.decode("utf-8", "replace").splitlines():
         fields = line.split(":")
-        if fields[0] == "uid" and len(fields) > 9 and fields[1] not in ("r", "e", "i"):
-            addr = parseaddr(fields[9].replace("\\x3a", ":"))[1]
+        if fields[0] == "uid" and len(fields) > 9 and fields[1] in PGP_CERTIFIED:
+            uid = _colon_unescaped(fields[9])
+            addr = parseaddr(uid)[1]
             if addr:
-                emails.append(addr.lower())
-    return emails
+                uids.append((addr.lower(), uid))
+    return uids
+
+
+def _colon_unescaped(text):
+    """A --with-colons field with its \\xNN escapes undone."""
+    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
 
 
 # -- decrypt -----------------------------------------------------------------------------------

@@ -1003,6 +1003,30 @@ def test_bad_openpgp_signature_line_names_the_bad_signer(run, gnupg):
 # A CRLF message decrypted: its header block mixes CRLF (outer fields) and LF (inner fields).
 
 
+def _two_signatures(gnupg, first, second, sender):
+    armored = gnupg.gpg("--enarmor", input=first + second, check=True).stdout.replace(b"ARMORED FILE", b"SIGNATURE")
+    part = b'Content-Type: application/pgp-signature; name="signature.asc"\n\n' + armored
+    return multipart_signed(inner_entity(), b"application/pgp-signature", b"pgp-sha256", part, sender)
+
+
+def test_openpgp_every_signature_must_be_good(run, gnupg, oddkeys):
+    """Two signatures: both must be good; the From address is then that of either signer."""
+    entity = crlf(inner_entity())
+    alice = gnupg.gpg("-u", "alice@example.org", "--detach-sign", input=entity, check=True).stdout
+    bob = gnupg.gpg("-u", "bob@example.org", "--detach-sign", input=entity, check=True).stdout
+    msg = _two_signatures(gnupg, alice, bob, b"bob@example.org")
+    r = run("pymime", "verify", input=msg, env={"GNUPGHOME": gnupg.home})
+    assert (r.returncode, r.stderr, r.stdout) == (0, good_pgp(gnupg, "Bob"), msg)
+    argv = ["gpg", "--batch", "--no-tty", "-u", "zed@example.org", "--detach-sign"]
+    zed = sh(*argv, input=entity, env=dict(os.environ, **oddkeys["env"]))
+    msg = _two_signatures(gnupg, alice, zed, b"alice@example.org")
+    r = run("pymime", "verify", input=msg, env={"GNUPGHOME": gnupg.home})
+    assert r.returncode == 65 and r.stdout == msg
+    assert re.fullmatch(
+        r"pymime: BAD OpenPGP signature: unknown signer: no public key [0-9A-F]{16} in the GnuPG keyring\n", r.stderr
+    ), r.stderr
+
+
 def test_crlf_message_decrypted_has_one_kind_of_line_end(run, pki, noconfig):
     msg = crlf(smime_encrypted(pki, inner_entity(), "bob"))
     r = run("pymime", "decrypt", "--cert", pki.cert("bob"), "--key", pki.key("bob"), input=msg, env=noconfig)
