@@ -36,6 +36,7 @@ from pipemail import crypto
 from pipemail.errors import (
     EX_DATAERR,
     EX_OK,
+    EX_SOFTWARE,
     ConfigError,
     DataError,
     IOFailure,
@@ -273,6 +274,18 @@ def _one(f, mode, settings, summary, warn, prefix):
             raise
         say(Verdict(False, str(exc), exc.exit_code))
         return f
+    except Exception as exc:  # a defect of ours: the message is kept all the same, and said
+        say(
+            Verdict(
+                False,
+                "not %s: internal error: %s: %s" % (_DONE[mode], type(exc).__name__, shown(str(exc))),
+                EX_SOFTWARE,
+            )
+        )
+        return f
+
+
+_DONE = {VERIFY: "verified", DECRYPT: "decrypted"}
 
 
 def _written(f, mode, settings, summary, warn, prefix):
@@ -347,10 +360,11 @@ def entity_at(f, start, end=None):
 
 
 def delimiters(f, start, boundary, want=3):
-    """The delimiter lines of ``boundary`` (str) in ``f`` after offset ``start`` (which must be a
-    line break, or the start of the file): a list of ``(line_start, after_line, is_close)``, at most
-    ``want`` of them, ending at the close one.  Read in blocks, searching for LF + ``--boundary``."""
-    dash = b"--" + boundary.encode("ascii", "surrogateescape")
+    """The delimiter lines of ``boundary`` (bytes, see :func:`boundary_of`) in ``f`` after offset
+    ``start`` (which must be a line break, or the start of the file): a list of
+    ``(line_start, after_line, is_close)``, at most ``want`` of them, ending at the close one.
+    Read in blocks, searching for LF + ``--boundary``."""
+    dash = b"--" + boundary
     pat = b"\n" + dash
     f.seek(start)
     buf = b"" if start else b"\n"  # buf[k] is at offset base + k
@@ -494,6 +508,9 @@ def verify(f, settings):
         if is_encrypted(top):
             return Verdict(False, "not signed: the message is encrypted (pymime decrypt reads it)")
         return Verdict(False, "not signed")
+    twice = twice_given(top)
+    if twice:
+        return Verdict(False, "not verified: two %s fields (a reader may take either)" % twice)
     kind, form = found
     if kind.startswith("unknown:"):
         return Verdict(False, "not verified: signed with an unknown protocol %r" % shown(kind[8:]))
@@ -505,12 +522,14 @@ def verify(f, settings):
     sender = sender_of(top)
     if form == "opaque":
         return _verify_smime_opaque(f, top, settings, sender)
-    boundary = top.param("boundary")
-    if not boundary:
-        return Verdict(False, "not verified: malformed multipart/signed (no boundary)")
-    marks = delimiters(f, max(top.body - 1, 0), boundary)
+    boundary, bad = boundary_of(top)
+    if bad:
+        return Verdict(False, "not verified: malformed multipart/signed (%s)" % bad)
+    marks = delimiters(f, max(top.body - 1, 0), boundary, want=MAX_PARTS + 1)
     if len(marks) < 2 or marks[0][2] or marks[1][2]:
         return Verdict(False, "not verified: malformed multipart/signed (it does not hold two parts)")
+    if len(marks) > 2 and not marks[2][2]:
+        return Verdict(False, "not verified: malformed multipart/signed (it holds %s parts)" % _parts(marks))
     content = (marks[0][1], line_break_before(f, marks[1][0], marks[0][1]))
     sig_end = line_break_before(f, marks[2][0], marks[1][1]) if len(marks) > 2 else None
     if (
@@ -539,6 +558,38 @@ def verify(f, settings):
 
 
 _KIND_NAMES = {crypto.SMIME: "S/MIME", crypto.OPENPGP: "OpenPGP"}
+#: A multipart/signed or multipart/encrypted holds two parts; parts are counted up to this many.
+MAX_PARTS = 16
+#: Fields that say how to read the body: given twice, a reader may take either.
+_ONCE = ("MIME-Version", "Content-Type", "Content-Transfer-Encoding")
+#: What a boundary is read as: printable ASCII, not ending in a space (RFC 2046 asks for less: 70
+#: characters at most, from a smaller set; some mailers write longer ones).
+_BOUNDARY = re.compile(r"[\x20-\x7e]*[\x21-\x7e]")
+
+
+def twice_given(entity):
+    """The name of a field of :data:`_ONCE` that ``entity``'s header holds more than once, else None."""
+    for name in _ONCE:
+        if len(entity.msg.get_all(name, [])) > 1:
+            return name
+    return None
+
+
+def boundary_of(entity):
+    """``(boundary, None)``: the boundary parameter as bytes; ``(None, why)`` when there is none or it
+    is not printable ASCII."""
+    boundary = entity.param("boundary")
+    if not boundary:
+        return None, "no boundary"
+    if not _BOUNDARY.fullmatch(boundary):
+        return None, "boundary %s is not printable ASCII" % shown(repr(boundary))
+    return boundary.encode("ascii"), None
+
+
+def _parts(marks):
+    """How many parts the delimiters ``marks`` (from :func:`delimiters`) open, in words."""
+    parts = len(marks) - (1 if marks[-1][2] else 0)
+    return "more than %d" % MAX_PARTS if len(marks) > MAX_PARTS and not marks[-1][2] else str(parts)
 
 
 class Sender:
@@ -898,10 +949,15 @@ def decrypt(f, settings, depth=0):
     """``(result, verdicts)`` for the message spooled in ``f``: ``result`` a temporary file
     holding the message to write instead of it (None: write it unchanged), and what was found."""
     top = entity_at(f, 0)
-    if depth >= MAX_DEPTH or not is_encrypted(top):
+    if not is_encrypted(top):
         if depth and kind_of(top) is not None:
             return None, [verify(f, settings)]
         return None, []
+    if depth >= MAX_DEPTH:
+        return None, [_not_decrypted("encrypted more than %d times inside itself" % MAX_DEPTH)]
+    twice = twice_given(top)
+    if twice:
+        return None, [_not_decrypted("two %s fields (a reader may take either)" % twice)]
     from pipemail import spool
 
     plain = spool.spool_file(settings.env, prefix="pymime-")
@@ -1004,10 +1060,14 @@ def _decrypt_openpgp(f, top, settings, plain):
         return False, [_not_decrypted("multipart/encrypted with an unknown protocol %r" % shown(protocol))]
     if settings.kind == crypto.SMIME:
         return False, [_not_decrypted("OpenPGP encrypted, and only S/MIME was asked for")]
-    boundary = top.param("boundary")
-    marks = delimiters(f, max(top.body - 1, 0), boundary) if boundary else []
-    if len(marks) < 2 or marks[1][2]:
+    boundary, bad = boundary_of(top)
+    if bad:
+        return False, [_not_decrypted("malformed multipart/encrypted (%s)" % bad)]
+    marks = delimiters(f, max(top.body - 1, 0), boundary, want=MAX_PARTS + 1)
+    if len(marks) < 2 or marks[0][2] or marks[1][2]:
         return False, [_not_decrypted("malformed multipart/encrypted (it does not hold two parts)")]
+    if len(marks) > 2 and not marks[2][2]:
+        return False, [_not_decrypted("malformed multipart/encrypted (it holds %s parts)" % _parts(marks))]
     end = line_break_before(f, marks[2][0], marks[1][1]) if len(marks) > 2 else None
     part = entity_at(f, marks[1][1], end)
     passphrase = settings.passphrase()
