@@ -809,13 +809,18 @@ def _signer_guess(der):
     return None
 
 
+#: gpg's options that a gpg.conf must not turn around for a filter: no terminal, and no key
+#: fetched from the network because a message names it (auto-key-retrieve).
+GPG_PINNED = ("--batch", "--no-tty", "--no-auto-key-retrieve")
+
+
 def verify_openpgp(armored, signed_chunks, settings, sender):
     """The :class:`Verdict` of a detached OpenPGP signature over ``signed_chunks`` (CRLF)."""
     with _private_dir(settings) as tmp:
         sig = os.path.join(tmp, "signature.asc")
         with open(sig, "wb") as out:
             out.write(armored)
-        argv = ["gpg", "--batch", "--no-tty", "--status-fd", "{status_fd}", "--verify", sig, "-"]
+        argv = ["gpg", *GPG_PINNED, "--status-fd", "{status_fd}", "--verify", sig, "-"]
         result = crypto.run_tool(argv, signed_chunks, status=True, env=settings.env)
     verdict = gpg_verdict(result.status, settings, sender)
     if verdict is None:
@@ -924,7 +929,7 @@ def key_uids(key, settings):
     valid (certified: :data:`PGP_CERTIFIED`); the address lower-cased."""
     from email.utils import parseaddr
 
-    argv = ["gpg", "--batch", "--no-tty", "--no-auto-key-retrieve", "--with-colons", "--list-keys", key]
+    argv = ["gpg", *GPG_PINNED, "--with-colons", "--list-keys", key]
     result = crypto.run_tool(argv, env=settings.env)
     uids = []
     for line in result.stdout.decode("utf-8", "replace").splitlines():
@@ -1071,10 +1076,10 @@ def _decrypt_openpgp(f, top, settings, plain):
     end = line_break_before(f, marks[2][0], marks[1][1]) if len(marks) > 2 else None
     part = entity_at(f, marks[1][1], end)
     passphrase = settings.passphrase()
-    argv = ["gpg", "--batch", "--no-tty", "--status-fd", "{status_fd}"]
+    argv = ["gpg", *GPG_PINNED, "--status-fd", "{status_fd}"]
     if passphrase is not None:
         argv += ["--pinentry-mode", "loopback", "--passphrase-fd", "{pass_fd}"]
-    argv += ["--decrypt"]
+    argv += ["--no-use-embedded-filename", "--output", "-", "--decrypt"]
     result = crypto.run_tool(
         argv, _decoded_body(f, part, end), out=plain, status=True, passphrase=passphrase, env=settings.env
     )
@@ -1092,6 +1097,9 @@ def _decrypt_openpgp(f, top, settings, plain):
             return False, [_not_decrypted("OpenPGP: bad passphrase for the secret key", ConfigError.exit_code)]
         return False, [_not_decrypted("OpenPGP: gpg could not decrypt it (%s)" % _first(result.stderr))]
     plain.flush()
+    said = [line.split(" ") for line in result.status if line.startswith("PLAINTEXT_LENGTH ")]
+    if os.fstat(plain.fileno()).st_size == 0 and any(len(w) > 1 and w[1] not in ("", "0") for w in said):
+        return False, [_not_decrypted("OpenPGP: gpg wrote the plaintext somewhere else than to pymime")]
     verdicts = [Verdict(True, "decrypted (OpenPGP)")]
     signed = gpg_verdict(result.status, settings, sender_of(top))
     if signed is not None:

@@ -1003,6 +1003,37 @@ def test_bad_openpgp_signature_line_names_the_bad_signer(run, gnupg):
 # A CRLF message decrypted: its header block mixes CRLF (outer fields) and LF (inner fields).
 
 
+def test_verify_fetches_no_key_from_the_network(run, gnupg, tmp_path):
+    """A gpg.conf with auto-key-retrieve: a filter still asks no key server (one on loopback here)."""
+    import http.server
+
+    asked = []
+
+    class KeyServer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeyServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    home = tmp_path / "g"
+    home.mkdir(mode=0o700)
+    (home / "gpg.conf").write_text("auto-key-retrieve\nkeyserver hkp://127.0.0.1:%d\n" % server.server_port)
+    msg = pgp_signed(gnupg, "alice@example.org")
+    try:
+        r = run("pymime", "verify", input=msg, env={"GNUPGHOME": str(home)})
+    finally:
+        server.shutdown()
+        subprocess.run(["gpgconf", "--kill", "all"], env=dict(os.environ, GNUPGHOME=str(home)), capture_output=True)
+    assert asked == []
+    line = "pymime: BAD OpenPGP signature: unknown signer: no public key %s in the GnuPG keyring\n"
+    assert (r.returncode, r.stderr) == (65, line % gnupg.fpr("Alice")[-16:])
+
+
 def _two_signatures(gnupg, first, second, sender):
     armored = gnupg.gpg("--enarmor", input=first + second, check=True).stdout.replace(b"ARMORED FILE", b"SIGNATURE")
     part = b'Content-Type: application/pgp-signature; name="signature.asc"\n\n' + armored
