@@ -993,8 +993,9 @@ def decrypt(f, settings, depth=0):
 
 def _rewrap(top, plain, message, settings):
     """Write to ``message`` the outer header ``top`` without its Content-* fields, then the decrypted
-    entity in ``plain`` (CRLF) with LF line ends; of the entity's own header, a field the outer header
-    already has (MIME-Version, or the same line) is not written twice."""
+    entity in ``plain`` (CRLF): its Content-* fields (what the outer Content-* stood for; MIME-Version
+    too when the outer header has none) and its body, all with LF line ends.  The entity's other
+    fields are not written: the outer ones are the message's (one From, one Subject)."""
     from pipemail import mailbox, spool
 
     lf = spool.spool_file(settings.env, prefix="pymime-")
@@ -1002,7 +1003,7 @@ def _rewrap(top, plain, message, settings):
         for chunk in lf_lines(_file_chunks(plain, 0, None)):
             lf.write(chunk)
         lf.flush()
-        outer = [field for field in top.fields() if not field.lower().startswith(b"content-")]
+        outer = [_lf_field(field) for field in top.fields() if _field_name(field) and not _is_content(field)]
         for field in outer:
             message.write(field)
         lf.seek(0)
@@ -1010,18 +1011,24 @@ def _rewrap(top, plain, message, settings):
         start = 0
         if mailbox.classify(head, complete=len(head) < mailbox.HEAD_SIZE) == "message" or head.startswith(b"\n"):
             inner = entity_at(lf, 0)
-            seen = {_field_name(field) for field in outer} & {b"mime-version"}
-            lines = {field.rstrip(b"\r\n") for field in outer}
+            wanted = {b"mime-version"} - {_field_name(field) for field in outer}
             for field in inner.fields():
-                if _field_name(field) in seen or field.rstrip(b"\r\n") in lines:
-                    continue
-                message.write(field)
-            start = inner.body - 1 if inner.body else 0  # the blank line that ends the header
-        else:
-            message.write(b"\n")
+                if _is_content(field) or _field_name(field) in wanted:
+                    message.write(field if field.endswith(b"\n") else field + b"\n")
+            start = inner.body
+        message.write(b"\n")
         for chunk in _file_chunks(lf, start, None):
             message.write(chunk)
         message.flush()
+
+
+def _is_content(field):
+    return field[:8].lower() == b"content-"
+
+
+def _lf_field(field):
+    """A header field (its continuation lines too) with LF line ends."""
+    return field.replace(b"\r\n", b"\n")
 
 
 def _field_name(field):
