@@ -37,6 +37,7 @@ from pipemail.errors import (
     EX_DATAERR,
     EX_OK,
     EX_SOFTWARE,
+    EX_TEMPFAIL,
     ConfigError,
     DataError,
     IOFailure,
@@ -280,6 +281,7 @@ def _one(f, mode, settings, summary, warn, prefix):
                 False,
                 "not %s: internal error: %s: %s" % (_DONE[mode], type(exc).__name__, shown(str(exc))),
                 EX_SOFTWARE,
+                EX_TEMPFAIL,
             )
         )
         return f
@@ -711,7 +713,18 @@ def _verify_smime_opaque(f, top, settings, sender):
         return _smime_verdict(result, head, signer, sender, "S/MIME (opaque)")
 
 
+def killed(result, tool, what="verified"):
+    """A Verdict for a tool killed by a signal (the OOM killer, a timeout): no word on the
+    signature, try again later (75); None when it was not."""
+    if result.rc >= 0:
+        return None
+    return Verdict(False, "not %s: %s was killed by signal %d" % (what, tool, -result.rc), EX_TEMPFAIL)
+
+
 def _smime_verdict(result, der, signer_file, sender, label):
+    dead = killed(result, "openssl")
+    if dead is not None:
+        return dead
     err = result.stderr
     if result.rc == 0 and "Verification successful" in err:
         cert = _load_cert(signer_file)
@@ -822,6 +835,9 @@ def verify_openpgp(armored, signed_chunks, settings, sender):
             out.write(armored)
         argv = ["gpg", *GPG_PINNED, "--status-fd", "{status_fd}", "--verify", sig, "-"]
         result = crypto.run_tool(argv, signed_chunks, status=True, env=settings.env)
+    dead = killed(result, "gpg")
+    if dead is not None:
+        return dead
     verdict = gpg_verdict(result.status, settings, sender)
     if verdict is None:
         return Verdict(False, "BAD OpenPGP signature: not a readable signature (%s)" % _first(result.stderr))
@@ -1090,6 +1106,9 @@ def _decrypt_openpgp(f, top, settings, plain):
     result = crypto.run_tool(
         argv, _decoded_body(f, part, end), out=plain, status=True, passphrase=passphrase, env=settings.env
     )
+    dead = killed(result, "gpg", "decrypted")
+    if dead is not None:
+        return False, [dead]
     status = {line.split(" ")[0] for line in result.status}
     # gpg exits 1 or 2 for a bad or unknown signature inside: its status lines say whether it decrypted
     if "DECRYPTION_OKAY" not in status or status & {"DECRYPTION_FAILED", "BADMDC"}:

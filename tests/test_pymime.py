@@ -980,8 +980,17 @@ def test_killed_tool_is_not_a_bad_signature(run, pki, tmp_path):
     fake.chmod(0o755)
     msg = smime_signed(pki, "alice")
     r = run("pymime", "verify", "--ca-file", pki.ca, input=msg, env={"PATH": "%s:%s" % (tmp_path, os.environ["PATH"])})
-    assert r.stdout == msg
-    assert "BAD" not in r.stderr and "signal 9" in r.stderr, r.stderr
+    assert (r.returncode, r.stderr, r.stdout) == (75, "pymime: not verified: openssl was killed by signal 9\n", msg)
+
+
+def test_killed_gpg_is_not_a_bad_signature(run, gnupg, tmp_path):
+    fake = tmp_path / "gpg"
+    fake.write_text("#!/bin/sh\nkill -9 $$\n")
+    fake.chmod(0o755)
+    msg = pgp_signed(gnupg, "alice@example.org")
+    env = {"PATH": "%s:%s" % (tmp_path, os.environ["PATH"]), "GNUPGHOME": gnupg.home}
+    r = run("pymime", "verify", input=msg, env=env)
+    assert (r.returncode, r.stderr, r.stdout) == (75, "pymime: not verified: gpg was killed by signal 9\n", msg)
 
 
 # Two OpenPGP signatures, alice's good and bob's bad: the BAD line names alice.
