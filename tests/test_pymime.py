@@ -848,6 +848,22 @@ def test_rfc2231_boundary_in_decrypt_is_one_line(run, noconfig):
 # decrypt merges the encrypted entity's whole header into the outer one: two From, two Subject.
 
 
+def test_decrypt_refuses_a_third_part_or_a_second_content_type(run, gnupg, noconfig):
+    """multipart/encrypted holds two parts (RFC 3156): a third, not encrypted, would be dropped or
+    taken for the message's; two Content-Type fields leave it to the reader which one counts."""
+    armored = gnupg.gpg("--armor", "--encrypt", "-r", "bob@example.org", input=crlf(inner_entity()), check=True)
+    msg = pgp_encrypted(armored.stdout)
+    extra = msg.replace(b"\n--=e1--\n", b"\n--=e1\nContent-Type: text/plain\n\nPay mallory.\n--=e1--\n")
+    r = run("pymime", "decrypt", input=extra, env=dict(noconfig, GNUPGHOME=gnupg.home))
+    line = "pymime: not decrypted: malformed multipart/encrypted (it holds 3 parts)\n"
+    assert (r.returncode, r.stderr, r.stdout) == (65, line, extra)
+    twice = msg.replace(b'boundary="=e1"\n\n', b'boundary="=e1"\nContent-Type: text/plain\n\n', 1)
+    assert twice != msg
+    r = run("pymime", "decrypt", input=twice, env=dict(noconfig, GNUPGHOME=gnupg.home))
+    line = "pymime: not decrypted: two Content-Type fields (a reader may take either)\n"
+    assert (r.returncode, r.stderr, r.stdout) == (65, line, twice)
+
+
 def test_decrypt_writes_one_from_and_one_subject(run, pki, noconfig):
     entity = b"From: ceo@example.org\nSubject: wire the money\nContent-Type: text/plain\n\nbody\n"
     msg = smime_encrypted(pki, entity, "bob")  # From: alice@example.org, Subject: nightly report outside
