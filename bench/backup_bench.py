@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import logging
 import os
 import shutil
@@ -24,7 +23,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from benchlib import CHILD_ENV, MB, Result, find_venvs, print_table, run_child
+from benchlib import CHILD_ENV, MB, Result, find_venvs, print_table, run_child, sha
 
 RCPT = "me@example.org"
 PART = "4M"  # pymail --max-size and GNU shar -L (GNU reads 4M as 4 MiB, as we do)
@@ -61,14 +60,6 @@ class Spool:
             self.biggest = max(self.biggest, len(envelope.original_content))
             (self.dir / ("mail.%04d" % self.count)).write_bytes(data)
         return "250 OK"
-
-
-def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(MB), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def mbox_from(files: list[Path], mbox: Path) -> None:

@@ -4,6 +4,7 @@ Standard library only."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -90,6 +91,15 @@ def run_child(
     except ValueError:  # the wrapper itself failed (e.g. the command does not exist)
         return Result(0.0, float("nan"), wrapper.returncode or 127, err)
     return Result(float(wall), int(maxrss_kb) / 1024.0, int(returncode), err)  # ru_maxrss is in KiB on Linux
+
+
+def sha(path: Path) -> str:
+    """The SHA-256 (hex) of a file, read 1 MiB at a time: output checked against input, at any size."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MB), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def verdict(ok: bool) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import logging
 import os
 import shutil
@@ -24,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import CHILD_ENV, MB, find_venvs, print_table
+from benchlib import CHILD_ENV, MB, find_venvs, print_table, sha
 
 LIMIT = 1024 * 1024
 RCPT = "me@example.org"
@@ -54,14 +53,6 @@ def write_mbox(path: Path, messages: list[bytes]) -> None:
             body = raw.replace(b"\r\n", b"\n")
             body = b"\n".join(b">" + ln if ln.lstrip(b">").startswith(b"From ") else ln for ln in body.split(b"\n"))
             f.write(b"From bench@example.org Thu Jan  1 00:00:00 2026\n" + body.rstrip(b"\n") + b"\n\n")
-
-
-def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(MB), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def timed(argv: list[str] | str, cwd: Path, env: dict, stdin: str | None = None) -> float:

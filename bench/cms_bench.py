@@ -12,7 +12,6 @@ measured venvs), it prints a table and exits 0 (a missed target prints MISS).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import DATA_DIR, MB, find_venvs, print_table, run_child, run_main, verdict
+from benchlib import DATA_DIR, MB, find_venvs, print_table, run_child, run_main, sha, verdict
 
 RSS_TARGET_MB = 64  # DESIGN.md: peak memory under 64 MB at any size
 
@@ -37,14 +36,6 @@ cms.decrypt(chunks(sys.stdin.buffer), sys.stdout.buffer, cert=sys.argv[1], key=s
 
 def sh(*argv: str | Path, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in argv], check=True, capture_output=True, **kw)
-
-
-def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(MB), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_inputs(work: Path, size_mb: int) -> tuple[str, dict[str, Path]]:

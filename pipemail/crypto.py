@@ -43,13 +43,6 @@ _BLOCK = 64 * 1024
 _PACKAGES = {"openssl": "openssl", "gpg": "gnupg", "gpgsm": "gpgsm", "gpg-connect-agent": "gnupg"}
 
 
-def crlf(chunks):
-    """``chunks`` (LF line ends) with CRLF line ends: the canonical form that is signed and encrypted."""
-    for chunk in chunks:
-        if chunk:
-            yield chunk.replace(b"\n", b"\r\n")
-
-
 class ToolResult:
     """What a tool run left: its exit status, its stdout (when captured), the tail of its stderr,
     and the lines of its status fd (gpg's ``--status-fd``), the ``[GNUPG:] `` prefix removed."""
@@ -216,6 +209,126 @@ def _run_tool(argv, chunks=None, *, out=None, passphrase=None, status=False, env
         lines.append(line[len("[GNUPG:] ") :] if line.startswith("[GNUPG:] ") else line)
     stderr = bytes(err_tail).decode("utf-8", "replace")
     return ToolResult(rc, bytes(captured), stderr, lines)
+
+
+def load_cert(path):
+    """The first certificate of the PEM file ``path`` (a ``cryptography`` x509 object);
+    OSError when it cannot be read, ValueError when it holds no PEM certificate."""
+    from cryptography import x509
+
+    with open(path, "rb") as f:
+        return x509.load_pem_x509_certificate(f.read())
+
+
+def cert_emails(cert):
+    """The addresses a certificate is for, lower-cased, as RFC 8550 (3) says: its subjectAltName
+    rfc822Names; the subject's emailAddress only when it has no SAN address.  The sender picks a
+    recipient's certificate and the reader checks a signer's From address by this one rule."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        emails = san.get_values_for_type(x509.RFC822Name)
+    except x509.ExtensionNotFound:
+        emails = []
+    if not emails:
+        emails = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)]
+    return [str(e).lower() for e in emails]
+
+
+def cert_expired(cert):
+    """Whether ``cert``'s validity has ended (notAfter in the past)."""
+    import datetime
+
+    return cert.not_valid_after_utc <= datetime.datetime.now(datetime.UTC)
+
+
+# the validity letters (field 2 of --with-colons) of a key or user id that is not to be used:
+# expired, revoked, invalid, disabled
+PGP_UNUSABLE = ("e", "r", "i", "d")
+
+
+#: the validity letters of a user id that the keyring holds as its key owner's (full, ultimate:
+#: the level a key must reach); "-", "q", "n" (a user id nobody trusted certified) are not
+PGP_CERTIFIED = ("f", "u")
+
+
+class PgpKey:
+    """A key of ``gpg --with-colons --list-keys``: ``fpr`` (its primary key's fingerprint),
+    ``validity`` (field 2), ``capabilities`` (field 12: a capital letter for the key as a whole,
+    E to encrypt, S to sign), ``uids`` (``(validity, address)`` of its user ids, lower-cased),
+    ``names`` (the whole user ids, in the order of ``uids``)."""
+
+    def __init__(self, validity, capabilities):
+        self.fpr = None
+        self.validity = validity
+        self.capabilities = capabilities
+        self.uids = []
+        self.names = []
+
+    def usable(self, capability):
+        """Whether the key is valid and can ``capability`` ("E", "S") as a whole."""
+        return self.validity not in PGP_UNUSABLE and capability in self.capabilities
+
+    def emails(self):
+        """The addresses of its valid user ids."""
+        return [addr for validity, addr in self.uids if validity not in PGP_UNUSABLE]
+
+    def certified(self):
+        """``(address, user id)`` of the user ids the keyring holds certified (:data:`PGP_CERTIFIED`):
+        the only ones that say whose the key is (a signer's address is one of these)."""
+        return [
+            (addr, name)
+            for (validity, addr), name in zip(self.uids, self.names, strict=True)
+            if validity in PGP_CERTIFIED
+        ]
+
+
+def pgp_keys(pattern, env=None):
+    """The keys of the GnuPG keyring (``$GNUPGHOME`` of ``env``) that ``pattern`` names, as
+    ``gpg --with-colons --list-keys`` gives them: a list of :class:`PgpKey` (empty: none)."""
+    from email.utils import parseaddr
+
+    got = run_tool(["gpg", "--batch", "--no-tty", "--with-colons", "--list-keys", pattern], env=env)
+    keys = []
+    for line in got.stdout.decode("utf-8", "replace").splitlines():
+        fields = line.split(":")
+        if fields[0] == "pub" and len(fields) > 11:
+            keys.append(PgpKey(fields[1], fields[11]))
+        elif not keys:
+            continue
+        elif fields[0] == "fpr" and keys[-1].fpr is None and len(fields) > 9:
+            keys[-1].fpr = fields[9]
+        elif fields[0] == "uid" and len(fields) > 9:
+            name = _colon_unescaped(fields[9])
+            addr = parseaddr(name)[1]
+            if addr:
+                keys[-1].uids.append((fields[1], addr.lower()))
+                keys[-1].names.append(name)
+    return keys
+
+
+def _colon_unescaped(text):
+    """A ``--with-colons`` field with gpg's ``\\xNN`` escapes undone (a colon is ``\\x3a``)."""
+    import re
+
+    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
+
+
+class Once:
+    """``ask()`` called the first time this is called, its value kept (a passphrase asked once)."""
+
+    def __init__(self, ask):
+        self._ask = ask
+        self._asked = False
+        self._value = None
+
+    def __call__(self):
+        if not self._asked:
+            self._value = self._ask()
+            self._asked = True
+        return self._value
 
 
 def key_passphrase(account, env=None):

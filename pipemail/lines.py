@@ -1,8 +1,11 @@
-"""Reading lines of a binary stream in bounded memory, with bulk access for fast paths.
+"""Lines of binary data: reading them in bounded memory, and their line ends.
 
 Shared by the parsers: the uu codec (:mod:`pipemail.uu`), pyunshar's archive
 finder (:mod:`pipemail.unshar`) and GNU shar's parser
-(:mod:`pipemail.unshar_gnu`).
+(:mod:`pipemail.unshar_gnu`); and, for the line-end converters :func:`to_crlf`
+and :func:`to_lf`, by composing (:mod:`pipemail.message`), signing and
+encrypting (:mod:`pipemail.secure`), verifying and decrypting
+(:mod:`pipemail.unwrap`).
 """
 
 MAX_LINE = 4096  # longer lines are returned cut short (and flagged): never part of an encoded block
@@ -126,3 +129,27 @@ def strip_eol(line):
         if line.endswith(b"\r"):
             line = line[:-1]
     return line
+
+
+def to_lf(chunks):
+    """``chunks`` with CRLF line breaks made LF (across chunk cuts; a lone CR kept)."""
+    held = b""
+    for chunk in chunks:
+        data = held + chunk if held else chunk
+        held = b""
+        if data.endswith(b"\r"):
+            data, held = data[:-1], b"\r"
+        if data:
+            yield data.replace(b"\r\n", b"\n")
+    if held:
+        yield held
+
+
+def to_crlf(chunks):
+    """``chunks`` with every line break CRLF (LF or CRLF in, across chunk cuts; a lone CR kept).
+
+    The canonical form of RFC 5751/3156 that a signature covers and that is encrypted: the
+    sender (:mod:`pipemail.secure`) and the reader (:mod:`pipemail.unwrap`) make it alike.
+    """
+    for data in to_lf(chunks):
+        yield data.replace(b"\n", b"\r\n")

@@ -486,22 +486,12 @@ class LineEnds(Body):
         self.src = src
 
     def __iter__(self):
-        carry = b""
+        from pipemail.lines import to_lf
+
         last = b"\n"
-        for chunk in self.src:
-            if not chunk:
-                continue
-            data = carry + chunk if carry else chunk
-            carry = b""
-            if data.endswith(b"\r"):
-                carry, data = b"\r", data[:-1]
-            out = data.replace(b"\r\n", b"\n")
-            if out:
-                last = out[-1:]
-                yield out
-        if carry:
-            last = carry
-            yield carry
+        for out in to_lf(self.src):
+            last = out[-1:]
+            yield out
         if last != b"\n":
             yield b"\n"
 
@@ -689,6 +679,41 @@ class Chunks:
         return iter(self.make())
 
 
+class Joined(Body):
+    """Pieces (bytes, or :class:`Body` objects), each starting at a line start, one after the
+    other: a message or a multipart body; ``sizes()`` adds the pieces' sizes without making them."""
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+
+    def __iter__(self):
+        for piece in self.pieces:
+            if isinstance(piece, bytes):
+                yield piece
+            else:
+                yield from piece
+
+    def sizes(self):
+        total = [0, 0, 0]
+        for piece in self.pieces:
+            if isinstance(piece, bytes):
+                got = (len(piece), piece.count(b"\n"), piece.count(b"\n.") + piece.startswith(b"."))
+            else:
+                got = piece.sizes()
+            total = [a + b for a, b in zip(total, got, strict=True)]
+        return tuple(total)
+
+
+def field_block(fields, encoding="ascii"):
+    """Header fields ``[(name, value)]`` as their lines (bytes, each ending in LF, no blank line)."""
+    return "".join("%s: %s\n" % (n, v) for n, v in fields).encode(encoding, "surrogateescape")
+
+
+def new_boundary():
+    """A fresh multipart boundary: random, so that no content holds it."""
+    return "=_pipemail_" + os.urandom(12).hex()
+
+
 class Message:
     """Header fields and MIME parts, fixed once; ``segments()`` gives the bytes in order as
     re-iterable chunks (cut anywhere, lines ending in \\n), made while they are read."""
@@ -712,7 +737,7 @@ class Message:
         """Make the message multipart/mixed, its parts between boundaries."""
         from pipemail import headers
 
-        self.boundary = "=_pipemail_" + os.urandom(12).hex()
+        self.boundary = new_boundary()
         self.headers.append(
             ("Content-Type", headers.mime("Content-Type", "multipart/mixed", [("boundary", self.boundary)]))
         )
@@ -731,31 +756,23 @@ class Message:
 
     def _pieces(self):
         """The message as bytes of its own (headers, framing) and :class:`Body` objects, in order."""
-        head = "".join("%s: %s\n" % (n, v) for n, v in self.headers).encode("utf-8", "surrogateescape")
+        head = field_block(self.headers, "utf-8")
         if self.raw_body is not None:
             return [head + b"\n", self.raw_body]
         if self.boundary is None:  # one part: its headers are the message's
             part = self.parts[0]
-            return [head + _part_head(part) + b"\n", part.body]
+            return [head + field_block(part.headers) + b"\n", part.body]
         b = self.boundary.encode()
         out = [head + b"\nThis is a MIME message with attachments.\n"]
         for part in self.parts:
-            out += [b"\n--" + b + b"\n" + _part_head(part) + b"\n", part.body]
+            out += [b"\n--" + b + b"\n" + field_block(part.headers) + b"\n", part.body]
         out.append(b"\n--" + b + b"--\n")
         return out
 
     def segments(self):
         """The message as re-iterable chunks (lines end in \\n)."""
-        pieces = self._pieces()
-
-        def make():
-            for piece in pieces:
-                if isinstance(piece, bytes):
-                    yield piece
-                else:
-                    yield from piece
-
-        return Chunks(make)
+        joined = Joined(self._pieces())
+        return Chunks(joined.__iter__)
 
     def as_bytes(self):
         return b"".join(self.segments())
@@ -763,14 +780,7 @@ class Message:
     def sizes(self):
         """``(bytes, newlines, dots)`` of the message (LF line ends), without making it: base64 parts
         from their sources' sizes, the others from a counting pass (once)."""
-        total = [0, 0, 0]
-        for piece in self._pieces():
-            if isinstance(piece, bytes):
-                got = (len(piece), piece.count(b"\n"), piece.count(b"\n.") + piece.startswith(b"."))
-            else:
-                got = piece.sizes()
-            total = [a + b for a, b in zip(total, got, strict=True)]
-        return tuple(total)
+        return Joined(self._pieces()).sizes()
 
     def size(self):
         """The size with CRLF line ends, as SMTP's SIZE counts it."""
@@ -786,10 +796,6 @@ class Message:
 def crlf_size(segments):
     """The size of a message's ``segments`` (chunks) with CRLF line ends, as SMTP carries it."""
     return sum(len(s) + s.count(b"\n") for s in segments)
-
-
-def _part_head(part):
-    return "".join("%s: %s\n" % (n, v) for n, v in part.headers).encode("ascii")
 
 
 def fqdn():

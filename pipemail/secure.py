@@ -21,6 +21,7 @@ import os
 
 from pipemail import crypto, message
 from pipemail.errors import ConfigError, NoPermError, PipemailError, UsageError, shown
+from pipemail.lines import to_crlf
 
 # Room the wrapping takes beyond the entity, for --max-size (generous: a part must fit)
 SIGN_ROOM = 8 * 1024  # multipart/signed framing and a signature (S/MIME: with the signer's certificate)
@@ -39,15 +40,8 @@ class Settings:
         self.account = account
         self.recipient_certs = list(recipient_certs)
         self.env = os.environ if env is None else env
-        self._passphrase = None
-        self._asked = False
-
-    def passphrase(self):
-        """The signing key's passphrase (``key_password_command``), asked once; None without one."""
-        if not self._asked:
-            self._passphrase = crypto.key_passphrase(self.account, self.env)
-            self._asked = True
-        return self._passphrase
+        # the signing key's passphrase (key_password_command), asked once; None without one
+        self.passphrase = crypto.Once(lambda: crypto.key_passphrase(account, self.env))
 
     def overhead(self, size, recipients=1):
         """The most ``size`` bytes of entity (CRLF) become once wrapped: what --max-size plans with."""
@@ -132,21 +126,22 @@ def recipient_keys(s, recipients):
     return {addr: _pgp_key(s, addr) for addr in recipients}
 
 
-def _cert_emails(path, env, what):
-    """The addresses a certificate names (SAN rfc822Name and subject emailAddress), lower case;
-    ConfigError when it is not a certificate or has expired."""
-    got = crypto.run_tool(["openssl", "x509", "-noout", "-email", "-checkend", "0", "-in", path], env=env)
-    if "Certificate will expire" in got.stdout.decode("ascii", "replace"):
+def _cert_emails(path, what):
+    """The addresses a certificate is for (:func:`crypto.cert_emails`); ConfigError when it is not
+    a certificate or has expired."""
+    try:
+        cert = crypto.load_cert(path)
+    except (OSError, ValueError):
+        raise ConfigError("%s %s is not a PEM certificate" % (what, shown(os.fsdecode(path)))) from None
+    if crypto.cert_expired(cert):
         raise ConfigError("%s %s has expired: ask for a new one" % (what, shown(os.fsdecode(path))))
-    if got.rc != 0:
-        raise ConfigError("%s %s is not a PEM certificate" % (what, shown(os.fsdecode(path))))
-    return {line.strip().lower() for line in got.stdout.decode("utf-8", "replace").splitlines() if "@" in line}
+    return crypto.cert_emails(cert)
 
 
 def _smime_certs(s, recipients):
     given = {}
     for path in s.recipient_certs:
-        for addr in _cert_emails(path, s.env, "--recipient-cert"):
+        for addr in _cert_emails(path, "--recipient-cert"):
             given.setdefault(addr, path)
     found = {}
     where = s.account.smime_certs
@@ -156,7 +151,7 @@ def _smime_certs(s, recipients):
             for name in (addr, addr.lower()):
                 candidate = os.path.join(where, name + ".pem")
                 if os.path.isfile(candidate):
-                    if addr.lower() not in _cert_emails(candidate, s.env, "the certificate of %s," % addr):
+                    if addr.lower() not in _cert_emails(candidate, "the certificate of %s," % addr):
                         raise ConfigError(
                             "the certificate %s is not %s's (it names another address): not sent (never in clear)"
                             % (shown(candidate), addr)
@@ -175,12 +170,8 @@ def _smime_certs(s, recipients):
 
 def _pgp_key(s, addr):
     """``<addr>`` when the keyring holds a valid key for ``addr`` that can encrypt; else ConfigError."""
-    got = crypto.run_tool(["gpg", "--batch", "--no-tty", "--with-colons", "--list-keys", "<%s>" % addr], env=s.env)
-    for line in got.stdout.decode("utf-8", "replace").splitlines():
-        fields = line.split(":")
-        # a primary key whose capabilities (field 12) hold a capital E: the key can encrypt as a whole
-        if fields[0] == "pub" and len(fields) > 11 and "E" in fields[11] and fields[1] not in ("e", "r", "i", "d"):
-            return "<%s>" % addr
+    if any(key.usable("E") for key in crypto.pgp_keys("<%s>" % addr, s.env)):
+        return "<%s>" % addr
     raise ConfigError(
         "no OpenPGP key for %s in your GnuPG keyring that can encrypt (gpg --import it; not "
         "expired or revoked): not sent (never in clear)" % addr
@@ -201,38 +192,6 @@ class _Whole(message.Body):
 
     def sizes(self):
         return self.msg.sizes()
-
-
-class _Joined(message.Body):
-    """Pieces (bytes, or Bodies), each starting at a line start, one after the other."""
-
-    def __init__(self, pieces):
-        self.pieces = pieces
-
-    def __iter__(self):
-        for piece in self.pieces:
-            if isinstance(piece, bytes):
-                yield piece
-            else:
-                yield from piece
-
-    def sizes(self):
-        total = [0, 0, 0]
-        for piece in self.pieces:
-            if isinstance(piece, bytes):
-                got = (len(piece), piece.count(b"\n"), piece.count(b"\n.") + piece.startswith(b"."))
-            else:
-                got = piece.sizes()
-            total = [a + b for a, b in zip(total, got, strict=True)]
-        return tuple(total)
-
-
-def _head(fields):
-    return "".join("%s: %s\n" % (n, v) for n, v in fields).encode("ascii")
-
-
-def _boundary():
-    return "=_pipemail_" + os.urandom(12).hex()
 
 
 def wrap(msg, s, sender, recipients, keys=None):
@@ -274,15 +233,15 @@ def _sign(entity, s, sender):
             ),
         ]
         preamble = b"This is an OpenPGP/MIME signed message (RFC 4880 and 3156).\n"
-    b = _boundary()
+    b = message.new_boundary()
     params = [("protocol", protocol), ("micalg", micalg), ("boundary", b)]
     fields = [("Content-Type", headers.mime("Content-Type", "multipart/signed", params))]
     bb = b.encode()
-    body = _Joined(
+    body = message.Joined(
         [
             preamble + b"--" + bb + b"\n",
             _Whole(entity),
-            b"\n--" + bb + b"\n" + _head(sig_fields) + b"\n",
+            b"\n--" + bb + b"\n" + message.field_block(sig_fields) + b"\n",
             sig_body,
             b"\n--" + bb + b"--\n",
         ]
@@ -296,7 +255,7 @@ def _smime_signature(entity, s):
     argv += ["-signer", acct.smime_cert, "-inkey", acct.smime_key]
     passphrase = s.passphrase()
     argv += ["-passin", "fd:{pass_fd}"] if passphrase is not None else ["-passin", "pass:"]
-    got = crypto.run_tool(argv, crypto.crlf(entity.segments()), passphrase=passphrase, env=s.env)
+    got = crypto.run_tool(argv, to_crlf(entity.segments()), passphrase=passphrase, env=s.env)
     if got.rc == 0 and got.stdout:
         return got.stdout
     err = got.stderr
@@ -335,7 +294,7 @@ def _pgp_signature(entity, s, sender):
     if passphrase is not None:
         argv += ["--passphrase-fd", "{pass_fd}"]
     argv += ["--local-user", signer, "--digest-algo", "SHA256", "--armor", "--detach-sign"]
-    got = crypto.run_tool(argv, crypto.crlf(entity.segments()), passphrase=passphrase, status=True, env=s.env)
+    got = crypto.run_tool(argv, to_crlf(entity.segments()), passphrase=passphrase, status=True, env=s.env)
     created = [ln.split() for ln in got.status if ln.startswith("SIG_CREATED ")]
     if got.rc == 0 and created:
         try:
@@ -383,14 +342,14 @@ def _encrypt(entity, s, keys):
     try:
         if s.kind == crypto.SMIME:
             argv = ["openssl", "cms", "-encrypt", "-stream", "-binary", "-aes256", "-outform", "DER"] + list(keys)
-            got = crypto.run_tool(argv, crypto.crlf(entity.segments()), out=out, env=s.env)
+            got = crypto.run_tool(argv, to_crlf(entity.segments()), out=out, env=s.env)
             if got.rc != 0:
                 raise PipemailError("openssl cms -encrypt failed (exit %d): %s" % (got.rc, _last_line(got.stderr)))
         else:
             argv = _gpg_base(s) + ["--auto-key-locate", "local", "--armor", "--encrypt"]
             for key in keys:
                 argv += ["--recipient", key]
-            got = crypto.run_tool(argv, crypto.crlf(entity.segments()), out=out, status=True, env=s.env)
+            got = crypto.run_tool(argv, to_crlf(entity.segments()), out=out, status=True, env=s.env)
             if got.rc != 0:
                 for line in got.status:
                     parts = line.split()
@@ -420,7 +379,7 @@ def _encrypt(entity, s, keys):
             ("Content-Description", "S/MIME encrypted message"),
         ]
         return message.Message(fields, raw_body=message.Base64(data))
-    b = _boundary()
+    b = message.new_boundary()
     params = [("protocol", crypto.PGP_ENCRYPTED_TYPE), ("boundary", b)]
     fields = [("Content-Type", headers.mime("Content-Type", "multipart/encrypted", params))]
     bb = b.encode()
@@ -434,11 +393,11 @@ def _encrypt(entity, s, keys):
         ("Content-Description", "OpenPGP encrypted message"),
         ("Content-Disposition", headers.mime("Content-Disposition", "inline", [("filename", name)])),
     ]
-    body = _Joined(
+    body = message.Joined(
         [
             b"This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156).\n--" + bb + b"\n",
-            _head(version) + b"\nVersion: 1\n",
-            b"\n--" + bb + b"\n" + _head(payload) + b"\n",
+            message.field_block(version) + b"\nVersion: 1\n",
+            b"\n--" + bb + b"\n" + message.field_block(payload) + b"\n",
             message.Raw(data),
             b"\n--" + bb + b"--\n",
         ]

@@ -46,6 +46,7 @@ from pipemail.errors import (
     describe_oserror,
     shown,
 )
+from pipemail.lines import to_crlf, to_lf
 
 VERIFY, DECRYPT = "verify", "decrypt"
 #: A header block (the message's or a part's) is read up to this size.
@@ -112,16 +113,8 @@ class Settings:
         self.crl_file = crl_file
         self.cert = cert
         self.key = key
-        self._passphrase = passphrase
-        self._asked = False
-        self._value = None
+        self.passphrase = crypto.Once(passphrase if passphrase is not None else lambda: None)
         self.env = env
-
-    def passphrase(self):
-        if not self._asked:
-            self._asked = True
-            self._value = self._passphrase() if self._passphrase is not None else None
-        return self._value
 
     def check_files(self):
         """NoInputError (66) for a trust file or key that cannot be read, ConfigError (78) for a CA
@@ -426,32 +419,6 @@ def _file_chunks(f, start, end, size=BLOCK):
         yield data
 
 
-def canonical(chunks):
-    """``chunks`` with every line break CRLF (LF or CRLF in, across chunk cuts; a lone CR kept)."""
-    held = b""
-    for chunk in chunks:
-        data = held + chunk
-        held = b""
-        if data.endswith(b"\r"):
-            data, held = data[:-1], b"\r"
-        yield data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    if held:
-        yield held
-
-
-def lf_lines(chunks):
-    """``chunks`` with CRLF line breaks made LF (across chunk cuts; a lone CR kept)."""
-    held = b""
-    for chunk in chunks:
-        data = held + chunk
-        held = b""
-        if data.endswith(b"\r"):
-            data, held = data[:-1], b"\r"
-        yield data.replace(b"\r\n", b"\n")
-    if held:
-        yield held
-
-
 def b64_decoded(chunks):
     """Base64 text decoded as a stream of bytes (line ends, white space and any other byte outside the
     alphabet skipped, as RFC 2045 asks); DataError when it is cut short."""
@@ -545,7 +512,7 @@ def verify(f, settings):
         signature = b"".join(_decoded_body(f, sig_entity, sig_end))
     except DataError as exc:
         return Verdict(False, "BAD %s signature: the signature part is damaged (%s)" % (_KIND_NAMES[kind], exc))
-    signed = canonical(_file_chunks(f, content[0], content[1]))
+    signed = to_crlf(_file_chunks(f, content[0], content[1]))
     if kind == crypto.SMIME:
         if sig_entity.content_type not in crypto.SMIME_SIGNATURE_TYPES:
             return Verdict(
@@ -727,9 +694,9 @@ def _smime_verdict(result, der, signer_file, sender, label):
         return dead
     err = result.stderr
     if result.rc == 0 and "Verification successful" in err:
-        cert = _load_cert(signer_file)
+        cert = crypto.load_cert(signer_file)
         who = describe_cert(cert)
-        emails = cert_emails(cert)
+        emails = crypto.cert_emails(cert)
         if sender.address is None or sender.address not in emails:
             return Verdict(
                 False,
@@ -762,28 +729,6 @@ def _smime_verdict(result, der, signer_file, sender, label):
     return Verdict(
         False, "BAD %s signature: openssl says: %s" % (label, shown(last[-1] if last else "rc %d" % result.rc))
     )
-
-
-def _load_cert(path):
-    from cryptography import x509
-
-    with open(path, "rb") as f:
-        return x509.load_pem_x509_certificate(f.read())
-
-
-def cert_emails(cert):
-    """A certificate's addresses, lower-cased: its SAN rfc822Names, else its subject's emailAddress."""
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        emails = san.get_values_for_type(x509.RFC822Name)
-    except x509.ExtensionNotFound:
-        emails = []
-    if not emails:
-        emails = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)]
-    return [str(e).lower() for e in emails]
 
 
 def describe_cert(cert):
@@ -935,32 +880,10 @@ def _one_gpg_signature(words):
     return None, key, primary or keyid
 
 
-#: The validity (field 2 of gpg --with-colons) a user id needs to count as the key owner's:
-#: full or ultimate, the level the key itself must reach.
-PGP_CERTIFIED = ("f", "u")
-
-
 def key_uids(key, settings):
-    """``(address, user id)`` of the user ids of the OpenPGP key ``key`` that the keyring holds
-    valid (certified: :data:`PGP_CERTIFIED`); the address lower-cased."""
-    from email.utils import parseaddr
-
-    argv = ["gpg", *GPG_PINNED, "--with-colons", "--list-keys", key]
-    result = crypto.run_tool(argv, env=settings.env)
-    uids = []
-    for line in result.stdout.decode("utf-8", "replace").splitlines():
-        fields = line.split(":")
-        if fields[0] == "uid" and len(fields) > 9 and fields[1] in PGP_CERTIFIED:
-            uid = _colon_unescaped(fields[9])
-            addr = parseaddr(uid)[1]
-            if addr:
-                uids.append((addr.lower(), uid))
-    return uids
-
-
-def _colon_unescaped(text):
-    """A --with-colons field with its \\xNN escapes undone."""
-    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
+    """``(address, user id)`` of the user ids of the OpenPGP key ``key`` that the GnuPG keyring
+    holds valid (:meth:`pipemail.crypto.PgpKey.certified`)."""
+    return [uid for found in crypto.pgp_keys(key, settings.env) for uid in found.certified()]
 
 
 # -- decrypt -----------------------------------------------------------------------------------
@@ -1016,7 +939,7 @@ def _rewrap(top, plain, message, settings):
 
     lf = spool.spool_file(settings.env, prefix="pymime-")
     with lf:
-        for chunk in lf_lines(_file_chunks(plain, 0, None)):
+        for chunk in to_lf(_file_chunks(plain, 0, None)):
             lf.write(chunk)
         lf.flush()
         outer = [_lf_field(field) for field in top.fields() if _field_name(field) and not _is_content(field)]

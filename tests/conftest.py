@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,13 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None, max_examples=300)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# A shell without job control starts a background job (`bash tests/run &`, nohup) with SIGINT
+# ignored, and an ignored signal stays ignored across exec: every command a test starts would
+# then ignore the Ctrl-C the tests send it and run into their timeouts. Python's own handler
+# here is reset to the default in those children.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # No test reads the machine's /etc/pipemail/config.toml: a test that wants a
 # system-wide file names its own.
@@ -56,13 +64,16 @@ def run():
         if env:
             full_env.update(env)
         cmd = command_path(name) + [os.fsdecode(a) if isinstance(a, Path) else a for a in args]
-
-        def preexec():
-            if umask is not None:
-                os.umask(umask)
-
+        # subprocess's own umask, not a preexec_fn: a preexec_fn makes it fork() the whole pytest
+        # process (about 10 ms each at 100 MB) where it can vfork() otherwise.
         proc = subprocess.run(
-            cmd, input=input, capture_output=True, cwd=cwd, env=full_env, preexec_fn=preexec, timeout=120
+            cmd,
+            input=input,
+            capture_output=True,
+            cwd=cwd,
+            env=full_env,
+            umask=-1 if umask is None else umask,
+            timeout=120,
         )
         return Result(proc)
 

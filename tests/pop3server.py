@@ -251,20 +251,25 @@ class Dovecot:
         return False
 
     def stop(self):
-        """Stop the server (doveadm stop), then kill whatever of it is left."""
+        """Stop the server: SIGTERM to the master's process group (the daemonized master leads
+        its own session; its children are in that group), then kill whatever of it is left.
+        Not ``doveadm stop``, which sends the master the same SIGTERM and then took 3 s (23 s at
+        the end of a whole run) to see it gone: the master is gone in 10 ms."""
         pid = self.pid or self._read_pid()
-        kids = _children(pid) if pid else []
+        if pid is None:
+            return
+        group = [pid, *_children(pid)]
         try:
-            subprocess.call(
-                [self.doveadm, "-c", str(self.config), "stop"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=15,
-            )
-        except subprocess.TimeoutExpired:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGTERM)
+            else:
+                os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
             pass
-        for p in [pid, *kids] if pid else []:
+        deadline = time.monotonic() + 10
+        while any(_proc_state(p) not in (None, "Z") for p in group) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for p in group:
             if _proc_state(p) not in (None, "Z"):
                 try:
                     os.kill(p, signal.SIGKILL)

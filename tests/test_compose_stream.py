@@ -151,3 +151,15 @@ def test_an_attachment_that_changed_after_it_was_opened_is_refused_when_read(tmp
     os.utime(path, ns=(0, 10**9))
     with pytest.raises(ChangedError):
         msg.as_bytes()
+
+
+def test_joined_pieces_field_blocks_and_boundaries_are_public_for_the_wrappers():
+    # pipemail.secure builds multipart/signed and multipart/encrypted bodies with these
+    body = message.Joined(
+        [b"a\n.b\n", message.Raw(message.Data(b".c\nd\n")), message.field_block([("X-A", "1"), ("X-B", "2")])]
+    )
+    data = b"".join(body)
+    assert data == b"a\n.b\n.c\nd\nX-A: 1\nX-B: 2\n"
+    assert body.sizes() == (len(data), data.count(b"\n"), 2)
+    b1, b2 = message.new_boundary(), message.new_boundary()
+    assert b1 != b2 and b1.startswith("=_pipemail_") and len(b1) == len("=_pipemail_") + 24

@@ -6,12 +6,19 @@ import subprocess
 
 import pytest
 
-from pipemail import config, crypto
+from pipemail import config, crypto, lines
 from pipemail.errors import DataError, PasswordCommandError, UnavailableError
 
 
 def test_crlf_across_chunks():
-    assert b"".join(crypto.crlf([b"a\nb", b"", b"\n", b"\nc"])) == b"a\r\nb\r\n\r\nc"
+    assert b"".join(lines.to_crlf([b"a\nb", b"", b"\n", b"\nc"])) == b"a\r\nb\r\n\r\nc"
+
+
+def test_line_end_converters_across_chunk_cuts():
+    # LF or CRLF in, CRLF out; a CR cut from its LF by a chunk boundary; a lone CR kept
+    assert b"".join(lines.to_crlf([b"a\r", b"\nb\n", b"c\r\n\r", b"", b"\nd\re\r"])) == b"a\r\nb\r\nc\r\n\r\nd\re\r"
+    assert b"".join(lines.to_lf([b"a\r", b"\nb\n", b"c\r\n\r", b"", b"\nd\re\r"])) == b"a\nb\nc\n\nd\re\r"
+    assert list(lines.to_lf([b"", b"x"])) == [b"x"]
 
 
 def test_stdin_streamed_and_stdout_to_a_file():
@@ -99,3 +106,15 @@ def test_test_keyrings(gnupg, gpgsm_home):
         ["gpgsm", "--with-colons", "--list-secret-keys"], env=gpgsm_home.env, capture_output=True
     ).stdout
     assert out.count(b"\nsec:") + out.startswith(b"sec:") == 2 or out.count(b"crs:") == 2
+
+
+def test_pgp_keys_parsed_once_for_sending_and_reading(gnupg):
+    # secure (is there a key to encrypt to?) and unwrap (the signer's addresses) read this one listing
+    (alice,) = crypto.pgp_keys("<alice@example.org>", gnupg.env)
+    assert alice.fpr == gnupg.fpr("alice") and alice.uids == [("u", "alice@example.org")]
+    assert alice.usable("E") and alice.usable("S") and alice.emails() == ["alice@example.org"]
+    assert alice.certified() == [("alice@example.org", "Alice <alice@example.org>")]
+    assert crypto.pgp_keys("<nobody@example.org>", gnupg.env) == []
+    asked = []
+    once = crypto.Once(lambda: asked.append(1) or b"pw")
+    assert (once(), once(), asked) == (b"pw", b"pw", [1])

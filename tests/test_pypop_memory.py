@@ -1,13 +1,14 @@
-"""pypop fetch of a 100 MB message from a real Dovecot into every sink, in bounded memory (the
-command's own peak RSS, tests/peak.py), bytes identical; and a full disk (a small tmpfs in a
-private mount namespace) that loses nothing and leaves nothing half-written."""
+"""pypop fetch of an 80 MB message (peak.BIG_MB, well over the 64 MB limit) from a real Dovecot
+into every sink, in bounded memory (the command's own peak RSS, tests/peak.py), bytes identical;
+and a full disk (a small tmpfs in a private mount namespace) that loses nothing and leaves nothing
+half-written."""
 
 import os
 import subprocess
 
 import pop3server
 import pytest
-from peak import LIMIT_MB, peak
+from peak import BIG_MB, LIMIT_MB, SMALL_MB, peak, slack_mb
 
 from pipemail import config, mailbox, pop3
 
@@ -15,8 +16,8 @@ from conftest import command_path
 
 dovecot = pop3server.dovecot
 
-BIG = 100 << 20
-SMALL = 10 << 20
+BIG = BIG_MB << 20
+SMALL = SMALL_MB << 20
 OTHER = "pmother"  # the small message's user: each user holds one message
 
 
@@ -83,7 +84,7 @@ def result(how, where):
 
 
 @pytest.mark.parametrize("how", ["mbox", "maildir", "mda", "stdout"])
-def test_fetch_100mb_in_bounded_memory(dovecot, mail, tmp_path, how):
+def test_fetch_80mb_in_bounded_memory(dovecot, mail, tmp_path, how):
     peaks = {}
     for user in (OTHER, dovecot.user):
         where = tmp_path / user
@@ -97,7 +98,7 @@ def test_fetch_100mb_in_bounded_memory(dovecot, mail, tmp_path, how):
         peaks[user] = p.mb
     print("peak RSS (MB) %s: %r" % (how, peaks))
     assert peaks[dovecot.user] < LIMIT_MB, peaks
-    assert peaks[dovecot.user] - peaks[OTHER] < 6, peaks  # 100 MB costs what 10 MB does
+    assert peaks[dovecot.user] - peaks[OTHER] < slack_mb(6), peaks  # 80 MB costs what 10 MB does
 
 
 # -- a full disk -------------------------------------------------------------------------------

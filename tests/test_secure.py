@@ -441,3 +441,25 @@ def test_smime_encrypted_for_each_recipient_read_by_pipemail_cms(pki, tmp_path):
         assert out.getvalue() == entity.as_bytes().replace(b"\n", b"\r\n")
     with pytest.raises(cms.NotForUs):
         cms.decrypt([der], io.BytesIO(), cert=pki.cert("alice"), key=pki.key("alice"))
+
+
+def test_a_certificate_is_for_its_san_addresses_not_its_subjects_email_address(tmp_path):
+    # RFC 8550 (3): the subject's emailAddress counts only when there is no SAN rfc822Name; the
+    # sender picks recipients' certificates by the rule the reader (pymime) checks signers by
+    from pipemail import crypto
+
+    cert = tmp_path / "two.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"]
+        + ["-keyout", str(tmp_path / "two.key"), "-out", str(cert), "-subj", "/CN=Two/emailAddress=Mallory@example.org"]
+        + ["-addext", "subjectAltName=email:alice@example.org"],
+        check=True,
+        capture_output=True,
+    )
+    assert crypto.cert_emails(crypto.load_cert(str(cert))) == ["alice@example.org"]
+    acct = config.Account(name="t", crypto="smime")
+    s = secure.settings(acct, sign=False, encrypt=True, recipient_certs=[str(cert)])
+    assert secure.recipient_keys(s, ["alice@example.org"]) == {"alice@example.org": str(cert)}
+    with pytest.raises(ConfigError) as e:
+        secure.recipient_keys(s, ["mallory@example.org"])
+    assert str(e.value).startswith("no S/MIME certificate for mallory@example.org: give --recipient-cert FILE")

@@ -542,8 +542,8 @@ def test_mailq_name_is_bp(tmp_path, setup):
     assert (p.returncode, p.stderr) == (64, b"mailq: -X is not supported (see 'pysendmail --help')\n")
 
 
-def test_a_100mb_message_in_bounded_memory(tmp_path, smtp_server):
-    from peak import LIMIT_MB, peak
+def test_an_80mb_message_in_bounded_memory(tmp_path, smtp_server):
+    from peak import BIG_MB, LIMIT_MB, peak
 
     srv = smtp_server(size=300 << 20, lint=False)
     s = Setup(tmp_path, srv.url)
@@ -552,7 +552,7 @@ def test_a_100mb_message_in_bounded_memory(tmp_path, smtp_server):
     with open(src, "wb") as f:
         f.write(b"To: root\nSubject: big\n\n")
         block = line * ((1 << 20) // len(line))
-        for _ in range(100):
+        for _ in range(BIG_MB):
             f.write(block)
     p = peak("pysendmail", "-t", stdin=src, env=s.env())
     assert (p.returncode, p.stderr) == (0, ""), p
@@ -560,17 +560,17 @@ def test_a_100mb_message_in_bounded_memory(tmp_path, smtp_server):
     ((_m, rcpts, raw),) = srv.messages
     assert rcpts == ["admin@example.org"]
     body = raw.split(b"\r\n\r\n", 1)[1]
-    assert len(body) == 100 * len(block) // len(line) * (len(line) + 1)
+    assert len(body) == BIG_MB * len(block) // len(line) * (len(line) + 1)
 
 
-def test_a_100mb_message_queued_in_bounded_memory(tmp_path):
-    from peak import LIMIT_MB, peak
+def test_an_80mb_message_queued_in_bounded_memory(tmp_path):
+    from peak import BIG_MB, LIMIT_MB, peak
 
     s = Setup(tmp_path, "smtp://127.0.0.1:%d" % free_port())
     src = tmp_path / "big.eml"
     with open(src, "wb") as f:
         f.write(b"To: root\nSubject: big\n\n")
-        for _ in range(100):
+        for _ in range(BIG_MB):
             f.write(os.urandom(1 << 19).hex().encode()[:-1] + b"\n")
     p = peak("pysendmail", "-t", "-i", stdin=src, env=s.env())
     assert p.returncode == 0 and "queued as" in p.stderr, p
