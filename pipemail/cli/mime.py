@@ -18,8 +18,14 @@ encrypted, or not to us).  A line on standard error says what was found in each;
 the exit status is 65 when any message was not good."""
 
 _TRUST = [
-    click.option("--ca-file", metavar="FILE", help="S/MIME: trust the CAs in FILE (PEM); default: the system's."),
-    click.option("--ca-dir", metavar="DIR", help="S/MIME: trust the CAs in DIR (hashed, as openssl rehash makes)."),
+    click.option(
+        "--ca-file",
+        metavar="FILE",
+        help="S/MIME: trust only the CAs in FILE (PEM), and --ca-dir's; default: the system's.",
+    ),
+    click.option(
+        "--ca-dir", metavar="DIR", help="S/MIME: trust only the CAs in DIR (hashed by openssl rehash; and --ca-file)."
+    ),
     click.option(
         "--crl-file", metavar="FILE", help="S/MIME: a CRL (PEM); a signer it revokes is refused. Nothing is fetched."
     ),
