@@ -31,6 +31,7 @@ import binascii
 import itertools
 import os
 import re
+import time
 
 from pipemail import crypto
 from pipemail.errors import (
@@ -154,12 +155,13 @@ def _has_certificate(data):
 
 class Summary:
     """What :func:`filter_mail` did: ``messages`` written, ``verdicts`` (one per message that had
-    one), ``exit_code`` (0 when every verdict was good; else the first code that is not 65 if
-    any, else 65)."""
+    one), ``rejected`` (messages put in the reject mbox instead), ``exit_code`` (0 when every
+    verdict was good; else the first code that is not 65 if any, else 65)."""
 
     def __init__(self):
         self.messages = 0
         self.verdicts = []
+        self.rejected = 0  # messages put in the reject mbox instead of the output
 
     @property
     def exit_code(self):
@@ -168,13 +170,17 @@ class Summary:
         return others[0] if others else (codes[0] if codes else EX_OK)
 
 
-def filter_mail(stream, out, mode, settings, warn=None):
+def filter_mail(stream, out, mode, settings, warn=None, reject=None):
     """Read one message or an mbox from the binary ``stream``, write each message to ``out``
     (verified: unchanged; decrypted: as said in the module documentation), and say each
     verdict through ``warn`` (one line).  Returns a :class:`Summary`.
 
+    ``reject``: the path of an mbox that takes, instead of ``out``, each message with a verdict
+    that is not good (appended, locked, flushed: see :func:`pipemail.mailbox.append`), so that
+    what follows in the pipeline reads only good mail and nothing is lost.
+
     An mbox stays an mbox (its From_ lines kept, bodies mboxrd-quoted again); anything else is
-    one message.  Only writing ``out`` or spooling failing stops it (IOFailure)."""
+    one message.  Only writing ``out`` or the reject mbox, or spooling, failing stops it (IOFailure)."""
     from pipemail import mailbox, spool
 
     warn = warn or (lambda text: None)
@@ -184,25 +190,38 @@ def filter_mail(stream, out, mode, settings, warn=None):
     if not head:
         raise DataError("no message on standard input")
     whole = mailbox.Prefixed(head, stream)
+
+    def put(from_line, written, prefix):
+        """Write one message (``written``: its chunks; the verdicts are said at the first)."""
+        before = len(summary.verdicts)
+        first = next(written, b"")  # the verdict is said before the message is written
+        chunks = itertools.chain([first], written)
+        if reject is not None and not all(v.good for v in summary.verdicts[before:]):
+            line = from_line or b"From MAILER-DAEMON " + time.asctime(time.gmtime()).encode()
+            mailbox.append(reject, itertools.chain([line + b"\n"], mailbox.quoted(chunks), [b"\n"]), warn=warn)
+            summary.rejected += 1
+            warn("%sput in %s" % (prefix, shown(reject)))
+        elif from_line is not None:
+            _write(out, [from_line + b"\n"])
+            _write(out, mailbox.quoted(chunks))
+            _write(out, [b"\n"])
+        else:
+            _write(out, chunks)
+        summary.messages += 1
+
     if mailbox.classify(head, complete=len(head) < mailbox.HEAD_SIZE) == "mbox":
         import io
 
         for number, (from_line, chunks) in enumerate(mailbox.mbox_messages(io.BufferedReader(whole, BLOCK)), 1):
             with spool.spool(chunks, settings.env, what="message %d" % number) as f:
-                written = _written(f, mode, settings, summary, warn, "message %d: " % number)
-                first = next(written, b"")  # the verdict is said before the message is written
-                _write(out, [from_line + b"\n"])
-                _write(out, mailbox.quoted(itertools.chain([first], written)))
-                _write(out, [b"\n"])
-            summary.messages += 1
+                prefix = "message %d: " % number
+                put(from_line, _written(f, mode, settings, summary, warn, prefix), prefix)
     elif start == 0:  # a file given on standard input: read where it is, not copied
         stream.seek(0)
-        _write(out, _written(stream, mode, settings, summary, warn, ""))
-        summary.messages += 1
+        put(None, _written(stream, mode, settings, summary, warn, ""), "")
     else:
         with spool.spool(spool.read_chunks(whole, BLOCK), settings.env, what="the message") as f:
-            _write(out, _written(f, mode, settings, summary, warn, ""))
-        summary.messages += 1
+            put(None, _written(f, mode, settings, summary, warn, ""), "")
     try:
         out.flush()
     except OSError as exc:

@@ -600,6 +600,40 @@ def test_mbox_of_three_passes_through(run, pki, noconfig):
     assert (r.returncode, r.stderr, r.stdout) == (0, "pymime: message 2: decrypted (S/MIME, aes-256-cbc)\n", expected)
 
 
+def test_reject_keeps_what_is_not_good_out_of_the_pipeline(run, pki, noconfig, tmp_path):
+    """--reject: a pipeline after pymime reads only good mail; the others are appended to an mbox, none lost."""
+    signed = smime_signed(pki, "alice")
+    forged = smime_signed(pki, "alice").replace(b"From: alice@example.org", b"From: ceo@example.org")
+    plain = b"From: ceo@example.org\nSubject: plain\n\nFrom the start of a line\n"
+    line = b"From alice@example.org Thu Dec  3 12:00:00 2026\n"
+    mails = [line + m.replace(b"\nFrom ", b"\n>From ") + b"\n" for m in (signed, forged, plain)]
+    rejected = tmp_path / "rejected.mbox"
+    rejected.write_bytes(b"From old Thu Dec  3 11:00:00 2026\nSubject: kept before\n\nold\n")
+    r = run("pymime", "verify", "--ca-file", pki.ca, "--reject", rejected, input=b"".join(mails))
+    assert r.returncode == 65
+    assert r.stdout == mails[0]
+    lines = r.stderr.splitlines()
+    assert lines[0] == good_smime(pki, "alice", prefix="message 1: ").rstrip("\n")
+    assert lines[1].startswith("pymime: message 2: ") and "ceo@example.org" in lines[1]
+    assert lines[2:] == [
+        "pymime: message 2: put in %s" % rejected,
+        "pymime: message 3: not signed",
+        "pymime: message 3: put in %s" % rejected,
+    ]
+    old = b"From old Thu Dec  3 11:00:00 2026\nSubject: kept before\n\nold\n"
+    assert rejected.read_bytes() == old + b"\n" + mails[1] + mails[2]
+    # one message, not an mbox: rejected with a From_ line of its own; nothing on stdout
+    one = tmp_path / "one.mbox"
+    r = run("pymime", "verify", "--ca-file", pki.ca, "--reject", one, input=plain)
+    assert (r.returncode, r.stdout) == (65, b"")
+    assert one.read_bytes().startswith(b"From MAILER-DAEMON ")
+    assert one.read_bytes().split(b"\n", 1)[1] == plain.replace(b"\nFrom ", b"\n>From ") + b"\n"
+    # a good one goes through and the reject mbox is not even made
+    none = tmp_path / "none.mbox"
+    r = run("pymime", "verify", "--ca-file", pki.ca, "--reject", none, input=signed)
+    assert (r.returncode, r.stdout, none.exists()) == (0, signed, False)
+
+
 # -- memory: 100 MB each way under 64 MB -------------------------------------------------------
 
 BIG_MB = 100
