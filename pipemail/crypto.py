@@ -249,16 +249,23 @@ def cert_expired(cert):
 PGP_UNUSABLE = ("e", "r", "i", "d")
 
 
+#: the validity letters of a user id that the keyring holds as its key owner's (full, ultimate:
+#: the level a key must reach); "-", "q", "n" (a user id nobody trusted certified) are not
+PGP_CERTIFIED = ("f", "u")
+
+
 class PgpKey:
     """A key of ``gpg --with-colons --list-keys``: ``fpr`` (its primary key's fingerprint),
     ``validity`` (field 2), ``capabilities`` (field 12: a capital letter for the key as a whole,
-    E to encrypt, S to sign), ``uids`` (``(validity, address)`` of its user ids, lower-cased)."""
+    E to encrypt, S to sign), ``uids`` (``(validity, address)`` of its user ids, lower-cased),
+    ``names`` (the whole user ids, in the order of ``uids``)."""
 
     def __init__(self, validity, capabilities):
         self.fpr = None
         self.validity = validity
         self.capabilities = capabilities
         self.uids = []
+        self.names = []
 
     def usable(self, capability):
         """Whether the key is valid and can ``capability`` ("E", "S") as a whole."""
@@ -267,6 +274,15 @@ class PgpKey:
     def emails(self):
         """The addresses of its valid user ids."""
         return [addr for validity, addr in self.uids if validity not in PGP_UNUSABLE]
+
+    def certified(self):
+        """``(address, user id)`` of the user ids the keyring holds certified (:data:`PGP_CERTIFIED`):
+        the only ones that say whose the key is (a signer's address is one of these)."""
+        return [
+            (addr, name)
+            for (validity, addr), name in zip(self.uids, self.names, strict=True)
+            if validity in PGP_CERTIFIED
+        ]
 
 
 def pgp_keys(pattern, env=None):
@@ -285,10 +301,19 @@ def pgp_keys(pattern, env=None):
         elif fields[0] == "fpr" and keys[-1].fpr is None and len(fields) > 9:
             keys[-1].fpr = fields[9]
         elif fields[0] == "uid" and len(fields) > 9:
-            addr = parseaddr(fields[9].replace("\\x3a", ":"))[1]
+            name = _colon_unescaped(fields[9])
+            addr = parseaddr(name)[1]
             if addr:
                 keys[-1].uids.append((fields[1], addr.lower()))
+                keys[-1].names.append(name)
     return keys
+
+
+def _colon_unescaped(text):
+    """A ``--with-colons`` field with gpg's ``\\xNN`` escapes undone (a colon is ``\\x3a``)."""
+    import re
+
+    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
 
 
 class Once:

@@ -31,11 +31,14 @@ import binascii
 import itertools
 import os
 import re
+import time
 
 from pipemail import crypto
 from pipemail.errors import (
     EX_DATAERR,
     EX_OK,
+    EX_SOFTWARE,
+    EX_TEMPFAIL,
     ConfigError,
     DataError,
     IOFailure,
@@ -115,7 +118,8 @@ class Settings:
         self.env = env
 
     def check_files(self):
-        """NoInputError (66) for a trust file or key that cannot be read: said before any mail is read."""
+        """NoInputError (66) for a trust file or key that cannot be read, ConfigError (78) for a CA
+        file without a certificate or a CRL file without a CRL: said before any mail is read."""
         for what, path in (
             ("CA file", self.ca_file),
             ("CRL file", self.crl_file),
@@ -125,22 +129,39 @@ class Settings:
             if path is None:
                 continue
             try:
-                with open(path, "rb"):
-                    pass
+                with open(path, "rb") as f:
+                    data = f.read() if what in ("CA file", "CRL file") else b""
             except OSError as exc:
                 raise NoInputError("cannot read %s %s: %s" % (what, shown(path), describe_oserror(exc))) from None
+            if what == "CA file" and not _has_certificate(data):
+                raise ConfigError("CA file %s holds no certificate (PEM)" % shown(path))
+            if what == "CRL file" and b"-----BEGIN X509 CRL-----" not in data:
+                raise ConfigError("CRL file %s holds no CRL (PEM)" % shown(path))
         if self.ca_dir is not None and not os.path.isdir(self.ca_dir):
             raise NoInputError("cannot read CA directory %s: not a directory" % shown(self.ca_dir))
 
 
+def _has_certificate(data):
+    """Whether ``data`` (PEM) holds a certificate that can be read."""
+    from cryptography import x509
+
+    if b"-----BEGIN TRUSTED CERTIFICATE-----" in data:  # openssl's own form, which it reads too
+        return True
+    try:
+        return bool(x509.load_pem_x509_certificates(data))
+    except ValueError:
+        return False
+
+
 class Summary:
     """What :func:`filter_mail` did: ``messages`` written, ``verdicts`` (one per message that had
-    one), ``exit_code`` (0 when every verdict was good; else the first code that is not 65 if
-    any, else 65)."""
+    one), ``rejected`` (messages put in the reject mbox instead), ``exit_code`` (0 when every
+    verdict was good; else the first code that is not 65 if any, else 65)."""
 
     def __init__(self):
         self.messages = 0
         self.verdicts = []
+        self.rejected = 0  # messages put in the reject mbox instead of the output
 
     @property
     def exit_code(self):
@@ -149,13 +170,17 @@ class Summary:
         return others[0] if others else (codes[0] if codes else EX_OK)
 
 
-def filter_mail(stream, out, mode, settings, warn=None):
+def filter_mail(stream, out, mode, settings, warn=None, reject=None):
     """Read one message or an mbox from the binary ``stream``, write each message to ``out``
     (verified: unchanged; decrypted: as said in the module documentation), and say each
     verdict through ``warn`` (one line).  Returns a :class:`Summary`.
 
+    ``reject``: the path of an mbox that takes, instead of ``out``, each message with a verdict
+    that is not good (appended, locked, flushed: see :func:`pipemail.mailbox.append`), so that
+    what follows in the pipeline reads only good mail and nothing is lost.
+
     An mbox stays an mbox (its From_ lines kept, bodies mboxrd-quoted again); anything else is
-    one message.  Only writing ``out`` or spooling failing stops it (IOFailure)."""
+    one message.  Only writing ``out`` or the reject mbox, or spooling, failing stops it (IOFailure)."""
     from pipemail import mailbox, spool
 
     warn = warn or (lambda text: None)
@@ -165,25 +190,38 @@ def filter_mail(stream, out, mode, settings, warn=None):
     if not head:
         raise DataError("no message on standard input")
     whole = mailbox.Prefixed(head, stream)
+
+    def put(from_line, written, prefix):
+        """Write one message (``written``: its chunks; the verdicts are said at the first)."""
+        before = len(summary.verdicts)
+        first = next(written, b"")  # the verdict is said before the message is written
+        chunks = itertools.chain([first], written)
+        if reject is not None and not all(v.good for v in summary.verdicts[before:]):
+            line = from_line or b"From MAILER-DAEMON " + time.asctime(time.gmtime()).encode()
+            mailbox.append(reject, itertools.chain([line + b"\n"], mailbox.quoted(chunks), [b"\n"]), warn=warn)
+            summary.rejected += 1
+            warn("%sput in %s" % (prefix, shown(reject)))
+        elif from_line is not None:
+            _write(out, [from_line + b"\n"])
+            _write(out, mailbox.quoted(chunks))
+            _write(out, [b"\n"])
+        else:
+            _write(out, chunks)
+        summary.messages += 1
+
     if mailbox.classify(head, complete=len(head) < mailbox.HEAD_SIZE) == "mbox":
         import io
 
         for number, (from_line, chunks) in enumerate(mailbox.mbox_messages(io.BufferedReader(whole, BLOCK)), 1):
             with spool.spool(chunks, settings.env, what="message %d" % number) as f:
-                written = _written(f, mode, settings, summary, warn, "message %d: " % number)
-                first = next(written, b"")  # the verdict is said before the message is written
-                _write(out, [from_line + b"\n"])
-                _write(out, mailbox.quoted(itertools.chain([first], written)))
-                _write(out, [b"\n"])
-            summary.messages += 1
+                prefix = "message %d: " % number
+                put(from_line, _written(f, mode, settings, summary, warn, prefix), prefix)
     elif start == 0:  # a file given on standard input: read where it is, not copied
         stream.seek(0)
-        _write(out, _written(stream, mode, settings, summary, warn, ""))
-        summary.messages += 1
+        put(None, _written(stream, mode, settings, summary, warn, ""), "")
     else:
         with spool.spool(spool.read_chunks(whole, BLOCK), settings.env, what="the message") as f:
-            _write(out, _written(f, mode, settings, summary, warn, ""))
-        summary.messages += 1
+            put(None, _written(f, mode, settings, summary, warn, ""), "")
     try:
         out.flush()
     except OSError as exc:
@@ -249,6 +287,19 @@ def _one(f, mode, settings, summary, warn, prefix):
             raise
         say(Verdict(False, str(exc), exc.exit_code))
         return f
+    except Exception as exc:  # a defect of ours: the message is kept all the same, and said
+        say(
+            Verdict(
+                False,
+                "not %s: internal error: %s: %s" % (_DONE[mode], type(exc).__name__, shown(str(exc))),
+                EX_SOFTWARE,
+                EX_TEMPFAIL,
+            )
+        )
+        return f
+
+
+_DONE = {VERIFY: "verified", DECRYPT: "decrypted"}
 
 
 def _written(f, mode, settings, summary, warn, prefix):
@@ -323,10 +374,11 @@ def entity_at(f, start, end=None):
 
 
 def delimiters(f, start, boundary, want=3):
-    """The delimiter lines of ``boundary`` (str) in ``f`` after offset ``start`` (which must be a
-    line break, or the start of the file): a list of ``(line_start, after_line, is_close)``, at most
-    ``want`` of them, ending at the close one.  Read in blocks, searching for LF + ``--boundary``."""
-    dash = b"--" + boundary.encode("ascii", "surrogateescape")
+    """The delimiter lines of ``boundary`` (bytes, see :func:`boundary_of`) in ``f`` after offset
+    ``start`` (which must be a line break, or the start of the file): a list of
+    ``(line_start, after_line, is_close)``, at most ``want`` of them, ending at the close one.
+    Read in blocks, searching for LF + ``--boundary``."""
+    dash = b"--" + boundary
     pat = b"\n" + dash
     f.seek(start)
     buf = b"" if start else b"\n"  # buf[k] is at offset base + k
@@ -444,6 +496,9 @@ def verify(f, settings):
         if is_encrypted(top):
             return Verdict(False, "not signed: the message is encrypted (pymime decrypt reads it)")
         return Verdict(False, "not signed")
+    twice = twice_given(top)
+    if twice:
+        return Verdict(False, "not verified: two %s fields (a reader may take either)" % twice)
     kind, form = found
     if kind.startswith("unknown:"):
         return Verdict(False, "not verified: signed with an unknown protocol %r" % shown(kind[8:]))
@@ -452,15 +507,17 @@ def verify(f, settings):
             False,
             "not verified: signed with %s, and only %s was asked for" % (_KIND_NAMES[kind], _KIND_NAMES[settings.kind]),
         )
-    from_addrs = from_addresses(top)
+    sender = sender_of(top)
     if form == "opaque":
-        return _verify_smime_opaque(f, top, settings, from_addrs)
-    boundary = top.param("boundary")
-    if not boundary:
-        return Verdict(False, "not verified: malformed multipart/signed (no boundary)")
-    marks = delimiters(f, max(top.body - 1, 0), boundary)
+        return _verify_smime_opaque(f, top, settings, sender)
+    boundary, bad = boundary_of(top)
+    if bad:
+        return Verdict(False, "not verified: malformed multipart/signed (%s)" % bad)
+    marks = delimiters(f, max(top.body - 1, 0), boundary, want=MAX_PARTS + 1)
     if len(marks) < 2 or marks[0][2] or marks[1][2]:
         return Verdict(False, "not verified: malformed multipart/signed (it does not hold two parts)")
+    if len(marks) > 2 and not marks[2][2]:
+        return Verdict(False, "not verified: malformed multipart/signed (it holds %s parts)" % _parts(marks))
     content = (marks[0][1], line_break_before(f, marks[1][0], marks[0][1]))
     sig_end = line_break_before(f, marks[2][0], marks[1][1]) if len(marks) > 2 else None
     if (
@@ -480,23 +537,74 @@ def verify(f, settings):
             return Verdict(
                 False, "not verified: the signature part is %s, not an S/MIME signature" % sig_entity.content_type
             )
-        return verify_smime(signature, signed, settings, from_addrs)
+        return verify_smime(signature, signed, settings, sender)
     if sig_entity.content_type != crypto.PGP_SIGNATURE_TYPE:
         return Verdict(
             False, "not verified: the signature part is %s, not an OpenPGP signature" % sig_entity.content_type
         )
-    return verify_openpgp(signature, signed, settings, from_addrs)
+    return verify_openpgp(signature, signed, settings, sender)
 
 
 _KIND_NAMES = {crypto.SMIME: "S/MIME", crypto.OPENPGP: "OpenPGP"}
+#: A multipart/signed or multipart/encrypted holds two parts; parts are counted up to this many.
+MAX_PARTS = 16
+#: Fields that say how to read the body: given twice, a reader may take either.
+_ONCE = ("MIME-Version", "Content-Type", "Content-Transfer-Encoding")
+#: What a boundary is read as: printable ASCII, not ending in a space (RFC 2046 asks for less: 70
+#: characters at most, from a smaller set; some mailers write longer ones).
+_BOUNDARY = re.compile(r"[\x20-\x7e]*[\x21-\x7e]")
 
 
-def from_addresses(entity):
-    """The addresses of the From field, lower-cased."""
+def twice_given(entity):
+    """The name of a field of :data:`_ONCE` that ``entity``'s header holds more than once, else None."""
+    for name in _ONCE:
+        if len(entity.msg.get_all(name, [])) > 1:
+            return name
+    return None
+
+
+def boundary_of(entity):
+    """``(boundary, None)``: the boundary parameter as bytes; ``(None, why)`` when there is none or it
+    is not printable ASCII."""
+    boundary = entity.param("boundary")
+    if not boundary:
+        return None, "no boundary"
+    if not _BOUNDARY.fullmatch(boundary):
+        return None, "boundary %s is not printable ASCII" % shown(repr(boundary))
+    return boundary.encode("ascii"), None
+
+
+def _parts(marks):
+    """How many parts the delimiters ``marks`` (from :func:`delimiters`) open, in words."""
+    parts = len(marks) - (1 if marks[-1][2] else 0)
+    return "more than %d" % MAX_PARTS if len(marks) > MAX_PARTS and not marks[-1][2] else str(parts)
+
+
+class Sender:
+    """Who the From header says sent a message: ``address`` (lower-cased), None unless the header
+    holds exactly one From field with exactly one address in it (RFC 5322 allows one From field,
+    and several mailboxes in it need a Sender, which is not what was signed); ``text``, the From
+    addresses as a message shows them."""
+
+    __slots__ = ("address", "text")
+
+    def __init__(self, address, text):
+        self.address = address
+        self.text = text
+
+
+def sender_of(entity):
+    """The :class:`Sender` of a header."""
     from email.utils import getaddresses
 
     values = [str(v) for v in entity.msg.get_all("From", [])]
-    return [addr.lower() for _name, addr in getaddresses(values) if addr]
+    addrs = [addr.lower() for _name, addr in getaddresses(values) if addr]
+    text = shown(", ".join(addrs)) or "(none)"
+    if len(values) > 1:
+        return Sender(None, "%s (%d From fields: one is needed)" % (text, len(values)))
+    if len(addrs) > 1:
+        return Sender(None, "%s (%d addresses: one is needed)" % (text, len(addrs)))
+    return Sender(addrs[0] if addrs else None, text)
 
 
 class _Discard:
@@ -507,13 +615,19 @@ class _Discard:
 
 
 def _trust_args(settings, tmp):
-    """openssl's trust options; a CA+CRL file made in ``tmp`` when a CRL is given."""
+    """openssl's trust options; a CA+CRL file made in ``tmp`` when a CRL is given.
+
+    With --ca-file and/or --ca-dir, only those are trusted: openssl's default file, directory
+    and store (which it loads unless told not to) are turned off.  With neither, the system's
+    store is trusted; a CRL then goes with the system's CA file."""
     args = []
+    own = settings.ca_file is not None or settings.ca_dir is not None
     ca_file = settings.ca_file
     if settings.crl_file is not None:
+        sources = [ca_file] if ca_file is not None else ([] if own else [_default_ca_file(settings.env)])
         both = os.path.join(tmp, "trust.pem")
         with open(both, "wb") as out:
-            for path in (ca_file, settings.crl_file):
+            for path in sources + [settings.crl_file]:
                 if path is None:
                     continue
                 with open(path, "rb") as src:
@@ -523,9 +637,24 @@ def _trust_args(settings, tmp):
         args.append("-crl_check")
     if ca_file is not None:
         args += ["-CAfile", ca_file]
+    elif own:
+        args.append("-no-CAfile")
     if settings.ca_dir is not None:
         args += ["-CApath", settings.ca_dir]
+    elif own:
+        args.append("-no-CApath")
+    if own:
+        args.append("-no-CAstore")
     return args
+
+
+def _default_ca_file(env):
+    """openssl's default CA file ($SSL_CERT_FILE, else the one built in), None when there is none."""
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    path = (os.environ if env is None else env).get(paths.openssl_cafile_env) or paths.openssl_cafile
+    return path if path and os.path.isfile(path) else None
 
 
 def _private_dir(settings):
@@ -534,7 +663,7 @@ def _private_dir(settings):
     return spool.spool_dir(settings.env)
 
 
-def verify_smime(der, signed_chunks, settings, from_addrs):
+def verify_smime(der, signed_chunks, settings, sender):
     """The :class:`Verdict` of a detached S/MIME signature ``der`` over ``signed_chunks`` (CRLF)."""
     with _private_dir(settings) as tmp:
         sig = os.path.join(tmp, "smime.p7s")
@@ -544,10 +673,10 @@ def verify_smime(der, signed_chunks, settings, from_addrs):
         argv = ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", sig, "-content", "/dev/stdin"]
         argv += ["-purpose", "smimesign", "-signer", signer, *_trust_args(settings, tmp)]
         result = crypto.run_tool(argv, signed_chunks, out=_Discard(), env=settings.env)
-        return _smime_verdict(result, der, signer, from_addrs, "S/MIME")
+        return _smime_verdict(result, der, signer, sender, "S/MIME")
 
 
-def _verify_smime_opaque(f, top, settings, from_addrs):
+def _verify_smime_opaque(f, top, settings, sender):
     with _private_dir(settings) as tmp:
         p7m = os.path.join(tmp, "smime.p7m")
         size = 0
@@ -567,27 +696,33 @@ def _verify_smime_opaque(f, top, settings, from_addrs):
         result = crypto.run_tool(argv, out=_Discard(), env=settings.env)
         with open(p7m, "rb") as src:
             head = src.read(1 << 16)
-        return _smime_verdict(result, head, signer, from_addrs, "S/MIME (opaque)")
+        return _smime_verdict(result, head, signer, sender, "S/MIME (opaque)")
 
 
-def _smime_verdict(result, der, signer_file, from_addrs, label):
+def killed(result, tool, what="verified"):
+    """A Verdict for a tool killed by a signal (the OOM killer, a timeout): no word on the
+    signature, try again later (75); None when it was not."""
+    if result.rc >= 0:
+        return None
+    return Verdict(False, "not %s: %s was killed by signal %d" % (what, tool, -result.rc), EX_TEMPFAIL)
+
+
+def _smime_verdict(result, der, signer_file, sender, label):
+    dead = killed(result, "openssl")
+    if dead is not None:
+        return dead
     err = result.stderr
     if result.rc == 0 and "Verification successful" in err:
         cert = crypto.load_cert(signer_file)
         who = describe_cert(cert)
         emails = crypto.cert_emails(cert)
-        if not from_addrs or not set(emails) & set(from_addrs):
+        if sender.address is None or sender.address not in emails:
             return Verdict(
                 False,
                 "signer's address is not the From address: %s signed as %s, From: %s"
-                % (
-                    label,
-                    shown(", ".join(emails)) or "(no address in the certificate)",
-                    shown(", ".join(from_addrs)) or "(none)",
-                ),
+                % (label, shown(", ".join(emails)) or "(no address in the certificate)", sender.text),
             )
-        signer = [e for e in emails if e in from_addrs][0]
-        return Verdict(True, "good %s signature from %s (%s)" % (label, shown(signer), who))
+        return Verdict(True, "good %s signature from %s (%s)" % (label, shown(sender.address), who))
     who = _signer_guess(der)
     of = " (signer %s)" % who if who else ""
     match = re.search(r"Verify error: ?(.*)", err)
@@ -651,15 +786,23 @@ def _signer_guess(der):
     return None
 
 
-def verify_openpgp(armored, signed_chunks, settings, from_addrs):
+#: gpg's options that a gpg.conf must not turn around for a filter: no terminal, and no key
+#: fetched from the network because a message names it (auto-key-retrieve).
+GPG_PINNED = ("--batch", "--no-tty", "--no-auto-key-retrieve")
+
+
+def verify_openpgp(armored, signed_chunks, settings, sender):
     """The :class:`Verdict` of a detached OpenPGP signature over ``signed_chunks`` (CRLF)."""
     with _private_dir(settings) as tmp:
         sig = os.path.join(tmp, "signature.asc")
         with open(sig, "wb") as out:
             out.write(armored)
-        argv = ["gpg", "--batch", "--no-tty", "--status-fd", "{status_fd}", "--verify", sig, "-"]
+        argv = ["gpg", *GPG_PINNED, "--status-fd", "{status_fd}", "--verify", sig, "-"]
         result = crypto.run_tool(argv, signed_chunks, status=True, env=settings.env)
-    verdict = gpg_verdict(result.status, settings, from_addrs)
+    dead = killed(result, "gpg")
+    if dead is not None:
+        return dead
+    verdict = gpg_verdict(result.status, settings, sender)
     if verdict is None:
         return Verdict(False, "BAD OpenPGP signature: not a readable signature (%s)" % _first(result.stderr))
     return verdict
@@ -671,69 +814,95 @@ def _first(text):
     return shown(lines[0]) if lines else "no reason given"
 
 
-def gpg_verdict(status, settings, from_addrs):
-    """The verdict of gpg's status lines about a signature (the first one), None when there was none."""
-    words = {}
-    order = []
-    for line in status:
-        parts = line.split(" ")
-        if parts[0] in words:
-            continue
-        words[parts[0]] = parts[1:]
-        order.append(parts[0])
-    if "NEWSIG" not in words and not any(k in words for k in ("GOODSIG", "BADSIG", "ERRSIG")):
+def gpg_verdict(status, settings, sender):
+    """The verdict of gpg's status lines about the signatures they report, None when there was none.
+
+    Every signature must be good, by a key the GnuPG keyring holds valid (the first that is not
+    is the verdict, naming its signer), and the From address must be a certified user id of one
+    of the signers."""
+    blocks = _signature_blocks(status)
+    if not blocks:
         return None
-    keyid = None
-    for key in ("GOODSIG", "BADSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "ERRSIG"):
-        if key in words and words[key]:
-            keyid = words[key][0]
-            break
-    uid = ""
-    for key in ("GOODSIG", "BADSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"):
-        if key in words and len(words[key]) > 1:
-            uid = " ".join(words[key][1:])
-            break
-    fpr = words["VALIDSIG"][0] if "VALIDSIG" in words else None
-    primary = words["VALIDSIG"][-1] if "VALIDSIG" in words and len(words["VALIDSIG"]) >= 10 else fpr
-    who = "%s (key %s%s)" % (
-        shown(uid) if uid else "key %s" % keyid,
-        keyid,
-        ", fingerprint %s" % primary if primary else "",
+    goods = []
+    for words in blocks:
+        verdict, who, key = _one_gpg_signature(words)
+        if verdict is not None:
+            return verdict
+        goods.append((who, key))
+    emails = []
+    for who, key in goods:
+        uids = key_uids(key, settings)
+        for addr, uid in uids:
+            if sender.address is not None and addr == sender.address:
+                return Verdict(True, "good OpenPGP signature from %s (%s)" % (shown(uid), who))
+        emails += [addr for addr, _uid in uids if addr not in emails]
+    return Verdict(
+        False,
+        "signer's address is not the From address: OpenPGP key of %s, From: %s"
+        % (shown(", ".join(emails)) or "(no certified address)", sender.text),
     )
-    if uid == "":
-        who = "key %s%s" % (keyid, ", fingerprint %s" % primary if primary else "")
+
+
+_SIG_WORDS = ("GOODSIG", "BADSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "ERRSIG")
+
+
+def _signature_blocks(status):
+    """gpg's status lines cut at each NEWSIG: one dict (keyword -> its first line's words) per
+    signature; those before the first NEWSIG belong to none (unless there is no NEWSIG)."""
+    cuts = [i for i, line in enumerate(status) if line.split(" ")[0] == "NEWSIG"]
+    spans = [(a, b) for a, b in zip(cuts, cuts[1:] + [len(status)], strict=True)] if cuts else [(0, len(status))]
+    blocks = []
+    for a, b in spans:
+        words = {}
+        for line in status[a:b]:
+            parts = line.split(" ")
+            words.setdefault(parts[0], parts[1:])
+        if cuts or any(k in words for k in _SIG_WORDS):
+            blocks.append(words)
+    return blocks
+
+
+def _one_gpg_signature(words):
+    """``(verdict, who, key)`` for one signature's status words: a refusing Verdict, or None with
+    who signed (for the good line) and the key to look the user ids up with."""
+    keyid = next((words[k][0] for k in _SIG_WORDS if words.get(k)), None)
+    uid = next((" ".join(words[k][1:]) for k in _SIG_WORDS[:-1] if len(words.get(k, ())) > 1), "")
+    fpr = words["VALIDSIG"][0] if words.get("VALIDSIG") else None
+    primary = words["VALIDSIG"][-1] if len(words.get("VALIDSIG", ())) >= 10 else fpr
+    key = "key %s%s" % (keyid, ", fingerprint %s" % primary if primary else "")
+    who = "%s (%s)" % (shown(uid), key) if uid else key
+
+    def bad(text):
+        return Verdict(False, "BAD OpenPGP signature: " + text), None, None
+
     if "BADSIG" in words:
-        return Verdict(False, "BAD OpenPGP signature: the signed content was changed after signing (from %s)" % who)
+        return bad("the signed content was changed after signing (from %s)" % who)
     if "ERRSIG" in words:
         if "NO_PUBKEY" in words:
-            return Verdict(
-                False, "BAD OpenPGP signature: unknown signer: no public key %s in the GnuPG keyring" % keyid
-            )
-        return Verdict(False, "BAD OpenPGP signature: gpg cannot check it (key %s)" % keyid)
+            return bad("unknown signer: no public key %s in the GnuPG keyring" % keyid)
+        return bad("gpg cannot check it (key %s)" % keyid)
     if "REVKEYSIG" in words or "KEYREVOKED" in words:
-        return Verdict(False, "BAD OpenPGP signature: the signer's key is revoked (%s)" % who)
+        return bad("the signer's key is revoked (%s)" % who)
     if "EXPKEYSIG" in words:
-        return Verdict(False, "BAD OpenPGP signature: the signer's key has expired (%s)" % who)
+        return bad("the signer's key has expired (%s)" % who)
     if "EXPSIG" in words:
-        return Verdict(False, "BAD OpenPGP signature: the signature has expired (%s)" % who)
+        return bad("the signature has expired (%s)" % who)
     if "GOODSIG" not in words:
-        return Verdict(False, "BAD OpenPGP signature: gpg gave no verdict (%s)" % " ".join(order))
-    trust = next((k for k in order if k.startswith("TRUST_")), None)
+        return bad("gpg gave no verdict (%s)" % " ".join(words))
+    trust = next((k for k in words if k.startswith("TRUST_")), None)
     if trust not in ("TRUST_FULLY", "TRUST_ULTIMATE"):
         level = trust[6:].lower() if trust else "none"
-        return Verdict(
-            False,
-            "BAD OpenPGP signature: untrusted signer: the key is not certified as its user's in "
-            "the GnuPG keyring (trust %s) (%s)" % (level, who),
+        return bad(
+            "untrusted signer: the key is not certified as its user's in the GnuPG keyring (trust %s) (%s)"
+            % (level, who)
         )
-    emails = [a for k in crypto.pgp_keys(primary or keyid, settings.env) for a in k.emails()]
-    if not from_addrs or not set(emails) & set(from_addrs):
-        return Verdict(
-            False,
-            "signer's address is not the From address: OpenPGP key of %s, From: %s"
-            % (shown(", ".join(emails)) or "(no address)", shown(", ".join(from_addrs)) or "(none)"),
-        )
-    return Verdict(True, "good OpenPGP signature from %s" % who)
+    return None, key, primary or keyid
+
+
+def key_uids(key, settings):
+    """``(address, user id)`` of the user ids of the OpenPGP key ``key`` that the GnuPG keyring
+    holds valid (:meth:`pipemail.crypto.PgpKey.certified`)."""
+    return [uid for found in crypto.pgp_keys(key, settings.env) for uid in found.certified()]
 
 
 # -- decrypt -----------------------------------------------------------------------------------
@@ -743,10 +912,15 @@ def decrypt(f, settings, depth=0):
     """``(result, verdicts)`` for the message spooled in ``f``: ``result`` a temporary file
     holding the message to write instead of it (None: write it unchanged), and what was found."""
     top = entity_at(f, 0)
-    if depth >= MAX_DEPTH or not is_encrypted(top):
+    if not is_encrypted(top):
         if depth and kind_of(top) is not None:
             return None, [verify(f, settings)]
         return None, []
+    if depth >= MAX_DEPTH:
+        return None, [_not_decrypted("encrypted more than %d times inside itself" % MAX_DEPTH)]
+    twice = twice_given(top)
+    if twice:
+        return None, [_not_decrypted("two %s fields (a reader may take either)" % twice)]
     from pipemail import spool
 
     plain = spool.spool_file(settings.env, prefix="pymime-")
@@ -777,8 +951,9 @@ def decrypt(f, settings, depth=0):
 
 def _rewrap(top, plain, message, settings):
     """Write to ``message`` the outer header ``top`` without its Content-* fields, then the decrypted
-    entity in ``plain`` (CRLF) with LF line ends; of the entity's own header, a field the outer header
-    already has (MIME-Version, or the same line) is not written twice."""
+    entity in ``plain`` (CRLF): its Content-* fields (what the outer Content-* stood for; MIME-Version
+    too when the outer header has none) and its body, all with LF line ends.  The entity's other
+    fields are not written: the outer ones are the message's (one From, one Subject)."""
     from pipemail import mailbox, spool
 
     lf = spool.spool_file(settings.env, prefix="pymime-")
@@ -786,7 +961,7 @@ def _rewrap(top, plain, message, settings):
         for chunk in to_lf(_file_chunks(plain, 0, None)):
             lf.write(chunk)
         lf.flush()
-        outer = [field for field in top.fields() if not field.lower().startswith(b"content-")]
+        outer = [_lf_field(field) for field in top.fields() if _field_name(field) and not _is_content(field)]
         for field in outer:
             message.write(field)
         lf.seek(0)
@@ -794,18 +969,24 @@ def _rewrap(top, plain, message, settings):
         start = 0
         if mailbox.classify(head, complete=len(head) < mailbox.HEAD_SIZE) == "message" or head.startswith(b"\n"):
             inner = entity_at(lf, 0)
-            seen = {_field_name(field) for field in outer} & {b"mime-version"}
-            lines = {field.rstrip(b"\r\n") for field in outer}
+            wanted = {b"mime-version"} - {_field_name(field) for field in outer}
             for field in inner.fields():
-                if _field_name(field) in seen or field.rstrip(b"\r\n") in lines:
-                    continue
-                message.write(field)
-            start = inner.body - 1 if inner.body else 0  # the blank line that ends the header
-        else:
-            message.write(b"\n")
+                if _is_content(field) or _field_name(field) in wanted:
+                    message.write(field if field.endswith(b"\n") else field + b"\n")
+            start = inner.body
+        message.write(b"\n")
         for chunk in _file_chunks(lf, start, None):
             message.write(chunk)
         message.flush()
+
+
+def _is_content(field):
+    return field[:8].lower() == b"content-"
+
+
+def _lf_field(field):
+    """A header field (its continuation lines too) with LF line ends."""
+    return field.replace(b"\r\n", b"\n")
 
 
 def _field_name(field):
@@ -849,20 +1030,27 @@ def _decrypt_openpgp(f, top, settings, plain):
         return False, [_not_decrypted("multipart/encrypted with an unknown protocol %r" % shown(protocol))]
     if settings.kind == crypto.SMIME:
         return False, [_not_decrypted("OpenPGP encrypted, and only S/MIME was asked for")]
-    boundary = top.param("boundary")
-    marks = delimiters(f, max(top.body - 1, 0), boundary) if boundary else []
-    if len(marks) < 2 or marks[1][2]:
+    boundary, bad = boundary_of(top)
+    if bad:
+        return False, [_not_decrypted("malformed multipart/encrypted (%s)" % bad)]
+    marks = delimiters(f, max(top.body - 1, 0), boundary, want=MAX_PARTS + 1)
+    if len(marks) < 2 or marks[0][2] or marks[1][2]:
         return False, [_not_decrypted("malformed multipart/encrypted (it does not hold two parts)")]
+    if len(marks) > 2 and not marks[2][2]:
+        return False, [_not_decrypted("malformed multipart/encrypted (it holds %s parts)" % _parts(marks))]
     end = line_break_before(f, marks[2][0], marks[1][1]) if len(marks) > 2 else None
     part = entity_at(f, marks[1][1], end)
     passphrase = settings.passphrase()
-    argv = ["gpg", "--batch", "--no-tty", "--status-fd", "{status_fd}"]
+    argv = ["gpg", *GPG_PINNED, "--status-fd", "{status_fd}"]
     if passphrase is not None:
         argv += ["--pinentry-mode", "loopback", "--passphrase-fd", "{pass_fd}"]
-    argv += ["--decrypt"]
+    argv += ["--no-use-embedded-filename", "--output", "-", "--decrypt"]
     result = crypto.run_tool(
         argv, _decoded_body(f, part, end), out=plain, status=True, passphrase=passphrase, env=settings.env
     )
+    dead = killed(result, "gpg", "decrypted")
+    if dead is not None:
+        return False, [dead]
     status = {line.split(" ")[0] for line in result.status}
     # gpg exits 1 or 2 for a bad or unknown signature inside: its status lines say whether it decrypted
     if "DECRYPTION_OKAY" not in status or status & {"DECRYPTION_FAILED", "BADMDC"}:
@@ -877,8 +1065,11 @@ def _decrypt_openpgp(f, top, settings, plain):
             return False, [_not_decrypted("OpenPGP: bad passphrase for the secret key", ConfigError.exit_code)]
         return False, [_not_decrypted("OpenPGP: gpg could not decrypt it (%s)" % _first(result.stderr))]
     plain.flush()
+    said = [line.split(" ") for line in result.status if line.startswith("PLAINTEXT_LENGTH ")]
+    if os.fstat(plain.fileno()).st_size == 0 and any(len(w) > 1 and w[1] not in ("", "0") for w in said):
+        return False, [_not_decrypted("OpenPGP: gpg wrote the plaintext somewhere else than to pymime")]
     verdicts = [Verdict(True, "decrypted (OpenPGP)")]
-    signed = gpg_verdict(result.status, settings, from_addresses(top))
+    signed = gpg_verdict(result.status, settings, sender_of(top))
     if signed is not None:
         verdicts.append(signed)
     return True, verdicts

@@ -113,6 +113,7 @@ def test_pgp_keys_parsed_once_for_sending_and_reading(gnupg):
     (alice,) = crypto.pgp_keys("<alice@example.org>", gnupg.env)
     assert alice.fpr == gnupg.fpr("alice") and alice.uids == [("u", "alice@example.org")]
     assert alice.usable("E") and alice.usable("S") and alice.emails() == ["alice@example.org"]
+    assert alice.certified() == [("alice@example.org", "Alice <alice@example.org>")]
     assert crypto.pgp_keys("<nobody@example.org>", gnupg.env) == []
     asked = []
     once = crypto.Once(lambda: asked.append(1) or b"pw")

@@ -600,6 +600,40 @@ def test_mbox_of_three_passes_through(run, pki, noconfig):
     assert (r.returncode, r.stderr, r.stdout) == (0, "pymime: message 2: decrypted (S/MIME, aes-256-cbc)\n", expected)
 
 
+def test_reject_keeps_what_is_not_good_out_of_the_pipeline(run, pki, noconfig, tmp_path):
+    """--reject: a pipeline after pymime reads only good mail; the others are appended to an mbox, none lost."""
+    signed = smime_signed(pki, "alice")
+    forged = smime_signed(pki, "alice").replace(b"From: alice@example.org", b"From: ceo@example.org")
+    plain = b"From: ceo@example.org\nSubject: plain\n\nFrom the start of a line\n"
+    line = b"From alice@example.org Thu Dec  3 12:00:00 2026\n"
+    mails = [line + m.replace(b"\nFrom ", b"\n>From ") + b"\n" for m in (signed, forged, plain)]
+    rejected = tmp_path / "rejected.mbox"
+    rejected.write_bytes(b"From old Thu Dec  3 11:00:00 2026\nSubject: kept before\n\nold\n")
+    r = run("pymime", "verify", "--ca-file", pki.ca, "--reject", rejected, input=b"".join(mails))
+    assert r.returncode == 65
+    assert r.stdout == mails[0]
+    lines = r.stderr.splitlines()
+    assert lines[0] == good_smime(pki, "alice", prefix="message 1: ").rstrip("\n")
+    assert lines[1].startswith("pymime: message 2: ") and "ceo@example.org" in lines[1]
+    assert lines[2:] == [
+        "pymime: message 2: put in %s" % rejected,
+        "pymime: message 3: not signed",
+        "pymime: message 3: put in %s" % rejected,
+    ]
+    old = b"From old Thu Dec  3 11:00:00 2026\nSubject: kept before\n\nold\n"
+    assert rejected.read_bytes() == old + b"\n" + mails[1] + mails[2]
+    # one message, not an mbox: rejected with a From_ line of its own; nothing on stdout
+    one = tmp_path / "one.mbox"
+    r = run("pymime", "verify", "--ca-file", pki.ca, "--reject", one, input=plain)
+    assert (r.returncode, r.stdout) == (65, b"")
+    assert one.read_bytes().startswith(b"From MAILER-DAEMON ")
+    assert one.read_bytes().split(b"\n", 1)[1] == plain.replace(b"\nFrom ", b"\n>From ") + b"\n"
+    # a good one goes through and the reject mbox is not even made
+    none = tmp_path / "none.mbox"
+    r = run("pymime", "verify", "--ca-file", pki.ca, "--reject", none, input=signed)
+    assert (r.returncode, r.stdout, none.exists()) == (0, signed, False)
+
+
 # -- memory: 100 MB each way under 64 MB -------------------------------------------------------
 
 BIG_MB = 100
@@ -743,3 +777,391 @@ def test_damaged_signature_or_encrypted_part(run, gnupg, noconfig, mode, protoco
     )  # fmt: skip
     r = run("pymime", mode, input=msg, env=dict(noconfig, GNUPGHOME=gnupg.home))
     assert (r.returncode, r.stderr, r.stdout) == (65, "pymime: %s\n" % line, msg)
+
+
+# -- what a forger or a careless sender tries (each once accepted) -------------------------
+
+
+def _signed_by_alice(pki, head_from=b"From: alice@example.org\n"):
+    """alice's openssl smime -sign message with its From header(s) replaced by ``head_from``."""
+    msg = smime_signed(pki, "alice")
+    assert msg.startswith(b"To: bob@example.org\nFrom: alice@example.org\n")
+    return b"To: bob@example.org\n" + head_from + msg[len(b"To: bob@example.org\nFrom: alice@example.org\n") :]
+
+
+# A From header the signer does not own is accepted when another From address is the signer's.
+
+
+def test_second_from_field_is_not_good(run, pki):
+    msg = _signed_by_alice(pki, b"From: ceo@example.org\nFrom: alice@example.org\n")
+    r = run("pymime", "verify", "--ca-file", pki.ca, input=msg)
+    assert r.returncode == 65, r.stderr
+    assert "good" not in r.stderr and r.stdout == msg
+
+
+def test_from_with_two_addresses_is_not_good(run, pki):
+    msg = _signed_by_alice(pki, b"From: ceo@example.org, alice@example.org\n")
+    r = run("pymime", "verify", "--ca-file", pki.ca, input=msg)
+    assert r.returncode == 65, r.stderr
+    assert "good" not in r.stderr
+
+
+def test_openpgp_second_from_field_is_not_good(run, gnupg):
+    msg = pgp_signed(gnupg, "alice@example.org")
+    msg = msg.replace(b"From: alice@example.org\n", b"From: ceo@example.org\nFrom: alice@example.org\n", 1)
+    r = run("pymime", "verify", input=msg, env={"GNUPGHOME": gnupg.home})
+    assert r.returncode == 65, r.stderr
+    assert "good" not in r.stderr
+
+
+# Signature wrapping: a part after the signature part, which no signature covers.
+
+
+def test_unsigned_third_part_in_multipart_signed_is_not_good(run, pki):
+    msg = smime_signed(pki, "alice")
+    boundary = msg.split(b'boundary="', 1)[1].split(b'"', 1)[0]
+    close = b"\n--" + boundary + b"--"
+    extra = b"\n--" + boundary + b"\nContent-Type: text/plain\n\nPay 1000 EUR to mallory, account 666.\n"
+    assert msg.count(close) == 1
+    wrapped = msg.replace(close, extra + close, 1)
+    r = run("pymime", "verify", "--ca-file", pki.ca, input=wrapped)
+    assert r.returncode == 65, r.stderr
+    assert "good" not in r.stderr and r.stdout == wrapped
+
+
+# Two Content-Type fields: pymime reads the first, a reader may take the last.
+
+
+def test_second_content_type_field_is_not_good(run, pki):
+    msg = _signed_by_alice(pki)
+    head, body = msg.split(b"\n\n", 1)
+    wrapped = head + b"\nContent-Type: text/plain\n\nPay 1000 EUR to mallory.\n\n" + body
+    # the preamble now carries text that a reader taking the last Content-Type shows as the body
+    r = run("pymime", "verify", "--ca-file", pki.ca, input=wrapped)
+    assert r.returncode == 65, r.stderr
+    assert "good" not in r.stderr
+
+
+# A boundary given in RFC 2231 form with a non-ASCII character: traceback, exit 70, mbox cut.
+
+
+def _rfc2231_signed():
+    return (
+        b"From: alice@example.org\nMIME-Version: 1.0\nContent-Type: multipart/signed;"
+        b" protocol=\"application/pkcs7-signature\"; boundary*=utf-8''%C3%A9\n\n"
+        b"--\xc3\xa9\nContent-Type: text/plain\n\nhi\n--\xc3\xa9\n"
+        b"Content-Type: application/pkcs7-signature\n\nAAAA\n--\xc3\xa9--\n"
+    )
+
+
+def test_rfc2231_boundary_is_one_line_not_a_traceback(run):
+    msg = _rfc2231_signed()
+    r = run("pymime", "verify", input=msg)
+    assert (r.returncode, r.stdout) == (65, msg), r.stderr
+    assert r.stderr.count("\n") == 1 and "internal error" not in r.stderr, r.stderr
+
+
+def test_rfc2231_boundary_drops_nothing_from_an_mbox(run):
+    plain = b"From: bob@example.org\nSubject: after\n\nstill here\n"
+    mbox = b"From a@b Thu Dec  3 12:00:00 2026\n" + _rfc2231_signed() + b"\n"
+    mbox += b"From a@b Thu Dec  3 12:00:01 2026\n" + plain + b"\n"
+    r = run("pymime", "verify", input=mbox)
+    assert (r.returncode, r.stdout) == (65, mbox), r.stderr
+
+
+def test_rfc2231_boundary_in_decrypt_is_one_line(run, noconfig):
+    msg = (
+        b"From: alice@example.org\nMIME-Version: 1.0\nContent-Type: multipart/encrypted;"
+        b" protocol=\"application/pgp-encrypted\"; boundary*=utf-8''%C3%A9\n\n--\xc3\xa9--\n"
+    )
+    r = run("pymime", "decrypt", input=msg, env=noconfig)
+    assert (r.returncode, r.stdout) == (65, msg), r.stderr
+    assert r.stderr.count("\n") == 1 and "internal error" not in r.stderr, r.stderr
+
+
+# decrypt merges the encrypted entity's whole header into the outer one: two From, two Subject.
+
+
+def test_decrypt_refuses_a_third_part_or_a_second_content_type(run, gnupg, noconfig):
+    """multipart/encrypted holds two parts (RFC 3156): a third, not encrypted, would be dropped or
+    taken for the message's; two Content-Type fields leave it to the reader which one counts."""
+    armored = gnupg.gpg("--armor", "--encrypt", "-r", "bob@example.org", input=crlf(inner_entity()), check=True)
+    msg = pgp_encrypted(armored.stdout)
+    extra = msg.replace(b"\n--=e1--\n", b"\n--=e1\nContent-Type: text/plain\n\nPay mallory.\n--=e1--\n")
+    r = run("pymime", "decrypt", input=extra, env=dict(noconfig, GNUPGHOME=gnupg.home))
+    line = "pymime: not decrypted: malformed multipart/encrypted (it holds 3 parts)\n"
+    assert (r.returncode, r.stderr, r.stdout) == (65, line, extra)
+    twice = msg.replace(b'boundary="=e1"\n\n', b'boundary="=e1"\nContent-Type: text/plain\n\n', 1)
+    assert twice != msg
+    r = run("pymime", "decrypt", input=twice, env=dict(noconfig, GNUPGHOME=gnupg.home))
+    line = "pymime: not decrypted: two Content-Type fields (a reader may take either)\n"
+    assert (r.returncode, r.stderr, r.stdout) == (65, line, twice)
+
+
+def test_decrypt_writes_one_from_and_one_subject(run, pki, noconfig):
+    entity = b"From: ceo@example.org\nSubject: wire the money\nContent-Type: text/plain\n\nbody\n"
+    msg = smime_encrypted(pki, entity, "bob")  # From: alice@example.org, Subject: nightly report outside
+    r = run("pymime", "decrypt", "--cert", pki.cert("bob"), "--key", pki.key("bob"), input=msg, env=noconfig)
+    head = r.stdout.split(b"\n\n", 1)[0].lower()
+    assert (head.count(b"\nfrom:") + head.startswith(b"from:"), head.count(b"\nsubject:")) == (1, 1), r.stdout
+
+
+def test_decrypted_signature_is_not_good_for_another_outer_from(run, pki, noconfig):
+    """Outer From: ceo (anyone can write it); inside: bob's good signature and a From: bob added."""
+    signed = sh(
+        "openssl", "smime", "-sign", "-signer", pki.cert("bob"), "-inkey", pki.key("bob"), "-md", "sha256",
+        input=inner_entity(b"Wire the money.\n"),
+    )  # fmt: skip
+    msg = smime_encrypted(pki, b"From: bob@example.org\n" + signed, "alice")
+    msg = msg.replace(b"From: alice@example.org\n", b"From: ceo@example.org\n", 1)
+    args = ["--cert", pki.cert("alice"), "--key", pki.key("alice"), "--ca-file", pki.ca]
+    r = run("pymime", "decrypt", *args, input=msg, env=noconfig)
+    assert r.stdout.startswith(b"To: bob@example.org\nFrom: ceo@example.org\n")
+    assert r.returncode == 65, r.stderr
+
+
+# A decrypted entity of only header lines, without a final line break: a byte written twice.
+
+
+def test_decrypted_header_only_entity_keeps_its_bytes(run, pki, noconfig):
+    msg = smime_encrypted(pki, b"Content-Type: text/plain", "bob")
+    r = run("pymime", "decrypt", "--cert", pki.cert("bob"), "--key", pki.key("bob"), input=msg, env=noconfig)
+    assert r.returncode == 0, r.stderr
+    assert b"text/plainn" not in r.stdout
+    assert r.stdout.endswith(b"\nContent-Type: text/plain\n\n") or r.stdout.endswith(b"\nContent-Type: text/plain"), (
+        r.stdout
+    )
+
+
+# OpenPGP: a user id of the signer's key that nobody certified counts as the signer's address.
+
+
+def test_openpgp_user_id_nobody_certified_is_not_the_signers_address(run, gnupg, tmp_path):
+    """Mallory's key is valid (alice certified "Mallory <mallory@example.org>"); Mallory added the user id
+    "CEO <ceo@example.org>" himself, which gpg shows as [unknown].  A mail From: ceo signed by him is good."""
+    home = gnupg.copy(tmp_path / "ring")
+    own = tmp_path / "mallory"
+    own.mkdir(mode=0o700)
+    env = dict(os.environ, GNUPGHOME=str(own))
+    gpg = ["gpg", "--batch", "--no-tty", "--pinentry-mode", "loopback", "--passphrase", ""]
+    try:
+        sh(*gpg, "--quick-gen-key", "Mallory <mallory@example.org>", "ed25519", "sign", "never", env=env)
+        fpr = sh("gpg", "--with-colons", "-k", "mallory@example.org", env=env).decode()
+        fpr = next(ln.split(":")[9] for ln in fpr.splitlines() if ln.startswith("fpr:"))
+        sh(*gpg, "--quick-add-uid", fpr, "CEO <ceo@example.org>", env=env)
+        entity = b"Content-Type: text/plain\n\nWire the money. -- the CEO\n"
+        sig = sh(*gpg, "-u", fpr, "--digest-algo", "SHA256", "--armor", "--detach-sign", input=crlf(entity), env=env)
+        home.gpg("--import", input=sh("gpg", "--export", fpr, env=env), check=True)
+        uid = "Mallory <mallory@example.org>"
+        home.gpg("--yes", "-u", "alice@example.org", "--quick-sign-key", fpr, uid, check=True)
+    finally:
+        subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True)
+    part = b'Content-Type: application/pgp-signature; name="signature.asc"\n\n' + sig
+    msg = multipart_signed(entity, b"application/pgp-signature", b"pgp-sha256", part, b"CEO <ceo@example.org>")
+    try:
+        r = run("pymime", "verify", input=msg, env={"GNUPGHOME": home.home})
+    finally:
+        home.gpg("--batch", "--check-trustdb")
+        subprocess.run(["gpgconf", "--kill", "all"], env=home.env, capture_output=True)
+    assert r.returncode == 65, r.stderr
+    assert "good" not in r.stderr
+
+
+# --ca-file / --ca-dir do not replace openssl's default store: every system CA is trusted besides.
+
+
+def test_ca_file_is_the_only_trust(run, pki, tmp_path):
+    """The system store is stood for by $SSL_CERT_DIR (openssl's default directory, /etc/ssl/certs)
+    holding another CA; --ca-file names the company CA only, so eve (of the other CA) is untrusted."""
+    system = tmp_path / "system-certs"
+    system.mkdir()
+    (system / "other-ca.pem").write_bytes(open(pki.other_ca, "rb").read())
+    sh("openssl", "rehash", str(system))
+    msg = smime_signed(pki, "eve")
+    r = run("pymime", "verify", "--ca-file", pki.ca, input=msg, env={"SSL_CERT_DIR": str(system)})
+    assert r.returncode == 65, r.stderr
+    assert "untrusted signer" in r.stderr
+
+
+def test_ca_dir_is_the_only_trust(run, pki, tmp_path):
+    company = tmp_path / "company"
+    company.mkdir()
+    (company / "ca.pem").write_bytes(open(pki.ca, "rb").read())
+    sh("openssl", "rehash", str(company))
+    msg = smime_signed(pki, "eve")
+    r = run("pymime", "verify", "--ca-dir", company, input=msg, env={"SSL_CERT_FILE": pki.other_ca})
+    assert r.returncode == 65, r.stderr
+    assert "untrusted signer" in r.stderr
+
+
+# A CA file that holds no certificate: every message is called "BAD signature: damaged".
+
+
+def test_crl_file_alone_keeps_the_system_ca_file(run, pki):
+    """--crl-file without --ca-file: the system store ($SSL_CERT_FILE here) still trusts, the CRL revokes."""
+    env = {"SSL_CERT_FILE": pki.ca}
+    r = run("pymime", "verify", "--crl-file", pki.crl, input=smime_signed(pki, "alice"), env=env)
+    assert (r.returncode, r.stderr) == (0, good_smime(pki, "alice")), r.stderr
+    r = run("pymime", "verify", "--crl-file", pki.crl, input=smime_signed(pki, "dave"), env=env)
+    assert r.returncode == 65 and "revoked" in r.stderr, r.stderr
+
+
+def test_crl_file_without_a_crl_is_said_once(run, pki):
+    r = run("pymime", "verify", "--ca-file", pki.ca, "--crl-file", pki.ca, input=smime_signed(pki, "alice"))
+    assert (r.returncode, r.stdout) == (78, b""), r.stderr
+    assert r.stderr == "pymime: CRL file %s holds no CRL (PEM)\n" % pki.ca
+
+
+def test_unusable_ca_file_is_said_once_not_blamed_on_the_signature(run, pki, tmp_path):
+    junk = tmp_path / "ca.pem"
+    junk.write_bytes(b"not a certificate\n")
+    msg = smime_signed(pki, "alice")
+    r = run("pymime", "verify", "--ca-file", junk, input=msg)
+    assert r.returncode in (66, 78), r.stderr
+    assert "BAD" not in r.stderr and "ca.pem" in r.stderr
+
+
+# openssl or gpg killed (OOM killer, a timeout): the verdict says the signature is bad.
+
+
+def test_killed_tool_is_not_a_bad_signature(run, pki, tmp_path):
+    fake = tmp_path / "openssl"
+    fake.write_text("#!/bin/sh\nkill -9 $$\n")
+    fake.chmod(0o755)
+    msg = smime_signed(pki, "alice")
+    r = run("pymime", "verify", "--ca-file", pki.ca, input=msg, env={"PATH": "%s:%s" % (tmp_path, os.environ["PATH"])})
+    assert (r.returncode, r.stderr, r.stdout) == (75, "pymime: not verified: openssl was killed by signal 9\n", msg)
+
+
+def test_killed_gpg_is_not_a_bad_signature(run, gnupg, tmp_path):
+    fake = tmp_path / "gpg"
+    fake.write_text("#!/bin/sh\nkill -9 $$\n")
+    fake.chmod(0o755)
+    msg = pgp_signed(gnupg, "alice@example.org")
+    env = {"PATH": "%s:%s" % (tmp_path, os.environ["PATH"]), "GNUPGHOME": gnupg.home}
+    r = run("pymime", "verify", input=msg, env=env)
+    assert (r.returncode, r.stderr, r.stdout) == (75, "pymime: not verified: gpg was killed by signal 9\n", msg)
+
+
+# Two OpenPGP signatures, alice's good and bob's bad: the BAD line names alice.
+
+
+def test_bad_openpgp_signature_line_names_the_bad_signer(run, gnupg):
+    entity = inner_entity()
+    good = gnupg.gpg("-u", "alice@example.org", "--detach-sign", input=crlf(entity), check=True).stdout
+    bad = gnupg.gpg("-u", "bob@example.org", "--detach-sign", input=b"something else\r\n", check=True).stdout
+    armored = gnupg.gpg("--enarmor", input=good + bad, check=True).stdout.replace(b"ARMORED FILE", b"SIGNATURE")
+    part = b'Content-Type: application/pgp-signature; name="signature.asc"\n\n' + armored
+    msg = multipart_signed(entity, b"application/pgp-signature", b"pgp-sha256", part)
+    r = run("pymime", "verify", input=msg, env={"GNUPGHOME": gnupg.home})
+    assert r.returncode == 65
+    assert r.stderr.startswith("pymime: BAD OpenPGP signature") and r.stderr.count("\n") == 1, r.stderr
+    assert gnupg.fpr("Bob")[-16:] in r.stderr and "Alice" not in r.stderr, r.stderr
+
+
+# A CRLF message decrypted: its header block mixes CRLF (outer fields) and LF (inner fields).
+
+
+def test_verify_fetches_no_key_from_the_network(run, gnupg, tmp_path):
+    """A gpg.conf with auto-key-retrieve: a filter still asks no key server (one on loopback here)."""
+    import http.server
+
+    asked = []
+
+    class KeyServer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeyServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    home = tmp_path / "g"
+    home.mkdir(mode=0o700)
+    (home / "gpg.conf").write_text("auto-key-retrieve\nkeyserver hkp://127.0.0.1:%d\n" % server.server_port)
+    msg = pgp_signed(gnupg, "alice@example.org")
+    try:
+        r = run("pymime", "verify", input=msg, env={"GNUPGHOME": str(home)})
+    finally:
+        server.shutdown()
+        subprocess.run(["gpgconf", "--kill", "all"], env=dict(os.environ, GNUPGHOME=str(home)), capture_output=True)
+    assert asked == []
+    line = "pymime: BAD OpenPGP signature: unknown signer: no public key %s in the GnuPG keyring\n"
+    assert (r.returncode, r.stderr) == (65, line % gnupg.fpr("Alice")[-16:])
+
+
+def _two_signatures(gnupg, first, second, sender):
+    armored = gnupg.gpg("--enarmor", input=first + second, check=True).stdout.replace(b"ARMORED FILE", b"SIGNATURE")
+    part = b'Content-Type: application/pgp-signature; name="signature.asc"\n\n' + armored
+    return multipart_signed(inner_entity(), b"application/pgp-signature", b"pgp-sha256", part, sender)
+
+
+def test_openpgp_every_signature_must_be_good(run, gnupg, oddkeys):
+    """Two signatures: both must be good; the From address is then that of either signer."""
+    entity = crlf(inner_entity())
+    alice = gnupg.gpg("-u", "alice@example.org", "--detach-sign", input=entity, check=True).stdout
+    bob = gnupg.gpg("-u", "bob@example.org", "--detach-sign", input=entity, check=True).stdout
+    msg = _two_signatures(gnupg, alice, bob, b"bob@example.org")
+    r = run("pymime", "verify", input=msg, env={"GNUPGHOME": gnupg.home})
+    assert (r.returncode, r.stderr, r.stdout) == (0, good_pgp(gnupg, "Bob"), msg)
+    argv = ["gpg", "--batch", "--no-tty", "-u", "zed@example.org", "--detach-sign"]
+    zed = sh(*argv, input=entity, env=dict(os.environ, **oddkeys["env"]))
+    msg = _two_signatures(gnupg, alice, zed, b"alice@example.org")
+    r = run("pymime", "verify", input=msg, env={"GNUPGHOME": gnupg.home})
+    assert r.returncode == 65 and r.stdout == msg
+    assert re.fullmatch(
+        r"pymime: BAD OpenPGP signature: unknown signer: no public key [0-9A-F]{16} in the GnuPG keyring\n", r.stderr
+    ), r.stderr
+
+
+def test_crlf_message_decrypted_has_one_kind_of_line_end(run, pki, noconfig):
+    msg = crlf(smime_encrypted(pki, inner_entity(), "bob"))
+    r = run("pymime", "decrypt", "--cert", pki.cert("bob"), "--key", pki.key("bob"), input=msg, env=noconfig)
+    assert r.returncode == 0, r.stderr
+    lf_only = r.stdout.count(b"\n") - r.stdout.count(b"\r\n")
+    assert r.stdout.count(b"\r\n") == 0 or lf_only == 0, r.stdout
+
+
+# Encryption nested deeper than MAX_DEPTH: a still-encrypted message written with exit 0, without a word.
+
+
+def test_encryption_nested_too_deep_is_not_good(run, pki, noconfig):
+    entity = inner_entity()
+    for _ in range(6):
+        entity = sh("openssl", "smime", "-encrypt", "-aes128", pki.cert("bob"), input=entity)
+    msg = b"From: alice@example.org\n" + entity
+    r = run("pymime", "decrypt", "--cert", pki.cert("bob"), "--key", pki.key("bob"), input=msg, env=noconfig)
+    assert b"application/x-pkcs7-mime" in r.stdout  # still encrypted after the layers pymime opens
+    assert r.returncode == 65, r.stderr
+    assert "not decrypted" in r.stderr
+
+
+# gpg's options come from the user's gpg.conf: with use-embedded-filename, decrypt writes a file the
+#     sender names and the message goes out with an empty body, "decrypted", exit 0.
+
+
+def test_decrypt_never_writes_the_file_the_sender_names(run, gnupg, tmp_path, noconfig):
+    home = gnupg.copy(tmp_path / "ring")
+    with open(os.path.join(home.home, "gpg.conf"), "a") as conf:
+        conf.write("use-embedded-filename\n")
+    work = tmp_path / "cwd"  # gpg writes the file's base name in the current directory
+    work.mkdir()
+    target = work / ".forward"
+    entity = inner_entity(b"the report\n")
+    argv = ["--armor", "--set-filename", str(target), "--encrypt", "-r", "bob@example.org"]
+    armored = home.gpg(*argv, input=crlf(entity), check=True).stdout
+    msg = (
+        b"From: alice@example.org\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; boundary="e1"\n\n'
+        b"--e1\nContent-Type: application/pgp-encrypted\n\nVersion: 1\n\n"
+        b"--e1\nContent-Type: application/octet-stream\n\n" + armored + b"\n--e1--\n"
+    )
+    try:
+        r = run("pymime", "decrypt", input=msg, cwd=work, env=dict(noconfig, GNUPGHOME=home.home))
+    finally:
+        subprocess.run(["gpgconf", "--kill", "all"], env=home.env, capture_output=True)
+    assert os.listdir(work) == []
+    assert b"\nthe report\n" in r.stdout, r.stdout

@@ -9,7 +9,7 @@ EPILOG = """\b
 Examples:
   pymime verify --ca-file ~/certs/ca.pem < report.eml
   pymime verify --openpgp < report.eml            # the GnuPG keyring's trust
-  pypop fetch | pymime decrypt | pyunshar -d restore
+  pypop fetch | pymime decrypt | pymime verify --reject bad.mbox | pyunshar -d restore
   pymime decrypt --cert me.pem --key me.key < inbox.mbox > clear.mbox
 
 Both read one message or an mbox on standard input and write every message on
@@ -18,12 +18,24 @@ encrypted, or not to us).  A line on standard error says what was found in each;
 the exit status is 65 when any message was not good."""
 
 _TRUST = [
-    click.option("--ca-file", metavar="FILE", help="S/MIME: trust the CAs in FILE (PEM); default: the system's."),
-    click.option("--ca-dir", metavar="DIR", help="S/MIME: trust the CAs in DIR (hashed, as openssl rehash makes)."),
+    click.option(
+        "--ca-file",
+        metavar="FILE",
+        help="S/MIME: trust only the CAs in FILE (PEM), and --ca-dir's; default: the system's.",
+    ),
+    click.option(
+        "--ca-dir", metavar="DIR", help="S/MIME: trust only the CAs in DIR (hashed by openssl rehash; and --ca-file)."
+    ),
     click.option(
         "--crl-file", metavar="FILE", help="S/MIME: a CRL (PEM); a signer it revokes is refused. Nothing is fetched."
     ),
     click.option("--account", metavar="NAME", help="The account whose keys are used (default: the default account)."),
+    click.option(
+        "--reject",
+        metavar="MBOX",
+        help="Append each message that is not good to MBOX instead of standard output, so that what "
+        "follows in the pipeline reads only good mail.",
+    ),
 ]
 
 
@@ -43,18 +55,18 @@ def command():
 @_trust
 @click.option("--smime", "kind", flag_value="smime", help="Only S/MIME signatures count.")
 @click.option("--openpgp", "kind", flag_value="openpgp", help="Only OpenPGP signatures count.")
-def verify(ca_file, ca_dir, crl_file, account, kind):
+def verify(ca_file, ca_dir, crl_file, account, reject, kind):
     """Check the signature of each message; write the messages unchanged."""
-    return _filter("verify", _settings(ca_file, ca_dir, crl_file, account, kind, None, None, need_keys=False))
+    return _filter("verify", _settings(ca_file, ca_dir, crl_file, account, kind, None, None, need_keys=False), reject)
 
 
 @command.command(epilog=EPILOG)
 @click.option("--cert", metavar="FILE", help="S/MIME: our certificate (default: the account's smime_cert).")
 @click.option("--key", metavar="FILE", help="S/MIME: our private key (default: the account's smime_key).")
 @_trust
-def decrypt(cert, key, ca_file, ca_dir, crl_file, account):
+def decrypt(cert, key, ca_file, ca_dir, crl_file, account, reject):
     """Decrypt each encrypted message (and verify a signature inside); write the others unchanged."""
-    return _filter("decrypt", _settings(ca_file, ca_dir, crl_file, account, None, cert, key, need_keys=True))
+    return _filter("decrypt", _settings(ca_file, ca_dir, crl_file, account, None, cert, key, need_keys=True), reject)
 
 
 def _settings(ca_file, ca_dir, crl_file, account_name, kind, cert, key, need_keys):
@@ -89,10 +101,12 @@ def _settings(ca_file, ca_dir, crl_file, account_name, kind, cert, key, need_key
     return settings
 
 
-def _filter(mode, settings):
+def _filter(mode, settings, reject=None):
     from pipemail import unwrap
 
-    summary = unwrap.filter_mail(stdin_stream(), stdout_stream(), mode, settings, warn=lambda m: warn("pymime", m))
+    summary = unwrap.filter_mail(
+        stdin_stream(), stdout_stream(), mode, settings, warn=lambda m: warn("pymime", m), reject=reject
+    )
     return summary.exit_code
 
 
