@@ -927,7 +927,7 @@ def _fail_for(q, item, perm, delivered, now, warn, env):
 DEAD_LETTER_SECONDS = 10
 
 
-def dead_letter(item, undelivered, env=None):
+def dead_letter(item, undelivered, env=None, wrap=()):
     """Append ``item`` to its owner's dead letter for ``undelivered``; ``(path, None)``, or
     ``(None, why)`` when it could not be written.  The running user's own message goes to
     $DEAD (in ``env``) or ~/dead.letter; another user's, when running as root, to that user's
@@ -939,7 +939,7 @@ def dead_letter(item, undelivered, env=None):
     if owner == os.geteuid():
         path = transport.dead_letter_path(None, env)
         try:
-            transport.save_dead_letter(path, item.segments, item.sender, undelivered)
+            transport.save_dead_letter(path, item.segments, item.sender, undelivered, wrap=wrap)
         except PipemailError as exc:
             return None, "not in a dead letter: %s" % exc
         return path, None
@@ -962,7 +962,7 @@ def dead_letter(item, undelivered, env=None):
             os.setgroups(groups)
             os.setgid(pw.pw_gid)
             os.setuid(pw.pw_uid)
-            transport.save_dead_letter(path, item.segments, item.sender, undelivered)
+            transport.save_dead_letter(path, item.segments, item.sender, undelivered, wrap=wrap)
             status = 0
         except BaseException as exc:  # everything is said through the pipe, nothing printed
             try:
@@ -999,10 +999,10 @@ def dead_letter(item, undelivered, env=None):
     return path, None
 
 
-def dead_letter_of(owner, chunks, sender, undelivered, env=None):
+def dead_letter_of(owner, chunks, sender, undelivered, env=None, wrap=()):
     """:func:`dead_letter` for a message that is not queued (a drop root's run cannot accept):
     ``chunks`` appended to ``owner``'s dead letter, written as that user; ``(path, None)``, or
-    ``(None, why)`` when it could not be written."""
+    ``(None, why)`` when it could not be written.  ``wrap``: see :class:`pipemail.transport.Kept`."""
 
     class Returned:
         def __init__(self):
@@ -1010,7 +1010,7 @@ def dead_letter_of(owner, chunks, sender, undelivered, env=None):
             self.segments = chunks
             self.sender = sender
 
-    return dead_letter(Returned(), undelivered, env)
+    return dead_letter(Returned(), undelivered, env, wrap=wrap)
 
 
 # -- listing (-bp, mailq) -------------------------------------------------------------------

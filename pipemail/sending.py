@@ -53,6 +53,9 @@ class Options:
         # A ConfigError met reading the configuration: raised when the message is to go out, so that
         # the message (composed without the account) is kept in the dead letter like any other failure.
         self.config_error = None
+        # what a message kept unwrapped was to be ("sign", "encrypt"): marked in the dead letter
+        # (X-Pipemail-Wrap), so that --resend signs/encrypts it first, or refuses; never in clear
+        self.kept_wrap = ()
 
 
 def _unique(addrs):
@@ -97,7 +100,24 @@ def send_mail(
     account = _account(opts)
     wrapper = _wrapper(opts, account, sign, encrypt, crypto_kind, recipient_certs)
     signing = wrapper is not None and wrapper.sign
+    if opts.config_error is not None:  # the account's sign/encrypt, as far as its file can be read
+        from pipemail import secure
+
+        opts.kept_wrap = tuple(
+            w
+            for w in secure.config_wraps(opts.account, opts.env)
+            if {"sign": sign, "encrypt": encrypt}[w] is not False  # --no-sign, --no-encrypt
+        )
+        signing = signing or "sign" in opts.kept_wrap  # composed as it will be signed
     from_pair = _one_address("-r", sender) if sender else None
+    if from_pair is None and opts.kept_wrap:  # signed later: with the From its certificate names
+        from pipemail import secure
+
+        given = secure.readable_account(opts.account, opts.env).get("from")
+        try:
+            from_pair = _one_address("from", given) if isinstance(given, str) else None
+        except PipemailError:
+            from_pair = None
     if from_pair is None and account.from_:
         try:
             from_pair = _one_address("from", account.from_)
@@ -117,10 +137,11 @@ def send_mail(
         if attach:
             raise UsageError("-t takes the whole message from standard input: it cannot add -a attachments")
         msg = message.from_stdin_message(body)
+        # every To, Cc and Bcc field, not only the first of each (a second Bcc is no less a recipient)
         listed = getaddresses(
-            [v.replace("\n", "") for v in (msg.header(h) for h in ("To", "Cc", "Bcc")) if v]  # 3.13: no empties
+            [v.replace("\n", "") for n, v in msg.headers if n.lower() in ("to", "cc", "bcc") and v]  # 3.13: no empties
         )
-        in_view = getaddresses([v.replace("\n", "") for v in (msg.header(h) for h in ("To", "Cc")) if v])
+        in_view = getaddresses([v.replace("\n", "") for n, v in msg.headers if n.lower() in ("to", "cc") and v])
         if msg.header("From") is not None:
             from_pair = parseaddr(msg.header("From").replace("\n", ""))
         qualify = _qualifier(opts, account, [from_pair[1]] + [a for _, a in listed + to_p + cc_p + bcc_p])
@@ -163,10 +184,12 @@ def send_mail(
     if not rcpts:
         raise UsageError("no recipients: give RECIPIENT operands (or -t with To/Cc/Bcc in the message)")
     groups, keys = [rcpts], None
-    if wrapper is not None and wrapper.encrypt:
+    if wrapper is not None:
         from pipemail import secure
 
-        keys = secure.recipient_keys(wrapper, rcpts)  # every one before anything is sent (78)
+        # the signing certificate or key, and every recipient's, checked before anything is sent (78)
+        keys = secure.prepare(wrapper, from_pair[1], rcpts)
+    if wrapper is not None and wrapper.encrypt:
         seen = [a for a in rcpts if a in shown]
         groups = ([seen] if seen else []) + [[a] for a in rcpts if a not in shown]
     limit = max_size
@@ -202,6 +225,8 @@ def send_mail(
                 stdin_name=stdin_name,
                 attach_charset=attach_charset,
                 signing=signing,
+                given=max_size,
+                grow=None if wrapper is None else lambda n: wrapper.overhead(n, max(len(g) for g in groups)),
             )
         except UsageError as exc:
             return _refuse(msg, from_pair[1], rcpts, opts, account, exc, wrapper)
@@ -387,12 +412,27 @@ class _Plan:
 
 
 def _plan_parts(
-    body, max_size, *, subject, sender, to, cc, extra, attach, stdin_name, attach_charset=None, signing=False
+    body,
+    max_size,
+    *,
+    subject,
+    sender,
+    to,
+    cc,
+    extra,
+    attach,
+    stdin_name,
+    attach_charset=None,
+    signing=False,
+    given=None,
+    grow=None,
 ):
     """Which attachments ride in the first mail and which go in the archive; UsageError when no part fits.
 
     ``attach``: the attachments, held open.  Sizes are computed, not made: composing costs
-    no pass over an attachment (base64 sizes come from the file's size)."""
+    no pass over an attachment (base64 sizes come from the file's size).  ``given``: the
+    --max-size the user gave (``max_size`` is what is left of it once signed/encrypted), and
+    ``grow(n)`` the size n bytes take once wrapped: what a refusal says (None: not wrapped)."""
     from pipemail import shar
 
     def compose(files, part_subject, first=True):
@@ -423,9 +463,11 @@ def _plan_parts(
     room = max_size - first - _PART_OVERHEAD
     if room * 57 // 78 < 16 * 1024:
         need = first + _PART_OVERHEAD + 16 * 1024 * 78 // 57 + 1
+        if grow is not None:
+            need = grow(need)  # the size that works once each part is signed/encrypted
         raise UsageError(
-            "--max-size %s leaves too little room for archive parts: give at least %dK"
-            % (_kib(max_size), -(-need // 1024))
+            "--max-size %s leaves too little room for archive parts%s: give at least %dK"
+            % (_kib(max_size if given is None else given), "" if grow is None else " once wrapped", -(-need // 1024))
         )
     name = os.path.basename(os.fsdecode(packed[0].path)) or "parts"
     # members named as the attachments are: by their base names; read through the descriptors
@@ -502,7 +544,19 @@ def _send_in_parts(plan, opts, account, max_size, sender, rcpts, groups=None):
                 break
         if plan.wrap is None:
             return _send_parts(plain, count, opts, account, plan.name, sender, rcpts)
-        codes = [_send_parts(mail_for(g), count, opts, account, plan.name, sender, grp) for g, grp in enumerate(groups)]
+        for g in range(1, len(groups)):  # every copy's first part wrapped before anything is sent
+            mail_for(g)(1)
+        codes = []
+        for g, grp in enumerate(groups):
+            try:
+                codes.append(_send_parts(mail_for(g), count, opts, account, plan.name, sender, grp))
+            except PipemailError:
+                if g:  # what went out is said: the refusal is of the copies not yet sent
+                    opts.warn(
+                        "the parts went to %s before this; not to %s"
+                        % (", ".join(a for x in groups[:g] for a in x), ", ".join(a for x in groups[g:] for a in x))
+                    )
+                raise
         codes = [c for c in codes if c]
         return EX_TEMPFAIL if EX_TEMPFAIL in codes else (codes[0] if codes else EX_OK)
 
@@ -530,7 +584,7 @@ def _send_parts(mail, total, opts, account, name, sender, rcpts):
 
     def keep_part(n, seg, undelivered):
         try:
-            transport.save_dead_letter(where, seg, sender, undelivered, opts.warn)
+            transport.save_dead_letter(where, seg, sender, undelivered, opts.warn, wrap=opts.kept_wrap)
         except PipemailError as exc:
             if not lost:
                 say("cannot keep what was not sent in %s: %s" % (shown(where), exc))
@@ -748,7 +802,16 @@ def _send(opts, url, account, segments, sender, rcpts, stdout_mbox=False, size=N
 def _keep(opts, segments, sender, undelivered):
     """Keep the message in the dead letter and say where (:func:`transport.keep_dead_letter`)."""
     path = transport.dead_letter_path(opts.dead_letter, opts.env)
-    transport.keep_dead_letter(path, segments, sender, undelivered, opts.warn)
+    transport.keep_dead_letter(path, segments, sender, undelivered, opts.warn, wrap=opts.kept_wrap)
+    if opts.kept_wrap:
+        opts.warn(
+            "it is kept unwrapped, marked to be %s: pymail --resend does so as the account says, "
+            "and never sends it in clear" % _wrap_words(opts.kept_wrap)
+        )
+
+
+def _wrap_words(wrap):
+    return {("sign",): "signed", ("encrypt",): "encrypted"}.get(tuple(wrap), "signed and encrypted")
 
 
 def resend(path, opts):
@@ -848,6 +911,39 @@ def _resend_each(letters, opts, url, account, kept, path):
             opts.warn("a message in %s names no undelivered recipients; kept as it is" % shown(path))
             keep(letter)
             continue
+        if letter.wrap:  # kept unwrapped: signed/encrypted now as the account says, or kept
+            try:
+                copies = _wrap_letter(letter, opts, account, number, path)
+            except PipemailError as exc:
+                opts.warn(
+                    "message %d in %s is to be %s, and cannot be: %s; kept as it is, never sent in clear"
+                    % (number, shown(path), _wrap_words(letter.wrap), exc)
+                )
+                keep(letter)
+                codes.append(exc.exit_code)
+                continue
+            missed, failed = [], []
+            for copy, group in copies:
+                try:
+                    qualify = _domain_qualifier(url, account, [sender] + group)
+                    report = _send(
+                        opts, url, account, copy.segments(), qualify(sender), [qualify(r) for r in group],
+                        stdout_mbox=several or len(copies) > 1,
+                    )  # fmt: skip
+                except PipemailError as exc:
+                    opts.warn(str(exc))
+                    missed += group if exc.undelivered is None else exc.undelivered
+                    failed.append(exc.exit_code)
+                    continue
+                for _addr, (_c, text) in report.refused.items():
+                    opts.warn(text)
+                missed += report.undelivered
+                if report.refused:
+                    failed.append(report.exit_code())
+            if missed:  # kept unwrapped and marked again, for those it missed
+                keep(_again(letter, missed))
+                codes += failed
+            continue
         try:  # bare names kept for want of a domain go out with the one set since
             qualify = _domain_qualifier(url, account, [sender] + rcpts)
             report = _send(
@@ -869,4 +965,35 @@ def _resend_each(letters, opts, url, account, kept, path):
 
 def _again(letter, undelivered):
     """``letter`` kept again for ``undelivered``, with the length it has (it was whole: it was sent)."""
-    return transport.Kept(letter.sender, letter.segments, list(undelivered), size=letter.size, headed=letter.headed)
+    return transport.Kept(
+        letter.sender, letter.segments, list(undelivered), size=letter.size, headed=letter.headed, wrap=letter.wrap
+    )
+
+
+def _wrap_letter(letter, opts, account, number, path):
+    """``[(message, recipients)]``: a dead letter's message kept unwrapped, signed and/or encrypted
+    as its mark says with the account's keys, a copy for the recipients its To and Cc show and
+    one for each other (Bcc); every key checked first.  A PipemailError when it cannot be."""
+    from email.utils import formatdate, getaddresses, make_msgid, parseaddr
+
+    from pipemail import secure
+
+    s = secure.settings(account, sign="sign" in letter.wrap, encrypt="encrypt" in letter.wrap, env=opts.env)
+    s.command = "pymail --resend"  # which takes no --recipient-cert: the words do not name it
+    f = os.fdopen(os.dup(letter.segments.fd), "rb")
+    msg = message.from_stdin_message(message.FileData(f, "message %d in %s" % (number, shown(path))))
+    rcpts = list(letter.undelivered)
+    listed = [v.replace("\n", "") for n, v in msg.headers if n.lower() in ("to", "cc")]
+    in_view = {a.lower() for _n, a in getaddresses(listed) if a}
+    msg.remove_header("Bcc")
+    if msg.header("Date") is None:  # a message pysendmail kept as it came: what -t adds
+        msg.add_header("Date", formatdate(localtime=True))
+    if msg.header("Message-ID") is None:
+        msg.add_header("Message-ID", make_msgid(domain=message.fqdn()))
+    sender = parseaddr((msg.header("From") or "").replace("\n", ""))[1] or letter.sender
+    keys = secure.prepare(s, sender, rcpts)
+    groups = [rcpts]
+    if s.encrypt:
+        seen = [a for a in rcpts if a.lower() in in_view]
+        groups = ([seen] if seen else []) + [[a] for a in rcpts if a.lower() not in in_view]
+    return [(secure.wrap(msg, s, sender, g, keys), g) for g in groups]

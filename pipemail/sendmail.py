@@ -506,15 +506,16 @@ def submit(stream, req, ctx):
                 _keep_raw(data, req, ctx, exc)
                 raise
             return _drop(spooled, req, ctx)
+        account = None
         try:
             cfg, account = load_account(req, ctx.env)
             msg, sender, rcpts = prepare(data, req, account, ctx)
             copies = wrapped(msg, sender, rcpts, account, ctx.env)
-        except PipemailError as exc:  # not sent, and not lost
-            _keep_raw(data, req, ctx, exc)
+        except PipemailError as exc:  # not sent, and not lost; never kept in clear unmarked
+            _keep_raw(data, req, ctx, exc, _wraps(account, req, ctx))
             raise
         except Exception:  # a bug: said by the caller as one, and the message kept all the same
-            _keep_raw(data, req, ctx, None)
+            _keep_raw(data, req, ctx, None, _wraps(account, req, ctx))
             raise
         if copies is None:
             return _send_now(cfg, account, msg, sender, rcpts, req, ctx)
@@ -531,6 +532,16 @@ def submit(stream, req, ctx):
         spooled.close()
 
 
+def _wraps(account, req, ctx):
+    """What the account says to do to the message (sign, encrypt), as far as it is known: the
+    mark of a message kept unwrapped (pipemail.transport.WRAP_HEADER)."""
+    from pipemail import secure
+
+    if account is not None:
+        return secure.account_wraps(account)
+    return secure.config_wraps(req.account, ctx.env)
+
+
 def wrapped(msg, sender, rcpts, account, env=None):
     """``[(message, recipients)]``: ``msg`` signed and/or encrypted as the account's ``sign`` and
     ``encrypt`` say (pipemail.secure), one copy for the recipients its To and Cc show and one for
@@ -540,14 +551,20 @@ def wrapped(msg, sender, rcpts, account, env=None):
     from pipemail import message, secure
 
     s = secure.settings(account, env=env)
-    groups, keys = [rcpts], None
+    s.command = "pysendmail"
+    groups = [rcpts]
+    # the signer is the From field's address (what readers check), else the envelope's
+    try:
+        signer = message.header_address(_unfold(msg.header("From") or ""))[1] or sender
+    except PipemailError:
+        signer = sender
+    keys = secure.prepare(s, signer, rcpts)  # every key checked before anything is sent or queued (78)
     if s.encrypt:
-        keys = secure.recipient_keys(s, rcpts)  # every one before anything is sent or queued (78)
         listed = [_unfold(v) for h in ("To", "Cc") for v in _all(msg, h)]
         shown = {a.lower() for _n, a in message.header_addresses(listed) if a}
         seen = [a for a in rcpts if a.lower() in shown]
         groups = ([seen] if seen else []) + [[a] for a in rcpts if a.lower() not in shown]
-    return [(secure.wrap(msg, s, sender, g, keys), g) for g in groups]
+    return [(secure.wrap(msg, s, signer, g, keys), g) for g in groups]
 
 
 def check(data, req):
@@ -621,10 +638,11 @@ def _kept_sender(req, user):
     return sender if sender and sender.isprintable() and not any(c.isspace() for c in sender) else user
 
 
-def _keep_raw(data, req, ctx, exc):
+def _keep_raw(data, req, ctx, exc, wrap=()):
     """A message that cannot be taken (a configuration error, a malformed one): said, and kept as it
     came in the caller's dead letter, for the recipients it named.  ``exc`` None: a bug, said by
-    the caller."""
+    the caller.  ``wrap``: what the account says to do to it (sign, encrypt), marked in the dead
+    letter so that pymail --resend does it first, or refuses: never sent in clear."""
     from pipemail import transport
 
     path = transport.dead_letter_path(None, ctx.env)
@@ -633,9 +651,16 @@ def _keep_raw(data, req, ctx, exc):
         ctx.warn(str(exc))
         exc.reported = True
     try:
-        transport.save_dead_letter(path, data, _kept_sender(req, ctx.user), rcpts, ctx.warn)
+        transport.save_dead_letter(path, data, _kept_sender(req, ctx.user), rcpts, ctx.warn, wrap=wrap)
     except PipemailError as kept:
         ctx.warn("the message could not be kept: %s" % kept)
+        return
+    if wrap:
+        words = {("sign",): "signed", ("encrypt",): "encrypted"}.get(tuple(wrap), "signed and encrypted")
+        ctx.warn(
+            "the message is kept in %s, marked to be %s: pymail --resend %s does so as the account says "
+            "once it can, and never sends it in clear" % (shown(path), words, shown(path))
+        )
         return
     ctx.warn("the message is kept in %s" % shown(path))
 
@@ -772,7 +797,7 @@ def accept_drops(q, req_account, ctx, cfg=None, say=None):
     n = 0
     for drop in q.drops(warn=ctx.warn):
         who = Context(env=ctx.env, warn=ctx.warn, verbose=ctx.verbose, log=ctx.log, uid=drop.uid)
-        req = None
+        req = account = None
         if drop.refuse_reason is not None:  # over drop_max_size: never read, never copied
             _refuse_drop(drop, who, ctx, say or ctx.warn, queue)
             continue
@@ -792,7 +817,10 @@ def accept_drops(q, req_account, ctx, cfg=None, say=None):
             continue
         except Exception as exc:  # noqa: BLE001 - whatever it is, the others go on
             why = str(exc) if isinstance(exc, PipemailError) else "internal error: %s: %s" % (type(exc).__name__, exc)
-            _return_drop(drop, req, who, why, ctx, say or ctx.warn, queue)
+            from pipemail import secure
+
+            wrap = secure.account_wraps(account) if account is not None else ()
+            _return_drop(drop, req, who, why, ctx, say or ctx.warn, queue, wrap)
             continue
         drop.remove()
         n += 1
@@ -820,15 +848,16 @@ def _refuse_drop(drop, who, ctx, say, queue):
     )
 
 
-def _return_drop(drop, req, who, why, ctx, say, queue):
+def _return_drop(drop, req, who, why, ctx, say, queue, wrap=()):
     """A drop root's run cannot accept: back to its owner's dead letter (written as the owner), then
-    removed; or left in the maildrop when it cannot be written there.  Said once."""
+    removed; or left in the maildrop when it cannot be written there.  Said once.  ``wrap``: what
+    its account says to do to it, marked (never kept in clear unmarked)."""
     from pipemail import message
 
     req = req or Request()
     with os.fdopen(os.dup(drop.fd), "rb") as f:  # read with pread: the drop's own offset is left alone
         rcpts = _kept_for(message.FileData(f, "drop %s" % drop.name, start=drop.chunks.start), req, who.user)
-    path, not_kept = queue.dead_letter_of(drop.uid, drop.chunks, _kept_sender(req, who.user), rcpts, ctx.env)
+    path, not_kept = queue.dead_letter_of(drop.uid, drop.chunks, _kept_sender(req, who.user), rcpts, ctx.env, wrap=wrap)
     if path is None:
         ctx.warn("drop %s from %s left in the maildrop: %s (%s)" % (drop.name, who.user, why, not_kept))
         return

@@ -929,11 +929,15 @@ def check_local(url, recipients, env=None):
 # Each kept message is one mbox message whose first header lines are pipemail's own:
 #     X-Pipemail-Length: N              the size of the message kept (before mboxrd quoting)
 #     X-Pipemail-Undelivered-To: a, b   the recipients it did not reach (folded between them)
+#     X-Pipemail-Wrap: sign, encrypt   (only on a message kept unwrapped that was to be signed
+#                                      and/or encrypted: --resend wraps it first, or refuses)
 # then the message as it was to be sent.  The length tells a message cut short by a
 # kill (SIGKILL cannot be held off) from a whole one.  Older dead letters have no length.
 
 LENGTH_HEADER = "X-Pipemail-Length"
 UNDELIVERED_HEADER = "X-Pipemail-Undelivered-To"
+WRAP_HEADER = "X-Pipemail-Wrap"
+WRAPS = ("sign", "encrypt")  # the words of WRAP_HEADER, in this order
 
 
 class Kept:
@@ -942,13 +946,15 @@ class Kept:
     ``undelivered`` (recipients), ``length`` (the size it was kept with; None in dead letters
     older than the header), ``size`` (the bytes ``segments`` holds; counted when not given)
     and ``headed`` (whether it holds a blank line, the end of its header block: how a
-    message of an older dead letter is told torn; looked for when not given)."""
+    message of an older dead letter is told torn; looked for when not given); ``wrap`` (of
+    :data:`WRAPS`: what was to be done to a message kept unwrapped, which --resend does first)."""
 
-    def __init__(self, sender, segments, undelivered, length=None, size=None, headed=None):
+    def __init__(self, sender, segments, undelivered, length=None, size=None, headed=None, wrap=()):
         self.sender = sender
         self.segments = segments
         self.undelivered = undelivered
         self.length = length
+        self.wrap = tuple(w for w in WRAPS if w in wrap)
         if size is None or headed is None:
             counted, blank = _scan(segments)
             size = counted if size is None else size
@@ -976,6 +982,8 @@ class Kept:
 
             value = fields.address_list(UNDELIVERED_HEADER, [("", r) for r in self.undelivered])
             headers.append((UNDELIVERED_HEADER, value))
+        if self.wrap:
+            headers.append((WRAP_HEADER, ", ".join(self.wrap)))
         return mailbox.mbox_chunks(self._counted(), self.sender, headers)
 
     def _counted(self):
@@ -1002,12 +1010,13 @@ def _scan(segments):
     return size, blank
 
 
-def keep_dead_letter(path, segments, sender, undelivered, warn):
+def keep_dead_letter(path, segments, sender, undelivered, warn, wrap=()):
     """Keep the message in the dead letter ``path`` and say where (``warn``), with how to send it
     again; IOFailure when it cannot be kept (why it was not delivered has been said already: the
-    line says only what was lost).  pymail's and pysendmail's one way to keep a message."""
+    line says only what was lost).  pymail's and pysendmail's one way to keep a message.
+    ``wrap``: see :class:`Kept`."""
     try:
-        save_dead_letter(path, segments, sender, undelivered, warn)
+        save_dead_letter(path, segments, sender, undelivered, warn, wrap=wrap)
     except PipemailError as exc:
         raise IOFailure("the message could not be kept: %s" % exc) from None
     warn(
@@ -1016,7 +1025,7 @@ def keep_dead_letter(path, segments, sender, undelivered, warn):
     )
 
 
-def save_dead_letter(path, segments, sender, undelivered, warn=None):
+def save_dead_letter(path, segments, sender, undelivered, warn=None, wrap=()):
     """Append the message ``segments`` (re-iterable chunks) to the dead letter ``path``, for the
     recipients ``undelivered``: a pass that counts its length (X-Pipemail-Length), then one that
     writes it, chunk by chunk; nothing is held whole, nothing half-written is left."""
@@ -1026,7 +1035,7 @@ def save_dead_letter(path, segments, sender, undelivered, warn=None):
             size += len(seg)
             ends = seg[-1:] == b"\n"
     length = size if ends else size + 1  # a newline is added, as mbox_chunks ends it
-    kept = Kept(sender, segments, list(undelivered), length, size=size, headed=True)
+    kept = Kept(sender, segments, list(undelivered), length, size=size, headed=True, wrap=wrap)
     # gathered into blocks: small chunks are not each a write (a kill tears the file at a block's end)
     mailbox.append(path, gathered(kept.mbox_chunks(), mailbox.CHUNK), warn=warn)
 
@@ -1063,7 +1072,7 @@ HEAD_LIMIT = 1 << 20  # pipemail's own lines are looked for in at most this much
 
 
 def _pipemail_lines(chunks):
-    """``(length, undelivered, rest)`` of a dead letter's message given as ``chunks``: pipemail's
+    """``(length, undelivered, wrap, rest)`` of a dead letter's message given as ``chunks``: pipemail's
     own header lines taken from its start; ``rest`` the message's chunks after them (an iterator
     that reads ``chunks`` on)."""
     chunks = iter(chunks)
@@ -1078,7 +1087,9 @@ def _pipemail_lines(chunks):
     while True:  # pipemail's own lines come first, right after the From_ line
         name, colon, rest = raw.partition(b":")
         key = name.decode("ascii", "replace").lower()
-        if not colon or key not in (LENGTH_HEADER.lower(), UNDELIVERED_HEADER.lower()) or key in fields:
+        if not colon or key not in (LENGTH_HEADER.lower(), UNDELIVERED_HEADER.lower(), WRAP_HEADER.lower()):
+            break
+        if key in fields:
             break
         end = rest.find(b"\n")
         while end >= 0 and rest[end + 1 : end + 2] in (b" ", b"\t"):  # folded
@@ -1090,13 +1101,14 @@ def _pipemail_lines(chunks):
     length = fields.get(LENGTH_HEADER.lower())
     rcpts = [r.strip() for r in fields.get(UNDELIVERED_HEADER.lower(), "").split(",") if r.strip()]
     length = int(length) if length is not None and length.isdigit() else None
+    wrap = [w.strip().lower() for w in fields.get(WRAP_HEADER.lower(), "").split(",") if w.strip()]
 
     def rest_chunks():
         if raw:
             yield raw
         yield from chunks
 
-    return length, rcpts, rest_chunks()
+    return length, rcpts, wrap, rest_chunks()
 
 
 def _sender(from_line):
@@ -1115,7 +1127,7 @@ def dead_letters(stream, spool, label="dead.letter"):
     item = next(messages, None)
     while item is not None:
         from_line, chunks = item
-        length, rcpts, rest = _pipemail_lines(chunks)
+        length, rcpts, wrap, rest = _pipemail_lines(chunks)
         size, blank, last = 0, False, b""
         try:
             os.ftruncate(spool, 0)
@@ -1132,7 +1144,7 @@ def dead_letters(stream, spool, label="dead.letter"):
                 last = chunk[-1:]
         except OSError as exc:
             raise IOFailure("cannot spool a message of %s: %s" % (label, describe_oserror(exc))) from None
-        kept = Kept(_sender(from_line), FileChunks(spool, 0, size), rcpts, length, size=size, headed=blank)
+        kept = Kept(_sender(from_line), FileChunks(spool, 0, size), rcpts, length, size=size, headed=blank, wrap=wrap)
         item = next(messages, None)
         yield kept, item is None
 
@@ -1142,8 +1154,8 @@ def read_dead_letter(path, fd=None):
     held in memory: for small dead letters (the tests); pymail --resend uses :func:`dead_letters`."""
     out = []
     for from_line, raw in read_mbox(path, fd):
-        length, rcpts, rest = _pipemail_lines([raw])
-        out.append(Kept(_sender(from_line), list(rest), rcpts, length))
+        length, rcpts, wrap, rest = _pipemail_lines([raw])
+        out.append(Kept(_sender(from_line), list(rest), rcpts, length, wrap=wrap))
     return out
 
 

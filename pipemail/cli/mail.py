@@ -99,10 +99,8 @@ sendmail.  A message that cannot be delivered is appended to the dead letter
     help="Encrypt the message to every recipient (Bcc recipients each get a copy of their own); "
     "--no-encrypt overrides the account's encrypt = true.",
 )
-@click.option(
-    "--smime", "crypto_kind", flag_value="smime", help="Sign/encrypt with S/MIME (default: the account's crypto)."
-)
-@click.option("--openpgp", "crypto_kind", flag_value="openpgp", help="Sign/encrypt with OpenPGP (GnuPG).")
+@click.option("--smime", is_flag=True, help="Sign/encrypt with S/MIME (default: the account's crypto).")
+@click.option("--openpgp", is_flag=True, help="Sign/encrypt with OpenPGP (GnuPG).")
 @click.option(
     "--recipient-cert",
     "recipient_certs",
@@ -138,7 +136,8 @@ def command(
     max_size,
     sign,
     encrypt,
-    crypto_kind,
+    smime,
+    openpgp,
     recipient_certs,
     debug,
     recipients,
@@ -147,6 +146,11 @@ def command(
     from pipemail import message, sending
 
     check_timeout(timeout)
+    if smime and openpgp:
+        from pipemail.errors import UsageError
+
+        raise UsageError("--smime and --openpgp cannot go together: give one")
+    crypto_kind = "smime" if smime else "openpgp" if openpgp else None
     if debug:
         os.environ["PIPEMAIL_DEBUG"] = "1"
     log = (lambda line: click.echo(line, err=True)) if verbose else None
