@@ -902,34 +902,68 @@ def compose(
     return msg
 
 
+HEAD_LIMIT = 1 << 20  # a header block is read whole: at most this many bytes
+
+
+def header_block(src, *, lenient=False, what="the message's"):
+    """The header fields of the message ``src`` (a source) and the offset where its body starts:
+    ``([(name, value)], body_at)``, values as given (bytes kept as surrogates, folded lines joined
+    with their newline), CRLF or LF line ends.  The block ends at a blank line, or at the end.
+
+    ``lenient`` (sendmail's reading): the first line that is not a field starts the body (its blank
+    line is the caller's to add), and a leading mbox ``From `` line is dropped; else such a line is a
+    DataError.  DataError too for a block over HEAD_LIMIT bytes: a message is never held whole."""
+    held = b""
+    for chunk in src:
+        held += chunk
+        if re.search(rb"\r?\n\r?\n", held) or len(held) >= HEAD_LIMIT:
+            break
+    fields, pos, body_at = [], 0, None
+    while pos < len(held):
+        end = held.find(b"\n", pos)
+        if end < 0:
+            if len(held) >= HEAD_LIMIT:
+                raise DataError("%s header block is over %d bytes: not a message" % (what, HEAD_LIMIT))
+            end = nxt = len(held)  # the last line, without a newline
+        else:
+            nxt = end + 1
+        line = held[pos:end]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            body_at = nxt
+            break
+        text = line.decode("utf-8", "surrogateescape")
+        name, colon, value = text.partition(":")
+        if text[:1] in (" ", "\t") and fields:  # a folded continuation (joined at the end: never quadratic)
+            fields[-1][1].append(text)
+        elif colon and _FIELD_NAME.fullmatch(name if lenient else name.strip()):
+            fields.append((name.strip(), [value.strip()]))
+        elif lenient and pos == 0 and line.startswith(b"From "):
+            pass  # an mbox separator, as sendmail drops it
+        elif lenient:
+            body_at = pos  # the body starts here
+            break
+        else:
+            raise DataError("-t: not a header line in the message: %s" % shown(line[:80]))
+        pos = nxt
+    else:
+        if len(held) >= HEAD_LIMIT:
+            raise DataError("%s header block is over %d bytes: not a message" % (what, HEAD_LIMIT))
+        body_at = len(held)
+    return [(name, "\n".join(lines)) for name, lines in fields], body_at
+
+
 def from_stdin_message(data):
     """``-t``: stdin (bytes or a source) is a whole message; its header fields (bytes kept as
     they are) and its body, whose CRLF line ends become LF as it is read.
 
     A header line over 998 bytes, which a server would refuse, is folded at its white
-    space (:func:`pipemail.headers.fold_given`); one without any is a DataError."""
+    space (:func:`pipemail.headers.fold_given`); one without any is a DataError, and so is a
+    header block over HEAD_LIMIT bytes (:func:`header_block`)."""
     from pipemail import headers
 
     src = source(data)
-    held = b""
-    sep = None
-    for chunk in src:  # the header block, read up to its blank line
-        held += chunk
-        sep = re.search(rb"\r?\n\r?\n", held)
-        if sep:
-            break
-    head, body = (held[: sep.start()], src.tail(sep.end())) if sep else (held, Data(b""))
-    del held
-    fields = []
-    for line in head.replace(b"\r\n", b"\n").split(b"\n"):
-        text = line.decode("utf-8", "surrogateescape")
-        if text[:1] in (" ", "\t") and fields:  # a folded continuation
-            name, value = fields[-1]
-            fields[-1] = (name, value + "\n" + text)
-            continue
-        name, colon, value = text.partition(":")
-        if not colon or not _FIELD_NAME.fullmatch(name.strip()):
-            raise DataError("-t: not a header line in the message: %s" % shown(line[:80]))
-        fields.append((name.strip(), value.strip()))
+    fields, body_at = header_block(src)
     fields = [(name, headers.fold_given(name, value)) for name, value in fields]
-    return Message(fields, raw_body=LineEnds(body))
+    return Message(fields, raw_body=LineEnds(src.tail(body_at)))

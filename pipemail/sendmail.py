@@ -45,7 +45,6 @@ from pipemail.errors import (
     shown,
 )
 
-HEAD_LIMIT = 1 << 20  # the header block is read whole: at most this many bytes
 LOCAL_HOSTS = ("localhost", "localhost.localdomain", "localhost4", "localhost6")
 
 
@@ -169,54 +168,13 @@ def parse(data):
     fields as given (bytes kept; a line over 998 folded at its white space), its body with LF line
     ends.  The header block ends at a blank line or at the first line that is not a field (which
     starts the body); a leading mbox ``From `` line is dropped.  DataError for a header block
-    over 1 MiB or a field line that cannot be folded."""
-    import re
-
+    over 1 MiB or a field line that cannot be folded (:func:`pipemail.message.header_block`)."""
     from pipemail import headers, message
 
     src = message.source(data)
-    held = b""
-    for chunk in src:
-        held += chunk
-        if re.search(rb"\r?\n\r?\n", held) or len(held) >= HEAD_LIMIT:
-            break
-    fields, pos, body_at = [], 0, None
-    while pos < len(held):
-        end = held.find(b"\n", pos)
-        if end < 0:
-            if len(held) >= HEAD_LIMIT:
-                raise DataError("the message's header block is over %d bytes: not a message" % HEAD_LIMIT)
-            end = len(held)  # the last line, without a newline
-            nxt = end
-        else:
-            nxt = end + 1
-        line = held[pos:end]
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line:
-            body_at = nxt
-            break
-        text = line.decode("utf-8", "surrogateescape")
-        name, colon, value = text.partition(":")
-        if text[:1] in (" ", "\t") and fields:
-            n, v = fields[-1]
-            fields[-1] = (n, v + "\n" + text)
-        elif colon and re.fullmatch(r"[!-9;-~]+", name):
-            fields.append((name, value.strip()))
-        elif pos == 0 and line.startswith(b"From "):
-            pass  # an mbox separator, as sendmail drops it
-        else:
-            body_at = pos  # the body starts here: the blank line is added
-            break
-        pos = nxt
-    else:
-        if len(held) >= HEAD_LIMIT:
-            raise DataError("the message's header block is over %d bytes: not a message" % HEAD_LIMIT)
-        body_at = len(held)
-    del held
+    fields, body_at = message.header_block(src, lenient=True)
     fields = [(name, headers.fold_given(name, value)) for name, value in fields]
-    body = src.tail(body_at)
-    return message.Message(fields, raw_body=message.LineEnds(body))
+    return message.Message(fields, raw_body=message.LineEnds(src.tail(body_at)))
 
 
 # -- addresses --------------------------------------------------------------------------------

@@ -174,6 +174,23 @@ def test_t_refuses_a_header_line_over_998_without_white_space(run, smtp_server, 
     assert not (home / "dead.letter").exists()
 
 
+def test_t_header_block_is_bounded_like_sendmails(run, smtp_server, home):
+    """-t reads the header block whole, so it is bounded (1 MiB, as pysendmail's reader: they are one
+    reader, message.header_block): standard input of folded lines without a blank line is refused, not held."""
+    from pipemail.message import HEAD_LIMIT
+
+    srv = smtp_server()
+    raw = b"To: a@example.org\nX-Long: x\n" + b" y\n" * (HEAD_LIMIT // 3 + 10) + b"\nbody\n"
+    r = send(run, srv, "-t", input=raw, home=home)
+    assert (r.returncode, srv.messages) == (65, [])
+    assert r.stderr == "pymail: the message's header block is over %d bytes: not a message\n" % HEAD_LIMIT
+    r = send(run, srv, "-t", input=b"To: a@example.org\nSubject: only headers\n", home=home)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert (
+        srv.messages[0][2].endswith(b"Subject: only headers\r\n\r\n") or b"Subject: only headers" in srv.messages[0][2]
+    )
+
+
 text = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n"), max_size=400)
 
 
