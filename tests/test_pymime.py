@@ -359,18 +359,21 @@ def test_openpgp_unknown_and_untrusted_signer(run, gnupg, tmp_path):
     home = tmp_path / "empty"
     home.mkdir(mode=0o700)
     env = {"GNUPGHOME": str(home)}
-    r = run("pymime", "verify", input=msg, env=env)
-    fpr = gnupg.fpr("Alice")
-    line = "pymime: BAD OpenPGP signature: unknown signer: no public key %s in the GnuPG keyring\n" % fpr[-16:]
-    assert (r.returncode, r.stderr, r.stdout) == (65, line, msg)
-    public = gnupg.gpg("--export", "alice@example.org", check=True).stdout
-    sh("gpg", "--batch", "--import", input=public, env=dict(os.environ, **env))
-    r = run("pymime", "verify", input=msg, env=env)
-    line = (
-        "pymime: BAD OpenPGP signature: untrusted signer: the key is not certified as its user's in the "
-        "GnuPG keyring (trust undefined) (Alice <alice@example.org> (key %s, fingerprint %s))\n" % (fpr[-16:], fpr)
-    )
-    assert (r.returncode, r.stderr, r.stdout) == (65, line, msg)
+    try:
+        r = run("pymime", "verify", input=msg, env=env)
+        fpr = gnupg.fpr("Alice")
+        line = "pymime: BAD OpenPGP signature: unknown signer: no public key %s in the GnuPG keyring\n" % fpr[-16:]
+        assert (r.returncode, r.stderr, r.stdout) == (65, line, msg)
+        public = gnupg.gpg("--export", "alice@example.org", check=True).stdout
+        sh("gpg", "--batch", "--import", input=public, env=dict(os.environ, **env))
+        r = run("pymime", "verify", input=msg, env=env)
+        line = (
+            "pymime: BAD OpenPGP signature: untrusted signer: the key is not certified as its user's in the "
+            "GnuPG keyring (trust undefined) (Alice <alice@example.org> (key %s, fingerprint %s))\n" % (fpr[-16:], fpr)
+        )
+        assert (r.returncode, r.stderr, r.stdout) == (65, line, msg)
+    finally:  # the agent gpg started for that home goes with it
+        subprocess.run(["gpgconf", "--kill", "all"], env=dict(os.environ, **env), capture_output=True)
 
 
 @pytest.fixture(scope="module")
