@@ -20,15 +20,15 @@ def run(run):
     return lint.checking(run)
 
 
-def _config(tmp_path, pki, extra=""):
+def _config(tmp_path, pki, extra="", cert=None, key=None, sender="alice@example.org"):
     certs = tmp_path / "certs"
     certs.mkdir(exist_ok=True)
     for name in ("alice", "bob", "carol", "eve"):
         (certs / ("%s@example.org.pem" % name)).write_bytes(open(pki.cert(name), "rb").read())
     cfg = tmp_path / "config.toml"
     cfg.write_text(
-        '[accounts.me]\nfrom = "alice@example.org"\ncrypto = "smime"\nsmime_cert = "%s"\nsmime_key = "%s"\n'
-        'smime_certs = "%s"\n%s' % (pki.cert("alice"), pki.key("alice"), certs, extra)
+        '[accounts.me]\nfrom = "%s"\ncrypto = "smime"\nsmime_cert = "%s"\nsmime_key = "%s"\n'
+        'smime_certs = "%s"\n%s' % (sender, cert or pki.cert("alice"), key or pki.key("alice"), certs, extra)
     )
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
@@ -299,18 +299,8 @@ RSECRET = b"root password changed on db1: hunter2\n"
 
 
 def _rconfig(tmp_path, pki, extra="", cert=None, key=None, sender="alice@example.org"):
-    certs = tmp_path / "certs"
-    certs.mkdir(exist_ok=True)
-    for name in ("alice", "bob", "carol", "eve"):
-        (certs / ("%s@example.org.pem" % name)).write_bytes(open(pki.cert(name), "rb").read())
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(
-        '[accounts.me]\nfrom = "%s"\ncrypto = "smime"\nsmime_cert = "%s"\nsmime_key = "%s"\n'
-        'smime_certs = "%s"\n%s' % (sender, cert or pki.cert("alice"), key or pki.key("alice"), certs, extra)
-    )
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    return {"PIPEMAIL_CONFIG": str(cfg), "HOME": str(home), "TMPDIR": str(tmp_path)}
+    """_config, with the spool in the test's own directory (TMPDIR)."""
+    return dict(_config(tmp_path, pki, extra, cert, key, sender), TMPDIR=str(tmp_path))
 
 
 def _openssl(*argv, cwd=None):
