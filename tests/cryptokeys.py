@@ -112,12 +112,16 @@ class PKI:
             "openssl", "pkey", "-in", self.key("alice"), "-aes256", "-out", self.key_enc("alice"),
             "-passout", "pass:" + self.PASSPHRASE.decode(),
         )  # fmt: skip
-        for name in ("alice", "bob"):  # legacy PKCS#12: what gpgsm 2.2 imports
-            _run(
-                "openssl", "pkcs12", "-export", "-in", self.cert(name), "-inkey", self.key(name),
-                "-certfile", self.ca, "-passout", "pass:" + self.P12_PASSWORD,
-                "-certpbe", "PBE-SHA1-3DES", "-keypbe", "PBE-SHA1-3DES", "-macalg", "sha1", "-out", self.p12(name),
-            )  # fmt: skip
+        for name in ("alice", "bob"):
+            self.write_p12(name)
+
+    def write_p12(self, name):
+        """(Re)write NAME's legacy PKCS#12 (what gpgsm 2.2 imports), with a fresh random salt and IV."""
+        _run(
+            "openssl", "pkcs12", "-export", "-in", self.cert(name), "-inkey", self.key(name),
+            "-certfile", self.ca, "-passout", "pass:" + self.P12_PASSWORD,
+            "-certpbe", "PBE-SHA1-3DES", "-keypbe", "PBE-SHA1-3DES", "-macalg", "sha1", "-out", self.p12(name),
+        )  # fmt: skip
 
     def cert(self, name):
         return os.path.join(self.dir, name + ".pem")
@@ -197,7 +201,17 @@ def make_gpgsm_home(pki, directory):
     base = ["gpgsm", "--batch", "--pinentry-mode", "loopback"]
     _run(*base, "--import", pki.ca, env=env)
     for name in ("alice", "bob"):
-        _run(*base, "--passphrase-fd", "0", "--import", pki.p12(name), env=env, input=PKI.P12_PASSWORD.encode())
+        # gpgsm 2.2.40 fails to decrypt about one PKCS#12 file in 40 ("decryption failed; trying charset ...",
+        # "error at shrouded_key_bag.decrypted-text"), the same file every time: it depends on the random salt
+        # and IV, not on the password. A file it cannot read is written again, with a new salt.
+        for attempt in range(8):
+            try:
+                _run(*base, "--passphrase-fd", "0", "--import", pki.p12(name), env=env, input=PKI.P12_PASSWORD.encode())
+                break
+            except RuntimeError:
+                if attempt == 7:
+                    raise
+                pki.write_p12(name)
     out = _run("gpgsm", "--with-colons", "--list-keys", "pipemail Test CA", env=env).stdout
     fpr = next(ln.split(b":")[9].decode() for ln in out.splitlines() if ln.startswith(b"fpr:"))
     with open(os.path.join(home, "trustlist.txt"), "w") as f:
