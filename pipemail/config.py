@@ -633,9 +633,9 @@ def split_url(url, kind=None):
     ``imap://...``, ``imaps://...``
     (an IPv6 host in brackets: ``smtp://[::1]:2525``), ``sendmail:`` or
     ``sendmail:/path``, ``mbox:PATH``, ``maildir:DIR``, ``-``.  ``kind`` limits the
-    schemes: "transport" (pymail's), "pop" (pypop's POP3), "imap" (pypop's IMAP) or None (all).  Anything else
-    is a UsageError.  A password in the URL is refused: passwords never go on the
-    command line.
+    schemes: "transport" (pymail's), "pop" (pypop's POP3), "imap" (pypop's IMAP) or
+    None (transport and POP).  Anything else is a UsageError.  A password in the URL
+    is refused: passwords never go on the command line.
     """
     if kind == "transport":
         schemes, hint, what = TRANSPORT_SCHEMES, _TRANSPORT_HINT, "transport URL"
@@ -644,7 +644,7 @@ def split_url(url, kind=None):
     elif kind == "imap":
         schemes, hint, what = IMAP_SCHEMES, _IMAP_HINT, "IMAP URL"
     elif kind is None:
-        schemes, hint, what = TRANSPORT_SCHEMES + POP_SCHEMES + IMAP_SCHEMES, _TRANSPORT_HINT, "transport URL"
+        schemes, hint, what = TRANSPORT_SCHEMES + POP_SCHEMES, _TRANSPORT_HINT, "transport URL"
     else:
         raise ValueError("kind must be 'transport', 'pop', 'imap' or None, not %r" % (kind,))
 

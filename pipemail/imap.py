@@ -33,6 +33,7 @@ Public API (what pypop's IMAP fetch builds on)::
                                  # seconds, DONE's answer awaited within the timeout (a hung server
                                  # is found there); leaving the with block sends DONE; a drop or
                                  # BYE is TempFailError.  with c.idle() as events: for e in events:
+        .noop()                  # NOOP: an EXISTS in its answer voids UIDNEXT for new_uids
         .unselect()              # UNSELECT when offered (never CLOSE: it expunges); else nothing
         .logout() / .close()
 
@@ -367,6 +368,17 @@ class Client:
                 _ok(self._conn, *self._conn._simple_command("UNSELECT"))
                 self._conn.state = "AUTH"
         self.folder = None
+
+    def noop(self):
+        """NOOP: the server reports what changed (an EXISTS voids SELECT's UIDNEXT for new_uids),
+        or ends a session it can no longer serve (a UIDVALIDITY changed under it: TempFailError)."""
+        conn = self._conn
+        self.step = "NOOP"
+        with self._errors():
+            _ok(conn, *conn._simple_command("NOOP"))
+            if conn.untagged_responses.pop("EXISTS", None) and self.folder is not None:
+                self.folder.uidnext = None
+            conn.untagged_responses.clear()
 
     # -- listing --
     def new_uids(self, last):
@@ -706,6 +718,9 @@ class _Errors:
             text = _text(exc.args)
             if "EOF" in text:
                 raise TempFailError("%s closed the connection during %s" % (where, client.step)) from None
+            if " => " in text:  # imaplib's words for a BYE: "command: NOOP => the server's words"
+                text = text.split(" => ", 1)[1]
+                raise TempFailError("%s ended the session during %s: %s" % (where, client.step, text)) from None
             raise TempFailError("connection to %s broken during %s: %s" % (where, client.step, text)) from None
         if isinstance(exc, imaplib.IMAP4.error):
             raise _refused(client.step, where, _text(exc.args), self.auth) from None

@@ -120,6 +120,14 @@ _order = itertools.count(1)
 class ImapDovecot(pop3server.Dovecot):
     """A running Dovecot imapd: .host, .host6, .port, .ssl_port, .ca_file, .user, .password, .put()..."""
 
+    #: A user whose password is UTF-8 with a quote and a backslash (LOGIN must quote it).
+    UTF8_USER = "pmutf"
+    UTF8_PASSWORD = 'pä"ss\\wörd'
+
+    def __init__(self, dovecot, doveadm):
+        super().__init__(dovecot, doveadm)
+        self.users[self.UTF8_USER] = self.UTF8_PASSWORD
+
     def _prepare(self):
         import trustme
 
@@ -133,7 +141,7 @@ class ImapDovecot(pop3server.Dovecot):
             for pem in cert.cert_chain_pems:
                 f.write(pem.bytes())
         users = self.dir / "users"
-        users.write_text("".join("%s:{PLAIN}%s\n" % item for item in self.users.items()))
+        users.write_text("".join("%s:{PLAIN}%s\n" % item for item in self.users.items()), encoding="utf-8")
         users.chmod(0o644)
         (self.dir / "home").mkdir(mode=0o755)
         for user in self.users:
@@ -243,6 +251,7 @@ class ImapDovecot(pop3server.Dovecot):
     def clear(self, user=None):
         """Remove every message of ``user`` (all users when None) in INBOX and the folder."""
         super().clear(user)
+        bumped = time.time() + 2
         for u in [user] if user else list(self.users):
             path = self.folder_path(u, FOLDER)
             for sub in ("new", "cur", "tmp"):
@@ -251,6 +260,11 @@ class ImapDovecot(pop3server.Dovecot):
                         os.unlink(path / sub / n)
                     except FileNotFoundError:
                         pass
+            # Dovecot rescans a Maildir when the mtime of new/ or cur/ differs from the one it
+            # recorded; files removed within the second of its last scan would go unseen.
+            for md in (self.maildir(u), path):
+                for sub in ("new", "cur"):
+                    os.utime(md / sub, (bumped, bumped))
 
     def admin(self, *args):
         """Run ``doveadm -c CONFIG ARGS``; its stdout (a failure fails the test)."""

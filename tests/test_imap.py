@@ -10,7 +10,7 @@ import imapserver
 import pytest
 
 from pipemail import config, imap
-from pipemail.errors import NoPermError, TempFailError, UnavailableError
+from pipemail.errors import ConfigError, NoPermError, TempFailError, UnavailableError, UsageError
 
 imap_dovecot = imapserver.imap_dovecot
 
@@ -149,6 +149,18 @@ def test_fetch_1000_in_batches_then_nothing_new(box):
     assert not any(" UID SEARCH UID %d:*" % (last + 1) in line for line in lines)
     flags = box.flags()
     assert len(flags) == 1000 and all("\\Seen" not in m for m in flags.values())  # BODY.PEEK
+
+
+def test_noop_sees_new_mail(box):
+    box.put_many([msg(1)])
+    with logged_in(box) as c:
+        c.select("INBOX")
+        [u1] = c.new_uids(0)
+        box.put_many([msg(2)])
+        assert c.new_uids(u1) == []  # SELECT's UIDNEXT says nothing new: no command
+        c.noop()
+        assert len(c.new_uids(u1)) == 1
+        c.logout()
 
 
 def test_new_uids_filters_the_highest(box):
@@ -409,3 +421,72 @@ def test_big_message_in_bounded_memory(box, tmp_path):
     assert got.hexdigest() == expected.hexdigest()
     assert out.stat().st_size == len(b"Subject: big\n\n") + count // 1000 * 1000 * (len(line) - 1)
     assert r.mb < peak.LIMIT_MB, r
+
+
+def test_imap_urls():
+    assert config.split_url("imaps://mail.example.org", kind="imap") == config.URL(
+        "imaps", host="mail.example.org", port=993
+    )
+    u = config.split_url("imap://me@[::1]:1143", kind="imap")
+    assert (u.scheme, u.user, u.host, u.port, u.implicit_tls) == ("imap", "me", "::1", 1143, False)
+    assert config.split_url("imap://h", kind="imap").port == 143
+    assert config.split_url("imaps://h", kind="imap").implicit_tls
+    with pytest.raises(UsageError) as e:
+        config.split_url("pop3://h", kind="imap")
+    assert str(e.value) == "unknown IMAP URL 'pop3://h': use imap:// or imaps://"
+    with pytest.raises(UsageError) as e:
+        config.split_url("imap://me:secret@h", kind="imap")
+    assert "secret" not in str(e.value)
+
+
+@pytest.mark.parametrize("auth", ["plain", "login"])
+def test_non_ascii_password_with_quote_and_backslash(box, auth):
+    lines = []
+    with client(box, log=lines.append) as c:
+        c.login(box.UTF8_USER, box.UTF8_PASSWORD, auth=auth)
+        assert c.select("INBOX").exists == 0
+        c.logout()
+    assert "ss" not in "\n".join(line for line in lines if line.startswith("C: "))
+
+
+def test_oauthbearer_token_is_redacted(box):
+    lines = []
+    with client(box, log=lines.append) as c, pytest.raises(NoPermError) as e:
+        c.login(box.user, "TOKEN-456", auth="oauthbearer")
+    assert "AUTHENTICATE OAUTHBEARER refused by 127.0.0.1" in str(e.value)
+    assert "TOKEN" not in "\n".join(lines)
+
+
+def test_unknown_auth_mechanism(box):
+    with client(box) as c, pytest.raises(ConfigError) as e:
+        c.login(box.user, box.password, auth="cram-md5")
+    assert str(e.value) == "unknown auth mechanism cram-md5 for IMAP (plain, login, xoauth2, oauthbearer)"
+
+
+def test_connection_dropped_inside_a_message(box):
+    box.put_many([msg(1, b"z" * 3_000_000)])
+    with logged_in(box) as c:
+        c.select("INBOX")
+        with pytest.raises(TempFailError) as e:
+            for _uid, _size, chunks in c.fetch(c.new_uids(0)):
+                next(chunks)
+                box.kill_sessions(signal.SIGKILL)
+                for _chunk in chunks:
+                    pass
+        assert str(e.value) == "127.0.0.1 closed the connection in the middle of a message"
+
+
+def test_uidvalidity_changed_under_a_session(box):
+    box.put_many([msg(1)])
+    lines = []
+    with logged_in(box, log=lines.append) as c:
+        f = c.select("INBOX")
+        box.set_uidvalidity(f.uidvalidity + 5)
+        with pytest.raises(TempFailError) as e:
+            c.noop()
+        assert str(e.value) == (
+            "127.0.0.1 ended the session during NOOP: IMAP session state is inconsistent, please relogin."
+        )
+    with logged_in(box) as c:  # a new session sees the new UIDVALIDITY
+        assert c.select("INBOX").uidvalidity == f.uidvalidity + 5
+        c.logout()
