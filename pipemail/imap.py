@@ -33,7 +33,9 @@ Public API (what pypop's IMAP fetch builds on)::
                                  # seconds, DONE's answer awaited within the timeout (a hung server
                                  # is found there); leaving the with block sends DONE; a drop or
                                  # BYE is TempFailError.  with c.idle() as events: for e in events:
-        .noop()                  # NOOP: an EXISTS in its answer voids UIDNEXT for new_uids
+                                 # An EXISTS seen during an earlier command (FETCH, SEARCH, NOOP...)
+                                 # comes first, before IDLE is sent (the server says it only once)
+        .noop()                  # NOOP: the server tells what changed (an EXISTS: see idle)
         .unselect()              # UNSELECT when offered (never CLOSE: it expunges); else nothing
         .logout() / .close()
 
@@ -211,6 +213,7 @@ class Client:
         self.folder = None
         self._conn = None
         self._broken = False  # a response was left half read: the session can only be closed
+        self._missed = None  # an EXISTS seen outside IDLE, for idle() to give first
         self._trust_file = trust_file
         sock = connect(url.host, url.port, timeout, proxy=proxy)
         try:
@@ -354,6 +357,7 @@ class Client:
         if uidvalidity is None:
             raise UnavailableError("%s gave no UIDVALIDITY for %s" % (self.where, mailbox))
         self.folder = Folder(mailbox, uidvalidity, number("UIDNEXT"), number("EXISTS") or 0, conn.is_readonly)
+        self._missed = None
         responses.clear()
         return self.folder
 
@@ -376,9 +380,8 @@ class Client:
         self.step = "NOOP"
         with self._errors():
             _ok(conn, *conn._simple_command("NOOP"))
-            if conn.untagged_responses.pop("EXISTS", None) and self.folder is not None:
-                self.folder.uidnext = None
-            conn.untagged_responses.clear()
+        self._collect()
+        self._conn.untagged_responses.clear()
 
     # -- listing --
     def new_uids(self, last):
@@ -391,6 +394,7 @@ class Client:
             typ, dat = self._conn.uid("SEARCH", "UID %d:*" % (last + 1))
             if typ != "OK":
                 raise self._conn.error(_text(dat))
+        self._collect()
         uids = set()
         for part in dat:
             if part:
@@ -410,6 +414,7 @@ class Client:
                 )
                 if typ != "OK":
                     raise self._conn.error(_text(dat))
+            self._collect()
             for item in dat:
                 if not isinstance(item, tuple):
                     continue
@@ -505,10 +510,30 @@ class Client:
         return f
 
     def _untagged(self, line):
+        """An untagged line outside IDLE: a BYE ends the session; an EXISTS is kept for idle()."""
         if line.startswith(b"* BYE"):
             raise TempFailError(
                 "%s closed the connection: %s" % (self.where, line[5:].strip().decode("utf-8", "replace"))
             )
+        m = _UNTAGGED.match(line)
+        if m and m.group(1) and m.group(2).upper() == b"EXISTS":
+            self._exists(int(m.group(1)))
+
+    def _exists(self, number):
+        """New mail was announced outside IDLE: SELECT's UIDNEXT is stale, and idle() must say so
+        at once (the server will not announce it again)."""
+        if self.folder is not None:
+            self.folder.uidnext = None
+        self._missed = Event("EXISTS", number, "* %d EXISTS" % number)
+
+    def _collect(self):
+        """The EXISTS that imaplib kept from a command's answer (see :meth:`_exists`)."""
+        values = self._conn.untagged_responses.pop("EXISTS", None)
+        if values:
+            try:
+                self._exists(int(values[-1]))
+            except ValueError:
+                pass
 
     # -- flags, deleting, moving --
     def _uid_command(self, verb, uids, *args):
@@ -520,6 +545,7 @@ class Client:
                 typ, dat = conn.uid(verb, uid_set(uids[start : start + SET_SIZE]), *args)
                 if typ != "OK":
                     raise conn.error(_text(dat))
+            self._collect()
 
     def add_flags(self, uids, flags):
         self._uid_command("STORE", uids, "+FLAGS.SILENT", "(%s)" % " ".join(flags))
@@ -566,6 +592,9 @@ class Client:
     def _idle(self, reissue, tick):
         import time
 
+        missed, self._missed = self._missed, None
+        if missed is not None:  # announced during an earlier command: IDLE would not say it again
+            yield missed
         tag = self._idle_start()
         since = time.monotonic()
         try:
@@ -664,6 +693,7 @@ class Client:
 
     def _event(self, line):
         self._untagged(line)
+        self._missed = None  # given now, as this event
         m = _UNTAGGED.match(line)
         if not m:
             return None

@@ -2,6 +2,7 @@
 TLS policy, a redacted transcript, streamed batch fetches, flags, expunge, move, IDLE."""
 
 import hashlib
+import os
 import signal
 import threading
 import time
@@ -36,6 +37,7 @@ def client(server, scheme="imaps", host=None, log=None, **kw):
 @pytest.fixture
 def box(imap_dovecot):
     imap_dovecot.clear()
+    imap_dovecot.stopped = []
     return imap_dovecot
 
 
@@ -160,6 +162,11 @@ def test_noop_sees_new_mail(box):
         assert c.new_uids(u1) == []  # SELECT's UIDNEXT says nothing new: no command
         c.noop()
         assert len(c.new_uids(u1)) == 1
+        box.put_many([msg(3)])
+        c.noop()  # says * 3 EXISTS: idle() must not wait for another
+        with c.idle(tick=0.1) as events:
+            first = next(events)
+        assert (first.kind, first.number) == ("EXISTS", 3)
         c.logout()
 
 
@@ -490,3 +497,26 @@ def test_uidvalidity_changed_under_a_session(box):
     with logged_in(box) as c:  # a new session sees the new UIDVALIDITY
         assert c.select("INBOX").uidvalidity == f.uidvalidity + 5
         c.logout()
+
+
+def test_idle_hung_server_found_at_the_reissue(box):
+    lines = []
+    c = imap.Client(url(box), timeout=1, log=lines.append, trust_file=str(box.ca_file))
+    try:
+        c.login(box.user, box.password)
+        c.select("INBOX")
+        start = time.monotonic()
+        with pytest.raises(TempFailError) as e, c.idle(reissue=0.3, tick=0.1) as events:
+            for event in events:
+                if event is None and not box.stopped:
+                    box.stopped = box.imap_processes()
+                    box.kill_sessions(signal.SIGSTOP)  # a hung server says nothing at all
+        assert str(e.value) == "127.0.0.1 timed out after 1 s during IDLE (DONE)"
+        assert time.monotonic() - start < 5
+        assert lines[-1] == "C: DONE"
+    finally:
+        for pid in box.stopped:
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
+        box.stopped = []
+        c.close()
