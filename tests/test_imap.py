@@ -520,3 +520,22 @@ def test_idle_hung_server_found_at_the_reissue(box):
             os.kill(pid, signal.SIGCONT)
         box.stopped = []
         c.close()
+
+
+def test_imaps_through_a_socks5_proxy(box, tmp_path):
+    # microsocks binds its outgoing side to 127.0.0.3: Dovecot's log names that peer.
+    from test_proxy import MICROSOCKS_OUT, _microsocks
+
+    proxy = _microsocks(tmp_path)
+    lines = []
+    try:
+        with imap.Client(
+            url(box, host="localhost"), timeout=10, log=lines.append, trust_file=str(box.ca_file), proxy=proxy.url()
+        ) as c:
+            c.login(box.user, box.password)
+            assert c.select("INBOX").exists == 0
+            c.logout()
+    finally:
+        proxy.stop()
+    assert lines[0] == "=== connected to localhost port %d (TLS) through proxy %s" % (box.ssl_port, proxy.url())
+    assert "rip=%s" % MICROSOCKS_OUT in box.log()
