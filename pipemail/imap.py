@@ -13,14 +13,16 @@ Public API (what pypop's IMAP fetch builds on)::
                                  # quoted here; EXAMINE when readonly
         .new_uids(last) -> [uid, ...]       # UIDs > last, ascending (n:* always holds the highest
                                  # UID: filtered here); [] at once when SELECT's UIDNEXT says
-                                 # nothing is new (an EXISTS seen in IDLE voids that UIDNEXT)
+                                 # nothing is new (any EXISTS seen since voids that UIDNEXT)
         .index(uids) -> [(uid, size, message_id or None), ...]
                                  # RFC822.SIZE (the CRLF size) and Message-ID, for matching
                                  # what was stored after a UIDVALIDITY change
         .fetch(uids, batch=BATCH) -> iterator of (uid, size, chunks)
                                  # one UID FETCH (UID RFC822.SIZE BODY.PEEK[]) per batch; chunks
                                  # streams the message with LF line ends, never held whole;
-                                 # read it (or not) before taking the next item; \\Seen not set
+                                 # read it (or not) before taking the next item; \\Seen not set;
+                                 # a message expunged meanwhile is just not given; an iterator
+                                 # left midway leaves the session fit only for close()
         .add_flags(uids, flags) / .remove_flags(uids, flags)   # flags: e.g. ["\\Seen"]
         .delete(uids) -> bool    # \\Deleted, then UID EXPUNGE of exactly these UIDs when the server
                                  # has UIDPLUS (True); without UIDPLUS the flag only (False); never
