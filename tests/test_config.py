@@ -699,7 +699,7 @@ def test_split_url_kinds():
             split_url(text, kind="pop")
         assert str(info.value) == "unknown POP URL %r: use pop3:// or pop3s://" % text
     with pytest.raises(ValueError):
-        split_url("-", kind="imap")
+        split_url("-", kind="nntp")
 
 
 # -- start-up cost -----------------------------------------------------------------
