@@ -161,14 +161,28 @@ def check_mbox(path: Path, n: int) -> str | None:
     return check_ids([int(m) for m in MSGID_RE.findall(data)], n, "mbox")
 
 
-def check_maildir(root: Path, n: int) -> str | None:
+def maildir_ids(root: Path) -> list[int]:
     found = []
     for sub in ("new", "cur"):
         d = root / sub
         if d.is_dir():
             for f in d.iterdir():
                 found += [int(m) for m in MSGID_RE.findall(f.read_bytes()[:4096])]
-    return check_ids(found, n, "Maildir")
+    return found
+
+
+def check_maildir(root: Path, n: int) -> str | None:
+    return check_ids(maildir_ids(root), n, "Maildir")
+
+
+def stored_ids(kind: str, path: Path) -> list[int]:
+    """The serial numbers of the messages in an output (by Message-ID; a copy counts again)."""
+    if kind == "maildir":
+        return maildir_ids(path)
+    try:
+        return [int(m) for m in MSGID_RE.findall(path.read_bytes())]
+    except FileNotFoundError:
+        return []
 
 
 # ---------------------------------------------------------------------------
@@ -300,6 +314,24 @@ class Server:
         finally:
             m.logout()
 
+    def new_uidvalidity(self) -> None:
+        """Give INBOX a new UIDVALIDITY, UIDs and flags unchanged: the nastiest case for a client."""
+        import imaplib
+
+        m = imaplib.IMAP4_SSL("127.0.0.1", self.port, ssl_context=self.context())
+        try:
+            m.login(USER, PASSWORD)
+            now = int(m.status("INBOX", "(UIDVALIDITY)")[1][0].split()[-1].rstrip(b")"))
+        finally:
+            m.logout()
+        doveadm = shutil.which("doveadm") or "/usr/bin/doveadm"
+        subprocess.run(
+            [doveadm, "-c", str(self.dir / "dovecot.conf"), "mailbox", "update", "-u", USER]
+            + ["--uid-validity", str(now + 1000), "INBOX"],
+            check=True,
+            capture_output=True,
+        )
+
     def unseen(self) -> None:
         """No message \\Seen (fetchmail fetches only unseen messages and sets \\Seen)."""
         self.imap("STORE 1:* -FLAGS.SILENT (\\Seen)")
@@ -331,13 +363,17 @@ class Cmd:
     label: str
     argv: list[str]
     reset: object  # callable(): the client's state and output as before a first run
-    check: object  # callable(n) -> problem or None
+    kind: str  # "mbox" or "maildir"
+    output: Path
     ok_codes: tuple = (0,)
     again_codes: tuple = (0,)
     again: bool = True  # whether a second run is meaningful (the imaplib loop keeps no state)
     walls: dict[str, list[float]] = field(default_factory=lambda: {"fresh": [], "again": []})
     rss: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+
+    def check(self, n: int) -> str | None:
+        return check_maildir(self.output, n) if self.kind == "maildir" else check_mbox(self.output, n)
 
 
 def truncate_owned(path: Path, uid: int, gid: int) -> None:
@@ -361,7 +397,7 @@ def make_cmds(venvs, server: Server, wanted: set[str]) -> list[Cmd]:
         for label, bindir in venvs:
             argv = [str(bindir / "pypop"), "--server", f"imaps://127.0.0.1:{port}", "--user", USER]
             argv += ["--tls-trust-file", ca, "fetch", "--mbox", str(OUT_MBOX)]
-            cmds.append(Cmd(f"pypop-{label}", argv, reset_pypop, lambda n: check_mbox(OUT_MBOX, n)))
+            cmds.append(Cmd(f"pypop-{label}", argv, reset_pypop, "mbox", OUT_MBOX))
 
     gdir = IMAP_DIR / "getmail"
     gmbox = IMAP_DIR / "getmail.mbox"
@@ -381,7 +417,7 @@ def make_cmds(venvs, server: Server, wanted: set[str]) -> list[Cmd]:
             truncate_owned(gmbox, uid, gid)  # getmail delivers as pmtest into an existing mbox
 
         argv = [shutil.which("getmail"), "--getmaildir", str(gdir), "--rcfile", str(gdir / "getmailrc")]
-        cmds.append(Cmd("getmail6", argv, reset_getmail, lambda n: check_mbox(gmbox, n)))
+        cmds.append(Cmd("getmail6", argv, reset_getmail, "mbox", gmbox))
 
     mdir = IMAP_DIR / "mbsync"
     mmail = mdir / "mail"
@@ -401,7 +437,7 @@ def make_cmds(venvs, server: Server, wanted: set[str]) -> list[Cmd]:
             mmail.mkdir(parents=True)
 
         argv = [shutil.which("mbsync"), "-c", str(mdir / "mbsyncrc"), "-q", "bench"]
-        cmds.append(Cmd("mbsync", argv, reset_mbsync, lambda n: check_maildir(mmail / "INBOX", n)))
+        cmds.append(Cmd("mbsync", argv, reset_mbsync, "maildir", mmail / "INBOX"))
 
     fdir = IMAP_DIR / "fetchmail"
     fmbox = fdir / "fetchmail.mbox"
@@ -429,12 +465,12 @@ def make_cmds(venvs, server: Server, wanted: set[str]) -> list[Cmd]:
         argv = [shutil.which("runuser"), "-u", USER, "--", "env", f"HOME={fdir}", shutil.which("fetchmail")]
         argv += ["-f", str(rc), "--pidfile", str(fdir / "pid"), "-s"]
         # exit 1: "no mail", what a second run says
-        cmds.append(Cmd("fetchmail", argv, reset_fetchmail, lambda n: check_mbox(fmbox, n), again_codes=(0, 1)))
+        cmds.append(Cmd("fetchmail", argv, reset_fetchmail, "mbox", fmbox, again_codes=(0, 1)))
 
     if "imaplib" in wanted:
         for label, bindir in venvs:
             argv = [str(bindir / "python"), "-c", IMAPLIB_LOOP, str(port), ca, str(OUT_MBOX)]
-            cmds.append(Cmd(f"imaplib-loop-{label}", argv, reset_pypop, lambda n: check_mbox(OUT_MBOX, n), again=False))
+            cmds.append(Cmd(f"imaplib-loop-{label}", argv, reset_pypop, "mbox", OUT_MBOX, again=False))
     return cmds
 
 
@@ -466,6 +502,33 @@ def run_pair(cmd: Cmd, server: Server, n: int, record: bool) -> None:
     if record:
         cmd.walls["fresh"].append(res.wall)
         cmd.rss.append(max(res.maxrss_mb, again.maxrss_mb))
+
+
+def uidvalidity_round(cmds: list[Cmd], server: Server, n: int, timeout: float) -> list[list[str]]:
+    """For each command: a fresh run, then INBOX gets a new UIDVALIDITY, then a run again: the
+    copies it stored twice (a client that trusts the old UIDs stores every message again)."""
+    rows = []
+    for cmd in cmds:
+        if not cmd.again:
+            continue
+        cmd.reset()
+        first = run_child(cmd.argv)
+        if first.returncode not in cmd.ok_codes or cmd.check(n):
+            rows.append([cmd.label, "n/a", "n/a", f"first run failed (exit {first.returncode})"])
+            continue
+        server.new_uidvalidity()
+        start = time.perf_counter()
+        try:
+            p = subprocess.run(cmd.argv, env=CHILD_ENV, capture_output=True, timeout=timeout)
+            wall = time.perf_counter() - start
+            said = (p.stderr or p.stdout).decode("utf-8", "replace").strip().splitlines()
+            said = said[0][:90] if said else ""
+            code = f"exit {p.returncode}"
+        except subprocess.TimeoutExpired:
+            wall, said, code = timeout, "", f"killed after {timeout:.0f} s"
+        ids = stored_ids(cmd.kind, cmd.output)
+        rows.append([cmd.label, f"{wall:.2f}", str(len(ids) - len(set(ids))), f"{code}; {said}" if said else code])
+    return rows
 
 
 def probe_pypop(cmds: list[Cmd], server: Server, n: int) -> tuple[list[Cmd], list[str]]:
@@ -501,6 +564,11 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         choices=["pypop", "getmail", "mbsync", "fetchmail", "imaplib"],
         help="run only these commands (repeatable; default all)",
+    )
+    parser.add_argument(
+        "--uidvalidity",
+        action="store_true",
+        help="also: a run after INBOX got a new UIDVALIDITY (duplicates stored; getmail6 takes 12 s or more)",
     )
     parser.add_argument("--server-dir", metavar="DIR", help="where the server's directory is made (default /tmp)")
     args = parser.parse_args(argv)
@@ -548,6 +616,7 @@ def report(args, venvs, server: Server, messages: list[bytes], wanted: set[str])
         line = ", ".join(f"{c.label} {c.walls['fresh'][-1]:.2f}" for c in cmds if c.walls["fresh"])
         print(f"  run {run + 1}/{args.runs}: {line}", file=sys.stderr)
     floor = max(run_child(["true"]).maxrss_mb for _ in range(3))
+    uv_rows = uidvalidity_round(cmds, server, n, 300) if args.uidvalidity else []
 
     print()
     print("pipemail IMAP fetch benchmark (issue 14)")
@@ -610,6 +679,11 @@ def report(args, venvs, server: Server, messages: list[bytes], wanted: set[str])
                     row.append("n/a MISS")
             rows.append(row)
         print_table(rows, ["", *anchors])
+
+    if uv_rows:
+        print()
+        print("After a UIDVALIDITY change (doveadm mailbox update --uid-validity; UIDs and flags unchanged):")
+        print_table(uv_rows, ["command", "wall s", "stored twice", "said"])
 
     print()
     print("what each stores and promises:")
