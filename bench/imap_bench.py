@@ -481,7 +481,7 @@ def run_pair(cmd: Cmd, server: Server, n: int, record: bool) -> None:
     os.sync()
     res = run_child(cmd.argv)
     if res.returncode not in cmd.ok_codes:
-        cmd.failures.append(f"exit {res.returncode}: {res.stderr.strip()[:300]}")
+        cmd.failures.append(f"exit {res.returncode} after {res.wall:.0f} s: {res.stderr.strip()[:300]}")
         return
     problem = cmd.check(n)
     if problem:
