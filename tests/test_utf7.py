@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 from pipemail import utf7
 from pipemail.errors import EX_DATAERR
 
+from conftest import tool
+
 VECTORS = [  # (name, wire form)
     ("~peter/mail/\u53f0\u5317/\u65e5\u672c\u8a9e", "~peter/mail/&U,BTFw-/&ZeVnLIqe-"),  # RFC 3501 5.1.3
     ("\u263a!", "&Jjo-!"),  # RFC 3501: the correct form of "&Jjo!"
@@ -94,3 +96,25 @@ def test_round_trip(name):
 @given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E)))
 def test_printable_ascii_stands_for_itself(name):
     assert utf7.encode(name) == name.replace("&", "&-")
+
+
+def getmail_utf7():
+    """getmail6's codec (Debian's getmail6, installed by tests/run), an anchor to agree with."""
+    import sys
+
+    tool("getmail")
+    dist = "/usr/lib/python3/dist-packages"
+    if dist not in sys.path:
+        sys.path.append(dist)
+    from getmailcore import imap_utf7
+
+    return imap_utf7
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"))))
+def test_agrees_with_getmail6(name):
+    # (not on control characters: getmail6 6.18.11 encodes "\r" as "&-", which decodes to "&")
+    theirs = getmail_utf7()
+    wire = utf7.encode(name)
+    assert theirs.encoder(name)[0] == wire.encode("ascii")
+    assert theirs.decoder(wire.encode("ascii"))[0] == name
