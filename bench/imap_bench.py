@@ -611,9 +611,13 @@ def report(args, venvs, server: Server, messages: list[bytes], wanted: set[str])
         run_pair(cmd, server, n, record=False)
     for run in range(args.runs):
         order = cmds[run % len(cmds) :] + cmds[: run % len(cmds)] if cmds else []
+        before = {c.label: len(c.walls["fresh"]) for c in cmds}
         for cmd in order:
             run_pair(cmd, server, n, record=True)
-        line = ", ".join(f"{c.label} {c.walls['fresh'][-1]:.2f}" for c in cmds if c.walls["fresh"])
+        line = ", ".join(
+            f"{c.label} {c.walls['fresh'][-1]:.2f}" if len(c.walls["fresh"]) > before[c.label] else f"{c.label} failed"
+            for c in cmds
+        )
         print(f"  run {run + 1}/{args.runs}: {line}", file=sys.stderr)
     floor = max(run_child(["true"]).maxrss_mb for _ in range(3))
     uv_rows = uidvalidity_round(cmds, server, n, 300) if args.uidvalidity else []
