@@ -21,20 +21,30 @@ Two files per folder, in the account's state directory (:func:`account_dir`:
     messages were stored before (:meth:`FolderState.matcher`), so none is fetched
     twice, where getmail6 fetches the whole folder again.
 
-The caller holds the account's lock (one pypop per account) while it uses these.
+The caller holds the account's lock (one pypop per account, e.g. :func:`pipemail.pop3.lock` on
+a file in :func:`account_dir`) while it uses these.
 
 Use::
 
     st = FolderState(account_dir(user, host, port), "Entwürfe")
-    changed = st.begin(uidvalidity)             # old UIDVALIDITY, or None
+    changed = st.begin(uidvalidity)             # the former UIDVALIDITY (say so), or None
+    if st.up_to_date(uidnext) and not st.recovering:
+        return                                  # UIDNEXT says nothing new: no UID SEARCH
     todo = st.new(uids_on_server)               # uid > last, not settled (n:* always holds the top UID)
-    if st.recovering:                           # after a change: fetch KEY and SIZE of todo first
-        match = st.matcher()
-        known = [Stored(u, size, key) for u, size, key in headers if match.take(key, size)]
+    if st.recovering:                           # after a change: RFC822.SIZE and the key of todo first
+        match = st.matcher()                    # (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)], and
+        known = [Stored(u, size, key)           #  BODY.PEEK[HEADER] for those without one)
+                 for u, size, key in headers if match.take(key, size)]
         st.stored(known)                        # settled without fetching them
     ...store a batch, fsync it...
-    st.stored([Stored(uid, size, key), ...])    # then flags or deletes may follow
-    st.finish_recovery()                        # once every UID of todo is settled or left
+    st.stored([Stored(uid, size, message_key(header)), ...])   # then flags or deletes may follow
+    st.finish_recovery()                        # once every UID of todo was offered
+
+A UID of ``todo`` that is not passed to :meth:`FolderState.stored` (too big, a failed MDA, a run
+stopped by SIGTERM) keeps ``last`` below it, so it is offered again by the next run; UIDs stored
+above it wait in ``extra``.  The index is read whole only on a first run without a state file and
+while recovering from a UIDVALIDITY change (:meth:`FolderState.matcher`: about 150 bytes of memory
+per message stored); a normal run only appends to it.
 """
 
 import hashlib
@@ -281,6 +291,11 @@ class FolderState:
         todo = sorted({int(u) for u in uids if int(u) > self.last and int(u) not in self.extra})
         self._offered = todo
         return list(todo)
+
+    def up_to_date(self, uidnext):
+        """Whether a folder whose SELECT gave ``uidnext`` (UIDNEXT) can hold nothing new: every
+        UID the server can have assigned is at most ``last``. Saves the ``UID SEARCH``."""
+        return self.uidvalidity is not None and int(uidnext) <= self.last + 1
 
     def matcher(self):
         """A :class:`Matcher` over what was stored under former UIDVALIDITYs, less what is

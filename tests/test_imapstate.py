@@ -64,6 +64,16 @@ def test_new_filters_uid_above_last(tmp_path):
     assert FolderState(str(tmp_path), "INBOX").new([3, 9]) == [9]
 
 
+def test_up_to_date_by_uidnext(tmp_path):
+    st = FolderState(str(tmp_path), "INBOX")
+    assert not st.up_to_date(1)  # no UIDVALIDITY yet: nothing is known
+    st.begin(7)
+    assert st.up_to_date(1) and not st.up_to_date(2)
+    st.new([1, 2])
+    st.stored([Stored(1, 1, "<1@x>"), Stored(2, 1, "<2@x>")])
+    assert st.up_to_date(3) and not st.up_to_date(4)
+
+
 def test_left_behind_is_offered_again(tmp_path):
     st = FolderState(str(tmp_path), "INBOX")
     st.begin(7)
