@@ -43,7 +43,7 @@ Use::
 A UID of ``todo`` that is not passed to :meth:`FolderState.stored` (too big, a failed MDA, a run
 stopped by SIGTERM) keeps ``last`` below it, so it is offered again by the next run; UIDs stored
 above it wait in ``extra``.  The index is read whole only on a first run without a state file and
-while recovering from a UIDVALIDITY change (:meth:`FolderState.matcher`: about 150 bytes of memory
+while recovering from a UIDVALIDITY change (:meth:`FolderState.matcher`: about 220 bytes of memory
 per message stored); a normal run only appends to it.
 """
 
