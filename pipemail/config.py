@@ -72,6 +72,7 @@ IMAP_SCHEMES = ("imap", "imaps")
 _TRANSPORT_HINT = "use smtp://, smtps://, sendmail:, mbox:, maildir: or -"
 _POP_HINT = "use pop3:// or pop3s://"
 _IMAP_HINT = "use imap:// or imaps://"
+_FETCH_HINT = "use pop3://, pop3s://, imap:// or imaps://"
 
 
 class Account:
@@ -424,7 +425,7 @@ def _account(where, path, name, table, mode_ok):
             raise ConfigError(
                 '%s: account %r: domain %r: give a domain name, as domain = "example.com"' % (where, name, domain)
             )
-    for key, kind in (("transport", "transport"), ("pop", "pop"), ("proxy", "proxy")):
+    for key, kind in (("transport", "transport"), ("pop", "fetch"), ("proxy", "proxy")):
         if values.get(key) is not None:
             try:
                 split_proxy(values[key]) if kind == "proxy" else split_url(values[key], kind=kind)
@@ -633,8 +634,9 @@ def split_url(url, kind=None):
     ``imap://...``, ``imaps://...``
     (an IPv6 host in brackets: ``smtp://[::1]:2525``), ``sendmail:`` or
     ``sendmail:/path``, ``mbox:PATH``, ``maildir:DIR``, ``-``.  ``kind`` limits the
-    schemes: "transport" (pymail's), "pop" (pypop's POP3), "imap" (pypop's IMAP) or
-    None (transport and POP).  Anything else is a UsageError.  A password in the URL
+    schemes: "transport" (pymail's), "pop" (pypop's POP3), "imap" (pypop's IMAP),
+    "fetch" (either: pypop's --server and the ``pop`` key) or None (transport and POP).
+    Anything else is a UsageError.  A password in the URL
     is refused: passwords never go on the command line.
     """
     if kind == "transport":
@@ -643,10 +645,12 @@ def split_url(url, kind=None):
         schemes, hint, what = POP_SCHEMES, _POP_HINT, "POP URL"
     elif kind == "imap":
         schemes, hint, what = IMAP_SCHEMES, _IMAP_HINT, "IMAP URL"
+    elif kind == "fetch":
+        schemes, hint, what = POP_SCHEMES + IMAP_SCHEMES, _FETCH_HINT, "POP or IMAP URL"
     elif kind is None:
         schemes, hint, what = TRANSPORT_SCHEMES + POP_SCHEMES, _TRANSPORT_HINT, "transport URL"
     else:
-        raise ValueError("kind must be 'transport', 'pop', 'imap' or None, not %r" % (kind,))
+        raise ValueError("kind must be 'transport', 'pop', 'imap', 'fetch' or None, not %r" % (kind,))
 
     def bad(reason=None):
         shown_url = redact_url(url) if isinstance(url, str) else url

@@ -36,9 +36,11 @@ class Session:
         self.proxy = proxy  # --proxy URL; "" for none; None: the account's
         self.url = None  # set by connect()
         self.user_name = None  # set by connect()
+        self.imap = False  # set by connect(): an imap:// or imaps:// server
 
     def connect(self):
-        from pipemail import config, pop3
+        """A logged-in client: pop3.Client, or imap.Client for imap:// and imaps:// (``self.imap``)."""
+        from pipemail import config
 
         if self.proxy:
             config.split_proxy(self.proxy)  # a bad --proxy is a usage error, before the file is read
@@ -47,19 +49,24 @@ class Session:
         server = self.server or account.pop
         if not server:
             raise config.ConfigError(
-                "no POP server: give --server pop3s://HOST (or pop3://), or set pop in the account "
-                "(see pipemail.conf(5))"
+                "no POP or IMAP server: give --server pop3s://HOST (or pop3://, imaps://, imap://), "
+                "or set pop in the account (see pipemail.conf(5))"
             )
         if "://" not in server:
             server = "pop3://" + server
-        url = config.split_url(server, kind="pop")
+        url = config.split_url(server, kind="fetch")
         if self.port:
             url.port = self.port
+        self.imap = url.scheme in config.IMAP_SCHEMES
         user = self.user or url.user or account.user
         if not user:
-            raise config.ConfigError("no POP user: give --user, user@ in the URL, or user in the account")
+            raise config.ConfigError("no user: give --user, user@ in the URL, or user in the account")
         password = config.password(account, user, url.host)
-        client = pop3.Client(
+        if self.imap:
+            from pipemail import imap as module
+        else:
+            from pipemail import pop3 as module
+        client = module.Client(
             url,
             timeout=self.timeout,
             log=self.log,
@@ -69,7 +76,10 @@ class Session:
             proxy=config.proxy(account, self.proxy),
         )
         try:
-            client.login(user, password)
+            if self.imap:
+                client.login(user, password, auth=account.auth)
+            else:
+                client.login(user, password)
         except BaseException:
             client.close()
             raise
@@ -117,22 +127,58 @@ def command(ctx, account, server, port, user, tls, tls_trust_file, proxy, timeou
     )
 
 
+FOLDER_HELP = "IMAP: the folder (default INBOX); messages are named by UID."
+
+
+def _folder_option(f):
+    return click.option("--folder", default="INBOX", show_default=True, metavar="NAME", help=FOLDER_HELP)(f)
+
+
+def _no_folder(s, folder):
+    from pipemail.errors import UsageError
+
+    if not s.imap and folder != "INBOX":
+        raise UsageError("--folder is for IMAP servers (imap:// or imaps://); POP3 has one mailbox")
+
+
+def _select(client, folder, readonly=True):
+    from pipemail import utf7
+
+    return client.select(utf7.encode(folder), readonly=readonly)
+
+
 @command.command("stat")
+@_folder_option
 @click.pass_obj
-def stat_cmd(s):
+def stat_cmd(s, folder):
     """Say how many messages there are and their total size."""
     with s.connect() as client:
-        count, size = client.stat()
-        client.quit()
+        _no_folder(s, folder)
+        if s.imap:
+            _select(client, folder)
+            sizes = [size for _u, size, _m in client.index(client.new_uids(0))]
+            count, size = len(sizes), sum(sizes)
+            client.logout()
+        else:
+            count, size = client.stat()
+            client.quit()
     click.echo("%d messages, %d bytes" % (count, size))
     return 0
 
 
 @command.command("list")
+@_folder_option
 @click.pass_obj
-def list_cmd(s):
-    """List message numbers and sizes."""
+def list_cmd(s, folder):
+    """List message numbers (IMAP: UIDs) and sizes."""
     with s.connect() as client:
+        _no_folder(s, folder)
+        if s.imap:
+            _select(client, folder)
+            for uid, size, _m in client.index(client.new_uids(0)):
+                click.echo("%d %d" % (uid, size))
+            client.logout()
+            return 0
         for n, size in client.list():
             click.echo("%d %d" % (n, size))
         client.quit()
@@ -140,10 +186,18 @@ def list_cmd(s):
 
 
 @command.command("uidl")
+@_folder_option
 @click.pass_obj
-def uidl_cmd(s):
-    """List message numbers and unique ids."""
+def uidl_cmd(s, folder):
+    """List message numbers and unique ids (IMAP: UID and UIDVALIDITY.UID)."""
     with s.connect() as client:
+        _no_folder(s, folder)
+        if s.imap:
+            f = _select(client, folder)
+            for uid in client.new_uids(0):
+                click.echo("%d %d.%d" % (uid, f.uidvalidity, uid))
+            client.logout()
+            return 0
         for n, uid in client.uidl():
             click.echo("%d %s" % (n, uid))
         client.quit()
@@ -152,14 +206,25 @@ def uidl_cmd(s):
 
 @command.command("retr")
 @click.argument("numbers", type=int, nargs=-1, required=True)
+@_folder_option
 @click.pass_obj
-def retr_cmd(s, numbers):
-    """Write messages N... to standard output (as an mbox when more than one)."""
+def retr_cmd(s, numbers, folder):
+    """Write messages N... (IMAP: UIDs) to standard output (as an mbox when more than one)."""
+    from pipemail.errors import UnavailableError
     from pipemail.pop3 import StreamSink
 
     out = stdout_stream()
     with s.connect() as client:
-        messages = client.retr_many(numbers)
+        _no_folder(s, folder)
+        if s.imap:
+            _select(client, folder)
+            wanted = list(dict.fromkeys(numbers))
+            missing = sorted(set(wanted) - {u for u, _s, _m in client.index(wanted)})
+            if missing:
+                raise UnavailableError("no message with UID %s in %s" % (", ".join(str(u) for u in missing), folder))
+            messages = ((uid, chunks) for uid, _size, chunks in client.fetch(wanted))
+        else:
+            messages = client.retr_many(numbers)
         if len(numbers) == 1:
             for _n, chunks in messages:
                 for chunk in chunks:
@@ -167,16 +232,26 @@ def retr_cmd(s, numbers):
             out.flush()
         else:
             StreamSink(out).store(("-", chunks) for _n, chunks in messages)
-        client.quit()
+        client.logout() if s.imap else client.quit()
     return 0
 
 
 @command.command("dele")
 @click.argument("numbers", type=int, nargs=-1, required=True)
+@_folder_option
 @click.pass_obj
-def dele_cmd(s, numbers):
-    """Delete messages N... (at the end of the session)."""
+def dele_cmd(s, numbers, folder):
+    """Delete messages N... (POP3: at the end of the session; IMAP: UIDs, expunged with UIDPLUS)."""
     with s.connect() as client:
+        _no_folder(s, folder)
+        if s.imap:
+            _select(client, folder, readonly=False)
+            if not client.delete(numbers):
+                from pipemail.imapfetch import FLAG_ONLY
+
+                warn("pypop", FLAG_ONLY % (s.url.host, folder))
+            client.logout()
+            return 0
         client.dele_many(numbers)
         client.quit()
     return 0
@@ -194,8 +269,17 @@ def dele_cmd(s, numbers):
 @click.option(
     "--max-size", metavar="SIZE", help="Leave messages larger than SIZE on the server (a bare number is KiB)."
 )
+@click.option(
+    "--folder",
+    "folders",
+    multiple=True,
+    metavar="NAME",
+    help="IMAP: fetch from folder NAME (repeatable; default INBOX).",
+)
+@click.option("--move-to", metavar="FOLDER", help="IMAP: move each message to FOLDER once it is stored.")
+@click.option("--mark-seen", is_flag=True, help="IMAP: flag each message \\Seen once it is stored.")
 @click.pass_obj
-def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size):
+def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size, folders, move_to, mark_seen):
     """Retrieve new messages and deliver them (default: standard output, as an mbox)."""
     from pipemail import pop3
     from pipemail.errors import UsageError, shown
@@ -203,15 +287,31 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size):
 
     if sum(x is not None for x in (mbox, maildir, mda)) > 1:
         raise UsageError("give one of --mbox, --maildir and --mda")
-    if delete and not (mbox or maildir or mda):
-        raise UsageError("--delete to standard output is refused: a pipe cannot be flushed to disk")
+    if delete and move_to:
+        raise UsageError("give one of --delete and --move-to")
+    if (delete or move_to) and not (mbox or maildir or mda):
+        what = "--delete" if delete else "--move-to"
+        raise UsageError("%s to standard output is refused: a pipe cannot be flushed to disk" % what)
     size = parse_size(max_size) if max_size is not None else None
     with s.connect() as client:
-        state, lock_path, pending = pop3.state_paths(s.user_name, s.url)
-        if s.log:  # named after the user, host and port as given: spelled otherwise, all is new
-            s.log("=== UIDL file (what was fetched): %s" % shown(state))
-            s.log("=== lock: %s" % shown(lock_path))
-            s.log("=== pending record: %s" % shown(pending))
+        if not s.imap and (folders or move_to or mark_seen):
+            raise UsageError("--folder, --move-to and --mark-seen are for IMAP servers (imap:// or imaps://)")
+        if s.imap:
+            from pipemail import imapfetch, imapstate
+
+            directory = imapstate.account_dir(s.user_name, s.url.host, s.url.port)
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            lock_path = os.path.join(directory, "lock")
+            pending = os.path.join(directory, "mbox.pending")
+            state = imapfetch.recovery_path(directory)
+            if s.log:
+                s.log("=== state directory (what was fetched): %s" % shown(directory))
+        else:
+            state, lock_path, pending = pop3.state_paths(s.user_name, s.url)
+            if s.log:  # named after the user, host and port as given: spelled otherwise, all is new
+                s.log("=== UIDL file (what was fetched): %s" % shown(state))
+                s.log("=== lock: %s" % shown(lock_path))
+                s.log("=== pending record: %s" % shown(pending))
         fd = pop3.lock(lock_path, "%s at %s" % (s.user_name, s.url.host))
         try:
             if mbox:
@@ -230,23 +330,40 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size):
                 return bars[-1]
 
             try:
-                stored, skipped = pop3.fetch(
-                    client,
-                    sink,
-                    state,
-                    every=every,
-                    delete=delete,
-                    limit=limit,
-                    max_size=size,
-                    warn=lambda m: warn("pypop", m),
-                    log=s.log,
-                    progress=None if s.log else progress,  # -v: the dialogue, not a bar
-                )
+                if s.imap:
+                    stored, skipped = imapfetch.fetch(
+                        client,
+                        sink,
+                        directory,
+                        list(dict.fromkeys(folders)) or ["INBOX"],
+                        every=every,
+                        delete=delete,
+                        move_to=move_to,
+                        mark_seen=mark_seen,
+                        limit=limit,
+                        max_size=size,
+                        warn=lambda m: warn("pypop", m),
+                        log=s.log,
+                        progress=None if s.log else progress,
+                    )
+                else:
+                    stored, skipped = pop3.fetch(
+                        client,
+                        sink,
+                        state,
+                        every=every,
+                        delete=delete,
+                        limit=limit,
+                        max_size=size,
+                        warn=lambda m: warn("pypop", m),
+                        log=s.log,
+                        progress=None if s.log else progress,  # -v: the dialogue, not a bar
+                    )
             finally:
                 for bar in bars:
                     if bar is not None:
                         bar.close()
-            client.quit()
+            client.logout() if s.imap else client.quit()
         finally:
             os.close(fd)
     if s.verbose or _stderr_is_tty():
