@@ -1,4 +1,4 @@
-"""pypop: fetch, list and delete mail over POP3 into an mbox, a Maildir, a command or stdout."""
+"""pypop: fetch, list and delete mail over POP3 or IMAP into an mbox, a Maildir, a command or stdout."""
 
 import os
 
@@ -15,6 +15,7 @@ Examples:
   pypop fetch --mda 'procmail -d me'
   pypop fetch | pyunshar -d restore               # archives from mail
   pypop -v list
+  pypop --server imaps://imap.example.com fetch --folder INBOX --folder Archiv --mbox ~/mail/inbox
 
 The password comes from PIPEMAIL_PASSWORD, the account's password_command,
 a protected password key, or ~/.netrc; never from the command line."""
@@ -89,7 +90,11 @@ class Session:
 
 @click.group(cls=Group, epilog=EPILOG, no_args_is_help=False, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--account", metavar="NAME", help="Use account NAME of the configuration.")
-@click.option("--server", metavar="HOST|URL", help="pop3s://HOST[:PORT] (TLS, 995) or pop3://HOST or HOST (STLS, 110).")
+@click.option(
+    "--server",
+    metavar="HOST|URL",
+    help="pop3s://HOST[:PORT] (TLS, 995), pop3://HOST or HOST (STLS, 110), imaps://HOST (993) or imap://HOST (143).",
+)
 @click.option("--port", type=int, metavar="N", help="The server's port.")
 @click.option("--user", metavar="USER", help="Log in as USER.")
 @click.option(
@@ -105,12 +110,15 @@ class Session:
     "--timeout", type=float, default=30.0, show_default=True, metavar="S", help="Limit on every network wait."
 )
 @click.option(
-    "-v", "--verbose", is_flag=True, help="Show the POP3 dialogue on standard error (PASS and AUTH redacted)."
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Show the POP3 or IMAP dialogue on standard error (passwords and tokens redacted).",
 )
 @click.version_option(__version__, "--version", prog_name="pypop", message="%(prog)s %(version)s")
 @click.pass_context
 def command(ctx, account, server, port, user, tls, tls_trust_file, proxy, timeout, verbose):
-    """Fetch, list and delete mail over POP3."""
+    """Fetch, list and delete mail over POP3 or IMAP."""
     check_timeout(timeout)
     log = (lambda line: click.echo(line, err=True)) if verbose else None
     ctx.obj = Session(
