@@ -219,3 +219,64 @@ def test_imap_only_options_are_refused_for_pop3_and_bad_combinations(imap, run, 
         "pypop: unknown POP or IMAP URL 'smtp://h': use pop3://, pop3s://, imap:// or imaps://" + hint,
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_a_killed_runs_appended_batch_is_recorded_not_fetched_again(imap, tmp_path):
+    from pipemail import imapfetch, imapstate, mailbox
+
+    server = imap.server
+    server.put_many([msg(n) for n in range(2)])
+    box = tmp_path / "box"
+    assert imap("fetch", "--mbox", str(box)).returncode == 0  # the folder's state exists
+    server.put_many([msg(2)])
+    line = imap("uidl").stdout.split(b"\n")[2].split()
+    uid, uidvalidity = int(line[0]), int(line[1].split(b".")[0])
+    directory = imapstate.account_dir(
+        server.user, server.host, server.ssl_port, env={"XDG_STATE_HOME": str(tmp_path / "state")}
+    )
+    size = len(msg(2).replace(b"\n", b"\r\n"))
+    name = imapfetch.label(imapstate.folder_stem("INBOX"), uidvalidity, uid, size, "<m2-INBOX@pipemail.test>")
+    data = mailbox.mbox_bytes([msg(2)], "MAILER-DAEMON")
+    before = box.stat().st_size
+    mailbox.Pending.plan(str(box), os.stat(box), before, [(name, data)]).save(os.path.join(directory, "mbox.pending"))
+    with open(box, "ab") as f:
+        f.write(data)  # the batch got there; the run died before recording it
+    r = imap("-v", "fetch", "--mbox", str(box))
+    assert r.returncode == 0, r.stderr
+    assert stored(box) == [msg(0), msg(1), msg(2)]  # not twice
+    assert "UID FETCH" not in r.stderr and "pypop: 0 messages fetched" in r.stderr
+    assert not os.path.exists(os.path.join(directory, "mbox.pending"))
+    assert not os.path.exists(imapfetch.recovery_path(directory))
+    index = open(imapstate.FolderState(directory, "INBOX").index_path).read()
+    assert "%d %d %d <m2-INBOX@pipemail.test>\n" % (uidvalidity, uid, size) in index
+
+
+def test_sigkill_mid_fetch_loses_nothing_and_stores_nothing_twice(imap, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from conftest import command_path
+
+    server = imap.server
+    server.put_many([msg(n) + b"z" * 5000 + b"\n" for n in range(1000)])
+    box = tmp_path / "box"
+    srv = "imaps://%s:%d" % (server.host, server.ssl_port)
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "PIPEMAIL_PASSWORD": server.password,
+    }
+    cmd = command_path("pypop") + ["--server", srv, "--user", server.user, "--tls-trust-file", server.ca_file]
+    proc = subprocess.Popen(cmd + ["fetch", "--mbox", str(box), "--delete"], env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 20
+    while time.time() < deadline and (not box.exists() or box.stat().st_size < 1_000_000):
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, proc.stderr.read()  # killed mid-fetch, not finished
+    assert box.stat().st_size < 1000 * 5000
+    r = imap("fetch", "--mbox", str(box), "--delete")
+    assert r.returncode == 0, r.stderr
+    assert stored(box) == [msg(n) + b"z" * 5000 + b"\n" for n in range(1000)]  # all, in order, none twice
+    assert server.folder_messages() == {}
