@@ -112,8 +112,13 @@ def fetch(
     warn=None,
     log=None,
     progress=None,
+    stop=None,
+    keep_selected=False,
 ):
-    """Fetch each folder's new messages into ``sink``; (stored, skipped) over all folders."""
+    """Fetch each folder's new messages into ``sink``; (stored, skipped) over all folders.
+
+    ``stop``, when given, is asked between batches (a SIGTERM seen): true ends the fetch there,
+    what is stored recorded.  ``keep_selected`` leaves the last folder selected (for IDLE)."""
     from pipemail import utf7
     from pipemail.imap import BATCH
     from pipemail.imapstate import FolderState, Stored, folder_stem, message_key
@@ -179,6 +184,9 @@ def fetch(
         advance = progress(len(todo), sum(sizes.values()) if sizes else 0) if progress and todo else None
         stem = folder_stem(folder)
         for start in range(0, len(todo), BATCH):
+            if stop is not None and stop():
+                cut = True
+                break
             batch = todo[start : start + BATCH]
             entries = []
 
@@ -204,13 +212,84 @@ def fetch(
                 left -= len(uids)
         if not cut:
             st.finish_recovery()  # every message was offered: what the former UIDVALIDITY named is settled
-        client.unselect()
+        if not keep_selected:
+            client.unselect()
     if {folder_stem(x) for x in folders} >= {r[0] for r in recovered}:
         try:
             os.unlink(recovery_path(directory))
         except FileNotFoundError:
             pass
     return stored, skipped
+
+
+def idle(
+    connect,
+    sink,
+    directory,
+    folder,
+    *,
+    stop,
+    reissue=None,
+    tick=1.0,
+    warn=None,
+    log=None,
+    sleep=None,
+    backoff_max=300,
+    **options,
+):
+    """Fetch ``folder``'s new mail, then wait for more with IMAP IDLE and fetch it as it comes.
+
+    ``connect()`` gives a logged-in client; ``stop()`` is true once the caller was asked to end
+    (SIGTERM): it is checked between batches and at every ``tick`` of quiet while idling.  An
+    EXISTS seen while idling ends the IDLE (DONE) and the folder is fetched again.  A dropped
+    connection, a BYE or a timeout (TempFailError) is said and the session made again after 1,
+    2, 4... seconds (at most ``backoff_max``); any other error ends the loop.  ``options`` are
+    :func:`fetch`'s (delete, move_to, mark_seen, max_size).  Returns the messages stored."""
+    import time
+
+    from pipemail.errors import TempFailError
+    from pipemail.imap import IDLE_REISSUE
+
+    sleep = sleep or time.sleep
+    reissue = IDLE_REISSUE if reissue is None else reissue
+    stored = 0
+    backoff = 1
+    while not stop():
+        try:
+            with connect() as client:
+                if not client.has("IDLE"):
+                    from pipemail.errors import UnavailableError
+
+                    raise UnavailableError("%s does not offer IDLE; run pypop fetch from cron instead" % client.where)
+                backoff = 1
+                while not stop():
+                    n, _skipped = fetch(
+                        client, sink, directory, [folder], warn=warn, log=log, stop=stop, keep_selected=True, **options
+                    )
+                    stored += n
+                    if stop():
+                        break
+                    if log:
+                        log("=== idling in %s" % folder)
+                    with client.idle(reissue=reissue, tick=tick) as events:
+                        for event in events:
+                            if stop():
+                                break
+                            if event is not None and event.kind == "EXISTS":
+                                if log:
+                                    log("=== new mail: %s" % event.line)
+                                break
+                client.logout()
+        except TempFailError as exc:
+            if stop():
+                break
+            if warn:
+                warn("%s; connecting again in %d s" % (exc, backoff))
+            end = time.monotonic() + backoff
+            while not stop() and time.monotonic() < end:
+                sleep(min(tick, max(0.0, end - time.monotonic())))
+            backoff = min(backoff * 2, backoff_max)
+    return stored
 
 
 def _dispose(client, uids, delete, move_wire, mark_seen, folder, warn, said, durable=True):
@@ -237,4 +316,4 @@ def _advancing(chunks, advance):
         yield chunk
 
 
-__all__ = ["FLAG_ONLY", "fetch", "recovery_path", "label", "parse_label", "apply_recovered"]
+__all__ = ["FLAG_ONLY", "fetch", "idle", "recovery_path", "label", "parse_label", "apply_recovered"]

@@ -280,3 +280,125 @@ def test_sigkill_mid_fetch_loses_nothing_and_stores_nothing_twice(imap, tmp_path
     assert r.returncode == 0, r.stderr
     assert stored(box) == [msg(n) + b"z" * 5000 + b"\n" for n in range(1000)]  # all, in order, none twice
     assert server.folder_messages() == {}
+
+
+class Idler:
+    """``pypop -v fetch --idle ...`` running, its standard error read line by line in a thread."""
+
+    def __init__(self, server, tmp_path, *args):
+        import subprocess
+        import threading
+
+        from conftest import command_path
+
+        env = {
+            **os.environ,
+            "HOME": str(tmp_path),
+            "XDG_STATE_HOME": str(tmp_path / "state"),
+            "PIPEMAIL_PASSWORD": server.password,
+        }
+        env.pop("PIPEMAIL_DEBUG", None)
+        cmd = command_path("pypop") + [
+            "-v",
+            "--server",
+            "imaps://%s:%d" % (server.host, server.ssl_port),
+            "--user",
+            server.user,
+            "--tls-trust-file",
+            server.ca_file,
+            "fetch",
+            "--idle",
+            *args,
+        ]
+        self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+        self.lines = []
+        self.changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            with self.changed:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self.changed.notify_all()
+        with self.changed:
+            self.lines.append(None)
+            self.changed.notify_all()
+
+    def count(self, text):
+        match = text if callable(text) else (lambda line: text in line)
+        return sum(1 for line in self.lines if line is not None and match(line))
+
+    def wait_for(self, text, count=1, timeout=10):
+        with self.changed:
+            self.changed.wait_for(lambda: self.count(text) >= count or None in self.lines, timeout)
+            assert self.count(text) >= count, "\n".join(line for line in self.lines if line is not None)
+
+    def stop(self):
+        import signal
+
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=10)
+        with self.changed:
+            self.changed.wait_for(lambda: None in self.lines, 10)
+        return code, [line for line in self.lines if line is not None]
+
+
+def test_idle_fetches_mail_as_it_arrives_through_exists(imap, tmp_path):
+    import time
+
+    server = imap.server
+    server.put_many([msg(0)])
+    box = tmp_path / "box"
+    idler = Idler(server, tmp_path, "--mbox", str(box))
+    try:
+        idler.wait_for("=== idling in INBOX")
+        assert stored(box) == [msg(0)]
+        start = time.monotonic()
+        server.put_many([msg(1)])  # another client's delivery: Dovecot says EXISTS while we idle
+        idler.wait_for("=== idling in INBOX", count=2)
+        assert time.monotonic() - start < 10
+        assert stored(box) == [msg(0), msg(1)]
+    finally:
+        code, lines = idler.stop()
+    assert code == 0, lines
+    i = lines.index("=== idling in INBOX")
+    after = lines[i + 1 :]
+    exists = [n for n, line in enumerate(after) if line.startswith("S: * ") and line.endswith(" EXISTS")]
+    assert exists and after[exists[0] + 1].startswith("=== new mail: * ") and after[exists[0] + 1].endswith(" EXISTS")
+    assert not [line for line in after[: exists[0]] if line.startswith("C: ") and "IDLE" not in line]  # no poll
+    assert lines[-1] == "pypop: 2 messages fetched"
+    assert "C: DONE" in lines and lines[-2] == "S: * BYE Logging out"
+
+
+def test_idle_reconnects_after_a_drop(imap, tmp_path):
+    import signal
+
+    server = imap.server
+    box = tmp_path / "box"
+    idler = Idler(server, tmp_path, "--mbox", str(box))
+    try:
+        idler.wait_for("=== idling in INBOX")
+        server.kill_sessions(signal.SIGKILL)
+        idler.wait_for("pypop: 127.0.0.1 closed the connection during IDLE; connecting again in 1 s")
+        idler.wait_for("=== idling in INBOX", count=2)
+        server.put_many([msg(7)])
+        idler.wait_for("=== idling in INBOX", count=3)
+        assert stored(box) == [msg(7)]
+    finally:
+        code, lines = idler.stop()
+    assert code == 0, lines
+    assert lines[-1] == "pypop: 1 message fetched"
+
+
+def test_idle_is_reissued_at_the_interval_given(imap, tmp_path):
+    idler = Idler(imap.server, tmp_path, "--mbox", str(tmp_path / "box"), "--idle-reissue", "1")
+    try:
+        # DONE and IDLE again every second, no mail needed
+        idler.wait_for(lambda line: line.startswith("C: ") and line.endswith(" IDLE"), count=3, timeout=6)
+    finally:
+        code, lines = idler.stop()
+    assert code == 0, lines
+    sent = [line.split(" ", 2)[-1] for line in lines if line.startswith("C: ")]
+    i = sent.index("IDLE")
+    assert sent[i : i + 4] == ["IDLE", "DONE", "IDLE", "DONE"] or sent[i : i + 3] == ["IDLE", "DONE", "IDLE"]
+    assert lines[-1] == "pypop: 0 messages fetched"

@@ -286,8 +286,17 @@ def dele_cmd(s, numbers, folder):
 )
 @click.option("--move-to", metavar="FOLDER", help="IMAP: move each message to FOLDER once it is stored.")
 @click.option("--mark-seen", is_flag=True, help="IMAP: flag each message \\Seen once it is stored.")
+@click.option("--idle", is_flag=True, help="IMAP: stay connected and fetch new mail as it arrives (IDLE).")
+@click.option(
+    "--idle-reissue",
+    type=click.FloatRange(min=1),
+    default=1500.0,
+    show_default=True,
+    metavar="S",
+    help="With --idle: end and re-issue IDLE every S seconds.",
+)
 @click.pass_obj
-def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size, folders, move_to, mark_seen):
+def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size, folders, move_to, mark_seen, idle, idle_reissue):
     """Retrieve new messages and deliver them (default: standard output, as an mbox)."""
     from pipemail import pop3
     from pipemail.errors import UsageError, shown
@@ -300,10 +309,14 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size, folders, mo
     if (delete or move_to) and not (mbox or maildir or mda):
         what = "--delete" if delete else "--move-to"
         raise UsageError("%s to standard output is refused: a pipe cannot be flushed to disk" % what)
+    if idle and (every or limit):
+        raise UsageError("--idle fetches what is new as it comes: not with --all or --limit")
+    if idle and len(set(folders)) > 1:
+        raise UsageError("--idle watches one folder: give one --folder (one pypop --idle per folder)")
     size = parse_size(max_size) if max_size is not None else None
     with s.connect() as client:
-        if not s.imap and (folders or move_to or mark_seen):
-            raise UsageError("--folder, --move-to and --mark-seen are for IMAP servers (imap:// or imaps://)")
+        if not s.imap and (folders or move_to or mark_seen or idle):
+            raise UsageError("--folder, --move-to, --mark-seen and --idle are for IMAP servers (imap:// or imaps://)")
         if s.imap:
             from pipemail import imapfetch, imapstate
 
@@ -338,7 +351,21 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size, folders, mo
                 return bars[-1]
 
             try:
-                if s.imap:
+                if idle:
+                    stored = _idle(
+                        s,
+                        client,
+                        sink,
+                        directory,
+                        (folders or ("INBOX",))[0],
+                        idle_reissue,
+                        size,
+                        delete,
+                        move_to,
+                        mark_seen,
+                    )
+                    client = None
+                elif s.imap:
                     stored, skipped = imapfetch.fetch(
                         client,
                         sink,
@@ -371,12 +398,51 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size, folders, mo
                 for bar in bars:
                     if bar is not None:
                         bar.close()
-            client.logout() if s.imap else client.quit()
+            if client is not None:
+                client.logout() if s.imap else client.quit()
         finally:
             os.close(fd)
     if s.verbose or _stderr_is_tty():
         warn("pypop", "%d message%s fetched" % (stored, "" if stored == 1 else "s"))
     return 0
+
+
+def _idle(s, client, sink, directory, folder, reissue, max_size, delete, move_to, mark_seen):
+    """fetch --idle: SIGTERM (and SIGINT) end it between batches or while idling, exit status 0."""
+    import signal
+
+    from pipemail import imapfetch
+
+    stopped = []
+
+    def stop_handler(signum, frame):
+        stopped.append(signum)
+
+    old = {sig: signal.signal(sig, stop_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    first = [client]
+
+    def connect():
+        return first.pop() if first else s.connect()
+
+    try:
+        return imapfetch.idle(
+            connect,
+            sink,
+            directory,
+            folder,
+            stop=lambda: bool(stopped),
+            reissue=reissue,
+            tick=0.2,
+            warn=lambda m: warn("pypop", m),
+            log=s.log,
+            delete=delete,
+            move_to=move_to,
+            mark_seen=mark_seen,
+            max_size=max_size,
+        )
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _stderr_is_tty():
