@@ -196,6 +196,9 @@ def test_stat_list_uidl_retr_dele_by_uid(imap, tmp_path):
     assert (r.returncode, r.stdout, r.stderr) == (69, b"", "pypop: no message with UID %d in INBOX\n" % (uids[-1] + 7))
     r = imap("retr", str(uids[0]), str(uids[2]))
     assert r.returncode == 0 and [b for _f, b in transport.read_mbox(_file(tmp_path, r.stdout))] == [msg(0), msg(2)]
+    r = imap("dele", str(uids[0]), str(uids[-1] + 7))
+    assert (r.returncode, r.stderr) == (69, "pypop: no message with UID %d in INBOX\n" % (uids[-1] + 7))
+    assert len(server.folder_messages()) == 3  # none deleted
     r = imap("dele", str(uids[0]), str(uids[2]))
     assert r.returncode == 0, r.stderr
     assert sorted(server.folder_messages().values()) == [msg(1)]

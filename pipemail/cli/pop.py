@@ -155,6 +155,15 @@ def _select(client, folder, readonly=True):
     return client.select(utf7.encode(folder), readonly=readonly)
 
 
+def _check_uids(client, uids, folder):
+    """UnavailableError (69) naming the UIDs the selected folder does not have."""
+    from pipemail.errors import UnavailableError
+
+    missing = sorted(set(uids) - {u for u, _s, _m in client.index(uids)})
+    if missing:
+        raise UnavailableError("no message with UID %s in %s" % (", ".join(str(u) for u in missing), folder))
+
+
 @command.command("stat")
 @_folder_option
 @click.pass_obj
@@ -218,7 +227,6 @@ def uidl_cmd(s, folder):
 @click.pass_obj
 def retr_cmd(s, numbers, folder):
     """Write messages N... (IMAP: UIDs) to standard output (as an mbox when more than one)."""
-    from pipemail.errors import UnavailableError
     from pipemail.pop3 import StreamSink
 
     out = stdout_stream()
@@ -227,9 +235,7 @@ def retr_cmd(s, numbers, folder):
         if s.imap:
             _select(client, folder)
             wanted = list(dict.fromkeys(numbers))
-            missing = sorted(set(wanted) - {u for u, _s, _m in client.index(wanted)})
-            if missing:
-                raise UnavailableError("no message with UID %s in %s" % (", ".join(str(u) for u in missing), folder))
+            _check_uids(client, wanted, folder)
             messages = ((uid, chunks) for uid, _size, chunks in client.fetch(wanted))
         else:
             messages = client.retr_many(numbers)
@@ -254,6 +260,7 @@ def dele_cmd(s, numbers, folder):
         _no_folder(s, folder)
         if s.imap:
             _select(client, folder, readonly=False)
+            _check_uids(client, numbers, folder)
             if not client.delete(numbers):
                 from pipemail.imapfetch import FLAG_ONLY
 
