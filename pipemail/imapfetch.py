@@ -181,7 +181,7 @@ def fetch(
         cut = left is not None and len(todo) > left
         if cut:
             todo = todo[:left]
-        advance = progress(len(todo), sum(sizes.values()) if sizes else 0) if progress and todo else None
+        advance = progress(len(todo), sum(sizes[u] for u in todo) if sizes else None) if progress and todo else None
         stem = folder_stem(folder)
         for start in range(0, len(todo), BATCH):
             if stop is not None and stop():

@@ -216,12 +216,24 @@ def test_imap_only_options_are_refused_for_pop3_and_bad_combinations(imap, run, 
     )
     r = imap("fetch", "--mbox", str(tmp_path / "x"), "--delete", "--move-to", "Archive")
     assert (r.returncode, r.stderr) == (64, "pypop: give one of --delete and --move-to" + hint)
-    r = run("pypop", "--server", "smtp://h", "stat")
+    r = run("pypop", "--server", "smtp://h", "stat", env={"HOME": str(tmp_path)})
     assert (r.returncode, r.stderr) == (
         64,
         "pypop: unknown POP or IMAP URL 'smtp://h': use pop3://, pop3s://, imap:// or imaps://" + hint,
     )
     assert not (tmp_path / "x").exists()
+    r = imap("fetch", "--idle", "--folder", "INBOX", "--folder", imapserver.FOLDER)
+    assert (r.returncode, r.stderr) == (
+        64,
+        "pypop: --idle watches one folder: give one --folder (one pypop --idle per folder)" + hint,
+    )
+    r = run(
+        "pypop", "--server", "pop3://127.0.0.1:9", "fetch", "--folder", "Archiv", env={"HOME": str(tmp_path)}
+    )  # refused before connecting
+    assert (r.returncode, r.stderr) == (
+        64,
+        "pypop: --folder, --move-to, --mark-seen and --idle are for IMAP servers (imap:// or imaps://)" + hint,
+    )
 
 
 def test_a_killed_runs_appended_batch_is_recorded_not_fetched_again(imap, tmp_path):

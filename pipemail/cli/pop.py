@@ -39,8 +39,9 @@ class Session:
         self.user_name = None  # set by connect()
         self.imap = False  # set by connect(): an imap:// or imaps:// server
 
-    def connect(self):
-        """A logged-in client: pop3.Client, or imap.Client for imap:// and imaps:// (``self.imap``)."""
+    def resolve(self):
+        """``(account, url)`` of the server, read from the options and the configuration; sets
+        ``self.imap`` (an imap:// or imaps:// server).  Nothing is connected yet."""
         from pipemail import config
 
         if self.proxy:
@@ -59,6 +60,13 @@ class Session:
         if self.port:
             url.port = self.port
         self.imap = url.scheme in config.IMAP_SCHEMES
+        return account, url
+
+    def connect(self):
+        """A logged-in client: pop3.Client, or imap.Client for imap:// and imaps:// (``self.imap``)."""
+        from pipemail import config
+
+        account, url = self.resolve()
         user = self.user or url.user or account.user
         if not user:
             raise config.ConfigError("no user: give --user, user@ in the URL, or user in the account")
@@ -321,9 +329,10 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size, folders, mo
     if idle and len(set(folders)) > 1:
         raise UsageError("--idle watches one folder: give one --folder (one pypop --idle per folder)")
     size = parse_size(max_size) if max_size is not None else None
+    s.resolve()
+    if not s.imap and (folders or move_to or mark_seen or idle):
+        raise UsageError("--folder, --move-to, --mark-seen and --idle are for IMAP servers (imap:// or imaps://)")
     with s.connect() as client:
-        if not s.imap and (folders or move_to or mark_seen or idle):
-            raise UsageError("--folder, --move-to, --mark-seen and --idle are for IMAP servers (imap:// or imaps://)")
         if s.imap:
             from pipemail import imapfetch, imapstate
 
