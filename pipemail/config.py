@@ -64,12 +64,15 @@ TOP_KEYS = ("default", "accounts", "queue", "queue_lifetime", "drop_max_size")
 # $PIPEMAIL_SYSTEM_CONFIG names another (tests, a chroot).
 SYSTEM_PATH = "/etc/pipemail/config.toml"
 
-DEFAULT_PORTS = {"smtp": 587, "smtps": 465, "pop3": 110, "pop3s": 995}
+DEFAULT_PORTS = {"smtp": 587, "smtps": 465, "pop3": 110, "pop3s": 995, "imap": 143, "imaps": 993}
 TRANSPORT_SCHEMES = ("smtp", "smtps", "sendmail", "mbox", "maildir", "-")
 POP_SCHEMES = ("pop3", "pop3s")
+IMAP_SCHEMES = ("imap", "imaps")
 
 _TRANSPORT_HINT = "use smtp://, smtps://, sendmail:, mbox:, maildir: or -"
 _POP_HINT = "use pop3:// or pop3s://"
+_IMAP_HINT = "use imap:// or imaps://"
+_FETCH_HINT = "use pop3://, pop3s://, imap:// or imaps://"
 
 
 class Account:
@@ -422,7 +425,7 @@ def _account(where, path, name, table, mode_ok):
             raise ConfigError(
                 '%s: account %r: domain %r: give a domain name, as domain = "example.com"' % (where, name, domain)
             )
-    for key, kind in (("transport", "transport"), ("pop", "pop"), ("proxy", "proxy")):
+    for key, kind in (("transport", "transport"), ("pop", "fetch"), ("proxy", "proxy")):
         if values.get(key) is not None:
             try:
                 split_proxy(values[key]) if kind == "proxy" else split_url(values[key], kind=kind)
@@ -602,8 +605,8 @@ class URL:
 
     @property
     def implicit_tls(self):
-        """True for smtps:// and pop3s://: TLS from the first byte."""
-        return self.scheme in ("smtps", "pop3s")
+        """True for smtps://, pop3s:// and imaps://: TLS from the first byte."""
+        return self.scheme in ("smtps", "pop3s", "imaps")
 
     @property
     def netloc(self):
@@ -627,21 +630,27 @@ class URL:
 def split_url(url, kind=None):
     """Parse a transport or POP URL into a :class:`URL`.
 
-    ``smtp://[user@]host[:port]``, ``smtps://...``, ``pop3://...``, ``pop3s://...``
+    ``smtp://[user@]host[:port]``, ``smtps://...``, ``pop3://...``, ``pop3s://...``,
+    ``imap://...``, ``imaps://...``
     (an IPv6 host in brackets: ``smtp://[::1]:2525``), ``sendmail:`` or
     ``sendmail:/path``, ``mbox:PATH``, ``maildir:DIR``, ``-``.  ``kind`` limits the
-    schemes: "transport" (pymail's), "pop" (pypop's) or None (all).  Anything else
-    is a UsageError.  A password in the URL is refused: passwords never go on the
-    command line.
+    schemes: "transport" (pymail's), "pop" (pypop's POP3), "imap" (pypop's IMAP),
+    "fetch" (either: pypop's --server and the ``pop`` key) or None (transport and POP).
+    Anything else is a UsageError.  A password in the URL
+    is refused: passwords never go on the command line.
     """
     if kind == "transport":
         schemes, hint, what = TRANSPORT_SCHEMES, _TRANSPORT_HINT, "transport URL"
     elif kind == "pop":
         schemes, hint, what = POP_SCHEMES, _POP_HINT, "POP URL"
+    elif kind == "imap":
+        schemes, hint, what = IMAP_SCHEMES, _IMAP_HINT, "IMAP URL"
+    elif kind == "fetch":
+        schemes, hint, what = POP_SCHEMES + IMAP_SCHEMES, _FETCH_HINT, "POP or IMAP URL"
     elif kind is None:
         schemes, hint, what = TRANSPORT_SCHEMES + POP_SCHEMES, _TRANSPORT_HINT, "transport URL"
     else:
-        raise ValueError("kind must be 'transport', 'pop' or None, not %r" % (kind,))
+        raise ValueError("kind must be 'transport', 'pop', 'imap', 'fetch' or None, not %r" % (kind,))
 
     def bad(reason=None):
         shown_url = redact_url(url) if isinstance(url, str) else url

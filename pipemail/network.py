@@ -280,6 +280,7 @@ class Cleartext:
 
 SMTP_CLEARTEXT = Cleartext("STARTTLS", "smtps", "sending in clear", "sending")
 POP3_CLEARTEXT = Cleartext("STLS", "pop3s", "logging in without TLS", "logging in")
+IMAP_CLEARTEXT = Cleartext("STARTTLS", "imaps", "logging in without TLS", "logging in")
 
 
 def allow_cleartext(words, host, tls, where=None, warn=None, proxy=None):

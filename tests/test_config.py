@@ -268,12 +268,18 @@ def test_pop_url_as_transport_is_refused(tmp_path):
         load(path)
 
 
+def test_pop_key_takes_imap_urls(tmp_path):
+    path = write(tmp_path / "c.toml", '[accounts.a]\npop = "imaps://me@imap.example.org"\n')
+    assert load(path).account("a").pop == "imaps://me@imap.example.org"
+
+
 def test_bad_pop_in_file(tmp_path):
     path = write(tmp_path / "c.toml", '[accounts.a]\npop = "smtp://x"\n')
     with pytest.raises(ConfigError) as info:
         load(path)
     assert str(info.value) == (
-        "config file %s: account 'a': unknown POP URL 'smtp://x': use pop3:// or pop3s://" % path
+        "config file %s: account 'a': unknown POP or IMAP URL 'smtp://x': use pop3://, pop3s://, imap:// or imaps://"
+        % path
     )
 
 
@@ -699,7 +705,7 @@ def test_split_url_kinds():
             split_url(text, kind="pop")
         assert str(info.value) == "unknown POP URL %r: use pop3:// or pop3s://" % text
     with pytest.raises(ValueError):
-        split_url("-", kind="imap")
+        split_url("-", kind="nntp")
 
 
 # -- start-up cost -----------------------------------------------------------------

@@ -122,9 +122,10 @@ def test_list_into_a_closed_pipe_is_one_line_not_a_traceback(pop, dovecot):
 @pytest.mark.parametrize(
     "server, shown",
     [
-        ("pop3://pmtest:PASSWORD@127.0.0.1", "bad POP URL 'pop3://pmtest:<redacted>@127.0.0.1'"),
-        ("pmtest:PASSWORD@127.0.0.1", "bad POP URL 'pop3://pmtest:<redacted>@127.0.0.1'"),
-        ("imap://pmtest:PASSWORD@127.0.0.1", "unknown POP URL 'imap://pmtest:<redacted>@127.0.0.1'"),
+        ("pop3://pmtest:PASSWORD@127.0.0.1", "bad POP or IMAP URL 'pop3://pmtest:<redacted>@127.0.0.1'"),
+        ("pmtest:PASSWORD@127.0.0.1", "bad POP or IMAP URL 'pop3://pmtest:<redacted>@127.0.0.1'"),
+        ("imaps://pmtest:PASSWORD@127.0.0.1", "bad POP or IMAP URL 'imaps://pmtest:<redacted>@127.0.0.1'"),
+        ("smtp://pmtest:PASSWORD@127.0.0.1", "unknown POP or IMAP URL 'smtp://pmtest:<redacted>@127.0.0.1'"),
     ],
 )
 def test_a_password_in_the_server_option_is_never_shown(run, tmp_path, server, shown):
