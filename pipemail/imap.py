@@ -17,6 +17,9 @@ Public API (what pypop's IMAP fetch builds on)::
         .index(uids) -> [(uid, size, message_id or None), ...]
                                  # RFC822.SIZE (the CRLF size) and Message-ID, for matching
                                  # what was stored after a UIDVALIDITY change
+        .headers(uids, limit) -> iterator of (uid, size, header)
+                                 # the first limit bytes of each header (BODY.PEEK[HEADER]<0.limit>,
+                                 # CRLF): the key of a message without a Message-ID
         .fetch(uids, batch=BATCH) -> iterator of (uid, size, chunks)
                                  # one UID FETCH (UID RFC822.SIZE BODY.PEEK[]) per batch; chunks
                                  # streams the message with LF line ends, never held whole;
@@ -404,7 +407,10 @@ class Client:
         return sorted(u for u in uids if u > last)
 
     def index(self, uids):
-        """``[(uid, size, message_id)]`` of ``uids``: RFC822.SIZE and the Message-ID (None if none)."""
+        """``[(uid, size, message_id)]`` of ``uids``: RFC822.SIZE and the Message-ID (None if none),
+        read as :func:`pipemail.imapstate.message_id` reads it when the message is stored."""
+        from pipemail.imapstate import message_id
+
         out = []
         uids = sorted(set(uids))
         for start in range(0, len(uids), SET_SIZE * 2):
@@ -424,9 +430,30 @@ class Client:
                 u, s = _UID.search(head), _SIZE.search(head)
                 if not u or not s:
                     continue
-                out.append((int(u.group(1)), int(s.group(1)), _message_id(header)))
+                out.append((int(u.group(1)), int(s.group(1)), message_id(header or b"")))
         out.sort()
         return out
+
+    def headers(self, uids, limit):
+        """Yield ``(uid, size, header)`` for ``uids``: RFC822.SIZE and the first ``limit`` bytes of
+        the header (CRLF, blank line included), BATCH messages per UID FETCH (held in memory)."""
+        uids = sorted(set(uids))
+        for start in range(0, len(uids), BATCH):
+            self.step = "UID FETCH"
+            with self._errors():
+                typ, dat = self._conn.uid(
+                    "FETCH", uid_set(uids[start : start + BATCH]), "(UID RFC822.SIZE BODY.PEEK[HEADER]<0.%d>)" % limit
+                )
+                if typ != "OK":
+                    raise self._conn.error(_text(dat))
+            self._collect()
+            got = []
+            for item in dat:
+                if isinstance(item, tuple):
+                    u, s = _UID.search(item[0]), _SIZE.search(item[0])
+                    if u and s:
+                        got.append((int(u.group(1)), int(s.group(1)), item[1] or b""))
+            yield from sorted(got, key=lambda t: t[0])
 
     # -- fetching --
     def fetch(self, uids, batch=BATCH):
@@ -786,19 +813,6 @@ def _refused(step, where, text, auth=False):
     if auth or "[AUTHENTICATIONFAILED]" in text or "[AUTHORIZATIONFAILED]" in text:
         return NoPermError(message)
     return UnavailableError(message)
-
-
-def _message_id(header):
-    """The Message-ID of a ``Message-ID: <...>`` header block (bytes), or None."""
-    if not header:
-        return None
-    text = header.replace(b"\r\n", b"\n").replace(b"\n ", b" ").replace(b"\n\t", b" ")
-    for line in text.split(b"\n"):
-        name, colon, value = line.partition(b":")
-        if colon and name.strip().lower() == b"message-id":
-            value = value.strip()
-            return value.decode("utf-8", "replace") if value else None
-    return None
 
 
 class _Literal:

@@ -140,8 +140,9 @@ def fetch(
         old = st.begin(f.uidvalidity)
         if old is not None and warn:
             warn(
-                "folder %s has a new UIDVALIDITY (%d, was %d): its messages are matched by Message-ID and "
-                "size against what was stored, and only the others are fetched" % (folder, f.uidvalidity, old)
+                "folder %s has a new UIDVALIDITY (%d, was %d): its messages are matched by Message-ID (or "
+                "header) and size against what was stored, and only the others are fetched"
+                % (folder, f.uidvalidity, old)
             )
         apply_recovered(st, recovered)
         if delete or move_to:  # stored by an earlier run stopped before its delete or move
@@ -156,8 +157,7 @@ def fetch(
         else:
             todo = st.new(client.new_uids(st.last))
         if st.recovering and todo:
-            match = st.matcher()
-            known = [Stored(u, size, mid) for u, size, mid in client.index(todo) if mid and match.take(mid, size)]
+            known = _recognised(client, st.matcher(), todo)
             if known:
                 st.stored(known)
                 if warn:
@@ -290,6 +290,31 @@ def idle(
                 sleep(min(tick, max(0.0, end - time.monotonic())))
             backoff = min(backoff * 2, backoff_max)
     return stored
+
+
+def _recognised(client, match, todo):
+    """The messages of ``todo`` (UIDs of a renumbered folder) that ``match`` (a
+    :class:`pipemail.imapstate.Matcher`) knows were stored: by Message-ID and size, and those
+    without a Message-ID by the hash of their header and size (their header read only when a
+    message of that size without one was stored)."""
+    from pipemail.imapstate import KEY_HEADER, Stored, message_key
+
+    if not len(match):
+        return []
+    known = []
+    bare = []
+    sizes = match.hashed_sizes()
+    for uid, size, mid in client.index(todo):
+        if mid is not None:
+            if match.take(mid, size):
+                known.append(Stored(uid, size, mid))
+        elif size in sizes:
+            bare.append(uid)
+    for uid, size, header in client.headers(bare, 2 * KEY_HEADER):
+        key = message_key(header)
+        if match.take(key, size):
+            known.append(Stored(uid, size, key))
+    return sorted(known)
 
 
 def _dispose(client, uids, delete, move_wire, mark_seen, folder, warn, said, durable=True):

@@ -32,8 +32,9 @@ Use::
         return                                  # UIDNEXT says nothing new: no UID SEARCH
     todo = st.new(uids_on_server)               # uid > last, not settled (n:* always holds the top UID)
     if st.recovering:                           # after a change: RFC822.SIZE and the key of todo first
-        match = st.matcher()                    # (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)], and
-        known = [Stored(u, size, key)           #  BODY.PEEK[HEADER] for those without one)
+        match = st.matcher()                    # (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)], and for those
+        known = [Stored(u, size, key)           #  without one of match.hashed_sizes(): the first
+                                                #  2 * KEY_HEADER bytes of BODY.PEEK[HEADER])
                  for u, size, key in headers if match.take(key, size)]
         st.stored(known)                        # settled without fetching them
     ...store a batch, fsync it...
@@ -56,6 +57,8 @@ from typing import NamedTuple
 from pipemail.errors import DataError, IOFailure, describe_oserror, shown
 
 __all__ = [
+    "HASHED",
+    "KEY_HEADER",
     "FolderState",
     "Matcher",
     "Stored",
@@ -66,6 +69,8 @@ __all__ = [
 ]
 
 MAGIC = "pipemail-imap-state 1"
+KEY_HEADER = 1 << 16  # bytes of a header (LF) that name a message without a Message-ID
+HASHED = "header-sha256:"
 
 
 class Stored(NamedTuple):
@@ -117,7 +122,10 @@ def message_id(header):
 
 def message_key(header):
     """The key that names a message in the index: its Message-ID, else ``header-sha256:``
-    and the SHA-256 of its header (line ends as LF, up to the blank line)."""
+    and the SHA-256 of its header (line ends as LF, up to the blank line, at most its first
+    :data:`KEY_HEADER` bytes).  ``header`` is the start of the message (at least
+    :data:`KEY_HEADER` bytes of it, or all of it, with LF or CRLF line ends), or what
+    ``BODY.PEEK[HEADER]<0.n>`` gives with n at least twice :data:`KEY_HEADER`: the same key."""
     mid = message_id(header)
     if mid is not None:
         return mid
@@ -125,7 +133,7 @@ def message_key(header):
     end = head.find(b"\n\n")
     if end >= 0:
         head = head[: end + 1]
-    return "header-sha256:" + hashlib.sha256(head).hexdigest()
+    return HASHED + hashlib.sha256(head[:KEY_HEADER]).hexdigest()
 
 
 class Matcher:
@@ -145,6 +153,11 @@ class Matcher:
 
     def __len__(self):
         return sum(n for n in self._counts.values() if n > 0)
+
+    def hashed_sizes(self):
+        """The sizes of the messages left to recognise that had no Message-ID (their key is the
+        header's hash): only a message of one of these sizes needs its header read."""
+        return {size for (key, size), n in self._counts.items() if n > 0 and key.startswith(HASHED)}
 
 
 class FolderState:

@@ -182,6 +182,36 @@ def test_uidvalidity_reset_stores_nothing_twice(imap, tmp_path):
     assert (r.returncode, r.stderr) == (0, "") and len(stored(box)) == 6
 
 
+def nomid(n, extra=b""):
+    """A message without a Message-ID (a cron mail, a scanner's): known after a UIDVALIDITY change by
+    the SHA-256 of its header and its size."""
+    return b"From: cron@example.org\nTo: pmtest@example.org\nSubject: cron %d\n%s\nbody %d\n" % (n, extra, n)
+
+
+def test_uidvalidity_reset_without_message_id_stores_nothing_twice(imap, tmp_path):
+    server = imap.server
+    twin = nomid(9)  # stored twice before the change: recognised twice, not a third time
+    odd = [b"From: a@example.org\nSubject: a header, no body\n", b"Message-ID: <c@d> (a relay's comment)\n\nx\n"]
+    old = [msg(0), nomid(1), twin, nomid(2, b"X-Long: " + b"y" * 70000 + b"\n"), twin, *odd]
+    server.put_many(old)
+    box = tmp_path / "inbox"
+    assert imap("fetch", "--mbox", str(box)).returncode == 0
+    server.set_uidvalidity(4343)
+    new = [nomid(3), twin, nomid(1, b"Received: again\n")]  # a third twin; same body, another header
+    server.put_many(new)
+    r = imap("-v", "fetch", "--mbox", str(box))
+    assert r.returncode == 0, r.stderr
+    assert "pypop: folder INBOX: 7 messages stored before the change not fetched again" in r.stderr
+    assert stored(box) == old + new  # each old one once, the new ones stored
+    uids = sorted(server.flags())
+    fetched = [line for line in r.stderr.splitlines() if line.startswith("C: ") and "BODY.PEEK[]" in line]
+    assert len(fetched) == 1
+    assert fetched[0].endswith(" UID FETCH %d:%d (UID RFC822.SIZE BODY.PEEK[])" % (uids[7], uids[9]))
+    assert "pypop: 3 messages fetched" in r.stderr
+    r = imap("fetch", "--mbox", str(box))
+    assert (r.returncode, r.stderr) == (0, "") and stored(box) == old + new
+
+
 def test_stat_list_uidl_retr_dele_by_uid(imap, tmp_path):
     server = imap.server
     server.put_many([msg(n) for n in range(3)])
