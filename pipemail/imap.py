@@ -14,6 +14,7 @@ Public API (what pypop's IMAP fetch builds on)::
         .new_uids(last) -> [uid, ...]       # UIDs > last, ascending (n:* always holds the highest
                                  # UID: filtered here); [] at once when SELECT's UIDNEXT says
                                  # nothing is new (any EXISTS seen since voids that UIDNEXT)
+        .search(criteria) -> [uid, ...]     # UID SEARCH, e.g. search("DELETED"), ascending
         .index(uids) -> [(uid, size, message_id or None), ...]
                                  # RFC822.SIZE (the CRLF size) and Message-ID, for matching
                                  # what was stored after a UIDVALIDITY change
@@ -405,6 +406,16 @@ class Client:
             if part:
                 uids.update(int(w) for w in part.split() if w.isdigit())
         return sorted(u for u in uids if u > last)
+
+    def search(self, criteria):
+        """The UIDs of the selected mailbox that ``criteria`` (UID SEARCH keys, e.g. ``DELETED``) match."""
+        self.step = "UID SEARCH"
+        with self._errors():
+            typ, dat = self._conn.uid("SEARCH", criteria)
+            if typ != "OK":
+                raise self._conn.error(_text(dat))
+        self._collect()
+        return sorted({int(w) for part in dat if part for w in part.split() if w.isdigit()})
 
     def index(self, uids):
         """``[(uid, size, message_id)]`` of ``uids``: RFC822.SIZE and the Message-ID (None if none),

@@ -114,18 +114,21 @@ def fetch(
     progress=None,
     stop=None,
     keep_selected=False,
+    told=None,
 ):
     """Fetch each folder's new messages into ``sink``; (stored, skipped) over all folders.
 
     ``stop``, when given, is asked between batches (a SIGTERM seen): true ends the fetch there,
-    what is stored recorded.  ``keep_selected`` leaves the last folder selected (for IDLE)."""
+    what is stored recorded.  ``keep_selected`` leaves the last folder selected (for IDLE).
+    ``told``: a set that fetches of one run share (:func:`idle`'s), so that what is said once per
+    run (the server has no UIDPLUS) is said once."""
     from pipemail import utf7
     from pipemail.imap import BATCH
     from pipemail.imapstate import FolderState, Stored, folder_stem, message_key
 
     recovered = _recovered(directory)
     stored = skipped = 0
-    said_flag_only = False
+    told = set() if told is None else told
     move_wire = utf7.encode(move_to) if move_to else None
     left = limit
     for folder in folders:
@@ -145,17 +148,27 @@ def fetch(
                 % (folder, f.uidvalidity, old)
             )
         apply_recovered(st, recovered)
-        if delete or move_to:  # stored by an earlier run stopped before its delete or move
-            earlier = [u for u in client.new_uids(0) if u <= st.last or u in st.extra]
-            if earlier and not every:
-                said_flag_only = _dispose(client, earlier, delete, move_wire, mark_seen, folder, warn, said_flag_only)
+        on_server, earlier, flagged = [], [], set()
+        if every or delete or move_to:
+            on_server = client.new_uids(0)
+            earlier = [u for u in on_server if u <= st.last or u in st.extra]  # stored by an earlier run
+        if earlier:
+            # stored and flagged \Deleted (by a --delete without UIDPLUS, or by a mail client): waiting
+            # for an expunge, never fetched, flagged, copied or said again
+            flagged = set(client.search("DELETED")).intersection(earlier)
         if every:
-            todo = client.new_uids(0)
+            todo = [u for u in on_server if u not in flagged]
             st.new(todo)
-        elif f.uidnext is not None and st.up_to_date(f.uidnext) and not st.recovering:
-            todo = []
         else:
-            todo = st.new(client.new_uids(st.last))
+            fresh = [u for u in earlier if u not in flagged]
+            if fresh and (delete or move_to):  # an earlier run stopped before its delete or move
+                _dispose(client, fresh, delete, move_wire, mark_seen, folder, warn, told)
+            if f.uidnext is not None and st.up_to_date(f.uidnext) and not st.recovering:
+                todo = []
+            else:
+                todo = st.new(client.new_uids(st.last))
+        if flagged and (delete or move_to) and client.has("UIDPLUS"):
+            client.delete(sorted(flagged))  # a run stopped between its flag and its UID EXPUNGE
         if st.recovering and todo:
             known = _recognised(client, st.matcher(), todo)
             if known:
@@ -204,9 +217,7 @@ def fetch(
             sink.done()
             uids = [e.uid for e in entries]
             if uids:
-                said_flag_only = _dispose(
-                    client, uids, delete, move_wire, mark_seen, folder, warn, said_flag_only, durable=sink.durable
-                )
+                _dispose(client, uids, delete, move_wire, mark_seen, folder, warn, told, durable=sink.durable)
             stored += len(uids)
             if left is not None:
                 left -= len(uids)
@@ -254,6 +265,7 @@ def idle(
     reissue = IDLE_REISSUE if reissue is None else reissue
     stored = 0
     backoff = 1
+    told = set()  # said once per run, not once per fetch
     while not stop():
         try:
             with connect() as client:
@@ -264,7 +276,16 @@ def idle(
                 backoff = 1
                 while not stop():
                     n, _skipped = fetch(
-                        client, sink, directory, [folder], warn=warn, log=log, stop=stop, keep_selected=True, **options
+                        client,
+                        sink,
+                        directory,
+                        [folder],
+                        warn=warn,
+                        log=log,
+                        stop=stop,
+                        keep_selected=True,
+                        told=told,
+                        **options,
                     )
                     stored += n
                     if stop():
@@ -317,22 +338,23 @@ def _recognised(client, match, todo):
     return sorted(known)
 
 
-def _dispose(client, uids, delete, move_wire, mark_seen, folder, warn, said, durable=True):
-    """Flag, move or delete ``uids`` once stored; returns whether the flag-only case was said."""
+def _dispose(client, uids, delete, move_wire, mark_seen, folder, warn, told, durable=True):
+    """Flag, move or delete ``uids`` once stored.  That the server has no UIDPLUS is said once
+    per run (``told``, a set shared by the run's fetches, remembers it)."""
     if mark_seen:
         client.add_flags(uids, ["\\Seen"])
     if not durable:
-        return said
+        return
     if move_wire:
         expunged = client.move(uids, move_wire)
     elif delete:
         expunged = client.delete(uids)
     else:
-        return said
-    if not expunged and not said and warn:
-        warn(FLAG_ONLY % (client.where, folder))
-        said = True
-    return said
+        return
+    if not expunged and FLAG_ONLY not in told:
+        told.add(FLAG_ONLY)
+        if warn:
+            warn(FLAG_ONLY % (client.where, folder))
 
 
 def _advancing(chunks, advance):
