@@ -3,7 +3,8 @@
 Public API::
 
     fetch(client, sink, directory, folders, *, every=False, delete=False, move_to=None,
-          mark_seen=False, limit=None, max_size=None, warn=None, log=None, progress=None)
+          mark_seen=False, limit=None, max_size=None, warn=None, log=None, progress=None,
+          stop=None, keep_selected=False, told=None)
         -> (stored, skipped)
     recovery_path(directory) -> the file an MboxSink records a killed run's whole messages in
     label(stem, uidvalidity, uid, size, key) / parse_label(text)
@@ -16,7 +17,9 @@ folder names as the user writes them (UTF-8; sent in modified UTF-7).
 The order of a batch is the order of POP3's: the messages are stored (appended and
 fsynced, delivered into a Maildir and its directory fsynced, or accepted by the MDA),
 then recorded (:class:`pipemail.imapstate.FolderState`: index and state fsynced), and
-only then flagged, moved or deleted.  An mbox append names each message of the batch
+only then flagged, moved or deleted.  What an earlier run stored and flagged \\Deleted (a
+server without UIDPLUS keeps it until a mail client expunges the folder) is left alone: not
+fetched, flagged, copied or mentioned again.  An mbox append names each message of the batch
 in its pending record by a label that holds the folder, UIDVALIDITY, UID, size and key,
 so that a run killed after the append but before the record is settled by the next run
 (:func:`apply_recovered`) and fetches nothing twice.
