@@ -11,6 +11,7 @@ import pytest
 from pipemail import transport
 
 imap_oauth_dovecot = imapserver.imap_oauth_dovecot
+imap_dovecot = imapserver.imap_dovecot
 
 MESSAGE = (
     b"From: sender@example.org\nTo: pmtest@example.org\nSubject: oauth\nMessage-ID: <oauth@pipemail.test>\n\nbody\n"
@@ -109,3 +110,38 @@ def test_a_wrong_token_is_refused_with_one_line_and_exit_77(oauth, tmp_path, aut
     )
     for form in secrets(server, wrong):
         assert form not in r.stderr
+
+
+def test_oauthbearer_is_for_imap_only_pymail_refuses_it_at_login(run, smtp_server, tmp_path):
+    srv = smtp_server(xoauth2=("carol@example.org", "Bearer ya29.token"))
+    conf = tmp_path / "config.toml"
+    conf.write_text(
+        '[accounts.oauth]\ntransport = "smtp://127.0.0.1:%d"\nuser = "carol@example.org"\n'
+        'auth = "oauthbearer"\npassword_command = "printf ya29.token"\n' % srv.port
+    )
+    env = {"HOME": str(tmp_path), "PIPEMAIL_CONFIG": str(conf), "PIPEMAIL_PASSWORD": ""}
+    r = run("pymail", "--account", "oauth", "to@example.org", input=b"x\n", env=env)
+    assert r.returncode == 78 and r.stderr.startswith(
+        "pymail: auth oauthbearer is for IMAP only: for SMTP use xoauth2\n"
+    )
+    assert "pymail --resend" in r.stderr and (tmp_path / "dead.letter").read_bytes().endswith(b"\n\nx\n\n")
+    assert srv.logins == [] and srv.messages == []
+
+
+@pytest.mark.parametrize("auth", ["xoauth2", "oauthbearer"])
+def test_a_mechanism_the_server_does_not_offer_is_exit_69_and_never_sent(run, imap_dovecot, tmp_path, auth):
+    """The ordinary test Dovecot offers AUTH=PLAIN AUTH=LOGIN only: not a refused token (77) but
+    a server without the mechanism (69, as for LOGINDISABLED or a missing STARTTLS)."""
+    conf = tmp_path / "config.toml"
+    conf.write_text(
+        '[accounts.o]\npop = "imap://%s:%d"\nuser = "%s"\nauth = "%s"\npassword_command = "printf tok"\n'
+        'tls_trust_file = "%s"\n'
+        % (imap_dovecot.host, imap_dovecot.port, imap_dovecot.user, auth, imap_dovecot.ca_file)
+    )
+    env = {"HOME": str(tmp_path), "PIPEMAIL_CONFIG": str(conf), "PIPEMAIL_PASSWORD": ""}
+    r = run("pypop", "--account", "o", "-v", "stat", env=env)
+    assert (r.returncode, r.stdout) == (69, b"")
+    assert r.stderr.endswith(
+        "pypop: %s does not offer AUTHENTICATE %s (its mechanisms: LOGIN, PLAIN)\n" % (imap_dovecot.host, auth.upper())
+    )
+    assert "AUTHENTICATE" not in r.stderr.replace("does not offer AUTHENTICATE", "")
