@@ -30,7 +30,7 @@ DEFAULT_PATH = "~/.config/pipemail/config.toml"
 # Seconds a password_command may run before it is killed (tests lower it).
 PASSWORD_COMMAND_TIMEOUT = 30
 
-AUTH_METHODS = ("plain", "login", "xoauth2")
+AUTH_METHODS = ("plain", "login", "xoauth2", "oauthbearer")  # oauthbearer: IMAP only
 TLS_MODES = ("auto", "none")
 
 # TOML key -> Account attribute.

@@ -7,7 +7,8 @@ Public API (what pypop's IMAP fetch builds on)::
         .capabilities            # frozenset of upper-case words, refreshed after STARTTLS and login
         .has(word) -> bool       # e.g. has("UIDPLUS"), has("MOVE"), has("IDLE")
         .login(user, password, auth=None)   # auth: None (AUTHENTICATE PLAIN if offered, else
-                                 # LOGIN), "plain", "login", "xoauth2", "oauthbearer" (password = token)
+                                 # LOGIN), "plain", "login", "xoauth2", "oauthbearer" (password = token);
+                                 # a mechanism without AUTH=... in CAPABILITY: UnavailableError, unsent
         .select(mailbox, readonly=False) -> Folder(name, uidvalidity, uidnext, exists, readonly)
                                  # mailbox: its wire name (modified UTF-7, e.g. "Entw&APw-rfe"),
                                  # quoted here; EXAMINE when readonly
@@ -296,6 +297,11 @@ class Client:
                 conn.redact = False
                 conn._encoding = "ascii"
         elif mech in ("plain", "xoauth2", "oauthbearer"):
+            if not self.has("AUTH=" + mech.upper()):  # an auth key naming what the server lacks
+                offered = ", ".join(sorted(w[5:] for w in self.capabilities if w.startswith("AUTH="))) or "none"
+                raise UnavailableError(
+                    "%s does not offer AUTHENTICATE %s (its mechanisms: %s)" % (self.where, mech.upper(), offered)
+                )
             if mech == "plain":
                 secret = ("\0%s\0%s" % (user, password)).encode("utf-8")
             elif mech == "xoauth2":

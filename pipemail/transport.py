@@ -724,6 +724,8 @@ def _authenticate(client, where, user, password, auth, recipients):
             code, msg = client.docmd("AUTH", "LOGIN " + base64.b64encode(user.encode()).decode())
             if code == 334:
                 code, msg = client.docmd(base64.b64encode(password.encode()).decode())
+        elif mech == "OAUTHBEARER":  # the config takes it for IMAP (pypop)
+            raise _fail(ConfigError, "auth oauthbearer is for IMAP only: for SMTP use xoauth2", recipients)
         else:
             raise _fail(ConfigError, "unknown auth mechanism %s" % mech, recipients)
     except smtplib.SMTPException as exc:
