@@ -302,25 +302,19 @@ class Client:
                 raise UnavailableError(
                     "%s does not offer AUTHENTICATE %s (its mechanisms: %s)" % (self.where, mech.upper(), offered)
                 )
+            from pipemail import sasl
+
             if mech == "plain":
-                secret = ("\0%s\0%s" % (user, password)).encode("utf-8")
+                secret = sasl.plain(user, password)
             elif mech == "xoauth2":
-                secret = ("user=%s\x01auth=Bearer %s\x01\x01" % (user, password)).encode("utf-8")
+                secret = sasl.xoauth2(user, password)
             else:
-                secret = (
-                    "n,a=%s,\x01host=%s\x01port=%d\x01auth=Bearer %s\x01\x01"
-                    % (
-                        user.replace("=", "=3D").replace(",", "=2C"),
-                        self.url.host,
-                        self.url.port,
-                        password,
-                    )
-                ).encode("utf-8")
-            answers = [secret]
+                secret = sasl.oauthbearer(user, password, self.url.host, self.url.port)
+            answers = [sasl.ERROR_ANSWER.get(mech.upper(), b""), secret]
 
             def respond(challenge):
-                # The first + gets the secret; a later one is an error report (XOAUTH2 and
-                # OAUTHBEARER send their JSON so): an empty answer lets the server say NO.
+                # The first + gets the secret; a later one is an OAuth error report (a JSON document),
+                # answered as its mechanism says so that the server gives its final NO.
                 return answers.pop() if answers else b""
 
             self.step = "AUTHENTICATE " + mech.upper()

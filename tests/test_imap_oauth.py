@@ -112,22 +112,6 @@ def test_a_wrong_token_is_refused_with_one_line_and_exit_77(oauth, tmp_path, aut
         assert form not in r.stderr
 
 
-def test_oauthbearer_is_for_imap_only_pymail_refuses_it_at_login(run, smtp_server, tmp_path):
-    srv = smtp_server(xoauth2=("carol@example.org", "Bearer ya29.token"))
-    conf = tmp_path / "config.toml"
-    conf.write_text(
-        '[accounts.oauth]\ntransport = "smtp://127.0.0.1:%d"\nuser = "carol@example.org"\n'
-        'auth = "oauthbearer"\npassword_command = "printf ya29.token"\n' % srv.port
-    )
-    env = {"HOME": str(tmp_path), "PIPEMAIL_CONFIG": str(conf), "PIPEMAIL_PASSWORD": ""}
-    r = run("pymail", "--account", "oauth", "to@example.org", input=b"x\n", env=env)
-    assert r.returncode == 78 and r.stderr.startswith(
-        "pymail: auth oauthbearer is for IMAP only: for SMTP use xoauth2\n"
-    )
-    assert "pymail --resend" in r.stderr and (tmp_path / "dead.letter").read_bytes().endswith(b"\n\nx\n\n")
-    assert srv.logins == [] and srv.messages == []
-
-
 @pytest.mark.parametrize("auth", ["xoauth2", "oauthbearer"])
 def test_a_mechanism_the_server_does_not_offer_is_exit_69_and_never_sent(run, imap_dovecot, tmp_path, auth):
     """The ordinary test Dovecot offers AUTH=PLAIN AUTH=LOGIN only: not a refused token (77) but
