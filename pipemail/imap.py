@@ -11,7 +11,7 @@ Public API (what pypop's IMAP fetch builds on)::
         .select(mailbox, readonly=False) -> Folder(name, uidvalidity, uidnext, exists, readonly)
                                  # mailbox: its wire name (modified UTF-7, e.g. "Entw&APw-rfe"),
                                  # quoted here; EXAMINE when readonly
-        .new_uids(last) -> [uid, ...]       # UIDs > last, ascending (n:* always holds the highest
+        .new_uids(last, undeleted=False) -> [uid, ...]   # UIDs > last, ascending (n:* holds the highest
                                  # UID: filtered here); [] at once when SELECT's UIDNEXT says
                                  # nothing is new (any EXISTS seen since voids that UIDNEXT)
         .index(uids) -> [(uid, size, message_id or None), ...]
@@ -21,7 +21,8 @@ Public API (what pypop's IMAP fetch builds on)::
                                  # one UID FETCH (UID RFC822.SIZE BODY.PEEK[]) per batch; chunks
                                  # streams the message with LF line ends, never held whole;
                                  # read it (or not) before taking the next item; \\Seen not set;
-                                 # a message expunged meanwhile is just not given; an iterator
+                                 # a message expunged meanwhile is just not given, nor is a UID
+                                 # not asked for or given twice (a broken server); an iterator
                                  # left midway leaves the session fit only for close()
         .add_flags(uids, flags) / .remove_flags(uids, flags)   # flags: e.g. ["\\Seen"]
         .delete(uids) -> bool    # \\Deleted, then UID EXPUNGE of exactly these UIDs when the server
@@ -386,14 +387,15 @@ class Client:
         self._conn.untagged_responses.clear()
 
     # -- listing --
-    def new_uids(self, last):
-        """The UIDs above ``last`` in the selected mailbox, ascending."""
+    def new_uids(self, last, undeleted=False):
+        """The UIDs above ``last`` in the selected mailbox, ascending (``undeleted``: only
+        those not flagged \\Deleted)."""
         folder = self.folder
         if folder is not None and folder.uidnext is not None and folder.uidnext <= last + 1:
             return []
         self.step = "UID SEARCH"
         with self._errors():
-            typ, dat = self._conn.uid("SEARCH", "UID %d:*" % (last + 1))
+            typ, dat = self._conn.uid("SEARCH", "UID %d:*%s" % (last + 1, " UNDELETED" if undeleted else ""))
             if typ != "OK":
                 raise self._conn.error(_text(dat))
         self._collect()
@@ -443,6 +445,7 @@ class Client:
         with self._errors():
             tag = conn._command("UID", "FETCH", uid_set(uids), "(UID RFC822.SIZE BODY.PEEK[])")
         self._broken = True  # until the tagged answer is read
+        wanted = set(uids)  # each asked-for UID given once: a server's stray or repeated one is dropped
         while True:
             with self._errors():
                 line = conn._get_line()
@@ -464,7 +467,7 @@ class Client:
             while literal:
                 n = int(literal.group(1))
                 is_body = head[: literal.start()].rstrip().endswith(b"BODY[]")
-                if not is_body:
+                if not is_body or (uid and not self._wanted(wanted, int(uid.group(1)))):
                     self._skip(n)
                 elif uid:
                     body = _Literal(self, n)
@@ -478,7 +481,7 @@ class Client:
                         tail = conn._get_line()
                     uid = _UID.search(tail)
                     size = size or _SIZE.search(tail)
-                    if uid:
+                    if uid and self._wanted(wanted, int(uid.group(1))):
                         yield int(uid.group(1)), int(size.group(1)) if size else n, _from_file(held)
                     held.close()
                     head = tail
@@ -489,6 +492,15 @@ class Client:
                 uid = uid or _UID.search(head)
                 size = size or _SIZE.search(head)
                 literal = _LITERAL.search(head)
+
+    def _wanted(self, wanted, uid):
+        """Whether ``uid`` was asked for and not given yet (then it counts as given)."""
+        if uid in wanted:
+            wanted.discard(uid)
+            return True
+        if self.log is not None:
+            self.log("=== UID %d not asked for, or given twice: dropped" % uid)
+        return False
 
     def _read(self, n):
         self.step = "UID FETCH"

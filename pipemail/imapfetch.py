@@ -24,7 +24,7 @@ so that a run killed after the append but before the record is settled by the ne
 
 import os
 
-from pipemail.errors import IOFailure, describe_oserror, shown
+from pipemail.errors import IOFailure, PipemailError, describe_oserror, shown
 
 FLAG_ONLY = (
     "%s has no UIDPLUS: the messages of %s are flagged \\Deleted, not expunged "
@@ -145,7 +145,15 @@ def fetch(
             )
         apply_recovered(st, recovered)
         if delete or move_to:  # stored by an earlier run stopped before its delete or move
-            earlier = [u for u in client.new_uids(0) if u <= st.last or u in st.extra]
+            # Not those that went only to standard output (volatile), and, unless UID EXPUNGE can
+            # finish an earlier delete, not those flagged \Deleted already: without MOVE they
+            # were copied already (a COPY again would be one more copy each run).
+            again = delete and client.has("UIDPLUS")
+            earlier = [
+                u
+                for u in client.new_uids(0, undeleted=not again)
+                if (u <= st.last or u in st.extra) and u not in st.volatile
+            ]
             if earlier and not every:
                 said_flag_only = _dispose(client, earlier, delete, move_wire, mark_seen, folder, warn, said_flag_only)
         if every:
@@ -189,8 +197,9 @@ def fetch(
                 break
             batch = todo[start : start + BATCH]
             entries = []
+            delivered = []  # of entries: those the sink asked past (stored, with a sink that stores_each)
 
-            def items(batch=batch, entries=entries, advance=advance, stem=stem, v=f.uidvalidity):
+            def items(batch=batch, entries=entries, delivered=delivered, advance=advance, stem=stem, v=f.uidvalidity):
                 for uid, size, chunks in client.fetch(batch):
                     head, whole = _peeked(chunks)
                     key = message_key(head)
@@ -198,9 +207,18 @@ def fetch(
                     if advance is not None:
                         whole = _advancing(whole, advance)
                     yield label(stem, v, uid, size, key), whole
+                    delivered.append(entries[-1])
 
-            sink.store(items())  # stored and flushed to disk
-            st.stored(entries)  # then recorded
+            try:
+                sink.store(items())  # stored and flushed to disk
+            except BaseException:
+                if sink.stores_each and delivered:  # those before the failure are stored: not again
+                    try:
+                        st.stored(delivered, durable=sink.durable)
+                    except PipemailError:
+                        pass  # the first error is the one to tell
+                raise
+            st.stored(entries, durable=sink.durable)  # then recorded
             sink.done()
             uids = [e.uid for e in entries]
             if uids:

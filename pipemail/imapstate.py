@@ -5,7 +5,9 @@ Two files per folder, in the account's state directory (:func:`account_dir`:
 
 ``NAME.state``
     UIDVALIDITY, ``last`` (every UID up to it is settled: stored, or known to be
-    stored) and ``extra`` (settled UIDs above ``last``), rewritten whole on every
+    stored), ``extra`` (settled UIDs above ``last``) and ``volatile`` (settled UIDs that
+    went only to a sink that cannot be flushed to disk, standard output: never deleted
+    or moved on their account), rewritten whole on every
     checkpoint: a temporary file, fsync, rename, fsync of the directory.  A reader
     never sees half of it.
 
@@ -159,6 +161,7 @@ class FolderState:
         self.uidvalidity = None
         self.last = 0
         self.extra = set()
+        self.volatile = set()  # settled UIDs stored only where nothing is flushed to disk (stdout)
         self.recovering = False
         self._checkpoint = 0  # bytes of the index the state covers
         self._offered = []
@@ -204,6 +207,7 @@ class FolderState:
             self.uidvalidity = int(fields["uidvalidity"])
             self.last = int(fields["last"])
             self.extra = _parse_ranges(fields.get("extra", ""))
+            self.volatile = _parse_ranges(fields.get("volatile", ""))
             self._checkpoint = int(fields["index"])
             self.recovering = fields.get("recovering", "0") == "1"
         except (KeyError, ValueError):
@@ -277,6 +281,7 @@ class FolderState:
         self.uidvalidity = uidvalidity
         self.last = 0
         self.extra = set()
+        self.volatile = set()
         self._offered = []
         self.recovering = True
         self._checkpoint = self._index_size()
@@ -315,14 +320,25 @@ class FolderState:
         counts.subtract(now)
         return Matcher(counts)
 
-    def stored(self, entries):
+    def stored(self, entries, durable=True):
         """Settle ``entries`` (:class:`Stored`): stored (and flushed) by this run, or known
-        from the index. Appends them to the index (fsync), then rewrites the state."""
+        from the index. Appends them to the index (fsync), then rewrites the state.
+
+        ``durable`` false: they went where nothing can be flushed to disk (standard output);
+        they are settled (not fetched again) but kept in :attr:`volatile`, recorded in the
+        state before the index names them, so that no later run deletes or moves them as
+        stored.  A durable store of a volatile UID (``--all`` into an mbox) clears it."""
         entries = list(entries)
         if self.uidvalidity is None:
             raise RuntimeError("FolderState.stored() before begin()")
         if not entries:
             return
+        uids = {e.uid for e in entries}
+        if not durable and not uids <= self.volatile:
+            self.volatile |= uids
+            self._save()
+        elif durable:
+            self.volatile -= uids
         lines = []
         for e in entries:
             key = (e.key or "-").replace("\r", " ").replace("\n", " ")
@@ -394,6 +410,8 @@ class FolderState:
             self._checkpoint,
             1 if self.recovering else 0,
         )
+        if self.volatile:
+            text += "volatile %s\n" % _format_ranges(self.volatile)
         self._replace(self.state_path, text.encode("utf-8", "surrogateescape"))
 
     def _replace(self, path, data):

@@ -413,6 +413,7 @@ class MboxSink:
     """
 
     durable = True
+    stores_each = False  # the whole batch is appended at once, or nothing (see store)
 
     def __init__(self, path, pending, seen_path, warn=None):
         self.path = path
@@ -517,6 +518,7 @@ class MboxSink:
 
 class MaildirSink:
     durable = True
+    stores_each = True  # a message is in new/ before the next one is read (new/ flushed even on failure)
 
     def __init__(self, path):
         from pipemail import mailbox
@@ -528,9 +530,11 @@ class MaildirSink:
         """Each message streamed into tmp/, flushed, renamed into new/; new/ flushed once a batch."""
         from pipemail import mailbox
 
-        for _uid, chunks in items:
-            mailbox.deliver_maildir(self.path, chunks, sync_dir=False)
-        mailbox.fsync_dir(os.path.join(self.path, "new"))
+        try:
+            for _uid, chunks in items:
+                mailbox.deliver_maildir(self.path, chunks, sync_dir=False)
+        finally:  # those delivered before a failure are stored too (stores_each)
+            mailbox.fsync_dir(os.path.join(self.path, "new"))
 
     def done(self):
         pass
@@ -546,6 +550,7 @@ class MdaSink:
     """
 
     durable = True
+    stores_each = True  # the command has taken a message (exit 0) before the next one is read
 
     def __init__(self, command, warn=None):
         self.command = command
@@ -625,6 +630,7 @@ def feed_command(command, data):
 
 class StreamSink:
     durable = False  # a pipe cannot be flushed to disk: what went there is never deleted on its account
+    stores_each = False
 
     def __init__(self, stream):
         self.stream = stream

@@ -1,0 +1,141 @@
+"""An adversarial review of pypop over IMAP: data loss and duplication against the real Dovecot
+(tests/imapserver.py), and a hostile server that Dovecot cannot play (a few scripted lines on
+127.0.0.1, in this file: a misbehaving server is what is tested, not a stand-in for a real one)."""
+
+import socket
+import threading
+
+import imapserver
+import pytest
+import test_pypop_imap
+
+from pipemail import config
+from pipemail import imap as imap_module
+
+imap_dovecot = imapserver.imap_dovecot
+imap = test_pypop_imap.imap  # the fixture: pypop against the Dovecot above
+msg, stored = test_pypop_imap.msg, test_pypop_imap.stored
+
+
+# -- data loss and duplication, against Dovecot ---------------------------------------------------
+
+
+def test_messages_fetched_to_stdout_are_not_deleted_by_a_later_delete_run(imap, tmp_path):
+    server = imap.server
+    server.put_many([msg(n) for n in range(2)])
+    r = imap("fetch")  # to a pipe: nothing can be trusted as stored
+    assert r.returncode == 0 and r.stdout.count(b"\nSubject: message ") == 2
+    box = tmp_path / "box"
+    r = imap("fetch", "--mbox", str(box), "--delete")
+    assert r.returncode == 0, r.stderr
+    assert len(server.folder_messages()) == 2  # never on disk here: kept on the server, as POP3 does
+    assert all("\\Deleted" not in f for f in server.flags().values())
+
+
+def test_move_without_move_does_not_copy_again_on_every_run(imap, tmp_path):
+    server = imap.server
+    server.put_many([msg(n) for n in range(2)])
+    box = tmp_path / "box"
+    for _ in range(2):
+        r = imap("fetch", "--mbox", str(box), "--move-to", imapserver.FOLDER, host=server.host6)
+        assert r.returncode == 0, r.stderr
+    assert sorted(server.folder_messages(folder=imapserver.FOLDER).values()) == [msg(0), msg(1)]  # once each
+    assert "has no UIDPLUS" not in r.stderr  # the second run had nothing to flag: nothing to say
+    assert stored(box) == [msg(0), msg(1)]
+
+
+def test_an_mda_failing_midway_does_not_deliver_the_earlier_messages_twice(imap, tmp_path):
+    server = imap.server
+    server.put_many([msg(n) for n in range(3)])
+    out, flag = tmp_path / "out", tmp_path / "flag"
+    once = "if [ -e %s ]; then exit 75; fi; cat >> %s; touch %s" % (flag, out, flag)
+    r = imap("fetch", "--mda", once, "--delete")
+    assert r.returncode == 75 and "exited 75; the message stays on the server" in r.stderr
+    r = imap("fetch", "--mda", "cat >> %s" % out, "--delete")
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == msg(0) + msg(1) + msg(2)  # each once
+    assert server.folder_messages() == {}
+
+
+# -- a hostile server ----------------------------------------------------------------------------
+
+
+class Hostile:
+    """One IMAP session on 127.0.0.1 played from ``script``: {verb: answer}; an answer is bytes
+    (``%(tag)s`` is the command's tag) or a callable(tag, line) giving bytes.  ``lines`` holds what
+    the client sent."""
+
+    GREETING = b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] hostile ready\r\n"
+
+    def __init__(self, script):
+        self.script = {
+            b"CAPABILITY": b"* CAPABILITY IMAP4rev1 UIDPLUS\r\n%(tag)s OK done\r\n",
+            b"LOGIN": b"%(tag)s OK logged in\r\n",
+            b"SELECT": b"* 3 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n%(tag)s OK [READ-WRITE] s\r\n",
+            b"EXAMINE": b"* 3 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n%(tag)s OK [READ-ONLY] e\r\n",
+            b"LOGOUT": b"* BYE bye\r\n%(tag)s OK out\r\n",
+            **script,
+        }
+        self.lines = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as f:
+            conn.sendall(self.GREETING)
+            for line in f:
+                self.lines.append(line)
+                words = line.rstrip(b"\r\n").split(b" ")
+                tag, verb = words[0], b" ".join(words[1:3]) if words[1:2] == [b"UID"] else words[1]
+                answer = self.script.get(verb.upper(), b"%(tag)s BAD unknown\r\n")
+                data = answer(tag, line) if callable(answer) else answer % {b"tag": tag}
+                if data is None:
+                    return  # hang up
+                conn.sendall(data)
+
+    def client(self, **kw):
+        url = config.split_url("imap://127.0.0.1:%d" % self.port, kind="imap")
+        c = imap_module.Client(url, timeout=5, **kw)
+        c.login("me", "secret")
+        return c
+
+    def close(self):
+        self.listener.close()
+
+
+@pytest.fixture
+def hostile():
+    made = []
+
+    def make(**script):
+        h = Hostile({k.replace("_", " ").encode(): v for k, v in script.items()})
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def _fetch_answer(*parts):
+    """A UID FETCH answer from ``(seq, uid, body)`` parts, then the tagged OK."""
+
+    def answer(tag, line):
+        out = b""
+        for seq, uid, body in parts:
+            out += b"* %d FETCH (UID %d RFC822.SIZE %d BODY[] {%d}\r\n%s)\r\n" % (seq, uid, len(body), len(body), body)
+        return out + tag + b" OK fetched\r\n"
+
+    return answer
+
+
+def test_a_uid_not_asked_for_or_given_twice_is_not_taken(hostile):
+    one, two = b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n"
+    h = hostile(UID_FETCH=_fetch_answer((1, 1, one), (1, 1, one), (9, 99, b"Subject: x\r\n\r\nx\r\n"), (2, 2, two)))
+    with h.client() as c:
+        c.select("INBOX")
+        got = [(uid, b"".join(chunks)) for uid, _size, chunks in c.fetch([1, 2])]
+    assert got == [(1, one.replace(b"\r\n", b"\n")), (2, two.replace(b"\r\n", b"\n"))]
