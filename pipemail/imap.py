@@ -78,6 +78,8 @@ BATCH = 100  # UIDs per UID FETCH: one round trip per batch, a batch's answers s
 CHUNK = 1 << 18  # bytes of a literal read at a time
 IDLE_REISSUE = 25 * 60  # seconds; RFC 2177: servers may end an IDLE after 30 minutes
 SET_SIZE = 500  # UIDs per STORE/EXPUNGE/MOVE/COPY command, to keep command lines short
+LINE_MAX = 16 << 20  # bytes of one response line (imaplib's 1,000,000 is a UID SEARCH of ~150,000 UIDs)
+LITERAL_MAX = 16 << 20  # bytes of a literal imaplib reads whole (header fields: a message is streamed)
 
 _FETCH = re.compile(rb"\* (\d+) FETCH \(")
 _LITERAL = re.compile(rb"\{(\d+)\}$")
@@ -159,6 +161,7 @@ def _connection():
             self._premade = sock
             self._log_line = log
             self.redact = False  # set while LOGIN/AUTHENTICATE lines go out
+            self.violation = None  # what the server sent that no IMAP server may (the session is over)
             super().__init__(host, port, None)
 
         def open(self, host="", port=0, timeout=None):
@@ -189,7 +192,17 @@ def _connection():
                 self._log_line("S: " + line.decode("utf-8", "replace"))
             return line
 
+        def readline(self):
+            line = self.file.readline(LINE_MAX + 1)
+            if len(line) > LINE_MAX:  # a server that never ends its line
+                self.violation = "a line of more than %d bytes" % LINE_MAX
+                raise self.abort(self.violation)
+            return line
+
         def read(self, size):
+            if size > LITERAL_MAX:  # imaplib would allocate it at once: a MemoryError
+                self.violation = "a literal of %d bytes (at most %d expected)" % (size, LITERAL_MAX)
+                raise self.abort(self.violation)
             data = super().read(size)
             if self._log_line is not None:
                 self._log_line("S: <literal, %d bytes>" % len(data))
@@ -760,6 +773,8 @@ class _Errors:
         if isinstance(exc, imaplib.IMAP4.abort):
             client._broken = True
             text = _text(exc.args)
+            if client._conn is not None and client._conn.violation:
+                raise TempFailError("%s sent %s during %s" % (where, client._conn.violation, client.step)) from None
             if "EOF" in text:
                 raise TempFailError("%s closed the connection during %s" % (where, client.step)) from None
             if " => " in text:  # imaplib's words for a BYE: "command: NOOP => the server's words"

@@ -11,6 +11,7 @@ import test_pypop_imap
 
 from pipemail import config
 from pipemail import imap as imap_module
+from pipemail.errors import TempFailError
 
 imap_dovecot = imapserver.imap_dovecot
 imap = test_pypop_imap.imap  # the fixture: pypop against the Dovecot above
@@ -84,6 +85,12 @@ class Hostile:
 
     def _serve(self):
         conn, _ = self.listener.accept()
+        try:
+            self._session(conn)
+        except OSError:
+            pass  # the client hung up on a hostile answer
+
+    def _session(self, conn):
         with conn, conn.makefile("rb") as f:
             conn.sendall(self.GREETING)
             for line in f:
@@ -139,3 +146,33 @@ def test_a_uid_not_asked_for_or_given_twice_is_not_taken(hostile):
         c.select("INBOX")
         got = [(uid, b"".join(chunks)) for uid, _size, chunks in c.fetch([1, 2])]
     assert got == [(1, one.replace(b"\r\n", b"\n")), (2, two.replace(b"\r\n", b"\n"))]
+
+
+def test_a_uid_search_answer_over_imaplibs_1_mb_line_is_read(hostile):
+    uids = range(1, 200001)  # a folder of 200,000 messages: a 1.3 MB line
+    h = hostile(UID_SEARCH=lambda tag, line: b"* SEARCH %s\r\n%s OK s\r\n" % (" ".join(map(str, uids)).encode(), tag))
+    with h.client() as c:
+        c.select("INBOX")
+        c.folder.uidnext = None
+        assert c.new_uids(0) == list(uids)
+
+
+def test_a_huge_literal_announced_is_one_clear_error_not_a_memoryerror(hostile):
+    h = hostile(UID_FETCH=b"* 1 FETCH (UID 1 RFC822.SIZE 9 BODY[HEADER.FIELDS (MESSAGE-ID)] {99999999999999}\r\n")
+    with h.client() as c:
+        c.select("INBOX")
+        with pytest.raises(TempFailError) as e:
+            c.index([1])
+    assert (
+        str(e.value) == "127.0.0.1 sent a literal of 99999999999999 bytes (at most 16777216 expected) during UID FETCH"
+    )
+
+
+def test_a_line_without_end_is_one_clear_error(hostile):
+    h = hostile(UID_SEARCH=b"* SEARCH " + b"1 " * (9 << 20))
+    with h.client() as c:
+        c.select("INBOX")
+        c.folder.uidnext = None
+        with pytest.raises(TempFailError) as e:
+            c.new_uids(0)
+    assert str(e.value) == "127.0.0.1 sent a line of more than 16777216 bytes during UID SEARCH"
