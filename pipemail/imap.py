@@ -80,6 +80,8 @@ IDLE_REISSUE = 25 * 60  # seconds; RFC 2177: servers may end an IDLE after 30 mi
 SET_SIZE = 500  # UIDs per STORE/EXPUNGE/MOVE/COPY command, to keep command lines short
 LINE_MAX = 16 << 20  # bytes of one response line (imaplib's 1,000,000 is a UID SEARCH of ~150,000 UIDs)
 LITERAL_MAX = 16 << 20  # bytes of a literal imaplib reads whole (header fields: a message is streamed)
+ANSWER_MAX = 32 << 20  # bytes of lines and imaplib's literals after one command (a streamed message not
+# counted): imaplib keeps every untagged line until the command ends, so a server's flood must end
 
 _FETCH = re.compile(rb"\* (\d+) FETCH \(")
 _LITERAL = re.compile(rb"\{(\d+)\}$")
@@ -162,6 +164,7 @@ def _connection():
             self._log_line = log
             self.redact = False  # set while LOGIN/AUTHENTICATE lines go out
             self.violation = None  # what the server sent that no IMAP server may (the session is over)
+            self.answered = 0  # bytes read since the last line sent (see ANSWER_MAX)
             super().__init__(host, port, None)
 
         def open(self, host="", port=0, timeout=None):
@@ -184,6 +187,7 @@ def _connection():
                     elif not (len(words) > 1 and words[1].upper() == "AUTHENTICATE"):
                         text = "<redacted>"
                 self._log_line("C: " + text)
+            self.answered = 0
             super().send(data)
 
         def _get_line(self):
@@ -197,12 +201,20 @@ def _connection():
             if len(line) > LINE_MAX:  # a server that never ends its line
                 self.violation = "a line of more than %d bytes" % LINE_MAX
                 raise self.abort(self.violation)
+            self._count(len(line))
             return line
+
+        def _count(self, n):
+            self.answered += n
+            if self.answered > ANSWER_MAX:  # an endless flood of untagged lines
+                self.violation = "more than %d bytes in answer to one command" % ANSWER_MAX
+                raise self.abort(self.violation)
 
         def read(self, size):
             if size > LITERAL_MAX:  # imaplib would allocate it at once: a MemoryError
                 self.violation = "a literal of %d bytes (at most %d expected)" % (size, LITERAL_MAX)
                 raise self.abort(self.violation)
+            self._count(size)
             data = super().read(size)
             if self._log_line is not None:
                 self._log_line("S: <literal, %d bytes>" % len(data))

@@ -176,3 +176,14 @@ def test_a_line_without_end_is_one_clear_error(hostile):
         with pytest.raises(TempFailError) as e:
             c.new_uids(0)
     assert str(e.value) == "127.0.0.1 sent a line of more than 16777216 bytes during UID SEARCH"
+
+
+def test_a_flood_of_untagged_lines_is_cut_off_not_held(hostile):
+    line = b"* OK " + b"x" * (1 << 20) + b"\r\n"  # imaplib keeps every one until the command ends
+    h = hostile(UID_SEARCH=lambda tag, _line: line * 40 + b"* SEARCH 1\r\n%s OK s\r\n" % tag)
+    with h.client() as c:
+        c.select("INBOX")
+        c.folder.uidnext = None
+        with pytest.raises(TempFailError) as e:
+            c.new_uids(0)
+    assert str(e.value) == "127.0.0.1 sent more than 33554432 bytes in answer to one command during UID SEARCH"
