@@ -62,6 +62,7 @@ __all__ = [
     "Matcher",
     "Stored",
     "account_dir",
+    "canonical",
     "folder_stem",
     "message_id",
     "message_key",
@@ -87,12 +88,18 @@ def account_dir(user, host, port, env=None):
     return os.path.join(base, "pipemail", "imap", name)
 
 
+def canonical(folder):
+    """``folder`` as one name: ``inbox``, ``Inbox``... are ``INBOX`` (case-insensitive, RFC 3501)."""
+    return "INBOX" if folder.upper() == "INBOX" else folder
+
+
 def folder_stem(folder):
     """The file name stem for ``folder`` (the name as the user writes it): its modified UTF-7
     form made safe for a file name, then 8 hex digits of a hash of the exact name (so
-    ``a/b`` and ``a_b`` never share files)."""
+    ``a/b`` and ``a_b`` never share files).  ``INBOX`` in any case is INBOX (RFC 3501)."""
     from pipemail import utf7
 
+    folder = canonical(folder)
     wire = utf7.encode(folder)
     safe = "".join(c if c.isalnum() or c in "@._-&," else "_" for c in wire)[:80] or "_"
     if safe.startswith("."):
@@ -154,7 +161,7 @@ class FolderState:
 
     def __init__(self, directory, folder):
         self.directory = directory
-        self.folder = folder
+        self.folder = canonical(folder)
         stem = folder_stem(folder)
         self.state_path = os.path.join(directory, stem + ".state")
         self.index_path = os.path.join(directory, stem + ".index")

@@ -187,3 +187,13 @@ def test_a_flood_of_untagged_lines_is_cut_off_not_held(hostile):
         with pytest.raises(TempFailError) as e:
             c.new_uids(0)
     assert str(e.value) == "127.0.0.1 sent more than 33554432 bytes in answer to one command during UID SEARCH"
+
+
+def test_inbox_is_one_folder_whatever_its_case(imap, tmp_path):
+    server = imap.server
+    server.put_many([msg(n) for n in range(2)])
+    box = tmp_path / "box"
+    assert imap("fetch", "--mbox", str(box), "--folder", "inbox").returncode == 0
+    r = imap("fetch", "--mbox", str(box))  # INBOX: the same folder (RFC 3501), the same state
+    assert (r.returncode, r.stderr) == (0, "")
+    assert stored(box) == [msg(0), msg(1)]
