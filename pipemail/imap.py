@@ -193,7 +193,7 @@ def _connection():
         def _get_line(self):
             line = super()._get_line()
             if self._log_line is not None:
-                self._log_line("S: " + line.decode("utf-8", "replace"))
+                self._log_line("S: " + _tame(line.rstrip(b"\r\n").decode("utf-8", "replace")))
             return line
 
         def readline(self):
@@ -365,8 +365,14 @@ class Client:
     # -- mailboxes --
     def select(self, mailbox, readonly=False):
         """SELECT (EXAMINE when ``readonly``) the mailbox of wire name ``mailbox``: a :class:`Folder`."""
+        from pipemail import utf7
+
         conn = self._conn
-        self.step = ("EXAMINE " if readonly else "SELECT ") + mailbox
+        try:  # said in errors as the user writes it: Entwürfe, not Entw&APw-rfe
+            name = _tame(utf7.decode(mailbox, strict=False))
+        except utf7.Error:
+            name = mailbox
+        self.step = ("EXAMINE " if readonly else "SELECT ") + name
         with self._errors():
             conn.untagged_responses.clear()
             _ok(conn, *conn._simple_command("EXAMINE" if readonly else "SELECT", quote(mailbox)))
@@ -552,7 +558,7 @@ class Client:
         """An untagged line outside IDLE: a BYE ends the session; an EXISTS is kept for idle()."""
         if line.startswith(b"* BYE"):
             raise TempFailError(
-                "%s closed the connection: %s" % (self.where, line[5:].strip().decode("utf-8", "replace"))
+                "%s closed the connection: %s" % (self.where, _tame(line[5:].strip().decode("utf-8", "replace")))
             )
         m = _UNTAGGED.match(line)
         if m and m.group(1) and m.group(2).upper() == b"EXISTS":
@@ -815,10 +821,17 @@ def _text(args):
             a = a.decode("utf-8", "replace")
         if a is not None:
             parts.append(str(a))
-    return " ".join(parts)
+    return _tame(" ".join(parts))
+
+
+def _tame(text):
+    """A server's words fit for one line on a terminal: a control character (an escape
+    sequence, a CR) shown as ``?``."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _refused(step, where, text, auth=False):
+    text = _tame(text)
     message = "%s refused by %s: %s" % (step, where, text)
     if any(code in text for code in _TEMP_CODES):
         return TempFailError(message)

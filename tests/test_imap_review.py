@@ -11,7 +11,7 @@ import test_pypop_imap
 
 from pipemail import config
 from pipemail import imap as imap_module
-from pipemail.errors import TempFailError
+from pipemail.errors import TempFailError, UnavailableError
 
 imap_dovecot = imapserver.imap_dovecot
 imap = test_pypop_imap.imap  # the fixture: pypop against the Dovecot above
@@ -197,3 +197,10 @@ def test_inbox_is_one_folder_whatever_its_case(imap, tmp_path):
     r = imap("fetch", "--mbox", str(box))  # INBOX: the same folder (RFC 3501), the same state
     assert (r.returncode, r.stderr) == (0, "")
     assert stored(box) == [msg(0), msg(1)]
+
+
+def test_a_servers_escape_sequences_never_reach_the_terminal(hostile):
+    h = hostile(SELECT=b"* BAD \x1b]0;owned\x07\r\n%(tag)s NO \x1b[2J\x1b[31mno such\rfolder\r\n")
+    with h.client() as c, pytest.raises(UnavailableError) as e:
+        c.select("Entw&APw-rfe")
+    assert str(e.value) == "SELECT Entwürfe refused by 127.0.0.1: ?[2J?[31mno such?folder"
