@@ -253,6 +253,7 @@ def idle(
     log=None,
     sleep=None,
     backoff_max=300,
+    hold=None,
     **options,
 ):
     """Fetch ``folder``'s new mail, then wait for more with IMAP IDLE and fetch it as it comes.
@@ -262,13 +263,17 @@ def idle(
     EXISTS seen while idling ends the IDLE (DONE) and the folder is fetched again.  A dropped
     connection, a BYE or a timeout (TempFailError) is said and the session made again after 1,
     2, 4... seconds (at most ``backoff_max``); any other error ends the loop.  ``options`` are
-    :func:`fetch`'s (delete, move_to, mark_seen, max_size).  Returns the messages stored."""
+    :func:`fetch`'s (delete, move_to, mark_seen, max_size).  ``hold()``, when given, is a context
+    manager held around each fetch (the account's lock: let go of while idling, so that a cron
+    fetch or a --idle on another folder of the account can run).  Returns the messages stored."""
+    import contextlib
     import time
 
     from pipemail.errors import TempFailError
     from pipemail.imap import IDLE_REISSUE
 
     sleep = sleep or time.sleep
+    hold = hold or contextlib.nullcontext
     reissue = IDLE_REISSUE if reissue is None else reissue
     stored = 0
     backoff = 1
@@ -281,9 +286,20 @@ def idle(
                     raise UnavailableError("%s does not offer IDLE; run pypop fetch from cron instead" % client.where)
                 backoff = 1
                 while not stop():
-                    n, _skipped = fetch(
-                        client, sink, directory, [folder], warn=warn, log=log, stop=stop, keep_selected=True, **options
-                    )
+                    with hold():
+                        if stop():
+                            break
+                        n, _skipped = fetch(
+                            client,
+                            sink,
+                            directory,
+                            [folder],
+                            warn=warn,
+                            log=log,
+                            stop=stop,
+                            keep_selected=True,
+                            **options,
+                        )
                     stored += n
                     if stop():
                         break

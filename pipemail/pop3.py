@@ -420,9 +420,11 @@ class MboxSink:
         self.pending = pending
         self.seen_path = seen_path
         self.warn = warn
-        self._recover()
+        self.recover()
 
-    def _recover(self):
+    def recover(self):
+        """Settle a killed run's pending record (done when the sink is made; again by a caller
+        that let go of the lock meanwhile: pypop fetch --idle)."""
         from pipemail import mailbox
 
         try:

@@ -204,3 +204,30 @@ def test_a_servers_escape_sequences_never_reach_the_terminal(hostile):
     with h.client() as c, pytest.raises(UnavailableError) as e:
         c.select("Entw&APw-rfe")
     assert str(e.value) == "SELECT Entwürfe refused by 127.0.0.1: ?[2J?[31mno such?folder"
+
+
+def test_a_cron_fetch_and_a_second_idle_run_beside_an_idle_one(imap, tmp_path):
+    # pypop.1: "one pypop --idle per folder"; the account's lock was held for the whole --idle
+    server = imap.server
+    server.put_many([msg(0)])
+    server.put_many([msg(1, b"E")], folder=imapserver.FOLDER)
+    box, other = tmp_path / "box", tmp_path / "other"
+    idler = test_pypop_imap.Idler(server, tmp_path, "--mbox", str(box))
+    second = None
+    try:
+        idler.wait_for("=== idling in INBOX")
+        r = imap("fetch", "--mbox", str(other), "--folder", imapserver.FOLDER)  # cron, meanwhile
+        assert (r.returncode, r.stderr) == (0, "")
+        assert stored(other) == [msg(1, b"E")]
+        server.put_many([msg(2, b"E")], folder=imapserver.FOLDER)
+        second = test_pypop_imap.Idler(server, tmp_path, "--mbox", str(other), "--folder", imapserver.FOLDER)
+        second.wait_for("=== idling in %s" % imapserver.FOLDER)
+        assert stored(other) == [msg(1, b"E"), msg(2, b"E")]
+        server.put_many([msg(3)])
+        idler.wait_for("=== idling in INBOX", count=2)
+        assert stored(box) == [msg(0), msg(3)]
+    finally:
+        code, lines = idler.stop()
+        if second is not None:
+            assert second.stop()[0] == 0
+    assert code == 0, lines
