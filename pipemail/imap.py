@@ -15,6 +15,8 @@ Public API (what pypop's IMAP fetch builds on)::
                                  # UID: filtered here); [] at once when SELECT's UIDNEXT says
                                  # nothing is new (any EXISTS seen since voids that UIDNEXT)
         .index(uids) -> [(uid, size, message_id or None), ...]
+        .headers(uids) -> [(uid, size, header bytes), ...]   # BODY.PEEK[HEADER]: for the key of a
+                                 # message without a Message-ID (pipemail.imapstate.message_key)
                                  # RFC822.SIZE (the CRLF size) and Message-ID, for matching
                                  # what was stored after a UIDVALIDITY change
         .fetch(uids, batch=BATCH) -> iterator of (uid, size, chunks)
@@ -437,16 +439,29 @@ class Client:
         return sorted(u for u in uids if u > last)
 
     def index(self, uids):
-        """``[(uid, size, message_id)]`` of ``uids``: RFC822.SIZE and the Message-ID (None if none)."""
+        """``[(uid, size, message_id)]`` of ``uids``: RFC822.SIZE and the Message-ID (None if none),
+        read as :func:`pipemail.imapstate.message_id` reads it from a stored message's header."""
+        from pipemail.imapstate import message_id
+
+        return [
+            (uid, size, message_id(header or b""))
+            for uid, size, header in self._sections(uids, "HEADER.FIELDS (MESSAGE-ID)", SET_SIZE * 2)
+        ]
+
+    def headers(self, uids):
+        """``[(uid, size, header)]`` of ``uids``: RFC822.SIZE and the whole header (bytes, CRLF,
+        the blank line included), 50 a command (imaplib holds a command's answer whole)."""
+        return self._sections(uids, "HEADER", 50)
+
+    def _sections(self, uids, section, per):
         out = []
         uids = sorted(set(uids))
-        for start in range(0, len(uids), SET_SIZE * 2):
-            part = uids[start : start + SET_SIZE * 2]
+        for start in range(0, len(uids), per):
+            part = uids[start : start + per]
+            wanted = set(part)
             self.step = "UID FETCH"
             with self._errors():
-                typ, dat = self._conn.uid(
-                    "FETCH", uid_set(part), "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
-                )
+                typ, dat = self._conn.uid("FETCH", uid_set(part), "(UID RFC822.SIZE BODY.PEEK[%s])" % section)
                 if typ != "OK":
                     raise self._conn.error(_text(dat))
             self._collect()
@@ -455,9 +470,10 @@ class Client:
                     continue
                 head, header = item
                 u, s = _UID.search(head), _SIZE.search(head)
-                if not u or not s:
+                if not u or not s or int(u.group(1)) not in wanted:  # a stray or repeated UID: dropped
                     continue
-                out.append((int(u.group(1)), int(s.group(1)), _message_id(header)))
+                wanted.discard(int(u.group(1)))
+                out.append((int(u.group(1)), int(s.group(1)), header))
         out.sort()
         return out
 
@@ -838,19 +854,6 @@ def _refused(step, where, text, auth=False):
     if auth or "[AUTHENTICATIONFAILED]" in text or "[AUTHORIZATIONFAILED]" in text:
         return NoPermError(message)
     return UnavailableError(message)
-
-
-def _message_id(header):
-    """The Message-ID of a ``Message-ID: <...>`` header block (bytes), or None."""
-    if not header:
-        return None
-    text = header.replace(b"\r\n", b"\n").replace(b"\n ", b" ").replace(b"\n\t", b" ")
-    for line in text.split(b"\n"):
-        name, colon, value = line.partition(b":")
-        if colon and name.strip().lower() == b"message-id":
-            value = value.strip()
-            return value.decode("utf-8", "replace") if value else None
-    return None
 
 
 class _Literal:

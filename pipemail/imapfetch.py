@@ -165,7 +165,16 @@ def fetch(
             todo = st.new(client.new_uids(st.last))
         if st.recovering and todo:
             match = st.matcher()
-            known = [Stored(u, size, mid) for u, size, mid in client.index(todo) if mid and match.take(mid, size)]
+            known, bare = [], []
+            for u, size, mid in client.index(todo):
+                if mid is None:
+                    bare.append(u)  # its key is the hash of its header: that header is needed
+                elif match.take(mid, size):
+                    known.append(Stored(u, size, mid))
+            for u, size, header in client.headers(bare):
+                key = message_key(header)
+                if match.take(key, size):
+                    known.append(Stored(u, size, key))
             if known:
                 st.stored(known)
                 if warn:

@@ -231,3 +231,17 @@ def test_a_cron_fetch_and_a_second_idle_run_beside_an_idle_one(imap, tmp_path):
         if second is not None:
             assert second.stop()[0] == 0
     assert code == 0, lines
+
+
+def test_uidvalidity_reset_matches_a_commented_message_id_and_one_without(imap, tmp_path):
+    server = imap.server
+    commented = b"From: a@example.org\nSubject: commented\nMessage-ID: <c1@pipemail.test> (a comment)\n\nc\n"
+    bare = b"From: cron@example.org\nSubject: no Message-ID\n\nbare\n"
+    server.put_many([commented, bare])
+    box = tmp_path / "box"
+    assert imap("fetch", "--mbox", str(box)).returncode == 0
+    server.set_uidvalidity(4343)
+    r = imap("fetch", "--mbox", str(box))
+    assert r.returncode == 0, r.stderr
+    assert "folder INBOX: 2 messages stored before the change not fetched again" in r.stderr
+    assert stored(box) == [commented, bare]
