@@ -342,7 +342,16 @@ def _dispose(client, uids, delete, move_wire, mark_seen, folder, warn, said, dur
     if not durable:
         return said
     if move_wire:
-        expunged = client.move(uids, move_wire)
+        from pipemail import utf7
+        from pipemail.errors import UnavailableError
+
+        try:
+            expunged = client.move(uids, move_wire)
+        except UnavailableError as exc:  # e.g. [TRYCREATE]: say what becomes of the stored messages
+            raise UnavailableError(
+                "%s; the stored messages stay in %s, not fetched again: the next fetch --move-to moves them "
+                "(create %s first, or name another folder)" % (str(exc).rstrip("."), folder, utf7.decode(move_wire))
+            ) from None
     elif delete:
         expunged = client.delete(uids)
     else:

@@ -245,3 +245,20 @@ def test_uidvalidity_reset_matches_a_commented_message_id_and_one_without(imap, 
     assert r.returncode == 0, r.stderr
     assert "folder INBOX: 2 messages stored before the change not fetched again" in r.stderr
     assert stored(box) == [commented, bare]
+
+
+def test_move_to_a_missing_folder_says_what_becomes_of_the_stored_messages(imap, tmp_path):
+    server = imap.server
+    server.put_many([msg(0)])
+    box = tmp_path / "box"
+    r = imap("fetch", "--mbox", str(box), "--move-to", "Archive")
+    assert r.returncode == 69
+    assert r.stderr.startswith("pypop: UID MOVE refused by 127.0.0.1: [TRYCREATE] Mailbox doesn't exist: Archive")
+    assert r.stderr.endswith(
+        "; the stored messages stay in INBOX, not fetched again: the next fetch --move-to moves them "
+        "(create Archive first, or name another folder)\n"
+    )
+    r = imap("fetch", "--mbox", str(box), "--move-to", imapserver.FOLDER)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert stored(box) == [msg(0)] and server.folder_messages() == {}
+    assert list(server.folder_messages(folder=imapserver.FOLDER).values()) == [msg(0)]
