@@ -394,7 +394,7 @@ def read_seen(path):
 def _append_fsync(path, lines):
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, b"".join(line.encode() + b"\n" for line in lines))
+        os.write(fd, b"".join(line.encode("utf-8", "surrogateescape") + b"\n" for line in lines))
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -262,3 +262,31 @@ def test_move_to_a_missing_folder_says_what_becomes_of_the_stored_messages(imap,
     assert (r.returncode, r.stderr) == (0, "")
     assert stored(box) == [msg(0)] and server.folder_messages() == {}
     assert list(server.folder_messages(folder=imapserver.FOLDER).values()) == [msg(0)]
+
+
+def test_a_killed_runs_message_with_an_8bit_message_id_is_settled(imap, tmp_path):
+    # the next run settles the killed run's pending record into mbox.recovered: it wrote the
+    # labels as strict UTF-8, and a Message-ID's 8-bit byte (surrogate-escaped) made it exit 70
+    import os
+
+    from pipemail import imapfetch, imapstate, mailbox
+
+    server = imap.server
+    eight = b"From: a@example.org\nSubject: 8-bit id\nMessage-ID: <caf\xe9@pipemail.test>\n\nx\n"
+    server.put_many([eight])
+    box = tmp_path / "box"
+    line = imap("uidl").stdout.split()
+    uid, uidvalidity = int(line[0]), int(line[1].split(b".")[0])
+    directory = imapstate.account_dir(
+        server.user, server.host, server.ssl_port, env={"XDG_STATE_HOME": str(tmp_path / "state")}
+    )
+    os.makedirs(directory)
+    key = imapstate.message_key(eight)
+    name = imapfetch.label(imapstate.folder_stem("INBOX"), uidvalidity, uid, len(eight) + 4, key)
+    data = mailbox.mbox_bytes([eight], "MAILER-DAEMON")
+    box.write_bytes(b"")
+    mailbox.Pending.plan(str(box), os.stat(box), 0, [(name, data)]).save(os.path.join(directory, "mbox.pending"))
+    box.write_bytes(data)  # appended whole; the run was killed before recording it
+    r = imap("fetch", "--mbox", str(box))
+    assert (r.returncode, r.stderr) == (0, "")
+    assert stored(box) == [eight]  # settled, not fetched twice
