@@ -15,7 +15,9 @@ Two files per folder, in the account's state directory (:func:`account_dir`:
     one line per settled message, appended and fsynced before the state is
     rewritten: ``UIDVALIDITY UID SIZE KEY``.  SIZE is RFC822.SIZE (the message with
     CRLF line ends, as the server counts it); KEY is the Message-ID, or for a
-    message without one the SHA-256 of its header (:func:`message_key`).  The
+    message without one the SHA-256 of its header (:func:`message_key`), after
+    ``volatile:`` when the message went only to standard output (see ``volatile``
+    above; such a line is never matched after a UIDVALIDITY change).  The
     index is the journal: lines past the checkpoint recorded in the state (a run
     killed between the two writes) are settled when the state is loaded.  And it
     is what survives a change of UIDVALIDITY: a server that renumbers a folder
@@ -69,6 +71,7 @@ __all__ = [
 ]
 
 MAGIC = "pipemail-imap-state 1"
+VOLATILE = "volatile:"  # before the key of an index line whose message went only to standard output
 
 
 class Stored(NamedTuple):
@@ -194,10 +197,12 @@ class FolderState:
         if size < self._checkpoint:  # the index was cut or compacted after the checkpoint
             self._checkpoint = size
         elif size > self._checkpoint:  # a run stopped between its two writes: settle what it recorded
-            for v, uid, _size, _key in self._index_lines(self._checkpoint):
+            for v, uid, _size, key in self._index_lines(self._checkpoint):
                 if v == self.uidvalidity and uid > self.last:
                     self.extra.add(uid)
                     self._replayed = True
+                if v == self.uidvalidity:
+                    self._mark(uid, key)
 
     def _parse(self, text):
         lines = text.split("\n")
@@ -270,9 +275,10 @@ class FolderState:
             raise DataError("the server gave folder %s UIDVALIDITY %d, not a UIDVALIDITY" % (self.folder, uidvalidity))
         if self.uidvalidity is None:  # a first run, or a state file lost: the index still tells
             self.uidvalidity = uidvalidity
-            for v, uid, _size, _key in self._index_lines():
+            for v, uid, _size, key in self._index_lines():
                 if v == uidvalidity:
                     self.extra.add(uid)
+                    self._mark(uid, key)
                 else:
                     self.recovering = True
             self._checkpoint = self._index_size()
@@ -316,6 +322,8 @@ class FolderState:
         per = {}
         now = Counter()
         for v, _uid, size, key in self._index_lines():
+            if key.startswith(VOLATILE):  # went to a pipe only: if it is there, fetch it again
+                continue
             if v == self.uidvalidity:
                 now[(key, size)] += 1
             else:
@@ -349,6 +357,8 @@ class FolderState:
         lines = []
         for e in entries:
             key = (e.key or "-").replace("\r", " ").replace("\n", " ")
+            if not durable:  # so that the index alone still tells (a lost state file)
+                key = VOLATILE + key
             lines.append(b"%d %d %d %s\n" % (self.uidvalidity, e.uid, e.size, key.encode("utf-8", "surrogateescape")))
         self._append(b"".join(lines))
         settled = self.extra | {e.uid for e in entries}
@@ -360,6 +370,13 @@ class FolderState:
             self.last = max(self.last, uid)
         self.extra = {u for u in settled if u > self.last}
         self._save()
+
+    def _mark(self, uid, key):
+        """The volatile set as an index line about ``uid`` says (the last line about it wins)."""
+        if key.startswith(VOLATILE):
+            self.volatile.add(uid)
+        else:
+            self.volatile.discard(uid)
 
     def finish_recovery(self):
         """End the recovery from a UIDVALIDITY change: the index keeps only the lines of the

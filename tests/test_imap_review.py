@@ -290,3 +290,19 @@ def test_a_killed_runs_message_with_an_8bit_message_id_is_settled(imap, tmp_path
     r = imap("fetch", "--mbox", str(box))
     assert (r.returncode, r.stderr) == (0, "")
     assert stored(box) == [eight]  # settled, not fetched twice
+
+
+def test_stdout_messages_stay_unsafe_to_delete_when_the_state_file_is_lost(imap, tmp_path):
+    from pipemail import imapstate
+
+    server = imap.server
+    server.put_many([msg(0)])
+    assert imap("fetch").returncode == 0  # to a pipe
+    directory = imapstate.account_dir(
+        server.user, server.host, server.ssl_port, env={"XDG_STATE_HOME": str(tmp_path / "state")}
+    )
+    st = imapstate.FolderState(directory, "INBOX")
+    (tmp_path / "state").joinpath(st.state_path).unlink()  # the index alone tells what was fetched
+    r = imap("fetch", "--mbox", str(tmp_path / "box"), "--delete")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert len(server.folder_messages()) == 1  # the index says it went to a pipe only: kept
