@@ -24,7 +24,7 @@ so that a run killed after the append but before the record is settled by the ne
 
 import os
 
-from pipemail.errors import IOFailure, describe_oserror, shown
+from pipemail.errors import IOFailure, PipemailError, describe_oserror, shown
 
 FLAG_ONLY = (
     "%s has no UIDPLUS: the messages of %s are flagged \\Deleted, not expunged "
@@ -145,7 +145,15 @@ def fetch(
             )
         apply_recovered(st, recovered)
         if delete or move_to:  # stored by an earlier run stopped before its delete or move
-            earlier = [u for u in client.new_uids(0) if u <= st.last or u in st.extra]
+            # Not those that went only to standard output (volatile), and, unless UID EXPUNGE can
+            # finish an earlier delete, not those flagged \Deleted already: without MOVE they
+            # were copied already (a COPY again would be one more copy each run).
+            again = delete and client.has("UIDPLUS")
+            earlier = [
+                u
+                for u in client.new_uids(0, undeleted=not again)
+                if (u <= st.last or u in st.extra) and u not in st.volatile
+            ]
             if earlier and not every:
                 said_flag_only = _dispose(client, earlier, delete, move_wire, mark_seen, folder, warn, said_flag_only)
         if every:
@@ -157,7 +165,16 @@ def fetch(
             todo = st.new(client.new_uids(st.last))
         if st.recovering and todo:
             match = st.matcher()
-            known = [Stored(u, size, mid) for u, size, mid in client.index(todo) if mid and match.take(mid, size)]
+            known, bare = [], []
+            for u, size, mid in client.index(todo):
+                if mid is None:
+                    bare.append(u)  # its key is the hash of its header: that header is needed
+                elif match.take(mid, size):
+                    known.append(Stored(u, size, mid))
+            for u, size, header in client.headers(bare):
+                key = message_key(header)
+                if match.take(key, size):
+                    known.append(Stored(u, size, key))
             if known:
                 st.stored(known)
                 if warn:
@@ -189,8 +206,9 @@ def fetch(
                 break
             batch = todo[start : start + BATCH]
             entries = []
+            delivered = []  # of entries: those the sink asked past (stored, with a sink that stores_each)
 
-            def items(batch=batch, entries=entries, advance=advance, stem=stem, v=f.uidvalidity):
+            def items(batch=batch, entries=entries, delivered=delivered, advance=advance, stem=stem, v=f.uidvalidity):
                 for uid, size, chunks in client.fetch(batch):
                     head, whole = _peeked(chunks)
                     key = message_key(head)
@@ -198,9 +216,18 @@ def fetch(
                     if advance is not None:
                         whole = _advancing(whole, advance)
                     yield label(stem, v, uid, size, key), whole
+                    delivered.append(entries[-1])
 
-            sink.store(items())  # stored and flushed to disk
-            st.stored(entries)  # then recorded
+            try:
+                sink.store(items())  # stored and flushed to disk
+            except BaseException:
+                if sink.stores_each and delivered:  # those before the failure are stored: not again
+                    try:
+                        st.stored(delivered, durable=sink.durable)
+                    except PipemailError:
+                        pass  # the first error is the one to tell
+                raise
+            st.stored(entries, durable=sink.durable)  # then recorded
             sink.done()
             uids = [e.uid for e in entries]
             if uids:
@@ -235,6 +262,7 @@ def idle(
     log=None,
     sleep=None,
     backoff_max=300,
+    hold=None,
     **options,
 ):
     """Fetch ``folder``'s new mail, then wait for more with IMAP IDLE and fetch it as it comes.
@@ -244,13 +272,17 @@ def idle(
     EXISTS seen while idling ends the IDLE (DONE) and the folder is fetched again.  A dropped
     connection, a BYE or a timeout (TempFailError) is said and the session made again after 1,
     2, 4... seconds (at most ``backoff_max``); any other error ends the loop.  ``options`` are
-    :func:`fetch`'s (delete, move_to, mark_seen, max_size).  Returns the messages stored."""
+    :func:`fetch`'s (delete, move_to, mark_seen, max_size).  ``hold()``, when given, is a context
+    manager held around each fetch (the account's lock: let go of while idling, so that a cron
+    fetch or a --idle on another folder of the account can run).  Returns the messages stored."""
+    import contextlib
     import time
 
     from pipemail.errors import TempFailError
     from pipemail.imap import IDLE_REISSUE
 
     sleep = sleep or time.sleep
+    hold = hold or contextlib.nullcontext
     reissue = IDLE_REISSUE if reissue is None else reissue
     stored = 0
     backoff = 1
@@ -263,9 +295,20 @@ def idle(
                     raise UnavailableError("%s does not offer IDLE; run pypop fetch from cron instead" % client.where)
                 backoff = 1
                 while not stop():
-                    n, _skipped = fetch(
-                        client, sink, directory, [folder], warn=warn, log=log, stop=stop, keep_selected=True, **options
-                    )
+                    with hold():
+                        if stop():
+                            break
+                        n, _skipped = fetch(
+                            client,
+                            sink,
+                            directory,
+                            [folder],
+                            warn=warn,
+                            log=log,
+                            stop=stop,
+                            keep_selected=True,
+                            **options,
+                        )
                     stored += n
                     if stop():
                         break
@@ -299,7 +342,16 @@ def _dispose(client, uids, delete, move_wire, mark_seen, folder, warn, said, dur
     if not durable:
         return said
     if move_wire:
-        expunged = client.move(uids, move_wire)
+        from pipemail import utf7
+        from pipemail.errors import UnavailableError
+
+        try:
+            expunged = client.move(uids, move_wire)
+        except UnavailableError as exc:  # e.g. [TRYCREATE]: say what becomes of the stored messages
+            raise UnavailableError(
+                "%s; the stored messages stay in %s, not fetched again: the next fetch --move-to moves them "
+                "(create %s first, or name another folder)" % (str(exc).rstrip("."), folder, utf7.decode(move_wire))
+            ) from None
     elif delete:
         expunged = client.delete(uids)
     else:

@@ -394,7 +394,7 @@ def read_seen(path):
 def _append_fsync(path, lines):
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, b"".join(line.encode() + b"\n" for line in lines))
+        os.write(fd, b"".join(line.encode("utf-8", "surrogateescape") + b"\n" for line in lines))
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -413,15 +413,18 @@ class MboxSink:
     """
 
     durable = True
+    stores_each = False  # the whole batch is appended at once, or nothing (see store)
 
     def __init__(self, path, pending, seen_path, warn=None):
         self.path = path
         self.pending = pending
         self.seen_path = seen_path
         self.warn = warn
-        self._recover()
+        self.recover()
 
-    def _recover(self):
+    def recover(self):
+        """Settle a killed run's pending record (done when the sink is made; again by a caller
+        that let go of the lock meanwhile: pypop fetch --idle)."""
         from pipemail import mailbox
 
         try:
@@ -517,6 +520,7 @@ class MboxSink:
 
 class MaildirSink:
     durable = True
+    stores_each = True  # a message is in new/ before the next one is read (new/ flushed even on failure)
 
     def __init__(self, path):
         from pipemail import mailbox
@@ -528,9 +532,11 @@ class MaildirSink:
         """Each message streamed into tmp/, flushed, renamed into new/; new/ flushed once a batch."""
         from pipemail import mailbox
 
-        for _uid, chunks in items:
-            mailbox.deliver_maildir(self.path, chunks, sync_dir=False)
-        mailbox.fsync_dir(os.path.join(self.path, "new"))
+        try:
+            for _uid, chunks in items:
+                mailbox.deliver_maildir(self.path, chunks, sync_dir=False)
+        finally:  # those delivered before a failure are stored too (stores_each)
+            mailbox.fsync_dir(os.path.join(self.path, "new"))
 
     def done(self):
         pass
@@ -546,6 +552,7 @@ class MdaSink:
     """
 
     durable = True
+    stores_each = True  # the command has taken a message (exit 0) before the next one is read
 
     def __init__(self, command, warn=None):
         self.command = command
@@ -625,6 +632,7 @@ def feed_command(command, data):
 
 class StreamSink:
     durable = False  # a pipe cannot be flushed to disk: what went there is never deleted on its account
+    stores_each = False
 
     def __init__(self, stream):
         self.stream = stream
