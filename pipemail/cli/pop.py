@@ -355,7 +355,7 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size, folders, mo
             if mbox:
                 sink = pop3.MboxSink(os.path.expanduser(mbox), pending, state, warn=lambda m: warn("pypop", m))
             elif maildir:
-                sink = pop3.MaildirSink(os.path.expanduser(maildir))
+                sink = pop3.MaildirSink(os.path.expanduser(maildir), pending + "-maildir", state)
             elif mda:
                 sink = pop3.MdaSink(mda, warn=lambda m: warn("pypop", m))
             else:
@@ -463,7 +463,7 @@ def _idle(s, client, sink, directory, folder, reissue, max_size, delete, move_to
                     fd = pop3.lock(lock_path, label)
                 except TempFailError:  # another pypop is fetching for the account: wait for it
                     time.sleep(0.2)
-            if fd is not None and isinstance(sink, pop3.MboxSink):
+            if fd is not None and isinstance(sink, pop3.MboxSink | pop3.MaildirSink):
                 sink.recover()  # a run killed while this one idled may have left a pending record
         try:
             yield
