@@ -30,7 +30,7 @@ DEFAULT_PATH = "~/.config/pipemail/config.toml"
 # Seconds a password_command may run before it is killed (tests lower it).
 PASSWORD_COMMAND_TIMEOUT = 30
 
-AUTH_METHODS = ("plain", "login", "xoauth2")
+AUTH_METHODS = ("plain", "login", "xoauth2", "oauthbearer")  # oauthbearer: IMAP only
 TLS_MODES = ("auto", "none")
 
 # TOML key -> Account attribute.
@@ -395,25 +395,13 @@ def _account(where, path, name, table, mode_ok):
         elif not isinstance(value, str):
             raise ConfigError("%s: account %r: %r must be a string" % (where, name, key))
         values[ACCOUNT_KEYS[key]] = value
-    auth = values.get("auth")
-    if auth is not None:
-        auth = values["auth"] = auth.lower()
-        if auth not in AUTH_METHODS:
-            raise ConfigError(
-                "%s: account %r: auth %r: use %s" % (where, name, table["auth"], _alternatives(AUTH_METHODS))
-            )
-    tls = values.get("tls")
-    if tls is not None:
-        tls = values["tls"] = tls.lower()
-        if tls not in TLS_MODES:
-            raise ConfigError("%s: account %r: tls %r: use %s" % (where, name, table["tls"], _alternatives(TLS_MODES)))
-    crypto = values.get("crypto")
-    if crypto is not None:
-        crypto = values["crypto"] = crypto.lower()
-        if crypto not in CRYPTO_KINDS:
-            raise ConfigError(
-                "%s: account %r: crypto %r: use %s" % (where, name, table["crypto"], _alternatives(CRYPTO_KINDS))
-            )
+    for key, choices in (("auth", AUTH_METHODS), ("tls", TLS_MODES), ("crypto", CRYPTO_KINDS)):
+        if values.get(key) is not None:  # a choice among fixed words, in any case
+            values[key] = values[key].lower()
+            if values[key] not in choices:
+                raise ConfigError(
+                    "%s: account %r: %s %r: use %s" % (where, name, key, table[key], _alternatives(choices))
+                )
     for key in ("tls_trust_file", "aliases", "smime_cert", "smime_key", "smime_certs"):
         if values.get(key) is not None:
             values[key] = os.path.expanduser(values[key])

@@ -7,25 +7,25 @@ Public API (what pypop's IMAP fetch builds on)::
         .capabilities            # frozenset of upper-case words, refreshed after STARTTLS and login
         .has(word) -> bool       # e.g. has("UIDPLUS"), has("MOVE"), has("IDLE")
         .login(user, password, auth=None)   # auth: None (AUTHENTICATE PLAIN if offered, else
-                                 # LOGIN), "plain", "login", "xoauth2", "oauthbearer" (password = token)
+                                 # LOGIN), "plain", "login", "xoauth2", "oauthbearer" (password = token);
+                                 # a mechanism without AUTH=... in CAPABILITY: UnavailableError, unsent
         .select(mailbox, readonly=False) -> Folder(name, uidvalidity, uidnext, exists, readonly)
                                  # mailbox: its wire name (modified UTF-7, e.g. "Entw&APw-rfe"),
                                  # quoted here; EXAMINE when readonly
-        .new_uids(last) -> [uid, ...]       # UIDs > last, ascending (n:* always holds the highest
+        .new_uids(last, undeleted=False) -> [uid, ...]   # UIDs > last, ascending (n:* holds the highest
                                  # UID: filtered here); [] at once when SELECT's UIDNEXT says
                                  # nothing is new (any EXISTS seen since voids that UIDNEXT)
-        .search(criteria) -> [uid, ...]     # UID SEARCH, e.g. search("DELETED"), ascending
         .index(uids) -> [(uid, size, message_id or None), ...]
+        .headers(uids) -> [(uid, size, header bytes), ...]   # BODY.PEEK[HEADER]: for the key of a
+                                 # message without a Message-ID (pipemail.imapstate.message_key)
                                  # RFC822.SIZE (the CRLF size) and Message-ID, for matching
                                  # what was stored after a UIDVALIDITY change
-        .headers(uids, limit) -> iterator of (uid, size, header)
-                                 # the first limit bytes of each header (BODY.PEEK[HEADER]<0.limit>,
-                                 # CRLF): the key of a message without a Message-ID
         .fetch(uids, batch=BATCH) -> iterator of (uid, size, chunks)
                                  # one UID FETCH (UID RFC822.SIZE BODY.PEEK[]) per batch; chunks
                                  # streams the message with LF line ends, never held whole;
                                  # read it (or not) before taking the next item; \\Seen not set;
-                                 # a message expunged meanwhile is just not given; an iterator
+                                 # a message expunged meanwhile is just not given, nor is a UID
+                                 # not asked for or given twice (a broken server); an iterator
                                  # left midway leaves the session fit only for close()
         .add_flags(uids, flags) / .remove_flags(uids, flags)   # flags: e.g. ["\\Seen"]
         .delete(uids) -> bool    # \\Deleted, then UID EXPUNGE of exactly these UIDs when the server
@@ -81,6 +81,10 @@ BATCH = 100  # UIDs per UID FETCH: one round trip per batch, a batch's answers s
 CHUNK = 1 << 18  # bytes of a literal read at a time
 IDLE_REISSUE = 25 * 60  # seconds; RFC 2177: servers may end an IDLE after 30 minutes
 SET_SIZE = 500  # UIDs per STORE/EXPUNGE/MOVE/COPY command, to keep command lines short
+LINE_MAX = 16 << 20  # bytes of one response line (imaplib's 1,000,000 is a UID SEARCH of ~150,000 UIDs)
+LITERAL_MAX = 16 << 20  # bytes of a literal imaplib reads whole (header fields: a message is streamed)
+ANSWER_MAX = 32 << 20  # bytes of lines and imaplib's literals after one command (a streamed message not
+# counted): imaplib keeps every untagged line until the command ends, so a server's flood must end
 
 _FETCH = re.compile(rb"\* (\d+) FETCH \(")
 _LITERAL = re.compile(rb"\{(\d+)\}$")
@@ -162,6 +166,8 @@ def _connection():
             self._premade = sock
             self._log_line = log
             self.redact = False  # set while LOGIN/AUTHENTICATE lines go out
+            self.violation = None  # what the server sent that no IMAP server may (the session is over)
+            self.answered = 0  # bytes read since the last line sent (see ANSWER_MAX)
             super().__init__(host, port, None)
 
         def open(self, host="", port=0, timeout=None):
@@ -184,15 +190,34 @@ def _connection():
                     elif not (len(words) > 1 and words[1].upper() == "AUTHENTICATE"):
                         text = "<redacted>"
                 self._log_line("C: " + text)
+            self.answered = 0
             super().send(data)
 
         def _get_line(self):
             line = super()._get_line()
             if self._log_line is not None:
-                self._log_line("S: " + line.decode("utf-8", "replace"))
+                self._log_line("S: " + _tame(line.rstrip(b"\r\n").decode("utf-8", "replace")))
             return line
 
+        def readline(self):
+            line = self.file.readline(LINE_MAX + 1)
+            if len(line) > LINE_MAX:  # a server that never ends its line
+                self.violation = "a line of more than %d bytes" % LINE_MAX
+                raise self.abort(self.violation)
+            self._count(len(line))
+            return line
+
+        def _count(self, n):
+            self.answered += n
+            if self.answered > ANSWER_MAX:  # an endless flood of untagged lines
+                self.violation = "more than %d bytes in answer to one command" % ANSWER_MAX
+                raise self.abort(self.violation)
+
         def read(self, size):
+            if size > LITERAL_MAX:  # imaplib would allocate it at once: a MemoryError
+                self.violation = "a literal of %d bytes (at most %d expected)" % (size, LITERAL_MAX)
+                raise self.abort(self.violation)
+            self._count(size)
             data = super().read(size)
             if self._log_line is not None:
                 self._log_line("S: <literal, %d bytes>" % len(data))
@@ -300,25 +325,24 @@ class Client:
                 conn.redact = False
                 conn._encoding = "ascii"
         elif mech in ("plain", "xoauth2", "oauthbearer"):
+            if not self.has("AUTH=" + mech.upper()):  # an auth key naming what the server lacks
+                offered = ", ".join(sorted(w[5:] for w in self.capabilities if w.startswith("AUTH="))) or "none"
+                raise UnavailableError(
+                    "%s does not offer AUTHENTICATE %s (its mechanisms: %s)" % (self.where, mech.upper(), offered)
+                )
+            from pipemail import sasl
+
             if mech == "plain":
-                secret = ("\0%s\0%s" % (user, password)).encode("utf-8")
+                secret = sasl.plain(user, password)
             elif mech == "xoauth2":
-                secret = ("user=%s\x01auth=Bearer %s\x01\x01" % (user, password)).encode("utf-8")
+                secret = sasl.xoauth2(user, password)
             else:
-                secret = (
-                    "n,a=%s,\x01host=%s\x01port=%d\x01auth=Bearer %s\x01\x01"
-                    % (
-                        user.replace("=", "=3D").replace(",", "=2C"),
-                        self.url.host,
-                        self.url.port,
-                        password,
-                    )
-                ).encode("utf-8")
-            answers = [secret]
+                secret = sasl.oauthbearer(user, password, self.url.host, self.url.port)
+            answers = [sasl.ERROR_ANSWER.get(mech.upper(), b""), secret]
 
             def respond(challenge):
-                # The first + gets the secret; a later one is an error report (XOAUTH2 and
-                # OAUTHBEARER send their JSON so): an empty answer lets the server say NO.
+                # The first + gets the secret; a later one is an OAuth error report (a JSON document),
+                # answered as its mechanism says so that the server gives its final NO.
                 return answers.pop() if answers else b""
 
             self.step = "AUTHENTICATE " + mech.upper()
@@ -343,8 +367,14 @@ class Client:
     # -- mailboxes --
     def select(self, mailbox, readonly=False):
         """SELECT (EXAMINE when ``readonly``) the mailbox of wire name ``mailbox``: a :class:`Folder`."""
+        from pipemail import utf7
+
         conn = self._conn
-        self.step = ("EXAMINE " if readonly else "SELECT ") + mailbox
+        try:  # said in errors as the user writes it: Entwürfe, not Entw&APw-rfe
+            name = _tame(utf7.decode(mailbox, strict=False))
+        except utf7.Error:
+            name = mailbox
+        self.step = ("EXAMINE " if readonly else "SELECT ") + name
         with self._errors():
             conn.untagged_responses.clear()
             _ok(conn, *conn._simple_command("EXAMINE" if readonly else "SELECT", quote(mailbox)))
@@ -390,14 +420,15 @@ class Client:
         self._conn.untagged_responses.clear()
 
     # -- listing --
-    def new_uids(self, last):
-        """The UIDs above ``last`` in the selected mailbox, ascending."""
+    def new_uids(self, last, undeleted=False):
+        """The UIDs above ``last`` in the selected mailbox, ascending (``undeleted``: only
+        those not flagged \\Deleted)."""
         folder = self.folder
         if folder is not None and folder.uidnext is not None and folder.uidnext <= last + 1:
             return []
         self.step = "UID SEARCH"
         with self._errors():
-            typ, dat = self._conn.uid("SEARCH", "UID %d:*" % (last + 1))
+            typ, dat = self._conn.uid("SEARCH", "UID %d:*%s" % (last + 1, " UNDELETED" if undeleted else ""))
             if typ != "OK":
                 raise self._conn.error(_text(dat))
         self._collect()
@@ -407,30 +438,30 @@ class Client:
                 uids.update(int(w) for w in part.split() if w.isdigit())
         return sorted(u for u in uids if u > last)
 
-    def search(self, criteria):
-        """The UIDs of the selected mailbox that ``criteria`` (UID SEARCH keys, e.g. ``DELETED``) match."""
-        self.step = "UID SEARCH"
-        with self._errors():
-            typ, dat = self._conn.uid("SEARCH", criteria)
-            if typ != "OK":
-                raise self._conn.error(_text(dat))
-        self._collect()
-        return sorted({int(w) for part in dat if part for w in part.split() if w.isdigit()})
-
     def index(self, uids):
         """``[(uid, size, message_id)]`` of ``uids``: RFC822.SIZE and the Message-ID (None if none),
-        read as :func:`pipemail.imapstate.message_id` reads it when the message is stored."""
+        read as :func:`pipemail.imapstate.message_id` reads it from a stored message's header."""
         from pipemail.imapstate import message_id
 
+        return [
+            (uid, size, message_id(header or b""))
+            for uid, size, header in self._sections(uids, "HEADER.FIELDS (MESSAGE-ID)", SET_SIZE * 2)
+        ]
+
+    def headers(self, uids):
+        """``[(uid, size, header)]`` of ``uids``: RFC822.SIZE and the whole header (bytes, CRLF,
+        the blank line included), 50 a command (imaplib holds a command's answer whole)."""
+        return self._sections(uids, "HEADER", 50)
+
+    def _sections(self, uids, section, per):
         out = []
         uids = sorted(set(uids))
-        for start in range(0, len(uids), SET_SIZE * 2):
-            part = uids[start : start + SET_SIZE * 2]
+        for start in range(0, len(uids), per):
+            part = uids[start : start + per]
+            wanted = set(part)
             self.step = "UID FETCH"
             with self._errors():
-                typ, dat = self._conn.uid(
-                    "FETCH", uid_set(part), "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
-                )
+                typ, dat = self._conn.uid("FETCH", uid_set(part), "(UID RFC822.SIZE BODY.PEEK[%s])" % section)
                 if typ != "OK":
                     raise self._conn.error(_text(dat))
             self._collect()
@@ -439,32 +470,12 @@ class Client:
                     continue
                 head, header = item
                 u, s = _UID.search(head), _SIZE.search(head)
-                if not u or not s:
+                if not u or not s or int(u.group(1)) not in wanted:  # a stray or repeated UID: dropped
                     continue
-                out.append((int(u.group(1)), int(s.group(1)), message_id(header or b"")))
+                wanted.discard(int(u.group(1)))
+                out.append((int(u.group(1)), int(s.group(1)), header))
         out.sort()
         return out
-
-    def headers(self, uids, limit):
-        """Yield ``(uid, size, header)`` for ``uids``: RFC822.SIZE and the first ``limit`` bytes of
-        the header (CRLF, blank line included), BATCH messages per UID FETCH (held in memory)."""
-        uids = sorted(set(uids))
-        for start in range(0, len(uids), BATCH):
-            self.step = "UID FETCH"
-            with self._errors():
-                typ, dat = self._conn.uid(
-                    "FETCH", uid_set(uids[start : start + BATCH]), "(UID RFC822.SIZE BODY.PEEK[HEADER]<0.%d>)" % limit
-                )
-                if typ != "OK":
-                    raise self._conn.error(_text(dat))
-            self._collect()
-            got = []
-            for item in dat:
-                if isinstance(item, tuple):
-                    u, s = _UID.search(item[0]), _SIZE.search(item[0])
-                    if u and s:
-                        got.append((int(u.group(1)), int(s.group(1)), item[1] or b""))
-            yield from sorted(got, key=lambda t: t[0])
 
     # -- fetching --
     def fetch(self, uids, batch=BATCH):
@@ -481,6 +492,7 @@ class Client:
         with self._errors():
             tag = conn._command("UID", "FETCH", uid_set(uids), "(UID RFC822.SIZE BODY.PEEK[])")
         self._broken = True  # until the tagged answer is read
+        wanted = set(uids)  # each asked-for UID given once: a server's stray or repeated one is dropped
         while True:
             with self._errors():
                 line = conn._get_line()
@@ -502,7 +514,7 @@ class Client:
             while literal:
                 n = int(literal.group(1))
                 is_body = head[: literal.start()].rstrip().endswith(b"BODY[]")
-                if not is_body:
+                if not is_body or (uid and not self._wanted(wanted, int(uid.group(1)))):
                     self._skip(n)
                 elif uid:
                     body = _Literal(self, n)
@@ -516,7 +528,7 @@ class Client:
                         tail = conn._get_line()
                     uid = _UID.search(tail)
                     size = size or _SIZE.search(tail)
-                    if uid:
+                    if uid and self._wanted(wanted, int(uid.group(1))):
                         yield int(uid.group(1)), int(size.group(1)) if size else n, _from_file(held)
                     held.close()
                     head = tail
@@ -527,6 +539,15 @@ class Client:
                 uid = uid or _UID.search(head)
                 size = size or _SIZE.search(head)
                 literal = _LITERAL.search(head)
+
+    def _wanted(self, wanted, uid):
+        """Whether ``uid`` was asked for and not given yet (then it counts as given)."""
+        if uid in wanted:
+            wanted.discard(uid)
+            return True
+        if self.log is not None:
+            self.log("=== UID %d not asked for, or given twice: dropped" % uid)
+        return False
 
     def _read(self, n):
         self.step = "UID FETCH"
@@ -553,7 +574,7 @@ class Client:
         """An untagged line outside IDLE: a BYE ends the session; an EXISTS is kept for idle()."""
         if line.startswith(b"* BYE"):
             raise TempFailError(
-                "%s closed the connection: %s" % (self.where, line[5:].strip().decode("utf-8", "replace"))
+                "%s closed the connection: %s" % (self.where, _tame(line[5:].strip().decode("utf-8", "replace")))
             )
         m = _UNTAGGED.match(line)
         if m and m.group(1) and m.group(2).upper() == b"EXISTS":
@@ -786,6 +807,8 @@ class _Errors:
         if isinstance(exc, imaplib.IMAP4.abort):
             client._broken = True
             text = _text(exc.args)
+            if client._conn is not None and client._conn.violation:
+                raise TempFailError("%s sent %s during %s" % (where, client._conn.violation, client.step)) from None
             if "EOF" in text:
                 raise TempFailError("%s closed the connection during %s" % (where, client.step)) from None
             if " => " in text:  # imaplib's words for a BYE: "command: NOOP => the server's words"
@@ -814,10 +837,17 @@ def _text(args):
             a = a.decode("utf-8", "replace")
         if a is not None:
             parts.append(str(a))
-    return " ".join(parts)
+    return _tame(" ".join(parts))
+
+
+def _tame(text):
+    """A server's words fit for one line on a terminal: a control character (an escape
+    sequence, a CR) shown as ``?``."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _refused(step, where, text, auth=False):
+    text = _tame(text)
     message = "%s refused by %s: %s" % (step, where, text)
     if any(code in text for code in _TEMP_CODES):
         return TempFailError(message)

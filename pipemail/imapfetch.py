@@ -19,7 +19,7 @@ fsynced, delivered into a Maildir and its directory fsynced, or accepted by the 
 then recorded (:class:`pipemail.imapstate.FolderState`: index and state fsynced), and
 only then flagged, moved or deleted.  What an earlier run stored and flagged \\Deleted (a
 server without UIDPLUS keeps it until a mail client expunges the folder) is left alone: not
-fetched, flagged, copied or mentioned again.  An mbox append names each message of the batch
+fetched (also by ``every``), flagged, copied or mentioned again.  An mbox append names each message of the batch
 in its pending record by a label that holds the folder, UIDVALIDITY, UID, size and key,
 so that a run killed after the append but before the record is settled by the next run
 (:func:`apply_recovered`) and fetches nothing twice.
@@ -27,7 +27,7 @@ so that a run killed after the append but before the record is settled by the ne
 
 import os
 
-from pipemail.errors import IOFailure, describe_oserror, shown
+from pipemail.errors import IOFailure, PipemailError, describe_oserror, shown
 
 FLAG_ONLY = (
     "%s has no UIDPLUS: the messages of %s are flagged \\Deleted, not expunged "
@@ -123,8 +123,8 @@ def fetch(
 
     ``stop``, when given, is asked between batches (a SIGTERM seen): true ends the fetch there,
     what is stored recorded.  ``keep_selected`` leaves the last folder selected (for IDLE).
-    ``told``: a set that fetches of one run share (:func:`idle`'s), so that what is said once per
-    run (the server has no UIDPLUS) is said once."""
+    ``told``: a set that the fetches of one run share (:func:`idle`'s), so that what is said once
+    a run (the server has no UIDPLUS) is said once."""
     from pipemail import utf7
     from pipemail.imap import BATCH
     from pipemail.imapstate import FolderState, Stored, folder_stem, message_key
@@ -151,27 +151,31 @@ def fetch(
                 % (folder, f.uidvalidity, old)
             )
         apply_recovered(st, recovered)
-        on_server, earlier, flagged = [], [], set()
-        if every or delete or move_to:
-            on_server = client.new_uids(0)
-            earlier = [u for u in on_server if u <= st.last or u in st.extra]  # stored by an earlier run
-        if earlier:
-            # stored and flagged \Deleted (by a --delete without UIDPLUS, or by a mail client): waiting
-            # for an expunge, never fetched, flagged, copied or said again
-            flagged = set(client.search("DELETED")).intersection(earlier)
+        if delete or move_to:  # stored by an earlier run stopped before its delete or move
+            # Not those that went only to standard output (volatile), and, unless UID EXPUNGE can
+            # finish an earlier delete, not those flagged \Deleted already: without MOVE they
+            # were copied already (a COPY again would be one more copy each run).
+            again = delete and client.has("UIDPLUS")
+            earlier = [
+                u
+                for u in client.new_uids(0, undeleted=not again)
+                if (u <= st.last or u in st.extra) and u not in st.volatile
+            ]
+            if earlier and not every:
+                _dispose(client, earlier, delete, move_wire, mark_seen, folder, warn, told)
         if every:
-            todo = [u for u in on_server if u not in flagged]
+            todo = client.new_uids(0)
+            stored_here = {u for u in todo if (u <= st.last or u in st.extra) and u not in st.volatile}
+            if stored_here:
+                # stored and flagged \Deleted (a --delete without UIDPLUS, or a mail client), waiting
+                # for an expunge: not fetched again
+                kept = set(client.new_uids(0, undeleted=True))
+                todo = [u for u in todo if u in kept or u not in stored_here]
             st.new(todo)
+        elif f.uidnext is not None and st.up_to_date(f.uidnext) and not st.recovering:
+            todo = []
         else:
-            fresh = [u for u in earlier if u not in flagged]
-            if fresh and (delete or move_to):  # an earlier run stopped before its delete or move
-                _dispose(client, fresh, delete, move_wire, mark_seen, folder, warn, told)
-            if f.uidnext is not None and st.up_to_date(f.uidnext) and not st.recovering:
-                todo = []
-            else:
-                todo = st.new(client.new_uids(st.last))
-        if flagged and (delete or move_to) and client.has("UIDPLUS"):
-            client.delete(sorted(flagged))  # a run stopped between its flag and its UID EXPUNGE
+            todo = st.new(client.new_uids(st.last))
         if st.recovering and todo:
             known = _recognised(client, st.matcher(), todo)
             if known:
@@ -205,8 +209,9 @@ def fetch(
                 break
             batch = todo[start : start + BATCH]
             entries = []
+            delivered = []  # of entries: those the sink asked past (stored, with a sink that stores_each)
 
-            def items(batch=batch, entries=entries, advance=advance, stem=stem, v=f.uidvalidity):
+            def items(batch=batch, entries=entries, delivered=delivered, advance=advance, stem=stem, v=f.uidvalidity):
                 for uid, size, chunks in client.fetch(batch):
                     head, whole = _peeked(chunks)
                     key = message_key(head)
@@ -214,9 +219,18 @@ def fetch(
                     if advance is not None:
                         whole = _advancing(whole, advance)
                     yield label(stem, v, uid, size, key), whole
+                    delivered.append(entries[-1])
 
-            sink.store(items())  # stored and flushed to disk
-            st.stored(entries)  # then recorded
+            try:
+                sink.store(items())  # stored and flushed to disk
+            except BaseException:
+                if sink.stores_each and delivered:  # those before the failure are stored: not again
+                    try:
+                        st.stored(delivered, durable=sink.durable)
+                    except PipemailError:
+                        pass  # the first error is the one to tell
+                raise
+            st.stored(entries, durable=sink.durable)  # then recorded
             sink.done()
             uids = [e.uid for e in entries]
             if uids:
@@ -249,6 +263,7 @@ def idle(
     log=None,
     sleep=None,
     backoff_max=300,
+    hold=None,
     **options,
 ):
     """Fetch ``folder``'s new mail, then wait for more with IMAP IDLE and fetch it as it comes.
@@ -258,17 +273,21 @@ def idle(
     EXISTS seen while idling ends the IDLE (DONE) and the folder is fetched again.  A dropped
     connection, a BYE or a timeout (TempFailError) is said and the session made again after 1,
     2, 4... seconds (at most ``backoff_max``); any other error ends the loop.  ``options`` are
-    :func:`fetch`'s (delete, move_to, mark_seen, max_size).  Returns the messages stored."""
+    :func:`fetch`'s (delete, move_to, mark_seen, max_size).  ``hold()``, when given, is a context
+    manager held around each fetch (the account's lock: let go of while idling, so that a cron
+    fetch or a --idle on another folder of the account can run).  Returns the messages stored."""
+    import contextlib
     import time
 
     from pipemail.errors import TempFailError
     from pipemail.imap import IDLE_REISSUE
 
     sleep = sleep or time.sleep
+    hold = hold or contextlib.nullcontext
     reissue = IDLE_REISSUE if reissue is None else reissue
     stored = 0
     backoff = 1
-    told = set()  # said once per run, not once per fetch
+    told = set()  # said once a run, not once a fetch
     while not stop():
         try:
             with connect() as client:
@@ -278,18 +297,21 @@ def idle(
                     raise UnavailableError("%s does not offer IDLE; run pypop fetch from cron instead" % client.where)
                 backoff = 1
                 while not stop():
-                    n, _skipped = fetch(
-                        client,
-                        sink,
-                        directory,
-                        [folder],
-                        warn=warn,
-                        log=log,
-                        stop=stop,
-                        keep_selected=True,
-                        told=told,
-                        **options,
-                    )
+                    with hold():
+                        if stop():
+                            break
+                        n, _skipped = fetch(
+                            client,
+                            sink,
+                            directory,
+                            [folder],
+                            warn=warn,
+                            log=log,
+                            stop=stop,
+                            keep_selected=True,
+                            told=told,
+                            **options,
+                        )
                     stored += n
                     if stop():
                         break
@@ -321,20 +343,19 @@ def _recognised(client, match, todo):
     :class:`pipemail.imapstate.Matcher`) knows were stored: by Message-ID and size, and those
     without a Message-ID by the hash of their header and size (their header read only when a
     message of that size without one was stored)."""
-    from pipemail.imapstate import KEY_HEADER, Stored, message_key
+    from pipemail.imapstate import Stored, message_key
 
     if not len(match):
         return []
-    known = []
-    bare = []
+    known, bare = [], []
     sizes = match.hashed_sizes()
     for uid, size, mid in client.index(todo):
         if mid is not None:
             if match.take(mid, size):
                 known.append(Stored(uid, size, mid))
         elif size in sizes:
-            bare.append(uid)
-    for uid, size, header in client.headers(bare, 2 * KEY_HEADER):
+            bare.append(uid)  # its key is the hash of its header: that header is needed
+    for uid, size, header in client.headers(bare):
         key = message_key(header)
         if match.take(key, size):
             known.append(Stored(uid, size, key))
@@ -342,14 +363,23 @@ def _recognised(client, match, todo):
 
 
 def _dispose(client, uids, delete, move_wire, mark_seen, folder, warn, told, durable=True):
-    """Flag, move or delete ``uids`` once stored.  That the server has no UIDPLUS is said once
-    per run (``told``, a set shared by the run's fetches, remembers it)."""
+    """Flag, move or delete ``uids`` once stored.  That the server has no UIDPLUS is said once a
+    run (``told``, a set the run's fetches share, remembers it)."""
     if mark_seen:
         client.add_flags(uids, ["\\Seen"])
     if not durable:
         return
     if move_wire:
-        expunged = client.move(uids, move_wire)
+        from pipemail import utf7
+        from pipemail.errors import UnavailableError
+
+        try:
+            expunged = client.move(uids, move_wire)
+        except UnavailableError as exc:  # e.g. [TRYCREATE]: say what becomes of the stored messages
+            raise UnavailableError(
+                "%s; the stored messages stay in %s, not fetched again: the next fetch --move-to moves them "
+                "(create %s first, or name another folder)" % (str(exc).rstrip("."), folder, utf7.decode(move_wire))
+            ) from None
     elif delete:
         expunged = client.delete(uids)
     else:

@@ -5,7 +5,9 @@ Two files per folder, in the account's state directory (:func:`account_dir`:
 
 ``NAME.state``
     UIDVALIDITY, ``last`` (every UID up to it is settled: stored, or known to be
-    stored) and ``extra`` (settled UIDs above ``last``), rewritten whole on every
+    stored), ``extra`` (settled UIDs above ``last``) and ``volatile`` (settled UIDs that
+    went only to a sink that cannot be flushed to disk, standard output: never deleted
+    or moved on their account), rewritten whole on every
     checkpoint: a temporary file, fsync, rename, fsync of the directory.  A reader
     never sees half of it.
 
@@ -13,7 +15,9 @@ Two files per folder, in the account's state directory (:func:`account_dir`:
     one line per settled message, appended and fsynced before the state is
     rewritten: ``UIDVALIDITY UID SIZE KEY``.  SIZE is RFC822.SIZE (the message with
     CRLF line ends, as the server counts it); KEY is the Message-ID, or for a
-    message without one the SHA-256 of its header (:func:`message_key`).  The
+    message without one the SHA-256 of its header (:func:`message_key`), after
+    ``volatile:`` when the message went only to standard output (see ``volatile``
+    above; such a line is never matched after a UIDVALIDITY change).  The
     index is the journal: lines past the checkpoint recorded in the state (a run
     killed between the two writes) are settled when the state is loaded.  And it
     is what survives a change of UIDVALIDITY: a server that renumbers a folder
@@ -33,8 +37,8 @@ Use::
     todo = st.new(uids_on_server)               # uid > last, not settled (n:* always holds the top UID)
     if st.recovering:                           # after a change: RFC822.SIZE and the key of todo first
         match = st.matcher()                    # (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)], and for those
-        known = [Stored(u, size, key)           #  without one of match.hashed_sizes(): the first
-                                                #  2 * KEY_HEADER bytes of BODY.PEEK[HEADER])
+        known = [Stored(u, size, key)           #  without one, of a size in match.hashed_sizes(),
+                                                #  BODY.PEEK[HEADER]: message_key(header))
                  for u, size, key in headers if match.take(key, size)]
         st.stored(known)                        # settled without fetching them
     ...store a batch, fsync it...
@@ -63,6 +67,7 @@ __all__ = [
     "Matcher",
     "Stored",
     "account_dir",
+    "canonical",
     "folder_stem",
     "message_id",
     "message_key",
@@ -71,6 +76,7 @@ __all__ = [
 MAGIC = "pipemail-imap-state 1"
 KEY_HEADER = 1 << 16  # bytes of a header (LF) that name a message without a Message-ID
 HASHED = "header-sha256:"
+VOLATILE = "volatile:"  # before the key of an index line whose message went only to standard output
 
 
 class Stored(NamedTuple):
@@ -90,12 +96,18 @@ def account_dir(user, host, port, env=None):
     return os.path.join(base, "pipemail", "imap", name)
 
 
+def canonical(folder):
+    """``folder`` as one name: ``inbox``, ``Inbox``... are ``INBOX`` (case-insensitive, RFC 3501)."""
+    return "INBOX" if folder.upper() == "INBOX" else folder
+
+
 def folder_stem(folder):
     """The file name stem for ``folder`` (the name as the user writes it): its modified UTF-7
     form made safe for a file name, then 8 hex digits of a hash of the exact name (so
-    ``a/b`` and ``a_b`` never share files)."""
+    ``a/b`` and ``a_b`` never share files).  ``INBOX`` in any case is INBOX (RFC 3501)."""
     from pipemail import utf7
 
+    folder = canonical(folder)
     wire = utf7.encode(folder)
     safe = "".join(c if c.isalnum() or c in "@._-&," else "_" for c in wire)[:80] or "_"
     if safe.startswith("."):
@@ -124,8 +136,9 @@ def message_key(header):
     """The key that names a message in the index: its Message-ID, else ``header-sha256:``
     and the SHA-256 of its header (line ends as LF, up to the blank line, at most its first
     :data:`KEY_HEADER` bytes).  ``header`` is the start of the message (at least
-    :data:`KEY_HEADER` bytes of it, or all of it, with LF or CRLF line ends), or what
-    ``BODY.PEEK[HEADER]<0.n>`` gives with n at least twice :data:`KEY_HEADER`: the same key."""
+    :data:`KEY_HEADER` bytes of it, or all of it, with LF or CRLF line ends: a stored message's
+    first bytes read ahead), or what ``BODY.PEEK[HEADER]`` gives (also cut after twice
+    :data:`KEY_HEADER` bytes): the same key, however long the header."""
     mid = message_id(header)
     if mid is not None:
         return mid
@@ -165,13 +178,14 @@ class FolderState:
 
     def __init__(self, directory, folder):
         self.directory = directory
-        self.folder = folder
+        self.folder = canonical(folder)
         stem = folder_stem(folder)
         self.state_path = os.path.join(directory, stem + ".state")
         self.index_path = os.path.join(directory, stem + ".index")
         self.uidvalidity = None
         self.last = 0
         self.extra = set()
+        self.volatile = set()  # settled UIDs stored only where nothing is flushed to disk (stdout)
         self.recovering = False
         self._checkpoint = 0  # bytes of the index the state covers
         self._offered = []
@@ -197,10 +211,12 @@ class FolderState:
         if size < self._checkpoint:  # the index was cut or compacted after the checkpoint
             self._checkpoint = size
         elif size > self._checkpoint:  # a run stopped between its two writes: settle what it recorded
-            for v, uid, _size, _key in self._index_lines(self._checkpoint):
+            for v, uid, _size, key in self._index_lines(self._checkpoint):
                 if v == self.uidvalidity and uid > self.last:
                     self.extra.add(uid)
                     self._replayed = True
+                if v == self.uidvalidity:
+                    self._mark(uid, key)
 
     def _parse(self, text):
         lines = text.split("\n")
@@ -217,6 +233,7 @@ class FolderState:
             self.uidvalidity = int(fields["uidvalidity"])
             self.last = int(fields["last"])
             self.extra = _parse_ranges(fields.get("extra", ""))
+            self.volatile = _parse_ranges(fields.get("volatile", ""))
             self._checkpoint = int(fields["index"])
             self.recovering = fields.get("recovering", "0") == "1"
         except (KeyError, ValueError):
@@ -272,9 +289,10 @@ class FolderState:
             raise DataError("the server gave folder %s UIDVALIDITY %d, not a UIDVALIDITY" % (self.folder, uidvalidity))
         if self.uidvalidity is None:  # a first run, or a state file lost: the index still tells
             self.uidvalidity = uidvalidity
-            for v, uid, _size, _key in self._index_lines():
+            for v, uid, _size, key in self._index_lines():
                 if v == uidvalidity:
                     self.extra.add(uid)
+                    self._mark(uid, key)
                 else:
                     self.recovering = True
             self._checkpoint = self._index_size()
@@ -290,6 +308,7 @@ class FolderState:
         self.uidvalidity = uidvalidity
         self.last = 0
         self.extra = set()
+        self.volatile = set()
         self._offered = []
         self.recovering = True
         self._checkpoint = self._index_size()
@@ -317,6 +336,8 @@ class FolderState:
         per = {}
         now = Counter()
         for v, _uid, size, key in self._index_lines():
+            if key.startswith(VOLATILE):  # went to a pipe only: if it is there, fetch it again
+                continue
             if v == self.uidvalidity:
                 now[(key, size)] += 1
             else:
@@ -328,17 +349,30 @@ class FolderState:
         counts.subtract(now)
         return Matcher(counts)
 
-    def stored(self, entries):
+    def stored(self, entries, durable=True):
         """Settle ``entries`` (:class:`Stored`): stored (and flushed) by this run, or known
-        from the index. Appends them to the index (fsync), then rewrites the state."""
+        from the index. Appends them to the index (fsync), then rewrites the state.
+
+        ``durable`` false: they went where nothing can be flushed to disk (standard output);
+        they are settled (not fetched again) but kept in :attr:`volatile`, recorded in the
+        state before the index names them, so that no later run deletes or moves them as
+        stored.  A durable store of a volatile UID (``--all`` into an mbox) clears it."""
         entries = list(entries)
         if self.uidvalidity is None:
             raise RuntimeError("FolderState.stored() before begin()")
         if not entries:
             return
+        uids = {e.uid for e in entries}
+        if not durable and not uids <= self.volatile:
+            self.volatile |= uids
+            self._save()
+        elif durable:
+            self.volatile -= uids
         lines = []
         for e in entries:
             key = (e.key or "-").replace("\r", " ").replace("\n", " ")
+            if not durable:  # so that the index alone still tells (a lost state file)
+                key = VOLATILE + key
             lines.append(b"%d %d %d %s\n" % (self.uidvalidity, e.uid, e.size, key.encode("utf-8", "surrogateescape")))
         self._append(b"".join(lines))
         settled = self.extra | {e.uid for e in entries}
@@ -350,6 +384,13 @@ class FolderState:
             self.last = max(self.last, uid)
         self.extra = {u for u in settled if u > self.last}
         self._save()
+
+    def _mark(self, uid, key):
+        """The volatile set as an index line about ``uid`` says (the last line about it wins)."""
+        if key.startswith(VOLATILE):
+            self.volatile.add(uid)
+        else:
+            self.volatile.discard(uid)
 
     def finish_recovery(self):
         """End the recovery from a UIDVALIDITY change: the index keeps only the lines of the
@@ -407,6 +448,8 @@ class FolderState:
             self._checkpoint,
             1 if self.recovering else 0,
         )
+        if self.volatile:
+            text += "volatile %s\n" % _format_ranges(self.volatile)
         self._replace(self.state_path, text.encode("utf-8", "surrogateescape"))
 
     def _replace(self, path, data):

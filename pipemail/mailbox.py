@@ -668,16 +668,17 @@ def make_maildir(top):
             raise CantCreateError("cannot use Maildir %s: %s" % (_shown(top), describe_oserror(exc))) from None
 
 
-def deliver_maildir(top, chunks, *, sync_dir=True):
+def deliver_maildir(top, chunks, *, sync_dir=True, name=None):
     """Deliver one message, given as byte ``chunks`` read one at a time, into the Maildir
     ``top``: written to tmp/, flushed to disk, renamed into new/ (and new/ itself flushed,
     unless ``sync_dir`` is false: the caller does it once for several).  The path in new/.
+    ``name``, when given, is the file's name (from :func:`maildir_name`, named in a record first).
 
     Nothing is left in tmp/ when it fails, or when reading a chunk raises (the error goes on):
     CantCreateError (73) when the file cannot be created, IOFailure (74) when writing fails
     (a full disk)."""
     make_maildir(top)
-    name = maildir_name()
+    name = name or maildir_name()
     tmp = os.path.join(top, "tmp", name)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:

@@ -394,7 +394,7 @@ def read_seen(path):
 def _append_fsync(path, lines):
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, b"".join(line.encode() + b"\n" for line in lines))
+        os.write(fd, b"".join(line.encode("utf-8", "surrogateescape") + b"\n" for line in lines))
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -413,15 +413,18 @@ class MboxSink:
     """
 
     durable = True
+    stores_each = False  # the whole batch is appended at once, or nothing (see store)
 
     def __init__(self, path, pending, seen_path, warn=None):
         self.path = path
         self.pending = pending
         self.seen_path = seen_path
         self.warn = warn
-        self._recover()
+        self.recover()
 
-    def _recover(self):
+    def recover(self):
+        """Settle a killed run's pending record (done when the sink is made; again by a caller
+        that let go of the lock meanwhile: pypop fetch --idle)."""
         from pipemail import mailbox
 
         try:
@@ -516,24 +519,87 @@ class MboxSink:
 
 
 class MaildirSink:
-    durable = True
+    """Deliver each message into a Maildir, with a record that settles a killed run.
 
-    def __init__(self, path):
+    Before a message is renamed into new/, its file name and label (its UIDL, or
+    pypop's IMAP label) are appended to ``pending``; the record is flushed with
+    new/ at the end of each batch and removed once the batch is recorded
+    (:meth:`done`).  A file appears in new/ only whole, so the next run records the
+    label of every file the record names that is in new/ (or, moved there by a mail
+    reader, in cur/): a run killed mid-batch delivers nothing twice.
+    """
+
+    durable = True
+    stores_each = True  # a message is in new/ before the next one is read (new/ flushed even on failure)
+
+    def __init__(self, path, pending=None, seen_path=None, warn=None):
         from pipemail import mailbox
 
         self.path = path
+        self.pending = pending
+        self.seen_path = seen_path
+        self.warn = warn
         mailbox.make_maildir(path)
+        if pending is not None:
+            self.recover()
+
+    def recover(self):
+        """Settle a killed run's pending record (see the class): its labels of the messages found
+        in the Maildir are appended to ``seen_path``, and the record removed."""
+        try:
+            with open(self.pending, "rb") as f:
+                lines = f.read().decode("utf-8", "surrogateescape").split("\n")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise IOFailure("cannot read %s: %s" % (shown(self.pending), describe_oserror(exc))) from None
+        entries = [line.split(" ", 1) for line in lines if " " in line]
+        if entries:
+            try:
+                present = set(os.listdir(os.path.join(self.path, "new")))
+                present.update(n.split(":", 1)[0] for n in os.listdir(os.path.join(self.path, "cur")))
+            except OSError as exc:
+                raise IOFailure("cannot read Maildir %s: %s" % (shown(self.path), describe_oserror(exc))) from None
+            seen = read_seen(self.seen_path)
+            whole = [label for name, label in entries if name in present and label != "-" and not seen.get(label)]
+            if whole:
+                _append_fsync(self.seen_path, whole)
+        self.done()
 
     def store(self, items):
-        """Each message streamed into tmp/, flushed, renamed into new/; new/ flushed once a batch."""
+        """Each message streamed into tmp/, flushed, named in the record, renamed into new/;
+        new/ and the record flushed once a batch."""
         from pipemail import mailbox
 
-        for _uid, chunks in items:
-            mailbox.deliver_maildir(self.path, chunks, sync_dir=False)
-        mailbox.fsync_dir(os.path.join(self.path, "new"))
+        record = None
+        try:
+            if self.pending is not None:
+                try:
+                    record = os.open(self.pending, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                except OSError as exc:
+                    raise IOFailure("cannot write %s: %s" % (shown(self.pending), describe_oserror(exc))) from None
+            for uid, chunks in items:
+                name = mailbox.maildir_name()
+                if record is not None:
+                    try:
+                        os.write(record, ("%s %s\n" % (name, uid)).encode("utf-8", "surrogateescape"))
+                    except OSError as exc:
+                        raise IOFailure("cannot write %s: %s" % (shown(self.pending), describe_oserror(exc))) from None
+                mailbox.deliver_maildir(self.path, chunks, sync_dir=False, name=name)
+        finally:  # those delivered before a failure are stored too (stores_each)
+            mailbox.fsync_dir(os.path.join(self.path, "new"))
+            if record is not None:
+                try:
+                    os.fsync(record)
+                finally:
+                    os.close(record)
 
     def done(self):
-        pass
+        if self.pending is not None:
+            try:
+                os.unlink(self.pending)
+            except FileNotFoundError:
+                pass
 
 
 class MdaSink:
@@ -546,6 +612,7 @@ class MdaSink:
     """
 
     durable = True
+    stores_each = True  # the command has taken a message (exit 0) before the next one is read
 
     def __init__(self, command, warn=None):
         self.command = command
@@ -625,6 +692,7 @@ def feed_command(command, data):
 
 class StreamSink:
     durable = False  # a pipe cannot be flushed to disk: what went there is never deleted on its account
+    stores_each = False
 
     def __init__(self, stream):
         self.stream = stream
@@ -818,12 +886,22 @@ def fetch(
     advance = progress(len(todo), sum(sizes.get(n, 0) for n, _uid in todo)) if progress and todo else None
     for batch in _batches(todo, sizes):
         uids = dict(batch)
+        delivered = []  # the UIDLs the sink asked past (stored, with a sink that stores_each)
 
-        def items(batch=batch, uids=uids):
+        def items(batch=batch, uids=uids, delivered=delivered):
             for n, chunks in client.retr_many([n for n, _ in batch]):
                 yield uids[n], chunks if advance is None else _advancing(chunks, advance, sizes.get(n, 0))
+                delivered.append(uids[n])
 
-        sink.store(items())  # appended, flushed, fsynced
+        try:
+            sink.store(items())  # appended, flushed, fsynced
+        except BaseException:
+            if sink.stores_each and delivered:  # those before the failure are stored: not again
+                try:
+                    _append_fsync(seen_path, [uid + mark for uid in delivered])
+                except OSError:
+                    pass  # the first error is the one to tell
+            raise
         _append_fsync(seen_path, [uid + mark for _n, uid in batch])  # then recorded
         sink.done()
         if delete:

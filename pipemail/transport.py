@@ -640,7 +640,7 @@ def _start(client, context, trust_file, url, recipients, user, password, auth, t
     elif log is not None:
         log("=== TLS (%s); certificate: %s" % (client.sock.version(), cert_subject(client.sock)))
     if user:
-        _authenticate(client, where, user, password, auth, recipients)
+        _authenticate(client, where, user, password, auth, recipients, url.host, url.port)
 
 
 def _transaction(client, where, segments, size, sender, recipients, check, smtputf8):
@@ -697,9 +697,11 @@ def _transaction(client, where, segments, size, sender, recipients, check, smtpu
     return report
 
 
-def _authenticate(client, where, user, password, auth, recipients):
+def _authenticate(client, where, user, password, auth, recipients, host, port):
     import base64
     import smtplib
+
+    from pipemail import sasl
 
     if password is None:
         raise _fail(
@@ -712,14 +714,22 @@ def _authenticate(client, where, user, password, auth, recipients):
         raise _fail(UnavailableError, "%s does not offer AUTH, and a user is set (%s)" % (where, user), recipients)
     offered = client.esmtp_features.get("auth", "").upper().split()
     mech = (auth or ("plain" if "PLAIN" in offered else "login")).upper()
+    if auth and mech not in offered:  # the account names a way this server does not take: nothing sent
+        raise _fail(
+            UnavailableError,
+            "%s does not offer AUTH %s (its mechanisms: %s)" % (where, mech, ", ".join(sorted(offered)) or "none"),
+            recipients,
+        )
     client.redact = True
     try:
-        if mech == "XOAUTH2":
-            token = base64.b64encode(("user=%s\x01auth=Bearer %s\x01\x01" % (user, password)).encode()).decode()
-            code, msg = client.docmd("AUTH", "XOAUTH2 " + token)
+        if mech in ("XOAUTH2", "OAUTHBEARER"):
+            make = sasl.xoauth2 if mech == "XOAUTH2" else lambda u, t: sasl.oauthbearer(u, t, host, port)
+            secret = make(user, password)
+            code, msg = client.docmd("AUTH", "%s %s" % (mech, base64.b64encode(secret).decode()))
+            if code == 334:  # the token refused, the reason as a challenge: end the exchange for the 5xx
+                code, msg = client.docmd(base64.b64encode(sasl.ERROR_ANSWER[mech]).decode())
         elif mech == "PLAIN":
-            token = base64.b64encode(("\0%s\0%s" % (user, password)).encode()).decode()
-            code, msg = client.docmd("AUTH", "PLAIN " + token)
+            code, msg = client.docmd("AUTH", "PLAIN " + base64.b64encode(sasl.plain(user, password)).decode())
         elif mech == "LOGIN":
             code, msg = client.docmd("AUTH", "LOGIN " + base64.b64encode(user.encode()).decode())
             if code == 334:

@@ -21,6 +21,12 @@ cannot fall back to Dovecot's 30 s poll.
 
 The fixture ``imap_dovecot`` is session-scoped: call ``.clear()`` first.  Use it from a
 test module with ``import imapserver`` and ``imap_dovecot = imapserver.imap_dovecot``.
+
+The fixture ``imap_oauth_dovecot`` (module-scoped; a second Dovecot, ~0.1 s to start) is the same
+server offering AUTHENTICATE XOAUTH2 and OAUTHBEARER too: Dovecot's own oauth2 passdb checks
+each token by RFC 7662 introspection at a ``TokenServer`` on 127.0.0.1 (http.server in a
+thread, the test's stand-in for the identity provider) that takes ``.token`` for ``.user``
+and records every token it is asked about in ``.tokens.seen``.
 """
 
 import itertools
@@ -312,6 +318,117 @@ class ImapDovecot(pop3server.Dovecot):
                 pass
 
 
+# -- OAuth 2.0: Dovecot's oauth2 passdb and a stand-in for the identity provider -------------
+
+#: CONFIG with AUTHENTICATE XOAUTH2 and OAUTHBEARER offered, their tokens checked by Dovecot's
+#: oauth2 passdb (RFC 7662 introspection, POSTed to the test's token server); PLAIN and LOGIN
+#: still go to the passwd-file.
+OAUTH_CONFIG = CONFIG.replace("auth_mechanisms = plain login\n", "auth_mechanisms = plain login xoauth2 oauthbearer\n")
+OAUTH_CONFIG = OAUTH_CONFIG.replace(
+    "  args = scheme=PLAIN username_format=%u {dir}/users\n}}\n",
+    "  args = scheme=PLAIN username_format=%u {dir}/users\n"
+    "  mechanisms = plain login\n"
+    "}}\n"
+    "passdb {{\n"
+    "  driver = oauth2\n"
+    "  mechanisms = xoauth2 oauthbearer\n"
+    "  args = {dir}/dovecot-oauth2.conf.ext\n"
+    "}}\n",
+)
+OAUTH_CONFIG = OAUTH_CONFIG.replace(
+    "instance_name = pipemail-imap-test\n", "instance_name = pipemail-imap-oauth-test\n"
+)
+assert OAUTH_CONFIG.count("xoauth2") == 2 and "driver = oauth2" in OAUTH_CONFIG and "oauth-test" in OAUTH_CONFIG
+
+#: Dovecot 2.3's oauth2 settings (doc.dovecot.org/2.3 configuration_manual/authentication/oauth2):
+#: no tokeninfo_url, so every token is POSTed (token=...) to the introspection URL, whose JSON
+#: answer must say "active": true and the user logging in as "username".
+OAUTH2_SETTINGS = """\
+# Written by pipemail's tests/imapserver.py: the test's token server stands in for the provider.
+introspection_mode = post
+introspection_url = {url}
+username_attribute = username
+active_attribute = active
+active_value = true
+"""
+
+
+class TokenServer:
+    """An RFC 7662 introspection endpoint on 127.0.0.1 (http.server in a thread): ``.tokens``
+    maps each valid token to its user; any other token is ``{"active": false}``.  ``.seen``
+    lists the tokens asked about, in order.  ``.url`` is what Dovecot POSTs to."""
+
+    def __init__(self, tokens):
+        import http.server
+        import json
+        import threading
+        import urllib.parse
+
+        self.tokens = dict(tokens)
+        self.seen = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode("utf-8"))
+                token = (form.get("token") or [""])[0]
+                owner.seen.append(token)
+                user = owner.tokens.get(token)
+                answer = {"active": True, "username": user} if user else {"active": False}
+                body = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = "http://%s:%d/introspect" % (HOST, self.httpd.server_address[1])
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="token-server", daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class OAuthImapDovecot(ImapDovecot):
+    """ImapDovecot that also takes AUTHENTICATE XOAUTH2 and OAUTHBEARER, checking each token at
+    ``introspection_url`` (Dovecot's oauth2 passdb): ``.token`` is valid for ``.user``."""
+
+    def __init__(self, dovecot, doveadm, introspection_url):
+        super().__init__(dovecot, doveadm)
+        self.introspection_url = introspection_url
+
+    def _prepare(self):
+        super()._prepare()
+        settings = self.dir / "dovecot-oauth2.conf.ext"
+        settings.write_text(OAUTH2_SETTINGS.format(url=self.introspection_url), encoding="utf-8")
+        settings.chmod(0o644)
+
+    def _write_config(self, port, ssl_port):
+        self.config.write_text(
+            OAUTH_CONFIG.format(
+                dir=self.dir,
+                host=HOST,
+                host6=HOST6,
+                port=port,
+                ssl_port=ssl_port,
+                uid=self.uid,
+                gid=self.gid,
+                folder=FOLDER,
+                hidden=HIDDEN_CAPABILITY,
+            ),
+            encoding="utf-8",
+        )
+        self.config.chmod(0o644)
+
+
 @pytest.fixture(scope="session")
 def imap_dovecot():
     """A running Dovecot imapd on 127.0.0.1 and ::1 (STARTTLS on .port, imaps on .ssl_port)."""
@@ -332,4 +449,39 @@ def imap_dovecot():
         server.close()
 
 
-__all__ = ["ImapDovecot", "imap_dovecot", "HOST", "HOST6", "FOLDER", "FOLDER_WIRE", "free_port"]
+#: The one token the test's identity provider takes (for ImapDovecot's user).
+OAUTH_TOKEN = "ya29.pipemail-test-Token_0123456789-abcdefghijklmnop"
+
+
+@pytest.fixture(scope="module")
+def imap_oauth_dovecot():
+    """A running OAuthImapDovecot (module-scoped: only the OAuth tests need it) with its token
+    server: ``.token`` (OAUTH_TOKEN) is active for ``.user``; ``.tokens`` is the TokenServer."""
+    daemon = binary("dovecot")
+    doveadm = binary("doveadm")
+    if os.geteuid() != 0:
+        pytest.fail("the Dovecot tests must run as root (Dovecot serves mail as %s): %s" % (SYSTEM_USER, SETUP_HINT))
+    tokens = TokenServer({OAUTH_TOKEN: SYSTEM_USER})
+    try:
+        server = OAuthImapDovecot(daemon, doveadm, tokens.url).start()
+        server.token, server.tokens = OAUTH_TOKEN, tokens
+        try:
+            yield server
+        finally:
+            server.close()
+    finally:
+        tokens.close()
+
+
+__all__ = [
+    "ImapDovecot",
+    "OAuthImapDovecot",
+    "TokenServer",
+    "imap_dovecot",
+    "imap_oauth_dovecot",
+    "HOST",
+    "HOST6",
+    "FOLDER",
+    "FOLDER_WIRE",
+    "free_port",
+]

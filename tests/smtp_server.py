@@ -29,6 +29,7 @@ class Server:
         self.data_command_replies = {}  # the Nth DATA command -> a reply instead of 354, e.g. {2: "554 no"}
         self.data_commands = 0
         self.logins = []
+        self.error_answers = []  # what the client answered to the error challenge of a refused token
         self.host = "127.0.0.1"
         self.port = None
         self.ca_file = None
@@ -65,16 +66,34 @@ class Server:
         return "250 OK"
 
     xoauth2 = None  # (user, "Bearer TOKEN") that AUTH XOAUTH2 accepts
+    oauthbearer = None  # (user, "Bearer TOKEN") that AUTH OAUTHBEARER accepts
 
-    async def auth_XOAUTH2(self, server, args):
+    async def _oauth(self, server, args, mech):
+        """A token as Gmail checks it: a wrong one gets its JSON error as a 334 challenge first,
+        and the 535 only after the client's answer (recorded in error_answers)."""
         import base64
 
         from aiosmtpd.smtp import AuthResult
 
-        fields = dict(f.split("=", 1) for f in base64.b64decode(args[1]).decode().split("\x01") if "=" in f)
-        ok = (fields.get("user"), fields.get("auth")) == self.xoauth2
-        self.logins.append(("XOAUTH2", fields.get("user"), ok))
+        blob = base64.b64decode(args[1]).decode()
+        if mech == "OAUTHBEARER":
+            gs2, _, blob = blob.partition("\x01")
+            user = dict(f.split("=", 1) for f in gs2.split(",") if "=" in f).get("a")
+        fields = dict(f.split("=", 1) for f in blob.split("\x01") if "=" in f)
+        if mech == "XOAUTH2":
+            user = fields.get("user")
+        ok = (user, fields.get("auth")) == getattr(self, mech.lower())
+        self.logins.append((mech, user, ok))
+        if not ok:
+            answer = await server.challenge_auth('{"status":"401","schemes":"bearer"}')
+            self.error_answers.append(answer)
         return AuthResult(success=ok, handled=False)
+
+    async def auth_XOAUTH2(self, server, args):
+        return await self._oauth(server, args, "XOAUTH2")
+
+    async def auth_OAUTHBEARER(self, server, args):
+        return await self._oauth(server, args, "OAUTHBEARER")
 
     data_delay = 0  # seconds to wait before answering the end of DATA (a slow server)
 
@@ -129,12 +148,14 @@ def smtp_server(tmp_path):
 
     handlers = []
 
-    def start(tls=False, auth=None, size=None, smtputf8=True, implicit_tls=False, xoauth2=None, lint=True):
+    def start(
+        tls=False, auth=None, size=None, smtputf8=True, implicit_tls=False, xoauth2=None, oauthbearer=None, lint=True
+    ):
         handler = Server()
         handler.lint = lint
         handlers.append(handler)
-        if xoauth2 is not None:
-            handler.xoauth2 = xoauth2
+        if xoauth2 is not None or oauthbearer is not None:
+            handler.xoauth2, handler.oauthbearer = xoauth2, oauthbearer
             kwargs_auth = {"auth_require_tls": False}
         else:
             kwargs_auth = {}
@@ -167,6 +188,10 @@ def smtp_server(tmp_path):
             kwargs["authenticator"] = authenticator
             kwargs["auth_require_tls"] = bool(tls)
         kwargs.update(kwargs_auth)
+        # a token mechanism is offered only by a server given a token for it
+        kwargs["auth_exclude_mechanism"] = [
+            m for m, t in (("XOAUTH2", xoauth2), ("OAUTHBEARER", oauthbearer)) if t is None
+        ]
         handler.port = free_port()
         controller = _Controller(
             handler, hostname="127.0.0.1", port=handler.port, ssl_context=context if implicit_tls else None, **kwargs

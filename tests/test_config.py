@@ -223,7 +223,7 @@ def test_wrong_types(tmp_path, text, message):
     assert str(info.value) == "config file %s: %s" % (path, message)
 
 
-@pytest.mark.parametrize("auth", ["plain", "login", "xoauth2", "PLAIN"])
+@pytest.mark.parametrize("auth", ["plain", "login", "xoauth2", "oauthbearer", "PLAIN", "OAuthBearer"])
 def test_auth_values(tmp_path, auth):
     path = write(tmp_path / "c.toml", '[accounts.a]\nauth = "%s"\n' % auth)
     assert load(path).accounts["a"].auth == auth.lower()
@@ -234,7 +234,7 @@ def test_bad_auth(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(path)
     assert str(info.value) == (
-        'config file %s: account \'a\': auth \'cram-md5\': use "plain", "login" or "xoauth2"' % path
+        'config file %s: account \'a\': auth \'cram-md5\': use "plain", "login", "xoauth2" or "oauthbearer"' % path
     )
 
 

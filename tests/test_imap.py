@@ -104,14 +104,14 @@ def test_wrong_password_with_login_is_noperm(box):
     assert str(e.value).startswith("LOGIN refused by 127.0.0.1: ")
 
 
-def test_xoauth2_token_is_sent_and_redacted(box):
-    # This Dovecot has no oauth2 passdb: the mechanism is refused, but the exchange and its
-    # redaction are what the test checks (the token never shows).
+def test_xoauth2_not_offered_is_unavailable_and_never_sent(box):
+    # This Dovecot offers AUTH=PLAIN AUTH=LOGIN only (tests/test_imap_oauth.py logs in with
+    # XOAUTH2 and OAUTHBEARER at one whose oauth2 passdb takes the token).
     lines = []
-    with client(box, log=lines.append) as c, pytest.raises(NoPermError) as e:
+    with client(box, log=lines.append) as c, pytest.raises(UnavailableError) as e:
         c.login(box.user, "TOKEN-123", auth="xoauth2")
-    assert "AUTHENTICATE XOAUTH2 refused by 127.0.0.1" in str(e.value)
-    assert any(line.endswith(" AUTHENTICATE XOAUTH2") for line in lines)
+    assert str(e.value) == "127.0.0.1 does not offer AUTHENTICATE XOAUTH2 (its mechanisms: LOGIN, PLAIN)"
+    assert not any(" AUTHENTICATE " in line for line in lines)
     assert "TOKEN" not in "\n".join(lines)
 
 
@@ -456,11 +456,12 @@ def test_non_ascii_password_with_quote_and_backslash(box, auth):
     assert "ss" not in "\n".join(line for line in lines if line.startswith("C: "))
 
 
-def test_oauthbearer_token_is_redacted(box):
+def test_oauthbearer_not_offered_is_unavailable_and_never_sent(box):
     lines = []
-    with client(box, log=lines.append) as c, pytest.raises(NoPermError) as e:
+    with client(box, log=lines.append) as c, pytest.raises(UnavailableError) as e:
         c.login(box.user, "TOKEN-456", auth="oauthbearer")
-    assert "AUTHENTICATE OAUTHBEARER refused by 127.0.0.1" in str(e.value)
+    assert str(e.value) == "127.0.0.1 does not offer AUTHENTICATE OAUTHBEARER (its mechanisms: LOGIN, PLAIN)"
+    assert not any(" AUTHENTICATE " in line for line in lines)
     assert "TOKEN" not in "\n".join(lines)
 
 
@@ -471,7 +472,9 @@ def test_unknown_auth_mechanism(box):
 
 
 def test_connection_dropped_inside_a_message(box):
-    box.put_many([msg(1, b"z" * 3_000_000)])
+    # 16 MB: more than Dovecot's imap-login proxy and the socket buffers hold between them
+    # (with 3 MB the whole message was there before the kill in 1 run of 4).
+    box.put_many([msg(1, b"z" * 16_000_000)])
     with logged_in(box) as c:
         c.select("INBOX")
         with pytest.raises(TempFailError) as e:

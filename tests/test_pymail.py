@@ -1009,3 +1009,61 @@ def test_an_address_the_stdlib_parser_chokes_on_is_65_not_a_crash(run, smtp_serv
     r = send(run, srv, "-s", "x", "--", operand, home=str(home))
     assert (r.returncode, r.stderr) == (65, "pymail: not a mail address: %s\n" % operand.replace("\t", "\\t"))
     assert srv.messages == []
+
+
+def _oauth_config(tmp_path, srv, auth, token):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[accounts.oauth]\ntransport = "smtp://127.0.0.1:%d"\nuser = "carol@example.org"\n'
+        'auth = "%s"\npassword_command = "printf %s"\n' % (srv.port, auth, token)
+    )
+    return {"HOME": str(tmp_path), "PIPEMAIL_CONFIG": str(cfg), "PIPEMAIL_PASSWORD": ""}
+
+
+def test_oauthbearer_token_from_password_command(run, smtp_server, tmp_path):
+    srv = smtp_server(oauthbearer=("carol@example.org", "Bearer ya29.token"))
+    r = run(
+        "pymail",
+        "--account",
+        "oauth",
+        "-v",
+        "to@example.org",
+        input=b"x\n",
+        env=_oauth_config(tmp_path, srv, "oauthbearer", "ya29.token"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert srv.logins == [("OAUTHBEARER", "carol@example.org", True)] and len(srv.messages) == 1
+    assert "ya29.token" not in r.stderr and "C: AUTH <redacted>" in r.stderr
+
+
+@pytest.mark.parametrize("auth, answer", [("xoauth2", b""), ("oauthbearer", b"\x01")])
+def test_a_refused_token_ends_the_error_challenge_and_is_77(run, smtp_server, tmp_path, auth, answer):
+    """Gmail sends a refused token's reason as a 334 challenge: pymail answers it as the mechanism
+    says (XOAUTH2 an empty line, OAUTHBEARER %x01) and reports the final 535, nothing sent."""
+    srv = smtp_server(**{auth: ("carol@example.org", "Bearer good")})
+    r = run(
+        "pymail", "--account", "oauth", "to@example.org", input=b"x\n", env=_oauth_config(tmp_path, srv, auth, "stale")
+    )
+    assert r.returncode == 77, r.stderr
+    assert r.stderr.startswith(
+        "pymail: AUTH %s refused by 127.0.0.1: 535 5.7.8 Authentication credentials invalid\n" % auth.upper()
+    )
+    assert srv.error_answers == [answer] and srv.messages == []
+    assert "stale" not in r.stderr
+
+
+def test_an_auth_the_server_does_not_offer_is_69_and_never_sent(run, smtp_server, tmp_path):
+    srv = smtp_server(xoauth2=("carol@example.org", "Bearer ya29.token"))
+    r = run(
+        "pymail",
+        "--account",
+        "oauth",
+        "to@example.org",
+        input=b"x\n",
+        env=_oauth_config(tmp_path, srv, "oauthbearer", "ya29.token"),
+    )
+    assert r.returncode == 69, r.stderr
+    assert r.stderr.startswith(
+        "pymail: 127.0.0.1 does not offer AUTH OAUTHBEARER (its mechanisms: LOGIN, PLAIN, XOAUTH2)\n"
+    )
+    assert srv.logins == [] and srv.messages == []

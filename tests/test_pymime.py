@@ -15,7 +15,9 @@ SUBJECT = b"Subject: nightly report\n"
 
 
 def sh(*argv, input=None, env=None):
-    return subprocess.run(argv, input=input, env=env, capture_output=True, check=True).stdout
+    proc = subprocess.run(argv, input=input, env=env, capture_output=True)
+    assert proc.returncode == 0, "%s exited %d: %s" % (argv[0], proc.returncode, proc.stderr.decode()[-2000:])
+    return proc.stdout
 
 
 def inner_entity(text=b"hello world\nFrom the cron job\nline with trailing space \n"):

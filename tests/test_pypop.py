@@ -396,3 +396,46 @@ def test_an_mbox_that_is_not_a_regular_file_is_refused_and_nothing_recorded(pop,
     box = tmp_path / "box"
     r = pop("fetch", "--mbox", str(box))
     assert (r.returncode, r.stderr) == (0, "") and stored(box) == [msg(1)]
+
+
+def _maildir_messages(top):
+    return [p.read_bytes() for sub in ("new", "cur") for p in sorted((top / sub).iterdir())]
+
+
+def test_sigkill_mid_maildir_batch_delivers_nothing_twice(pop, dovecot, tmp_path):
+    """A Maildir batch names each file in a pending record before its rename into new/: the next
+    run records the UIDLs of those found there (one moved to cur/ by a mail reader too)."""
+    for n in range(300):
+        dovecot.put(dovecot.user, msg(n, b"z" * 5000 + b"\n"))
+    top = tmp_path / "Maildir"
+    cmd = command_path("pypop") + ["--server", "pop3://%s:%d" % (dovecot.host, dovecot.port)]
+    cmd += ["--user", dovecot.user, "--tls-trust-file", dovecot.ca_file, "fetch", "--maildir", str(top), "--delete"]
+    proc = subprocess.Popen(cmd, env={**os.environ, **pop.env}, stderr=subprocess.PIPE)
+    deadline = time.time() + 20
+    while time.time() < deadline and (not (top / "new").exists() or len(os.listdir(top / "new")) < 20):
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, proc.stderr.read()  # killed mid-batch, not finished
+    first = sorted(os.listdir(top / "new"))
+    assert 20 <= len(first) < 300
+    os.rename(top / "new" / first[0], top / "cur" / (first[0] + ":2,S"))  # read meanwhile
+    r = pop("fetch", "--maildir", str(top), "--delete")
+    assert r.returncode == 0, r.stderr
+    got = _maildir_messages(top)
+    assert len(got) == 300 and sorted(got) == sorted(msg(n, b"z" * 5000 + b"\n") for n in range(300))
+    assert dovecot.count(dovecot.user) == 0
+    assert not [p for p in (tmp_path / "state").rglob("*") if p.name.endswith("-maildir")]  # record settled
+
+
+def test_an_mda_failing_midway_does_not_deliver_the_earlier_messages_twice(pop, dovecot, tmp_path):
+    for n in range(3):
+        dovecot.put(dovecot.user, msg(n))
+    out, flag = tmp_path / "out", tmp_path / "flag"
+    once = "if [ -e %s ]; then exit 75; fi; cat >> %s; touch %s" % (flag, out, flag)
+    r = pop("fetch", "--mda", once, "--delete")
+    assert r.returncode == 75 and "exited 75; the message stays on the server" in r.stderr
+    r = pop("fetch", "--mda", "cat >> %s" % out, "--delete")
+    assert r.returncode == 0, r.stderr
+    got = [b"From: sender" + m for m in out.read_bytes().split(b"From: sender")[1:]]
+    assert sorted(got) == [msg(0), msg(1), msg(2)]  # each once (in the server's order)
+    assert dovecot.count(dovecot.user) == 0

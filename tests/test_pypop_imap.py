@@ -414,6 +414,39 @@ def test_the_man_pages_imap_examples_work(imap, tmp_path):
     assert outputs[2].count(b"\n") == 4 and outputs[3] == msg(0, b"E")  # list; retr > message.eml
 
 
+def test_sigkill_mid_maildir_batch_delivers_nothing_twice(imap, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from conftest import command_path
+
+    server = imap.server
+    body = [msg(n) + b"z" * 5000 + b"\n" for n in range(300)]
+    server.put_many(body)
+    top = tmp_path / "Maildir"
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "PIPEMAIL_PASSWORD": server.password,
+    }
+    cmd = command_path("pypop") + ["--server", "imaps://%s:%d" % (server.host, server.ssl_port)]
+    cmd += ["--user", server.user, "--tls-trust-file", server.ca_file, "fetch", "--maildir", str(top), "--delete"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 20
+    while time.time() < deadline and (not (top / "new").exists() or len(os.listdir(top / "new")) < 20):
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, proc.stderr.read()  # killed mid-batch, not finished
+    assert 20 <= len(os.listdir(top / "new")) < 300
+    r = imap("fetch", "--maildir", str(top), "--delete")
+    assert r.returncode == 0, r.stderr
+    got = [p.read_bytes() for p in (top / "new").iterdir()]
+    assert len(got) == 300 and sorted(got) == sorted(body)  # none twice, none lost
+    assert server.folder_messages() == {}
+
+
 class Idler:
     """``pypop -v fetch --idle ...`` running, its standard error read line by line in a thread."""
 

@@ -349,12 +349,13 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size, folders, mo
                 s.log("=== UIDL file (what was fetched): %s" % shown(state))
                 s.log("=== lock: %s" % shown(lock_path))
                 s.log("=== pending record: %s" % shown(pending))
-        fd = pop3.lock(lock_path, "%s at %s" % (s.user_name, s.url.host))
+        label = "%s at %s" % (s.user_name, s.url.host)
+        held = [pop3.lock(lock_path, label)]  # --idle lets go of it while idling (see _idle)
         try:
             if mbox:
                 sink = pop3.MboxSink(os.path.expanduser(mbox), pending, state, warn=lambda m: warn("pypop", m))
             elif maildir:
-                sink = pop3.MaildirSink(os.path.expanduser(maildir))
+                sink = pop3.MaildirSink(os.path.expanduser(maildir), pending + "-maildir", state)
             elif mda:
                 sink = pop3.MdaSink(mda, warn=lambda m: warn("pypop", m))
             else:
@@ -379,6 +380,7 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size, folders, mo
                         delete,
                         move_to,
                         mark_seen,
+                        (lock_path, label, held),
                     )
                     client = None
                 elif s.imap:
@@ -417,17 +419,27 @@ def fetch_cmd(s, mbox, maildir, mda, every, delete, limit, max_size, folders, mo
             if client is not None:
                 client.logout() if s.imap else client.quit()
         finally:
-            os.close(fd)
+            if held:
+                os.close(held.pop())
     if s.verbose or _stderr_is_tty():
         warn("pypop", "%d message%s fetched" % (stored, "" if stored == 1 else "s"))
     return 0
 
 
-def _idle(s, client, sink, directory, folder, reissue, max_size, delete, move_to, mark_seen):
-    """fetch --idle: SIGTERM (and SIGINT) end it between batches or while idling, exit status 0."""
-    import signal
+def _idle(s, client, sink, directory, folder, reissue, max_size, delete, move_to, mark_seen, lock):
+    """fetch --idle: SIGTERM (and SIGINT) end it between batches or while idling, exit status 0.
 
-    from pipemail import imapfetch
+    The account's lock (``lock``: its path, its label, and a list holding the descriptor the
+    caller took) is held only while fetching: a cron ``pypop fetch`` or a ``--idle`` on another
+    folder of the account runs while this one idles; this one waits for the lock to fetch."""
+    import contextlib
+    import signal
+    import time
+
+    from pipemail import imapfetch, pop3
+    from pipemail.errors import TempFailError
+
+    lock_path, label, held = lock
 
     stopped = []
 
@@ -439,6 +451,25 @@ def _idle(s, client, sink, directory, folder, reissue, max_size, delete, move_to
 
     def connect():
         return first.pop() if first else s.connect()
+
+    @contextlib.contextmanager
+    def hold():
+        if held:  # the caller's, taken before the sink was made
+            fd = held.pop()
+        else:
+            fd = None
+            while fd is None and not stopped:
+                try:
+                    fd = pop3.lock(lock_path, label)
+                except TempFailError:  # another pypop is fetching for the account: wait for it
+                    time.sleep(0.2)
+            if fd is not None and isinstance(sink, pop3.MboxSink | pop3.MaildirSink):
+                sink.recover()  # a run killed while this one idled may have left a pending record
+        try:
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     try:
         return imapfetch.idle(
@@ -455,6 +486,7 @@ def _idle(s, client, sink, directory, folder, reissue, max_size, delete, move_to
             move_to=move_to,
             mark_seen=mark_seen,
             max_size=max_size,
+            hold=hold,
         )
     finally:
         for sig, handler in old.items():
