@@ -3,7 +3,8 @@
 Public API::
 
     fetch(client, sink, directory, folders, *, every=False, delete=False, move_to=None,
-          mark_seen=False, limit=None, max_size=None, warn=None, log=None, progress=None)
+          mark_seen=False, limit=None, max_size=None, warn=None, log=None, progress=None,
+          stop=None, keep_selected=False, told=None)
         -> (stored, skipped)
     recovery_path(directory) -> the file an MboxSink records a killed run's whole messages in
     label(stem, uidvalidity, uid, size, key) / parse_label(text)
@@ -16,7 +17,9 @@ folder names as the user writes them (UTF-8; sent in modified UTF-7).
 The order of a batch is the order of POP3's: the messages are stored (appended and
 fsynced, delivered into a Maildir and its directory fsynced, or accepted by the MDA),
 then recorded (:class:`pipemail.imapstate.FolderState`: index and state fsynced), and
-only then flagged, moved or deleted.  An mbox append names each message of the batch
+only then flagged, moved or deleted.  What an earlier run stored and flagged \\Deleted (a
+server without UIDPLUS keeps it until a mail client expunges the folder) is left alone: not
+fetched (also by ``every``), flagged, copied or mentioned again.  An mbox append names each message of the batch
 in its pending record by a label that holds the folder, UIDVALIDITY, UID, size and key,
 so that a run killed after the append but before the record is settled by the next run
 (:func:`apply_recovered`) and fetches nothing twice.
@@ -114,18 +117,21 @@ def fetch(
     progress=None,
     stop=None,
     keep_selected=False,
+    told=None,
 ):
     """Fetch each folder's new messages into ``sink``; (stored, skipped) over all folders.
 
     ``stop``, when given, is asked between batches (a SIGTERM seen): true ends the fetch there,
-    what is stored recorded.  ``keep_selected`` leaves the last folder selected (for IDLE)."""
+    what is stored recorded.  ``keep_selected`` leaves the last folder selected (for IDLE).
+    ``told``: a set that the fetches of one run share (:func:`idle`'s), so that what is said once
+    a run (the server has no UIDPLUS) is said once."""
     from pipemail import utf7
     from pipemail.imap import BATCH
     from pipemail.imapstate import FolderState, Stored, folder_stem, message_key
 
     recovered = _recovered(directory)
     stored = skipped = 0
-    said_flag_only = False
+    told = set() if told is None else told
     move_wire = utf7.encode(move_to) if move_to else None
     left = limit
     for folder in folders:
@@ -140,8 +146,9 @@ def fetch(
         old = st.begin(f.uidvalidity)
         if old is not None and warn:
             warn(
-                "folder %s has a new UIDVALIDITY (%d, was %d): its messages are matched by Message-ID and "
-                "size against what was stored, and only the others are fetched" % (folder, f.uidvalidity, old)
+                "folder %s has a new UIDVALIDITY (%d, was %d): its messages are matched by Message-ID (or "
+                "header) and size against what was stored, and only the others are fetched"
+                % (folder, f.uidvalidity, old)
             )
         apply_recovered(st, recovered)
         if delete or move_to:  # stored by an earlier run stopped before its delete or move
@@ -155,26 +162,22 @@ def fetch(
                 if (u <= st.last or u in st.extra) and u not in st.volatile
             ]
             if earlier and not every:
-                said_flag_only = _dispose(client, earlier, delete, move_wire, mark_seen, folder, warn, said_flag_only)
+                _dispose(client, earlier, delete, move_wire, mark_seen, folder, warn, told)
         if every:
             todo = client.new_uids(0)
+            stored_here = {u for u in todo if (u <= st.last or u in st.extra) and u not in st.volatile}
+            if stored_here:
+                # stored and flagged \Deleted (a --delete without UIDPLUS, or a mail client), waiting
+                # for an expunge: not fetched again
+                kept = set(client.new_uids(0, undeleted=True))
+                todo = [u for u in todo if u in kept or u not in stored_here]
             st.new(todo)
         elif f.uidnext is not None and st.up_to_date(f.uidnext) and not st.recovering:
             todo = []
         else:
             todo = st.new(client.new_uids(st.last))
         if st.recovering and todo:
-            match = st.matcher()
-            known, bare = [], []
-            for u, size, mid in client.index(todo):
-                if mid is None:
-                    bare.append(u)  # its key is the hash of its header: that header is needed
-                elif match.take(mid, size):
-                    known.append(Stored(u, size, mid))
-            for u, size, header in client.headers(bare):
-                key = message_key(header)
-                if match.take(key, size):
-                    known.append(Stored(u, size, key))
+            known = _recognised(client, st.matcher(), todo)
             if known:
                 st.stored(known)
                 if warn:
@@ -231,9 +234,7 @@ def fetch(
             sink.done()
             uids = [e.uid for e in entries]
             if uids:
-                said_flag_only = _dispose(
-                    client, uids, delete, move_wire, mark_seen, folder, warn, said_flag_only, durable=sink.durable
-                )
+                _dispose(client, uids, delete, move_wire, mark_seen, folder, warn, told, durable=sink.durable)
             stored += len(uids)
             if left is not None:
                 left -= len(uids)
@@ -286,6 +287,7 @@ def idle(
     reissue = IDLE_REISSUE if reissue is None else reissue
     stored = 0
     backoff = 1
+    told = set()  # said once a run, not once a fetch
     while not stop():
         try:
             with connect() as client:
@@ -307,6 +309,7 @@ def idle(
                             log=log,
                             stop=stop,
                             keep_selected=True,
+                            told=told,
                             **options,
                         )
                     stored += n
@@ -335,12 +338,37 @@ def idle(
     return stored
 
 
-def _dispose(client, uids, delete, move_wire, mark_seen, folder, warn, said, durable=True):
-    """Flag, move or delete ``uids`` once stored; returns whether the flag-only case was said."""
+def _recognised(client, match, todo):
+    """The messages of ``todo`` (UIDs of a renumbered folder) that ``match`` (a
+    :class:`pipemail.imapstate.Matcher`) knows were stored: by Message-ID and size, and those
+    without a Message-ID by the hash of their header and size (their header read only when a
+    message of that size without one was stored)."""
+    from pipemail.imapstate import Stored, message_key
+
+    if not len(match):
+        return []
+    known, bare = [], []
+    sizes = match.hashed_sizes()
+    for uid, size, mid in client.index(todo):
+        if mid is not None:
+            if match.take(mid, size):
+                known.append(Stored(uid, size, mid))
+        elif size in sizes:
+            bare.append(uid)  # its key is the hash of its header: that header is needed
+    for uid, size, header in client.headers(bare):
+        key = message_key(header)
+        if match.take(key, size):
+            known.append(Stored(uid, size, key))
+    return sorted(known)
+
+
+def _dispose(client, uids, delete, move_wire, mark_seen, folder, warn, told, durable=True):
+    """Flag, move or delete ``uids`` once stored.  That the server has no UIDPLUS is said once a
+    run (``told``, a set the run's fetches share, remembers it)."""
     if mark_seen:
         client.add_flags(uids, ["\\Seen"])
     if not durable:
-        return said
+        return
     if move_wire:
         from pipemail import utf7
         from pipemail.errors import UnavailableError
@@ -355,11 +383,11 @@ def _dispose(client, uids, delete, move_wire, mark_seen, folder, warn, said, dur
     elif delete:
         expunged = client.delete(uids)
     else:
-        return said
-    if not expunged and not said and warn:
-        warn(FLAG_ONLY % (client.where, folder))
-        said = True
-    return said
+        return
+    if not expunged and FLAG_ONLY not in told:
+        told.add(FLAG_ONLY)
+        if warn:
+            warn(FLAG_ONLY % (client.where, folder))
 
 
 def _advancing(chunks, advance):

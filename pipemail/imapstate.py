@@ -36,8 +36,9 @@ Use::
         return                                  # UIDNEXT says nothing new: no UID SEARCH
     todo = st.new(uids_on_server)               # uid > last, not settled (n:* always holds the top UID)
     if st.recovering:                           # after a change: RFC822.SIZE and the key of todo first
-        match = st.matcher()                    # (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)], and
-        known = [Stored(u, size, key)           #  BODY.PEEK[HEADER] for those without one)
+        match = st.matcher()                    # (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)], and for those
+        known = [Stored(u, size, key)           #  without one, of a size in match.hashed_sizes(),
+                                                #  BODY.PEEK[HEADER]: message_key(header))
                  for u, size, key in headers if match.take(key, size)]
         st.stored(known)                        # settled without fetching them
     ...store a batch, fsync it...
@@ -60,6 +61,8 @@ from typing import NamedTuple
 from pipemail.errors import DataError, IOFailure, describe_oserror, shown
 
 __all__ = [
+    "HASHED",
+    "KEY_HEADER",
     "FolderState",
     "Matcher",
     "Stored",
@@ -71,6 +74,8 @@ __all__ = [
 ]
 
 MAGIC = "pipemail-imap-state 1"
+KEY_HEADER = 1 << 16  # bytes of a header (LF) that name a message without a Message-ID
+HASHED = "header-sha256:"
 VOLATILE = "volatile:"  # before the key of an index line whose message went only to standard output
 
 
@@ -129,7 +134,11 @@ def message_id(header):
 
 def message_key(header):
     """The key that names a message in the index: its Message-ID, else ``header-sha256:``
-    and the SHA-256 of its header (line ends as LF, up to the blank line)."""
+    and the SHA-256 of its header (line ends as LF, up to the blank line, at most its first
+    :data:`KEY_HEADER` bytes).  ``header`` is the start of the message (at least
+    :data:`KEY_HEADER` bytes of it, or all of it, with LF or CRLF line ends: a stored message's
+    first bytes read ahead), or what ``BODY.PEEK[HEADER]`` gives (also cut after twice
+    :data:`KEY_HEADER` bytes): the same key, however long the header."""
     mid = message_id(header)
     if mid is not None:
         return mid
@@ -137,7 +146,7 @@ def message_key(header):
     end = head.find(b"\n\n")
     if end >= 0:
         head = head[: end + 1]
-    return "header-sha256:" + hashlib.sha256(head).hexdigest()
+    return HASHED + hashlib.sha256(head[:KEY_HEADER]).hexdigest()
 
 
 class Matcher:
@@ -157,6 +166,11 @@ class Matcher:
 
     def __len__(self):
         return sum(n for n in self._counts.values() if n > 0)
+
+    def hashed_sizes(self):
+        """The sizes of the messages left to recognise that had no Message-ID (their key is the
+        header's hash): only a message of one of these sizes needs its header read."""
+        return {size for (key, size), n in self._counts.items() if n > 0 and key.startswith(HASHED)}
 
 
 class FolderState:

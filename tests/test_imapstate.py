@@ -2,6 +2,7 @@
 UIDVALIDITY change (Message-ID + CRLF size), atomic writes with fsync, and runs killed between
 their writes."""
 
+import hashlib
 import os
 import stat
 import subprocess
@@ -225,6 +226,31 @@ def test_message_id_and_key():
     lf = imapstate.message_key(b"From: a@x\nSubject: no id\n\nother body\n")
     assert crlf == lf and crlf.startswith("header-sha256:") and len(crlf) == len("header-sha256:") + 64
     assert imapstate.message_key(b"From: b@x\n\n") != lf
+
+
+def test_key_of_a_long_header_is_the_same_from_the_message_and_from_header_partial():
+    # stored: the message's first bytes (LF), read until the blank line or HEAD_PEEK; after a
+    # UIDVALIDITY change: BODY.PEEK[HEADER]<0.2*KEY_HEADER> (CRLF, cut anywhere): one key
+    n = imapstate.KEY_HEADER
+    lines = b"".join(b"X-Trace-%d: %s\n" % (i, b"t" * 60) for i in range(3000))  # about 3 * KEY_HEADER
+    message = b"From: a@x\n" + lines + b"\nbody\n"
+    crlf = message.replace(b"\n", b"\r\n")
+    key = imapstate.message_key(message)
+    assert key == imapstate.message_key(message[: n + 10]) == imapstate.message_key(crlf[: 2 * n])
+    assert key == imapstate.HASHED + hashlib.sha256(message[:n]).hexdigest()
+    short = b"From: a@x\nSubject: s\n"  # a header, no blank line, no body: the whole message
+    assert imapstate.message_key(short) == imapstate.message_key(short.replace(b"\n", b"\r\n"))
+
+
+def test_matcher_says_which_sizes_need_a_header_read(tmp_path):
+    st = FolderState(str(tmp_path), "INBOX")
+    st.begin(1)
+    st.new([1, 2, 3])
+    st.stored([Stored(1, 10, "<a@x>"), Stored(2, 20, "header-sha256:" + "0" * 64), Stored(3, 30, "<c@x>")])
+    st.begin(2)
+    match = st.matcher()
+    assert match.hashed_sizes() == {20}
+    assert match.take("header-sha256:" + "0" * 64, 20) and match.hashed_sizes() == set()
 
 
 @pytest.mark.parametrize(

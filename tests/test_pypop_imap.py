@@ -125,6 +125,61 @@ def test_delete_without_uidplus_only_flags_and_says_so_once(imap, tmp_path):
     assert all("\\Deleted" in f for f in server.flags().values())
 
 
+def sent(stderr, word):
+    """The commands of a -v transcript that hold ``word``, without their tags."""
+    return [line.split(" ", 2)[2] for line in stderr.splitlines() if line.startswith("C: ") and word in line]
+
+
+def test_delete_without_uidplus_a_second_run_fetches_flags_and_warns_nothing_again(imap, tmp_path):
+    server = imap.server
+    server.put_many([msg(n) for n in range(3)])
+    box = tmp_path / "inbox"
+    r = imap("fetch", "--mbox", str(box), "--delete", host=server.host6)
+    assert r.returncode == 0 and r.stderr.count("has no UIDPLUS") == 1, r.stderr
+    r = imap("-v", "fetch", "--mbox", str(box), "--delete", host=server.host6)
+    assert r.returncode == 0, r.stderr
+    assert (sent(r.stderr, "FETCH"), sent(r.stderr, "STORE"), sent(r.stderr, "EXPUNGE")) == ([], [], [])
+    assert "UIDPLUS" not in r.stderr.replace("S: * CAPABILITY", "").replace("S: * OK [CAPABILITY", "")
+    assert r.stderr.endswith("pypop: 0 messages fetched\n")
+    server.put_many([msg(3)])
+    new = max(server.flags())
+    r = imap("-v", "fetch", "--mbox", str(box), "--delete", host=server.host6)
+    assert r.returncode == 0, r.stderr
+    assert sent(r.stderr, "STORE") == ["UID STORE %d +FLAGS.SILENT (\\Deleted)" % new]  # the new one only
+    assert r.stderr.count("has no UIDPLUS") == 1 and "pypop: 1 message fetched" in r.stderr
+    r = imap("-v", "fetch", "--all", "--mbox", str(box), "--delete", host=server.host6)
+    assert r.returncode == 0 and "pypop: 0 messages fetched" in r.stderr  # --all: flagged, stored: not again
+    assert (sent(r.stderr, "STORE"), r.stderr.count("has no UIDPLUS")) == ([], 0)
+    assert stored(box) == [msg(n) for n in range(4)]
+    assert len(server.folder_messages()) == 4 and all("\\Deleted" in f for f in server.flags().values())
+
+
+def test_move_to_without_move_a_second_run_copies_nothing_again(imap, tmp_path):
+    server = imap.server
+    server.put_many([msg(n) for n in range(2)])
+    box = tmp_path / "inbox"
+    for _ in range(2):
+        r = imap("-v", "fetch", "--mbox", str(box), "--move-to", imapserver.FOLDER, host=server.host6)
+        assert r.returncode == 0, r.stderr
+    assert (sent(r.stderr, "COPY"), sent(r.stderr, "STORE")) == ([], [])
+    assert sorted(server.folder_messages(folder=imapserver.FOLDER).values()) == [msg(0), msg(1)]  # once each
+    assert stored(box) == [msg(0), msg(1)]
+
+
+def test_delete_with_uidplus_expunges_what_an_earlier_run_stored_and_only_flagged(imap, tmp_path):
+    server = imap.server
+    server.put_many([msg(n) for n in range(3)])
+    box = tmp_path / "inbox"
+    assert imap("fetch", "--mbox", str(box)).returncode == 0
+    b = sorted(server.flags())[1]
+    # as if a run was killed between its flag and its UID EXPUNGE (b), or before its flag (the others)
+    server.admin("flags", "add", "-u", server.user, "\\Deleted", "mailbox", "INBOX", "uid", str(b))
+    r = imap("-v", "fetch", "--mbox", str(box), "--delete")
+    assert r.returncode == 0, r.stderr
+    assert sent(r.stderr, "FETCH") == [] and "pypop: 0 messages fetched" in r.stderr
+    assert server.folder_messages() == {} and stored(box) == [msg(n) for n in range(3)]
+
+
 def test_move_to_a_non_ascii_folder_and_fetch_from_it(imap, tmp_path):
     server = imap.server
     server.put_many([msg(n) for n in range(3)])
@@ -161,7 +216,7 @@ def test_several_folders_into_one_sink_and_mark_seen(imap, tmp_path):
     assert r.returncode == 0, r.stderr
     assert stored(box) == [msg(0), msg(1), msg(0, b"E"), msg(1, b"E")]
     assert all(f == {"\\Seen"} for f in server.flags().values())
-    assert all(f == {"\\Seen"} for f in server.flags(folder=imapserver.FOLDER_WIRE).values())
+    assert list(server.flags(folder=imapserver.FOLDER).values()) == [{"\\Seen"}] * 2  # doveadm: the UTF-8 name
     r = imap("fetch", "--mbox", str(box), "--folder", "INBOX", "--folder", imapserver.FOLDER)
     assert r.returncode == 0 and len(stored(box)) == 4
 
@@ -180,6 +235,36 @@ def test_uidvalidity_reset_stores_nothing_twice(imap, tmp_path):
     assert stored(box) == [msg(n) for n in range(6)]  # the new one only, nothing twice
     r = imap("fetch", "--mbox", str(box))
     assert (r.returncode, r.stderr) == (0, "") and len(stored(box)) == 6
+
+
+def nomid(n, extra=b""):
+    """A message without a Message-ID (a cron mail, a scanner's): known after a UIDVALIDITY change by
+    the SHA-256 of its header and its size."""
+    return b"From: cron@example.org\nTo: pmtest@example.org\nSubject: cron %d\n%s\nbody %d\n" % (n, extra, n)
+
+
+def test_uidvalidity_reset_without_message_id_stores_nothing_twice(imap, tmp_path):
+    server = imap.server
+    twin = nomid(9)  # stored twice before the change: recognised twice, not a third time
+    odd = [b"From: a@example.org\nSubject: a header, no body\n", b"Message-ID: <c@d> (a relay's comment)\n\nx\n"]
+    old = [msg(0), nomid(1), twin, nomid(2, b"X-Long: " + b"y" * 70000 + b"\n"), twin, *odd]
+    server.put_many(old)
+    box = tmp_path / "inbox"
+    assert imap("fetch", "--mbox", str(box)).returncode == 0
+    server.set_uidvalidity(4343)
+    new = [nomid(3), twin, nomid(1, b"Received: again\n")]  # a third twin; same body, another header
+    server.put_many(new)
+    r = imap("-v", "fetch", "--mbox", str(box))
+    assert r.returncode == 0, r.stderr
+    assert "pypop: folder INBOX: 7 messages stored before the change not fetched again" in r.stderr
+    assert stored(box) == old + new  # each old one once, the new ones stored
+    uids = sorted(server.flags())
+    fetched = [line for line in r.stderr.splitlines() if line.startswith("C: ") and "BODY.PEEK[]" in line]
+    assert len(fetched) == 1
+    assert fetched[0].endswith(" UID FETCH %d:%d (UID RFC822.SIZE BODY.PEEK[])" % (uids[7], uids[9]))
+    assert "pypop: 3 messages fetched" in r.stderr
+    r = imap("fetch", "--mbox", str(box))
+    assert (r.returncode, r.stderr) == (0, "") and stored(box) == old + new
 
 
 def test_stat_list_uidl_retr_dele_by_uid(imap, tmp_path):
@@ -297,6 +382,38 @@ def test_sigkill_mid_fetch_loses_nothing_and_stores_nothing_twice(imap, tmp_path
     assert server.folder_messages() == {}
 
 
+def test_the_man_pages_imap_examples_work(imap, tmp_path):
+    import shlex
+
+    from conftest import ROOT
+
+    server = imap.server
+    server.put_many([msg(n) for n in range(2)])
+    server.put_many([msg(n, b"E") for n in range(2)], folder=imapserver.FOLDER)
+    text = (ROOT / "man" / "man1" / "pypop.1").read_text()
+    lines = [line.replace("\\-", "-").replace("\\(ti", "~") for line in text.splitlines()]
+    examples = [line for line in lines if line.startswith("pypop --server imaps://imap.example.com --user me ")]
+    assert len(examples) == 5
+    (tmp_path / "mail").mkdir()
+    outputs = []
+    for line in examples:
+        args, _, redirect = line.partition(" > ")
+        args = shlex.split(args)[5:]  # after pypop --server URL --user me
+        if "--idle" in args:  # runs until stopped: the --idle tests run it
+            continue
+        if "retr" in args:
+            args[-1] = str(min(server.flags(folder=imapserver.FOLDER)))  # for UID 17: the folder's first
+        args = [imapserver.FOLDER if a == "Archive" else a for a in args]
+        r = imap(*args)
+        assert (r.returncode, r.stderr) == (0, ""), (line, r.stderr)
+        outputs.append(r.stdout)
+    md = tmp_path / "Maildir" / "new"
+    assert sorted(p.read_bytes() for p in md.iterdir()) == sorted([msg(0), msg(1), msg(0, b"E"), msg(1, b"E")])
+    # nothing new for the mbox; the INBOX's two, stored by the first example, moved to the folder
+    assert not (tmp_path / "mail" / "inbox").exists() and server.folder_messages() == {}
+    assert outputs[2].count(b"\n") == 4 and outputs[3] == msg(0, b"E")  # list; retr > message.eml
+
+
 def test_sigkill_mid_maildir_batch_delivers_nothing_twice(imap, tmp_path):
     import signal
     import subprocess
@@ -333,7 +450,7 @@ def test_sigkill_mid_maildir_batch_delivers_nothing_twice(imap, tmp_path):
 class Idler:
     """``pypop -v fetch --idle ...`` running, its standard error read line by line in a thread."""
 
-    def __init__(self, server, tmp_path, *args):
+    def __init__(self, server, tmp_path, *args, host=None):
         import subprocess
         import threading
 
@@ -349,7 +466,7 @@ class Idler:
         cmd = command_path("pypop") + [
             "-v",
             "--server",
-            "imaps://%s:%d" % (server.host, server.ssl_port),
+            "imaps://%s:%d" % ("[%s]" % host if host else server.host, server.ssl_port),
             "--user",
             server.user,
             "--tls-trust-file",
@@ -416,6 +533,28 @@ def test_idle_fetches_mail_as_it_arrives_through_exists(imap, tmp_path):
     assert not [line for line in after[: exists[0]] if line.startswith("C: ") and "IDLE" not in line]  # no poll
     assert lines[-1] == "pypop: 2 messages fetched"
     assert "C: DONE" in lines and lines[-2] == "S: * BYE Logging out"
+
+
+def test_idle_with_delete_without_uidplus_says_so_once_per_run(imap, tmp_path):
+    server = imap.server
+    server.put_many([msg(0)])
+    box = tmp_path / "box"
+    idler = Idler(server, tmp_path, "--mbox", str(box), "--delete", host=server.host6)
+    try:
+        idler.wait_for("=== idling in INBOX")
+        server.put_many([msg(1)])
+        idler.wait_for("=== idling in INBOX", count=2)
+        assert stored(box) == [msg(0), msg(1)]
+    finally:
+        code, lines = idler.stop()
+    assert code == 0, lines
+    assert [line for line in lines if "UIDPLUS" in line and not line.startswith("S: ")] == [
+        "pypop: ::1 has no UIDPLUS: the messages of INBOX are flagged \\Deleted, not expunged "
+        "(pypop never sends a plain EXPUNGE, which would remove messages it did not store)"
+    ]
+    stores = [line.split(" ", 2)[2] for line in lines if line.startswith("C: ") and " UID STORE " in line]
+    assert len(stores) == 2  # each message flagged once
+    assert all("\\Deleted" in f for f in server.flags().values())
 
 
 def test_idle_reconnects_after_a_drop(imap, tmp_path):
