@@ -48,6 +48,20 @@ def write_maildir(top, paths):
                 out.write(chunk)
 
 
+def write_mbox_of_maildir(target, top):
+    """The mbox ``write_mbox`` makes of the files ``write_maildir`` was given, copied from the
+    Maildir ``top`` it made (its messages in their order), not encoded again."""
+    import shutil
+
+    new = os.path.join(top, "new")
+    with open(target, "wb") as out:
+        for name in sorted(os.listdir(new)):
+            out.write(b"From me@example.com Thu Dec  3 11:36:01 2026\n")
+            with open(os.path.join(new, name), "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+            out.write(b"\n")
+
+
 def write_mbox(target, paths):
     """An mbox holding one message per file of ``paths``, in that order."""
     with open(target, "wb") as out:

@@ -582,11 +582,27 @@ def test_check_with_resend_sends_and_removes_nothing(run, smtp_server, home):
     assert r.returncode == 0 and srv.messages == [] and dead.read_bytes() == before
 
 
+def waiting_for_the_greeting(pid, timeout=20):
+    """Return once the process ``pid``, connected to a server that never speaks, sleeps in its
+    read of the greeting (state S, in a socket wait): what a fixed sleep waited for before."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rpartition(")")[2].split()[0]
+        with open("/proc/%d/wchan" % pid) as f:
+            wchan = f.read()
+        if state == "S" and wchan not in ("", "0"):
+            return
+        time.sleep(0.005)
+    raise AssertionError("pid %d never waited for the greeting" % pid)
+
+
 def test_sigterm_during_delivery_keeps_the_message(home):
     import signal
     import socket
     import subprocess
-    import time
 
     from conftest import command_path
 
@@ -603,7 +619,7 @@ def test_sigterm_during_delivery_keeps_the_message(home):
     proc.stdin.write(b"important\n")
     proc.stdin.close()
     conn, _ = listener.accept()
-    time.sleep(0.5)
+    waiting_for_the_greeting(proc.pid)
     proc.send_signal(signal.SIGTERM)
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=20) == 143
@@ -847,7 +863,6 @@ def test_max_size_interrupted_keeps_every_part_not_sent_and_resend_completes_it(
 def test_max_size_terminated_while_connecting_keeps_every_part(home, tmp_path):
     import socket
     import subprocess
-    import time
 
     from conftest import command_path
 
@@ -871,7 +886,7 @@ def test_max_size_terminated_while_connecting_keeps_every_part(home, tmp_path):
         )
         try:
             conn, _ = silent.accept()
-            time.sleep(0.3)
+            waiting_for_the_greeting(proc.pid)
             proc.terminate()
             err = proc.communicate(timeout=60)[1].decode()
         finally:

@@ -42,7 +42,7 @@ def make_case(top, mb, incomplete=False):
     random.Random(mb).shuffle(shuffled)
     shuffled.insert(1, parts[-1])  # a duplicate
     sharmail.write_maildir(str(top / "Maildir"), shuffled)
-    sharmail.write_mbox(str(top / "parts.mbox"), shuffled)
+    sharmail.write_mbox_of_maildir(str(top / "parts.mbox"), str(top / "Maildir"))  # the same messages
     whole = top / "whole.shar"
     with open(whole, "wb") as out:
         subprocess.run(command_path("pyshar") + [data.name], cwd=top, stdout=out, check=True, stderr=subprocess.DEVNULL)
