@@ -1,6 +1,7 @@
 """pipemail.mailbox: dot-locks (owner, stale, live), appends on their own From_ line, pypop's
 pending record settling a killed batch; and the commands that go through it."""
 
+import functools
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from smtp_server import free_port
 from pipemail import mailbox, transport
 
 
+@functools.cache  # its From_ line has the time: the same bytes each call, not a second apart
 def _msg(n, size=0):
     return mailbox.mbox_bytes([b"Subject: %d\n\nbody %d\n" % (n, n) + b"z" * size + b"\n"], "a@example.org")
 
